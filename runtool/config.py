@@ -1,0 +1,162 @@
+"""One configuration object: defaults < ``runtool.toml`` < environment (``RUNTOOL_*``)."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from runtool.errors import RuntoolError
+
+__all__ = ["ConfigError", "RuntoolConfig", "load_config"]
+
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+DEFAULT_TOPICS = {
+    "image": "/sensors/triton_camera_feed/compressed",
+    "detections": "/weed_detection/bboxes",
+    "tracks": "/multi_object_tracking/track_bboxes",
+}
+
+
+class ConfigError(RuntoolError):
+    """A configuration value is missing or invalid; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class RuntoolConfig:
+    """Everything runtool needs to know about where data lives and how to judge it."""
+
+    raw_bucket: str = "terra-weeder-deployments-data-raw"
+    ml_bucket: str = "terra-weeder-deployments-data-ml"
+    gcp_project: str | None = None
+    emulator_host: str | None = None
+    data_dir: Path = Path("data")
+    raw_root: Path = Path("data/raw")
+    processed_root: Path = Path("data/processed")
+    ml_root: Path = Path("data/ML")
+    cache_dir: Path = Path("data/cache")
+    expected_samples_per_bag: float = 17.0
+    under_labelled_pct: float = 80.0
+    list_workers: int = 8
+    read_only: bool = False
+    topics: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
+    source: str = "defaults"
+
+    def __post_init__(self) -> None:
+        for name in ("raw_bucket", "ml_bucket"):
+            value = getattr(self, name)
+            if not _BUCKET_NAME.match(value) or ".." in value:
+                raise ConfigError(f"{name} = {value!r} is not a valid bucket name ({self.source})")
+        if not self.expected_samples_per_bag > 0:
+            raise ConfigError(
+                f"expected_samples_per_bag = {self.expected_samples_per_bag} must be > 0 ({self.source})"
+            )
+        if not 0 <= self.under_labelled_pct <= 100:
+            raise ConfigError(
+                f"under_labelled_pct = {self.under_labelled_pct} must be within 0..100 ({self.source})"
+            )
+        if not 1 <= self.list_workers <= 64:
+            raise ConfigError(f"list_workers = {self.list_workers} must be within 1..64 ({self.source})")
+        if self.emulator_host and not re.match(r"^https?://[^/\s]+/?$", self.emulator_host):
+            raise ConfigError(
+                f"STORAGE_EMULATOR_HOST = {self.emulator_host!r} must look like http://127.0.0.1:4443"
+            )
+
+    def with_overrides(self, **changes: Any) -> RuntoolConfig:
+        return replace(self, **changes)
+
+
+# setting name -> (toml section, toml key, environment variable)
+_SETTINGS: dict[str, tuple[str, str, str | None]] = {
+    "raw_bucket": ("buckets", "raw", "RUNTOOL_RAW_BUCKET"),
+    "ml_bucket": ("buckets", "ml", "RUNTOOL_ML_BUCKET"),
+    "gcp_project": ("buckets", "project", "RUNTOOL_GCP_PROJECT"),
+    "emulator_host": ("buckets", "emulator_host", "STORAGE_EMULATOR_HOST"),
+    "data_dir": ("paths", "data_dir", "RUNTOOL_DATA_DIR"),
+    "raw_root": ("paths", "raw_root", "RUNTOOL_RAW_ROOT"),
+    "processed_root": ("paths", "processed_root", "RUNTOOL_PROCESSED_ROOT"),
+    "ml_root": ("paths", "ml_root", "RUNTOOL_ML_ROOT"),
+    "cache_dir": ("paths", "cache_dir", "RUNTOOL_CACHE_DIR"),
+    "expected_samples_per_bag": ("coverage", "expected_samples_per_bag", "RUNTOOL_EXPECTED_SAMPLES_PER_BAG"),
+    "under_labelled_pct": ("coverage", "under_labelled_pct", "RUNTOOL_UNDER_LABELLED_PCT"),
+    "list_workers": ("inventory", "list_workers", "RUNTOOL_LIST_WORKERS"),
+    "read_only": ("server", "read_only", "RUNTOOL_READ_ONLY"),
+}
+_DATA_SUBDIRS = {"raw_root": "raw", "processed_root": "processed", "ml_root": "ML", "cache_dir": "cache"}
+
+
+def _convert(name: str, value: Any, origin: str, base: Path) -> Any:
+    """Coerce one raw value to the setting's type, or raise ConfigError naming the setting."""
+    kind = {f.name: f.type for f in fields(RuntoolConfig)}[name]
+    try:
+        if kind == "Path":
+            path = Path(os.path.expanduser(str(value)))
+            return path if path.is_absolute() else base / path
+        if kind == "float":
+            return float(value)
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        text = str(value).strip()
+        return text or None if name in ("gcp_project", "emulator_host") else text
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: {value!r} is not a valid {kind} for {name}") from exc
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> RuntoolConfig:
+    """Load the configuration.
+
+    The file is ``path``, else ``$RUNTOOL_CONFIG``, else ``./runtool.toml`` if it exists. Relative paths
+    in the file are relative to the file; relative paths from the environment to the working directory.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources = ["defaults"]
+    explicit = path or (Path(env["RUNTOOL_CONFIG"]) if env.get("RUNTOOL_CONFIG") else None)
+    file = explicit or Path("runtool.toml")
+    if explicit is not None and not file.is_file():
+        raise ConfigError(f"RUNTOOL_CONFIG: the config file {file} does not exist")
+    if file.is_file():
+        try:
+            document = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+        base = file.resolve().parent
+        known = {(section, key) for section, key, _ in _SETTINGS.values()}
+        for section, table in document.items():
+            if section == "topics" and isinstance(table, dict):
+                values["topics"] = {**DEFAULT_TOPICS, **{str(k): str(v) for k, v in table.items()}}
+                continue
+            if not isinstance(table, dict):
+                raise ConfigError(f"{file}: [{section}] must be a table")
+            for key in table:
+                if (section, key) not in known:
+                    raise ConfigError(f"{file}: unknown setting [{section}] {key}")
+        for name, (section, key, _) in _SETTINGS.items():
+            if key in document.get(section, {}):
+                values[name] = _convert(name, document[section][key], f"{file} [{section}] {key}", base)
+        sources.append(str(file))
+    cwd = Path.cwd()
+    for name, (_, _, variable) in _SETTINGS.items():
+        if variable and env.get(variable, "") != "":
+            values[name] = _convert(name, env[variable], variable, cwd)
+            sources.append(variable)
+    data_dir = Path(values.get("data_dir", cwd / "data"))
+    values["data_dir"] = data_dir
+    for name, sub in _DATA_SUBDIRS.items():
+        values.setdefault(name, data_dir / sub)
+    return RuntoolConfig(**values, source=" < ".join(sources))

@@ -1,0 +1,1 @@
+"""The synthetic demo fleet and the local GCS emulator launcher."""

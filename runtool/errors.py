@@ -1,0 +1,17 @@
+"""The root of runtool's exception hierarchy.
+
+Each module defines its own error class deriving from :class:`RuntoolError`, so callers can catch
+everything runtool raises in one place and still tell the concerns apart.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ReadOnlyError", "RuntoolError"]
+
+
+class RuntoolError(Exception):
+    """Base class of every error runtool raises on purpose."""
+
+
+class ReadOnlyError(RuntoolError):
+    """A write action was asked of services started in read-only mode."""

@@ -1,0 +1,136 @@
+"""Coverage results: per-run timelines, per-day aggregates and summary statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from runtool.models.coordinates import Filters, RunCoordinate
+
+__all__ = [
+    "AggregatedTemporalData",
+    "CoveragePoint",
+    "CoverageSettings",
+    "CoverageStatistics",
+    "DayCoverage",
+    "LaserBoxDay",
+    "LaserBoxStats",
+    "TemporalData",
+]
+
+
+@dataclass(frozen=True)
+class CoverageSettings:
+    """The two knobs of the coverage model."""
+
+    expected_samples_per_bag: float = 17.0
+    under_labelled_pct: float = 80.0
+
+    def __post_init__(self) -> None:
+        if not self.expected_samples_per_bag > 0:
+            raise ValueError("expected samples per bag must be greater than 0")
+        if not 0 <= self.under_labelled_pct <= 100:
+            raise ValueError("the under-labelled threshold must be between 0 and 100 %")
+
+
+@dataclass(frozen=True)
+class CoveragePoint:
+    """One run on a timeline. ``coverage_pct`` is None when the run has no raw bags."""
+
+    coordinate: RunCoordinate
+    start_time: datetime
+    raw_bags: int
+    ml_frames: int
+    ml_labels: int
+    coverage_pct: float | None
+    under_labelled: bool
+
+    @property
+    def ml_only(self) -> bool:
+        """Labelled samples exist but the raw bags do not: flagged, never counted as covered."""
+        return self.raw_bags == 0 and (self.ml_labels > 0 or self.ml_frames > 0)
+
+
+@dataclass(frozen=True)
+class TemporalData:
+    """Runs of a selection in start-time order (the single-laser-box view)."""
+
+    filters: Filters
+    settings: CoverageSettings
+    points: tuple[CoveragePoint, ...]
+
+
+@dataclass(frozen=True)
+class DayCoverage:
+    """Totals of one UTC calendar day; days without runs have ``runs == 0`` and no coverage."""
+
+    day: date
+    runs: int
+    raw_bags: int
+    ml_frames: int
+    ml_labels: int
+    coverage_pct: float | None
+    laser_boxes: int
+
+
+@dataclass(frozen=True)
+class LaserBoxDay:
+    """One cell of the fleet heatmap: a laser box on a day it recorded."""
+
+    lb_key: str
+    day: date
+    raw_bags: int
+    ml_labels: int
+    coverage_pct: float | None
+
+
+@dataclass(frozen=True)
+class AggregatedTemporalData:
+    """Per-day totals over every laser box of a selection, on a gapless calendar."""
+
+    filters: Filters
+    settings: CoverageSettings
+    days: tuple[DayCoverage, ...]
+    cells: tuple[LaserBoxDay, ...]
+
+    @property
+    def active_days(self) -> int:
+        return sum(1 for d in self.days if d.runs > 0)
+
+
+@dataclass(frozen=True)
+class CoverageStatistics:
+    """Summary of a selection.
+
+    ``overall_coverage_pct`` relates the labels of runs that have raw bags to what those bags should
+    yield; ``average_coverage_pct`` is the mean of per-run coverage. ML-only runs are counted apart.
+    """
+
+    total_runs: int
+    runs_with_bags: int
+    total_bags: int
+    total_frames: int
+    total_labels: int
+    expected_samples: float
+    overall_coverage_pct: float | None
+    average_coverage_pct: float | None
+    under_labelled: tuple[CoveragePoint, ...]
+    ml_only_runs: int
+    average_bags_per_run: float | None
+    average_labels_per_run: float | None
+
+
+@dataclass(frozen=True)
+class LaserBoxStats:
+    """Totals of one laser box (``lb_key`` is ``cid/regionid/fieldid/twid/lbid``)."""
+
+    lb_key: str
+    lbid: str
+    runs: int
+    total_bags: int
+    total_frames: int
+    total_labels: int
+    coverage_pct: float | None
+    active_days: int
+    avg_bags_per_day: float | None
+    avg_labels_per_day: float | None

@@ -1,0 +1,256 @@
+"""Status vocabularies and the per-run state models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from runtool.models.coordinates import RunCoordinate
+
+__all__ = [
+    "EXTRACTION_FILES",
+    "CloudMLStatus",
+    "CloudRawStatus",
+    "DataStatus",
+    "ExtractionStatus",
+    "LocalMLStatus",
+    "LocalRawStatus",
+    "NextAction",
+    "ProcessingStatus",
+    "RunState",
+    "SyncStatus",
+]
+
+EXTRACTION_FILES: tuple[str, ...] = ("frames.csv", "detections.csv", "tracking.csv", "metadata.yaml")
+"""The files whose presence makes a run count as extracted (the legacy rule)."""
+
+
+class DataStatus(StrEnum):
+    """Where a run stands in the per-run pipeline."""
+
+    NOT_DOWNLOADED = "not_downloaded"
+    DOWNLOADING = "downloading"
+    DOWNLOADED = "downloaded"
+    EXTRACTING = "extracting"
+    EXTRACTED = "extracted"
+    ANALYZING = "analyzing"
+    ANALYZED = "analyzed"
+    ERROR = "error"
+
+
+class ProcessingStatus(StrEnum):
+    """State of one unit of work (a job, a bag)."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    CACHED = "cached"
+
+
+class SyncStatus(StrEnum):
+    """How a run's cloud and local copies compare."""
+
+    SYNCED = "synced"
+    CLOUD_ONLY = "cloud_only"
+    LOCAL_ONLY = "local_only"
+    MISMATCH = "mismatch"
+    MISSING = "missing"
+
+    @property
+    def label(self) -> str:
+        """The words the pages show next to the colour."""
+        return _SYNC_LABELS[self]
+
+
+_SYNC_LABELS = {
+    SyncStatus.SYNCED: "synced",
+    SyncStatus.CLOUD_ONLY: "not downloaded",
+    SyncStatus.LOCAL_ONLY: "local only",
+    SyncStatus.MISMATCH: "mismatch",
+    SyncStatus.MISSING: "missing",
+}
+
+
+class NextAction(StrEnum):
+    """The one next step of the per-run pipeline."""
+
+    DOWNLOAD = "download"
+    EXTRACT = "extract"
+    ANALYZE = "analyze"
+    COMPLETE = "complete"
+
+
+@dataclass(frozen=True)
+class CloudRawStatus:
+    """The run's bags in the raw bucket (cloud names, e.g. ``_2025-08-25-08-59-57_0.bag``)."""
+
+    bag_sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.bag_sizes)
+
+    @property
+    def bag_count(self) -> int:
+        return len(self.bag_sizes)
+
+    @property
+    def total_size(self) -> int:
+        return sum(self.bag_sizes.values())
+
+    def to_dict(self) -> dict[str, object]:
+        return {"exists": self.exists, "bag_count": self.bag_count, "total_size": self.total_size,
+                "bag_sizes": dict(sorted(self.bag_sizes.items()))}
+
+
+@dataclass(frozen=True)
+class CloudMLStatus:
+    """The run's ML samples in the ML bucket, per cloud bag dir (``_2025-08-25-08-59-57_0``)."""
+
+    frames: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+    total_bytes: int = 0
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.frames) or bool(self.labels)
+
+    @property
+    def frame_count(self) -> int:
+        return sum(self.frames.values())
+
+    @property
+    def label_count(self) -> int:
+        """Labelled samples: the sample count used for coverage."""
+        return sum(self.labels.values())
+
+    def to_dict(self) -> dict[str, object]:
+        return {"exists": self.exists, "frame_count": self.frame_count, "label_count": self.label_count,
+                "total_bytes": self.total_bytes, "frames": self.frames, "labels": self.labels}
+
+
+@dataclass(frozen=True)
+class LocalRawStatus:
+    """The run's bags in the local raw root (local names, e.g. ``rosbag_2025-08-25-08-59-57_0.bag``)."""
+
+    path: str = ""
+    bag_sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.bag_sizes)
+
+    @property
+    def bag_count(self) -> int:
+        return len(self.bag_sizes)
+
+    @property
+    def total_size(self) -> int:
+        return sum(self.bag_sizes.values())
+
+    def to_dict(self) -> dict[str, object]:
+        return {"exists": self.exists, "path": self.path, "bag_count": self.bag_count,
+                "total_size": self.total_size, "bag_sizes": dict(sorted(self.bag_sizes.items()))}
+
+
+@dataclass(frozen=True)
+class LocalMLStatus:
+    """The run's ML samples in the local ML root, per local bag dir (``rosbag_…``)."""
+
+    path: str = ""
+    frames: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+    total_bytes: int = 0
+    other_files: int = 0
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.frames) or bool(self.labels)
+
+    @property
+    def frame_count(self) -> int:
+        return sum(self.frames.values())
+
+    @property
+    def label_count(self) -> int:
+        return sum(self.labels.values())
+
+    def to_dict(self) -> dict[str, object]:
+        return {"exists": self.exists, "path": self.path, "frame_count": self.frame_count,
+                "label_count": self.label_count, "total_bytes": self.total_bytes,
+                "other_files": self.other_files, "frames": self.frames, "labels": self.labels}
+
+
+@dataclass(frozen=True)
+class ExtractionStatus:
+    """Whether the run's processed folder holds a complete extraction (and an analysis)."""
+
+    path: str = ""
+    present: tuple[str, ...] = ()
+    analyzed: bool = False
+
+    @property
+    def extracted(self) -> bool:
+        return all(name in self.present for name in EXTRACTION_FILES)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(name for name in EXTRACTION_FILES if name not in self.present)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"path": self.path, "extracted": self.extracted, "analyzed": self.analyzed,
+                "present": list(self.present), "missing": list(self.missing)}
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Everything known about one run, cloud and local, with the pipeline's next step."""
+
+    coordinate: RunCoordinate
+    cloud_raw: CloudRawStatus
+    cloud_ml: CloudMLStatus
+    local_raw: LocalRawStatus
+    local_ml: LocalMLStatus
+    extraction: ExtractionStatus
+    raw_sync: SyncStatus
+    ml_sync: SyncStatus
+    issues: tuple[str, ...] = ()
+
+    @property
+    def pipeline_status(self) -> DataStatus:
+        if self.extraction.analyzed and self.extraction.extracted:
+            return DataStatus.ANALYZED
+        if self.extraction.extracted:
+            return DataStatus.EXTRACTED
+        if self.local_raw.exists:
+            return DataStatus.DOWNLOADED
+        return DataStatus.NOT_DOWNLOADED
+
+    @property
+    def next_action(self) -> NextAction:
+        return {
+            DataStatus.NOT_DOWNLOADED: NextAction.DOWNLOAD,
+            DataStatus.DOWNLOADED: NextAction.EXTRACT,
+            DataStatus.EXTRACTED: NextAction.ANALYZE,
+        }.get(self.pipeline_status, NextAction.COMPLETE)
+
+    @property
+    def ready_for_analysis(self) -> bool:
+        return self.extraction.extracted
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "coordinate": self.coordinate.to_dict(),
+            "cloud_raw": self.cloud_raw.to_dict(),
+            "cloud_ml": self.cloud_ml.to_dict(),
+            "local_raw": self.local_raw.to_dict(),
+            "local_ml": self.local_ml.to_dict(),
+            "extraction": self.extraction.to_dict(),
+            "raw_sync": self.raw_sync.value,
+            "ml_sync": self.ml_sync.value,
+            "issues": list(self.issues),
+            "pipeline_status": self.pipeline_status.value,
+            "next_action": self.next_action.value,
+            "ready_for_analysis": self.ready_for_analysis,
+        }

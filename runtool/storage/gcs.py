@@ -1,0 +1,140 @@
+"""Google Cloud Storage access: the client, listings, and one place that maps HTTP errors to ours."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import requests
+from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry
+from google.auth.credentials import AnonymousCredentials
+from google.auth.exceptions import GoogleAuthError
+from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
+
+from runtool.errors import RuntoolError
+
+__all__ = [
+    "BucketAccessError",
+    "BucketNotFoundError",
+    "ObjectRecord",
+    "StorageError",
+    "StorageUnavailableError",
+    "iter_objects",
+    "list_prefixes",
+    "make_client",
+    "storage_errors",
+]
+
+PAGE_SIZE = 1000
+DEFAULT_RETRY_S = 30.0
+_LIST_FIELDS = "items(name,size,generation,crc32c),nextPageToken,prefixes"
+
+
+class StorageError(RuntoolError):
+    """A bucket operation failed."""
+
+    def __init__(self, message: str, bucket: str | None = None) -> None:
+        super().__init__(message)
+        self.bucket = bucket
+
+
+class BucketNotFoundError(StorageError):
+    """The bucket does not exist."""
+
+
+class BucketAccessError(StorageError):
+    """Credentials are missing or the bucket refuses access."""
+
+
+class StorageUnavailableError(StorageError):
+    """The storage endpoint cannot be reached (network down, emulator stopped)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRecord:
+    """The listing fields runtool keeps for one object."""
+
+    name: str
+    size: int
+    generation: int
+    crc32c: str
+
+
+def make_client(project: str | None = None, emulator_host: str | None = None) -> storage.Client:
+    """A storage client; with an emulator host (or ``STORAGE_EMULATOR_HOST``) no credentials are needed."""
+    host = emulator_host or os.environ.get("STORAGE_EMULATOR_HOST")
+    if host:
+        os.environ["STORAGE_EMULATOR_HOST"] = host
+        return storage.Client(project=project or "runtool-local", credentials=AnonymousCredentials())
+    try:
+        return storage.Client(project=project)
+    except GoogleAuthError as exc:
+        raise BucketAccessError(
+            f"no Google Cloud credentials found ({exc}); run `gcloud auth application-default login` "
+            "or set STORAGE_EMULATOR_HOST for a local emulator"
+        ) from exc
+
+
+@contextmanager
+def storage_errors(bucket: str, action: str) -> Iterator[None]:
+    """Map client and HTTP errors raised inside the block to :class:`StorageError` subclasses."""
+    try:
+        yield
+    except gexc.NotFound as exc:
+        raise BucketNotFoundError(f"The bucket `{bucket}` was not found ({action})", bucket) from exc
+    except (gexc.Forbidden, gexc.Unauthorized, GoogleAuthError) as exc:
+        raise BucketAccessError(f"Access to the bucket `{bucket}` was refused ({action}): {exc}", bucket) from exc
+    except (requests.ConnectionError, requests.Timeout, gexc.ServiceUnavailable, gexc.RetryError) as exc:
+        raise StorageUnavailableError(
+            f"The storage service could not be reached while {action} `{bucket}`: {exc.__class__.__name__}",
+            bucket,
+        ) from exc
+    except gexc.GoogleAPIError as exc:
+        raise StorageError(f"The storage service failed while {action} `{bucket}`: {exc}", bucket) from exc
+
+
+def iter_objects(
+    client: storage.Client,
+    bucket: str,
+    prefix: str = "",
+    on_page: Callable[[int], None] | None = None,
+    retry_s: float = DEFAULT_RETRY_S,
+) -> Iterator[ObjectRecord]:
+    """Every object under ``prefix``, page by page (``on_page`` gets the number of objects in each page).
+
+    Transient failures are retried for up to ``retry_s`` seconds, then raised as StorageUnavailableError.
+    """
+    with storage_errors(bucket, "listing"):
+        blobs = client.list_blobs(
+            bucket, prefix=prefix or None, page_size=PAGE_SIZE, fields=_LIST_FIELDS,
+            retry=retry_policy(retry_s), timeout=min(60.0, retry_s),
+        )
+        for page in blobs.pages:
+            records = [
+                ObjectRecord(b.name, int(b.size or 0), int(b.generation or 0), b.crc32c or "") for b in page
+            ]
+            if on_page is not None:
+                on_page(len(records))
+            yield from records
+
+
+def retry_policy(seconds: float) -> Retry:
+    """The client's default retry rules, bounded to ``seconds`` overall."""
+    return DEFAULT_RETRY.with_timeout(seconds)
+
+
+def list_prefixes(
+    client: storage.Client, bucket: str, prefix: str = "", retry_s: float = DEFAULT_RETRY_S
+) -> tuple[list[str], list[str]]:
+    """The immediate sub-prefixes under ``prefix`` and the object names directly at that level."""
+    with storage_errors(bucket, "listing"):
+        blobs = client.list_blobs(
+            bucket, prefix=prefix or None, delimiter="/", page_size=PAGE_SIZE,
+            retry=retry_policy(retry_s), timeout=min(60.0, retry_s),
+        )
+        names = [b.name for page in blobs.pages for b in page]
+        return sorted(blobs.prefixes), names
