@@ -469,7 +469,7 @@ def write_bag(
                     size_y=h,
                 ),
             )
-            raw_dets.append(TrackedDetection(tracking_id=w.track_id, detection_msg=d2d))
+            raw_dets.append(TrackedDetection(tracking_id=-1, detection_msg=d2d))
             tracked.append(TrackedDetection(tracking_id=w.track_id, detection_msg=d2d))
         det_msg = DetectionArray(header=det_header, img_stamp_secs=f_sec, img_stamp_nsecs=f_nsec, detections=raw_dets)
         records.append((int(det_recv[i]), 1, d_seq, serialize(det_msg, _DETECTION_TYPE)))

@@ -32,7 +32,8 @@ def parse_timestamp(value: str) -> datetime:
     if match is None:
         raise CoordinateError(f"bad timestamp {value!r}: expected YYYY_MM_DDTHH:MM:SSZ")
     try:
-        return datetime(*(int(part) for part in match.groups()), tzinfo=UTC)  # type: ignore[misc]
+        year, month, day, hour, minute, second = (int(part) for part in match.groups())
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError as exc:
         raise CoordinateError(f"bad timestamp {value!r}: {exc}") from exc
 

@@ -64,6 +64,10 @@ class ObjectRecord:
     crc32c: str
 
 
+def _record(blob: storage.Blob) -> ObjectRecord:
+    return ObjectRecord(blob.name, int(blob.size or 0), int(blob.generation or 0), blob.crc32c or "")
+
+
 def make_client(project: str | None = None, emulator_host: str | None = None) -> storage.Client:
     """A storage client; with an emulator host (or ``STORAGE_EMULATOR_HOST``) no credentials are needed."""
     host = emulator_host or os.environ.get("STORAGE_EMULATOR_HOST")
@@ -114,9 +118,7 @@ def iter_objects(
             retry=retry_policy(retry_s), timeout=min(60.0, retry_s),
         )
         for page in blobs.pages:
-            records = [
-                ObjectRecord(b.name, int(b.size or 0), int(b.generation or 0), b.crc32c or "") for b in page
-            ]
+            records = [_record(blob) for blob in page]
             if on_page is not None:
                 on_page(len(records))
             yield from records
@@ -129,12 +131,12 @@ def retry_policy(seconds: float) -> Retry:
 
 def list_prefixes(
     client: storage.Client, bucket: str, prefix: str = "", retry_s: float = DEFAULT_RETRY_S
-) -> tuple[list[str], list[str]]:
-    """The immediate sub-prefixes under ``prefix`` and the object names directly at that level."""
+) -> tuple[list[str], list[ObjectRecord]]:
+    """The immediate sub-prefixes under ``prefix`` and the objects directly at that level."""
     with storage_errors(bucket, "listing"):
         blobs = client.list_blobs(
             bucket, prefix=prefix or None, delimiter="/", page_size=PAGE_SIZE,
             retry=retry_policy(retry_s), timeout=min(60.0, retry_s),
         )
-        names = [b.name for page in blobs.pages for b in page]
-        return sorted(blobs.prefixes), names
+        records = [_record(blob) for page in blobs.pages for blob in page]
+        return sorted(blobs.prefixes), records
