@@ -1,0 +1,7 @@
+"""Pure metric functions (pandas/numpy) used by the services."""
+
+from __future__ import annotations
+
+from runtool.analysis.coverage import LB_COLUMNS, coverage_pct, daily_totals, laser_box_totals, with_coverage
+
+__all__ = ["LB_COLUMNS", "coverage_pct", "daily_totals", "laser_box_totals", "with_coverage"]

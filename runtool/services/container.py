@@ -1,0 +1,60 @@
+"""The ServiceContainer: one place that builds the services from a configuration."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from google.cloud import storage
+
+from runtool.config import RuntoolConfig, load_config
+from runtool.models import CoverageSettings
+from runtool.services.data_state import DataStateService
+from runtool.services.inventory import CloudInventoryService
+from runtool.services.local_state import LocalStateService
+from runtool.storage import make_client
+
+__all__ = ["ServiceContainer"]
+
+
+class ServiceContainer:
+    """Builds each service on first use and wires them together.
+
+    >>> services = ServiceContainer.from_environment()
+    >>> services.data_state.runs()
+    """
+
+    def __init__(self, config: RuntoolConfig, read_only: bool | None = None) -> None:
+        self.config = config
+        self.read_only = config.read_only if read_only is None else read_only
+
+    @classmethod
+    def from_environment(cls, config_path: Path | None = None, read_only: bool | None = None) -> ServiceContainer:
+        """Load the configuration (file + environment) and build the container."""
+        return cls(load_config(config_path), read_only=read_only)
+
+    def make_client(self) -> storage.Client:
+        return make_client(self.config.gcp_project, self.config.emulator_host)
+
+    @property
+    def coverage_settings(self) -> CoverageSettings:
+        return CoverageSettings(self.config.expected_samples_per_bag, self.config.under_labelled_pct)
+
+    @cached_property
+    def inventory(self) -> CloudInventoryService:
+        inventory = CloudInventoryService(self.config, self.make_client, read_only=self.read_only)
+        inventory.listeners.append(self._after_refresh)
+        return inventory
+
+    @cached_property
+    def local(self) -> LocalStateService:
+        return LocalStateService(self.config)
+
+    @cached_property
+    def data_state(self) -> DataStateService:
+        return DataStateService(self.inventory, self.local, self.coverage_settings)
+
+    def _after_refresh(self, scope: object) -> None:
+        """A full cloud refresh rescans the local roots too, so both sides describe the same moment."""
+        if scope is None:
+            self.local.scan()
