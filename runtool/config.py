@@ -42,6 +42,7 @@ class RuntoolConfig:
     expected_samples_per_bag: float = 17.0
     under_labelled_pct: float = 80.0
     list_workers: int = 8
+    request_retry_s: float = 30.0
     read_only: bool = False
     topics: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
     source: str = "defaults"
@@ -59,6 +60,8 @@ class RuntoolConfig:
             raise ConfigError(
                 f"under_labelled_pct = {self.under_labelled_pct} must be within 0..100 ({self.source})"
             )
+        if not 0 < self.request_retry_s <= 600:
+            raise ConfigError(f"request_retry_s = {self.request_retry_s} must be within 0..600 s ({self.source})")
         if not 1 <= self.list_workers <= 64:
             raise ConfigError(f"list_workers = {self.list_workers} must be within 1..64 ({self.source})")
         if self.emulator_host and not re.match(r"^https?://[^/\s]+/?$", self.emulator_host):
@@ -84,6 +87,7 @@ _SETTINGS: dict[str, tuple[str, str, str | None]] = {
     "expected_samples_per_bag": ("coverage", "expected_samples_per_bag", "RUNTOOL_EXPECTED_SAMPLES_PER_BAG"),
     "under_labelled_pct": ("coverage", "under_labelled_pct", "RUNTOOL_UNDER_LABELLED_PCT"),
     "list_workers": ("inventory", "list_workers", "RUNTOOL_LIST_WORKERS"),
+    "request_retry_s": ("buckets", "request_retry_s", "RUNTOOL_REQUEST_RETRY_S"),
     "read_only": ("server", "read_only", "RUNTOOL_READ_ONLY"),
 }
 _DATA_SUBDIRS = {"raw_root": "raw", "processed_root": "processed", "ml_root": "ML", "cache_dir": "cache"}

@@ -457,7 +457,7 @@ class _Scan:
                 break
             self._check_cancel()
             listings: list[Future[tuple[list[str], list[ObjectRecord]]]] = [
-                pool.submit(list_prefixes, self.client, bucket, leaf) for leaf in leaves
+                pool.submit(list_prefixes, self.client, bucket, leaf, self.config.request_retry_s) for leaf in leaves
             ]
             children: list[str] = []
             for future in listings:
@@ -474,7 +474,7 @@ class _Scan:
             self._check_cancel()
             self._report("listing", objects=count)
 
-        records = list(iter_objects(self.client, bucket, prefix, on_page=on_page))
+        records = list(iter_objects(self.client, bucket, prefix, on_page, self.config.request_retry_s))
         self._report("listing", shards=1)
         return _records_to_columns(role, records)
 

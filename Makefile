@@ -1,0 +1,31 @@
+# The two commands: `make demo` (set up, seed a local demo fleet, serve the app) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.runtool-installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/runtool demo up
+
+lint: setup
+	$(BIN)/ruff check runtool tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python -m benchmarks.inventory
+
+clean:
+	rm -rf $(VENV) .demo test-artifacts .pytest_cache .mypy_cache .ruff_cache

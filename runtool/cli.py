@@ -1,0 +1,453 @@
+"""The ``runtool`` command line: the same services as the pages.
+
+Exit codes: 0 success, 1 an operation failed, 2 bad input (invalid coordinate, filter or option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from runtool.config import ConfigError, RuntoolConfig, load_config
+from runtool.errors import RuntoolError
+from runtool.formatting import format_bytes, format_count, format_pct
+from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, to_jsonable
+from runtool.services import RefreshProgress, ServiceContainer
+
+__all__ = ["main"]
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+class UsageError(RuntoolError):
+    """Bad command-line input (exit code 2)."""
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("selection (unset = All)")
+    for level in LEVELS:
+        group.add_argument(f"--{level}", metavar=level.upper())
+
+
+def _filters(args: argparse.Namespace) -> Filters:
+    try:
+        return Filters.from_mapping({level: getattr(args, level, None) for level in LEVELS})
+    except CoordinateError as exc:
+        raise UsageError(f"invalid filter: {exc}") from exc
+
+
+def _print_json(value: Any) -> None:
+    json.dump(to_jsonable(value), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+class _TerminalProgress:
+    """A one-line progress display on stderr, only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, progress: RefreshProgress) -> None:
+        if self.enabled:
+            shards = f"{progress.shards_done}/{progress.shards_total} shards" if progress.shards_total else ""
+            sys.stderr.write(f"\r{progress.stage}: {format_count(progress.objects)} objects {shards}   ")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _refresh(services: ServiceContainer, filters: Filters | None) -> None:
+    progress = _TerminalProgress()
+    try:
+        info = services.inventory.refresh(filters, progress=progress)
+    finally:
+        progress.close()
+    print(
+        f"Inventory refreshed: {format_count(info.objects)} objects, {format_count(info.runs)} runs, "
+        f"{format_count(info.anomalies)} anomalies ({services.config.raw_bucket}, {services.config.ml_bucket})"
+    )
+
+
+def _ensure_inventory(services: ServiceContainer) -> None:
+    """Scan once when no usable cache exists, so a first query answers instead of showing nothing."""
+    if not services.inventory.has_data:
+        if services.inventory.warning:
+            print(f"warning: {services.inventory.warning}", file=sys.stderr)
+        if services.read_only:
+            raise RuntoolError(
+                "No inventory cache yet and the services are read-only; run `runtool inventory refresh`."
+            )
+        _refresh(services, None)
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+def cmd_inventory_refresh(args: argparse.Namespace, services: ServiceContainer) -> int:
+    filters = _filters(args)
+    if services.inventory.has_data is False and services.inventory.warning:
+        print(f"warning: {services.inventory.warning}", file=sys.stderr)
+    _refresh(services, None if filters.is_empty() else filters)
+    return 0
+
+
+def cmd_inventory_info(args: argparse.Namespace, services: ServiceContainer) -> int:
+    info = services.inventory.cache_info()
+    if args.json:
+        _print_json(info.to_dict())
+        return 0
+    if info.warning:
+        print(f"warning: {info.warning}", file=sys.stderr)
+    if info.scanned_at is None:
+        print(f"No inventory cache at {info.path}. Run `runtool inventory refresh`.")
+        return 0
+    age = info.age_seconds or 0.0
+    print(f"Cache:      {info.path} ({format_bytes(info.size_bytes)})")
+    print(f"Buckets:    {info.raw_bucket} (raw), {info.ml_bucket} (ML)")
+    print(f"Scanned:    {info.scanned_at:%Y-%m-%d %H:%M} UTC ({age / 60:.0f} min ago)")
+    print(
+        f"Objects:    {format_count(info.objects)}  Runs: {format_count(info.runs)}  "
+        f"Anomalies: {format_count(info.anomalies)}"
+    )
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace, services: ServiceContainer) -> int:
+    filters = _filters(args)
+    _ensure_inventory(services)
+    records = services.data_state.run_records(filters, _settings(args, services))
+    if args.json:
+        _print_json(records)
+        return 0
+    if not records:
+        print(f"No runs under {filters.describe()}.")
+        return 0
+    rows = [
+        [
+            "/".join(str(r[level]) for level in LEVELS),
+            str(r["timestamp"]),
+            format_count(r["raw_bags"]),
+            format_bytes(r["raw_bytes"]),
+            format_count(r["ml_labels"]),
+            format_count(r["ml_frames"]),
+            format_pct(r["coverage_pct"]),
+            r["raw_sync"],
+            r["ml_sync"],
+            r["issues"],
+        ]
+        for r in records
+    ]
+    print(
+        _table(rows, ["laser box", "timestamp", "bags", "size", "labels", "frames", "coverage", "raw", "ml", "issues"])
+    )
+    return 0
+
+
+def _settings(args: argparse.Namespace, services: ServiceContainer) -> CoverageSettings:
+    expected = getattr(args, "expected_samples_per_bag", None)
+    threshold = getattr(args, "under_labelled_pct", None)
+    try:
+        return CoverageSettings(
+            expected if expected is not None else services.config.expected_samples_per_bag,
+            threshold if threshold is not None else services.config.under_labelled_pct,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def cmd_coverage(args: argparse.Namespace, services: ServiceContainer) -> int:
+    filters = _filters(args)
+    settings = _settings(args, services)
+    _ensure_inventory(services)
+    data = services.data_state
+    stats = data.coverage_statistics(filters, settings)
+    boxes = data.laser_box_stats(filters, settings)
+    if args.json:
+        days = data.aggregated_coverage(filters, settings).days
+        _print_json(
+            {
+                "filters": filters.to_dict(),
+                "settings": settings,
+                "statistics": stats,
+                "laser_boxes": boxes,
+                "days": days,
+            }
+        )
+        return 0
+    print(
+        f"Coverage of {filters.describe()} (E = {settings.expected_samples_per_bag:g} samples/bag, "
+        f"under-labelled below {settings.under_labelled_pct:g} %)"
+    )
+    print(
+        f"Runs {format_count(stats.total_runs)}, bags {format_count(stats.total_bags)}, "
+        f"labels {format_count(stats.total_labels)}, frames {format_count(stats.total_frames)}"
+    )
+    print(
+        f"Overall coverage {format_pct(stats.overall_coverage_pct)}, average per run "
+        f"{format_pct(stats.average_coverage_pct)}, under-labelled runs {len(stats.under_labelled)}, "
+        f"ML-only runs {stats.ml_only_runs}"
+    )
+    if boxes:
+        rows = [
+            [
+                b.lb_key,
+                format_count(b.runs),
+                format_count(b.total_bags),
+                format_count(b.total_labels),
+                format_pct(b.coverage_pct),
+                str(b.active_days),
+            ]
+            for b in boxes
+        ]
+        print()
+        print(_table(rows, ["laser box", "runs", "bags", "labels", "coverage", "active days"]))
+    if stats.under_labelled:
+        print("\nWorst covered runs:")
+        for point in stats.under_labelled[:10]:
+            print(
+                f"  {point.coordinate}  {format_pct(point.coverage_pct)}  "
+                f"({point.raw_bags} bags, {point.ml_labels} labels)"
+            )
+    return 0
+
+
+def cmd_anomalies(args: argparse.Namespace, services: ServiceContainer) -> int:
+    _ensure_inventory(services)
+    table = services.data_state.anomalies()
+    if args.json:
+        _print_json(table.to_dict(orient="records"))
+        return 0
+    if table.empty:
+        print("No anomalies: every object fits the bucket layout.")
+        return 0
+    print(_table([[r.source, r.key, r.reason] for r in table.itertuples()], ["source", "key", "reason"]))
+    return 0
+
+
+def cmd_emulator(args: argparse.Namespace, _: ServiceContainer | None) -> int:
+    from runtool.demo.emulator import Emulator
+
+    emulator = Emulator(port=args.port, data_dir=None if args.memory else Path(args.data))
+    emulator.start()
+    backend = "memory" if args.memory else f"filesystem at {args.data}"
+    print(f"fake-gcs-server on {emulator.url} ({backend}); export STORAGE_EMULATOR_HOST={emulator.url}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            if emulator.process is None or emulator.process.poll() is not None:
+                print("fake-gcs-server exited", file=sys.stderr)
+                return 1
+    finally:
+        emulator.stop()
+    return 0
+
+
+def cmd_demo_seed(args: argparse.Namespace, services: ServiceContainer) -> int:
+    from runtool.demo.fleet import plan_fleet, seed_fleet
+
+    plan = plan_fleet(args.preset, args.seed)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{stage}: {done}/{total}   ")
+
+    report = seed_fleet(services.config, plan, services.make_client(), progress=progress)
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    print(
+        f"Seeded {report.runs} runs: {report.raw_objects} raw objects, {report.ml_objects} ML objects, "
+        f"{report.anomaly_objects} malformed keys, {report.local_runs} local runs, "
+        f"{format_bytes(report.bytes_uploaded)} in {report.seconds:.1f} s"
+    )
+    return 0
+
+
+def serve_command(port: int, ip: str, token: str | None, notebooks: Path) -> list[str]:
+    """The voila command line for ``runtool serve``."""
+    return [
+        sys.executable,
+        "-m",
+        "voila",
+        str(notebooks),
+        "--no-browser",
+        f"--port={port}",
+        f"--Voila.ip={ip}",
+        f"--token={token or ''}",
+        "--show_tracebacks=False",
+        "--VoilaConfiguration.file_allowlist=[]",
+    ]
+
+
+def cmd_serve(args: argparse.Namespace, services: ServiceContainer) -> int:
+    return serve(services.config, args.port, args.ip, args.read_only, Path(args.notebooks))
+
+
+def serve(
+    config: RuntoolConfig, port: int, ip: str, read_only: bool, notebooks: Path, extra_env: dict[str, str] | None = None
+) -> int:
+    """Run Voila in the foreground until interrupted."""
+    if not (notebooks / "01_temporal_coverage.ipynb").is_file():
+        raise UsageError(f"no runtool notebooks in {notebooks}")
+    loopback = ip in ("127.0.0.1", "localhost", "::1")
+    token = None if loopback else secrets.token_urlsafe(24)
+    env = {**os.environ, **(extra_env or {})}
+    if read_only:
+        env["RUNTOOL_READ_ONLY"] = "1"
+    host = "127.0.0.1" if loopback else ip
+    url = f"http://{host}:{port}/voila/render/01_temporal_coverage.ipynb" + (f"?token={token}" if token else "")
+    print(f"Serving runtool{' (read-only)' if read_only else ''} at {url}", flush=True)
+    process = subprocess.Popen(serve_command(port, ip, token, notebooks), env=env)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        return process.wait()
+
+
+def cmd_demo_up(args: argparse.Namespace, _: ServiceContainer | None) -> int:
+    from runtool.demo.emulator import Emulator
+    from runtool.demo.fleet import is_seeded, plan_fleet, seed_fleet
+
+    root = Path(args.dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    emulator = Emulator(port=args.emulator_port, data_dir=root / "gcs", log=root / "emulator.log")
+    config_path = root / "runtool.toml"
+    config_path.write_text(
+        "# Written by `runtool demo up`: the local demo fleet.\n"
+        f'[buckets]\nraw = "runtool-demo-raw"\nml = "runtool-demo-ml"\nemulator_host = "{emulator.url}"\n\n'
+        f'[paths]\ndata_dir = "data"\n',
+        encoding="utf-8",
+    )
+    config = load_config(config_path, environ={})
+    emulator.start()
+    try:
+        services = ServiceContainer(config, read_only=False)
+        client = services.make_client()
+        if is_seeded(client, config):
+            print(f"Demo fleet already seeded in {root / 'gcs'}")
+        else:
+            print(f"Seeding the demo fleet ({args.preset}) into {root / 'gcs'} …", flush=True)
+            report = seed_fleet(config, plan_fleet(args.preset, args.seed), client)
+            print(f"Seeded {report.runs} runs in {report.seconds:.1f} s")
+        _refresh(services, None)
+        print(f"Use the CLI on the demo fleet with: export RUNTOOL_CONFIG={config_path}")
+        return serve(
+            config, args.port, args.ip, args.read_only, Path(args.notebooks), {"RUNTOOL_CONFIG": str(config_path)}
+        )
+    finally:
+        emulator.stop()
+
+
+# -- parser ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runtool", description=__doc__)
+    parser.add_argument("--config", help="config file (default: $RUNTOOL_CONFIG or ./runtool.toml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[..., int], help: str, parent: Any = sub) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("emulator", cmd_emulator, "run a local GCS emulator (fake-gcs-server) until interrupted")
+    p.add_argument("--port", type=int, default=4443)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--data", default="data/gcs", help="keep objects in this folder (default)")
+    where.add_argument("--memory", action="store_true", help="keep objects in memory only")
+    p.set_defaults(needs_services=False)
+
+    demo = sub.add_parser("demo", help="the synthetic demo fleet").add_subparsers(dest="demo", required=True)
+    p = command("seed", cmd_demo_seed, "create the buckets and fill them with a demo fleet", demo)
+    p.add_argument("--preset", choices=["small", "medium", "large"], default="small")
+    p.add_argument("--seed", type=int, default=7)
+    p = command("up", cmd_demo_up, "start the emulator, seed once, refresh and serve the app", demo)
+    p.add_argument("--dir", default=".demo", help="where the demo keeps its buckets, data and config")
+    p.add_argument("--preset", choices=["small", "medium", "large"], default="small")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--emulator-port", type=int, default=4443)
+    _add_serve_options(p)
+    p.set_defaults(needs_services=False)
+
+    inventory = sub.add_parser("inventory", help="the cloud inventory cache").add_subparsers(
+        dest="inventory", required=True
+    )
+    p = command("refresh", cmd_inventory_refresh, "scan the buckets (or the selected part) into the cache", inventory)
+    _add_filters(p)
+    p = command("info", cmd_inventory_info, "show the cache's age and contents", inventory)
+    p.add_argument("--json", action="store_true")
+
+    p = command("runs", cmd_runs, "list runs with bags, samples, coverage and sync status")
+    _add_filters(p)
+    _add_coverage_options(p)
+    p.add_argument("--json", action="store_true")
+
+    p = command("coverage", cmd_coverage, "labelling coverage of a selection, per laser box and day")
+    _add_filters(p)
+    _add_coverage_options(p)
+    p.add_argument("--json", action="store_true")
+
+    p = command("anomalies", cmd_anomalies, "objects whose keys do not fit the bucket layout")
+    p.add_argument("--json", action="store_true")
+
+    p = command("serve", cmd_serve, "serve the pages with Voila")
+    _add_serve_options(p)
+    return parser
+
+
+def _add_coverage_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--expected-samples-per-bag", "-E", type=float, metavar="E")
+    p.add_argument("--under-labelled-pct", type=float, metavar="PCT")
+
+
+def _add_serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=8866)
+    p.add_argument("--ip", default="127.0.0.1", help="address to listen on; any other than loopback needs a token")
+    p.add_argument("--read-only", action="store_true", help="viewers only: no transfers, uploads or refreshes")
+    p.add_argument("--notebooks", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        services = None
+        if getattr(args, "needs_services", True):
+            config = load_config(Path(args.config) if args.config else None)
+            services = ServiceContainer(config, read_only=getattr(args, "read_only", None) or None)
+        code: int = args.func(args, services)
+        return code
+    except (UsageError, CoordinateError, ConfigError) as exc:
+        print(f"runtool: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntoolError as exc:
+        print(f"runtool: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("runtool: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
