@@ -1,0 +1,186 @@
+"""CloudInventoryService against a real fake-gcs-server."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from runtool.config import RuntoolConfig
+from runtool.demo.emulator import Emulator
+from runtool.errors import ReadOnlyError
+from runtool.models import Filters
+from runtool.services import CloudInventoryService, InventoryError, RefreshCancelled, ServiceContainer
+from runtool.storage import make_client
+from tests.conftest import SeededFleet, make_config
+
+RUN = "client_a/region_1/field_1/TW_1/LB_0001/2025_08_25T08:59:38Z"
+RUN2 = "client_a/region_1/field_1/TW_1/LB_0002/2025-08-25T08:59:51Z"
+
+
+def upload(config: RuntoolConfig, raw_keys: list[str], ml_keys: list[str]) -> None:
+    client = make_client(emulator_host=config.emulator_host)
+    for bucket, keys in ((config.raw_bucket, raw_keys), (config.ml_bucket, ml_keys)):
+        for key in keys:
+            client.bucket(bucket).blob(key).upload_from_string(b"x" * (len(key) % 7))
+
+
+def inventory(config: RuntoolConfig, read_only: bool = False) -> CloudInventoryService:
+    return CloudInventoryService(config, lambda: make_client(emulator_host=config.emulator_host), read_only)
+
+
+def small_fleet(config: RuntoolConfig) -> None:
+    raw = [f"{RUN}/rosbag/_2025-08-25-09-00-0{i}_{i}.bag" for i in range(3)]
+    raw += [f"{RUN2}/rosbag/_2025-08-25-09-00-1{i}_{i}.bag" for i in range(2)]
+    raw += ["stray.txt", "client_a/region_1/field_1/TW_1/LB_0001/not-a-time/rosbag/_x_0.bag"]
+    ml = [f"raw/{RUN}/rosbag/_2025-08-25-09-00-00_0/frames/1756112584.{i:09d}.jpg" for i in range(4)]
+    ml += [f"raw/{RUN}/rosbag/_2025-08-25-09-00-00_0/labels/1756112584.{i:09d}.txt" for i in range(3)]
+    ml += [f"raw/{RUN}/rosbag/_2025-08-25-09-00-00_0/frames/meta.json"]
+    upload(config, raw, ml)
+
+
+def test_full_refresh_counts_runs_and_keeps_anomalies_apart(fresh_config: RuntoolConfig) -> None:
+    small_fleet(fresh_config)
+    service = inventory(fresh_config)
+    info = service.refresh()
+    assert (info.objects, info.runs, info.anomalies) == (5 + 7, 2, 3)
+    runs = service.snapshot.runs().set_index("lbid")
+    assert runs.loc["LB_0001", ["raw_bags", "ml_frames", "ml_labels", "ml_bags"]].tolist() == [3, 4, 3, 1]
+    assert runs.loc["LB_0002", ["raw_bags", "ml_frames", "ml_labels"]].tolist() == [2, 0, 0]
+    reasons = dict(zip(service.snapshot.anomalies["key"], service.snapshot.anomalies["reason"], strict=True))
+    assert "wrong depth" in reasons["stray.txt"]
+    assert "bad timestamp" in reasons["client_a/region_1/field_1/TW_1/LB_0001/not-a-time/rosbag/_x_0.bag"]
+    assert "not an image" in reasons[f"raw/{RUN}/rosbag/_2025-08-25-09-00-00_0/frames/meta.json"]
+
+
+def test_cache_survives_a_new_process_and_records_buckets(fresh_config: RuntoolConfig) -> None:
+    small_fleet(fresh_config)
+    inventory(fresh_config).refresh()
+    again = inventory(fresh_config)
+    assert again.has_data
+    assert len(again.snapshot.runs()) == 2
+    other_buckets = fresh_config.with_overrides(raw_bucket="some-other-raw")
+    stale = inventory(other_buckets)
+    assert not stale.has_data
+    assert stale.warning is not None and "some-other-raw" in stale.warning
+
+
+def test_prefix_refresh_updates_only_that_run(fresh_config: RuntoolConfig) -> None:
+    small_fleet(fresh_config)
+    service = inventory(fresh_config)
+    service.refresh()
+    upload(fresh_config, [f"{RUN}/rosbag/_2025-08-25-09-00-09_9.bag", f"{RUN2}/rosbag/_2025-08-25-09-00-19_9.bag"], [])
+    service.refresh(Filters.from_mapping(dict(zip(["cid", "regionid", "fieldid", "twid", "lbid", "timestamp"],
+                                                  RUN.split("/"), strict=True))))
+    runs = service.snapshot.runs().set_index("lbid")
+    assert runs.loc["LB_0001", "raw_bags"] == 4  # refreshed
+    assert runs.loc["LB_0002", "raw_bags"] == 2  # outside the prefix: unchanged until a full refresh
+    assert service.cache_info().anomalies == 3
+    service.refresh()
+    assert service.snapshot.runs().set_index("lbid").loc["LB_0002", "raw_bags"] == 3
+
+
+def test_missing_bucket_is_named_and_cache_is_kept(fresh_config: RuntoolConfig) -> None:
+    small_fleet(fresh_config)
+    service = inventory(fresh_config)
+    service.refresh()
+    before = service.cache_path.read_bytes()
+    make_client(emulator_host=fresh_config.emulator_host).bucket(fresh_config.ml_bucket).delete(force=True)
+    with pytest.raises(InventoryError, match=f"{fresh_config.ml_bucket}.*not found.*previous inventory is kept"):
+        service.refresh()
+    assert service.cache_path.read_bytes() == before
+    assert service.cache_info().runs == 2
+
+
+def test_emulator_stopped_during_refresh_keeps_previous_cache(tmp_path: Path) -> None:
+    with Emulator() as private:
+        config = make_config(tmp_path, private.url)
+        client = make_client(emulator_host=private.url)
+        client.create_bucket(config.raw_bucket)
+        client.create_bucket(config.ml_bucket)
+        small_fleet(config)
+        service = inventory(config)
+        service.refresh()
+        cache = config.cache_dir / "inventory.parquet"
+        before = cache.read_bytes()
+
+        def stop_emulator(progress: object) -> None:
+            private.stop()
+
+        with pytest.raises(InventoryError, match="could not be reached.*previous inventory is kept"):
+            service.refresh(progress=stop_emulator)
+        assert cache.read_bytes() == before
+        assert inventory(config).cache_info().runs == 2
+
+
+def test_cancel_leaves_cache_untouched(fresh_config: RuntoolConfig) -> None:
+    small_fleet(fresh_config)
+    service = inventory(fresh_config)
+    service.refresh()
+    before = service.cache_path.read_bytes()
+    cancel = threading.Event()
+    with pytest.raises(RefreshCancelled):
+        service.refresh(progress=lambda _: cancel.set(), cancel=cancel)
+    assert service.cache_path.read_bytes() == before
+
+
+def test_corrupt_cache_is_rebuilt_with_a_warning(fresh_config: RuntoolConfig) -> None:
+    small_fleet(fresh_config)
+    inventory(fresh_config).refresh()
+    (fresh_config.cache_dir / "inventory.parquet").write_bytes(b"PAR1 this is not parquet")
+    service = inventory(fresh_config)
+    assert not service.has_data
+    assert service.warning is not None and "unreadable" in service.warning
+    assert service.refresh().runs == 2
+    assert inventory(fresh_config).has_data
+
+
+def test_read_only_refuses_refresh(fresh_config: RuntoolConfig) -> None:
+    with pytest.raises(ReadOnlyError):
+        inventory(fresh_config, read_only=True).refresh()
+
+
+def test_empty_buckets_give_empty_views(fresh_config: RuntoolConfig) -> None:
+    services = ServiceContainer(fresh_config)
+    services.inventory.refresh()
+    stats = services.data_state.coverage_statistics(Filters())
+    assert (stats.total_runs, stats.total_bags, stats.overall_coverage_pct) == (0, 0, None)
+    assert services.data_state.filter_options(Filters())["cid"] == []
+
+
+def test_demo_fleet_counts_match_an_independent_listing(demo_fleet: SeededFleet) -> None:
+    """Every run's bag, frame and label counts equal what a plain list_blobs of the buckets says."""
+    config = demo_fleet.config
+    services = ServiceContainer(config.with_overrides(cache_dir=demo_fleet.root / "cache-independent"))
+    services.inventory.refresh()
+    bags: Counter[str] = Counter()
+    frames: Counter[str] = Counter()
+    labels: Counter[str] = Counter()
+    for blob in demo_fleet.client.list_blobs(config.raw_bucket):
+        parts = blob.name.split("/")
+        if len(parts) == 8 and parts[6] == "rosbag" and parts[7].startswith("_") and parts[7].endswith(".bag"):
+            bags["/".join(parts[:6])] += 1
+    for blob in demo_fleet.client.list_blobs(config.ml_bucket):
+        parts = blob.name.split("/")
+        if len(parts) == 11 and parts[0] == "raw" and parts[7] == "rosbag":
+            if parts[9] == "frames" and parts[10].endswith(".jpg"):
+                frames["/".join(parts[1:7])] += 1
+            elif parts[9] == "labels" and parts[10].endswith(".txt"):
+                labels["/".join(parts[1:7])] += 1
+    runs = services.data_state.run_records(Filters())
+    valid = {r["cid"] + "/" + "/".join(str(r[k]) for k in ("regionid", "fieldid", "twid", "lbid", "timestamp"))
+             for r in runs}
+    # Keys with a bad timestamp folder are anomalies, so they are in neither count.
+    expected_bags = {k: v for k, v in bags.items() if k in valid}
+    assert sum(expected_bags.values()) > 0
+    for record in runs:
+        key = "/".join(str(record[k]) for k in ("cid", "regionid", "fieldid", "twid", "lbid", "timestamp"))
+        assert record["raw_bags"] == bags.get(key, 0), key
+        assert record["ml_frames"] == frames.get(key, 0), key
+        assert record["ml_labels"] == labels.get(key, 0), key
+    anomaly_keys = set(services.data_state.anomalies()["key"])
+    for run_key in set(bags) - valid:
+        assert any(key.startswith(run_key + "/") for key in anomaly_keys), run_key
+    assert services.inventory.cache_info().anomalies >= 3
