@@ -74,7 +74,7 @@ class _TerminalProgress:
             sys.stderr.write("\n")
 
 
-def _refresh(services: ServiceContainer, filters: Filters | None) -> None:
+def _refresh(services: ServiceContainer, filters: Filters | None, out: Any = None) -> None:
     progress = _TerminalProgress()
     try:
         info = services.inventory.refresh(filters, progress=progress)
@@ -82,7 +82,8 @@ def _refresh(services: ServiceContainer, filters: Filters | None) -> None:
         progress.close()
     print(
         f"Inventory refreshed: {format_count(info.objects)} objects, {format_count(info.runs)} runs, "
-        f"{format_count(info.anomalies)} anomalies ({services.config.raw_bucket}, {services.config.ml_bucket})"
+        f"{format_count(info.anomalies)} anomalies ({services.config.raw_bucket}, {services.config.ml_bucket})",
+        file=out or sys.stdout,
     )
 
 
@@ -95,7 +96,7 @@ def _ensure_inventory(services: ServiceContainer) -> None:
             raise RuntoolError(
                 "No inventory cache yet and the services are read-only; run `runtool inventory refresh`."
             )
-        _refresh(services, None)
+        _refresh(services, None, out=sys.stderr)
 
 
 # -- commands --------------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ class DataStateService:
         for column in _COUNTS:
             merged[column] = merged[column].fillna(0).astype("int64")
         for column in ("extracted", "analyzed"):
-            merged[column] = merged[column].fillna(False).astype(bool)
+            merged[column] = merged[column].eq(True)
         missing_time = merged["start_time"].isna()
         if missing_time.any():
             stamps = merged.loc[missing_time, "timestamp"].astype(str).str.replace("_", "-", regex=False)

@@ -1,0 +1,70 @@
+"""Long work off the kernel's main thread.
+
+A widget callback runs on the kernel's main thread; while it runs, the kernel answers no other widget
+message and the page freezes. Pages therefore hand slow work (a bucket scan, later transfers) to a
+:class:`BackgroundTask`, which runs it in a daemon thread and reports back through callbacks that
+update widgets (ipywidgets sends state changes from any thread).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+__all__ = ["BackgroundTask", "TaskBusyError"]
+
+T = TypeVar("T")
+
+
+class TaskBusyError(RuntimeError):
+    """A task was started while the previous one still runs."""
+
+
+class BackgroundTask(Generic[T]):
+    """One job at a time in a daemon thread, with a cancel flag the job is expected to poll."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(
+        self,
+        work: Callable[[threading.Event], T],
+        on_done: Callable[[T], None],
+        on_error: Callable[[Exception], None],
+    ) -> None:
+        """Run ``work(cancel)``, then ``on_done(result)`` or ``on_error(exception)``, in a new thread.
+
+        Raises:
+            TaskBusyError: the previous job has not finished.
+        """
+        with self._lock:
+            if self.running:
+                raise TaskBusyError(f"{self.name} is already running")
+            self.cancel = threading.Event()
+            cancel = self.cancel
+
+            def run() -> None:
+                try:
+                    result = work(cancel)
+                except Exception as exc:  # reported to the page by on_error, which shows it
+                    on_error(exc)
+                    return
+                on_done(result)
+
+            self._thread = threading.Thread(target=run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the current job (and its callbacks); True when nothing runs any more."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return not self.running

@@ -1,0 +1,149 @@
+"""The visual language shared by every page: status colours, the coverage scale, series colours, CSS.
+
+Colours are never the only carrier of meaning: every status colour comes with its words
+(:class:`StatusStyle`), and coverage cells print their percentage next to the colour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from runtool.models import SyncStatus
+
+__all__ = [
+    "COVERAGE_AMBER",
+    "COVERAGE_GREEN",
+    "COVERAGE_NONE",
+    "COVERAGE_RED",
+    "DETECTIONS_COLOUR",
+    "EMPTY_CELL_COLOUR",
+    "FRAMES_COLOUR",
+    "LABELS_COLOUR",
+    "ML_FRAMES_COLOUR",
+    "RAW_BAGS_COLOUR",
+    "STYLESHEET",
+    "SYNC_STYLES",
+    "TARGET_COLOUR",
+    "TRACKING_COLOUR",
+    "StatusStyle",
+    "coverage_colour",
+    "coverage_stops",
+    "sync_style",
+]
+
+
+@dataclass(frozen=True)
+class StatusStyle:
+    """The words and the colour of one sync status."""
+
+    label: str
+    colour: str
+
+
+SYNC_STYLES: dict[str, StatusStyle] = {
+    "synced": StatusStyle("synced", "#2e7d32"),
+    "not_downloaded": StatusStyle("not downloaded", "#ef6c00"),
+    "not_uploaded": StatusStyle("not uploaded", "#f9a825"),
+    "local_only": StatusStyle("local only", "#607d8b"),
+    "mismatch": StatusStyle("mismatch", "#d32f2f"),
+    "missing": StatusStyle("missing", "#8e0000"),
+}
+"""The six sync states of the ui guide, keyed by a stable name."""
+
+
+def sync_style(status: SyncStatus | str, role: Literal["raw", "ml"] = "raw") -> StatusStyle:
+    """The style of a run's raw or ML sync status.
+
+    Raw bags originate in the cloud, so a bag that exists only on disk is "local only". ML samples are
+    produced locally by labelling and belong in the bucket, so ML samples missing from the cloud are
+    "not uploaded" (amber: work to do) rather than merely local.
+    """
+    status = SyncStatus(status)
+    if status is SyncStatus.CLOUD_ONLY:
+        return SYNC_STYLES["not_downloaded"]
+    if status is SyncStatus.LOCAL_ONLY:
+        return SYNC_STYLES["not_uploaded" if role == "ml" else "local_only"]
+    return SYNC_STYLES[status.value]
+
+
+# The diverging coverage scale: red at 0 %, amber at the under-labelled threshold, green at 100 %.
+COVERAGE_RED = "#d32f2f"
+COVERAGE_AMBER = "#ffb300"
+COVERAGE_GREEN = "#2e7d32"
+COVERAGE_NONE = "#9e9e9e"
+"""Runs or days without raw bags have no coverage: drawn grey, never on the scale."""
+EMPTY_CELL_COLOUR = "#f4f4f4"
+"""Heatmap cells where a laser box recorded nothing."""
+
+
+def coverage_stops(threshold_pct: float) -> tuple[list[float], list[str]]:
+    """Domain stops and colours of the coverage scale, for charting libraries (``[0, t, 100]``)."""
+    return [0.0, float(threshold_pct), 100.0], [COVERAGE_RED, COVERAGE_AMBER, COVERAGE_GREEN]
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+def _mix(start: str, end: str, fraction: float) -> str:
+    a, b = _rgb(start), _rgb(end)
+    channels = (round(x + (y - x) * fraction) for x, y in zip(a, b, strict=True))
+    return "#" + "".join(f"{c:02x}" for c in channels)
+
+
+def coverage_colour(pct: float | None, threshold_pct: float) -> str:
+    """The colour of a coverage value, interpolated linearly in RGB between the scale's stops."""
+    if pct is None:
+        return COVERAGE_NONE
+    pct = min(100.0, max(0.0, pct))
+    if pct < threshold_pct:
+        return _mix(COVERAGE_RED, COVERAGE_AMBER, pct / threshold_pct)
+    if threshold_pct >= 100.0:
+        return COVERAGE_AMBER
+    return _mix(COVERAGE_AMBER, COVERAGE_GREEN, (pct - threshold_pct) / (100.0 - threshold_pct))
+
+
+# Series colours. Coverage charts: raw bags blue, labels orange, frames a lighter orange.
+RAW_BAGS_COLOUR = "#1f77b4"
+LABELS_COLOUR = "#ff7f0e"
+ML_FRAMES_COLOUR = "#ffbb78"
+# Perception plots (as the legacy): frames blue, detections green, tracking orange, targets dashed red.
+FRAMES_COLOUR = "#1f77b4"
+DETECTIONS_COLOUR = "#2ca02c"
+TRACKING_COLOUR = "#ff7f0e"
+TARGET_COLOUR = "#d62728"
+
+STYLESHEET = """
+<style>
+.rt-page { font-family: var(--jp-ui-font-family, sans-serif); gap: 6px; }
+.rt-header { align-items: center; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+.rt-title { font-size: 18px; font-weight: 700; margin-right: 12px; }
+.rt-nav a { margin: 0 6px; text-decoration: none; color: #1565c0; }
+.rt-nav .rt-nav-current { margin: 0 6px; font-weight: 700; color: #222; }
+.rt-cache-age { color: #555; margin: 0 8px; }
+.rt-caption { color: #555; font-size: 13px; }
+.rt-kpis { flex-wrap: wrap; gap: 8px; }
+.rt-kpi { border: 1px solid #ddd; border-radius: 6px; padding: 6px 14px; min-width: 150px; background: #fafafa; }
+.rt-kpi-value { font-size: 26px; font-weight: 600; line-height: 32px; }
+.rt-kpi-label { font-size: 13px; color: #333; }
+.rt-kpi-caption { font-size: 11px; color: #777; }
+.rt-section-title { font-size: 15px; font-weight: 600; margin-top: 8px; }
+.rt-empty-state { padding: 18px; border: 1px dashed #bbb; border-radius: 6px; color: #444; font-size: 14px; }
+table.rt-table { border-collapse: collapse; font-size: 13px; margin: 4px 0; }
+table.rt-table th { text-align: left; border-bottom: 2px solid #ccc; padding: 3px 8px; background: #f5f5f5; }
+table.rt-table td { border-bottom: 1px solid #eee; padding: 3px 8px; vertical-align: top; }
+table.rt-table td.rt-num, table.rt-table th.rt-num { text-align: right; font-variant-numeric: tabular-nums; }
+.rt-badge { display: inline-block; padding: 0 6px; border-radius: 8px; color: #fff; font-size: 12px;
+            white-space: nowrap; }
+.rt-swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 4px; }
+.rt-more { color: #777; font-size: 12px; }
+.rt-message { align-items: center; border-left: 4px solid #999; padding: 2px 6px; margin: 2px 0; }
+.rt-message-info { border-left-color: #1565c0; background: #e3f2fd; }
+.rt-message-warning { border-left-color: #f9a825; background: #fff8e1; }
+.rt-message-error { border-left-color: #d32f2f; background: #ffebee; }
+.rt-message-details pre { font-size: 11px; white-space: pre-wrap; }
+.rt-status-card { border: 1px solid #ddd; border-radius: 6px; padding: 6px 12px; min-width: 200px; }
+</style>
+"""
+"""CSS for the ``rt-*`` classes, shown once per page in an HTML widget (Voila applies ``<style>`` there)."""
