@@ -41,6 +41,16 @@ def make_config(root: Path, emulator_url: str, raw: str = "fleet-raw", ml: str =
     )
 
 
+def write_toml(config: RuntoolConfig, path: Path) -> Path:
+    path.write_text(
+        f'[buckets]\nraw = "{config.raw_bucket}"\nml = "{config.ml_bucket}"\n'
+        f'emulator_host = "{config.emulator_host}"\nrequest_retry_s = 3\n'
+        f'[paths]\ndata_dir = "{config.data_dir}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[Emulator]:
     """One in-memory fake-gcs-server for the whole session."""

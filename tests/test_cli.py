@@ -14,19 +14,10 @@ from runtool.cli import main
 from runtool.config import RuntoolConfig
 from runtool.models import RunCoordinate
 from runtool.storage import make_client, ml_file_key, raw_bag_key
+from tests.conftest import write_toml
 
 RUN = RunCoordinate.parse("acme/north/field_7/TW_1/LB_0001/2025_08_01T08:00:00Z")
 RUN2 = RunCoordinate.parse("acme/north/field_7/TW_1/LB_0002/2025-08-01T08:00:21Z")
-
-
-def write_toml(config: RuntoolConfig, path: Path) -> Path:
-    path.write_text(
-        f'[buckets]\nraw = "{config.raw_bucket}"\nml = "{config.ml_bucket}"\n'
-        f'emulator_host = "{config.emulator_host}"\nrequest_retry_s = 3\n'
-        f'[paths]\ndata_dir = "{config.data_dir}"\n',
-        encoding="utf-8",
-    )
-    return path
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from runtool.models import LEVELS, CoordinateError, Filters, RunCoordinate, parse_timestamp
@@ -430,6 +430,7 @@ def test_property_parse_ml_key_never_raises_and_never_yields_unsafe_parts(key: s
 
 @settings(max_examples=400)
 @given(_mutated(_valid_raw_keys))
+@example(f"c/r/f/t/l/{TS}\n/rosbag/_2025-08-25-08-59-57_0.bag")
 def test_property_parsed_raw_entries_rebuild_their_key_and_coordinate(key: str) -> None:
     result = parse_raw_key(key)
     if isinstance(result, RawBagEntry):
@@ -439,6 +440,7 @@ def test_property_parsed_raw_entries_rebuild_their_key_and_coordinate(key: str) 
 
 @settings(max_examples=400)
 @given(_mutated(_valid_ml_keys))
+@example(f"raw/c/r/f/t/l/{TS}\n/rosbag/_2025-08-25-08-59-57_0/labels/1756112584.180734928.txt")
 def test_property_parsed_ml_entries_rebuild_their_key_and_coordinate(key: str) -> None:
     result = parse_ml_key(key)
     if isinstance(result, MLFileEntry):
