@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+from pandas.api.types import union_categoricals
 import pyarrow as pa
 import pyarrow.parquet as pq
 from google.cloud import storage
@@ -379,8 +380,13 @@ def _merge(previous: pd.DataFrame, fresh: pd.DataFrame, scope: Filters) -> pd.Da
     prefixes = (raw_prefix(scope), ml_prefix(scope))
     stray = previous["reason"].notna() & previous["name"].str.startswith(prefixes)
     kept = previous[~(inside | stray)]
-    merged = pd.concat([kept.astype(object), fresh.astype(object)], ignore_index=True)
-    return _objects_frame({name: merged[name].tolist() for name in _COLUMNS})
+    merged: dict[str, Any] = {}
+    for name in _COLUMNS:
+        if isinstance(kept[name].dtype, pd.CategoricalDtype):
+            merged[name] = union_categoricals([kept[name], fresh[name]], ignore_order=True)
+        else:
+            merged[name] = pd.concat([kept[name], fresh[name]], ignore_index=True)
+    return pd.DataFrame(merged)
 
 
 class _Scan:
