@@ -14,7 +14,7 @@ from runtool.errors import RuntoolError
 
 __all__ = ["ConfigError", "RuntoolConfig", "load_config"]
 
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 DEFAULT_TOPICS = {
     "image": "/sensors/triton_camera_feed/compressed",
     "detections": "/weed_detection/bboxes",
@@ -50,7 +50,7 @@ class RuntoolConfig:
     def __post_init__(self) -> None:
         for name in ("raw_bucket", "ml_bucket"):
             value = getattr(self, name)
-            if not _BUCKET_NAME.match(value) or ".." in value:
+            if not _BUCKET_NAME.fullmatch(value) or ".." in value:
                 raise ConfigError(f"{name} = {value!r} is not a valid bucket name ({self.source})")
         if not self.expected_samples_per_bag > 0:
             raise ConfigError(
@@ -64,7 +64,7 @@ class RuntoolConfig:
             raise ConfigError(f"request_retry_s = {self.request_retry_s} must be within 0..600 s ({self.source})")
         if not 1 <= self.list_workers <= 64:
             raise ConfigError(f"list_workers = {self.list_workers} must be within 1..64 ({self.source})")
-        if self.emulator_host and not re.match(r"^https?://[^/\s]+/?$", self.emulator_host):
+        if self.emulator_host and not re.fullmatch(r"https?://[^/\s]+/?", self.emulator_host):
             raise ConfigError(
                 f"STORAGE_EMULATOR_HOST = {self.emulator_host!r} must look like http://127.0.0.1:4443"
             )
@@ -133,7 +133,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     explicit = path or (Path(env["RUNTOOL_CONFIG"]) if env.get("RUNTOOL_CONFIG") else None)
     file = explicit or Path("runtool.toml")
     if explicit is not None and not file.is_file():
-        raise ConfigError(f"RUNTOOL_CONFIG: the config file {file} does not exist")
+        origin = "--config" if path is not None else "RUNTOOL_CONFIG"
+        raise ConfigError(f"{origin}: the config file {file} does not exist")
     if file.is_file():
         try:
             document = tomllib.loads(file.read_text(encoding="utf-8"))

@@ -15,7 +15,7 @@ __all__ = ["LEVELS", "CoordinateError", "Filters", "RunCoordinate", "parse_times
 LEVELS: tuple[str, ...] = ("cid", "regionid", "fieldid", "twid", "lbid")
 """The hierarchy levels above the run timestamp, top down."""
 
-_TIMESTAMP = re.compile(r"^(\d{4})[_-](\d{2})[_-](\d{2})T(\d{2}):(\d{2}):(\d{2})Z$")
+_TIMESTAMP = re.compile(r"([0-9]{4})[_-]([0-9]{2})[_-]([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
 
 
 class CoordinateError(RuntoolError, ValueError):
@@ -28,7 +28,7 @@ def parse_timestamp(value: str) -> datetime:
     Raises:
         CoordinateError: the string is not a run timestamp or not a real date.
     """
-    match = _TIMESTAMP.match(value)
+    match = _TIMESTAMP.fullmatch(value)
     if match is None:
         raise CoordinateError(f"bad timestamp {value!r}: expected YYYY_MM_DDTHH:MM:SSZ")
     try:
@@ -168,6 +168,8 @@ class Filters:
 
     def replace(self, **changes: str | None) -> Filters:
         """A copy with some levels changed; every level below the deepest change is reset to "All"."""
+        if not changes:
+            return self
         order = RunCoordinate.PARTS
         deepest = max(order.index(name) for name in changes)
         values = {name: getattr(self, name) for name in order}

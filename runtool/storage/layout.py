@@ -165,7 +165,7 @@ def parse_ml_key(key: str) -> MLFileEntry | Anomaly:
         if not name.lower().endswith(FRAME_SUFFIXES):
             return Anomaly(key, f"unexpected file {name!r} in frames/: not an image")
     elif kind == "labels":
-        if not name.endswith(LABEL_SUFFIX):
+        if not name.lower().endswith(LABEL_SUFFIX):
             return Anomaly(key, f"unexpected file {name!r} in labels/: not a .txt")
     else:
         return Anomaly(key, f"unexpected folder {kind!r} where 'frames' or 'labels' was expected")

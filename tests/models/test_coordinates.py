@@ -294,7 +294,7 @@ def test_describe() -> None:
 
 # --- hypothesis properties -----------------------------------------------------------------------------------------
 
-_part_chars = st.characters(min_codepoint=32, exclude_characters="/\\", exclude_categories=("Cs",))
+_part_chars = st.characters(codec="utf-8", min_codepoint=32, exclude_characters="/\\")
 parts = st.text(alphabet=_part_chars, min_size=1, max_size=12).filter(
     lambda s: s == s.strip() and s not in (".", "..")
 )
@@ -311,9 +311,9 @@ def timestamps(draw: st.DrawFn) -> tuple[str, datetime]:
 
 @st.composite
 def coordinates(draw: st.DrawFn) -> RunCoordinate:
-    levels = [draw(parts) for _ in LEVELS]
+    cid, regionid, fieldid, twid, lbid = (draw(parts) for _ in LEVELS)
     text, _ = draw(timestamps())
-    return RunCoordinate(*levels, text)
+    return RunCoordinate(cid, regionid, fieldid, twid, lbid, text)
 
 
 bag_names = st.from_regex(r"\A_\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}_\d{1,3}\.bag\Z")
