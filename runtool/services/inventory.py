@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pandas.api.types import union_categoricals
 import pyarrow as pa
 import pyarrow.parquet as pq
 from google.cloud import storage
+from pandas.api.types import union_categoricals
 
 from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError
