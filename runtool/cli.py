@@ -318,11 +318,20 @@ def serve(
     url = f"http://{host}:{port}/voila/render/01_temporal_coverage.ipynb" + (f"?token={token}" if token else "")
     print(f"Serving runtool{' (read-only)' if read_only else ''} at {url}", flush=True)
     process = subprocess.Popen(serve_command(port, ip, token, notebooks), env=env)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return process.wait()
     except KeyboardInterrupt:
+        # Voila stops its kernels on SIGTERM; wait so none is left behind.
         process.terminate()
         return process.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(*_: object) -> None:
+    """Turn SIGTERM into KeyboardInterrupt so cleanup (``finally``) runs as it does for Ctrl-C."""
+    raise KeyboardInterrupt
 
 
 def cmd_demo_up(args: argparse.Namespace, _: ServiceContainer | None) -> int:
