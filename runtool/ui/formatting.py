@@ -32,7 +32,7 @@ def format_day(day: date | None) -> str:
 
 
 def format_age(seconds: float | None) -> str:
-    """How old something is, in the largest two units that matter: ``<1 min``, ``12 min``, ``3 h 5 min``, ``2 d 4 h``."""
+    """How old something is, in its two largest units: ``<1 min``, ``12 min``, ``3 h 5 min``, ``2 d 4 h``."""
     if seconds is None:
         return "–"
     minutes = int(max(0.0, seconds) // 60)

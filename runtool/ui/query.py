@@ -7,6 +7,7 @@ selection; the links are relative so they work under any server prefix (``/voila
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode
 
@@ -20,6 +21,7 @@ __all__ = [
     "PageLink",
     "QuerySelection",
     "page_url",
+    "query_parameters",
     "read_selection",
     "run_url",
     "selection_query",
@@ -48,15 +50,23 @@ class QuerySelection:
     error: str | None = None
 
 
-def read_selection(query: str | None = None) -> QuerySelection:
-    """Parse a URL query (default: ``$QUERY_STRING``, which Voila sets for the page's kernel).
+def query_parameters(query: str | None = None) -> dict[str, str]:
+    """Every parameter of a URL query (default: ``$QUERY_STRING``, which Voila sets for the page's kernel).
 
-    Keys other than the coordinate parts (Voila's own, for instance) are ignored. An invalid value
+    A parameter given twice keeps its first value.
+    """
+    text = os.environ.get("QUERY_STRING", "") if query is None else query
+    return {name: values[0] for name, values in parse_qs(text.lstrip("?"), keep_blank_values=True).items()}
+
+
+def read_selection(query: str | None = None) -> QuerySelection:
+    """The selection a URL query asks for (default query: ``$QUERY_STRING``).
+
+    Keys other than the coordinate parts (Voila's own, a page's settings) are ignored. An invalid value
     never raises: the whole selection falls back to All and ``error`` explains why, because a half-applied
     link would show a view nobody asked for.
     """
-    text = os.environ.get("QUERY_STRING", "") if query is None else query
-    values = parse_qs(text.lstrip("?"), keep_blank_values=True)
+    values = query_parameters(query)
     try:
         return QuerySelection(Filters.from_mapping(values))
     except CoordinateError as exc:
@@ -65,15 +75,15 @@ def read_selection(query: str | None = None) -> QuerySelection:
         )
 
 
-def selection_query(filters: Filters) -> str:
-    """The query string of a selection, levels top down (``cid=c1&regionid=r1``); empty for All."""
+def selection_query(filters: Filters, settings: Mapping[str, str] | None = None) -> str:
+    """The query string of a selection, levels top down (``cid=c1&regionid=r1``), then ``settings``."""
     # Colons stay readable in timestamps (2025_08_25T08:59:38Z); they are legal in a query.
-    return urlencode(filters.to_dict(), safe=":")
+    return urlencode({**filters.to_dict(), **(settings or {})}, safe=":")
 
 
-def page_url(page: PageLink, filters: Filters) -> str:
-    """A relative link to ``page`` on ``filters``."""
-    query = selection_query(filters)
+def page_url(page: PageLink, filters: Filters, settings: Mapping[str, str] | None = None) -> str:
+    """A relative link to ``page`` on ``filters`` (plus page settings such as E)."""
+    query = selection_query(filters, settings)
     return f"{page.notebook}?{query}" if query else page.notebook
 
 

@@ -74,4 +74,5 @@ def html_table(
         )
         body.append(f"<tr>{cells}</tr>")
     more = f'<div class="rt-more">… and {format_count(left_out)} more</div>' if left_out else ""
-    return f'<table class="rt-table {css_class}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{more}'
+    table = f'<table class="rt-table {css_class}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return table + more

@@ -28,11 +28,13 @@ class BackgroundTask(Generic[T]):
         self.name = name
         self.cancel = threading.Event()
         self._thread: threading.Thread | None = None
+        self._working = False
         self._lock = threading.Lock()
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """Whether the job itself still runs (false already while its callbacks run, so they see it done)."""
+        return self._working
 
     def start(
         self,
@@ -46,25 +48,29 @@ class BackgroundTask(Generic[T]):
             TaskBusyError: the previous job has not finished.
         """
         with self._lock:
-            if self.running:
+            if self._working:
                 raise TaskBusyError(f"{self.name} is already running")
+            self._working = True
             self.cancel = threading.Event()
             cancel = self.cancel
 
             def run() -> None:
                 try:
                     result = work(cancel)
-                except Exception as exc:  # reported to the page by on_error, which shows it
+                except Exception as exc:  # handed to on_error, which shows it
+                    self._working = False
                     on_error(exc)
                     return
+                self._working = False
                 on_done(result)
 
             self._thread = threading.Thread(target=run, name=self.name, daemon=True)
             self._thread.start()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the current job (and its callbacks); True when nothing runs any more."""
+        """Wait for the current job and its callbacks; True when they are done."""
         thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-        return not self.running
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()

@@ -1,0 +1,403 @@
+"""The pieces every page is framed with: header, filter bar, KPI cards and the message area.
+
+They know nothing about storage: the filter bar asks a callable for its options, the header is told
+the cache age and the refresh progress. That keeps them reusable by every page and testable alone.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import ipywidgets as widgets
+
+from runtool.errors import RuntoolError
+from runtool.models import LEVELS, Filters
+from runtool.services import CacheInfo, RefreshProgress
+from runtool.ui.formatting import format_age, format_count
+from runtool.ui.query import PAGES, PageLink, page_url
+
+__all__ = [
+    "ALL",
+    "LEVEL_LABELS",
+    "NO_DATA",
+    "FilterBar",
+    "Kpi",
+    "KpiCards",
+    "Message",
+    "MessageArea",
+    "PageHeader",
+    "close_tree",
+]
+
+LEVEL_LABELS: dict[str, str] = {
+    "cid": "Client",
+    "regionid": "Region",
+    "fieldid": "Field",
+    "twid": "TW",
+    "lbid": "Laser box",
+}
+ALL = ""
+"""The dropdown value meaning "All" (a level value is never empty, so this cannot collide)."""
+NO_DATA = "no data"
+"""The label of a level that has nothing under the levels above it."""
+
+
+def close_tree(widget: widgets.Widget) -> None:
+    """Close a widget and everything inside it, so replaced widgets do not pile up in kernel and browser."""
+    if isinstance(widget, widgets.Box):
+        for child in widget.children:
+            close_tree(child)
+    widget.close()
+
+
+# -- header ------------------------------------------------------------------------------------
+
+
+class PageHeader:
+    """Title, links to the three pages (carrying the selection), cache age and Refresh.
+
+    While a refresh runs, a progress bar and a Cancel button take the Refresh button's place. In
+    read-only mode the refresh controls are absent, not disabled.
+    """
+
+    PROGRESS_INTERVAL_S = 0.2
+    """Progress arrives from many listing threads at once; the bar is redrawn at most this often."""
+
+    def __init__(self, current: PageLink, read_only: bool) -> None:
+        self.current = current
+        self.read_only = read_only
+        self.nav = widgets.HTML().add_class("rt-nav")
+        self.cache_age = widgets.HTML().add_class("rt-cache-age")
+        self.refresh_button: widgets.Button | None = None
+        self.cancel_button: widgets.Button | None = None
+        self.progress_bar: widgets.IntProgress | None = None
+        self.progress_text = widgets.HTML().add_class("rt-refresh-progress-text")
+        self.refresh_area = widgets.HBox().add_class("rt-refresh-area")
+        self._on_refresh: list[Callable[[], None]] = []
+        self._on_cancel: list[Callable[[], None]] = []
+        self._progress_lock = threading.Lock()
+        self._last_progress = 0.0
+        if not read_only:
+            self.refresh_button = widgets.Button(
+                description="Refresh", tooltip="Rescan both buckets", button_style="primary"
+            ).add_class("rt-refresh")
+            self.refresh_button.on_click(lambda _: self._fire(self._on_refresh))
+            self.cancel_button = widgets.Button(description="Cancel", tooltip="Stop the scan").add_class(
+                "rt-refresh-cancel"
+            )
+            self.cancel_button.on_click(lambda _: self._fire(self._on_cancel))
+            self.progress_bar = widgets.IntProgress(value=0, min=0, max=1, bar_style="info").add_class(
+                "rt-refresh-progress"
+            )
+            self.refresh_area.children = (self.refresh_button,)
+        title = widgets.HTML('<span class="rt-title">runtool</span>')
+        utc = widgets.HTML('<span class="rt-caption">times in UTC</span>')
+        spacer = widgets.Box(layout=widgets.Layout(flex="1 1 auto"))
+        self.widget = widgets.HBox(
+            [title, self.nav, spacer, utc, self.cache_age, self.refresh_area],
+            layout=widgets.Layout(width="100%", align_items="center"),
+        ).add_class("rt-header")
+        self.set_selection(Filters())
+        self.set_cache(None)
+
+    def on_refresh(self, callback: Callable[[], None]) -> None:
+        self._on_refresh.append(callback)
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        self._on_cancel.append(callback)
+
+    @staticmethod
+    def _fire(callbacks: list[Callable[[], None]]) -> None:
+        for callback in callbacks:
+            callback()
+
+    def set_selection(self, filters: Filters) -> None:
+        """Point the page links at ``filters``, so switching pages keeps the selection."""
+        parts = []
+        for page in PAGES:
+            if page == self.current:
+                parts.append(f'<span class="rt-nav-current">{html.escape(page.title)}</span>')
+            else:
+                href = html.escape(page_url(page, filters), quote=True)
+                parts.append(f'<a href="{href}" target="_self">{html.escape(page.title)}</a>')
+        self.nav.value = " | ".join(parts)
+
+    def set_cache(self, info: CacheInfo | None) -> None:
+        if info is None or info.scanned_at is None:
+            self.cache_age.value = "no inventory yet"
+        else:
+            self.cache_age.value = f"cache {format_age(info.age_seconds)} old"
+
+    @property
+    def refreshing(self) -> bool:
+        return self.progress_bar is not None and self.progress_bar in self.refresh_area.children
+
+    def show_progress(self, progress: RefreshProgress | None) -> None:
+        """Show the progress bar in place of the button (safe to call from any thread, throttled)."""
+        if self.progress_bar is None or self.cancel_button is None:
+            return
+        with self._progress_lock:
+            now = time.monotonic()
+            starting = not self.refreshing
+            throttled = progress is not None and progress.stage == "listing"
+            if not starting and throttled and now - self._last_progress < self.PROGRESS_INTERVAL_S:
+                return
+            self._last_progress = now
+            if starting:
+                self.progress_bar.value = 0
+                self.progress_text.value = "Starting the scan…"
+                self.refresh_area.children = (self.progress_bar, self.progress_text, self.cancel_button)
+            if progress is None:
+                return
+            if progress.shards_total:
+                self.progress_bar.max = progress.shards_total
+                self.progress_bar.value = min(progress.shards_done, progress.shards_total)
+                shards = f" {progress.shards_done}/{progress.shards_total} parts,"
+            else:
+                shards = ""
+            self.progress_text.value = f"Scanning:{shards} {format_count(progress.objects)} objects"
+
+    def show_idle(self, info: CacheInfo | None) -> None:
+        """Put the Refresh button back and show the cache age."""
+        with self._progress_lock:
+            if self.refresh_button is not None:
+                self.refresh_area.children = (self.refresh_button,)
+        self.set_cache(info)
+
+
+# -- filter bar --------------------------------------------------------------------------------
+
+
+class FilterBar:
+    """Five cascading dropdowns, Client to Laser box, with "All" at every level.
+
+    Changing a level resets every level below it (and the run timestamp); a level with nothing under
+    the levels above is disabled and says "no data". A value that is selected but unknown (from an
+    old link, say) stays selected and is marked, so the page can say why it shows nothing.
+    """
+
+    def __init__(
+        self,
+        options: Callable[[Filters], Mapping[str, Sequence[str]]],
+        filters: Filters | None = None,
+    ) -> None:
+        self._options = options
+        self._filters = filters or Filters()
+        self._listeners: list[Callable[[Filters], None]] = []
+        self._quiet = False
+        self.dropdowns: dict[str, widgets.Dropdown] = {}
+        for level in LEVELS:
+            dropdown = widgets.Dropdown(
+                description=LEVEL_LABELS[level],
+                options=[("All", ALL)],
+                value=ALL,
+                style={"description_width": "initial"},
+                layout=widgets.Layout(width="auto", min_width="150px", max_width="260px"),
+            ).add_class(f"rt-filter-{level}")
+            dropdown.observe(self._changed(level), names="value")
+            self.dropdowns[level] = dropdown
+        self.widget = widgets.HBox(list(self.dropdowns.values()), layout=widgets.Layout(flex_flow="row wrap"))
+        self.widget.add_class("rt-filter-bar")
+        self.refresh_options()
+
+    @property
+    def filters(self) -> Filters:
+        return self._filters
+
+    def on_change(self, callback: Callable[[Filters], None]) -> None:
+        """Call ``callback(filters)`` after the user changes a level."""
+        self._listeners.append(callback)
+
+    def set_filters(self, filters: Filters) -> None:
+        """Show ``filters`` (a programmatic change: listeners are not called)."""
+        self._filters = filters
+        self.refresh_options()
+
+    def select(self, level: str, value: str | None) -> None:
+        """Change one level as the user would (resets the levels below, calls the listeners)."""
+        self.dropdowns[level].value = value or ALL
+
+    def refresh_options(self) -> None:
+        """Rebuild every dropdown's options from the current data (after a refresh, say)."""
+        available = self._options(self._filters)
+        with self._quietly():
+            for level, dropdown in self.dropdowns.items():
+                values = list(available.get(level, ()))
+                current = getattr(self._filters, level)
+                choices: list[tuple[str, str]] = [(value, value) for value in values]
+                if current is not None and current not in values:
+                    choices.append((f"{current} ({NO_DATA})", current))
+                if not choices:
+                    dropdown.options = [(NO_DATA, ALL)]
+                    dropdown.value = ALL
+                    dropdown.disabled = True
+                    continue
+                dropdown.options = [("All", ALL), *choices]
+                dropdown.value = current or ALL
+                dropdown.disabled = False
+
+    @contextmanager
+    def _quietly(self) -> Iterator[None]:
+        """Suppress the observers while options are rebuilt (rebuilding fires value changes)."""
+        self._quiet = True
+        try:
+            yield
+        finally:
+            self._quiet = False
+
+    def _changed(self, level: str) -> Callable[[dict[str, object]], None]:
+        def observer(change: dict[str, object]) -> None:
+            if self._quiet:
+                return
+            value = str(change["new"] or "") or None
+            self._filters = self._filters.replace(**{level: value})
+            self.refresh_options()
+            for callback in self._listeners:
+                callback(self._filters)
+
+        return observer
+
+
+# -- KPI cards ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kpi:
+    """One card: a big number, its label and a small caption."""
+
+    label: str
+    value: str
+    caption: str = ""
+
+
+class KpiCards:
+    """A row of 3–6 KPI cards; the cards are updated in place when the count stays the same."""
+
+    def __init__(self) -> None:
+        self.widget = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap")).add_class("rt-kpis")
+        self._cards: list[tuple[widgets.HTML, widgets.HTML, widgets.HTML]] = []
+        self._shown: tuple[Kpi, ...] = ()
+
+    @property
+    def values(self) -> dict[str, str]:
+        """Label → shown value text."""
+        return {kpi.label: kpi.value for kpi in self._shown}
+
+    @property
+    def captions(self) -> dict[str, str]:
+        return {kpi.label: kpi.caption for kpi in self._shown}
+
+    def show(self, kpis: Sequence[Kpi]) -> None:
+        if len(kpis) != len(self._cards):
+            for box in self.widget.children:
+                close_tree(box)
+            self._cards = [
+                (
+                    widgets.HTML().add_class("rt-kpi-value"),
+                    widgets.HTML().add_class("rt-kpi-label"),
+                    widgets.HTML().add_class("rt-kpi-caption"),
+                )
+                for _ in kpis
+            ]
+            self.widget.children = [widgets.VBox(list(parts)).add_class("rt-kpi") for parts in self._cards]
+        for (value, label, caption), kpi in zip(self._cards, kpis, strict=True):
+            value.value = html.escape(kpi.value)
+            label.value = html.escape(kpi.label)
+            caption.value = html.escape(kpi.caption)
+        self._shown = tuple(kpis)
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+Level = Literal["info", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class Message:
+    level: Level
+    text: str
+    details: str | None = None
+
+
+class MessageArea:
+    """Info, warning and error lines, newest first, each dismissible.
+
+    Errors are sentences a stakeholder can act on; the traceback sits one click away in a collapsed
+    "Details" section, never in the default view.
+    """
+
+    LIMIT = 20
+    """Older messages are dropped beyond this many."""
+
+    def __init__(self) -> None:
+        self.widget = widgets.VBox().add_class("rt-messages")
+        self._entries: list[tuple[Message, widgets.VBox]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def messages(self) -> list[Message]:
+        """Newest first."""
+        return [message for message, _ in self._entries]
+
+    def info(self, text: str) -> None:
+        self.add(Message("info", text))
+
+    def warning(self, text: str) -> None:
+        self.add(Message("warning", text))
+
+    def error(self, text: str, details: str | None = None) -> None:
+        self.add(Message("error", text, details))
+
+    def report(self, exc: BaseException, doing: str) -> None:
+        """Show an exception: runtool's own errors are already sentences; anything else is a bug."""
+        details = "".join(traceback.format_exception(exc))
+        if isinstance(exc, RuntoolError):
+            text = str(exc)
+        else:
+            text = (
+                f"Something unexpected went wrong while {doing} ({type(exc).__name__}: {exc}). "
+                "Reload the page to try again; the details below help a developer."
+            )
+        self.error(text, details)
+
+    def add(self, message: Message) -> None:
+        label = {"info": "Info", "warning": "Warning", "error": "Error"}[message.level]
+        text = widgets.HTML(f"<b>{label}:</b> {html.escape(message.text)}", layout=widgets.Layout(flex="1 1 auto"))
+        dismiss = widgets.Button(description="×", tooltip="Dismiss", layout=widgets.Layout(width="32px"))
+        dismiss.add_class("rt-message-dismiss")
+        parts: list[widgets.Widget] = [widgets.HBox([text, dismiss], layout=widgets.Layout(align_items="center"))]
+        if message.details:
+            details = widgets.Accordion(
+                children=[widgets.HTML(f"<pre>{html.escape(message.details)}</pre>")], titles=("Details",)
+            )
+            details.selected_index = None
+            parts.append(details.add_class("rt-message-details"))
+        entry = widgets.VBox(parts).add_class("rt-message").add_class(f"rt-message-{message.level}")
+        dismiss.on_click(lambda _: self._dismiss(entry))
+        with self._lock:
+            self._entries.insert(0, (message, entry))
+            dropped = self._entries[self.LIMIT :]
+            del self._entries[self.LIMIT :]
+            self.widget.children = [box for _, box in self._entries]
+        for _, box in dropped:
+            close_tree(box)
+
+    def clear(self) -> None:
+        with self._lock:
+            entries, self._entries = self._entries, []
+            self.widget.children = []
+        for _, box in entries:
+            close_tree(box)
+
+    def _dismiss(self, entry: widgets.VBox) -> None:
+        with self._lock:
+            self._entries = [(m, box) for m, box in self._entries if box is not entry]
+            self.widget.children = [box for _, box in self._entries]
+        close_tree(entry)

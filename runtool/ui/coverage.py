@@ -1,0 +1,361 @@
+"""Page 1, temporal coverage: what the fleet recorded, and where labelling lags behind.
+
+A specific laser box gives the single-laser-box view (a per-run timeline and the under-labelled runs);
+"All" laser boxes gives the aggregated view (per-day totals on a calendar, per-laser-box breakdown and
+the fleet calendar heatmap). Both recompute when the expected samples per bag or the under-labelled
+threshold change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from collections.abc import Sequence
+
+import ipywidgets as widgets
+
+from runtool.models import (
+    LEVELS,
+    AggregatedTemporalData,
+    CoveragePoint,
+    CoverageSettings,
+    CoverageStatistics,
+    Filters,
+    LaserBoxStats,
+)
+from runtool.services import DataStateService, ServiceContainer
+from runtool.ui.charts import CoverageTimeline, DailyCoverageChart, FleetCalendar, LaserBoxBars
+from runtool.ui.components import Kpi, KpiCards
+from runtool.ui.formatting import format_bytes, format_count, format_decimal, format_pct, format_time
+from runtool.ui.labels import laser_box_names, short_laser_box_names
+from runtool.ui.page import Page
+from runtool.ui.query import COVERAGE, page_url, run_url
+from runtool.ui.tables import Cell, Column, badge, coverage_cell, html_table, link, text_cell
+from runtool.ui.theme import COVERAGE_NONE, StatusStyle
+
+__all__ = ["AggregatedView", "CoveragePage", "SingleLaserBoxView"]
+
+ML_ONLY = StatusStyle("ML only", COVERAGE_NONE)
+
+
+def _section(title: str = "") -> widgets.HTML:
+    return widgets.HTML(html.escape(title)).add_class("rt-section-title")
+
+
+def _run_cell(point: CoveragePoint) -> Cell:
+    """The run's start time, linking to the per-run page on that run."""
+    return link(run_url(point.coordinate), format_time(point.start_time))
+
+
+class SingleLaserBoxView:
+    """One laser box: the per-run timeline, the under-labelled runs worst first, the ML-only runs."""
+
+    TABLE_LIMIT = 100
+
+    def __init__(self) -> None:
+        self.timeline = CoverageTimeline()
+        self.under_labelled_title = _section()
+        self.under_labelled = widgets.HTML().add_class("rt-underlabelled")
+        self.ml_only_title = _section()
+        self.ml_only = widgets.HTML().add_class("rt-ml-only")
+        self.widget = widgets.VBox(
+            [self.timeline.widget, self.under_labelled_title, self.under_labelled, self.ml_only_title, self.ml_only]
+        ).add_class("rt-view-single")
+
+    def show(self, points: Sequence[CoveragePoint], stats: CoverageStatistics, settings: CoverageSettings) -> None:
+        threshold = settings.under_labelled_pct
+        worst = stats.under_labelled
+        self.under_labelled_title.value = f"Under-labelled runs ({format_count(len(worst))}), worst first"
+        if worst:
+            self.under_labelled.value = html_table(
+                [Column("Start (UTC)"), Column("Bags", True), Column("Labels", True), Column("Frames", True),
+                 Column("Coverage", True)],
+                (
+                    [_run_cell(p), text_cell(format_count(p.raw_bags)), text_cell(format_count(p.ml_labels)),
+                     text_cell(format_count(p.ml_frames)), coverage_cell(p.coverage_pct, threshold)]
+                    for p in worst
+                ),
+                limit=self.TABLE_LIMIT,
+            )
+        else:
+            self.under_labelled.value = (
+                f'<div class="rt-caption">None: every run with raw bags reaches {threshold:g} % coverage.</div>'
+            )
+        ml_only = [p for p in points if p.ml_only]
+        self.ml_only_title.value = f"ML-only runs ({format_count(len(ml_only))}): labels without raw bags"
+        if ml_only:
+            self.ml_only.value = html_table(
+                [Column("Start (UTC)"), Column("Labels", True), Column("Frames", True), Column("Flag")],
+                (
+                    [_run_cell(p), text_cell(format_count(p.ml_labels)), text_cell(format_count(p.ml_frames)),
+                     badge(ML_ONLY)]
+                    for p in ml_only
+                ),
+                limit=self.TABLE_LIMIT,
+            )
+        else:
+            self.ml_only.value = '<div class="rt-caption">None: every run with labels has its raw bags.</div>'
+
+
+class AggregatedView:
+    """All laser boxes of a selection: per-day totals, per-laser-box breakdown, fleet calendar."""
+
+    def __init__(self) -> None:
+        self.daily = DailyCoverageChart()
+        self.bars = LaserBoxBars()
+        self.table = widgets.HTML().add_class("rt-lb-table")
+        self.calendar = FleetCalendar()
+        self.calendar_caption = widgets.HTML().add_class("rt-caption")
+        self.widget = widgets.VBox(
+            [
+                self.daily.widget,
+                _section("Laser box breakdown"),
+                self.bars.widget,
+                self.table,
+                _section("Fleet calendar"),
+                self.calendar_caption,
+                self.calendar.widget,
+            ]
+        ).add_class("rt-view-aggregated")
+
+    def show(self, data: AggregatedTemporalData, stats: Sequence[LaserBoxStats], filters: Filters) -> None:
+        keys = [s.lb_key for s in stats]
+        names, short_names = laser_box_names(keys, filters), short_laser_box_names(keys)
+        threshold = data.settings.under_labelled_pct
+        self.daily.show(data)
+        self.bars.show(stats, [short_names[s.lb_key] for s in stats], threshold)
+        self.calendar.show(data, short_names)
+        self.calendar_caption.value = (
+            "One row per laser box, one column per day, coloured by coverage: red at 0 %, amber at "
+            f"{threshold:g} % (the under-labelled threshold), green at 100 %. Blank cells are days the laser box "
+            "recorded nothing (or only ML samples); hover a cell for its value."
+        )
+        self.table.value = html_table(
+            [Column("Laser box"), Column("Runs", True), Column("Bags", True), Column("Labels", True),
+             Column("Coverage", True), Column("Active days", True), Column("Bags/day", True),
+             Column("Labels/day", True)],
+            (
+                [link(page_url(COVERAGE, _lb_filters(s.lb_key)), names[s.lb_key]), text_cell(format_count(s.runs)),
+                 text_cell(format_count(s.total_bags)), text_cell(format_count(s.total_labels)),
+                 coverage_cell(s.coverage_pct, threshold), text_cell(format_count(s.active_days)),
+                 text_cell(format_decimal(s.avg_bags_per_day)), text_cell(format_decimal(s.avg_labels_per_day))]
+                for s in stats
+            ),
+        )
+
+
+def _lb_filters(lb_key: str) -> Filters:
+    return Filters(**dict(zip(LEVELS, lb_key.split("/"), strict=True)))
+
+
+class CoveragePage(Page):
+    """The temporal coverage page. ``page.widget`` is what the notebook displays.
+
+    Readable state for scripts and tests: :attr:`view` (``"single"``, ``"aggregated"`` or ``"empty"``),
+    :attr:`kpis` (label → shown text) and :attr:`empty_text`.
+    """
+
+    link = COVERAGE
+    css_class = "rt-page-coverage"
+    ANOMALY_LIMIT = 200
+    EXPECTED_PARAMETER = "expected_samples"
+    THRESHOLD_PARAMETER = "under_labelled_pct"
+
+    def __init__(self, services: ServiceContainer | None = None, query: str | None = None) -> None:
+        super().__init__(services, query)
+        defaults = self.services.coverage_settings if self.services is not None else CoverageSettings()
+        self.expected_samples = widgets.BoundedFloatText(
+            value=defaults.expected_samples_per_bag, min=1, max=1000, step=1,
+            description="Expected samples/bag", style={"description_width": "initial"},
+            layout=widgets.Layout(width="230px"),
+        ).add_class("rt-expected-samples")
+        self.under_labelled_pct = widgets.BoundedFloatText(
+            value=defaults.under_labelled_pct, min=0, max=100, step=5,
+            description="Under-labelled below %", style={"description_width": "initial"},
+            layout=widgets.Layout(width="230px"),
+        ).add_class("rt-under-labelled-pct")
+        self._apply_link_settings()
+        for control in (self.expected_samples, self.under_labelled_pct):
+            control.observe(lambda _change: self._selection_changed(), names="value")
+        self.caption = widgets.HTML().add_class("rt-caption")
+        self.kpi_cards = KpiCards()
+        self.body = widgets.VBox([self.empty_state])
+        self.single: SingleLaserBoxView | None = None
+        self.aggregated: AggregatedView | None = None
+        self.anomaly_table = widgets.HTML()
+        self.anomalies = widgets.Accordion(children=[self.anomaly_table], titles=("Anomalies",))
+        self.anomalies.selected_index = None
+        self.anomalies.add_class("rt-anomalies")
+        settings_row = widgets.HBox(
+            [self.expected_samples, self.under_labelled_pct], layout=widgets.Layout(flex_flow="row wrap")
+        ).add_class("rt-settings")
+        self.frame([settings_row, self.caption, self.kpi_cards.widget, self.body, self.anomalies])
+        self.start()
+
+    def _apply_link_settings(self) -> None:
+        """Take E and the threshold from the link, so a shared link reproduces the view."""
+        for name, control, what in (
+            (self.EXPECTED_PARAMETER, self.expected_samples, "expected samples per bag"),
+            (self.THRESHOLD_PARAMETER, self.under_labelled_pct, "under-labelled threshold"),
+        ):
+            text = self.link_parameters.get(name)
+            if text is None:
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                self.messages.error(f"The link's {what} {text!r} is not a number, so {control.value:g} is used.")
+                continue
+            if not control.min <= value <= control.max:
+                self.messages.error(
+                    f"The link's {what} {value:g} is outside {control.min:g}–{control.max:g}, "
+                    f"so {control.value:g} is used."
+                )
+                continue
+            control.value = value
+
+    def view_settings(self) -> dict[str, str]:
+        """E and the threshold, when they differ from the configuration."""
+        defaults = self.services.coverage_settings if self.services is not None else CoverageSettings()
+        settings = self.settings
+        carried = {}
+        if settings.expected_samples_per_bag != defaults.expected_samples_per_bag:
+            carried[self.EXPECTED_PARAMETER] = f"{settings.expected_samples_per_bag:g}"
+        if settings.under_labelled_pct != defaults.under_labelled_pct:
+            carried[self.THRESHOLD_PARAMETER] = f"{settings.under_labelled_pct:g}"
+        return carried
+
+    # -- readable state and controls ------------------------------------------------------------
+
+    @property
+    def kpis(self) -> dict[str, str]:
+        """The KPI cards shown: label → value text."""
+        return self.kpi_cards.values
+
+    @property
+    def settings(self) -> CoverageSettings:
+        return CoverageSettings(float(self.expected_samples.value), float(self.under_labelled_pct.value))
+
+    def set_expected_samples(self, expected: float) -> None:
+        """Change E (expected labelled samples per bag); everything recomputes."""
+        self.expected_samples.value = expected
+
+    def set_under_labelled_pct(self, pct: float) -> None:
+        self.under_labelled_pct.value = pct
+
+    # -- drawing ---------------------------------------------------------------------------------
+
+    def _show(self) -> None:
+        self._show_anomalies()
+        reason = self.unavailable_reason()
+        if reason is not None or self.services is None:
+            self._show_empty(reason or "")
+            return
+        # The coverage views are per laser box; a run timestamp from a link only matters to the run pages.
+        filters = dataclasses.replace(self.filters, timestamp=None)
+        settings = self.settings
+        stats = self.services.data_state.coverage_statistics(filters, settings)
+        if stats.total_runs == 0:
+            self._show_empty(self.nothing_selected_text(filters))
+            return
+        if filters.lbid is not None:
+            self._show_single(self.services.data_state, filters, settings, stats)
+        else:
+            self._show_aggregated(self.services.data_state, filters, settings, stats)
+
+    def _show_empty(self, text: str) -> None:
+        self.empty_state.value = text
+        self.caption.value = ""
+        self.kpi_cards.show([])
+        self.body.children = [self.empty_state]
+        self.view = "empty"
+
+    def _describe(self, filters: Filters, settings: CoverageSettings) -> str:
+        return (
+            f"{html.escape(filters.describe())} · {settings.expected_samples_per_bag:g} expected samples per bag · "
+            f"under-labelled below {settings.under_labelled_pct:g} %"
+        )
+
+    def _show_single(
+        self, data_state: DataStateService, filters: Filters, settings: CoverageSettings, stats: CoverageStatistics
+    ) -> None:
+        data = data_state.temporal_coverage(filters, settings)
+        caption = self._describe(filters, settings)
+        boxes = {p.coordinate.to_path_str().rsplit("/", 1)[0] for p in data.points}
+        if len(boxes) > 1:
+            name = html.escape(filters.lbid or "")
+            caption += (
+                f" · <b>{len(boxes)} laser boxes are called {name}; their runs are combined. "
+                "Pick the levels above to see one.</b>"
+            )
+        self.caption.value = caption
+        self.kpi_cards.show(
+            [
+                Kpi("Runs", format_count(stats.total_runs), f"{format_count(stats.runs_with_bags)} with raw bags"),
+                Kpi("Bags", format_count(stats.total_bags),
+                    f"{format_decimal(stats.average_bags_per_run)} per run"),
+                Kpi("Labelled samples", format_count(stats.total_labels), f"{format_count(stats.total_frames)} frames"),
+                Kpi("Overall coverage", format_pct(stats.overall_coverage_pct),
+                    f"of {format_count(stats.expected_samples)} expected samples"),
+                Kpi("Average coverage", format_pct(stats.average_coverage_pct), "mean over runs with bags"),
+                Kpi("Under-labelled runs", format_count(len(stats.under_labelled)),
+                    f"below {settings.under_labelled_pct:g} %"),
+                Kpi("ML-only runs", format_count(stats.ml_only_runs), "labels without raw bags"),
+            ]
+        )
+        if self.single is None:
+            self.single = SingleLaserBoxView()
+        self.single.timeline.show(data)
+        self.single.show(data.points, stats, settings)
+        self.body.children = [self.single.widget]
+        self.view = "single"
+
+    def _show_aggregated(
+        self, data_state: DataStateService, filters: Filters, settings: CoverageSettings, stats: CoverageStatistics
+    ) -> None:
+        aggregated = data_state.aggregated_coverage(filters, settings)
+        boxes = data_state.laser_box_stats(filters, settings)
+        daily = [d.coverage_pct for d in aggregated.days if d.coverage_pct is not None]
+        self.caption.value = self._describe(filters, settings) + " · all laser boxes"
+        self.kpi_cards.show(
+            [
+                Kpi("Active days", format_count(aggregated.active_days),
+                    f"of {format_count(len(aggregated.days))} calendar days"),
+                Kpi("Laser boxes", format_count(len(boxes)), f"{format_count(stats.total_runs)} runs"),
+                Kpi("Bags", format_count(stats.total_bags),
+                    f"{format_decimal(stats.total_bags / aggregated.active_days)} per active day"
+                    if aggregated.active_days else ""),
+                Kpi("Labelled samples", format_count(stats.total_labels), f"{format_count(stats.total_frames)} frames"),
+                Kpi("Avg daily coverage", format_pct(sum(daily) / len(daily) if daily else None),
+                    "mean over days with bags"),
+                Kpi("Under-labelled runs", format_count(len(stats.under_labelled)),
+                    f"below {settings.under_labelled_pct:g} %"),
+            ]
+        )
+        if self.aggregated is None:
+            self.aggregated = AggregatedView()
+        self.aggregated.show(aggregated, boxes, filters)
+        self.body.children = [self.aggregated.widget]
+        self.view = "aggregated"
+
+    def _show_anomalies(self) -> None:
+        if self.services is None:
+            found = 0
+            self.anomaly_table.value = ""
+        else:
+            table = self.services.data_state.anomalies()
+            found = len(table)
+            self.anomaly_table.value = (
+                html_table(
+                    [Column("Where"), Column("Key"), Column("Size", True), Column("Reason")],
+                    (
+                        [text_cell(row.source), text_cell(row.key), text_cell(format_bytes(row.size)),
+                         text_cell(row.reason)]
+                        for row in table.itertuples(index=False)
+                    ),
+                    limit=self.ANOMALY_LIMIT,
+                )
+                if found
+                else '<div class="rt-caption">Every object fits the bucket layout.</div>'
+            )
+        self.anomalies.titles = (f"Anomalies: objects that do not fit the layout ({format_count(found)})",)

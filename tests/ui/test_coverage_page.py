@@ -1,0 +1,305 @@
+"""The coverage page against a real fake-gcs-server holding the hand-made fleet of conftest.FLEET."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from runtool.config import RuntoolConfig
+from runtool.models import Filters
+from runtool.services import ServiceContainer
+from runtool.ui import CoveragePage
+
+from .conftest import ANOMALIES, EXPECTED_SAMPLES, FLEET, LB01, UNDER_LABELLED_PCT, RunSpec
+from .widget_tree import with_class
+
+LB01_QUERY = "cid=c1&regionid=r1&fieldid=f1&twid=t1&lbid=lb01"
+T1_QUERY = "cid=c1&regionid=r1&fieldid=f1&twid=t1"
+
+
+def run_coverage(spec: RunSpec, expected: float) -> float | None:
+    return min(100.0, 100.0 * spec.labels / (spec.bags * expected)) if spec.bags else None
+
+
+def aggregated_kpis(runs: Iterable[RunSpec], expected: float = EXPECTED_SAMPLES) -> dict[str, str]:
+    """The aggregated view's KPIs worked out from what was uploaded, without runtool's code."""
+    runs = list(runs)
+    by_day: dict[date, list[RunSpec]] = defaultdict(list)
+    for spec in runs:
+        by_day[spec.coordinate.start_time.date()].append(spec)
+    daily = []
+    for specs in by_day.values():
+        bags = sum(s.bags for s in specs)
+        if bags:
+            daily.append(min(100.0, 100.0 * sum(s.labels for s in specs if s.bags) / (bags * expected)))
+    under = [s for s in runs if s.bags and (run_coverage(s, expected) or 0.0) < UNDER_LABELLED_PCT]
+    return {
+        "Active days": str(len(by_day)),
+        "Laser boxes": str(len({s.lb for s in runs})),
+        "Bags": f"{sum(s.bags for s in runs):,}",
+        "Labelled samples": f"{sum(s.labels for s in runs):,}",
+        "Avg daily coverage": f"{sum(daily) / len(daily):.1f} %",
+        "Under-labelled runs": str(len(under)),
+    }
+
+
+def test_the_whole_fleet_shows_the_aggregated_view_with_the_uploaded_totals(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query="")
+    assert page.view == "aggregated"
+    assert page.kpis == aggregated_kpis(FLEET)
+    # By hand: days 08-01..08-06 at E=4: 100, 75, 37.5, 100, (ML only), 0 → 62.5.
+    assert page.kpis["Avg daily coverage"] == "62.5 %"
+    assert page.kpi_cards.captions["Active days"] == "of 6 calendar days"
+
+
+def test_a_laser_box_shows_its_timeline_kpis(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query=LB01_QUERY)
+    assert page.view == "single"
+    # lb01: bags 2+3+1+0, labels 8+3+3+2, frames 10+3+4+2; coverage 100, 25, 75 and one ML-only run.
+    assert page.kpis == {
+        "Runs": "4",
+        "Bags": "6",
+        "Labelled samples": "16",
+        "Overall coverage": "58.3 %",  # 14 labels of runs with bags / (6 bags · 4)
+        "Average coverage": "66.7 %",  # (100 + 25 + 75) / 3
+        "Under-labelled runs": "2",
+        "ML-only runs": "1",
+    }
+    assert page.kpi_cards.captions["Labelled samples"] == "19 frames"
+    assert page.single is not None
+    assert len(page.single.timeline.bags.x) == 4
+    assert list(page.single.timeline.coverage.y) == [100.0, 25.0, 75.0]
+
+
+def test_under_labelled_runs_are_listed_worst_first_and_link_to_the_run(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query=LB01_QUERY)
+    assert page.single is not None
+    table = page.single.under_labelled.value
+    worst, second = table.index("2025-08-03 09:30"), table.index("2025-08-03 14:00")
+    assert worst < second
+    assert (
+        'href="02_per_run_analysis.ipynb?cid=c1&amp;regionid=r1&amp;fieldid=f1&amp;twid=t1&amp;lbid=lb01'
+        '&amp;timestamp=2025_08_03T09:30:00Z"'
+    ) in table
+    assert "25.0 %" in table and "75.0 %" in table
+    ml_only = page.single.ml_only.value
+    assert "2025-08-05 10:00" in ml_only and "ML only" in ml_only
+
+
+def test_changing_expected_samples_or_threshold_recomputes(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query=LB01_QUERY)
+    assert page.expected_samples.value == EXPECTED_SAMPLES
+    page.set_expected_samples(8)
+    # At E = 8: runs 8/16 = 50 %, 3/24 = 12.5 %, 3/8 = 37.5 %; overall 14/48.
+    assert page.kpis["Overall coverage"] == "29.2 %"
+    assert page.kpis["Average coverage"] == "33.3 %"
+    assert page.kpis["Under-labelled runs"] == "3"
+    page.set_under_labelled_pct(20)
+    assert page.kpis["Under-labelled runs"] == "1"
+    assert "under-labelled below 20 %" in page.caption.value
+
+
+def test_the_view_link_carries_changed_settings_and_reproduces_them(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query=LB01_QUERY)
+    assert "expected_samples" not in page.view_link.value
+    page.set_expected_samples(8)
+    page.set_under_labelled_pct(20)
+    assert "&amp;expected_samples=8&amp;under_labelled_pct=20" in page.view_link.value
+    shared = CoveragePage(services, query=f"{LB01_QUERY}&expected_samples=8&under_labelled_pct=20")
+    assert shared.settings == page.settings
+    assert shared.kpis == page.kpis
+
+
+def test_bad_settings_in_a_link_are_reported_and_ignored(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query=f"{LB01_QUERY}&expected_samples=lots&under_labelled_pct=120")
+    assert page.settings.expected_samples_per_bag == EXPECTED_SAMPLES
+    assert page.settings.under_labelled_pct == UNDER_LABELLED_PCT
+    texts = [m.text for m in page.messages.messages if m.level == "error"]
+    assert "The link's expected samples per bag 'lots' is not a number, so 4 is used." in texts
+    assert "The link's under-labelled threshold 120 is outside 0–100, so 80 is used." in texts
+    assert page.view == "single"
+
+
+def test_clearing_the_laser_box_switches_to_the_aggregated_view(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query=LB01_QUERY)
+    page.filter_bar.select("lbid", None)
+    assert page.filters == Filters(cid="c1", regionid="r1", fieldid="f1", twid="t1")
+    assert page.view == "aggregated"
+    assert page.kpis == aggregated_kpis(s for s in FLEET if s.lb.startswith("c1/r1/f1/t1/"))
+    page.set_filters(Filters(cid="c1", regionid="r1", fieldid="f1", twid="t1", lbid="lb02"))
+    assert page.view == "single" and page.kpis["Runs"] == "2"
+
+
+def test_the_calendar_keeps_days_without_runs_as_gaps(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query=T1_QUERY)
+    assert page.aggregated is not None
+    daily = page.aggregated.daily
+    days = [np.datetime64(f"2025-08-0{d}", "ms") for d in range(1, 7)]
+    assert list(daily.bags.x) == days
+    assert list(daily.bags.y) == [2.0, 2.0, 4.0, 0.0, 0.0, 1.0]  # 08-04 and 08-05 have no bags
+    heatmap = page.aggregated.calendar.heatmap
+    assert list(heatmap.row) == ["lb01", "lb02"]
+    assert list(heatmap.column) == [*days, days[-1] + np.timedelta64(1, "D")]
+    expected = np.array([[100, np.nan, 37.5, np.nan, np.nan, np.nan], [np.nan, 75, np.nan, np.nan, np.nan, 0]])
+    np.testing.assert_array_equal(heatmap.color, expected)
+
+
+def test_the_laser_box_breakdown_lists_every_laser_box(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query="cid=c1")
+    assert page.aggregated is not None
+    table = page.aggregated.table.value
+    for name in ("r1/f1/t1/lb01", "r1/f1/t1/lb02", "r1/f1/t2/lb03"):
+        assert f">{name}</a>" in table
+    assert 'href="01_temporal_coverage.ipynb?cid=c1&amp;regionid=r1&amp;fieldid=f1&amp;twid=t1&amp;lbid=lb01"' in table
+    assert list(page.aggregated.bars.bags.x) == ["lb01", "lb02", "lb03"]
+    assert list(page.aggregated.bars.bags.y) == [6.0, 3.0, 1.0]
+
+
+def test_a_selection_without_runs_says_why_and_what_to_do(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query="cid=nope")
+    assert page.view == "empty"
+    assert page.empty_text.startswith("No runs under nope → All. Pick another client, or set it to All.")
+    assert page.kpis == {}
+
+
+def test_an_invalid_link_shows_an_error_and_all_data(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query="cid=a%2Fb")
+    assert page.filters == Filters()
+    assert page.view == "aggregated"
+    assert page.messages.messages[0].level == "error"
+    assert "could not be used" in page.messages.messages[0].text
+
+
+def test_the_view_link_and_page_links_follow_the_selection(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query=T1_QUERY)
+    assert f'href="01_temporal_coverage.ipynb?{T1_QUERY.replace("&", "&amp;")}"' in page.view_link.value
+    page.filter_bar.select("lbid", "lb02")
+    assert "lbid=lb02" in page.view_link.value
+    assert "02_per_run_analysis.ipynb?cid=c1&amp;regionid=r1&amp;fieldid=f1&amp;twid=t1&amp;lbid=lb02" in (
+        page.header.nav.value
+    )
+
+
+def test_anomalies_are_listed_with_their_reason(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query="")
+    assert page.anomalies.titles == ("Anomalies: objects that do not fit the layout (2)",)
+    assert page.anomalies.selected_index is None
+    for key in (*ANOMALIES["raw"], *ANOMALIES["ml"]):
+        assert key in page.anomaly_table.value
+    assert "wrong depth" in page.anomaly_table.value
+
+
+def test_stable_dom_classes_for_browser_tests(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query="")
+    for css in ("rt-page", "rt-header", "rt-refresh", "rt-filter-bar", "rt-view-link", "rt-kpis", "rt-kpi",
+                "rt-kpi-value", "rt-kpi-label", "rt-expected-samples", "rt-under-labelled-pct",
+                "rt-view-aggregated", "rt-daily", "rt-lb-bars", "rt-lb-table", "rt-heatmap", "rt-anomalies",
+                "rt-messages", *(f"rt-filter-{level}" for level in ("cid", "regionid", "fieldid", "twid", "lbid"))):
+        assert with_class(page.widget, css), css
+    page.set_filters(Filters.from_mapping(dict(part.split("=") for part in LB01_QUERY.split("&"))))
+    for css in ("rt-view-single", "rt-timeline", "rt-underlabelled", "rt-ml-only"):
+        assert with_class(page.widget, css), css
+
+
+def test_read_only_pages_have_no_refresh_and_never_scan(fleet_config: RuntoolConfig) -> None:
+    services = ServiceContainer(fleet_config, read_only=True)
+    page = CoveragePage(services, query="")
+    assert with_class(page.widget, "rt-refresh") == []
+    assert not page.refreshing
+    assert page.view == "empty"
+    assert "read-only" in page.empty_text and "runtool refresh" in page.empty_text
+    ServiceContainer(fleet_config).inventory.refresh()
+    page = CoveragePage(ServiceContainer(fleet_config, read_only=True), query="")
+    assert page.view == "aggregated"
+    assert with_class(page.widget, "rt-refresh") == []
+
+
+def test_the_first_visit_scans_in_the_background_with_progress(
+    fleet_config: RuntoolConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = ServiceContainer(fleet_config)
+    release, threads = threading.Event(), []
+    real_refresh = services.inventory.refresh
+
+    def gated_refresh(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread())
+        assert release.wait(10)
+        return real_refresh(*args, **kwargs)
+
+    monkeypatch.setattr(services.inventory, "refresh", gated_refresh)
+    page = CoveragePage(services, query="")
+    # The constructor returned while the scan waits: the kernel's thread is free.
+    assert page.refreshing and page.header.refreshing
+    assert page.view == "empty" and "being scanned" in page.empty_text
+    release.set()
+    assert page.wait_idle(30)
+    assert threads and threads[0] is not threading.main_thread()
+    assert page.view == "aggregated"
+    assert not page.header.refreshing
+    assert page.header.cache_age.value == "cache <1 min old"
+    assert re.fullmatch(
+        r"Inventory refreshed in \d+\.\d s: 65 objects in 7 runs, 2 objects that do not fit the layout\.",
+        page.messages.messages[0].text,
+    )
+
+
+def test_the_refresh_button_rescans(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query="")
+    assert page.header.refresh_button is not None
+    page.header.refresh_button.click()
+    assert page.wait_idle(30)
+    assert page.messages.messages[0].text.startswith("Inventory refreshed in ")
+    assert page.view == "aggregated"
+
+
+def test_empty_buckets_say_there_are_no_runs_yet(empty_config: RuntoolConfig) -> None:
+    page = CoveragePage(ServiceContainer(empty_config), query="")
+    assert page.wait_idle(30)
+    assert page.view == "empty"
+    assert page.empty_text.startswith(
+        f"No runs in the buckets yet: `{empty_config.raw_bucket}` and `{empty_config.ml_bucket}`"
+    )
+    assert page.empty_text.endswith("Upload recordings, then press Refresh.")
+
+
+def test_a_failed_scan_is_an_error_sentence_with_details(fleet_config: RuntoolConfig, tmp_path: Path) -> None:
+    config = fleet_config.with_overrides(raw_bucket="no-such-raw-bucket", cache_dir=tmp_path / "other-cache")
+    page = CoveragePage(ServiceContainer(config), query="")
+    assert page.wait_idle(30)
+    message = page.messages.messages[0]
+    assert message.level == "error"
+    assert "`no-such-raw-bucket` was not found" in message.text
+    assert message.details is not None
+    assert page.view == "empty" and page.empty_text == "No inventory yet. Press Refresh to scan the buckets."
+
+
+def test_a_bad_configuration_is_a_message_not_a_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RUNTOOL_CONFIG", str(tmp_path / "missing.toml"))
+    page = CoveragePage(query="")
+    assert page.services is None
+    assert page.view == "empty"
+    assert page.messages.messages[0].level == "error"
+    assert "missing.toml does not exist" in page.messages.messages[0].text
+
+
+def test_a_laser_box_name_shared_by_two_trailers_is_pointed_out(services: ServiceContainer) -> None:
+    # lbid alone (no trailer chosen) combines every laser box of that name; only lb01 exists once here.
+    page = CoveragePage(services, query="lbid=lb01")
+    assert page.view == "single"
+    assert "laser boxes are called" not in page.caption.value
+    assert page.kpis["Runs"] == str(sum(1 for s in FLEET if s.lb == LB01))
+
+
+def test_days_cover_the_whole_calendar(services: ServiceContainer) -> None:
+    data = services.data_state.aggregated_coverage(Filters(), services.coverage_settings)
+    first = min(s.coordinate.start_time.date() for s in FLEET)
+    last = max(s.coordinate.start_time.date() for s in FLEET)
+    assert [d.day for d in data.days] == [first + timedelta(days=n) for n in range((last - first).days + 1)]

@@ -1,0 +1,30 @@
+"""The three page notebooks stay thin: one code cell that builds a page and displays it, no outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import runtool.ui
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+@pytest.mark.parametrize(
+    ("name", "page"),
+    [
+        ("01_temporal_coverage.ipynb", "CoveragePage"),
+        ("02_per_run_analysis.ipynb", "PerRunPage"),
+        ("03_download_manager.ipynb", "DownloadManagerPage"),
+    ],
+)
+def test_a_page_notebook_only_displays_its_page(name: str, page: str) -> None:
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.metadata.kernelspec.name == "python3"
+    (cell,) = notebook.cells
+    assert cell.cell_type == "code" and cell.outputs == [] and cell.execution_count is None
+    assert cell.source == f"from runtool.ui import {page}\n\n{page}().widget"
+    assert hasattr(runtool.ui, page)

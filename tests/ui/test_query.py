@@ -1,0 +1,74 @@
+"""Reading the selection from the page URL and writing it into links."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runtool.models import Filters, RunCoordinate
+from runtool.ui.query import (
+    COVERAGE,
+    PER_RUN,
+    page_url,
+    query_parameters,
+    read_selection,
+    run_url,
+    selection_query,
+)
+
+
+def test_a_valid_query_gives_the_selection() -> None:
+    selection = read_selection("cid=c1&regionid=r1&lbid=lb01")
+    assert selection.filters == Filters(cid="c1", regionid="r1", lbid="lb01")
+    assert selection.error is None
+
+
+def test_blank_all_and_foreign_keys_are_ignored() -> None:
+    selection = read_selection("?cid=c1&regionid=All&fieldid=&voila-theme=dark")
+    assert selection.filters == Filters(cid="c1")
+    assert selection.error is None
+
+
+@pytest.mark.parametrize("query", ["cid=a%2Fb", "cid=c1&regionid=..", "cid=c1&timestamp=yesterday"])
+def test_an_invalid_value_falls_back_to_all_with_a_sentence(query: str) -> None:
+    selection = read_selection(query)
+    assert selection.filters == Filters()
+    assert selection.error is not None
+    assert selection.error.startswith("The selection in the link could not be used")
+    assert selection.error.endswith("all data is shown instead.")
+
+
+def test_the_default_query_is_voilas_query_string(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUERY_STRING", "cid=c9")
+    assert read_selection().filters == Filters(cid="c9")
+    monkeypatch.delenv("QUERY_STRING")
+    assert read_selection().filters == Filters()
+
+
+def test_links_carry_the_selection_top_down() -> None:
+    assert page_url(COVERAGE, Filters()) == "01_temporal_coverage.ipynb"
+    assert page_url(COVERAGE, Filters(cid="c1", twid="t1")) == "01_temporal_coverage.ipynb?cid=c1&twid=t1"
+    coordinate = RunCoordinate("c1", "r1", "f1", "t1", "lb01", "2025_08_25T08:59:38Z")
+    assert run_url(coordinate) == (
+        "02_per_run_analysis.ipynb?cid=c1&regionid=r1&fieldid=f1&twid=t1&lbid=lb01&timestamp=2025_08_25T08:59:38Z"
+    )
+    assert run_url(coordinate, PER_RUN) == run_url(coordinate)
+    assert page_url(COVERAGE, Filters(cid="c1"), {"expected_samples": "8"}) == (
+        "01_temporal_coverage.ipynb?cid=c1&expected_samples=8"
+    )
+
+
+def test_query_parameters_keep_the_first_of_repeated_values() -> None:
+    assert query_parameters("?a=1&b=&a=2") == {"a": "1", "b": ""}
+
+
+_part = st.text(
+    alphabet=st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="/\\"), min_size=1, max_size=12
+).filter(lambda s: s == s.strip() and s not in (".", "..", "All"))
+
+
+@given(cid=_part, lbid=_part)
+def test_a_selection_survives_the_round_trip_through_a_link(cid: str, lbid: str) -> None:
+    filters = Filters(cid=cid, lbid=lbid, timestamp="2025-08-25T08:59:38Z")
+    assert read_selection(selection_query(filters)).filters == filters

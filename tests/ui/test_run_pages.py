@@ -1,0 +1,67 @@
+"""The first slices of the per-run and download-manager pages over the hand-made fleet."""
+
+from __future__ import annotations
+
+from runtool.models import Filters
+from runtool.services import ServiceContainer
+from runtool.ui import DownloadManagerPage, PerRunPage
+
+from .conftest import FLEET, LB01
+from .widget_tree import with_class
+
+LB01_QUERY = "cid=c1&regionid=r1&fieldid=f1&twid=t1&lbid=lb01"
+
+
+def test_the_run_picker_lists_the_laser_boxs_runs_newest_first(services: ServiceContainer) -> None:
+    page = PerRunPage(services, query=LB01_QUERY)
+    newest_first = sorted((s.timestamp for s in FLEET if s.lb == LB01), reverse=True)
+    assert [value for _, value in page.run_picker.options] == newest_first
+    assert page.run_picker.options[0][0] == "2025-08-05 10:00"
+    # Without a run in the link the newest is shown, and the link now names it.
+    assert page.filters.timestamp == newest_first[0]
+    assert f"timestamp={newest_first[0]}" in page.view_link.value
+
+
+def test_a_run_from_a_link_shows_its_state_and_next_step(services: ServiceContainer) -> None:
+    page = PerRunPage(services, query=f"{LB01_QUERY}&timestamp=2025_08_03T09:30:00Z")
+    assert page.view == "run"
+    assert page.run_picker.value == "2025_08_03T09:30:00Z"
+    assert page.run_state is not None
+    assert (page.run_state.cloud_raw.bag_count, page.run_state.cloud_ml.label_count) == (3, 3)
+    assert page.next_action.value == "<b>Next: download</b>"
+    cards = [card.value for card in page.cards.children]
+    assert len(cards) == 4
+    assert "Raw: 3 bags" in cards[0] and "not downloaded" in cards[1]
+    assert "not extracted" in cards[2] and "not analysed" in cards[3]
+    page.run_picker.value = "2025_08_01T08:00:00Z"
+    assert page.filters.timestamp == "2025_08_01T08:00:00Z"
+    assert page.run_state.cloud_raw.bag_count == 2
+
+
+def test_the_run_page_asks_for_a_laser_box_first(services: ServiceContainer) -> None:
+    page = PerRunPage(services, query="cid=c1")
+    assert page.view == "empty"
+    assert page.empty_text == "Pick a client, region, field, TW and laser box to list its runs."
+    assert page.run_picker.disabled
+
+
+def test_the_download_manager_lists_every_selected_run_with_its_sync_state(services: ServiceContainer) -> None:
+    page = DownloadManagerPage(services, query="cid=c1")
+    assert page.view == "table"
+    assert page.kpis["Runs"] == str(len(FLEET))
+    # Nothing is on disk: every run with bags is "not downloaded"; the ML-only run's raw side is "missing".
+    assert page.kpis["Raw not downloaded"] == str(sum(1 for s in FLEET if s.bags))
+    table = page.table.value
+    assert table.count(">not downloaded</span>") == sum(1 for s in FLEET if s.bags) + sum(
+        1 for s in FLEET if s.labels or s.frames
+    )
+    assert "ML only: samples without raw bags" in table
+    assert 'href="02_per_run_analysis.ipynb?cid=c1&amp;regionid=r1&amp;fieldid=f1&amp;twid=t2&amp;lbid=lb03' in table
+    assert with_class(page.widget, "rt-state-table")
+
+
+def test_the_download_manager_says_why_a_selection_is_empty(services: ServiceContainer) -> None:
+    page = DownloadManagerPage(services, query="")
+    page.set_filters(Filters(cid="c1", regionid="elsewhere"))
+    assert page.view == "empty"
+    assert page.empty_text.startswith("No runs under c1 → elsewhere → All. Pick another region")
