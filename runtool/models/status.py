@@ -81,11 +81,10 @@ class NextAction(StrEnum):
     COMPLETE = "complete"
 
 
-@dataclass(frozen=True)
-class CloudRawStatus:
-    """The run's bags in the raw bucket (cloud names, e.g. ``_2025-08-25-08-59-57_0.bag``)."""
+class _BagSet:
+    """Shared views of a ``bag_sizes`` mapping (bag file name → bytes)."""
 
-    bag_sizes: dict[str, int] = field(default_factory=dict)
+    bag_sizes: dict[str, int]
 
     @property
     def exists(self) -> bool:
@@ -99,18 +98,17 @@ class CloudRawStatus:
     def total_size(self) -> int:
         return sum(self.bag_sizes.values())
 
-    def to_dict(self) -> dict[str, object]:
+    def _bag_dict(self) -> dict[str, object]:
         return {"exists": self.exists, "bag_count": self.bag_count, "total_size": self.total_size,
                 "bag_sizes": dict(sorted(self.bag_sizes.items()))}
 
 
-@dataclass(frozen=True)
-class CloudMLStatus:
-    """The run's ML samples in the ML bucket, per cloud bag dir (``_2025-08-25-08-59-57_0``)."""
+class _SampleSet:
+    """Shared views of per-bag-dir ``frames`` and ``labels`` counts."""
 
-    frames: dict[str, int] = field(default_factory=dict)
-    labels: dict[str, int] = field(default_factory=dict)
-    total_bytes: int = 0
+    frames: dict[str, int]
+    labels: dict[str, int]
+    total_bytes: int
 
     @property
     def exists(self) -> bool:
@@ -125,37 +123,46 @@ class CloudMLStatus:
         """Labelled samples: the sample count used for coverage."""
         return sum(self.labels.values())
 
-    def to_dict(self) -> dict[str, object]:
+    def _sample_dict(self) -> dict[str, object]:
         return {"exists": self.exists, "frame_count": self.frame_count, "label_count": self.label_count,
                 "total_bytes": self.total_bytes, "frames": self.frames, "labels": self.labels}
 
 
 @dataclass(frozen=True)
-class LocalRawStatus:
+class CloudRawStatus(_BagSet):
+    """The run's bags in the raw bucket (cloud names, e.g. ``_2025-08-25-08-59-57_0.bag``)."""
+
+    bag_sizes: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return self._bag_dict()
+
+
+@dataclass(frozen=True)
+class CloudMLStatus(_SampleSet):
+    """The run's ML samples in the ML bucket, per cloud bag dir (``_2025-08-25-08-59-57_0``)."""
+
+    frames: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+    total_bytes: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return self._sample_dict()
+
+
+@dataclass(frozen=True)
+class LocalRawStatus(_BagSet):
     """The run's bags in the local raw root (local names, e.g. ``rosbag_2025-08-25-08-59-57_0.bag``)."""
 
     path: str = ""
     bag_sizes: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def exists(self) -> bool:
-        return bool(self.bag_sizes)
-
-    @property
-    def bag_count(self) -> int:
-        return len(self.bag_sizes)
-
-    @property
-    def total_size(self) -> int:
-        return sum(self.bag_sizes.values())
-
     def to_dict(self) -> dict[str, object]:
-        return {"exists": self.exists, "path": self.path, "bag_count": self.bag_count,
-                "total_size": self.total_size, "bag_sizes": dict(sorted(self.bag_sizes.items()))}
+        return {"path": self.path, **self._bag_dict()}
 
 
 @dataclass(frozen=True)
-class LocalMLStatus:
+class LocalMLStatus(_SampleSet):
     """The run's ML samples in the local ML root, per local bag dir (``rosbag_…``)."""
 
     path: str = ""
@@ -164,22 +171,8 @@ class LocalMLStatus:
     total_bytes: int = 0
     other_files: int = 0
 
-    @property
-    def exists(self) -> bool:
-        return bool(self.frames) or bool(self.labels)
-
-    @property
-    def frame_count(self) -> int:
-        return sum(self.frames.values())
-
-    @property
-    def label_count(self) -> int:
-        return sum(self.labels.values())
-
     def to_dict(self) -> dict[str, object]:
-        return {"exists": self.exists, "path": self.path, "frame_count": self.frame_count,
-                "label_count": self.label_count, "total_bytes": self.total_bytes,
-                "other_files": self.other_files, "frames": self.frames, "labels": self.labels}
+        return {"path": self.path, **self._sample_dict(), "other_files": self.other_files}
 
 
 @dataclass(frozen=True)

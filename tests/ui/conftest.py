@@ -19,6 +19,7 @@ from runtool.demo.emulator import Emulator
 from runtool.models import RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.storage import make_client, ml_file_key, raw_bag_key
+from tests.conftest import make_config as base_config
 
 EXPECTED_SAMPLES = 4.0
 UNDER_LABELLED_PCT = 80.0
@@ -81,18 +82,8 @@ def seed(client: storage.Client, raw_bucket: str, ml_bucket: str, runs: Iterable
 
 
 def make_config(root: Path, emulator_url: str, raw: str, ml: str, read_only: bool = False) -> RuntoolConfig:
-    return RuntoolConfig(
-        raw_bucket=raw,
-        ml_bucket=ml,
-        emulator_host=emulator_url,
-        data_dir=root,
-        raw_root=root / "raw",
-        processed_root=root / "processed",
-        ml_root=root / "ML",
-        cache_dir=root / "cache",
-        expected_samples_per_bag=EXPECTED_SAMPLES,
-        under_labelled_pct=UNDER_LABELLED_PCT,
-        list_workers=2,
+    return base_config(root, emulator_url, raw, ml).with_overrides(
+        expected_samples_per_bag=EXPECTED_SAMPLES, under_labelled_pct=UNDER_LABELLED_PCT, list_workers=2,
         read_only=read_only,
     )
 
