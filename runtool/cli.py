@@ -20,8 +20,8 @@ from typing import Any
 from runtool.config import ConfigError, RuntoolConfig, load_config
 from runtool.errors import RuntoolError
 from runtool.formatting import format_bytes, format_count, format_pct
-from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, to_jsonable
-from runtool.services import RefreshProgress, ServiceContainer
+from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, RunCoordinate, to_jsonable
+from runtool.services import CONFLICT_MODES, RefreshProgress, ServiceContainer, TransferProgress
 
 __all__ = ["main"]
 
@@ -243,6 +243,76 @@ def cmd_anomalies(args: argparse.Namespace, services: ServiceContainer) -> int:
     return 0
 
 
+def _coordinate(text: str) -> RunCoordinate:
+    try:
+        return RunCoordinate.parse(text)
+    except CoordinateError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _known_run(services: ServiceContainer, coord: RunCoordinate) -> RunCoordinate:
+    """Refuse coordinates that name no run in the cloud inventory or on disk (exit code 2)."""
+    _ensure_inventory(services)
+    if not services.data_state.runs(coord.to_filters()).empty:
+        return coord
+    raise UsageError(f"unknown run {coord}: it is in neither bucket nor the local roots "
+                     "(check the coordinate, or run `runtool inventory refresh`)")
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+class _ByteProgress:
+    """A one-line byte progress display on stderr, only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, progress: TransferProgress) -> None:
+        if self.enabled:
+            pct = 100 * progress.bytes_done / progress.bytes_total if progress.bytes_total else 100.0
+            sys.stderr.write(f"\r{pct:5.1f} %  {format_bytes(progress.bytes_done)} of "
+                             f"{format_bytes(progress.bytes_total)}  files {progress.files_done}/"
+                             f"{progress.files_total}   ")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def cmd_download(args: argparse.Namespace, services: ServiceContainer) -> int:
+    coord = _known_run(services, _coordinate(args.coord))
+    plan = services.transfers.plan_raw_download(coord, args.bags, args.conflict)
+    if args.json and args.dry_run:
+        _print_json(plan.to_dict())
+        return 0
+    print(f"Plan for {coord} ({args.conflict}): {plan.describe()}")
+    for file in plan.files:
+        print(f"  {'→' if file.action == 'transfer' else '='} {file.name}  {format_bytes(file.size)}  {file.reason}")
+    if args.dry_run or not plan.to_transfer:
+        return 0
+    if not args.yes and not _confirm(f"{plan.describe()}?"):
+        print("Not confirmed; nothing downloaded (use --yes to run without asking).", file=sys.stderr)
+        return 1
+    progress = _ByteProgress()
+    try:
+        result = services.transfers.execute(plan, progress=progress)
+    finally:
+        progress.close()
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        for outcome in result.outcomes:
+            if outcome.status == "failed":
+                print(f"  failed: {outcome.file.name}: {outcome.error}", file=sys.stderr)
+        print(result.summary())
+    return 0 if result.ok else 1
+
+
 def cmd_emulator(args: argparse.Namespace, _: ServiceContainer | None) -> int:
     from runtool.demo.emulator import Emulator
 
@@ -419,6 +489,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = command("anomalies", cmd_anomalies, "objects whose keys do not fit the bucket layout")
+    p.add_argument("--json", action="store_true")
+
+    p = command("download", cmd_download, "download a run's raw bags (preview, confirm, verify, resume)")
+    p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
+    p.add_argument("--bags", nargs="+", metavar="BAG", help="bag names or indices (default: all)")
+    p.add_argument("--conflict", choices=CONFLICT_MODES, default="skip",
+                   help="skip: keep existing files; overwrite: replace them; verify: replace what differs (CRC32C)")
+    p.add_argument("--dry-run", action="store_true", help="show the plan only")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask before transferring")
     p.add_argument("--json", action="store_true")
 
     p = command("serve", cmd_serve, "serve the pages with Voila")

@@ -19,8 +19,17 @@ from runtool.services.local_state import (
     LocalStateService,
     read_export_tracking,
 )
+from runtool.services.transfers import (
+    CONFLICT_MODES,
+    TransferError,
+    TransferPlan,
+    TransferProgress,
+    TransferResult,
+    TransferService,
+)
 
 __all__ = [
+    "CONFLICT_MODES",
     "CacheInfo",
     "CloudInventoryService",
     "DataStateService",
@@ -33,5 +42,10 @@ __all__ = [
     "RefreshCancelled",
     "RefreshProgress",
     "ServiceContainer",
+    "TransferError",
+    "TransferPlan",
+    "TransferProgress",
+    "TransferResult",
+    "TransferService",
     "read_export_tracking",
 ]

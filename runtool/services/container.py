@@ -12,6 +12,7 @@ from runtool.models import CoverageSettings
 from runtool.services.data_state import DataStateService
 from runtool.services.inventory import CloudInventoryService
 from runtool.services.local_state import LocalStateService
+from runtool.services.transfers import TransferService
 from runtool.storage import make_client
 
 __all__ = ["ServiceContainer"]
@@ -53,6 +54,10 @@ class ServiceContainer:
     @cached_property
     def data_state(self) -> DataStateService:
         return DataStateService(self.inventory, self.local, self.coverage_settings)
+
+    @cached_property
+    def transfers(self) -> TransferService:
+        return TransferService(self.config, self.make_client, self.inventory, self.local, read_only=self.read_only)
 
     def _after_refresh(self, scope: object) -> None:
         """A full cloud refresh rescans the local roots too, so both sides describe the same moment."""

@@ -1,0 +1,456 @@
+"""Transfers between the buckets and the local roots: plan → preview → execute the previewed plan.
+
+A plan lists every file with its source, target, size, checksum, generation, action and reason. Executing
+it downloads each file to a temporary name beside its target, verifies size and CRC32C (or MD5) while the
+bytes stream, and only then renames it into place: a file at its final path is always complete, and a
+failed or cancelled transfer never deletes a good existing file. Re-running a plan's operation resumes:
+files already complete are skipped.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from google.api_core import exceptions as gexc
+from google.cloud import storage
+
+from runtool.config import RuntoolConfig
+from runtool.errors import ReadOnlyError, RuntoolError
+from runtool.formatting import format_bytes, format_count
+from runtool.models import RunCoordinate
+from runtool.services.inventory import CloudInventoryService
+from runtool.services.local_state import LocalStateService
+from runtool.storage import cloud_to_local_name, local_raw_dir, raw_bag_key, storage_errors
+from runtool.storage.checksums import ChecksumMismatch, IntegrityChecker, checkers_for, file_crc32c
+from runtool.storage.gcs import retry_policy
+
+__all__ = [
+    "CONFLICT_MODES",
+    "ConflictMode",
+    "FileOutcome",
+    "PlannedFile",
+    "TransferError",
+    "TransferPlan",
+    "TransferProgress",
+    "TransferResult",
+    "TransferService",
+]
+
+ConflictMode = Literal["skip", "overwrite", "verify"]
+CONFLICT_MODES: tuple[ConflictMode, ...] = ("skip", "overwrite", "verify")
+PART_MARKER = ".part-"
+
+
+class TransferError(RuntoolError):
+    """A transfer could not be planned (the files themselves fail one by one, in the result)."""
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file of a plan: what moves where, and why (or why not)."""
+
+    source_key: str
+    target: Path
+    size: int
+    crc32c: str
+    md5: str | None
+    generation: int
+    action: Literal["transfer", "skip"]
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source_key": self.source_key,
+            "target": str(self.target),
+            "size": self.size,
+            "crc32c": self.crc32c,
+            "md5": self.md5,
+            "generation": self.generation,
+            "action": self.action,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """A previewable, executable list of files for one run."""
+
+    operation: Literal["raw_download"]
+    coordinate: RunCoordinate
+    bucket: str
+    conflict: ConflictMode
+    files: tuple[PlannedFile, ...]
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def to_transfer(self) -> tuple[PlannedFile, ...]:
+        return tuple(f for f in self.files if f.action == "transfer")
+
+    @property
+    def skipped(self) -> tuple[PlannedFile, ...]:
+        return tuple(f for f in self.files if f.action == "skip")
+
+    @property
+    def bytes_to_transfer(self) -> int:
+        return sum(f.size for f in self.to_transfer)
+
+    def describe(self) -> str:
+        """What Execute will do, e.g. ``Download 14 bags, 6.8 GiB (2 already present)``."""
+        todo = self.to_transfer
+        if not todo:
+            return f"Nothing to download: all {format_count(len(self.files))} bags are present"
+        noun = "bag" if len(todo) == 1 else "bags"
+        text = f"Download {format_count(len(todo))} {noun}, {format_bytes(self.bytes_to_transfer)}"
+        return text + (f" ({format_count(len(self.skipped))} skipped)" if self.skipped else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "coordinate": self.coordinate.to_path_str(),
+            "bucket": self.bucket,
+            "conflict": self.conflict,
+            "created_at": self.created_at.isoformat(),
+            "files_to_transfer": len(self.to_transfer),
+            "bytes_to_transfer": self.bytes_to_transfer,
+            "files_skipped": len(self.skipped),
+            "files": [f.to_dict() for f in self.files],
+        }
+
+
+@dataclass(frozen=True)
+class TransferProgress:
+    """Reported as bytes arrive (from worker threads)."""
+
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    current: str
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    file: PlannedFile
+    status: Literal["transferred", "skipped", "failed", "cancelled"]
+    bytes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file.name,
+            "target": str(self.file.target),
+            "status": self.status,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    plan: TransferPlan
+    outcomes: tuple[FileOutcome, ...]
+    seconds: float
+    cancelled: bool
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def bytes(self) -> int:
+        return sum(o.bytes for o in self.outcomes)
+
+    @property
+    def ok(self) -> bool:
+        return not self.cancelled and self.count("failed") == 0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line, e.g. ``12 files, 1.3 GiB in 8.2 s — 2 skipped, 0 failed``."""
+        text = (
+            f"{format_count(self.count('transferred'))} files, {format_bytes(self.bytes)} in "
+            f"{self.seconds:.1f} s — {format_count(self.count('skipped'))} skipped, "
+            f"{format_count(self.count('failed'))} failed"
+        )
+        return text + (f", cancelled ({format_count(self.count('cancelled'))} not started)" if self.cancelled else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "summary": self.summary(),
+            "seconds": round(self.seconds, 3),
+            "bytes": self.bytes,
+            "mb_per_s": round(self.mb_per_s, 2),
+            "cancelled": self.cancelled,
+            "transferred": self.count("transferred"),
+            "skipped": self.count("skipped"),
+            "failed": self.count("failed"),
+            "files": [o.to_dict() for o in self.outcomes],
+        }
+
+
+class _Cancelled(Exception):
+    """Raised inside a download's write to stop it."""
+
+
+class _VerifyingWriter:
+    """A file wrapper fed by the client library: writes, checks and reports every chunk."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        checkers: Sequence[IntegrityChecker],
+        on_bytes: Callable[[int], None],
+        cancel: threading.Event,
+    ) -> None:
+        self.out, self.checkers, self.on_bytes, self.cancel = out, checkers, on_bytes, cancel
+
+    def write(self, chunk: bytes) -> int:
+        if self.cancel.is_set():
+            raise _Cancelled
+        written = self.out.write(chunk)
+        for checker in self.checkers:
+            checker.update(chunk)
+        self.on_bytes(len(chunk))
+        return written
+
+
+class TransferService:
+    """Plans and executes downloads of raw bags (and, in later slices, the other operations)."""
+
+    def __init__(
+        self,
+        config: RuntoolConfig,
+        client_factory: Callable[[], storage.Client],
+        inventory: CloudInventoryService,
+        local: LocalStateService,
+        read_only: bool = False,
+        workers: int = 4,
+    ) -> None:
+        self.config = config
+        self._client_factory = client_factory
+        self._client: storage.Client | None = None
+        self.inventory = inventory
+        self.local = local
+        self.read_only = read_only
+        self.workers = workers
+
+    @property
+    def client(self) -> storage.Client:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    # -- planning ------------------------------------------------------------------------------
+
+    def plan_raw_download(
+        self, coord: RunCoordinate, bags: Sequence[str] | None = None, conflict: ConflictMode = "skip"
+    ) -> TransferPlan:
+        """List the run's bags in the raw bucket now (not from the cache) and decide each file.
+
+        ``bags`` selects bags by cloud name (``_…_0.bag``), local name (``rosbag_…_0.bag``) or index.
+        """
+        if conflict not in CONFLICT_MODES:
+            raise TransferError(f"Unknown conflict mode {conflict!r}; use one of {', '.join(CONFLICT_MODES)}.")
+        bucket = self.config.raw_bucket
+        prefix = raw_bag_key(coord, "")
+        with storage_errors(bucket, "listing"):
+            blobs = [
+                b
+                for b in self.client.list_blobs(bucket, prefix=prefix, retry=retry_policy(self.config.request_retry_s))
+                if "/" not in b.name[len(prefix) :]
+                and b.name.endswith(".bag")
+                and b.name[len(prefix) :].startswith("_")
+            ]
+        if not blobs:
+            raise TransferError(f"No bags for {coord} in the raw bucket `{bucket}`.")
+        blobs.sort(key=lambda b: _bag_sort_key(b.name[len(prefix) :]))
+        chosen = self._select(blobs, prefix, bags, coord)
+        target_dir = local_raw_dir(self.config.raw_root, coord)
+        files = tuple(
+            self._decide(b, target_dir / cloud_to_local_name(b.name[len(prefix) :]), conflict) for b in chosen
+        )
+        return TransferPlan("raw_download", coord, bucket, conflict, files)
+
+    @staticmethod
+    def _select(
+        blobs: list[storage.Blob], prefix: str, bags: Sequence[str] | None, coord: RunCoordinate
+    ) -> list[storage.Blob]:
+        if not bags:
+            return blobs
+        by_name = {b.name[len(prefix) :]: b for b in blobs}
+        chosen: list[storage.Blob] = []
+        for wanted in bags:
+            name = wanted
+            if wanted.isdigit():
+                index = int(wanted)
+                if index >= len(blobs):
+                    raise TransferError(f"{coord} has {len(blobs)} bags; there is no bag index {index}.")
+                chosen.append(blobs[index])
+                continue
+            if name.startswith("rosbag_"):
+                name = name[len("rosbag") :]
+            if not name.endswith(".bag"):
+                name += ".bag"
+            if name not in by_name:
+                raise TransferError(f"{coord} has no bag named {wanted!r}.")
+            chosen.append(by_name[name])
+        return list(dict.fromkeys(chosen))
+
+    @staticmethod
+    def _decide(blob: storage.Blob, target: Path, conflict: ConflictMode) -> PlannedFile:
+        size, crc, md5, generation = int(blob.size or 0), blob.crc32c or "", blob.md5_hash, int(blob.generation or 0)
+
+        def planned(action: Literal["transfer", "skip"], reason: str) -> PlannedFile:
+            return PlannedFile(blob.name, target, size, crc, md5, generation, action, reason)
+
+        if not target.exists():
+            return planned("transfer", "not downloaded")
+        if conflict == "overwrite":
+            return planned("transfer", "overwrite requested")
+        if conflict == "skip":
+            return planned("skip", "already present (skip keeps existing files)")
+        local_size = target.stat().st_size
+        if local_size != size:
+            return planned("transfer", f"size differs (local {local_size:,} B, cloud {size:,} B)")
+        if crc and file_crc32c(target) != crc:
+            return planned("transfer", "CRC32C differs")
+        return planned("skip", "verified identical (size and CRC32C)")
+
+    # -- execution -----------------------------------------------------------------------------
+
+    def execute(
+        self,
+        plan: TransferPlan,
+        progress: Callable[[TransferProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> TransferResult:
+        """Execute exactly the previewed plan, in parallel; then refresh the run's cloud and local state."""
+        if self.read_only:
+            raise ReadOnlyError("Downloads are not allowed in read-only mode.")
+        cancel = cancel or threading.Event()
+        todo = plan.to_transfer
+        started = time.perf_counter()
+        counters = {"bytes": 0, "files": 0}
+        lock = threading.Lock()
+
+        def on_bytes(count: int, name: str) -> None:
+            with lock:
+                counters["bytes"] += count
+                snapshot = TransferProgress(
+                    counters["files"], len(todo), counters["bytes"], plan.bytes_to_transfer, name
+                )
+            if progress is not None:
+                progress(snapshot)
+
+        def one(file: PlannedFile) -> FileOutcome:
+            outcome = self._download(plan.bucket, file, lambda n: on_bytes(n, file.name), cancel)
+            with lock:
+                counters["files"] += 1
+            on_bytes(0, file.name)
+            return outcome
+
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="transfer") as pool:
+            outcomes = list(pool.map(one, todo))
+        skipped = [FileOutcome(f, "skipped") for f in plan.skipped]
+        result = TransferResult(plan, (*skipped, *outcomes), time.perf_counter() - started, cancel.is_set())
+        self.local.refresh_run(plan.coordinate)
+        return result
+
+    def _download(
+        self, bucket: str, file: PlannedFile, on_bytes: Callable[[int], None], cancel: threading.Event
+    ) -> FileOutcome:
+        if cancel.is_set():
+            return FileOutcome(file, "cancelled", error="cancelled before it started")
+        started = time.perf_counter()
+        tmp = file.target.with_name(f".{file.target.name}{PART_MARKER}{secrets.token_hex(4)}")
+        received = 0
+        created = False
+
+        def counted(count: int) -> None:
+            nonlocal received
+            received += count
+            on_bytes(count)
+
+        try:
+            file.target.parent.mkdir(parents=True, exist_ok=True)
+            checkers = checkers_for(file.size, file.crc32c, file.md5)
+            blob = self.client.bucket(bucket).blob(file.source_key)
+            with tmp.open("wb") as out:
+                created = True
+                writer = _VerifyingWriter(out, checkers, counted, cancel)
+                with storage_errors(bucket, "downloading from"):
+                    blob.download_to_file(
+                        writer,
+                        raw_download=True,
+                        checksum=None,
+                        if_generation_match=file.generation or None,
+                        retry=retry_policy(self.config.request_retry_s),
+                        timeout=60,
+                    )
+                for checker in checkers:
+                    checker.verify(file.source_key)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, file.target)
+            return FileOutcome(file, "transferred", received, time.perf_counter() - started)
+        except _Cancelled:
+            return FileOutcome(file, "cancelled", received, time.perf_counter() - started, "cancelled")
+        except ChecksumMismatch as exc:
+            error = _explain(exc, file)
+            if self._current_generation(bucket, file) != file.generation:
+                error = f"{file.source_key} changed in the cloud since the preview; plan again."
+            return FileOutcome(file, "failed", received, time.perf_counter() - started, error)
+        except (RuntoolError, OSError, gexc.GoogleAPIError) as exc:
+            return FileOutcome(file, "failed", received, time.perf_counter() - started, _explain(exc, file))
+        finally:
+            if created:
+                tmp.unlink(missing_ok=True)
+
+
+    def _current_generation(self, bucket: str, file: PlannedFile) -> int | None:
+        """The object's generation now (None if it is gone), to tell corruption from a newer upload."""
+        with storage_errors(bucket, "reading"):
+            blob = self.client.bucket(bucket).get_blob(file.source_key)
+        return int(blob.generation) if blob is not None and blob.generation else None
+
+
+def _explain(exc: BaseException, file: PlannedFile) -> str:
+    """A sentence a user can act on, naming the file."""
+    cause = exc.__cause__
+    if isinstance(cause, gexc.PreconditionFailed) or isinstance(exc, gexc.PreconditionFailed):
+        return f"{file.source_key} changed in the cloud since the preview; plan again."
+    if isinstance(cause, gexc.NotFound):
+        return f"{file.source_key} no longer exists in the cloud (deleted or replaced since the preview)."
+    if isinstance(exc, ChecksumMismatch):
+        return f"Checksum mismatch, file rejected: {exc}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"Not enough disk space to write {file.target} ({exc.strerror})."
+    if isinstance(exc, OSError):
+        return f"Cannot write {file.target}: {exc.strerror or exc}."
+    return str(exc)
+
+
+def _bag_sort_key(name: str) -> tuple[str, int]:
+    """Bags sort by start time, then by split index as a number (``_…_10`` after ``_…_9``)."""
+    stem = name[: -len(".bag")]
+    head, _, index = stem.rpartition("_")
+    return (head, int(index)) if index.isdigit() else (stem, -1)

@@ -1,0 +1,240 @@
+"""Raw downloads against a real fake-gcs-server: plans, conflict modes, resume and every fault path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtool.cli import main
+from runtool.config import RuntoolConfig
+from runtool.demo.emulator import Emulator
+from runtool.errors import ReadOnlyError
+from runtool.models import Filters, RunCoordinate, SyncStatus
+from runtool.services import ServiceContainer, TransferError, TransferProgress
+from runtool.storage import local_raw_dir, make_client, raw_bag_key
+from tests.conftest import make_config, write_toml
+
+RUN = RunCoordinate.parse("acme/north/field_7/TW_1/LB_0001/2025_08_01T08:00:00Z")
+BAGS = [f"_2025-08-01-08-00-{20 + i}_{i}.bag" for i in range(4)]
+
+
+def payloads(size: int = 300_000) -> dict[str, bytes]:
+    rng = np.random.default_rng(3)
+    return {name: rng.bytes(size + i * 1000) for i, name in enumerate(BAGS)}
+
+
+def seed(config: RuntoolConfig, content: dict[str, bytes]) -> None:
+    bucket = make_client(emulator_host=config.emulator_host).bucket(config.raw_bucket)
+    for name, data in content.items():
+        bucket.blob(raw_bag_key(RUN, name)).upload_from_string(data)
+
+
+def local(config: RuntoolConfig, name: str) -> Path:
+    return local_raw_dir(config.raw_root, RUN) / ("rosbag" + name)
+
+
+def leftovers(config: RuntoolConfig) -> list[str]:
+    folder = local_raw_dir(config.raw_root, RUN)
+    return sorted(p.name for p in folder.iterdir() if ".part-" in p.name) if folder.exists() else []
+
+
+@pytest.fixture
+def content(fresh_config: RuntoolConfig) -> dict[str, bytes]:
+    data = payloads()
+    seed(fresh_config, data)
+    return data
+
+
+@pytest.fixture
+def services(fresh_config: RuntoolConfig, content: dict[str, bytes]) -> ServiceContainer:
+    container = ServiceContainer(fresh_config)
+    container.inventory.refresh()
+    return container
+
+
+def test_download_verifies_and_refreshes_state(services: ServiceContainer, content: dict[str, bytes]) -> None:
+    plan = services.transfers.plan_raw_download(RUN)
+    assert [f.action for f in plan.files] == ["transfer"] * 4
+    assert plan.bytes_to_transfer == sum(len(v) for v in content.values())
+    assert plan.describe() == "Download 4 bags, 1.2 MiB"
+    seen: list[TransferProgress] = []
+    threads: set[str] = set()
+
+    def record(progress: TransferProgress) -> None:
+        seen.append(progress)
+        threads.add(threading.current_thread().name)
+
+    result = services.transfers.execute(plan, progress=record)
+    assert result.ok and result.count("transferred") == 4
+    for name, data in content.items():
+        assert local(services.config, name).read_bytes() == data
+    assert seen[-1].bytes_done == plan.bytes_to_transfer and max(p.files_done for p in seen) == 4
+    assert len(threads) >= 2, threads  # parallel workers
+    record_after = services.data_state.run_records(RUN.to_filters())[0]
+    assert record_after["raw_sync"] == SyncStatus.SYNCED  # no manual refresh needed
+    assert leftovers(services.config) == []
+
+
+def test_conflict_modes(services: ServiceContainer, content: dict[str, bytes]) -> None:
+    services.transfers.execute(services.transfers.plan_raw_download(RUN))
+    tampered = local(services.config, BAGS[1])
+    tampered.write_bytes(b"X" + content[BAGS[1]][1:])  # same size, different bytes
+    local(services.config, BAGS[2]).write_bytes(content[BAGS[2]][:100])  # truncated
+    skip = services.transfers.plan_raw_download(RUN, conflict="skip")
+    assert [f.action for f in skip.files] == ["skip"] * 4
+    verify = services.transfers.plan_raw_download(RUN, conflict="verify")
+    assert [f.action for f in verify.files] == ["skip", "transfer", "transfer", "skip"]
+    assert verify.files[1].reason == "CRC32C differs" and "size differs" in verify.files[2].reason
+    overwrite = services.transfers.plan_raw_download(RUN, conflict="overwrite")
+    assert [f.action for f in overwrite.files] == ["transfer"] * 4
+    result = services.transfers.execute(verify)
+    assert result.count("transferred") == 2 and result.count("skipped") == 2
+    assert tampered.read_bytes() == content[BAGS[1]]
+    assert local(services.config, BAGS[2]).read_bytes() == content[BAGS[2]]
+
+
+def test_bag_selection(services: ServiceContainer) -> None:
+    plan = services.transfers.plan_raw_download(RUN, bags=["0", "rosbag" + BAGS[2], BAGS[3][:-4]])
+    assert [f.source_key.rsplit("/", 1)[1] for f in plan.files] == [BAGS[0], BAGS[2], BAGS[3]]
+    with pytest.raises(TransferError, match="no bag index 9"):
+        services.transfers.plan_raw_download(RUN, bags=["9"])
+    with pytest.raises(TransferError, match="no bag named"):
+        services.transfers.plan_raw_download(RUN, bags=["_nope_0.bag"])
+    with pytest.raises(TransferError, match="No bags"):
+        services.transfers.plan_raw_download(RunCoordinate.parse("a/b/c/d/e/2025_01_01T00:00:00Z"))
+
+
+def test_object_changed_after_preview_is_not_taken(services: ServiceContainer, fresh_config: RuntoolConfig) -> None:
+    plan = services.transfers.plan_raw_download(RUN)
+    seed(fresh_config, {BAGS[0]: b"a new version of the bag"})
+    result = services.transfers.execute(plan)
+    failed = [o for o in result.outcomes if o.status == "failed"]
+    assert [o.file.name for o in failed] == ["rosbag" + BAGS[0]]
+    assert "changed in the cloud since the preview" in str(failed[0].error)
+    assert not local(fresh_config, BAGS[0]).exists() and not result.ok
+    assert leftovers(fresh_config) == []
+
+
+def test_cancel_leaves_no_partial_file(services: ServiceContainer, fresh_config: RuntoolConfig) -> None:
+    cancel = threading.Event()
+    result = services.transfers.execute(services.transfers.plan_raw_download(RUN), progress=lambda p: cancel.set(),
+                                        cancel=cancel)
+    assert result.cancelled and not result.ok
+    for outcome in result.outcomes:
+        target = outcome.file.target
+        assert not target.exists() or target.stat().st_size == outcome.file.size
+    assert leftovers(fresh_config) == []
+
+
+def test_unwritable_target_is_a_clear_failure(services: ServiceContainer, fresh_config: RuntoolConfig) -> None:
+    run_dir = local_raw_dir(fresh_config.raw_root, RUN)
+    run_dir.parent.mkdir(parents=True)
+    run_dir.write_text("a file where the run folder should be")
+    result = services.transfers.execute(services.transfers.plan_raw_download(RUN))
+    assert result.count("failed") == 4
+    assert all("Cannot write" in str(o.error) for o in result.outcomes)
+
+
+def test_read_only_refuses(fresh_config: RuntoolConfig, content: dict[str, bytes]) -> None:
+    services = ServiceContainer(fresh_config, read_only=True)
+    plan = services.transfers.plan_raw_download(RUN)  # previewing is reading: allowed
+    with pytest.raises(ReadOnlyError):
+        services.transfers.execute(plan)
+
+
+def test_checksum_mismatch_is_rejected(tmp_path: Path) -> None:
+    data_dir = tmp_path / "gcs"
+    with Emulator(data_dir=data_dir) as private:
+        config = make_config(tmp_path / "data", private.url)
+        client = make_client(emulator_host=private.url)
+        client.create_bucket(config.raw_bucket)
+        seed(config, {BAGS[0]: b"the original bytes of a bag"})
+        stored = data_dir / config.raw_bucket / raw_bag_key(RUN, BAGS[0])
+        stored.write_bytes(b"THE original bytes of a bag")  # same size, metadata keeps the old CRC32C
+        services = ServiceContainer(config)
+        result = services.transfers.execute(services.transfers.plan_raw_download(RUN))
+        (outcome,) = result.outcomes
+        assert outcome.status == "failed" and "Checksum mismatch" in str(outcome.error)
+        assert not local(config, BAGS[0]).exists() and leftovers(config) == []
+
+
+def test_emulator_killed_mid_download_then_resume(tmp_path: Path) -> None:
+    data_dir = tmp_path / "gcs"
+    content = payloads(3_000_000)
+    with Emulator(data_dir=data_dir) as private:
+        port = private.port
+        config = make_config(tmp_path / "data", private.url)
+        make_client(emulator_host=private.url).create_bucket(config.raw_bucket)
+        seed(config, content)
+        services = ServiceContainer(config)
+        services.transfers.workers = 1  # one file at a time, so some finish before the kill
+
+        def kill_after_first_file(progress: TransferProgress) -> None:
+            if progress.files_done >= 1 and private.process is not None:
+                private.stop()
+
+        result = services.transfers.execute(services.transfers.plan_raw_download(RUN), progress=kill_after_first_file)
+    assert not result.ok and result.count("transferred") >= 1 and result.count("failed") >= 1
+    failed = [o for o in result.outcomes if o.status == "failed"]
+    assert all("could not be reached" in str(o.error) or "Connection" in str(o.error) for o in failed), failed
+    for name, data in content.items():
+        target = local(config, name)
+        assert not target.exists() or target.read_bytes() == data  # never a partial file at a final path
+    assert leftovers(config) == []
+    with Emulator(port=port, data_dir=data_dir):
+        resumed = ServiceContainer(config).transfers
+        plan = resumed.plan_raw_download(RUN)
+        assert len(plan.to_transfer) == result.count("failed") + result.count("cancelled")
+        assert resumed.execute(plan).ok
+    assert all(local(config, name).read_bytes() == data for name, data in content.items())
+
+
+DISK_FULL_SCRIPT = """
+import resource, signal, sys
+from runtool.models import RunCoordinate
+from runtool.services import ServiceContainer
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+services = ServiceContainer.from_environment()
+plan = services.transfers.plan_raw_download(RunCoordinate.parse(sys.argv[1]), conflict="overwrite")
+result = services.transfers.execute(plan)
+print(result.outcomes[0].status, result.outcomes[0].error)
+"""
+
+
+def test_disk_full_keeps_the_previous_good_file(services: ServiceContainer, fresh_config: RuntoolConfig,
+                                                 content: dict[str, bytes], tmp_path: Path) -> None:
+    """A write that runs out of space (simulated with a file-size limit) fails clearly and replaces nothing."""
+    services.transfers.execute(services.transfers.plan_raw_download(RUN, bags=["0"]))
+    good = local(fresh_config, BAGS[0])
+    assert good.read_bytes() == content[BAGS[0]]
+    config_path = write_toml(fresh_config, tmp_path / "runtool.toml")
+    out = subprocess.run([sys.executable, "-c", DISK_FULL_SCRIPT, RUN.to_path_str()], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "RUNTOOL_CONFIG": str(config_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("failed Not enough disk space"), out.stdout
+    assert good.read_bytes() == content[BAGS[0]]
+    assert leftovers(fresh_config) == []
+
+
+def test_cli_download(services: ServiceContainer, fresh_config: RuntoolConfig, tmp_path: Path,
+                      capsys: pytest.CaptureFixture[str]) -> None:
+    toml = str(write_toml(fresh_config, tmp_path / "runtool.toml"))
+    assert main(["--config", toml, "download", RUN.to_path_str(), "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["files_to_transfer"] == 4 and not local(fresh_config, BAGS[0]).exists()
+    assert main(["--config", toml, "download", RUN.to_path_str()]) == 1  # not confirmed (no terminal)
+    assert "Not confirmed" in capsys.readouterr().err
+    assert main(["--config", toml, "download", RUN.to_path_str(), "--yes"]) == 0
+    assert "4 files" in capsys.readouterr().out and local(fresh_config, BAGS[3]).exists()
+    assert main(["--config", toml, "download", "acme/north/field_7/TW_1/LB_0009/2025_08_01T08:00:00Z"]) == 2
+    assert "unknown run" in capsys.readouterr().err
+    assert main(["--config", toml, "download", "not/a/coordinate"]) == 2
+    assert services.data_state.runs(Filters(lbid="LB_0001"))["raw_sync"].iloc[0] == SyncStatus.CLOUD_ONLY
