@@ -236,21 +236,21 @@ class SeedReport:
 
 @dataclass(frozen=True)
 class _Preset:
-    """The knobs that make one preset (kept private: the presets are the public contract)."""
+    """The knobs of one preset (private: only the preset names are a contract)."""
 
-    regions: tuple[tuple[str, str], ...]
-    tws: int
+    regions: tuple[tuple[str, str], ...]  # (cid, regionid); machines are dealt to them in turn
+    tws: int  # machines
     fields_per_region: int
-    days_per_tw: int
-    second_session_share: float
-    lb_skip_share: float
-    bag_median: float
+    days_per_tw: int  # working days each machine records on
+    second_session_share: float  # days with an afternoon session too
+    lb_skip_share: float  # laser boxes that miss a session
+    bag_median: float  # bags per run (lognormal around it, clipped to 2..bag_max)
     bag_max: int
-    all_real: bool
+    all_real: bool  # every uploaded bag a real ROS1 bag (else: local runs and extra_real_runs only)
     extra_real_runs: int
-    local_sets: int
-    ml_shares: tuple[tuple[MLCase, float], ...]
-    dash_share: float
+    local_sets: int  # copies of the _SPECIAL_RUNS table placed on local disk
+    ml_shares: tuple[tuple[MLCase, float], ...]  # ML cases of the remaining runs
+    dash_share: float  # sessions whose timestamps spell the date with '-'
 
 
 _REGIONS = (
@@ -262,7 +262,7 @@ _REGIONS = (
 )
 
 _PRESETS: dict[str, _Preset] = {
-    # ~56 runs over 4 machines; every bag a real (short) ROS1 bag, a few MB in all.
+    # ~56 runs over 4 machines; every bag a real (short) ROS1 bag, about 30 MB in all.
     "small": _Preset(
         regions=_REGIONS[:3], tws=4, fields_per_region=2, days_per_tw=4, second_session_share=0.0,
         lb_skip_share=0.0, bag_median=3.0, bag_max=10, all_real=True, extra_real_runs=0, local_sets=1,
@@ -322,7 +322,7 @@ def plan_fleet(preset: str = "small", seed: int = 7) -> FleetPlan:
     """Plan a deterministic synthetic fleet: the same preset and seed always give an equal plan.
 
     Raises:
-        FleetError: the preset is unknown.
+        FleetError: the preset is unknown (or a preset too small for its local cases, a bug).
     """
     if preset not in _PRESETS:
         raise FleetError(f"unknown fleet preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
@@ -383,7 +383,7 @@ def _sessions(
 ) -> list[_Skeleton]:
     """One skeleton run per laser box and session; a session's runs start within a minute."""
     skeletons: list[_Skeleton] = []
-    dash_sessions: list[list[_Skeleton]] = []
+    sessions: list[list[_Skeleton]] = []
     for index, machine in enumerate(machines):
         count = min(spec.days_per_tw, len(days))
         if index == 0:  # the first machine opens and closes the season, so the span is always full
@@ -407,11 +407,11 @@ def _sessions(
                                   morning + longest + timedelta(minutes=45)))
             for start in starts:
                 session = _session(spec, machine, field_id, start, rng)
-                dash_sessions.append(session)
+                sessions.append(session)
                 skeletons.extend(session)
-    dashed = rng.choice(len(dash_sessions), size=max(1, round(spec.dash_share * len(dash_sessions))), replace=False)
+    dashed = rng.choice(len(sessions), size=max(1, round(spec.dash_share * len(sessions))), replace=False)
     for i in dashed:  # a firmware version that spelled the date with '-': whole sessions use it
-        for skeleton in dash_sessions[int(i)]:
+        for skeleton in sessions[int(i)]:
             skeleton.coordinate = _with_dash(skeleton.coordinate)
     skeletons.sort(key=lambda s: (s.coordinate.start_time, s.coordinate.to_path_str()))
     return skeletons

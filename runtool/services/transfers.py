@@ -243,7 +243,7 @@ class TransferService:
         inventory: CloudInventoryService,
         local: LocalStateService,
         read_only: bool = False,
-        workers: int = 4,
+        workers: int = 8,
     ) -> None:
         self.config = config
         self._client_factory = client_factory

@@ -72,8 +72,12 @@ def make_client(project: str | None = None, emulator_host: str | None = None) ->
     """A storage client; with an emulator host (or ``STORAGE_EMULATOR_HOST``) no credentials are needed."""
     host = emulator_host or os.environ.get("STORAGE_EMULATOR_HOST")
     if host:
-        os.environ["STORAGE_EMULATOR_HOST"] = host
-        return storage.Client(project=project or "runtool-local", credentials=AnonymousCredentials())
+        # The endpoint goes to this client only, so clients for different emulators can coexist in one process.
+        return storage.Client(
+            project=project or "runtool-local",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": host.rstrip("/")},
+        )
     try:
         return storage.Client(project=project)
     except GoogleAuthError as exc:
