@@ -85,7 +85,7 @@ def main() -> None:
                 rows.append([f"runtool, {workers} worker(s), CRC32C verified, temp file + rename",
                              f"{seconds:.2f}", f"{total_mb / seconds:.0f}", f"{base / seconds:.2f}×"])
             started = time.perf_counter()
-            for i in range(args.files):
+            for _ in range(args.files):
                 google_crc32c.Checksum(payload).digest()
             crc = time.perf_counter() - started
             rows.append(["CRC32C of the same bytes alone (verification cost)", f"{crc:.2f}",
