@@ -313,6 +313,46 @@ def cmd_download(args: argparse.Namespace, services: ServiceContainer) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_extract(args: argparse.Namespace, services: ServiceContainer) -> int:
+    coord = _known_run(services, _coordinate(args.coord))
+
+    def progress(event: Any) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{event.stage}: bag {event.bags_done}/{event.bags_total} "
+                             f"{event.bag or ''} {format_count(event.messages)} messages   ")
+
+    result = services.extraction.extract(coord, backend=args.backend, progress=progress)
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        for bag in result.bags:
+            if not bag.ok:
+                print(f"  failed: {bag.name}: {bag.error}", file=sys.stderr)
+        print(f"Extracted {len(result.bags_ok)} of {len(result.bags)} bags of {coord} ({args.backend}) in "
+              f"{result.seconds:.1f} s: {format_count(result.frames)} frames, "
+              f"{format_count(result.detections)} detection and {format_count(result.tracks)} tracking messages "
+              f"→ {result.output_dir}")
+    return 0 if not result.bags_failed else 1
+
+
+def cmd_analyze(args: argparse.Namespace, services: ServiceContainer) -> int:
+    coord = _known_run(services, _coordinate(args.coord))
+    analysis = services.analytics.analyze_run(coord, force=args.force)
+    if args.json:
+        _print_json(analysis.to_dict())
+        return 0 if not analysis.failed_bags else 1
+    print(f"Analysis of {coord}{' (cached)' if analysis.from_cache else ''}")
+    width = max(len(key) for key in analysis.kpis)
+    for key, value in analysis.kpis.items():
+        shown = "–" if value is None else (f"{value:,.3f}" if isinstance(value, float) else f"{value:,}")
+        print(f"  {key.ljust(width)}  {shown}")
+    for bag in analysis.failed_bags:
+        print(f"  failed bag: {bag.name}: {bag.error}", file=sys.stderr)
+    return 0 if not analysis.failed_bags else 1
+
+
 def cmd_emulator(args: argparse.Namespace, _: ServiceContainer | None) -> int:
     from runtool.demo.emulator import Emulator
 
@@ -498,6 +538,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip: keep existing files; overwrite: replace them; verify: replace what differs (CRC32C)")
     p.add_argument("--dry-run", action="store_true", help="show the plan only")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask before transferring")
+    p.add_argument("--json", action="store_true")
+
+    p = command("extract", cmd_extract, "extract a downloaded run's bags into CSV/Parquet tables")
+    p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
+    p.add_argument("--backend", choices=["local", "docker"], default="local")
+    p.add_argument("--json", action="store_true")
+
+    p = command("analyze", cmd_analyze, "perception metrics and KPIs of an extracted run (cached)")
+    p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
+    p.add_argument("--force", action="store_true", help="recompute even when the cached analysis is current")
     p.add_argument("--json", action="store_true")
 
     p = command("serve", cmd_serve, "serve the pages with Voila")

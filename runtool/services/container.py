@@ -9,7 +9,9 @@ from google.cloud import storage
 
 from runtool.config import RuntoolConfig, load_config
 from runtool.models import CoverageSettings
+from runtool.services.analytics import AnalyticsService
 from runtool.services.data_state import DataStateService
+from runtool.services.extraction import ExtractionService
 from runtool.services.inventory import CloudInventoryService
 from runtool.services.local_state import LocalStateService
 from runtool.services.transfers import TransferService
@@ -58,6 +60,14 @@ class ServiceContainer:
     @cached_property
     def transfers(self) -> TransferService:
         return TransferService(self.config, self.make_client, self.inventory, self.local, read_only=self.read_only)
+
+    @cached_property
+    def extraction(self) -> ExtractionService:
+        return ExtractionService(self.config, self.local, read_only=self.read_only)
+
+    @cached_property
+    def analytics(self) -> AnalyticsService:
+        return AnalyticsService(self.config, self.local, read_only=self.read_only)
 
     def _after_refresh(self, scope: object) -> None:
         """A full cloud refresh rescans the local roots too, so both sides describe the same moment."""

@@ -96,6 +96,19 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 def screenshot(page: Any, name: str) -> Path:
+    """A PNG of the whole page under test-artifacts/.
+
+    Voila scrolls inside ``#rendered_cells``, not the document, so a ``full_page`` screenshot holds only the
+    viewport; the viewport is grown to the content first.
+    """
+    height = page.evaluate(
+        "() => Math.max(document.documentElement.scrollHeight,"
+        " document.getElementById('rendered_cells')?.scrollHeight ?? 0)"
+    )
+    viewport = page.viewport_size
+    if viewport and height > viewport["height"]:
+        page.set_viewport_size({"width": viewport["width"], "height": min(int(height) + 40, 8000)})
+        page.wait_for_timeout(300)  # let bqplot redraw at the new size
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)

@@ -1,0 +1,332 @@
+"""The coverage page (01_temporal_coverage.ipynb) driven in a real chromium against ``runtool serve``.
+
+Every expectation is worked out from the services (``ServiceContainer.data_state``) and the shared number
+formats, never from the page classes, so a page that shows other numbers than the services fails here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from playwright.sync_api import expect
+
+from runtool.formatting import format_count, format_pct, format_time
+from runtool.models import LEVELS, CoverageSettings, CoverageStatistics, Filters, LaserBoxStats
+from runtool.services import ServiceContainer
+from tests.browser.conftest import VoilaServer, screenshot
+
+pytestmark = pytest.mark.browser
+
+COVERAGE = "01_temporal_coverage.ipynb"
+PER_RUN = "02_per_run_analysis.ipynb"
+TABLE_CAP = 100
+"""The under-labelled table shows at most this many rows (then "… and N more")."""
+WAIT_S = 30.0
+"""How long a widget update may take to reach the browser (the kernel answers in well under a second)."""
+
+
+# -- expectations from the services -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Box:
+    """One laser box of the demo fleet and what the services say about it."""
+
+    filters: Filters
+    stats: CoverageStatistics
+
+    @property
+    def query(self) -> str:
+        return "&".join(f"{level}={getattr(self.filters, level)}" for level in LEVELS)
+
+    @property
+    def tw(self) -> Filters:
+        return self.filters.replace(lbid=None)
+
+
+def single_kpis(stats: CoverageStatistics) -> dict[str, str]:
+    """The single-laser-box KPIs the brief names, formatted as the pages format numbers."""
+    return {
+        "Runs": format_count(stats.total_runs),
+        "Bags": format_count(stats.total_bags),
+        "Labelled samples": format_count(stats.total_labels),
+        "Overall coverage": format_pct(stats.overall_coverage_pct),
+        "Under-labelled runs": format_count(len(stats.under_labelled)),
+    }
+
+
+@pytest.fixture(scope="module")
+def services(served_config: Path) -> ServiceContainer:
+    return ServiceContainer.from_environment(served_config)
+
+
+@pytest.fixture(scope="module")
+def box(services: ServiceContainer) -> Box:
+    """The laser box with the most under-labelled runs (at least two, so "worst first" is testable)."""
+    data_state = services.data_state
+    candidates = []
+    for lb in data_state.laser_box_stats(Filters()):
+        filters = Filters(**dict(zip(LEVELS, lb.lb_key.split("/"), strict=True)))
+        candidates.append(Box(filters, data_state.coverage_statistics(filters)))
+    chosen = max(candidates, key=lambda b: len(b.stats.under_labelled))
+    assert len(chosen.stats.under_labelled) >= 2, "the demo fleet should have a laser box with 2+ under-labelled runs"
+    return chosen
+
+
+# -- reading the page ----------------------------------------------------------------------------------
+
+
+def select(page: Any, level: str) -> Any:
+    return page.locator(f".rt-filter-{level} select")
+
+
+def read_kpis(page: Any) -> dict[str, str]:
+    """Label → value of every KPI card shown."""
+    return dict(
+        page.eval_on_selector_all(
+            ".rt-kpi",
+            """cards => cards.map(card => [
+                (card.querySelector('.rt-kpi-label')?.innerText ?? '').trim(),
+                (card.querySelector('.rt-kpi-value')?.innerText ?? '').trim(),
+            ])""",
+        )
+    )
+
+
+def assert_kpis(page: Any, expected: dict[str, str], timeout: float = WAIT_S) -> dict[str, str]:
+    """Wait until the cards named in ``expected`` show those values; fail with what was shown."""
+    deadline = time.monotonic() + timeout
+    shown = read_kpis(page)
+    while any(shown.get(label) != value for label, value in expected.items()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        shown = read_kpis(page)
+    assert {label: shown.get(label) for label in expected} == expected, f"all KPIs shown: {shown}"
+    return shown
+
+
+def assert_no_traceback(page: Any) -> None:
+    html = page.content()
+    assert "Traceback" not in html
+    assert 'data-mime-type="application/vnd.jupyter.stderr"' not in html  # no raw error output from a cell
+
+
+def open_coverage(page: Any, voila: VoilaServer, query: str = "") -> None:
+    page.goto(voila.url(COVERAGE, query))
+    page.wait_for_selector(".rt-page-coverage", state="visible")
+
+
+def expect_options(page: Any, level: str, values: list[str]) -> None:
+    """The level's dropdown offers "All" and exactly ``values`` (waits for the kernel to send them)."""
+    expect(page.locator(f".rt-filter-{level} select option")).to_have_text(["All", *values], timeout=WAIT_S * 1000)
+
+
+def assert_under_labelled_table(page: Any, stats: CoverageStatistics) -> Any:
+    """The table lists the under-labelled runs worst first; returns the first row's link."""
+    rows = page.locator(".rt-underlabelled table tbody tr")
+    expect(rows).to_have_count(min(len(stats.under_labelled), TABLE_CAP), timeout=WAIT_S * 1000)
+    worst = stats.under_labelled[0]
+    first = rows.first.locator("td")
+    expect(first.nth(0)).to_have_text(format_time(worst.start_time))
+    expect(first.nth(1)).to_have_text(format_count(worst.raw_bags))
+    expect(first.nth(2)).to_have_text(format_count(worst.ml_labels))
+    expect(first.nth(4)).to_have_text(format_pct(worst.coverage_pct))
+    return rows.first.locator("a")
+
+
+# -- tests -----------------------------------------------------------------------------------------------
+
+
+def test_cascading_the_filters_to_a_laser_box_shows_its_kpis_and_worst_runs(
+    page: Any, voila: VoilaServer, services: ServiceContainer, box: Box
+) -> None:
+    data_state = services.data_state
+    open_coverage(page, voila)
+    expect(page.locator(".rt-view-aggregated")).to_be_visible()
+    expect(page.locator(".rt-refresh")).to_be_visible()  # a writable server (the read-only test relies on it)
+    chosen = Filters()
+    for level in LEVELS:
+        # What the dropdown offers under the levels chosen so far, then pick the laser box's value.
+        expect_options(page, level, data_state.filter_options(chosen)[level])
+        value = getattr(box.filters, level)
+        select(page, level).select_option(label=value)
+        chosen = chosen.replace(**{level: value})
+    page.wait_for_selector(".rt-view-single", state="visible")
+    expect(page.locator(".rt-view-aggregated")).to_have_count(0)
+    for level in LEVELS:
+        expect(select(page, level)).to_have_value(getattr(box.filters, level))
+
+    assert_kpis(page, single_kpis(data_state.coverage_statistics(box.filters)))
+    expect(page.locator(".rt-timeline")).to_be_visible()
+    assert_under_labelled_table(page, box.stats)
+    # "Link to this view" carries the whole selection.
+    href = page.locator(".rt-view-link a").get_attribute("href")
+    assert parse_qs(urlsplit(href).query) == {level: [getattr(box.filters, level)] for level in LEVELS}
+    assert_no_traceback(page)
+    screenshot(page, "coverage-single")
+
+
+def test_laser_box_all_shows_the_aggregated_view_of_the_tw(
+    page: Any, voila: VoilaServer, services: ServiceContainer, box: Box
+) -> None:
+    data_state = services.data_state
+    open_coverage(page, voila, box.query)
+    page.wait_for_selector(".rt-view-single", state="visible")
+    select(page, "lbid").select_option(label="All")
+    page.wait_for_selector(".rt-view-aggregated", state="visible")
+    expect(page.locator(".rt-heatmap")).to_be_visible()
+    expect(page.locator(".rt-heatmap svg").first).to_be_visible()
+    expect(page.locator(".rt-view-single")).to_have_count(0)
+
+    boxes: list[LaserBoxStats] = data_state.laser_box_stats(box.tw)
+    tw_stats = data_state.coverage_statistics(box.tw)
+    assert tw_stats.total_bags == sum(b.total_bags for b in boxes)
+    assert_kpis(page, {
+        "Laser boxes": format_count(len(boxes)),
+        "Bags": format_count(tw_stats.total_bags),
+        "Labelled samples": format_count(tw_stats.total_labels),
+        "Under-labelled runs": format_count(len(tw_stats.under_labelled)),
+    })
+    # One row per laser box of the TW (named by its id below a TW selection), each with its totals.
+    rows = page.locator(".rt-lb-table table tbody tr")
+    expect(rows.locator("td:first-child")).to_have_text([b.lbid for b in boxes])
+    expect(rows.locator("td:nth-child(2)")).to_have_text([format_count(b.runs) for b in boxes])
+    expect(rows.locator("td:nth-child(3)")).to_have_text([format_count(b.total_bags) for b in boxes])
+    expect(rows.locator("td:nth-child(5)")).to_have_text([format_pct(b.coverage_pct) for b in boxes])
+    links = [rows.nth(i).locator("a").get_attribute("href") for i in range(len(boxes))]
+    assert [parse_qs(urlsplit(h).query).get("lbid") for h in links] == [[b.lbid] for b in boxes]
+    screenshot(page, "coverage-aggregated")
+
+
+def test_changing_expected_samples_recomputes_the_coverage(
+    page: Any, voila: VoilaServer, services: ServiceContainer, box: Box
+) -> None:
+    data_state = services.data_state
+    default = services.coverage_settings
+    before = data_state.coverage_statistics(box.filters, default)
+    # A value of E for which the service gives another coverage than the default (so the KPI must move).
+    expected_samples, after = next(
+        (e, stats)
+        for e in (10.0, 25.0, 40.0, 5.0)
+        if e != default.expected_samples_per_bag
+        and format_pct((stats := data_state.coverage_statistics(
+            box.filters, CoverageSettings(e, default.under_labelled_pct))).overall_coverage_pct)
+        != format_pct(before.overall_coverage_pct)
+    )
+    open_coverage(page, voila, box.query)
+    page.wait_for_selector(".rt-view-single", state="visible")
+    assert_kpis(page, {"Overall coverage": format_pct(before.overall_coverage_pct)})
+
+    field = page.locator(".rt-expected-samples input")
+    field.fill(f"{expected_samples:g}")
+    field.press("Enter")
+    # Wait for the page to react (the value must move, see above), then compare with the service.
+    coverage_card = page.locator(".rt-kpi").filter(has=page.locator(".rt-kpi-label", has_text="Overall coverage"))
+    expect(coverage_card.locator(".rt-kpi-value")).not_to_have_text(
+        format_pct(before.overall_coverage_pct), timeout=WAIT_S * 1000
+    )
+    expect(coverage_card.locator(".rt-kpi-caption")).to_have_text(
+        f"of {format_count(after.expected_samples)} expected samples"
+    )
+    assert_kpis(page, {
+        "Overall coverage": format_pct(after.overall_coverage_pct),
+        "Under-labelled runs": format_count(len(after.under_labelled)),
+        "Bags": format_count(after.total_bags),
+    })
+    assert_under_labelled_table(page, after)
+    # The changed E travels in "Link to this view".
+    expect(page.locator(".rt-view-link a")).to_have_attribute(
+        "href", re.compile(rf"[?&]expected_samples={expected_samples:g}(&|$)"), timeout=WAIT_S * 1000
+    )
+    screenshot(page, "coverage-expected-samples")
+
+
+def test_a_link_reproduces_the_view_and_its_run_link_opens_the_per_run_page(
+    page: Any, voila: VoilaServer, services: ServiceContainer, box: Box
+) -> None:
+    data_state = services.data_state
+    open_coverage(page, voila, box.query)
+    page.wait_for_selector(".rt-view-single", state="visible")
+    for level in LEVELS:
+        expect(select(page, level)).to_have_value(getattr(box.filters, level))
+    assert_kpis(page, single_kpis(data_state.coverage_statistics(box.filters)))
+
+    worst = box.stats.under_labelled[0]
+    link = assert_under_labelled_table(page, box.stats)
+    href = link.get_attribute("href")
+    target = urlsplit(href)
+    assert target.path.endswith(PER_RUN)
+    assert parse_qs(target.query) == {**{level: [getattr(box.filters, level)] for level in LEVELS},
+                                      "timestamp": [worst.coordinate.timestamp]}
+
+    link.click()
+    page.wait_for_url(f"**/{PER_RUN}?*")
+    page.wait_for_selector(".rt-page-per-run .rt-view-run", state="visible")
+    expect(page.locator(".rt-run-picker select option:checked")).to_have_text(format_time(worst.start_time))
+    for level in LEVELS:
+        expect(select(page, level)).to_have_value(getattr(box.filters, level))
+    state = data_state.get_complete_run_state(worst.coordinate)
+    expect(page.locator(".rt-card-cloud")).to_contain_text(
+        f"Raw: {format_count(state.cloud_raw.bag_count)} bags", timeout=WAIT_S * 1000
+    )
+    assert_no_traceback(page)
+    screenshot(page, "per-run-from-link")
+
+
+@pytest.mark.parametrize(
+    ("query", "where", "says", "name"),
+    [
+        # A level value that could walk the bucket layout: refused, and the page falls back to All.
+        ("cid=../x", ".rt-message-error .widget-html-content", "could not be used", "coverage-link-invalid"),
+        # A well-formed client nobody recorded for: the empty state says why and what to do.
+        ("cid=nobody", ".rt-view-empty", "No runs under nobody", "coverage-link-unknown-client"),
+    ],
+)
+def test_a_bad_link_says_why_in_a_sentence(
+    page: Any, voila: VoilaServer, query: str, where: str, says: str, name: str
+) -> None:
+    open_coverage(page, voila, query)
+    sentence = page.locator(where).filter(has_text=says)
+    expect(sentence).to_have_count(1, timeout=WAIT_S * 1000)
+    expect(sentence).to_be_visible()
+    text = sentence.inner_text().strip()
+    assert text.endswith("."), f"not a sentence: {text!r}"
+    if query == "cid=../x":
+        expect(page.locator(".rt-view-aggregated")).to_be_visible()
+        expect(select(page, "cid")).to_have_value("All")
+    else:
+        expect(sentence).to_contain_text("Pick another client")
+        expect(page.locator(".rt-kpi")).to_have_count(0)
+        expect(select(page, "cid").locator("option:checked")).to_have_text("nobody (no data)")
+    assert_no_traceback(page)
+    screenshot(page, name)
+
+
+@pytest.fixture
+def read_only_voila(served_config: Path) -> Iterator[VoilaServer]:
+    server = VoilaServer(served_config, read_only=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_read_only_server_has_no_refresh_button(
+    page: Any, read_only_voila: VoilaServer, services: ServiceContainer
+) -> None:
+    fleet = services.data_state.coverage_statistics(Filters())
+    open_coverage(page, read_only_voila)
+    # The page is fully there (header, cache age, the fleet's data) ...
+    expect(page.locator(".rt-cache-age")).to_contain_text("old", timeout=WAIT_S * 1000)
+    assert_kpis(page, {"Bags": format_count(fleet.total_bags)})
+    # ... but the write control is absent, not disabled (the writable server shows it: see the first test).
+    expect(page.locator(".rt-refresh")).to_have_count(0)
+    expect(page.locator(".rt-header button")).to_have_count(0)
+    assert_no_traceback(page)
+    screenshot(page, "coverage-read-only")
