@@ -109,6 +109,7 @@ def _fast_digests() -> dict[str, str]:
     store.register(types)
     return {kind: store.generate_msgdef(typename)[1] for kind, typename in _FAST_TYPES.items()}
 
+
 TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "frames": pa.schema(
         [
@@ -221,6 +222,8 @@ class BagInfo:
     missing_topics: tuple[str, ...]
     selected_messages: int
     """Messages on the configured topics: the reader's progress total."""
+    fast_topics: tuple[str, ...] = ()
+    """Configured topics whose messages have the robot's known ROS1 layout and skip rosbags' deserialiser."""
 
 
 @dataclass(frozen=True)
@@ -379,6 +382,7 @@ class BagReader:
         self._columns = _Columns()
         self._reader: AnyReader | None = None
         self._info: BagInfo | None = None
+        self._routes: dict[int, tuple[int, bool]] = {}
 
     @property
     def rows_read(self) -> dict[str, int]:
@@ -394,14 +398,15 @@ class BagReader:
 
     def __enter__(self) -> BagReader:
         _prefetch(self.path)
-        reader = AnyReader([self.path])
         try:
+            reader = AnyReader([self.path])
             reader.open()
         except Exception as exc:
             # Corrupt, truncated and foreign files fail here in many ways (index errors, bad magic,
             # decompression, struct errors); all of them mean "this bag cannot be read".
             raise BagReadError(f"The bag could not be opened: {_describe(exc)}.") from exc
         try:
+            self._routes = self._route(reader)
             self._info = self._describe_bag(reader)
         except Exception as exc:
             reader.close()
@@ -430,6 +435,7 @@ class BagReader:
             topics=tuple(sorted(topics)),
             missing_topics=tuple(topic for topic in self.topics.values() if topic not in topics),
             selected_messages=selected,
+            fast_topics=tuple(sorted({c.topic for c in reader.connections if self._routes.get(c.id, (0, False))[1]})),
         )
 
     def ticks(self) -> Iterator[ReadTick]:
@@ -453,7 +459,7 @@ class BagReader:
             # pass the same way: the bag is recorded as failed with this sentence and its rows dropped.
             raise BagReadError(f"Reading stopped after {self.messages_read:,} messages: {_describe(exc)}.") from exc
 
-    def _routes(self, reader: AnyReader) -> dict[int, tuple[int, bool]]:
+    def _route(self, reader: AnyReader) -> dict[int, tuple[int, bool]]:
         """Connection id → (topic index, decoded by the fast path) for the configured topics."""
         by_topic = {topic: index for index, topic in enumerate(self.topics.values())}
         digests = _fast_digests() if self.fast and not reader.is2 else {}
@@ -465,7 +471,7 @@ class BagReader:
         }
 
     def _pass(self, reader: AnyReader) -> Iterator[ReadTick]:
-        routes = self._routes(reader)
+        routes = self._routes
         selected = [connection for connection in reader.connections if connection.id in routes]
         header_fields = reader.typestore.fielddefs.get("std_msgs/msg/Header", ([], []))[1]
         has_seq = any(name == "seq" for name, _ in header_fields)

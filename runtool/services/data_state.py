@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runtool.analysis import coverage_pct, daily_totals, laser_box_totals, with_coverage
+from runtool.analysis import daily_totals, laser_box_day_totals, laser_box_totals, with_coverage
 from runtool.models import (
     LEVELS,
     AggregatedTemporalData,
@@ -187,12 +187,7 @@ class DataStateService:
         settings = settings or self.settings
         runs = self.runs(filters, settings)
         days = daily_totals(runs, settings)
-        cells = (
-            runs.groupby(["lb_key", "day"])
-            .agg(raw_bags=("raw_bags", "sum"), ml_labels=("ml_labels", "sum"), covered=("covered_labels", "sum"))
-            .reset_index()
-        )
-        cells["coverage_pct"] = coverage_pct(cells["covered"], cells["raw_bags"], settings.expected_samples_per_bag)
+        cells = laser_box_day_totals(runs, settings)
         return AggregatedTemporalData(
             filters,
             settings,
