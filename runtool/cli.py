@@ -353,6 +353,41 @@ def cmd_analyze(args: argparse.Namespace, services: ServiceContainer) -> int:
     return 0 if not analysis.failed_bags else 1
 
 
+def cmd_report(args: argparse.Namespace, services: ServiceContainer) -> int:
+    """One report for COORD, or one per run matching the filters."""
+    from runtool.services.reports import ReportFailure
+
+    out_dir = Path(args.out) if args.out else None
+
+    def progress(event: Any) -> None:
+        if sys.stderr.isatty():
+            line = f"[{event.run_index}/{event.runs_total}] {event.stage}: {event.message}"
+            sys.stderr.write("\r" + line[:150].ljust(150))
+
+    if args.coord:
+        coord = _known_run(services, _coordinate(args.coord))
+        result = services.reports.render(coord, out_dir, progress)
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+        print(f"Report of {coord}: {result.html} (notebook {result.ipynb}) in {result.seconds:.1f} s")
+        return 0
+    _ensure_inventory(services)
+    outcomes = services.reports.render_many(_filters(args), out_dir, progress)
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if not outcomes:
+        print("No runs match the selection.")
+        return 0
+    for outcome in outcomes:
+        if isinstance(outcome, ReportFailure):
+            print(f"  failed: {outcome.coordinate}: {outcome.error}", file=sys.stderr)
+        else:
+            print(f"  {outcome.coordinate}: {outcome.html}")
+    failed = sum(isinstance(o, ReportFailure) for o in outcomes)
+    print(f"{len(outcomes) - failed} reports written, {failed} failed")
+    return 1 if failed else 0
+
+
 def cmd_emulator(args: argparse.Namespace, _: ServiceContainer | None) -> int:
     from runtool.demo.emulator import Emulator
 
@@ -549,6 +584,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
     p.add_argument("--force", action="store_true", help="recompute even when the cached analysis is current")
     p.add_argument("--json", action="store_true")
+
+    p = command("report", cmd_report, "render a run's report (HTML, offline-readable) — or one per matching run")
+    p.add_argument("coord", metavar="COORD", nargs="?", help="cid/regionid/fieldid/twid/lbid/timestamp")
+    _add_filters(p)
+    p.add_argument("--out", metavar="DIR", help="where to write (default: the run's processed folder/report)")
 
     p = command("serve", cmd_serve, "serve the pages with Voila")
     _add_serve_options(p)

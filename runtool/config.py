@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -72,6 +73,22 @@ class RuntoolConfig:
     def with_overrides(self, **changes: Any) -> RuntoolConfig:
         return replace(self, **changes)
 
+    def to_toml(self, read_only: bool | None = None) -> str:
+        """This configuration as a ``runtool.toml`` that :func:`load_config` reads back equal.
+
+        A separate process (a report kernel, a Voila server) sees exactly these settings through it, even
+        when they were built in code rather than loaded from a file. Paths are written absolute.
+        """
+        sections: dict[str, list[str]] = {}
+        for name, (section, key, _) in _SETTINGS.items():
+            value = getattr(self, name)
+            if name == "read_only" and read_only is not None:
+                value = read_only
+            if value is not None:
+                sections.setdefault(section, []).append(f"{key} = {_toml_value(value)}")
+        sections["topics"] = [f"{json.dumps(str(k))} = {json.dumps(str(v))}" for k, v in self.topics.items()]
+        return "\n\n".join(f"[{section}]\n" + "\n".join(lines) for section, lines in sections.items()) + "\n"
+
 
 # setting name -> (toml section, toml key, environment variable)
 _SETTINGS: dict[str, tuple[str, str, str | None]] = {
@@ -91,6 +108,16 @@ _SETTINGS: dict[str, tuple[str, str, str | None]] = {
     "read_only": ("server", "read_only", "RUNTOOL_READ_ONLY"),
 }
 _DATA_SUBDIRS = {"raw_root": "raw", "processed_root": "processed", "ml_root": "ML", "cache_dir": "cache"}
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Path):
+        value = value.resolve()
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
 def _convert(name: str, value: Any, origin: str, base: Path) -> Any:

@@ -14,6 +14,7 @@ from runtool.services.data_state import DataStateService
 from runtool.services.extraction import ExtractionService
 from runtool.services.inventory import CloudInventoryService
 from runtool.services.local_state import LocalStateService
+from runtool.services.reports import ReportService
 from runtool.services.transfers import TransferService
 from runtool.storage import make_client
 
@@ -68,6 +69,10 @@ class ServiceContainer:
     @cached_property
     def analytics(self) -> AnalyticsService:
         return AnalyticsService(self.config, self.local, read_only=self.read_only)
+
+    @cached_property
+    def reports(self) -> ReportService:
+        return ReportService(self)
 
     def _after_refresh(self, scope: object) -> None:
         """A full cloud refresh rescans the local roots too, so both sides describe the same moment."""

@@ -381,6 +381,8 @@ def _merge(previous: pd.DataFrame, fresh: pd.DataFrame, scope: Filters) -> pd.Da
     stray = previous["reason"].notna() & previous["name"].str.startswith(prefixes)
     kept = previous[~(inside | stray)]
     merged: dict[str, Any] = {}
+    if fresh.empty or kept.empty:
+        return (kept if fresh.empty else fresh).reset_index(drop=True)
     for name in _COLUMNS:
         if isinstance(kept[name].dtype, pd.CategoricalDtype):
             merged[name] = union_categoricals([kept[name], fresh[name]], ignore_order=True)

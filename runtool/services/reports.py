@@ -1,0 +1,549 @@
+"""Per-run reports: bring a run up to date, execute ``notebooks/run_report.ipynb`` with papermill, write HTML.
+
+:class:`ReportService` follows the run's next action (download → extract → analyse), then executes the
+report notebook in a fresh kernel with the run's coordinate and a config file as parameters, and converts
+the executed notebook to HTML without code. The ``.ipynb`` (with the injected parameters, for whoever wants
+to see how a number was made) and the ``.html`` (for everyone else) land side by side.
+
+The notebook stays thin: it calls :meth:`RunReport.load` and displays the HTML sections and the figures of
+:mod:`runtool.analysis.figures`, so everything a report shows is testable here without a kernel.
+
+Offline reading is a requirement (design.md, "Reports"): figures are embedded PNGs, tables are plain
+HTML, and the nbconvert template is trimmed of the scripts it would load from a CDN (require.js,
+MathJax, Mermaid, the widget manager), none of which a static report needs.
+
+papermill, nbformat and nbconvert are imported where they are used: the report kernel imports this module
+for :class:`RunReport` and never needs them, and nbformat alone takes ~1.7 s to import (its JSON-schema
+format checkers compile a grammar), a sixth of a whole report.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from runtool.config import RuntoolConfig, load_config
+from runtool.errors import ReadOnlyError, RuntoolError
+from runtool.extract.outputs import ExtractionProgress
+from runtool.formatting import format_bytes, format_count
+from runtool.models import Filters, NextAction, RunCoordinate, RunState
+from runtool.services.analytics import RunAnalysis
+from runtool.storage import processed_dir
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
+    from runtool.services.container import ServiceContainer
+
+__all__ = [
+    "REPORT_DIR",
+    "REPORT_NOTEBOOK",
+    "ReportError",
+    "ReportFailure",
+    "ReportProgress",
+    "ReportResult",
+    "ReportService",
+    "ReportStage",
+    "RunReport",
+    "format_kpi",
+    "report_stem",
+]
+
+REPORT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "run_report.ipynb"
+"""The report notebook of this checkout (the notebooks are not part of the installed package)."""
+REPORT_DIR = "report"
+"""The default output folder, inside the run's processed folder: a re-extraction replaces that folder and
+so drops reports that no longer match the data."""
+
+ReportStage = Literal["check", "download", "extract", "analyze", "execute", "convert", "write", "done"]
+"""The steps of one report, in order; ``download``, ``extract`` and ``analyze`` run only when needed."""
+
+# The lab template minus everything it loads from a CDN; its CSS is inlined, so the page keeps its look.
+_TEMPLATE_NAME = "runtool_report.html.j2"
+_OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
+class ReportError(RuntoolError):
+    """A report could not be rendered; the message names the run, the step and the cause.
+
+    ``stage`` is the step that failed; for a failing notebook cell, ``cell`` is its execution count and
+    ``ename``/``evalue`` the exception raised in the kernel.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        coordinate: RunCoordinate | None = None,
+        stage: ReportStage | None = None,
+        cell: int | None = None,
+        ename: str | None = None,
+        evalue: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.coordinate = coordinate
+        self.stage = stage
+        self.cell = cell
+        self.ename = ename
+        self.evalue = evalue
+
+
+@dataclass(frozen=True)
+class ReportProgress:
+    """One step of a report; ``run_index`` of ``runs_total`` when several runs are rendered."""
+
+    coordinate: RunCoordinate
+    stage: ReportStage
+    message: str
+    run_index: int = 1
+    runs_total: int = 1
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """A rendered report: where its two files are, how long it took and which pipeline steps it ran."""
+
+    coordinate: RunCoordinate
+    ipynb: Path
+    html: Path
+    seconds: float
+    steps: tuple[ReportStage, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"coordinate": self.coordinate.to_path_str(), "ipynb": str(self.ipynb), "html": str(self.html),
+                "seconds": round(self.seconds, 3), "steps": list(self.steps)}
+
+
+@dataclass(frozen=True)
+class ReportFailure:
+    """A run of :meth:`ReportService.render_many` whose report failed, and why."""
+
+    coordinate: RunCoordinate
+    error: str
+    stage: ReportStage | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"coordinate": self.coordinate.to_path_str(), "error": self.error, "stage": self.stage}
+
+
+def report_stem(coord: RunCoordinate) -> str:
+    """``<cid>_<regionid>_<fieldid>_<twid>_<lbid>_<timestamp>`` with ``:`` as ``-`` (valid on every disk)."""
+    return "_".join(coord.to_path_tuple()).replace(":", "-")
+
+
+# -- what the notebook shows ----------------------------------------------------------------------
+
+_STREAM_COLUMNS = (("frames", "Frames"), ("detections", "Detections"), ("tracking", "Tracking"))
+_STREAM_ROWS = (
+    ("messages", "Messages"),
+    ("median_fps", "Median FPS"),
+    ("p5_fps", "5th percentile FPS"),
+    ("share_below_target", "Time below the FPS target"),
+    ("dropped_frames", "Estimated dropped messages"),
+)
+_LATENCY_COLUMNS = (("detection_latency", "Detections"), ("tracking_latency", "Tracking"))
+_LATENCY_ROWS = (("mean_ms", "Mean"), ("p50_ms", "Median (p50)"), ("p95_ms", "p95"), ("p99_ms", "p99"))
+_RUN_ROWS = (
+    ("run_duration_s", "Recorded duration (s)"),
+    ("failed_bags", "Failed bags"),
+    ("fps_target", "FPS target"),
+    ("mean_detections_per_frame", "Detections per message"),
+    ("avg_detection_confidence", "Mean detection confidence"),
+    ("mean_tracks_per_frame", "Tracks per message"),
+    ("avg_track_confidence", "Mean track confidence"),
+    ("total_tracks", "Tracks"),
+    ("tracks_per_minute", "Tracks per minute"),
+    ("avg_track_lifetime", "Mean track span (frames)"),
+    ("mean_track_density", "Mean track density"),
+)
+_COUNT_KPIS = ("messages", "dropped_frames", "failed_bags", "total_tracks")
+_THREE_DECIMALS = ("confidence", "density")
+
+
+def format_kpi(name: str, value: float | int | None) -> str:
+    """How the report writes KPI ``name``: counts with separators, shares as %, confidences with 3 decimals."""
+    if value is None:
+        return "–"
+    if name.endswith(_COUNT_KPIS):
+        return format_count(value)
+    if name.endswith("share_below_target"):
+        return f"{100 * value:.1f} %"
+    if name == "fps_target":
+        return f"{value:g}"
+    if name.endswith(_THREE_DECIMALS):
+        return f"{value:.3f}"
+    if name.startswith("mean_") and name.endswith("_per_frame"):
+        return f"{value:,.2f}"
+    return f"{value:,.1f}"
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one report shows: the run's state, its analysis, and the HTML sections built from them."""
+
+    coordinate: RunCoordinate
+    state: RunState
+    analysis: RunAnalysis
+    generated_at: datetime
+
+    @classmethod
+    def load(cls, coordinate: str, config_path: str = "") -> RunReport:
+        """The report of the run at ``coordinate`` (path form), as the notebook's parameters give it.
+
+        With ``config_path`` the settings come from that file alone: it is the complete configuration
+        :class:`ReportService` wrote for the kernel, and environment variables (whose relative paths
+        would resolve against the kernel's working directory) must not change it. Without it, the
+        usual file + environment configuration applies, as for a notebook opened by hand.
+        """
+        # Imported here: the container builds this module's ReportService, so a top-level import is a cycle.
+        from runtool.services.container import ServiceContainer
+
+        if not coordinate:
+            raise ReportError("No run given: set `coordinate` in the parameters cell (cid/regionid/fieldid/"
+                              "twid/lbid/timestamp) or render the report with `runtool report COORD`.")
+        config = load_config(Path(config_path), environ={}) if config_path else load_config()
+        return cls.from_services(ServiceContainer(config), RunCoordinate.parse(coordinate))
+
+    @classmethod
+    def from_services(cls, services: ServiceContainer, coord: RunCoordinate) -> RunReport:
+        state = services.data_state.get_complete_run_state(coord)
+        _check_reportable(state, services.config)
+        return cls(coord, state, services.analytics.analyze_run(coord), datetime.now(UTC))
+
+    def header_html(self) -> str:
+        """Title, start time and generation time, then the run's cloud, local and extraction state."""
+        coord, state, analysis = self.coordinate, self.state, self.analysis
+        raw = state.cloud_raw
+        ml = state.cloud_ml
+        local = state.local_raw
+        rows = [
+            ("Cloud raw bags", f"{format_count(raw.bag_count)} bags, {format_bytes(raw.total_size)}"
+             if raw.exists else "not in the raw bucket inventory"),
+            ("Cloud ML samples", f"{format_count(ml.frame_count)} frames, {format_count(ml.label_count)} labels"
+             if ml.exists else "none"),
+            ("Local raw bags", f"{format_count(local.bag_count)} bags, {format_bytes(local.total_size)} "
+             f"({state.raw_sync.label})" if local.exists else "not downloaded"),
+            ("Extraction", "complete" if state.extraction.extracted
+             else "missing " + ", ".join(state.extraction.missing)),
+            ("Analysis", f"{analysis.analysed_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+             + (" (cached)" if analysis.from_cache else "")),
+        ]
+        issues = "".join(f"<li>{html.escape(issue)}</li>" for issue in state.issues)
+        return (
+            f"<h1>Run report</h1>\n<p class=\"rt-coordinate\"><code>{html.escape(coord.to_path_str())}</code></p>\n"
+            f"<p>Run start: <b>{coord.start_time:%Y-%m-%d %H:%M:%S} UTC</b> · "
+            f"Report generated: {self.generated_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC</p>\n"
+            "<h2>Run state</h2>\n"
+            + _table(("", "State"), [(html.escape(k), html.escape(v)) for k, v in rows], "rt-state")
+            + (f"\n<p>Issues:</p>\n<ul class=\"rt-issues\">{issues}</ul>" if issues else "")
+        )
+
+    def kpi_html(self) -> str:
+        """Three tables: per-stream rates, latency percentiles, and run-level figures.
+
+        Every KPI cell carries ``data-kpi="<name>"``, so the value shown can be checked against
+        :attr:`RunAnalysis.kpis`; KPIs none of the tables name are listed at the end, never dropped.
+        """
+        kpis = self.analysis.kpis
+        target = kpis.get("fps_target")
+        shown: set[str] = set()
+
+        def cell(name: str) -> str:
+            shown.add(name)
+            return f'<td data-kpi="{html.escape(name)}">{html.escape(format_kpi(name, kpis.get(name)))}</td>'
+
+        def label(key: str, text: str) -> str:
+            if key == "share_below_target" and target is not None:
+                text = f"Time below {target:g} FPS"
+            return html.escape(text)
+
+        streams = _table(
+            ("", *(title for _, title in _STREAM_COLUMNS)),
+            [(label(key, text), *(cell(f"{stream}_{key}") for stream, _ in _STREAM_COLUMNS))
+             for key, text in _STREAM_ROWS],
+            "rt-kpi-streams", raw_cells=True,
+        )
+        latency = _table(
+            ("Latency (ms)", *(title for _, title in _LATENCY_COLUMNS)),
+            [(html.escape(text), *(cell(f"{prefix}_{key}") for prefix, _ in _LATENCY_COLUMNS))
+             for key, text in _LATENCY_ROWS],
+            "rt-kpi-latency", raw_cells=True,
+        )
+        run_rows = [(html.escape(text), cell(key)) for key, text in _RUN_ROWS]
+        run_rows += [(html.escape(key), cell(key)) for key in kpis if key not in shown]
+        run = _table(("Run", ""), run_rows, "rt-kpi-run", raw_cells=True)
+        return f"<h2>Key figures</h2>\n{streams}\n{latency}\n{run}"
+
+    def failed_bags_html(self) -> str:
+        """The bags the extractor could not read, with their errors (or a sentence saying there are none)."""
+        failed = self.analysis.failed_bags
+        if not failed:
+            return "<h2>Bags</h2>\n<p>Every bag was extracted.</p>"
+        rows = [(html.escape(bag.name), html.escape(bag.error or "no error recorded")) for bag in failed]
+        noun = "bag" if len(failed) == 1 else "bags"
+        return (f"<h2>Bags</h2>\n<p class=\"rt-failed\"><b>{len(failed)} {noun} could not be read</b>; "
+                "the figures and key figures cover the other bags only.</p>\n"
+                + _table(("Bag", "Error"), rows, "rt-failed-bags"))
+
+
+def _table(header: tuple[str, ...], rows: Iterable[tuple[str, ...]], css_class: str, raw_cells: bool = False) -> str:
+    """An HTML table; ``rows`` hold escaped text, or whole ``<td>`` elements when ``raw_cells``."""
+    head = "".join(f"<th>{html.escape(title)}</th>" for title in header)
+    body = []
+    for first, *rest in rows:
+        cells = "".join(rest) if raw_cells else "".join(f"<td>{text}</td>" for text in rest)
+        body.append(f"<tr><th>{first}</th>{cells}</tr>")
+    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _check_reportable(state: RunState, config: RuntoolConfig) -> None:
+    """Refuse runs that have no bags anywhere: nothing could be downloaded, extracted or analysed."""
+    if state.cloud_raw.exists or state.local_raw.exists or state.extraction.extracted:
+        return
+    coord = state.coordinate
+    if state.cloud_ml.exists or state.local_ml.exists:
+        raise ReportError(f"Run {coord} has ML samples but no raw bags, in the raw bucket `{config.raw_bucket}` "
+                          "or locally: there is nothing to analyse.", coord, "check")
+    raise ReportError(f"Unknown run {coord}: it is in neither the raw bucket `{config.raw_bucket}` nor the local "
+                      "roots (check the coordinate, or refresh the inventory).", coord, "check")
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+
+class ReportService:
+    """Renders per-run reports, running whatever download, extraction and analysis a run still needs."""
+
+    def __init__(
+        self,
+        services: ServiceContainer,
+        notebook: Path = REPORT_NOTEBOOK,
+        kernel_name: str = "python3",
+        cell_timeout_s: int = 600,
+    ) -> None:
+        self.services = services
+        self.notebook = notebook
+        self.kernel_name = kernel_name
+        self.cell_timeout_s = cell_timeout_s
+
+    def default_dir(self, coord: RunCoordinate) -> Path:
+        """``<processed_root>/<coord>/report``."""
+        return processed_dir(self.services.config.processed_root, coord) / REPORT_DIR
+
+    def render(
+        self,
+        coord: RunCoordinate,
+        out_dir: Path | None = None,
+        progress: Callable[[ReportProgress], None] | None = None,
+    ) -> ReportResult:
+        """Bring the run up to date, execute the report notebook and write ``<stem>.ipynb`` and ``<stem>.html``.
+
+        The files go to ``out_dir`` (default :meth:`default_dir`), each written to a temporary name and
+        renamed, so a file at its final name is always a complete report.
+
+        Raises:
+            ReadOnlyError: the services are read-only (a report writes files, and may download and extract).
+            ReportError: the run is unknown or has no raw bags, a step failed (a download, the extraction,
+                the analysis), or a notebook cell raised; the message names the run, the step and the cause.
+        """
+        return self._render(coord, out_dir, _Notifier(progress, coord))
+
+    def render_many(
+        self,
+        selection: Filters | Iterable[RunCoordinate],
+        out_dir: Path | None = None,
+        progress: Callable[[ReportProgress], None] | None = None,
+    ) -> list[ReportResult | ReportFailure]:
+        """One report per selected run (a :class:`Filters` selection or explicit coordinates), in order.
+
+        A run whose report fails is recorded as a :class:`ReportFailure` and the next run goes ahead.
+        With ``out_dir`` every report goes there (file names are unique per run); without, each goes to
+        its run's :meth:`default_dir`.
+
+        Raises:
+            ReadOnlyError: the services are read-only.
+        """
+        self._refuse_read_only()
+        if isinstance(selection, Filters):
+            coords = self.services.data_state.generate_coordinates_from_filters(selection)
+        else:
+            coords = list(selection)
+        outcomes: list[ReportResult | ReportFailure] = []
+        for index, coord in enumerate(coords, start=1):
+            notifier = _Notifier(progress, coord, index, len(coords))
+            try:
+                outcomes.append(self._render(coord, out_dir, notifier))
+            except ReportError as exc:
+                outcomes.append(ReportFailure(coord, str(exc), exc.stage))
+        return outcomes
+
+    def _refuse_read_only(self) -> None:
+        if self.services.read_only:
+            raise ReadOnlyError("Rendering reports is not allowed in read-only mode.")
+
+    def _render(self, coord: RunCoordinate, out_dir: Path | None, notify: _Notifier) -> ReportResult:
+        self._refuse_read_only()
+        started = time.perf_counter()
+        steps = self._bring_up_to_date(coord, notify)
+        target = out_dir if out_dir is not None else self.default_dir(coord)
+        with tempfile.TemporaryDirectory(prefix="runtool-report-") as tmp:
+            work = Path(tmp)
+            config_path = work / "runtool.toml"
+            # Read-only for the kernel: everything was computed above, the notebook only reads and shows.
+            config_path.write_text(self.services.config.to_toml(read_only=True), encoding="utf-8")
+            notify("execute", f"Executing {self.notebook.name}")
+            executed = self._execute(coord, config_path, work)
+            notify("convert", "Converting to HTML")
+            notebook_text, page = _export(executed, coord)
+        notify("write", f"Writing to {target}")
+        stem = report_stem(coord)
+        ipynb, page_path = target / f"{stem}.ipynb", target / f"{stem}.html"
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            _write_atomic(ipynb, notebook_text)
+            _write_atomic(page_path, page)
+        except OSError as exc:
+            raise ReportError(f"Could not write the report of {coord} to {target}: {exc}", coord, "write") from exc
+        result = ReportResult(coord, ipynb, page_path, time.perf_counter() - started, steps)
+        notify("done", f"Report written in {result.seconds:.1f} s: {page_path}")
+        return result
+
+    def _bring_up_to_date(self, coord: RunCoordinate, notify: _Notifier) -> tuple[ReportStage, ...]:
+        """Download, extract and analyse as the run's next action says; the steps that ran, in order."""
+        services = self.services
+        notify("check", "Checking the run's state")
+        with _stage(coord, "check"):
+            state = services.data_state.get_complete_run_state(coord)
+            _check_reportable(state, services.config)
+        steps: list[ReportStage] = []
+        if state.next_action is NextAction.DOWNLOAD:
+            with _stage(coord, "download"):
+                plan = services.transfers.plan_raw_download(coord)
+                notify("download", plan.describe())
+                result = services.transfers.execute(plan)
+                if not result.ok:
+                    failed = [o for o in result.outcomes if o.status in ("failed", "cancelled")]
+                    details = "; ".join(f"{o.file.name}: {o.error or o.status}" for o in failed)
+                    raise ReportError(f"The download of {coord} failed for {len(failed)} of {len(plan.files)} "
+                                      f"bags: {details}", coord, "download")
+            steps.append("download")
+        if state.next_action in (NextAction.DOWNLOAD, NextAction.EXTRACT):
+            notify("extract", "Extracting the bags")
+            with _stage(coord, "extract"):
+                services.extraction.extract(coord, progress=notify.extraction)
+            steps.append("extract")
+        notify("analyze", "Analysing")
+        with _stage(coord, "analyze"):
+            analysis = services.analytics.analyze_run(coord)
+        if not analysis.from_cache:
+            steps.append("analyze")
+        return tuple(steps)
+
+    def _execute(self, coord: RunCoordinate, config_path: Path, work: Path) -> NotebookNode:
+        """Execute the notebook in a new kernel whose working directory is ``work`` (set on the kernel, not by
+        changing this process's directory, which other threads share)."""
+        import papermill
+        from jupyter_client.kernelspec import NoSuchKernel
+        from papermill.exceptions import PapermillException, PapermillExecutionError
+        from traitlets.config import Config
+
+        try:
+            executed: NotebookNode = papermill.execute_notebook(
+                str(self.notebook),
+                None,
+                parameters={"coordinate": coord.to_path_str(), "config_path": str(config_path)},
+                kernel_name=self.kernel_name,
+                progress_bar=False,
+                execution_timeout=self.cell_timeout_s,
+                resources={"metadata": {"path": str(work)}},
+                # CurveZMQ between this process and the kernel where the kernel supports it: the kernel
+                # listens on loopback TCP, and otherwise warns on stderr at every report.
+                config=Config({"KernelManager": {"transport_encryption": "auto"}}),
+            )
+        except PapermillExecutionError as exc:
+            first_line = next((line for line in str(exc.source).splitlines() if line.strip()), "")
+            raise ReportError(
+                f"The report notebook failed for {coord} in cell [{exc.exec_count}] (`{first_line.strip()}`): "
+                f"{exc.ename}: {exc.evalue}",
+                coord, "execute", exc.exec_count, exc.ename, exc.evalue,
+            ) from exc
+        except (PapermillException, NoSuchKernel, OSError, RuntimeError, TimeoutError) as exc:
+            raise ReportError(f"The report notebook {self.notebook} could not be executed for {coord}: "
+                              f"{type(exc).__name__}: {exc}", coord, "execute") from exc
+        return executed
+
+
+class _Notifier:
+    """Sends :class:`ReportProgress` events for one run (no-op without a callback)."""
+
+    def __init__(
+        self,
+        callback: Callable[[ReportProgress], None] | None,
+        coord: RunCoordinate,
+        index: int = 1,
+        total: int = 1,
+    ) -> None:
+        self.callback = callback
+        self.coord = coord
+        self.index = index
+        self.total = total
+
+    def __call__(self, stage: ReportStage, message: str) -> None:
+        if self.callback is not None:
+            self.callback(ReportProgress(self.coord, stage, message, self.index, self.total))
+
+    def extraction(self, event: ExtractionProgress) -> None:
+        self("extract", f"Extracting: {event.bags_done} of {event.bags_total} bags done")
+
+
+@contextmanager
+def _stage(coord: RunCoordinate, stage: ReportStage) -> Iterator[None]:
+    """Re-raise a step's runtool error as a ReportError naming the run and the step."""
+    try:
+        yield
+    except (ReportError, ReadOnlyError):
+        raise
+    except RuntoolError as exc:
+        raise ReportError(f"The report of {coord} stopped at the {stage} step: {exc}", coord, stage) from exc
+
+
+def _export(notebook: NotebookNode, coord: RunCoordinate) -> tuple[str, str]:
+    """The executed notebook as ``.ipynb`` text, and as one self-contained HTML page without code or prompts."""
+    import nbformat
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(
+        template_name="lab",
+        extra_loaders=[DictLoader({_TEMPLATE_NAME: _OFFLINE_TEMPLATE})],
+        template_file=_TEMPLATE_NAME,
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
+    body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": f"Run report {coord}"}})
+    return nbformat.writes(notebook), str(body)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
