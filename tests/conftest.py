@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.cloud import storage
@@ -15,6 +16,9 @@ from runtool.demo.emulator import Emulator
 from runtool.storage import make_client
 
 REQUIRE_ALL = os.environ.get("RUNTOOL_REQUIRE_ALL") == "1"
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--no-first-run", "--disable-sync", "--disable-quic"]
 
 
 def require(available: bool, hint: str) -> None:
@@ -88,3 +92,15 @@ def fresh_config(emulator: Emulator, tmp_path: Path, request: pytest.FixtureRequ
         if not bucket.exists():
             client.create_bucket(name)
     return config
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Debian chromium for the session (Playwright allows one sync session per process)."""
+    require(CHROMIUM.exists(), "Debian chromium is missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        yield instance
+        instance.close()

@@ -60,6 +60,7 @@ EXTRACTOR_REQUIREMENTS: tuple[str, ...] = (
     "numpy",
     "pyarrow",
     "pyyaml",
+    "pandas",  # the Parquet outputs carry pandas metadata (nullable Int64 columns read back as such)
 )
 """What the image installs besides runtool (their own dependencies follow); versions pinned to the host's."""
 

@@ -15,12 +15,9 @@ from typing import Any
 import pytest
 
 from runtool.demo.emulator import free_port
-from tests.conftest import SeededFleet, require, write_toml
+from tests.conftest import SeededFleet, write_toml
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--no-first-run", "--disable-sync", "--disable-quic"]
 
 
 class VoilaServer:
@@ -73,17 +70,6 @@ def voila(served_config: Path) -> Iterator[VoilaServer]:
     server = VoilaServer(served_config)
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    require(CHROMIUM.exists(), "Debian chromium is missing: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
-        yield instance
-        instance.close()
 
 
 @pytest.fixture

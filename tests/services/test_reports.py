@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, fields
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import numpy as np
@@ -42,7 +43,7 @@ from runtool.services.reports import (
     report_stem,
 )
 from runtool.storage import local_raw_dir
-from tests.conftest import SeededFleet, require
+from tests.conftest import SeededFleet
 from tests.extract.bagfiles import truncate_half
 
 RUN = RunCoordinate.parse("client_001/region_north/field_115/TW_001/LB_0003/2025_09_12T09:13:30Z")
@@ -51,10 +52,7 @@ BAD_RUN = RunCoordinate.parse("client_001/region_north/field_115/TW_001/LB_0002/
 """Three real bags; the test truncates one after downloading it."""
 MIXED_BOX = Filters(cid="client_001", regionid="region_south", fieldid="field_177", twid="TW_002", lbid="LB_0006")
 """Two runs in the buckets: 2025_07_03 with three real bags, 2025-09-03 with ML samples and no raw bags."""
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--no-first-run", "--disable-sync"]
 CODE_FRAGMENTS = ("RunReport.load", "figure_png(", "display(HTML", "import ", "config_path =")
 """Text of the notebook's code cells, none of which may reach the HTML."""
 
@@ -173,26 +171,21 @@ def test_html_has_no_code_and_embeds_images_and_the_kpis(rendered: Rendered, ser
     assert "Every bag was extracted." in page
 
 
-def test_html_shows_its_images_offline_in_chromium(rendered: Rendered) -> None:
-    require(CHROMIUM.exists(), "headless chromium is missing: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
+def test_html_shows_its_images_offline_in_chromium(rendered: Rendered, browser: Any) -> None:
     requested: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
-        try:
-            context = browser.new_context(offline=True, viewport={"width": 1400, "height": 900})
-            page = context.new_page()
-            page.on("request", lambda request: requested.append(request.url))
-            page.goto(rendered.result.html.as_uri(), wait_until="load")
-            images = page.evaluate(
-                "() => Array.from(document.images).map(i => ({complete: i.complete, width: i.naturalWidth}))"
-            )
-            tables = page.locator("td[data-kpi]").count()
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "run_report.png"), full_page=True)
-        finally:
-            browser.close()
+    context = browser.new_context(offline=True, viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(rendered.result.html.as_uri(), wait_until="load")
+        images = page.evaluate(
+            "() => Array.from(document.images).map(i => ({complete: i.complete, width: i.naturalWidth}))"
+        )
+        tables = page.locator("td[data-kpi]").count()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "run_report.png"), full_page=True)
+    finally:
+        context.close()
     assert len(images) >= 4
     assert all(image["complete"] and image["width"] > 0 for image in images), images
     assert tables > 0
