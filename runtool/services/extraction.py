@@ -139,6 +139,11 @@ class ExtractionService:
     def output_dir(self, coord: RunCoordinate) -> Path:
         return processed_dir(self.config.processed_root, coord)
 
+    def metadata(self, coord: RunCoordinate) -> RunMetadata | None:
+        """The run's ``metadata.yaml`` (per-bag outcomes), or None when it has not been extracted."""
+        path = self.output_dir(coord)
+        return RunMetadata.read(path) if (path / "metadata.yaml").is_file() else None
+
     def extract(
         self,
         coord: RunCoordinate,

@@ -1,38 +1,224 @@
-"""Page 2, per-run analysis (first slice): pick a run and see where it stands, cloud to analysis.
+"""Page 2, per-run analysis: pick a run, see where it stands from cloud to analysis, and take the next step.
 
-The actions (download, extract, analyse) arrive in a later slice; this page already names the next one.
+The page shows four status cards (cloud, local, extraction, analysis) and one button for the next step of
+the pipeline, named by what it does. Downloads go plan → preview → execute *that* plan; extraction and
+analysis follow; the analysis shows as KPI cards and four tabs of charts (:mod:`runtool.ui.analysis_charts`).
+
+Every step runs in one background job at a time (:class:`~runtool.ui.tasks.BackgroundTask`), so the
+kernel keeps answering the page: the run picker and the tabs stay usable while bags download. A job
+reports progress into a bar with Cancel, ends with a one-line result, and turns failures into messages
+with their details one click away. In read-only mode the write controls are absent and the page shows
+the state and any analysis already cached.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import html
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar, get_args
 
 import ipywidgets as widgets
 
+from runtool.errors import RuntoolError
+from runtool.extract import ExtractionProgress, ExtractionStage, OutputError, RunMetadata
 from runtool.models import LEVELS, NextAction, RunCoordinate, RunState, parse_timestamp
-from runtool.services import ServiceContainer
+from runtool.services import ServiceContainer, TransferPlan, TransferProgress, TransferResult
+from runtool.services.analytics import RunAnalysis
+from runtool.services.extraction import BACKENDS, ExtractionCancelled, ExtractionResult
+from runtool.services.reports import ReportProgress, ReportResult, ReportStage
+from runtool.services.transfers import CONFLICT_MODES, ConflictMode
+from runtool.ui.analysis_charts import AnalysisView
 from runtool.ui.formatting import format_bytes, format_count, format_time
 from runtool.ui.page import Page
 from runtool.ui.query import PER_RUN
+from runtool.ui.tables import Column, html_table, text_cell
+from runtool.ui.tasks import BackgroundTask
 from runtool.ui.theme import sync_style
 
-__all__ = ["PerRunPage"]
+__all__ = ["DownloadPanel", "JobProgress", "PerRunPage", "ReportUnreadable"]
+
+T = TypeVar("T")
+
+CONFLICT_LABELS: dict[ConflictMode, tuple[str, str]] = {
+    "skip": ("Skip existing", "Keep every bag that is already on disk"),
+    "overwrite": ("Overwrite", "Download every chosen bag again, replacing the local copy"),
+    "verify": ("Verify checksums", "Compare size and CRC32C; download only bags that differ"),
+}
+BACKEND_LABELS: dict[str, tuple[str, str]] = {
+    "local": ("In-process", "Read the bags in this server's Python process"),
+    "docker": ("Docker", "Read the bags in a container built from runtool's Dockerfile"),
+}
+REPORT_LINK_LIMIT = 25 * 1024**2
+"""Reports up to this size are offered as a download link inside the page; larger ones by path only."""
+REPORT_STAGES: tuple[ReportStage, ...] = get_args(ReportStage)
 
 
-def _card(title: str, lines: list[str], css: str) -> widgets.HTML:
-    body = "".join(f"<div>{line}</div>" for line in lines)
-    return widgets.HTML(f'<div class="rt-section-title">{html.escape(title)}</div>{body}').add_class(
-        "rt-status-card"
-    ).add_class(css)
+class ReportUnreadable(RuntoolError):
+    """A rendered report could not be read back to offer it in the page."""
+
+
+def _section(title: str) -> widgets.HTML:
+    return widgets.HTML(html.escape(title)).add_class("rt-section-title")
 
 
 def _badge(status_label: str, colour: str) -> str:
     return f'<span class="rt-badge" style="background:{colour}">{html.escape(status_label)}</span>'
 
 
+def _card_html(title: str, lines: Sequence[str]) -> str:
+    """A status card's markup; ``lines`` are ready-made HTML."""
+    body = "".join(f"<div>{line}</div>" for line in lines)
+    return f'<div class="rt-section-title">{html.escape(title)}</div>{body}'
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{format_count(count)} {noun}{'' if count == 1 else 's'}"
+
+
+class JobProgress:
+    """The running job's progress: a bar, a line of text and Cancel; empty while no job runs.
+
+    Progress arrives from worker threads many times a second; the widgets are redrawn at most every
+    :attr:`INTERVAL_S`, except for the first and the forced updates (a new stage).
+    """
+
+    INTERVAL_S = 0.2
+    STEPS = 1000
+
+    def __init__(self) -> None:
+        self.bar = widgets.IntProgress(min=0, max=self.STEPS, layout=widgets.Layout(width="320px"))
+        self.bar.add_class("rt-progress")
+        self.text = widgets.HTML().add_class("rt-progress-text")
+        self.cancel_button = widgets.Button(description="Cancel", tooltip="Stop this job").add_class("rt-cancel")
+        self.widget = widgets.HBox(layout=widgets.Layout(align_items="center")).add_class("rt-job")
+        self._lock = threading.Lock()
+        self._last = 0.0
+
+    def start(self, text: str, cancellable: bool) -> None:
+        with self._lock:
+            self.bar.value = 0
+            self.text.value = html.escape(text)
+            self._last = time.monotonic()
+            self.widget.children = (self.bar, self.text, *((self.cancel_button,) if cancellable else ()))
+
+    def update(self, fraction: float, text: str, force: bool = False) -> None:
+        """Show ``fraction`` (0–1) done and ``text``; safe from any thread."""
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._last < self.INTERVAL_S:
+                return
+            self._last = now
+            self.bar.value = round(min(1.0, max(0.0, fraction)) * self.STEPS)
+            self.text.value = html.escape(text)
+
+    def finish(self) -> None:
+        with self._lock:
+            self.widget.children = ()
+
+
+class DownloadPanel:
+    """Which bags to download and how to treat existing files; the preview of the plan and its Execute button.
+
+    Changing the bags or the conflict mode makes the shown preview stale, so the panel calls
+    ``on_change`` and the page drops the plan: Execute always runs exactly what was previewed.
+    """
+
+    MAX_ROWS = 8
+
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        self.bags = widgets.SelectMultiple(
+            description="Bags", rows=self.MAX_ROWS, style={"description_width": "initial"},
+            layout=widgets.Layout(width="420px"),
+        ).add_class("rt-download-bags")
+        self.conflict = widgets.ToggleButtons(
+            options=[(CONFLICT_LABELS[mode][0], mode) for mode in CONFLICT_MODES],
+            tooltips=[CONFLICT_LABELS[mode][1] for mode in CONFLICT_MODES],
+            value="skip",
+            style={"button_width": "130px"},
+        ).add_class("rt-download-conflict")
+        self.preview_button = widgets.Button(
+            description="Preview", tooltip="List what the download would do, without downloading",
+        ).add_class("rt-download-preview")
+        self.preview = widgets.HTML().add_class("rt-preview")
+        self.execute_button = widgets.Button(button_style="primary", layout=widgets.Layout(width="auto"))
+        self.execute_button.add_class("rt-download-execute")
+        # In a row of its own, so the button keeps the width of its name instead of the panel's.
+        self.execute_row = widgets.HBox([self.execute_button])
+        self.controls = widgets.VBox([self.conflict, self.preview_button])
+        self.widget = widgets.VBox([
+            widgets.HBox([self.bags, self.controls], layout=widgets.Layout(flex_flow="row wrap")),
+            self.preview,
+        ]).add_class("rt-download")
+        self._on_change = on_change
+        self._quiet = False
+        self.bags.observe(self._changed, names="value")
+        self.conflict.observe(self._changed, names="value")
+
+    def _changed(self, _change: Mapping[str, object]) -> None:
+        if not self._quiet:
+            self._on_change()
+
+    def set_bags(self, sizes: Mapping[str, int]) -> None:
+        """Offer the run's cloud bags (name → bytes), all chosen."""
+        self._quiet = True
+        try:
+            self.bags.options = [(f"{name} · {format_bytes(size)}", name) for name, size in sizes.items()]
+            self.bags.rows = max(2, min(self.MAX_ROWS, len(sizes)))
+            self.bags.value = tuple(sizes)
+            self.conflict.value = "skip"
+        finally:
+            self._quiet = False
+
+    @property
+    def chosen_bags(self) -> list[str] | None:
+        """The chosen bag names, or None when every bag is chosen."""
+        chosen = list(self.bags.value)
+        return None if len(chosen) == len(self.bags.options) else chosen
+
+    @property
+    def conflict_mode(self) -> ConflictMode:
+        mode: ConflictMode = self.conflict.value
+        return mode
+
+    def show_plan(self, plan: TransferPlan | None, note: str = "") -> None:
+        """Show a plan's files, bytes and skipped files with their reasons, and Execute named after it."""
+        if plan is None:
+            self.preview.value = f'<div class="rt-caption">{html.escape(note)}</div>' if note else ""
+            self.widget.children = self.widget.children[:2]
+            return
+        skipped = plan.skipped
+        summary = (
+            f"{_plural(len(plan.to_transfer), 'file')}, {format_bytes(plan.bytes_to_transfer)} to download"
+            f" · {_plural(len(skipped), 'file')} skipped · conflict mode: {CONFLICT_LABELS[plan.conflict][0].lower()}"
+        )
+        table = html_table(
+            [Column("Bag"), Column("Size", True), Column("Action"), Column("Why")],
+            (
+                [text_cell(file.name), text_cell(format_bytes(file.size)),
+                 text_cell("download" if file.action == "transfer" else "skip"), text_cell(file.reason)]
+                for file in plan.files
+            ),
+            css_class="rt-preview-table",
+            limit=100,
+        )
+        self.preview.value = f'<div class="rt-preview-summary">{html.escape(summary)}</div>{table}'
+        self.execute_button.description = plan.describe()
+        self.execute_button.disabled = not plan.to_transfer
+        self.widget.children = (*self.widget.children[:2], self.execute_row)
+
+
 class PerRunPage(Page):
-    """One run's cloud, local, extraction and analysis state, and its next step."""
+    """One run: its pipeline state, the next step as a button, download/extract/analyse, and the analysis.
+
+    Readable state for scripts and tests: :attr:`view` (``"run"`` or ``"empty"``), :attr:`run_state`,
+    :attr:`plan`, :attr:`analysis_result`, :attr:`kpis`, :attr:`next_action_text`, :attr:`result_text`,
+    :attr:`failed_bags_text`. Actions start background jobs; :meth:`wait_idle` waits for them.
+    """
 
     link = PER_RUN
     css_class = "rt-page-per-run"
@@ -44,26 +230,136 @@ class PerRunPage(Page):
             layout=widgets.Layout(width="320px"),
         ).add_class("rt-run-picker")
         self.run_picker.observe(self._run_picked, names="value")
-        self.cards = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap")).add_class("rt-run-cards")
-        self.next_action = widgets.HTML().add_class("rt-next-action")
+        self.run_count = widgets.HTML().add_class("rt-caption").add_class("rt-run-count")
+        self.card_widgets = {
+            name: widgets.HTML().add_class("rt-status-card").add_class(f"rt-card-{name}")
+            for name in ("cloud", "local", "extraction", "analysis")
+        }
+        self.cards = widgets.HBox(
+            list(self.card_widgets.values()), layout=widgets.Layout(flex_flow="row wrap")
+        ).add_class("rt-run-cards")
         self.issues = widgets.HTML().add_class("rt-run-issues")
-        self.run_view = widgets.VBox([self.cards, self.next_action, self.issues]).add_class("rt-view-run")
+        self.next_step = widgets.HTML().add_class("rt-next-step")
+        self.job = JobProgress()
+        self.job.cancel_button.on_click(lambda _: self.cancel_job())
+        self.job_task: BackgroundTask[Callable[[], None]] = BackgroundTask("per-run-job")
+        self.result_line = widgets.HTML().add_class("rt-result")
+        self.failed_bags = widgets.HTML().add_class("rt-failed-bags")
+        self.report_link = widgets.HTML().add_class("rt-report-link")
+        self.analysis = AnalysisView()
+        self.analysis_hint = widgets.HTML().add_class("rt-caption").add_class("rt-analysis-hint")
+        self.analysis_area = widgets.VBox([self.analysis_hint])
+        self.analysis_title = _section("Analysis")
+
+        self.next_action: widgets.Button | None = None
+        self.report_button: widgets.Button | None = None
+        self.download: DownloadPanel | None = None
+        self.backend: widgets.ToggleButtons | None = None
+        self.extract_button: widgets.Button | None = None
+        if not self.read_only:
+            self._build_write_controls()
+
+        self.action_row = widgets.HBox(
+            [w for w in (self.next_action, self.next_step, self.report_button) if w is not None],
+            layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
+        ).add_class("rt-actions")
+        self.download_section = widgets.VBox(
+            [_section("Download"), self.download.widget] if self.download is not None else []
+        )
+        self.extract_section = widgets.VBox(
+            [_section("Extract"), widgets.HBox([widgets.HTML("Backend:"), self.backend, self.extract_button],
+                                               layout=widgets.Layout(align_items="center"))]
+            if self.backend is not None and self.extract_button is not None else []
+        )
+        self.run_view = widgets.VBox().add_class("rt-view-run")
         self.body = widgets.VBox([self.empty_state])
+
+        self.coordinate: RunCoordinate | None = None
         self.run_state: RunState | None = None
+        self.metadata: RunMetadata | None = None
+        self.plan: TransferPlan | None = None
+        self.analysis_result: RunAnalysis | None = None
+        self.report_path: Path | None = None
+        self._next_step_action: Callable[[], None] | None = None
+        self._options_version = 0
         self._picking = False
-        self.frame([self.run_picker, self.body])
+        self.frame([
+            widgets.HBox([self.run_picker, self.run_count], layout=widgets.Layout(align_items="center")),
+            self.body,
+        ])
         self.start()
+
+    def _build_write_controls(self) -> None:
+        self.next_action = widgets.Button(button_style="primary", layout=widgets.Layout(width="auto"))
+        self.next_action.add_class("rt-next-action")
+        self.next_action.on_click(lambda _: self._take_next_step())
+        self.download = DownloadPanel(self._download_options_changed)
+        self.download.preview_button.on_click(lambda _: self.preview_download())
+        self.download.execute_button.on_click(lambda _: self.start_download())
+        self.backend = widgets.ToggleButtons(
+            options=[(BACKEND_LABELS[name][0], name) for name in BACKENDS],
+            tooltips=[BACKEND_LABELS[name][1] for name in BACKENDS],
+            value=BACKENDS[0],
+            style={"button_width": "100px"},
+        ).add_class("rt-extract-backend")
+        self.extract_button = widgets.Button(layout=widgets.Layout(width="auto")).add_class("rt-extract")
+        self.extract_button.on_click(lambda _: self.start_extract())
+        self.report_button = widgets.Button(
+            description="Report", icon="file-text",
+            tooltip="Render this run's HTML report (downloads, extracts and analyses first if needed)",
+        ).add_class("rt-report")
+        self.report_button.on_click(lambda _: self.render_report())
+
+    # -- readable state --------------------------------------------------------------------------
+
+    @property
+    def kpis(self) -> dict[str, str]:
+        """The analysis KPI cards shown: label → value text (empty without an analysis)."""
+        return self.analysis.kpis if self.analysis_result is not None else {}
+
+    @property
+    def next_action_text(self) -> str:
+        """What the next-action button says (in read-only mode: the next-step sentence)."""
+        if self.next_action is not None:
+            return str(self.next_action.description)
+        return html.unescape(self.next_step.value)
+
+    @property
+    def result_text(self) -> str:
+        """The one-line result of the last job on this run ("" before any)."""
+        return html.unescape(self.result_line.value)
+
+    @property
+    def failed_bags_text(self) -> str:
+        """The failed-bags section as shown (HTML; empty when every bag was read)."""
+        return self.failed_bags.value
+
+    @property
+    def busy(self) -> bool:
+        return self.job_task.running
+
+    # -- selection -------------------------------------------------------------------------------
 
     def select_run(self, timestamp: str) -> None:
         """Show the run of the selected laser box that started at ``timestamp``."""
         self.set_filters(self.filters.replace(timestamp=timestamp))
 
-    def _run_picked(self, change: dict[str, object]) -> None:
+    def _run_picked(self, change: Mapping[str, object]) -> None:
         if not self._picking and change["new"]:
             self.select_run(str(change["new"]))
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until a running refresh or job and its redraw are done (for scripts and tests)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        return super().wait_idle(remaining()) and self.job_task.join(remaining())
+
+    # -- drawing ---------------------------------------------------------------------------------
+
     def _show(self) -> None:
-        self.run_state = None
         reason = self.unavailable_reason()
         if reason is not None or self.services is None:
             self._show_empty(reason or "")
@@ -79,14 +375,44 @@ class PerRunPage(Page):
         wanted = self.filters.timestamp
         chosen = wanted if wanted in timestamps else timestamps[0]
         self._set_picker(timestamps, chosen)
+        self.run_count.value = (
+            f"{_plural(len(timestamps), 'run')} for {html.escape(lb_filters.lbid or '')} "
+            f"in {html.escape(lb_filters.fieldid or '')}"
+        )
         if chosen != wanted:
             self.filter_bar.set_filters(self.filters.replace(timestamp=chosen))
             self._update_links()
             if wanted is not None:
                 self.messages.warning(f"The run {wanted} is not under this laser box; showing the newest run.")
         coordinate = RunCoordinate.from_filters(self.filters)
-        self.run_state = self.services.data_state.get_complete_run_state(coordinate)
-        self._show_state(self.run_state)
+        if coordinate != self.coordinate:
+            self._switch_run(coordinate)
+        state = self.services.data_state.get_complete_run_state(coordinate)
+        self.run_state = state
+        self.metadata = self._read_metadata(state)
+        self.analysis_result = self._current_analysis(state)
+        self._show_cards(state)
+        self._show_failed_bags()
+        self._show_actions(state)
+        self._show_analysis(state)
+        self.run_view.children = [
+            self.cards, self.issues, self.action_row, self.job.widget, self.result_line, self.report_link,
+            self.download_section,
+            self.extract_section, self.failed_bags, self.analysis_title, self.analysis_area,
+        ]
+        self.body.children = [self.run_view]
+        self.view = "run"
+
+    def _switch_run(self, coordinate: RunCoordinate) -> None:
+        """Forget what belonged to the previous run: its plan, analysis, result line and report link."""
+        self.coordinate = coordinate
+        self.plan = None
+        self.analysis_result = None
+        self.result_line.value = ""
+        self.report_link.value = ""
+        self.report_path = None
+        if self.download is not None:
+            self.download.show_plan(None)
 
     def _set_picker(self, timestamps: list[str], chosen: str | None) -> None:
         self._picking = True
@@ -99,41 +425,455 @@ class PerRunPage(Page):
 
     def _show_empty(self, text: str) -> None:
         self._set_picker([], None)
+        self.coordinate = None
+        self.run_count.value = ""
+        self.run_state = None
         self.empty_state.value = text
         self.body.children = [self.empty_state]
         self.view = "empty"
 
-    def _show_state(self, state: RunState) -> None:
+    def _read_metadata(self, state: RunState) -> RunMetadata | None:
+        """The extraction's ``metadata.yaml`` (per-bag status and errors), or None when not extracted."""
+        if not state.extraction.extracted or self.services is None:
+            return None
+        try:
+            return self.services.extraction.metadata(state.coordinate)
+        except OutputError as exc:
+            self.messages.report(exc, "reading the extraction's metadata")
+            return None
+
+    def _show_cards(self, state: RunState) -> None:
         raw_sync, ml_sync = sync_style(state.raw_sync, "raw"), sync_style(state.ml_sync, "ml")
-        cloud_raw, cloud_ml = state.cloud_raw, state.cloud_ml
-        local_raw, local_ml = state.local_raw, state.local_ml
+        cloud_raw, cloud_ml, local_raw, local_ml = state.cloud_raw, state.cloud_ml, state.local_raw, state.local_ml
+        ml_cloud = (f"ML: {_plural(cloud_ml.label_count, 'label')}, {_plural(cloud_ml.frame_count, 'frame')}, "
+                    f"{format_bytes(cloud_ml.total_bytes)}")
+        self.card_widgets["cloud"].value = _card_html("Cloud", [
+            f"Raw: {_plural(cloud_raw.bag_count, 'bag')}, {format_bytes(cloud_raw.total_size)}"
+            if cloud_raw.exists else "Raw: no bags in the raw bucket",
+            ml_cloud,
+        ])
+        self.card_widgets["local"].value = _card_html("Local", [
+            f"Raw: {_plural(local_raw.bag_count, 'bag')}, {format_bytes(local_raw.total_size)} "
+            + _badge(raw_sync.label, raw_sync.colour),
+            f"ML: {_plural(local_ml.label_count, 'label')}, {_plural(local_ml.frame_count, 'frame')}, "
+            f"{format_bytes(local_ml.total_bytes)} " + _badge(ml_sync.label, ml_sync.colour),
+        ])
         extraction = state.extraction
-        self.cards.children = [
-            _card("Cloud", [
-                f"Raw: {format_count(cloud_raw.bag_count)} bags, {format_bytes(cloud_raw.total_size)}",
-                f"ML: {format_count(cloud_ml.label_count)} labels, {format_count(cloud_ml.frame_count)} frames, "
-                f"{format_bytes(cloud_ml.total_bytes)}",
-            ], "rt-card-cloud"),
-            _card("Local", [
-                f"Raw: {format_count(local_raw.bag_count)} bags, {format_bytes(local_raw.total_size)} "
-                + _badge(raw_sync.label, raw_sync.colour),
-                f"ML: {format_count(local_ml.label_count)} labels, {format_count(local_ml.frame_count)} frames, "
-                f"{format_bytes(local_ml.total_bytes)} " + _badge(ml_sync.label, ml_sync.colour),
-            ], "rt-card-local"),
-            _card("Extraction", [
-                "extracted" if extraction.extracted
-                else "not extracted: missing " + html.escape(", ".join(extraction.missing)),
-            ], "rt-card-extraction"),
-            _card("Analysis", ["analysed" if extraction.analyzed else "not analysed"], "rt-card-analysis"),
-        ]
-        action = state.next_action
-        self.next_action.value = (
-            "<b>Next: nothing, the run is complete</b>" if action is NextAction.COMPLETE
-            else f"<b>Next: {html.escape(action.value)}</b>"
-        )
+        if extraction.extracted:
+            lines = ["extracted"]
+            if self.metadata is not None:
+                failed = len(self.metadata.bags_failed)
+                lines.append(f"{_plural(len(self.metadata.bags_ok), 'bag')} read, {format_count(failed)} failed"
+                             + (" (listed below)" if failed else ""))
+        elif extraction.present:
+            lines = ["not extracted: incomplete, missing " + html.escape(", ".join(extraction.missing))]
+        else:
+            lines = ["not extracted"]
+        self.card_widgets["extraction"].value = _card_html("Extraction", lines)
+        if not extraction.analyzed:
+            analysis_lines = ["not analysed"]
+        elif self.analysis_result is not None:
+            analysis_lines = ["analysed", f"{html.escape(format_time(self.analysis_result.analysed_at))} UTC"]
+        else:
+            analysis_lines = ["analysed, but out of date: the run was extracted again since"]
+        self.card_widgets["analysis"].value = _card_html("Analysis", analysis_lines)
         self.issues.value = (
             "<ul>" + "".join(f"<li>{html.escape(issue)}</li>" for issue in state.issues) + "</ul>"
             if state.issues else ""
         )
-        self.body.children = [self.run_view]
-        self.view = "run"
+
+    def _current_analysis(self, state: RunState) -> RunAnalysis | None:
+        """The analysis to show: the one already shown for this run, else the cache if it is up to date.
+
+        The cache is read directly, never recomputed: it is small (series, histograms and KPIs) and loads
+        in a fraction of a second, while computing is a job the user starts.
+        """
+        if self.services is None or not state.extraction.analyzed:
+            return None
+        if self.analysis_result is not None and self.analysis_result.coordinate == state.coordinate:
+            return self.analysis_result
+        return self.services.analytics.load_cached(state.coordinate)
+
+    def _show_failed_bags(self) -> None:
+        failed = self.metadata.bags_failed if self.metadata is not None else ()
+        if not failed:
+            self.failed_bags.value = ""
+            return
+        self.failed_bags.value = (
+            f'<div class="rt-section-title">Failed bags ({format_count(len(failed))}): not in the extraction '
+            "or the analysis</div>"
+            + html_table([Column("Bag"), Column("Error")],
+                         ([text_cell(bag.name), text_cell(bag.error or "no error recorded")] for bag in failed))
+        )
+
+    def _show_actions(self, state: RunState) -> None:
+        label, action = self._next_step_for(state)
+        busy = self.busy
+        if self.next_action is None:
+            self.next_step.value = html.escape(label)
+        else:
+            self._next_step_action = action
+            self.next_action.description = label
+            self.next_action.disabled = action is None or busy
+            complete = state.next_action is NextAction.COMPLETE and self.analysis_result is not None
+            self.next_action.button_style = "success" if complete else "primary"
+        if self.report_button is not None:
+            self.report_button.disabled = busy
+        if self.download is not None:
+            self.download_section.layout.display = None if state.cloud_raw.exists else "none"
+            if self._download_bags_changed(state):
+                self.download.set_bags(self._cloud_bags(state))
+            self.download.preview_button.disabled = busy
+            self.download.execute_button.disabled = busy or self.plan is None or not self.plan.to_transfer
+        if self.extract_button is not None:
+            self.extract_section.layout.display = None if state.local_raw.exists else "none"
+            verb = "Re-extract" if state.extraction.extracted else "Extract"
+            self.extract_button.description = f"{verb} {_plural(state.local_raw.bag_count, 'bag')}"
+            self.extract_button.disabled = busy
+
+    def _next_step_for(self, state: RunState) -> tuple[str, Callable[[], None] | None]:
+        """The next step's button text and what it does (None: nothing to do, or not possible)."""
+        action = state.next_action
+        if self.read_only:
+            if action is NextAction.COMPLETE and self.analysis_result is not None:
+                return "The run is complete: downloaded, extracted and analysed.", None
+            step = "analyze" if action is NextAction.COMPLETE else action.value
+            return f"Next step: {step} (not available here: this server is read-only).", None
+        if action is NextAction.DOWNLOAD:
+            if not state.cloud_raw.exists:
+                return "Nothing to download: the raw bucket has no bags for this run", None
+            if self.plan is not None and self.plan.coordinate == state.coordinate:
+                return self.plan.describe(), self.start_download if self.plan.to_transfer else None
+            return f"Preview download of {_plural(state.cloud_raw.bag_count, 'bag')}", self.preview_download
+        if action is NextAction.EXTRACT:
+            return f"Extract {_plural(state.local_raw.bag_count, 'bag')}", self.start_extract
+        if action is NextAction.ANALYZE:
+            return "Analyse", self.start_analyze
+        if self.analysis_result is None:
+            return "Analyse again (the analysis is out of date)", self.start_analyze
+        return "Complete", None
+
+    def _take_next_step(self) -> None:
+        if self._next_step_action is not None:
+            self._next_step_action()
+
+    @staticmethod
+    def _cloud_bags(state: RunState) -> dict[str, int]:
+        """The run's cloud bags in bag-index order (``_…_2.bag`` before ``_…_10.bag``)."""
+        def index(name: str) -> tuple[int, str]:
+            suffix = name.removesuffix(".bag").rsplit("_", 1)[-1]
+            return (int(suffix) if suffix.isdigit() else -1, name)
+
+        return {name: state.cloud_raw.bag_sizes[name] for name in sorted(state.cloud_raw.bag_sizes, key=index)}
+
+    def _download_bags_changed(self, state: RunState) -> bool:
+        assert self.download is not None
+        return [value for _, value in self.download.bags.options] != list(self._cloud_bags(state))
+
+    def _show_analysis(self, state: RunState) -> None:
+        analysis = self.analysis_result
+        if analysis is not None:
+            if self.analysis.shown is not analysis:
+                self.analysis.show(analysis)
+            self.analysis_area.children = [self.analysis.widget]
+            return
+        coord = state.coordinate.to_path_str()
+        if not state.extraction.extracted:
+            text = ("Not extracted yet, so there is nothing to analyse." if self.read_only
+                    else "Download and extract the run to analyse it.")
+        elif self.read_only:
+            text = (f"This run has no up-to-date analysis, and this server is read-only. Ask an operator to run "
+                    f"`runtool analyze {coord}`, then reload the page.")
+        else:
+            text = "The run is extracted: press Analyse to compute its metrics."
+        self.analysis_hint.value = html.escape(text)
+        self.analysis_area.children = [self.analysis_hint]
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def _refused(self, doing: str) -> bool:
+        """Whether ``doing`` cannot start now: read-only, no run, or another job still running (says why)."""
+        if self.read_only or self.services is None:
+            self.messages.error(f"{doing} is not possible here: this server is read-only.")
+            return True
+        if self.coordinate is None or self.view != "run":
+            self.messages.error(f"{doing} needs a run: pick one first.")
+            return True
+        if self.busy:
+            self.messages.warning(f"{doing} has to wait: another job is still running. Wait for it, or cancel it.")
+            return True
+        return False
+
+    def _run_job(
+        self,
+        text: str,
+        work: Callable[[threading.Event], T],
+        done: Callable[[RunCoordinate, T], None],
+        doing: str,
+        cancellable: bool = True,
+    ) -> None:
+        """Run ``work(cancel)`` in the background, then ``done(coordinate, result)``; errors become messages.
+
+        The job returns its own continuation, so one task type serves every kind of job. The run's state
+        is redrawn afterwards whatever happened, because even a failed job may have changed it.
+        """
+        coordinate = self.coordinate
+        assert coordinate is not None  # checked by _refused
+
+        def job(cancel: threading.Event) -> Callable[[], None]:
+            result = work(cancel)
+            return lambda: done(coordinate, result)
+
+        def finished(continuation: Callable[[], None]) -> None:
+            self.job.finish()
+            # Under the render lock: the continuation changes what a redraw on the kernel thread reads.
+            with self._render_lock:
+                try:
+                    continuation()
+                except Exception as exc:  # shown on the page; the state is redrawn below all the same
+                    self.messages.report(exc, doing)
+            self.render()
+
+        def failed(exc: Exception) -> None:
+            self.job.finish()
+            if isinstance(exc, ExtractionCancelled):
+                self.messages.info(str(exc))
+            else:
+                self.messages.report(exc, doing)
+            self.render()
+
+        # Busy first: a quick job may end, and redraw the buttons enabled, before start() returns.
+        self._show_busy()
+        self.job.start(text, cancellable)
+        self.job_task.start(job, finished, failed)
+
+    def _show_busy(self) -> None:
+        """Disable the action buttons while a job runs (the redraw after the job enables them again)."""
+        for button in (self.next_action, self.report_button, self.extract_button):
+            if button is not None:
+                button.disabled = True
+        if self.download is not None:
+            self.download.preview_button.disabled = True
+            self.download.execute_button.disabled = True
+
+    def cancel_job(self) -> None:
+        self.job_task.cancel.set()
+
+    def _show_result(self, coordinate: RunCoordinate, line: str) -> None:
+        """The job's one-line result; for a run no longer shown it goes to the messages instead."""
+        if coordinate == self.coordinate:
+            self.result_line.value = html.escape(line)
+        else:
+            self.messages.info(f"{coordinate}: {line}")
+
+    # -- download --------------------------------------------------------------------------------
+
+    def _download_options_changed(self) -> None:
+        self._options_version += 1
+        if self.plan is None:
+            return
+        self.plan = None
+        if self.download is not None:
+            self.download.show_plan(None, "The bags or the conflict mode changed: press Preview again.")
+        if self.run_state is not None:
+            self._show_actions(self.run_state)
+
+    def preview_download(self, bags: Sequence[str] | None = None, conflict: ConflictMode | None = None) -> None:
+        """Plan the download of ``bags`` (default: the chosen ones, all at first) in the background and show it.
+
+        ``bags`` are cloud bag names (``_…_0.bag``); ``conflict`` is ``skip``, ``overwrite`` or ``verify``.
+        """
+        if self._refused("Previewing a download") or self.download is None or self.services is None:
+            return
+        if bags is not None:
+            offered = [value for _, value in self.download.bags.options]
+            unknown = [name for name in bags if name not in offered]
+            if unknown:
+                self.messages.error(f"This run has no bag named {', '.join(unknown)}; pick from the list.")
+                return
+            self.download.bags.value = tuple(bags)
+        if conflict is not None:
+            self.download.conflict.value = conflict
+        chosen, mode = self.download.chosen_bags, self.download.conflict_mode
+        version = self._options_version
+        transfers = self.services.transfers
+        coordinate = self.coordinate
+        assert coordinate is not None
+
+        def work(_cancel: threading.Event) -> TransferPlan:
+            return transfers.plan_raw_download(coordinate, bags=chosen, conflict=mode)
+
+        def done(job_coordinate: RunCoordinate, plan: TransferPlan) -> None:
+            if job_coordinate != self.coordinate or version != self._options_version or self.download is None:
+                return  # the run or the options changed while planning: this preview is stale
+            self.plan = plan
+            self.download.show_plan(plan)
+
+        what = "all bags" if chosen is None else _plural(len(chosen), "bag")
+        self._run_job(f"Listing {what} in the raw bucket…", work, done, "previewing the download",
+                      cancellable=False)
+
+    def start_download(self) -> None:
+        """Execute the previewed plan in the background, with byte progress and Cancel."""
+        if self._refused("Downloading") or self.services is None:
+            return
+        plan = self.plan
+        if plan is None or plan.coordinate != self.coordinate:
+            self.messages.warning("Preview the download first: the Download button runs exactly the preview.")
+            return
+        if not plan.to_transfer:
+            self.messages.info(f"{plan.describe()}.")
+            return
+        transfers = self.services.transfers
+
+        def progress(event: TransferProgress) -> None:
+            fraction = event.bytes_done / event.bytes_total if event.bytes_total else 0.0
+            self.job.update(
+                fraction,
+                f"{format_count(event.files_done)} of {_plural(event.files_total, 'bag')} · "
+                f"{format_bytes(event.bytes_done)} of {format_bytes(event.bytes_total)} · {event.current}",
+                force=event.files_done == event.files_total,
+            )
+
+        def work(cancel: threading.Event) -> TransferResult:
+            return transfers.execute(plan, progress=progress, cancel=cancel)
+
+        self._run_job(f"{plan.describe()}…", work, self._downloaded, "downloading the run's bags")
+
+    def _downloaded(self, coordinate: RunCoordinate, result: TransferResult) -> None:
+        if coordinate == self.coordinate:
+            self.plan = None
+            if self.download is not None:
+                self.download.show_plan(None)
+        self._show_result(coordinate, result.summary())
+        failures = [outcome for outcome in result.outcomes if outcome.status == "failed"]
+        if failures:
+            names = ", ".join(outcome.file.name for outcome in failures[:5])
+            more = f" and {format_count(len(failures) - 5)} more" if len(failures) > 5 else ""
+            self.messages.error(
+                f"{_plural(len(failures), 'bag')} of {coordinate} could not be downloaded ({names}{more}). "
+                "Bags that arrived are kept; preview and download again to fetch the rest.",
+                "\n".join(f"{outcome.file.name}: {outcome.error}" for outcome in failures),
+            )
+        if result.cancelled:
+            self.messages.info(
+                f"The download of {coordinate} was cancelled. Complete bags are kept; download again to resume."
+            )
+
+    # -- extraction ------------------------------------------------------------------------------
+
+    def start_extract(self, backend: str | None = None) -> None:
+        """Extract the run's downloaded bags in the background (``backend``: ``local`` or ``docker``)."""
+        if self._refused("Extracting") or self.services is None or self.backend is None:
+            return
+        if backend is not None:
+            if backend not in BACKENDS:
+                self.messages.error(f"There is no extraction backend {backend!r}; choose {' or '.join(BACKENDS)}.")
+                return
+            self.backend.value = backend
+        chosen: str = self.backend.value
+        extraction = self.services.extraction
+        coordinate = self.coordinate
+        assert coordinate is not None
+
+        def progress(event: ExtractionProgress) -> None:
+            total = max(event.bags_total, 1)
+            if event.stage in (ExtractionStage.WRITING, ExtractionStage.DONE):
+                self.job.update(1.0, "Writing the output files…", force=True)
+                return
+            within = event.messages / event.messages_total if event.messages_total else 0.0
+            if event.stage in (ExtractionStage.BAG_DONE, ExtractionStage.BAG_FAILED):
+                within = 0.0
+            current = min(event.bags_done + 1, total)
+            state = " failed" if event.stage is ExtractionStage.BAG_FAILED else ""
+            self.job.update(
+                (event.bags_done + within) / total,
+                f"Bag {format_count(current)} of {format_count(total)}: {event.bag or ''}{state} · "
+                f"{format_count(event.messages)} of {format_count(event.messages_total)} messages",
+                force=event.stage is not ExtractionStage.READING,
+            )
+
+        def work(cancel: threading.Event) -> ExtractionResult:
+            return extraction.extract(coordinate, backend=chosen, progress=progress, cancel=cancel)
+
+        bags = self.run_state.local_raw.bag_count if self.run_state is not None else 0
+        self._run_job(f"Extracting {_plural(bags, 'bag')} ({BACKEND_LABELS[chosen][0].lower()})…", work,
+                      self._extracted, "extracting the run")
+
+    def _extracted(self, coordinate: RunCoordinate, result: ExtractionResult) -> None:
+        if coordinate == self.coordinate:
+            self.analysis_result = None
+        self._show_result(
+            coordinate,
+            f"Extracted {_plural(len(result.bags_ok), 'bag')} ({format_count(len(result.bags_failed))} failed) in "
+            f"{result.seconds:.1f} s — {format_count(result.frames)} frames, {format_count(result.detections)} "
+            f"detection and {format_count(result.tracks)} tracking messages",
+        )
+        for warning in result.warnings:
+            self.messages.warning(warning)
+
+    # -- analysis --------------------------------------------------------------------------------
+
+    def start_analyze(self) -> None:
+        """Compute the run's analysis in the background (or load it from the cache if it is up to date)."""
+        if self._refused("Analysing") or self.services is None:
+            return
+        analytics = self.services.analytics
+        coordinate = self.coordinate
+        assert coordinate is not None
+        started = time.monotonic()
+
+        def work(_cancel: threading.Event) -> RunAnalysis:
+            return analytics.analyze_run(coordinate)
+
+        def done(job_coordinate: RunCoordinate, analysis: RunAnalysis) -> None:
+            if job_coordinate == self.coordinate:
+                self.analysis_result = analysis
+            source = "from the cache" if analysis.from_cache else "computed"
+            self._show_result(job_coordinate, f"Analysis {source} in {time.monotonic() - started:.1f} s")
+
+        self._run_job("Analysing…", work, done, "analysing the run", cancellable=False)
+
+    # -- report ----------------------------------------------------------------------------------
+
+    def render_report(self) -> None:
+        """Render the run's HTML report in the background, then link to it."""
+        if self._refused("Rendering a report") or self.services is None:
+            return
+        reports = self.services.reports
+        coordinate = self.coordinate
+        assert coordinate is not None
+
+        def progress(event: ReportProgress) -> None:
+            step = REPORT_STAGES.index(event.stage)
+            self.job.update(step / (len(REPORT_STAGES) - 1), event.message, force=True)
+
+        def work(_cancel: threading.Event) -> tuple[ReportResult, bytes]:
+            result = reports.render(coordinate, progress=progress)
+            try:
+                size = result.html.stat().st_size
+                return result, result.html.read_bytes() if size <= REPORT_LINK_LIMIT else b""
+            except OSError as exc:
+                raise ReportUnreadable(
+                    f"The report was rendered to {result.html}, but it cannot be read: {exc}"
+                ) from exc
+
+        def done(job_coordinate: RunCoordinate, report: tuple[ReportResult, bytes]) -> None:
+            result, content = report
+            self._show_result(job_coordinate, f"Report rendered in {result.seconds:.1f} s: {result.html.name}")
+            if job_coordinate != self.coordinate:
+                return
+            self.report_path = result.html
+            # The server shows no files but the notebooks, so the report travels inside the link itself.
+            where = f'<span class="rt-caption">saved as {html.escape(str(result.html))}</span>'
+            if content:
+                data = base64.b64encode(content).decode("ascii")
+                self.report_link.value = (
+                    f'<a href="data:text/html;base64,{data}" download="{html.escape(result.html.name, quote=True)}">'
+                    f"Download the report ({format_bytes(len(content))})</a> · {where}"
+                )
+            else:
+                self.report_link.value = f"The report is too large to offer here; it is {where}"
+
+        self._run_job("Rendering the report…", work, done, "rendering the report", cancellable=False)
+

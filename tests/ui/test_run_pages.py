@@ -28,7 +28,7 @@ def test_a_run_from_a_link_shows_its_state_and_next_step(services: ServiceContai
     assert page.run_picker.value == "2025_08_03T09:30:00Z"
     assert page.run_state is not None
     assert (page.run_state.cloud_raw.bag_count, page.run_state.cloud_ml.label_count) == (3, 3)
-    assert page.next_action.value == "<b>Next: download</b>"
+    assert page.next_action_text == "Preview download of 3 bags"
     cards = [card.value for card in page.cards.children]
     assert len(cards) == 4
     assert "Raw: 3 bags" in cards[0] and "not downloaded" in cards[1]

@@ -1,0 +1,203 @@
+"""The per-run page (02_per_run_analysis.ipynb) in a real chromium: download → extract → analyse a demo run.
+
+The shared ``voila`` server's local roots are read by other tests, so this module serves the demo fleet's
+buckets from its own ``runtool serve`` with a config whose data folder is private: the downloads and the
+extraction land there. Expected values come from a ServiceContainer on the same config.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from runtool.formatting import format_bytes, format_time
+from runtool.models import RunCoordinate
+from runtool.services import ServiceContainer
+from runtool.storage import local_raw_dir
+from runtool.ui.analysis_charts import TAB_TITLES
+from runtool.ui.query import selection_query
+from tests.browser.conftest import VoilaServer, screenshot
+from tests.conftest import SeededFleet, write_toml
+from tests.ui.test_per_run_page import download_and_extract, drop_tracking, expected_kpis, pick_run
+
+pytestmark = pytest.mark.browser
+
+PER_RUN = "02_per_run_analysis.ipynb"
+WAIT_S = 60.0
+"""How long a job (download, extraction, analysis of a few small bags) and its redraw may take."""
+
+
+@pytest.fixture(scope="module")
+def config_path(demo_fleet: SeededFleet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A config file on the demo fleet's buckets with a private data folder, inventory scanned."""
+    root = tmp_path_factory.mktemp("per-run-serve")
+    path = write_toml(demo_fleet.config.with_overrides(data_dir=root / "data"), root / "runtool.toml")
+    ServiceContainer.from_environment(path).inventory.refresh()
+    return path
+
+
+@pytest.fixture(scope="module")
+def services(config_path: Path) -> ServiceContainer:
+    return ServiceContainer.from_environment(config_path)
+
+
+@pytest.fixture(scope="module")
+def server(config_path: Path) -> Iterator[VoilaServer]:
+    voila = VoilaServer(config_path)
+    yield voila
+    voila.stop()
+
+
+def read_kpis(page: Any) -> dict[str, str]:
+    """Label → value of every analysis KPI card shown."""
+    return dict(
+        page.eval_on_selector_all(
+            ".rt-analysis-kpis .rt-kpi",
+            """cards => cards.map(card => [
+                (card.querySelector('.rt-kpi-label')?.innerText ?? '').trim(),
+                (card.querySelector('.rt-kpi-value')?.innerText ?? '').trim(),
+            ])""",
+        )
+    )
+
+
+def assert_kpis(page: Any, expected: dict[str, str]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    shown = read_kpis(page)
+    while shown != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        shown = read_kpis(page)
+    assert shown == expected
+
+
+def assert_no_traceback(page: Any) -> None:
+    content = page.content()
+    assert "Traceback" not in content
+    assert 'data-mime-type="application/vnd.jupyter.stderr"' not in content
+    expect(page.locator(".rt-message-error")).to_have_count(0)
+
+
+def open_run(page: Any, server: VoilaServer, coord: RunCoordinate) -> None:
+    page.goto(server.url(PER_RUN, selection_query(coord.to_filters())))
+    page.wait_for_selector(".rt-page-per-run", state="visible")
+    expect(page.locator(".rt-view-run")).to_be_visible(timeout=WAIT_S * 1000)
+
+
+def test_download_extract_and_analyse_a_run_by_clicking(page: Any, server: VoilaServer,
+                                                        services: ServiceContainer) -> None:
+    coord = pick_run(services)
+    state = services.data_state.get_complete_run_state(coord)
+    next_action = page.locator("button.rt-next-action")
+    result = page.locator(".rt-result")
+
+    open_run(page, server, coord)
+    expect(page.locator(".rt-run-picker select")).to_have_value(format_time(coord.start_time))
+    expect(page.locator(".rt-status-card")).to_have_count(4)
+    expect(page.locator(".rt-card-cloud")).to_contain_text(
+        f"Raw: 3 bags, {format_bytes(state.cloud_raw.total_size)}")
+    expect(page.locator(".rt-card-local")).to_contain_text("not downloaded")
+    expect(next_action).to_have_text("Preview download of 3 bags")
+    assert_no_traceback(page)
+    screenshot(page, "per-run-start")
+
+    # Preview: the plan the service would make, and an Execute button named after it.
+    plan = services.transfers.plan_raw_download(coord)
+    next_action.click()
+    execute = page.locator("button.rt-download-execute")
+    expect(execute).to_have_text(plan.describe(), timeout=WAIT_S * 1000)
+    expect(next_action).to_have_text(plan.describe())
+    expect(page.locator(".rt-preview-table tbody tr")).to_have_count(3)
+    screenshot(page, "per-run-preview")
+
+    execute.click()
+    expect(next_action).to_have_text("Extract 3 bags", timeout=WAIT_S * 1000)
+    expect(result).to_contain_text("3 files, ")
+    expect(result).to_contain_text("0 skipped, 0 failed")
+    expect(page.locator(".rt-card-local")).to_contain_text("synced")
+    landed = sorted(p.stat().st_size for p in local_raw_dir(services.config.raw_root, coord).glob("rosbag_*.bag"))
+    assert landed == sorted(file.size for file in plan.files)
+    screenshot(page, "per-run-downloaded")
+
+    page.locator(".rt-extract-backend button", has_text="In-process").click()
+    next_action.click()
+    expect(next_action).to_have_text("Analyse", timeout=WAIT_S * 1000)
+    expect(result).to_contain_text("Extracted 3 bags (0 failed)")
+    expect(page.locator(".rt-card-extraction")).to_contain_text("3 bags read, 0 failed")
+    screenshot(page, "per-run-extracted")
+
+    next_action.click()
+    expect(next_action).to_have_text("Complete", timeout=WAIT_S * 1000)
+    tabs = page.locator(".rt-analysis-tabs")
+    expect(tabs).to_be_visible()
+    assert_kpis(page, expected_kpis(services.analytics.analyze_run(coord).kpis))
+    titles = tabs.locator(".lm-TabBar-tab")
+    expect(titles).to_have_text(list(TAB_TITLES))
+    expect(page.locator(".rt-no-data")).to_have_count(0)
+    assert_no_traceback(page)
+    screenshot(page, "per-run-analysed")
+    # Each tab draws its figures (legacy grid: 3×3, 2×3, 2×2, 2×2), with the means and targets written out.
+    for index, (name, figures, label) in enumerate((("fps", 9, "target 25 FPS"), ("detections", 6, "μ="),
+                                                    ("latency", 4, "Mean: "), ("tracks", 4, "μ="))):
+        titles.nth(index).click()
+        panel = page.locator(f".rt-tab-{name}")
+        expect(panel).to_be_visible()
+        expect(panel.locator(".bqplot.figure")).to_have_count(figures)
+        expect(panel.locator("svg text", has_text=label).first).to_be_visible()
+        screenshot(page, f"per-run-tab-{name}")
+
+    page.locator("button.rt-report").click()
+    expect(page.locator(".rt-report-link a")).to_have_text(re.compile(r"^Download the report \(.+\)$"),
+                                                           timeout=WAIT_S * 1000)
+    expect(result).to_contain_text("Report rendered in ")
+    assert_no_traceback(page)
+    screenshot(page, "per-run-report")
+
+
+def test_read_only_shows_the_cached_analysis_and_no_write_controls(
+    page: Any, services: ServiceContainer, config_path: Path
+) -> None:
+    coord = pick_run(services, bags=2)
+    services.transfers.execute(services.transfers.plan_raw_download(coord))
+    services.extraction.extract(coord)
+    kpis = services.analytics.analyze_run(coord).kpis
+    reader = VoilaServer(config_path, read_only=True)
+    try:
+        open_run(page, reader, coord)
+        expect(page.locator(".rt-analysis-tabs")).to_be_visible(timeout=WAIT_S * 1000)
+        assert_kpis(page, expected_kpis(kpis))
+        expect(page.locator(".rt-next-step")).to_have_text(
+            "The run is complete: downloaded, extracted and analysed.")
+        for css in ("rt-next-action", "rt-download-preview", "rt-download-execute", "rt-extract", "rt-report",
+                    "rt-cancel", "rt-refresh"):
+            expect(page.locator(f".{css}")).to_have_count(0)
+        # No button at all outside the charts (bqplot's own toolbar buttons aside).
+        assert page.eval_on_selector_all(
+            ".rt-page-per-run button", "buttons => buttons.filter(b => !b.closest('.bqplot')).length") == 0
+        assert_no_traceback(page)
+        screenshot(page, "per-run-read-only")
+    finally:
+        reader.stop()
+
+
+def test_a_run_without_tracking_shows_no_data_sentences(page: Any, server: VoilaServer,
+                                                        services: ServiceContainer) -> None:
+    runs = services.data_state.all_runs()
+    coord = pick_run(services, bags=int(runs["raw_bags"][runs["raw_bags"] > 0].max()))
+    download_and_extract(services, coord)
+    drop_tracking(services, coord)
+    services.analytics.analyze_run(coord)
+    open_run(page, server, coord)
+    expect(page.locator(".rt-analysis-tabs")).to_be_visible(timeout=WAIT_S * 1000)
+    expect(page.locator(".rt-tab-fps .rt-no-data")).to_have_text("No tracking data in this run")
+    expect(page.locator(".rt-tab-fps .bqplot.figure")).to_have_count(6)
+    page.locator(".rt-analysis-tabs .lm-TabBar-tab", has_text="Track lifecycles").click()
+    expect(page.locator(".rt-tab-tracks .rt-no-data")).to_have_text("No tracking data in this run")
+    expect(page.locator(".rt-tab-tracks .bqplot.figure")).to_have_count(0)
+    assert_no_traceback(page)
+    screenshot(page, "per-run-no-tracking")

@@ -1,0 +1,350 @@
+"""The per-run page driven from Python over the demo fleet's real ROS1 bags: preview → download → extract → analyse.
+
+The demo fleet's buckets are shared by the whole session and only read here; every test downloads into
+its own local roots under ``tmp_path``. Expected values come from the services and are formatted here
+independently, so a page that shows other numbers than the services fails.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ipywidgets as widgets
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from runtool.config import RuntoolConfig
+from runtool.formatting import format_bytes
+from runtool.models import RunCoordinate
+from runtool.services import ServiceContainer
+from runtool.storage import local_raw_dir
+from runtool.ui import PerRunPage
+from runtool.ui.analysis_charts import TAB_TITLES, downsample, width_histogram
+from runtool.ui.query import selection_query
+from tests.conftest import SeededFleet
+
+from .widget_tree import descendants, with_class
+
+WAIT_S = 120.0
+
+
+def private_config(fleet: SeededFleet, root: Path) -> RuntoolConfig:
+    """The demo fleet's buckets with local roots and cache of this test's own."""
+    return fleet.config.with_overrides(
+        data_dir=root, raw_root=root / "raw", processed_root=root / "processed", ml_root=root / "ML",
+        cache_dir=root / "cache",
+    )
+
+
+@pytest.fixture
+def services(demo_fleet: SeededFleet, tmp_path: Path) -> ServiceContainer:
+    container = ServiceContainer(private_config(demo_fleet, tmp_path / "data"))
+    container.inventory.refresh()
+    return container
+
+
+def pick_run(services: ServiceContainer, bags: int = 3) -> RunCoordinate:
+    """The first demo run (in coordinate order) with ``bags`` real bags in the raw bucket."""
+    runs = services.data_state.all_runs()
+    chosen = runs[runs["raw_bags"] == bags].sort_values(["cid", "regionid", "fieldid", "twid", "lbid", "timestamp"])
+    row = chosen.iloc[0]
+    return RunCoordinate(*(str(row[c]) for c in ("cid", "regionid", "fieldid", "twid", "lbid", "timestamp")))
+
+
+def open_page(services: ServiceContainer, coord: RunCoordinate) -> PerRunPage:
+    page = PerRunPage(services, query=selection_query(coord.to_filters()))
+    assert page.view == "run" and page.coordinate == coord
+    return page
+
+
+def run_idle(page: PerRunPage) -> None:
+    assert page.wait_idle(WAIT_S), "the page's job did not finish"
+    errors = [m.text for m in page.messages.messages if m.level == "error"]
+    assert not errors, errors
+
+
+def cards(page: PerRunPage) -> dict[str, str]:
+    return {name: card.value for name, card in page.card_widgets.items()}
+
+
+def expected_kpis(kpis: dict[str, float | int | None]) -> dict[str, str]:
+    """The KPI cards' values, formatted here from the service's numbers."""
+
+    def one(value: float | int | None, fmt: str, suffix: str = "") -> str:
+        return "–" if value is None else f"{value:{fmt}}{suffix}"
+
+    return {
+        "Frame rate": one(kpis["frames_median_fps"], ".1f", " FPS"),
+        "Detection rate": one(kpis["detections_median_fps"], ".1f", " FPS"),
+        "Tracking rate": one(kpis["tracking_median_fps"], ".1f", " FPS"),
+        "Frame time below 25 FPS": one(
+            None if kpis["frames_share_below_target"] is None else 100 * kpis["frames_share_below_target"], ".1f", " %"
+        ),
+        "Dropped frames": one(kpis["frames_dropped_frames"], ","),
+        "Detection latency p50": one(kpis["detection_latency_p50_ms"], ".1f", " ms"),
+        "Tracking latency p50": one(kpis["tracking_latency_p50_ms"], ".1f", " ms"),
+        "Detections per frame": one(kpis["mean_detections_per_frame"], ",.1f"),
+        "Tracks per minute": one(kpis["tracks_per_minute"], ",.1f"),
+        "Mean track density": one(kpis["mean_track_density"], ",.2f"),
+        "Failed bags": one(kpis["failed_bags"], ","),
+    }
+
+
+def download_and_extract(services: ServiceContainer, coord: RunCoordinate) -> None:
+    """Bring a run to "extracted" through the services (for tests about what comes after)."""
+    result = services.transfers.execute(services.transfers.plan_raw_download(coord))
+    assert result.ok
+    services.extraction.extract(coord)
+
+
+# -- picking a run ---------------------------------------------------------------------------------
+
+
+def test_a_link_opens_its_run_with_four_status_cards_and_the_download_step(services: ServiceContainer) -> None:
+    coord = pick_run(services)
+    page = open_page(services, coord)
+    lb = coord.to_filters().replace(timestamp=None)
+    assert [value for _, value in page.run_picker.options] == services.data_state.available_timestamps(lb)
+    assert page.run_picker.value == coord.timestamp
+    state = services.data_state.get_complete_run_state(coord)
+    shown = cards(page)
+    assert f"Raw: 3 bags, {format_bytes(state.cloud_raw.total_size)}" in shown["cloud"]
+    assert "Raw: 0 bags" in shown["local"] and ">not downloaded</span>" in shown["local"]
+    assert "not extracted" in shown["extraction"] and "not analysed" in shown["analysis"]
+    assert page.next_action_text == "Preview download of 3 bags"
+    for css in ("rt-run-picker", "rt-next-action", "rt-download-preview", "rt-download-bags"):
+        assert len(with_class(page.widget, css)) == 1, css
+    assert len(with_class(page.widget, "rt-status-card")) == 4
+    assert [w for w in with_class(page.widget, "rt-status-card") if "rt-card-cloud" in w._dom_classes]
+    # Every bag is offered and chosen; the conflict mode starts at "skip".
+    assert page.download is not None
+    assert list(page.download.bags.value) == sorted(state.cloud_raw.bag_sizes, key=lambda n: int(n[-5]))
+    assert page.download.conflict.value == "skip"
+
+
+def test_picking_another_run_drops_the_previewed_plan(services: ServiceContainer) -> None:
+    coord = pick_run(services)
+    page = open_page(services, coord)
+    page.preview_download()
+    run_idle(page)
+    assert page.plan is not None
+    other = next(ts for _, ts in page.run_picker.options if ts != coord.timestamp)
+    page.run_picker.value = other
+    assert page.filters.timestamp == other and page.plan is None
+    assert page.next_action_text.startswith("Preview download of")
+
+
+# -- the whole pipeline ----------------------------------------------------------------------------
+
+
+def test_preview_download_extract_and_analyse_a_run(services: ServiceContainer) -> None:
+    coord = pick_run(services)
+    page = open_page(services, coord)
+    assert page.next_action is not None and page.download is not None
+
+    page.next_action.click()  # "Preview download of 3 bags"
+    run_idle(page)
+    plan = page.plan
+    assert plan is not None and plan.coordinate == coord
+    assert plan.describe() == services.transfers.plan_raw_download(coord).describe()
+    assert page.next_action_text == plan.describe() == page.download.execute_button.description
+    assert plan.describe().startswith("Download 3 bags, ")
+    for file in plan.files:
+        assert file.name in page.download.preview.value
+    assert with_class(page.widget, "rt-download-execute")
+
+    page.download.execute_button.click()
+    run_idle(page)
+    target = local_raw_dir(services.config.raw_root, coord)
+    landed = {path.name: path.stat().st_size for path in target.glob("rosbag_*.bag")}
+    assert sorted(landed.values()) == sorted(file.size for file in plan.files)
+    assert page.result_text.startswith("3 files, ") and page.result_text.endswith("0 skipped, 0 failed")
+    assert ">synced</span>" in cards(page)["local"]
+    assert page.plan is None and page.next_action_text == "Extract 3 bags"
+
+    page.start_extract("local")
+    run_idle(page)
+    assert page.result_text.startswith("Extracted 3 bags (0 failed) in ")
+    assert "extracted" in cards(page)["extraction"] and "3 bags read, 0 failed" in cards(page)["extraction"]
+    assert page.next_action_text == "Analyse"
+    assert page.kpis == {}
+
+    page.next_action.click()  # "Analyse"
+    run_idle(page)
+    analysis = services.analytics.analyze_run(coord)
+    assert analysis.from_cache
+    assert page.kpis == expected_kpis(analysis.kpis)
+    assert page.next_action_text == "Complete" and page.next_action.disabled
+    (tabs,) = with_class(page.widget, "rt-analysis-tabs")
+    assert isinstance(tabs, widgets.Tab) and tabs.titles == TAB_TITLES
+    assert with_class(page.widget, "rt-analysis-kpis")
+    assert page.analysis.no_data_parts == []
+    assert "analysed" in cards(page)["analysis"] and "not analysed" not in cards(page)["analysis"]
+    # The plotted series are the service's, clipped at 60 FPS.
+    frames = page.analysis.fps.over_time["frames"]
+    assert len(frames.lines[1].y) == len(analysis.frames)
+    assert frames.reference.label.text == ["target 25 FPS"]
+
+    # A new page on the analysed run shows the cached analysis straight away.
+    again = open_page(services, coord)
+    assert again.analysis_result is not None and again.analysis_result.from_cache
+    assert again.kpis == expected_kpis(analysis.kpis)
+    assert again.next_action_text == "Complete"
+
+
+def drop_tracking(services: ServiceContainer, coord: RunCoordinate) -> None:
+    """Empty an extracted run's tracking tables, as a run recorded without the tracking topic has them."""
+    folder = services.extraction.output_dir(coord)
+    header = (folder / "tracking.csv").read_text(encoding="utf-8").splitlines()[0]
+    (folder / "tracking.csv").write_text(header + "\n", encoding="utf-8")
+    objects = pq.read_table(folder / "tracked_objects.parquet")
+    pq.write_table(objects.slice(0, 0), folder / "tracked_objects.parquet")
+    services.local.refresh_run(coord)
+
+
+def test_a_run_without_tracking_says_so_instead_of_empty_charts(services: ServiceContainer) -> None:
+    coord = pick_run(services)
+    download_and_extract(services, coord)
+    drop_tracking(services, coord)
+
+    page = open_page(services, coord)
+    assert page.next_action_text == "Analyse"
+    page.start_analyze()
+    run_idle(page)
+    assert page.analysis_result is not None and not page.analysis_result.has_tracking
+    assert page.analysis.no_data_parts == ["No tracking data in this run"] * 4
+    assert page.kpis["Tracking rate"] == "–" and page.kpis["Frame rate"] != "–"
+    assert page.kpis == expected_kpis(services.analytics.analyze_run(coord).kpis)
+
+
+def test_a_bag_that_cannot_be_read_is_listed_with_its_error(services: ServiceContainer) -> None:
+    coord = pick_run(services)
+    services.transfers.execute(services.transfers.plan_raw_download(coord))
+    bags = sorted(local_raw_dir(services.config.raw_root, coord).glob("rosbag_*.bag"))
+    bags[1].write_bytes(b"this is not a bag" * 100)
+    services.local.refresh_run(coord)
+
+    page = open_page(services, coord)
+    page.start_extract()
+    run_idle(page)
+    assert page.result_text.startswith("Extracted 2 bags (1 failed) in ")
+    assert "2 bags read, 1 failed (listed below)" in cards(page)["extraction"]
+    failed = page.failed_bags_text
+    assert bags[1].stem in failed and "Failed bags (1)" in failed
+    page.start_analyze()
+    run_idle(page)
+    assert page.kpis["Failed bags"] == "1"
+    assert with_class(page.widget, "rt-failed-bags")
+
+
+def test_the_report_button_renders_the_report_in_the_background_and_links_to_it(
+    services: ServiceContainer,
+) -> None:
+    coord = pick_run(services, bags=2)
+    page = open_page(services, coord)
+    assert page.report_button is not None and with_class(page.widget, "rt-report")
+    page.report_button.click()
+    assert page.busy and page.report_button.disabled
+    run_idle(page)
+    path = page.report_path
+    assert path is not None and path.is_file() and path.suffix == ".html"
+    assert page.result_text.startswith("Report rendered in ") and page.result_text.endswith(f" s: {path.name}")
+    link = page.report_link.value
+    assert 'href="data:text/html;base64,' in link and f'download="{path.name}"' in link
+    # The report brought the run up to date on the way.
+    assert page.next_action_text == "Complete"
+
+
+# -- read-only and errors --------------------------------------------------------------------------
+
+
+def test_read_only_shows_state_and_the_cached_analysis_without_any_button(
+    demo_fleet: SeededFleet, tmp_path: Path
+) -> None:
+    config = private_config(demo_fleet, tmp_path / "data")
+    writer = ServiceContainer(config)
+    writer.inventory.refresh()
+    analysed, extracted = pick_run(writer, bags=3), pick_run(writer, bags=2)
+    for coord in (analysed, extracted):
+        download_and_extract(writer, coord)
+    kpis = writer.analytics.analyze_run(analysed).kpis
+
+    reader = ServiceContainer(config, read_only=True)
+    page = open_page(reader, analysed)
+    assert page.kpis == expected_kpis(kpis)
+    assert [w for w in descendants(page.widget) if isinstance(w, widgets.Button)] == []
+    for css in ("rt-next-action", "rt-download-preview", "rt-download-execute", "rt-extract", "rt-report",
+                "rt-cancel"):
+        assert not with_class(page.widget, css), css
+    assert page.next_action_text == "The run is complete: downloaded, extracted and analysed."
+
+    page.set_filters(extracted.to_filters())
+    assert page.coordinate == extracted and page.kpis == {}
+    assert "read-only" in page.analysis_hint.value and "runtool analyze" in page.analysis_hint.value
+    assert page.next_action_text == "Next step: analyze (not available here: this server is read-only)."
+    page.start_extract()
+    assert page.messages.messages[0].text == "Extracting is not possible here: this server is read-only."
+
+
+def test_download_failures_become_a_message_with_details(demo_fleet: SeededFleet, tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the raw root should be", encoding="utf-8")
+    services = ServiceContainer(private_config(demo_fleet, tmp_path / "data").with_overrides(raw_root=blocked))
+    services.inventory.refresh()
+    coord = pick_run(services)
+    page = open_page(services, coord)
+    page.start_download()
+    assert page.messages.messages[0].text.startswith("Preview the download first")
+    page.preview_download(bags=["no-such-bag.bag"])
+    assert page.messages.messages[0].text == "This run has no bag named no-such-bag.bag; pick from the list."
+    page.preview_download()
+    assert page.wait_idle(WAIT_S)
+    page.start_download()
+    assert page.wait_idle(WAIT_S)
+    assert page.result_text.endswith("3 failed")
+    error = page.messages.messages[0]
+    assert error.level == "error"
+    assert error.text.startswith(f"3 bags of {coord} could not be downloaded (")
+    assert error.details is not None and error.details.count(": ") >= 3
+
+
+def test_an_extraction_error_is_a_sentence_with_details(services: ServiceContainer) -> None:
+    coord = pick_run(services, bags=2)
+    services.transfers.execute(services.transfers.plan_raw_download(coord))
+    for bag in local_raw_dir(services.config.raw_root, coord).glob("rosbag_*.bag"):
+        bag.write_bytes(b"\0" * 64)
+    services.local.refresh_run(coord)
+    page = open_page(services, coord)
+    page.start_extract()
+    assert page.wait_idle(WAIT_S)
+    error = page.messages.messages[0]
+    assert error.level == "error" and error.text.startswith(f"None of the 2 bags of {coord} could be read")
+    assert error.details and "Traceback" in error.details
+    assert page.next_action_text == "Extract 2 bags" and not page.busy
+
+
+# -- chart helpers ---------------------------------------------------------------------------------
+
+
+def test_downsampling_keeps_every_buckets_extremes() -> None:
+    values = np.full(100_000, 30.0)
+    values[12_345] = 2.0
+    values[77_777] = 59.0
+    values[50_000:50_100] = float("nan")
+    index, reduced = downsample(values, 5_000)
+    assert len(index) <= 5_000 and list(index) == sorted(index)
+    assert 12_345 in index and 77_777 in index
+    assert np.nanmin(reduced) == 2.0 and np.nanmax(reduced) == 59.0
+    assert np.isnan(reduced).any(), "the gap stays a gap"
+    short_index, short = downsample(values[:10], 5_000)
+    assert list(short_index) == list(range(10)) and list(short) == list(values[:10])
+
+
+def test_fixed_width_histograms_include_negative_values_and_widen_when_needed() -> None:
+    latency = width_histogram(pd.Series([-25.0, -1.0, 3.0, 14.0]), 10.0)
+    assert list(latency.edges) == [-30.0, -20.0, -10.0, 0.0, 10.0, 20.0]
+    assert list(latency.counts) == [1, 0, 1, 1, 1]
+    wide = width_histogram(pd.Series([0.0, 10_000.0]), 5.0, start=0.0)
+    assert len(wide.counts) <= 200 and wide.total == 2
