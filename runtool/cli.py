@@ -21,7 +21,7 @@ from runtool.config import ConfigError, RuntoolConfig, load_config
 from runtool.errors import RuntoolError
 from runtool.formatting import format_bytes, format_count, format_pct
 from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, RunCoordinate, to_jsonable
-from runtool.services import CONFLICT_MODES, RefreshProgress, ServiceContainer, TransferProgress
+from runtool.services import CONFLICT_MODES, RefreshProgress, ServiceContainer, TransferPlan, TransferProgress
 
 __all__ = ["main"]
 
@@ -286,13 +286,26 @@ class _ByteProgress:
 
 def cmd_download(args: argparse.Namespace, services: ServiceContainer) -> int:
     coord = _known_run(services, _coordinate(args.coord))
-    plan = services.transfers.plan_raw_download(coord, args.bags, args.conflict)
+    return _preview_and_execute(args, services, services.transfers.plan_raw_download(coord, args.bags, args.conflict))
+
+
+def cmd_ml_download(args: argparse.Namespace, services: ServiceContainer) -> int:
+    coord = _known_run(services, _coordinate(args.coord))
+    plan = services.transfers.plan_ml_download(coord, args.bags, args.kinds, args.conflict)
+    return _preview_and_execute(args, services, plan)
+
+
+def _preview_and_execute(args: argparse.Namespace, services: ServiceContainer, plan: TransferPlan) -> int:
+    """Show the plan, ask (unless --yes), execute exactly that plan, report; non-zero when anything failed."""
     if args.json and args.dry_run:
         _print_json(plan.to_dict())
         return 0
-    print(f"Plan for {coord} ({args.conflict}): {plan.describe()}")
-    for file in plan.files:
+    print(f"Plan for {plan.coordinate} ({plan.conflict}): {plan.describe()}")
+    shown = plan.files if len(plan.files) <= 50 else plan.to_transfer[:50]
+    for file in shown:
         print(f"  {'→' if file.action == 'transfer' else '='} {file.name}  {format_bytes(file.size)}  {file.reason}")
+    if len(shown) < len(plan.files):
+        print(f"  … {len(plan.files) - len(shown)} more files")
     if args.dry_run or not plan.to_transfer:
         return 0
     if not args.yes and not _confirm(f"{plan.describe()}?"):
@@ -569,11 +582,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("download", cmd_download, "download a run's raw bags (preview, confirm, verify, resume)")
     p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
     p.add_argument("--bags", nargs="+", metavar="BAG", help="bag names or indices (default: all)")
-    p.add_argument("--conflict", choices=CONFLICT_MODES, default="skip",
-                   help="skip: keep existing files; overwrite: replace them; verify: replace what differs (CRC32C)")
-    p.add_argument("--dry-run", action="store_true", help="show the plan only")
-    p.add_argument("--yes", "-y", action="store_true", help="do not ask before transferring")
-    p.add_argument("--json", action="store_true")
+    _add_transfer_options(p)
+
+    ml = sub.add_parser("ml", help="ML samples (frames and labels)").add_subparsers(dest="ml", required=True)
+    p = command("download", cmd_ml_download, "download a run's ML samples (preview, confirm, verify, resume)", ml)
+    p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
+    p.add_argument("--bags", nargs="+", metavar="BAG", help="bag folders (default: all)")
+    p.add_argument("--kinds", nargs="+", choices=["frames", "labels"], default=["frames", "labels"])
+    _add_transfer_options(p)
 
     p = command("extract", cmd_extract, "extract a downloaded run's bags into CSV/Parquet tables")
     p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
@@ -593,6 +609,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("serve", cmd_serve, "serve the pages with Voila")
     _add_serve_options(p)
     return parser
+
+
+def _add_transfer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conflict", choices=CONFLICT_MODES, default="skip",
+                   help="skip: keep existing files; overwrite: replace them; verify: replace what differs (CRC32C)")
+    p.add_argument("--dry-run", action="store_true", help="show the plan only")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask before transferring")
+    p.add_argument("--json", action="store_true")
 
 
 def _add_coverage_options(p: argparse.ArgumentParser) -> None:

@@ -30,7 +30,17 @@ from runtool.formatting import format_bytes, format_count
 from runtool.models import RunCoordinate
 from runtool.services.inventory import CloudInventoryService
 from runtool.services.local_state import LocalStateService
-from runtool.storage import cloud_to_local_name, local_raw_dir, raw_bag_key, storage_errors
+from runtool.storage import (
+    MLFileEntry,
+    cloud_to_local_name,
+    local_ml_dir,
+    local_raw_dir,
+    local_to_cloud_name,
+    ml_prefix,
+    parse_ml_key,
+    raw_bag_key,
+    storage_errors,
+)
 from runtool.storage.checksums import ChecksumMismatch, IntegrityChecker, checkers_for, file_crc32c
 from runtool.storage.gcs import retry_policy
 
@@ -89,7 +99,7 @@ class PlannedFile:
 class TransferPlan:
     """A previewable, executable list of files for one run."""
 
-    operation: Literal["raw_download"]
+    operation: Literal["raw_download", "ml_download"]
     coordinate: RunCoordinate
     bucket: str
     conflict: ConflictMode
@@ -109,12 +119,13 @@ class TransferPlan:
         return sum(f.size for f in self.to_transfer)
 
     def describe(self) -> str:
-        """What Execute will do, e.g. ``Download 14 bags, 6.8 GiB (2 already present)``."""
+        """What Execute will do, e.g. ``Download 14 bags, 6.8 GiB (2 skipped)``."""
         todo = self.to_transfer
+        noun = "bag" if self.operation == "raw_download" else "file"
         if not todo:
-            return f"Nothing to download: all {format_count(len(self.files))} bags are present"
-        noun = "bag" if len(todo) == 1 else "bags"
-        text = f"Download {format_count(len(todo))} {noun}, {format_bytes(self.bytes_to_transfer)}"
+            return f"Nothing to download: all {format_count(len(self.files))} {noun}s are present"
+        text = f"Download {format_count(len(todo))} {noun}{'' if len(todo) == 1 else 's'}, "
+        text += format_bytes(self.bytes_to_transfer)
         return text + (f" ({format_count(len(self.skipped))} skipped)" if self.skipped else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -290,6 +301,49 @@ class TransferService:
         )
         return TransferPlan("raw_download", coord, bucket, conflict, files)
 
+    def plan_ml_download(
+        self,
+        coord: RunCoordinate,
+        bags: Sequence[str] | None = None,
+        kinds: Sequence[str] = ("frames", "labels"),
+        conflict: ConflictMode = "skip",
+    ) -> TransferPlan:
+        """Plan the download of a run's ML samples into ``<ml_root>/raw/<coord>/rosbag_<bag>/<kind>/``.
+
+        ``bags`` selects bag folders by cloud (``_…_0``) or local (``rosbag_…_0``) name; ``kinds`` picks
+        frames and/or labels. Objects that do not fit the ML layout are left out (they are anomalies).
+        """
+        if conflict not in CONFLICT_MODES:
+            raise TransferError(f"Unknown conflict mode {conflict!r}; use one of {', '.join(CONFLICT_MODES)}.")
+        unknown = set(kinds) - {"frames", "labels"}
+        if unknown or not kinds:
+            raise TransferError(f"Choose frames and/or labels, not {', '.join(sorted(unknown)) or 'nothing'}.")
+        wanted = {local_to_cloud_name(b) if b.startswith("rosbag_") else b for b in bags or ()}
+        bucket = self.config.ml_bucket
+        prefix = ml_prefix(coord.to_filters())
+        with storage_errors(bucket, "listing"):
+            blobs = list(self.client.list_blobs(bucket, prefix=prefix, retry=retry_policy(self.config.request_retry_s)))
+        entries = [(blob, parse_ml_key(blob.name)) for blob in blobs]
+        chosen = sorted(
+            (
+                (blob, entry)
+                for blob, entry in entries
+                if isinstance(entry, MLFileEntry) and entry.kind in kinds and (not wanted or entry.bag_dir in wanted)
+            ),
+            key=lambda item: item[0].name,
+        )
+        missing = wanted - {entry.bag_dir for _, entry in chosen}
+        if missing:
+            raise TransferError(f"{coord} has no ML samples for {', '.join(sorted(missing))}.")
+        if not chosen:
+            raise TransferError(f"No ML samples for {coord} in the ML bucket `{bucket}` match the selection.")
+        root = local_ml_dir(self.config.ml_root, coord)
+        files = tuple(
+            self._decide(blob, root / cloud_to_local_name(entry.bag_dir) / entry.kind / entry.name, conflict)
+            for blob, entry in chosen
+        )
+        return TransferPlan("ml_download", coord, bucket, conflict, files)
+
     @staticmethod
     def _select(
         blobs: list[storage.Blob], prefix: str, bags: Sequence[str] | None, coord: RunCoordinate
@@ -424,7 +478,6 @@ class TransferService:
         finally:
             if created:
                 tmp.unlink(missing_ok=True)
-
 
     def _current_generation(self, bucket: str, file: PlannedFile) -> int | None:
         """The object's generation now (None if it is gone), to tell corruption from a newer upload."""

@@ -1,0 +1,83 @@
+"""ML sample downloads for one run against a real fake-gcs-server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtool.cli import main
+from runtool.config import RuntoolConfig
+from runtool.models import RunCoordinate, SyncStatus
+from runtool.services import ServiceContainer, TransferError
+from runtool.storage import local_ml_dir, make_client, ml_file_key
+from tests.conftest import write_toml
+
+RUN = RunCoordinate.parse("acme/north/field_7/TW_1/LB_0001/2025_08_01T08:00:00Z")
+BAG_DIRS = ["_2025-08-01-08-00-20_0", "_2025-08-01-08-00-21_1"]
+
+
+def sample_name(bag: int, n: int) -> str:
+    return f"17540352{20 + bag}.{n:09d}"
+
+
+@pytest.fixture
+def services(fresh_config: RuntoolConfig) -> ServiceContainer:
+    ml = make_client(emulator_host=fresh_config.emulator_host).bucket(fresh_config.ml_bucket)
+    for bag, stem in enumerate(BAG_DIRS):
+        for n in range(5):
+            ml.blob(ml_file_key(RUN, stem, "frames", f"{sample_name(bag, n)}.jpg")).upload_from_string(b"\xff\xd8" * n)
+        for n in range(3):  # the last two frames of each bag have no label
+            ml.blob(ml_file_key(RUN, stem, "labels", f"{sample_name(bag, n)}.txt")).upload_from_string(
+                b"0 0.5 0.5 0.1 0.1\n" * n)
+    ml.blob(ml_file_key(RUN, BAG_DIRS[0], "frames", "notes.json")).upload_from_string(b"{}")  # an anomaly
+    container = ServiceContainer(fresh_config)
+    container.inventory.refresh()
+    return container
+
+
+def test_downloads_frames_and_labels_into_the_local_layout(services: ServiceContainer) -> None:
+    plan = services.transfers.plan_ml_download(RUN)
+    assert len(plan.to_transfer) == 16 and plan.describe().startswith("Download 16 files")
+    result = services.transfers.execute(plan)
+    assert result.ok and result.count("transferred") == 16
+    root = local_ml_dir(services.config.ml_root, RUN)
+    label = root / "rosbag_2025-08-01-08-00-21_1" / "labels" / f"{sample_name(1, 2)}.txt"
+    assert label.read_bytes() == b"0 0.5 0.5 0.1 0.1\n" * 2
+    assert not (root / "rosbag_2025-08-01-08-00-20_0" / "frames" / "notes.json").exists()
+    record = services.data_state.run_records(RUN.to_filters())[0]
+    assert record["ml_sync"] == SyncStatus.SYNCED and record["local_labels"] == 6
+    again = services.transfers.plan_ml_download(RUN)
+    assert again.to_transfer == () and again.describe() == "Nothing to download: all 16 files are present"
+
+
+def test_selection_by_kind_and_bag(services: ServiceContainer) -> None:
+    labels = services.transfers.plan_ml_download(RUN, kinds=["labels"])
+    assert len(labels.files) == 6 and all("/labels/" in f.source_key for f in labels.files)
+    one_bag = services.transfers.plan_ml_download(RUN, bags=["rosbag_2025-08-01-08-00-21_1"], kinds=["frames"])
+    assert len(one_bag.files) == 5 and all(BAG_DIRS[1] in f.source_key for f in one_bag.files)
+    with pytest.raises(TransferError, match="no ML samples for _nope"):
+        services.transfers.plan_ml_download(RUN, bags=["_nope"])
+    with pytest.raises(TransferError, match="frames and/or labels"):
+        services.transfers.plan_ml_download(RUN, kinds=["masks"])
+    with pytest.raises(TransferError, match="No ML samples"):
+        services.transfers.plan_ml_download(RunCoordinate.parse("acme/north/field_7/TW_1/LB_0009/2025_08_01T08:00:00Z"))
+
+
+def test_verify_replaces_a_changed_local_label(services: ServiceContainer) -> None:
+    services.transfers.execute(services.transfers.plan_ml_download(RUN))
+    label = local_ml_dir(services.config.ml_root, RUN) / "rosbag_2025-08-01-08-00-20_0" / "labels"
+    changed = label / f"{sample_name(0, 1)}.txt"
+    changed.write_bytes(b"1 0.5 0.5 0.1 0.1\n")  # same size, edited class
+    plan = services.transfers.plan_ml_download(RUN, conflict="verify")
+    assert [f.target for f in plan.to_transfer] == [changed]
+    assert services.transfers.execute(plan).ok
+    assert changed.read_bytes() == b"0 0.5 0.5 0.1 0.1\n"
+
+
+def test_cli_ml_download(services: ServiceContainer, fresh_config: RuntoolConfig, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    toml = str(write_toml(fresh_config, tmp_path / "runtool.toml"))
+    assert main(["--config", toml, "ml", "download", RUN.to_path_str(), "--kinds", "labels", "--yes"]) == 0
+    assert "6 files" in capsys.readouterr().out
+    assert main(["--config", toml, "ml", "download", "acme/x/field_7/TW_1/LB_0001/2025_08_01T08:00:00Z"]) == 2
