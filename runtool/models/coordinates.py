@@ -18,6 +18,9 @@ LEVELS: tuple[str, ...] = ("cid", "regionid", "fieldid", "twid", "lbid")
 _TIMESTAMP = re.compile(r"([0-9]{4})[_-]([0-9]{2})[_-]([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f]")
+
+
 class CoordinateError(RuntoolError, ValueError):
     """A coordinate, a level value or a timestamp is not valid."""
 
@@ -46,7 +49,7 @@ def check_part(level: str, value: str) -> str:
         raise CoordinateError(f"{level} {value!r} contains a path separator")
     if value in (".", ".."):
         raise CoordinateError(f"{level} {value!r} is not allowed")
-    if value != value.strip() or any(ord(ch) < 32 for ch in value):
+    if value != value.strip() or _CONTROL.search(value):
         raise CoordinateError(f"{level} {value!r} has surrounding blanks or control characters")
     return value
 
