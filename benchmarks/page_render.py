@@ -21,8 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,10 +32,12 @@ from runtool.cli import serve_command
 from runtool.config import RuntoolConfig
 from runtool.demo.emulator import Emulator, free_port
 from runtool.demo.fleet import plan_fleet, seed_fleet
+from runtool.demo.server import VoilaProcess
 from runtool.models import LEVELS, Filters
 from runtool.services import ServiceContainer
 from runtool.storage import make_client
-from tests.browser.conftest import CHROMIUM, LAUNCH_ARGS, VoilaServer
+from tests.browser.conftest import VoilaServer
+from tests.conftest import CHROMIUM, LAUNCH_ARGS
 
 PRESET, SEED = "small", 7
 COVERAGE = "01_temporal_coverage.ipynb"
@@ -63,7 +63,7 @@ def _write_toml(config: RuntoolConfig, path: Path) -> Path:
     return path
 
 
-class BaselineServer:
+class BaselineServer(VoilaProcess):
     """The voila command line ``runtool serve`` uses, on a folder holding one notebook that prints "ok"."""
 
     def __init__(self, folder: Path) -> None:
@@ -76,34 +76,8 @@ class BaselineServer:
         }
         folder.mkdir(parents=True, exist_ok=True)
         (folder / BASELINE).write_text(json.dumps(notebook), encoding="utf-8")
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = folder.parent / "baseline-voila.log"
-        self.process = subprocess.Popen(
-            serve_command(self.port, "127.0.0.1", None, folder), stdout=self.log.open("wb"), stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"voila exited: {self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.base}/voila/static/", timeout=2):
-                    return
-            except urllib.error.HTTPError:
-                return
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.2)
-        raise RuntimeError(f"voila did not start: {self.log.read_text()}")
-
-    def url(self, page: str, query: str = "") -> str:
-        return f"{self.base}/voila/render/{page}" + (f"?{query}" if query else "")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        port = free_port()
+        super().__init__(serve_command(port, "127.0.0.1", None, folder), port, folder.parent / "baseline-voila.log")
 
 
 @dataclass

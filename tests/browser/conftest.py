@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,44 +11,21 @@ from typing import Any
 import pytest
 
 from runtool.demo.emulator import free_port
+from runtool.demo.server import VoilaProcess
 from tests.conftest import SeededFleet, write_toml
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-class VoilaServer:
+class VoilaServer(VoilaProcess):
+    """``runtool serve`` on a free port with the given config file."""
+
     def __init__(self, config_path: Path, read_only: bool = False) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        args = [str(Path(sys.executable).with_name("runtool")), "--config", str(config_path), "serve",
-                "--port", str(self.port)]
-        if read_only:
-            args.append("--read-only")
-        self.log = config_path.with_suffix(f".voila-{self.port}.log")
-        self.process = subprocess.Popen(args, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
-                                        env={**os.environ, "RUNTOOL_CONFIG": str(config_path)})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"runtool serve exited: {self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.base}/voila/static/", timeout=2):
-                    return
-            except urllib.error.HTTPError:
-                return  # the server answers (a 404 for the folder itself is fine)
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.2)
-        raise RuntimeError(f"voila did not start: {self.log.read_text()}")
-
-    def url(self, page: str, query: str = "") -> str:
-        return f"{self.base}/voila/render/{page}" + (f"?{query}" if query else "")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        port = free_port()
+        command = [str(Path(sys.executable).with_name("runtool")), "--config", str(config_path), "serve",
+                   "--port", str(port), *(["--read-only"] if read_only else [])]
+        super().__init__(command, port, config_path.with_suffix(f".voila-{port}.log"),
+                         env={**os.environ, "RUNTOOL_CONFIG": str(config_path)})
 
 
 @pytest.fixture(scope="session")
