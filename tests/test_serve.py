@@ -1,0 +1,57 @@
+"""`runtool serve`: loopback without a token by default; any other address requires the printed token."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from runtool.cli import serve_command
+from runtool.demo.emulator import free_port
+
+
+def test_loopback_needs_no_token_and_hides_tracebacks() -> None:
+    command = serve_command(8866, "127.0.0.1", None, Path("notebooks"))
+    assert "--token=" in command and "--show_tracebacks=False" in command and "--Voila.ip=127.0.0.1" in command
+
+
+def get(url: str, wait_s: float = 60.0) -> tuple[int, str]:
+    """The HTTP status and final URL (after redirects) of a GET, retrying while the server is not up yet."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return int(response.status), str(response.url)
+        except urllib.error.HTTPError as exc:
+            return exc.code, url
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_network_address_requires_the_printed_token(tmp_path: Path) -> None:
+    port = free_port()
+    runtool = str(Path(sys.executable).with_name("runtool"))
+    # 127.0.0.2 is still this machine, but not the loopback default: runtool treats it as a network address.
+    process = subprocess.Popen([runtool, "serve", "--ip", "127.0.0.2", "--port", str(port)], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, cwd=tmp_path,
+                               env={**os.environ, "RUNTOOL_DATA_DIR": str(tmp_path)})
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        match = re.search(r"\?token=([\w-]+)", first)
+        assert match, first
+        page = f"http://127.0.0.2:{port}/voila/render/01_temporal_coverage.ipynb"
+        status, landed = get(f"{page}?token=wrong")
+        assert status in (401, 403) or "/login" in landed, (status, landed)
+        status, landed = get(f"{page}?token={match.group(1)}")
+        assert status == 200 and "/login" not in landed, (status, landed)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
