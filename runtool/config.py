@@ -45,6 +45,7 @@ class RuntoolConfig:
     list_workers: int = 8
     request_retry_s: float = 30.0
     read_only: bool = False
+    dask_scheduler: str | None = None
     topics: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
     source: str = "defaults"
 
@@ -106,6 +107,7 @@ _SETTINGS: dict[str, tuple[str, str, str | None]] = {
     "list_workers": ("inventory", "list_workers", "RUNTOOL_LIST_WORKERS"),
     "request_retry_s": ("buckets", "request_retry_s", "RUNTOOL_REQUEST_RETRY_S"),
     "read_only": ("server", "read_only", "RUNTOOL_READ_ONLY"),
+    "dask_scheduler": ("executor", "dask_scheduler", "RUNTOOL_DASK_SCHEDULER"),
 }
 _DATA_SUBDIRS = {"raw_root": "raw", "processed_root": "processed", "ml_root": "ML", "cache_dir": "cache"}
 
@@ -143,7 +145,7 @@ def _convert(name: str, value: Any, origin: str, base: Path) -> Any:
                 return False
             raise ValueError(value)
         text = str(value).strip()
-        return text or None if name in ("gcp_project", "emulator_host") else text
+        return text or None if name in ("gcp_project", "emulator_host", "dask_scheduler") else text
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{origin}: {value!r} is not a valid {kind} for {name}") from exc
 
