@@ -295,6 +295,17 @@ def cmd_ml_download(args: argparse.Namespace, services: ServiceContainer) -> int
     return _preview_and_execute(args, services, plan)
 
 
+def cmd_ml_upload(args: argparse.Namespace, services: ServiceContainer) -> int:
+    coord = _known_run(services, _coordinate(args.coord))
+    plan = services.transfers.plan_ml_upload(coord, args.bags, args.kinds, args.conflict)
+    return _preview_and_execute(args, services, plan)
+
+
+def cmd_raw_upload(args: argparse.Namespace, services: ServiceContainer) -> int:
+    coord = _known_run(services, _coordinate(args.coord))
+    return _preview_and_execute(args, services, services.transfers.plan_raw_upload(coord, args.bags, args.conflict))
+
+
 def _preview_and_execute(args: argparse.Namespace, services: ServiceContainer, plan: TransferPlan) -> int:
     """Show the plan, ask (unless --yes), execute exactly that plan, report; non-zero when anything failed."""
     if args.json and args.dry_run:
@@ -309,7 +320,7 @@ def _preview_and_execute(args: argparse.Namespace, services: ServiceContainer, p
     if args.dry_run or not plan.to_transfer:
         return 0
     if not args.yes and not _confirm(f"{plan.describe()}?"):
-        print("Not confirmed; nothing downloaded (use --yes to run without asking).", file=sys.stderr)
+        print("Not confirmed; nothing transferred (use --yes to run without asking).", file=sys.stderr)
         return 1
     progress = _ByteProgress()
     try:
@@ -589,6 +600,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
     p.add_argument("--bags", nargs="+", metavar="BAG", help="bag folders (default: all)")
     p.add_argument("--kinds", nargs="+", choices=["frames", "labels"], default=["frames", "labels"])
+    _add_transfer_options(p)
+
+    p = command("upload", cmd_ml_upload, "upload a run's local ML samples (generation preconditions, CRC32C)", ml)
+    p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
+    p.add_argument("--bags", nargs="+", metavar="BAG", help="bag folders (default: all)")
+    p.add_argument("--kinds", nargs="+", choices=["frames", "labels"], default=["frames", "labels"])
+    _add_transfer_options(p)
+
+    raw = sub.add_parser("raw", help="raw bags").add_subparsers(dest="raw", required=True)
+    p = command("upload", cmd_raw_upload, "upload a run's local bags (generation preconditions, CRC32C)", raw)
+    p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
+    p.add_argument("--bags", nargs="+", metavar="BAG", help="bag names (default: all)")
     _add_transfer_options(p)
 
     p = command("extract", cmd_extract, "extract a downloaded run's bags into CSV/Parquet tables")

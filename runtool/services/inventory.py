@@ -189,6 +189,9 @@ def _objects_frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
         frame[name] = frame[name].astype("category")
     for name in ("size", "generation"):
         frame[name] = frame[name].astype("int64")
+    for name in ("bag", "name", "crc32c", "reason"):
+        # Text columns stay text even when empty (an empty list would make them float).
+        frame[name] = frame[name].astype(object)
     return frame
 
 

@@ -36,6 +36,7 @@ from runtool.storage import (
     local_ml_dir,
     local_raw_dir,
     local_to_cloud_name,
+    ml_file_key,
     ml_prefix,
     parse_ml_key,
     raw_bag_key,
@@ -43,6 +44,7 @@ from runtool.storage import (
 )
 from runtool.storage.checksums import ChecksumMismatch, IntegrityChecker, checkers_for, file_crc32c
 from runtool.storage.gcs import retry_policy
+from runtool.storage.layout import FRAME_SUFFIXES, LABEL_SUFFIX
 
 __all__ = [
     "CONFLICT_MODES",
@@ -69,8 +71,10 @@ class TransferError(RuntoolError):
 class PlannedFile:
     """One file of a plan: what moves where, and why (or why not)."""
 
-    source_key: str
-    target: Path
+    key: str
+    """The object key (the source of a download, the destination of an upload)."""
+    path: Path
+    """The local file (the destination of a download, the source of an upload)."""
     size: int
     crc32c: str
     md5: str | None
@@ -80,12 +84,12 @@ class PlannedFile:
 
     @property
     def name(self) -> str:
-        return self.target.name
+        return self.path.name
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "source_key": self.source_key,
-            "target": str(self.target),
+            "key": self.key,
+            "path": str(self.path),
             "size": self.size,
             "crc32c": self.crc32c,
             "md5": self.md5,
@@ -99,12 +103,16 @@ class PlannedFile:
 class TransferPlan:
     """A previewable, executable list of files for one run."""
 
-    operation: Literal["raw_download", "ml_download"]
+    operation: Literal["raw_download", "ml_download", "raw_upload", "ml_upload"]
     coordinate: RunCoordinate
     bucket: str
     conflict: ConflictMode
     files: tuple[PlannedFile, ...]
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def uploads(self) -> bool:
+        return self.operation.endswith("_upload")
 
     @property
     def to_transfer(self) -> tuple[PlannedFile, ...]:
@@ -121,10 +129,11 @@ class TransferPlan:
     def describe(self) -> str:
         """What Execute will do, e.g. ``Download 14 bags, 6.8 GiB (2 skipped)``."""
         todo = self.to_transfer
-        noun = "bag" if self.operation == "raw_download" else "file"
+        noun = "bag" if self.operation.startswith("raw") else "file"
+        verb = "Upload" if self.uploads else "Download"
         if not todo:
-            return f"Nothing to download: all {format_count(len(self.files))} {noun}s are present"
-        text = f"Download {format_count(len(todo))} {noun}{'' if len(todo) == 1 else 's'}, "
+            return f"Nothing to {verb.lower()}: all {format_count(len(self.files))} {noun}s are present"
+        text = f"{verb} {format_count(len(todo))} {noun}{'' if len(todo) == 1 else 's'}, "
         text += format_bytes(self.bytes_to_transfer)
         return text + (f" ({format_count(len(self.skipped))} skipped)" if self.skipped else "")
 
@@ -164,7 +173,7 @@ class FileOutcome:
     def to_dict(self) -> dict[str, Any]:
         return {
             "file": self.file.name,
-            "target": str(self.file.target),
+            "path": str(self.file.path),
             "status": self.status,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
@@ -279,8 +288,7 @@ class TransferService:
 
         ``bags`` selects bags by cloud name (``_…_0.bag``), local name (``rosbag_…_0.bag``) or index.
         """
-        if conflict not in CONFLICT_MODES:
-            raise TransferError(f"Unknown conflict mode {conflict!r}; use one of {', '.join(CONFLICT_MODES)}.")
+        _check_conflict(conflict)
         bucket = self.config.raw_bucket
         prefix = raw_bag_key(coord, "")
         with storage_errors(bucket, "listing"):
@@ -313,11 +321,8 @@ class TransferService:
         ``bags`` selects bag folders by cloud (``_…_0``) or local (``rosbag_…_0``) name; ``kinds`` picks
         frames and/or labels. Objects that do not fit the ML layout are left out (they are anomalies).
         """
-        if conflict not in CONFLICT_MODES:
-            raise TransferError(f"Unknown conflict mode {conflict!r}; use one of {', '.join(CONFLICT_MODES)}.")
-        unknown = set(kinds) - {"frames", "labels"}
-        if unknown or not kinds:
-            raise TransferError(f"Choose frames and/or labels, not {', '.join(sorted(unknown)) or 'nothing'}.")
+        _check_conflict(conflict)
+        _check_kinds(kinds)
         wanted = {local_to_cloud_name(b) if b.startswith("rosbag_") else b for b in bags or ()}
         bucket = self.config.ml_bucket
         prefix = ml_prefix(coord.to_filters())
@@ -343,6 +348,91 @@ class TransferService:
             for blob, entry in chosen
         )
         return TransferPlan("ml_download", coord, bucket, conflict, files)
+
+    def plan_raw_upload(
+        self, coord: RunCoordinate, bags: Sequence[str] | None = None, conflict: ConflictMode = "skip"
+    ) -> TransferPlan:
+        """Plan the upload of a run's local bags (``rosbag_*.bag``) to ``<coord>/rosbag/_*.bag``."""
+        folder = local_raw_dir(self.config.raw_root, coord)
+        local = sorted((p for p in folder.glob("rosbag_*.bag") if p.is_file()), key=lambda p: _bag_sort_key(p.name))
+        if bags:
+            wanted = {b if b.startswith("rosbag_") else cloud_to_local_name(b) for b in bags}
+            wanted = {b if b.endswith(".bag") else b + ".bag" for b in wanted}
+            unknown = wanted - {p.name for p in local}
+            if unknown:
+                raise TransferError(f"{coord} has no local bag named {', '.join(sorted(unknown))}.")
+            local = [p for p in local if p.name in wanted]
+        if not local:
+            raise TransferError(f"No local bags for {coord} in {folder}.")
+        keys = [(p, raw_bag_key(coord, local_to_cloud_name(p.name))) for p in local]
+        return self._plan_upload("raw_upload", coord, self.config.raw_bucket, raw_bag_key(coord, ""), keys, conflict)
+
+    def plan_ml_upload(
+        self,
+        coord: RunCoordinate,
+        bags: Sequence[str] | None = None,
+        kinds: Sequence[str] = ("frames", "labels"),
+        conflict: ConflictMode = "skip",
+    ) -> TransferPlan:
+        """Plan the upload of a run's local ML samples (``rosbag_<bag>/{frames,labels}/``) to the ML bucket.
+
+        Only frames and labels go up; other files in the export (e.g. per-bag JSON) stay local.
+        """
+        _check_kinds(kinds)
+        root = local_ml_dir(self.config.ml_root, coord)
+        wanted = {b if b.startswith("rosbag_") else cloud_to_local_name(b) for b in bags or ()}
+        keys: list[tuple[Path, str]] = []
+        bag_dirs = sorted(p for p in root.glob("rosbag_*") if p.is_dir()) if root.is_dir() else []
+        unknown = wanted - {p.name for p in bag_dirs}
+        if unknown:
+            raise TransferError(f"{coord} has no local ML samples for {', '.join(sorted(unknown))}.")
+        for bag_dir in bag_dirs:
+            if wanted and bag_dir.name not in wanted:
+                continue
+            for kind in kinds:
+                suffixes = FRAME_SUFFIXES if kind == "frames" else (LABEL_SUFFIX,)
+                for path in sorted((bag_dir / kind).glob("*")):
+                    if path.is_file() and path.name.lower().endswith(suffixes):
+                        keys.append((path, ml_file_key(coord, local_to_cloud_name(bag_dir.name), kind, path.name)))  # type: ignore[arg-type]
+        if not keys:
+            raise TransferError(f"No local ML samples for {coord} in {root} match the selection.")
+        return self._plan_upload(
+            "ml_upload", coord, self.config.ml_bucket, ml_prefix(coord.to_filters()), keys, conflict
+        )
+
+    def _plan_upload(
+        self,
+        operation: Literal["raw_upload", "ml_upload"],
+        coord: RunCoordinate,
+        bucket: str,
+        prefix: str,
+        files: list[tuple[Path, str]],
+        conflict: ConflictMode,
+    ) -> TransferPlan:
+        """Decide each upload against what the bucket holds now; the generation seen becomes a precondition."""
+        _check_conflict(conflict)
+        with storage_errors(bucket, "listing"):
+            existing = {
+                b.name: b
+                for b in self.client.list_blobs(bucket, prefix=prefix, retry=retry_policy(self.config.request_retry_s))
+            }
+        planned = []
+        action: Literal["transfer", "skip"]
+        for path, key in files:
+            blob = existing.get(key)
+            crc = file_crc32c(path)
+            if blob is None:
+                action, reason, generation = "transfer", "not uploaded", 0
+            elif conflict == "skip":
+                action, reason = "skip", "already in the cloud (skip keeps existing objects)"
+            elif conflict == "verify" and blob.crc32c == crc:
+                action, reason = "skip", "verified identical (CRC32C)"
+            else:
+                action, reason = "transfer", "overwrite requested" if conflict == "overwrite" else "CRC32C differs"
+            if blob is not None:
+                generation = int(blob.generation or 0)
+            planned.append(PlannedFile(key, path, path.stat().st_size, crc, None, generation, action, reason))
+        return TransferPlan(operation, coord, bucket, conflict, tuple(planned))
 
     @staticmethod
     def _select(
@@ -399,7 +489,7 @@ class TransferService:
     ) -> TransferResult:
         """Execute exactly the previewed plan, in parallel; then refresh the run's cloud and local state."""
         if self.read_only:
-            raise ReadOnlyError("Downloads are not allowed in read-only mode.")
+            raise ReadOnlyError("Transfers are not allowed in read-only mode.")
         cancel = cancel or threading.Event()
         todo = plan.to_transfer
         started = time.perf_counter()
@@ -415,8 +505,10 @@ class TransferService:
             if progress is not None:
                 progress(snapshot)
 
+        move = self._upload if plan.uploads else self._download
+
         def one(file: PlannedFile) -> FileOutcome:
-            outcome = self._download(plan.bucket, file, lambda n: on_bytes(n, file.name), cancel)
+            outcome = move(plan.bucket, file, lambda n: on_bytes(n, file.name), cancel)
             with lock:
                 counters["files"] += 1
             on_bytes(0, file.name)
@@ -427,6 +519,9 @@ class TransferService:
         skipped = [FileOutcome(f, "skipped") for f in plan.skipped]
         result = TransferResult(plan, (*skipped, *outcomes), time.perf_counter() - started, cancel.is_set())
         self.local.refresh_run(plan.coordinate)
+        if plan.uploads and result.count("transferred"):
+            # The bucket changed: rescan just this run, so the pages never show the old state.
+            self.inventory.refresh(plan.coordinate.to_filters())
         return result
 
     def _download(
@@ -435,7 +530,7 @@ class TransferService:
         if cancel.is_set():
             return FileOutcome(file, "cancelled", error="cancelled before it started")
         started = time.perf_counter()
-        tmp = file.target.with_name(f".{file.target.name}{PART_MARKER}{secrets.token_hex(4)}")
+        tmp = file.path.with_name(f".{file.path.name}{PART_MARKER}{secrets.token_hex(4)}")
         received = 0
         created = False
 
@@ -445,9 +540,9 @@ class TransferService:
             on_bytes(count)
 
         try:
-            file.target.parent.mkdir(parents=True, exist_ok=True)
+            file.path.parent.mkdir(parents=True, exist_ok=True)
             checkers = checkers_for(file.size, file.crc32c, file.md5)
-            blob = self.client.bucket(bucket).blob(file.source_key)
+            blob = self.client.bucket(bucket).blob(file.key)
             with tmp.open("wb") as out:
                 created = True
                 writer = _VerifyingWriter(out, checkers, counted, cancel)
@@ -461,17 +556,17 @@ class TransferService:
                         timeout=60,
                     )
                 for checker in checkers:
-                    checker.verify(file.source_key)
+                    checker.verify(file.key)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, file.target)
+            os.replace(tmp, file.path)
             return FileOutcome(file, "transferred", received, time.perf_counter() - started)
         except _Cancelled:
             return FileOutcome(file, "cancelled", received, time.perf_counter() - started, "cancelled")
         except ChecksumMismatch as exc:
             error = _explain(exc, file)
             if self._current_generation(bucket, file) != file.generation:
-                error = f"{file.source_key} changed in the cloud since the preview; plan again."
+                error = f"{file.key} changed in the cloud since the preview; plan again."
             return FileOutcome(file, "failed", received, time.perf_counter() - started, error)
         except (RuntoolError, OSError, gexc.GoogleAPIError) as exc:
             return FileOutcome(file, "failed", received, time.perf_counter() - started, _explain(exc, file))
@@ -479,26 +574,74 @@ class TransferService:
             if created:
                 tmp.unlink(missing_ok=True)
 
+    def _upload(
+        self, bucket: str, file: PlannedFile, on_bytes: Callable[[int], None], cancel: threading.Event
+    ) -> FileOutcome:
+        """Upload under the generation precondition from the plan (0: the object must not exist yet).
+
+        An object created or changed in the cloud since the preview makes the precondition fail, so it is
+        never overwritten blindly; the stored object's CRC32C is then checked against the local file's.
+        """
+        if cancel.is_set():
+            return FileOutcome(file, "cancelled", error="cancelled before it started")
+        started = time.perf_counter()
+        blob = self.client.bucket(bucket).blob(file.key)
+        try:
+            if file_crc32c(file.path) != file.crc32c:
+                raise ChecksumMismatch(f"{file.path} changed on disk since the preview")
+            with storage_errors(bucket, "uploading to"):
+                blob.upload_from_filename(
+                    str(file.path),
+                    if_generation_match=file.generation,
+                    checksum="crc32c",
+                    retry=retry_policy(self.config.request_retry_s),
+                    timeout=60,
+                )
+            if blob.crc32c != file.crc32c:
+                raise ChecksumMismatch(
+                    f"{file.key}: the stored CRC32C {blob.crc32c} differs from the local {file.crc32c}"
+                )
+        except ChecksumMismatch as exc:
+            return FileOutcome(file, "failed", 0, time.perf_counter() - started, f"Checksum mismatch: {exc}")
+        except (RuntoolError, OSError, gexc.GoogleAPIError) as exc:
+            error = _explain(exc, file)
+            if isinstance(exc.__cause__, gexc.PreconditionFailed):
+                error = f"{file.key} was created or changed in the cloud since the preview; it was not overwritten."
+            return FileOutcome(file, "failed", 0, time.perf_counter() - started, error)
+        on_bytes(file.size)
+        return FileOutcome(file, "transferred", file.size, time.perf_counter() - started)
+
     def _current_generation(self, bucket: str, file: PlannedFile) -> int | None:
         """The object's generation now (None if it is gone), to tell corruption from a newer upload."""
         with storage_errors(bucket, "reading"):
-            blob = self.client.bucket(bucket).get_blob(file.source_key)
+            blob = self.client.bucket(bucket).get_blob(file.key)
         return int(blob.generation) if blob is not None and blob.generation else None
+
+
+def _check_conflict(conflict: str) -> None:
+    if conflict not in CONFLICT_MODES:
+        raise TransferError(f"Unknown conflict mode {conflict!r}; use one of {', '.join(CONFLICT_MODES)}.")
+
+
+def _check_kinds(kinds: Sequence[str]) -> None:
+    unknown = set(kinds) - {"frames", "labels"}
+    if unknown or not kinds:
+        raise TransferError(f"Choose frames and/or labels, not {', '.join(sorted(unknown)) or 'nothing'}.")
 
 
 def _explain(exc: BaseException, file: PlannedFile) -> str:
     """A sentence a user can act on, naming the file."""
     cause = exc.__cause__
     if isinstance(cause, gexc.PreconditionFailed) or isinstance(exc, gexc.PreconditionFailed):
-        return f"{file.source_key} changed in the cloud since the preview; plan again."
+        return f"{file.key} changed in the cloud since the preview; plan again."
     if isinstance(cause, gexc.NotFound):
-        return f"{file.source_key} no longer exists in the cloud (deleted or replaced since the preview)."
+        return f"{file.key} no longer exists in the cloud (deleted or replaced since the preview)."
     if isinstance(exc, ChecksumMismatch):
         return f"Checksum mismatch, file rejected: {exc}"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return f"Not enough disk space to write {file.target} ({exc.strerror})."
+        return f"Not enough disk space to write {file.path} ({exc.strerror})."
     if isinstance(exc, OSError):
-        return f"Cannot write {file.target}: {exc.strerror or exc}."
+        return f"Cannot write {file.path}: {exc.strerror or exc}."
     return str(exc)
 
 

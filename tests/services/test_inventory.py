@@ -184,3 +184,14 @@ def test_demo_fleet_counts_match_an_independent_listing(demo_fleet: SeededFleet)
     for run_key in set(bags) - valid:
         assert any(key.startswith(run_key + "/") for key in anomaly_keys), run_key
     assert services.inventory.cache_info().anomalies >= 3
+
+
+def test_prefix_refresh_of_an_empty_prefix_and_of_empty_buckets(fresh_config: RuntoolConfig) -> None:
+    service = inventory(fresh_config)
+    service.refresh()  # empty buckets
+    service.refresh(Filters(cid="client_a"))  # nothing there either
+    assert service.cache_info().runs == 0
+    small_fleet(fresh_config)
+    service.refresh()
+    service.refresh(Filters(cid="client_a", regionid="region_9"))  # a prefix holding no objects
+    assert service.cache_info().runs == 2 and service.cache_info().anomalies == 3

@@ -53,9 +53,9 @@ def test_downloads_frames_and_labels_into_the_local_layout(services: ServiceCont
 
 def test_selection_by_kind_and_bag(services: ServiceContainer) -> None:
     labels = services.transfers.plan_ml_download(RUN, kinds=["labels"])
-    assert len(labels.files) == 6 and all("/labels/" in f.source_key for f in labels.files)
+    assert len(labels.files) == 6 and all("/labels/" in f.key for f in labels.files)
     one_bag = services.transfers.plan_ml_download(RUN, bags=["rosbag_2025-08-01-08-00-21_1"], kinds=["frames"])
-    assert len(one_bag.files) == 5 and all(BAG_DIRS[1] in f.source_key for f in one_bag.files)
+    assert len(one_bag.files) == 5 and all(BAG_DIRS[1] in f.key for f in one_bag.files)
     with pytest.raises(TransferError, match="no ML samples for _nope"):
         services.transfers.plan_ml_download(RUN, bags=["_nope"])
     with pytest.raises(TransferError, match="frames and/or labels"):
@@ -70,7 +70,7 @@ def test_verify_replaces_a_changed_local_label(services: ServiceContainer) -> No
     changed = label / f"{sample_name(0, 1)}.txt"
     changed.write_bytes(b"1 0.5 0.5 0.1 0.1\n")  # same size, edited class
     plan = services.transfers.plan_ml_download(RUN, conflict="verify")
-    assert [f.target for f in plan.to_transfer] == [changed]
+    assert [f.path for f in plan.to_transfer] == [changed]
     assert services.transfers.execute(plan).ok
     assert changed.read_bytes() == b"0 0.5 0.5 0.1 0.1\n"
 

@@ -102,7 +102,7 @@ def test_conflict_modes(services: ServiceContainer, content: dict[str, bytes]) -
 
 def test_bag_selection(services: ServiceContainer) -> None:
     plan = services.transfers.plan_raw_download(RUN, bags=["0", "rosbag" + BAGS[2], BAGS[3][:-4]])
-    assert [f.source_key.rsplit("/", 1)[1] for f in plan.files] == [BAGS[0], BAGS[2], BAGS[3]]
+    assert [f.key.rsplit("/", 1)[1] for f in plan.files] == [BAGS[0], BAGS[2], BAGS[3]]
     with pytest.raises(TransferError, match="no bag index 9"):
         services.transfers.plan_raw_download(RUN, bags=["9"])
     with pytest.raises(TransferError, match="no bag named"):
@@ -128,7 +128,7 @@ def test_cancel_leaves_no_partial_file(services: ServiceContainer, fresh_config:
                                         cancel=cancel)
     assert result.cancelled and not result.ok
     for outcome in result.outcomes:
-        target = outcome.file.target
+        target = outcome.file.path
         assert not target.exists() or target.stat().st_size == outcome.file.size
     assert leftovers(fresh_config) == []
 
