@@ -30,7 +30,10 @@ def require(available: bool, hint: str) -> None:
     pytest.skip(hint)
 
 
-def make_config(root: Path, emulator_url: str, raw: str = "fleet-raw", ml: str = "fleet-ml") -> RuntoolConfig:
+def make_config(
+    root: Path, emulator_url: str | None = None, raw: str = "fleet-raw", ml: str = "fleet-ml"
+) -> RuntoolConfig:
+    """A config whose local roots are under ``root`` (and whose buckets live on ``emulator_url``, if given)."""
     return RuntoolConfig(
         raw_bucket=raw,
         ml_bucket=ml,

@@ -10,6 +10,7 @@ from runtool.config import RuntoolConfig
 from runtool.services.extraction import ExtractionService
 from runtool.services.local_state import LocalStateService
 from runtool.storage import local_raw_dir
+from tests.conftest import make_config
 from tests.extract.bagfiles import COORD, DemoRun, copy_run, write_demo_run
 
 
@@ -21,13 +22,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
 
 @pytest.fixture
 def config(tmp_path: Path) -> RuntoolConfig:
-    return RuntoolConfig(
-        data_dir=tmp_path,
-        raw_root=tmp_path / "raw",
-        processed_root=tmp_path / "processed",
-        ml_root=tmp_path / "ML",
-        cache_dir=tmp_path / "cache",
-    )
+    return make_config(tmp_path)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from runtool.models import RunCoordinate
 from runtool.services.analytics import AnalyticsError, AnalyticsService, FailedBag, flatten_legacy_messages
 from runtool.services.local_state import ANALYSIS_MARKER, LocalStateService
 from runtool.storage import processed_dir
+from tests.conftest import make_config
 
 RUN = RunCoordinate.parse("acme/north/field_7/TW_1/LB_0001/2025_08_25T08:59:38Z")
 BAGS = ["rosbag_2025-08-25-08-59-57_0", "rosbag_2025-08-25-09-09-57_1"]
@@ -26,13 +27,7 @@ BBOX = {"bbox_cx": 320.0, "bbox_cy": 240.0, "bbox_theta": 0.0, "bbox_w": 40.0, "
 
 @pytest.fixture
 def config(tmp_path: Path) -> RuntoolConfig:
-    return RuntoolConfig(
-        data_dir=tmp_path,
-        raw_root=tmp_path / "raw",
-        processed_root=tmp_path / "processed",
-        ml_root=tmp_path / "ML",
-        cache_dir=tmp_path / "cache",
-    )
+    return make_config(tmp_path)
 
 
 def message_rows() -> pd.DataFrame:
