@@ -22,6 +22,7 @@ from runtool.errors import RuntoolError
 from runtool.formatting import format_bytes, format_count, format_pct
 from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, RunCoordinate, to_jsonable
 from runtool.services import CONFLICT_MODES, RefreshProgress, ServiceContainer, TransferPlan, TransferProgress
+from runtool.services.transfers import BulkPlan
 
 __all__ = ["main"]
 
@@ -285,8 +286,50 @@ class _ByteProgress:
 
 
 def cmd_download(args: argparse.Namespace, services: ServiceContainer) -> int:
-    coord = _known_run(services, _coordinate(args.coord))
-    return _preview_and_execute(args, services, services.transfers.plan_raw_download(coord, args.bags, args.conflict))
+    if args.coord:
+        coord = _known_run(services, _coordinate(args.coord))
+        plan = services.transfers.plan_raw_download(coord, args.bags, args.conflict)
+        return _preview_and_execute(args, services, plan)
+    filters = _filters(args)
+    if filters.is_empty():
+        raise UsageError("give a COORD, or filters (--cid … --lbid) to download many runs")
+    _ensure_inventory(services)
+    runs = services.data_state.runs(filters)
+    coords = services.data_state.generate_coordinates_from_filters(filters)
+    with_bags = [c for c, bags in zip(coords, runs["raw_bags"], strict=True) if bags > 0]
+    return _preview_and_execute_bulk(args, services, services.transfers.plan_bulk("raw_download", with_bags,
+                                                                                   conflict=args.conflict))
+
+
+def _preview_and_execute_bulk(args: argparse.Namespace, services: ServiceContainer, bulk: BulkPlan) -> int:
+    """Per-run preview lines and totals, confirmation, then each run as its own unit; non-zero if any failed."""
+    if args.json and args.dry_run:
+        _print_json(bulk.to_dict())
+        return 0
+    print(bulk.describe())
+    for plan in bulk.plans:
+        print(f"  {plan.coordinate}: {plan.describe()}")
+    for coord, reason in bulk.left_out:
+        print(f"  {coord}: left out — {reason}")
+    if args.dry_run or not bulk.files_to_transfer:
+        return 0
+    if not args.yes and not _confirm(f"{bulk.describe()}?"):
+        print("Not confirmed; nothing transferred (use --yes to run without asking).", file=sys.stderr)
+        return 1
+    progress = _ByteProgress()
+    try:
+        result = services.transfers.execute_bulk(bulk, progress=lambda _run, _runs, event: progress(event))
+    finally:
+        progress.close()
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        for run in result.results:
+            for outcome in run.outcomes:
+                if outcome.status == "failed":
+                    print(f"  failed: {run.plan.coordinate}: {outcome.file.name}: {outcome.error}", file=sys.stderr)
+        print(result.summary())
+    return 0 if result.ok else 1
 
 
 def cmd_ml_download(args: argparse.Namespace, services: ServiceContainer) -> int:
@@ -296,6 +339,13 @@ def cmd_ml_download(args: argparse.Namespace, services: ServiceContainer) -> int
 
 
 def cmd_ml_upload(args: argparse.Namespace, services: ServiceContainer) -> int:
+    if args.export_id:
+        if args.coord:
+            raise UsageError("give either COORD or --export-id, not both")
+        return _preview_and_execute_bulk(args, services, services.transfers.plan_export_upload(args.export_id,
+                                                                                               args.conflict))
+    if not args.coord:
+        raise UsageError("give a COORD or --export-id ID")
     coord = _known_run(services, _coordinate(args.coord))
     plan = services.transfers.plan_ml_upload(coord, args.bags, args.kinds, args.conflict)
     return _preview_and_execute(args, services, plan)
@@ -590,9 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("anomalies", cmd_anomalies, "objects whose keys do not fit the bucket layout")
     p.add_argument("--json", action="store_true")
 
-    p = command("download", cmd_download, "download a run's raw bags (preview, confirm, verify, resume)")
-    p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
-    p.add_argument("--bags", nargs="+", metavar="BAG", help="bag names or indices (default: all)")
+    p = command("download", cmd_download, "download raw bags of a run, or of every run matching filters")
+    p.add_argument("coord", metavar="COORD", nargs="?", help="cid/regionid/fieldid/twid/lbid/timestamp")
+    p.add_argument("--bags", nargs="+", metavar="BAG", help="bag names or indices (default: all; one run only)")
+    _add_filters(p)
     _add_transfer_options(p)
 
     ml = sub.add_parser("ml", help="ML samples (frames and labels)").add_subparsers(dest="ml", required=True)
@@ -602,8 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", nargs="+", choices=["frames", "labels"], default=["frames", "labels"])
     _add_transfer_options(p)
 
-    p = command("upload", cmd_ml_upload, "upload a run's local ML samples (generation preconditions, CRC32C)", ml)
-    p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
+    p = command("upload", cmd_ml_upload, "upload a run's local ML samples, or a labelling export by its id", ml)
+    p.add_argument("coord", metavar="COORD", nargs="?", help="cid/regionid/fieldid/twid/lbid/timestamp")
+    p.add_argument("--export-id", metavar="ID", help="every run of this export in ML/raw/.export_tracking.json")
     p.add_argument("--bags", nargs="+", metavar="BAG", help="bag folders (default: all)")
     p.add_argument("--kinds", nargs="+", choices=["frames", "labels"], default=["frames", "labels"])
     _add_transfer_options(p)

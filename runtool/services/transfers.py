@@ -27,7 +27,7 @@ from google.cloud import storage
 from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError
 from runtool.formatting import format_bytes, format_count
-from runtool.models import RunCoordinate
+from runtool.models import CoordinateError, Filters, RunCoordinate
 from runtool.services.inventory import CloudInventoryService
 from runtool.services.local_state import LocalStateService
 from runtool.storage import (
@@ -48,6 +48,8 @@ from runtool.storage.layout import FRAME_SUFFIXES, LABEL_SUFFIX
 
 __all__ = [
     "CONFLICT_MODES",
+    "BulkPlan",
+    "BulkResult",
     "ConflictMode",
     "FileOutcome",
     "PlannedFile",
@@ -224,6 +226,76 @@ class TransferResult:
             "skipped": self.count("skipped"),
             "failed": self.count("failed"),
             "files": [o.to_dict() for o in self.outcomes],
+        }
+
+
+@dataclass(frozen=True)
+class BulkPlan:
+    """One operation over many runs: a plan per run, plus the runs left out and why."""
+
+    operation: str
+    plans: tuple[TransferPlan, ...]
+    left_out: tuple[tuple[RunCoordinate, str], ...] = ()
+
+    @property
+    def files_to_transfer(self) -> int:
+        return sum(len(plan.to_transfer) for plan in self.plans)
+
+    @property
+    def bytes_to_transfer(self) -> int:
+        return sum(plan.bytes_to_transfer for plan in self.plans)
+
+    def describe(self) -> str:
+        """e.g. ``Download 123 files, 4.5 GiB over 7 runs (2 runs left out)``."""
+        verb = "Upload" if self.operation.endswith("_upload") else "Download"
+        text = (
+            f"{verb} {format_count(self.files_to_transfer)} files, {format_bytes(self.bytes_to_transfer)} over "
+            f"{format_count(sum(1 for p in self.plans if p.to_transfer))} runs"
+        )
+        return text + (f" ({format_count(len(self.left_out))} runs left out)" if self.left_out else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "files_to_transfer": self.files_to_transfer,
+            "bytes_to_transfer": self.bytes_to_transfer,
+            "plans": [p.to_dict() for p in self.plans],
+            "left_out": [{"coordinate": str(c), "reason": r} for c, r in self.left_out],
+        }
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """Per-run results; each run is its own unit, so one failing run does not stop the others."""
+
+    plan: BulkPlan
+    results: tuple[TransferResult, ...]
+    not_started: tuple[RunCoordinate, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.not_started and all(result.ok for result in self.results)
+
+    def summary(self) -> str:
+        done = sum(1 for r in self.results if r.ok)
+        failed = sum(1 for r in self.results if not r.ok)
+        files = sum(r.count("transferred") for r in self.results)
+        size = sum(r.bytes for r in self.results)
+        text = (
+            f"{done} runs complete, {failed} with failures, {len(self.not_started)} not started, "
+            f"{len(self.plan.left_out)} left out — {format_count(files)} files, {format_bytes(size)} "
+            f"in {self.seconds:.1f} s"
+        )
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "summary": self.summary(),
+            "runs": [r.to_dict() for r in self.results],
+            "not_started": [str(c) for c in self.not_started],
+            "left_out": [{"coordinate": str(c), "reason": r} for c, r in self.plan.left_out],
         }
 
 
@@ -610,6 +682,71 @@ class TransferService:
             return FileOutcome(file, "failed", 0, time.perf_counter() - started, error)
         on_bytes(file.size)
         return FileOutcome(file, "transferred", file.size, time.perf_counter() - started)
+
+    def plan_bulk(self, operation: str, coords: Sequence[RunCoordinate], **options: Any) -> BulkPlan:
+        """A plan per run (``operation`` is ``raw_download``, ``ml_download``, ``raw_upload`` or ``ml_upload``).
+
+        Runs that cannot be planned (no bags, nothing local, ...) are left out with the reason, not fatal.
+        """
+        planners: dict[str, Callable[..., TransferPlan]] = {
+            "raw_download": self.plan_raw_download,
+            "ml_download": self.plan_ml_download,
+            "raw_upload": self.plan_raw_upload,
+            "ml_upload": self.plan_ml_upload,
+        }
+        planner = planners.get(operation)
+        if planner is None:
+            raise TransferError(f"Unknown operation {operation!r}.")
+        plans: list[TransferPlan] = []
+        left_out: list[tuple[RunCoordinate, str]] = []
+        for coord in coords:
+            try:
+                plans.append(planner(coord, **options))
+            except TransferError as exc:
+                left_out.append((coord, str(exc)))
+        return BulkPlan(operation, tuple(plans), tuple(left_out))
+
+    def plan_export_upload(self, export_id: str, conflict: ConflictMode = "skip") -> BulkPlan:
+        """Upload a labelling export: every local ML run under the coordinates listed for ``export_id``."""
+        exports = self.local.export_tracking()
+        if export_id not in exports:
+            known = ", ".join(exports) or "none"
+            raise TransferError(f"Unknown export id {export_id!r}; the export tracking file lists: {known}.")
+        coords: list[RunCoordinate] = []
+        for partial in exports[export_id].coordinates:
+            parts = partial.strip("/").split("/")
+            try:
+                filters = Filters(**dict(zip(RunCoordinate.PARTS, parts, strict=False)))
+            except (CoordinateError, TypeError) as exc:
+                raise TransferError(f"Export {export_id!r} lists a bad coordinate {partial!r}: {exc}") from exc
+            coords.extend(run.coordinate for run in self.local.runs(filters) if run.ml.exists)
+        if not coords:
+            raise TransferError(f"Export {export_id!r} has no local ML samples under its coordinates.")
+        return self.plan_bulk("ml_upload", sorted(set(coords), key=RunCoordinate.sort_key), conflict=conflict)
+
+    def execute_bulk(
+        self,
+        bulk: BulkPlan,
+        progress: Callable[[int, int, TransferProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> BulkResult:
+        """Execute each run's previewed plan in turn (its files in parallel); a cancel stops after the current run's
+        files in flight, and the runs not reached are reported as not started."""
+        cancel = cancel or threading.Event()
+        started = time.perf_counter()
+        results: list[TransferResult] = []
+        todo = [plan for plan in bulk.plans if plan.to_transfer]
+        for index, plan in enumerate(todo):
+            if cancel.is_set():
+                not_started = tuple(p.coordinate for p in todo[index:])
+                return BulkResult(bulk, tuple(results), not_started, time.perf_counter() - started)
+
+            def relay(event: TransferProgress, index: int = index) -> None:
+                if progress is not None:
+                    progress(index, len(todo), event)
+
+            results.append(self.execute(plan, progress=relay, cancel=cancel))
+        return BulkResult(bulk, tuple(results), (), time.perf_counter() - started)
 
     def _current_generation(self, bucket: str, file: PlannedFile) -> int | None:
         """The object's generation now (None if it is gone), to tell corruption from a newer upload."""
