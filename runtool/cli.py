@@ -20,7 +20,7 @@ from typing import Any
 from runtool.config import ConfigError, RuntoolConfig, load_config
 from runtool.errors import RuntoolError
 from runtool.formatting import format_bytes, format_count, format_pct
-from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, RunCoordinate, to_jsonable
+from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, RunCoordinate, SyncStatus, to_jsonable
 from runtool.services import CONFLICT_MODES, RefreshProgress, ServiceContainer, TransferPlan, TransferProgress
 from runtool.services.transfers import BulkPlan
 
@@ -160,6 +160,30 @@ def cmd_runs(args: argparse.Namespace, services: ServiceContainer) -> int:
     print(
         _table(rows, ["laser box", "timestamp", "bags", "size", "labels", "frames", "coverage", "raw", "ml", "issues"])
     )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, services: ServiceContainer) -> int:
+    """The sync table: each run's raw and ML state, cloud against local, with the issue texts."""
+    filters = _filters(args)
+    _ensure_inventory(services)
+    keep = ["cid", "regionid", "fieldid", "twid", "lbid", "timestamp", "raw_bags", "local_bags", "raw_bytes",
+            "local_raw_bytes", "ml_frames", "ml_labels", "local_frames", "local_labels", "raw_sync", "ml_sync",
+            "issues"]
+    records = [{k: r[k] for k in keep} for r in services.data_state.run_records(filters)]
+    if args.json:
+        _print_json(records)
+        return 0
+    if not records:
+        print(f"No runs under {filters.describe()}.")
+        return 0
+    rows = [
+        ["/".join(str(r[level]) for level in LEVELS), str(r["timestamp"]), SyncStatus(r["raw_sync"]).label,
+         f"{r['local_bags']}/{r['raw_bags']}", SyncStatus(r["ml_sync"]).label,
+         f"{r['local_labels']}/{r['ml_labels']}", r["issues"]]
+        for r in records
+    ]
+    print(_table(rows, ["laser box", "timestamp", "raw", "bags local/cloud", "ML", "labels local/cloud", "issues"]))
     return 0
 
 
@@ -630,6 +654,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("runs", cmd_runs, "list runs with bags, samples, coverage and sync status")
     _add_filters(p)
     _add_coverage_options(p)
+    p.add_argument("--json", action="store_true")
+
+    p = command("status", cmd_status, "the sync table: raw and ML state of each run, cloud against local")
+    _add_filters(p)
     p.add_argument("--json", action="store_true")
 
     p = command("coverage", cmd_coverage, "labelling coverage of a selection, per laser box and day")

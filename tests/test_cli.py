@@ -112,3 +112,13 @@ def test_installed_entry_point_runs(toml: Path) -> None:
                             text=True, timeout=120, env={**os.environ, "RUNTOOL_CONFIG": ""})
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)) == 2
+
+
+def test_status_shows_the_sync_table(toml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--config", str(toml), "status", "--json")
+    assert code == 0
+    rows = {r["lbid"]: r for r in json.loads(out)}
+    assert (rows["LB_0001"]["raw_sync"], rows["LB_0001"]["local_bags"], rows["LB_0001"]["raw_bags"]) == (
+        "cloud_only", 0, 4)
+    code, out, _ = run_cli(capsys, "--config", str(toml), "status", "--lbid", "LB_0002")
+    assert code == 0 and "not downloaded" in out and "LB_0001" not in out
