@@ -344,14 +344,11 @@ class DataStateService:
         extra = sorted(set(local) - set(cloud))
         differ = sorted(k for k in set(cloud) & set(local) if cloud[k] != local[k])
         if missing:
-            issues.append(
-                f"{what}s not downloaded: {len(missing)} ({', '.join(missing[:3])}{'…' if len(missing) > 3 else ''})"
-            )
+            issues.append(f"{what}s not downloaded: {len(missing)} ({_few(missing)})")
         if extra:
-            issues.append(f"{what}s only local: {len(extra)} ({', '.join(extra[:3])}{'…' if len(extra) > 3 else ''})")
+            issues.append(f"{what}s only local: {len(extra)} ({_few(extra)})")
         if differ:
-            noun = "size" if what == "Bag" else "count"
-            issues.append(f"{what} {noun} differs: {', '.join(differ[:3])}{'…' if len(differ) > 3 else ''}")
+            issues.append(f"{what} {'size' if what == 'Bag' else 'count'} differs: {_few(differ)}")
         return SyncStatus.MISMATCH
 
     def anomalies(self) -> pd.DataFrame:
@@ -364,6 +361,7 @@ class DataStateService:
 
 
 def _few(names: list[str]) -> str:
+    """The first three names, and an ellipsis when there are more."""
     return ", ".join(names[:3]) + ("…" if len(names) > 3 else "")
 
 

@@ -27,7 +27,7 @@ from pandas.api.types import union_categoricals
 
 from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError
-from runtool.models import LEVELS, Filters, RunCoordinate
+from runtool.models import LEVELS, Filters
 from runtool.storage import (
     Anomaly,
     ObjectRecord,
@@ -493,8 +493,3 @@ class _Scan:
 def _extend(columns: dict[str, list[Any]], more: dict[str, list[Any]]) -> None:
     for name, values in more.items():
         columns[name].extend(values)
-
-
-def run_coordinate(row: pd.Series) -> RunCoordinate:
-    """The coordinate of a row of :meth:`InventorySnapshot.runs`."""
-    return RunCoordinate(*(str(row[part]) for part in COORD_COLUMNS))
