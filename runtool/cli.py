@@ -326,7 +326,7 @@ def cmd_download(args: argparse.Namespace, services: ServiceContainer) -> int:
 
 
 def _preview_and_execute_bulk(args: argparse.Namespace, services: ServiceContainer, bulk: BulkPlan) -> int:
-    """Per-run preview lines and totals, confirmation, then each run as its own unit; non-zero if any failed."""
+    """Per-run preview lines and totals, then :func:`_confirm_and_execute`."""
     if args.json and args.dry_run:
         _print_json(bulk.to_dict())
         return 0
@@ -337,6 +337,11 @@ def _preview_and_execute_bulk(args: argparse.Namespace, services: ServiceContain
         print(f"  {coord}: left out — {reason}")
     if args.dry_run or not bulk.files_to_transfer:
         return 0
+    return _confirm_and_execute(args, services, bulk)
+
+
+def _confirm_and_execute(args: argparse.Namespace, services: ServiceContainer, bulk: BulkPlan) -> int:
+    """Ask (unless --yes), execute the previewed plans, each run as its own unit; non-zero if anything failed."""
     if not args.yes and not _confirm(f"{bulk.describe()}?"):
         print("Not confirmed; nothing transferred (use --yes to run without asking).", file=sys.stderr)
         return 1
@@ -347,12 +352,12 @@ def _preview_and_execute_bulk(args: argparse.Namespace, services: ServiceContain
         progress.close()
     if args.json:
         _print_json(result.to_dict())
-    else:
-        for run in result.results:
-            for outcome in run.outcomes:
-                if outcome.status == "failed":
-                    print(f"  failed: {run.plan.coordinate}: {outcome.file.name}: {outcome.error}", file=sys.stderr)
-        print(result.summary())
+        return 0 if result.ok else 1
+    for run in result.results:
+        for outcome in run.outcomes:
+            if outcome.status == "failed":
+                print(f"  failed: {run.plan.coordinate}: {outcome.file.name}: {outcome.error}", file=sys.stderr)
+    print(result.results[0].summary() if len(bulk.plans) == 1 and result.results else result.summary())
     return 0 if result.ok else 1
 
 
@@ -381,7 +386,7 @@ def cmd_raw_upload(args: argparse.Namespace, services: ServiceContainer) -> int:
 
 
 def _preview_and_execute(args: argparse.Namespace, services: ServiceContainer, plan: TransferPlan) -> int:
-    """Show the plan, ask (unless --yes), execute exactly that plan, report; non-zero when anything failed."""
+    """Show the plan file by file, then :func:`_confirm_and_execute` exactly that plan."""
     if args.json and args.dry_run:
         _print_json(plan.to_dict())
         return 0
@@ -393,22 +398,7 @@ def _preview_and_execute(args: argparse.Namespace, services: ServiceContainer, p
         print(f"  … {len(plan.files) - len(shown)} more files")
     if args.dry_run or not plan.to_transfer:
         return 0
-    if not args.yes and not _confirm(f"{plan.describe()}?"):
-        print("Not confirmed; nothing transferred (use --yes to run without asking).", file=sys.stderr)
-        return 1
-    progress = _ByteProgress()
-    try:
-        result = services.transfers.execute(plan, progress=progress)
-    finally:
-        progress.close()
-    if args.json:
-        _print_json(result.to_dict())
-    else:
-        for outcome in result.outcomes:
-            if outcome.status == "failed":
-                print(f"  failed: {outcome.file.name}: {outcome.error}", file=sys.stderr)
-        print(result.summary())
-    return 0 if result.ok else 1
+    return _confirm_and_execute(args, services, BulkPlan(plan.operation, (plan,)))
 
 
 def cmd_extract(args: argparse.Namespace, services: ServiceContainer) -> int:
