@@ -122,3 +122,13 @@ def test_status_shows_the_sync_table(toml: Path, capsys: pytest.CaptureFixture[s
         "cloud_only", 0, 4)
     code, out, _ = run_cli(capsys, "--config", str(toml), "status", "--lbid", "LB_0002")
     assert code == 0 and "not downloaded" in out and "LB_0001" not in out
+
+
+@pytest.mark.parametrize("command", [["download"], ["extract"], ["analyze"], ["report"], ["ml", "download"],
+                                     ["ml", "upload"], ["raw", "upload"]])
+def test_unknown_or_bad_coord_exits_2(command: list[str], toml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    unknown = "acme/north/field_7/TW_1/LB_0042/2025_08_01T08:00:00Z"
+    code, _, err = run_cli(capsys, "--config", str(toml), *command, unknown)
+    assert code == 2 and "unknown run" in err
+    code, _, err = run_cli(capsys, "--config", str(toml), *command, "acme/north/../TW_1/LB_0001/x")
+    assert code == 2 and "error" in err
