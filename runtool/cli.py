@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -401,6 +402,46 @@ def _preview_and_execute(args: argparse.Namespace, services: ServiceContainer, p
     return _confirm_and_execute(args, services, BulkPlan(plan.operation, (plan,)))
 
 
+def cmd_dataset_fetch(args: argparse.Namespace, services: ServiceContainer) -> int:
+    """Preview a training dataset for a selection, then fetch exactly that plan into ML/trainings/NAME."""
+    from runtool.services.datasets import DatasetError, DatasetOptions
+
+    try:
+        classes = tuple(int(c) for c in args.classes.split(",")) if args.classes else None
+        options = DatasetOptions(
+            since=args.since, until=args.until, min_coverage_pct=args.min_coverage,
+            labelled_only=not args.all_frames, classes=classes, max_samples=args.max_samples,
+            val_fraction=args.val_fraction, seed=args.seed,
+        )
+    except (ValueError, DatasetError) as exc:
+        raise UsageError(f"bad dataset option: {exc}") from exc
+    _ensure_inventory(services)
+    plan = services.datasets.plan_dataset_fetch(args.name, _filters(args), options)
+    if args.json and args.dry_run:
+        _print_json(plan.to_dict())
+        return 0
+    print(plan.describe())
+    for key, reason in plan.rejected:
+        print(f"  rejected: {key}: {reason}", file=sys.stderr)
+    if args.dry_run or not plan.samples:
+        return 0
+    if not args.yes and not _confirm(f"Fetch {plan.describe()}?"):
+        print("Not confirmed; nothing fetched (use --yes to run without asking).", file=sys.stderr)
+        return 1
+    progress = _ByteProgress()
+    try:
+        result = services.datasets.execute(plan, progress=progress)
+    finally:
+        progress.close()
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        for path, error in result.failed:
+            print(f"  failed: {path}: {error}", file=sys.stderr)
+        print(result.summary())
+    return 0 if result.ok else 1
+
+
 def cmd_extract(args: argparse.Namespace, services: ServiceContainer) -> int:
     coord = _known_run(services, _coordinate(args.coord))
 
@@ -684,6 +725,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bags", nargs="+", metavar="BAG", help="bag names (default: all)")
     _add_transfer_options(p)
 
+    dataset = sub.add_parser("dataset", help="training datasets").add_subparsers(dest="dataset", required=True)
+    p = command("fetch", cmd_dataset_fetch, "fetch labelled samples of a selection into ML/trainings/NAME (YOLO)",
+                dataset)
+    p.add_argument("name", metavar="NAME")
+    _add_filters(p)
+    p.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="runs starting on or after this UTC day")
+    p.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="runs starting on or before this UTC day")
+    p.add_argument("--min-coverage", type=float, metavar="PCT", help="leave out runs below this coverage")
+    p.add_argument("--all-frames", action="store_true", help="also frames without labels (empty label files)")
+    p.add_argument("--classes", metavar="0,2", help="only samples with a box of these classes")
+    p.add_argument("--max-samples", type=int, metavar="N")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of runs in the validation split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dry-run", action="store_true", help="show the plan only")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask before fetching")
+    p.add_argument("--json", action="store_true")
+
     p = command("extract", cmd_extract, "extract a downloaded run's bags into CSV/Parquet tables")
     p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
     p.add_argument("--backend", choices=["local", "docker"], default="local")
@@ -702,6 +760,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("serve", cmd_serve, "serve the pages with Voila")
     _add_serve_options(p)
     return parser
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
 
 
 def _add_transfer_options(p: argparse.ArgumentParser) -> None:

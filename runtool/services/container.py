@@ -11,6 +11,7 @@ from runtool.config import RuntoolConfig, load_config
 from runtool.models import CoverageSettings
 from runtool.services.analytics import AnalyticsService
 from runtool.services.data_state import DataStateService
+from runtool.services.datasets import DatasetService
 from runtool.services.extraction import ExtractionService
 from runtool.services.inventory import CloudInventoryService
 from runtool.services.local_state import LocalStateService
@@ -73,6 +74,10 @@ class ServiceContainer:
     @cached_property
     def reports(self) -> ReportService:
         return ReportService(self)
+
+    @cached_property
+    def datasets(self) -> DatasetService:
+        return DatasetService(self)
 
     def _after_refresh(self, scope: object) -> None:
         """A full cloud refresh rescans the local roots too, so both sides describe the same moment."""

@@ -1,0 +1,206 @@
+"""Dataset fetch against a real fake-gcs-server: selection, YOLO layout, manifest, incremental re-runs, faults."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from datetime import date
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runtool.config import RuntoolConfig
+from runtool.models import Filters, RunCoordinate
+from runtool.services import ServiceContainer
+from runtool.services.datasets import DatasetError, DatasetOptions, DatasetService, parse_yolo_label
+from runtool.services.transfers import TransferProgress
+from runtool.storage import make_client, ml_file_key, raw_bag_key
+from runtool.storage.checksums import file_crc32c
+
+A = RunCoordinate.parse("acme/north/field_1/TW_1/LB_0001/2025_05_10T08:00:00Z")  # coverage 100 %
+B = RunCoordinate.parse("acme/north/field_1/TW_1/LB_0002/2025_06_01T08:00:00Z")  # 50 %, one malformed label
+C = RunCoordinate.parse("acme/north/field_1/TW_1/LB_0001/2025_04_01T08:00:00Z")  # 75 %
+D = RunCoordinate.parse("acme/north/field_2/TW_1/LB_0003/2025_07_01T08:00:00Z")  # no raw bags: no coverage
+BAG = "_2025-01-01-08-00-00_0"
+BOX = "0.5 0.5 0.1 0.1\n"
+# Per run: frame stem -> label bytes (None: no label). Expected samples per bag is set to 4.
+FLEET: dict[RunCoordinate, dict[str, bytes | None]] = {
+    A: {"1.0": f"0 {BOX}".encode(), "2.0": f"1 {BOX}".encode(), "3.0": b"", "4.0": f"0 {BOX}2 {BOX}".encode()},
+    B: {"1.0": f"1 {BOX}".encode(), "2.0": b"not a yolo line\n", "3.0": None, "4.0": None},
+    C: {"1.0": f"2 {BOX}".encode(), "2.0": f"2 {BOX}".encode(), "3.0": f"2 {BOX}".encode()},
+    D: {"1.0": f"0 {BOX}".encode(), "2.0": f"0 {BOX}".encode()},
+}
+MALFORMED = ml_file_key(B, BAG, "labels", "2.0.txt")
+ALL = Filters(cid="acme")
+
+
+def frame_bytes(coord: RunCoordinate, stem: str) -> bytes:
+    return f"jpeg {coord} {stem}".encode() * 3
+
+
+@pytest.fixture
+def services(fresh_config: RuntoolConfig) -> ServiceContainer:
+    client = make_client(emulator_host=fresh_config.emulator_host)
+    ml, raw = client.bucket(fresh_config.ml_bucket), client.bucket(fresh_config.raw_bucket)
+    for coord, samples in FLEET.items():
+        for stem, label in samples.items():
+            ml.blob(ml_file_key(coord, BAG, "frames", f"{stem}.jpg")).upload_from_string(frame_bytes(coord, stem))
+            if label is not None:
+                ml.blob(ml_file_key(coord, BAG, "labels", f"{stem}.txt")).upload_from_string(label)
+        if coord != D:
+            raw.blob(raw_bag_key(coord, f"{BAG}.bag")).upload_from_string(b"bag")
+    container = ServiceContainer(dataclasses.replace(fresh_config, expected_samples_per_bag=4.0))
+    container.inventory.refresh()
+    return container
+
+
+@pytest.fixture
+def datasets(services: ServiceContainer) -> DatasetService:
+    return DatasetService(services)
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()
+            and p.parts[len(root.parts)] in ("images", "labels")}
+
+
+def test_fetch_writes_the_yolo_layout_matching_the_buckets(datasets: DatasetService) -> None:
+    plan = datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions(val_fraction=0.25))
+    assert plan.rejected == ((MALFORMED, "line 1: 4 fields, expected 5 (class cx cy w h)"),)
+    assert len(plan.samples) == 4 + 1 + 3 + 2 and plan.runs == 4
+    assert len(plan.runs_in("val")) == 1 and not plan.runs_in("train") & plan.runs_in("val")
+    assert plan.count("train") + plan.count("val") == 10 and "10 samples from 4 runs" in plan.describe()
+
+    result = datasets.execute(plan)
+    assert result.ok and result.downloaded == 20 and result.removed == 0, result.summary()
+    root = plan.root
+    on_disk = files(root)
+    for split in ("train", "val"):
+        assert len(list((root / "images" / split).iterdir())) == plan.count(split)
+        assert len(list((root / "labels" / split).iterdir())) == plan.count(split)
+    for sample in plan.samples:
+        stem = sample.frame_key.rsplit("/", 1)[1].rsplit(".", 1)[0]
+        assert on_disk[sample.image_path] == frame_bytes(sample.coordinate, stem)
+        assert on_disk[sample.label_path] == FLEET[sample.coordinate][stem]
+        assert sample.image_name.startswith(f"acme_north_{sample.coordinate.fieldid}_TW_1_")
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["options"]["val_fraction"] == 0.25 and len(manifest["samples"]) == 10
+    for entry in manifest["samples"]:
+        for part in ("frame", "label"):
+            assert file_crc32c(root / entry[part]["target"]) == entry[part]["crc32c"]
+    runs_by_split = {s: {e["coordinate"] for e in manifest["samples"] if e["split"] == s} for s in ("train", "val")}
+    assert not runs_by_split["train"] & runs_by_split["val"]
+    data = yaml.safe_load((root / "data.yaml").read_text())
+    assert data["train"] == "images/train" and data["nc"] == 3 and data["names"] == {0: "class_0", 1: "class_1",
+                                                                                    2: "class_2"}
+
+    again = datasets.execute(datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions(val_fraction=0.25)))
+    assert again.ok and again.downloaded == 0 and again.removed == 0 and again.kept == 20
+    assert again.summary().startswith("0 downloaded")
+    assert files(root) == on_disk
+
+
+def test_a_narrower_selection_changes_only_the_difference(datasets: DatasetService) -> None:
+    wide = datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions())
+    assert datasets.execute(wide).ok
+    narrow = datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions(since=date(2025, 5, 1)))
+    assert C not in {s.coordinate for s in narrow.samples}
+    before = {p for s in wide.samples for p in (s.image_path, s.label_path)}
+    after = {p for s in narrow.samples for p in (s.image_path, s.label_path)}
+    result = datasets.execute(narrow)
+    assert result.ok and result.downloaded == len(after - before) and result.removed == len(before - after)
+    assert set(files(wide.root)) == after
+    assert len(json.loads((wide.root / "manifest.json").read_text())["samples"]) == len(narrow.samples)
+
+
+def test_class_filter_keeps_samples_with_a_box_of_those_classes(datasets: DatasetService) -> None:
+    plan = datasets.plan_dataset_fetch("c2", ALL, DatasetOptions(classes=(2,)))
+    assert {(s.coordinate, s.frame_key.rsplit("/", 1)[1]) for s in plan.samples} == {
+        (A, "4.0.jpg"), (C, "1.0.jpg"), (C, "2.0.jpg"), (C, "3.0.jpg")
+    }
+    assert all(2 in s.classes for s in plan.samples)
+
+
+def test_min_coverage_and_date_range_select_runs(datasets: DatasetService) -> None:
+    covered = datasets.plan_dataset_fetch("cov", ALL, DatasetOptions(min_coverage_pct=60))
+    assert {s.coordinate for s in covered.samples} == {A, C} and covered.runs_excluded == 2
+    dated = datasets.plan_dataset_fetch("dates", ALL, DatasetOptions(since=date(2025, 5, 1), until=date(2025, 6, 30)))
+    assert {s.coordinate for s in dated.samples} == {A, B}
+    field = datasets.plan_dataset_fetch("f2", Filters(cid="acme", regionid="north", fieldid="field_2"),
+                                        DatasetOptions())
+    assert {s.coordinate for s in field.samples} == {D}
+
+
+def test_all_frames_writes_empty_labels_for_unlabelled_frames(datasets: DatasetService) -> None:
+    plan = datasets.plan_dataset_fetch("all", Filters(cid="acme", regionid="north", fieldid="field_1",
+                                                      twid="TW_1", lbid="LB_0002"),
+                                       DatasetOptions(labelled_only=False))
+    assert len(plan.samples) == 3 and sum(1 for s in plan.samples if s.label_key is None) == 2
+    assert [key for key, _ in plan.rejected] == [MALFORMED]
+    result = datasets.execute(plan)
+    assert result.ok and result.written == 2 and result.downloaded == 4
+    for sample in plan.samples:
+        expected = b"" if sample.label_key is None else FLEET[B]["1.0"]
+        assert (plan.root / sample.label_path).read_bytes() == expected
+    assert datasets.execute(plan).downloaded == 0
+
+
+def test_max_samples_and_split_are_deterministic(datasets: DatasetService) -> None:
+    first = datasets.plan_dataset_fetch("m", ALL, DatasetOptions(max_samples=5, seed=3))
+    second = datasets.plan_dataset_fetch("m", ALL, DatasetOptions(max_samples=5, seed=3))
+    assert len(first.samples) == 5 and first.samples == second.samples
+
+
+def test_cancel_leaves_no_half_written_file_and_no_manifest(datasets: DatasetService) -> None:
+    plan = datasets.plan_dataset_fetch("cancel", ALL, DatasetOptions())
+    cancel = threading.Event()
+
+    def stop(event: TransferProgress) -> None:
+        if event.files_done >= 2:
+            cancel.set()
+
+    result = DatasetService(datasets.services, workers=1).execute(plan, progress=stop, cancel=cancel)
+    assert result.cancelled and not result.ok and 2 <= result.downloaded < 20
+    assert not (plan.root / "manifest.json").exists()
+    expected = {s.image_path: s.frame_crc32c for s in plan.samples} | {s.label_path: s.label_crc32c
+                                                                      for s in plan.samples}
+    leftovers = [p for p in plan.root.rglob("*") if p.is_file()]
+    assert leftovers and all(".part-" not in p.name and not p.name.startswith(".") for p in leftovers)
+    for path in leftovers:
+        assert file_crc32c(path) == expected[str(path.relative_to(plan.root))]
+    resumed = datasets.execute(plan)
+    assert resumed.ok and resumed.downloaded == 20 - result.downloaded
+
+
+def test_bad_input_is_refused_clearly(datasets: DatasetService) -> None:
+    with pytest.raises(DatasetError, match="validation fraction"):
+        DatasetOptions(val_fraction=1.5)
+    with pytest.raises(DatasetError, match="date range is empty"):
+        DatasetOptions(since=date(2025, 6, 1), until=date(2025, 5, 1))
+    with pytest.raises(DatasetError, match="Bad dataset name"):
+        datasets.plan_dataset_fetch("../x", ALL, DatasetOptions())
+    assert parse_yolo_label(b"0 0.5 0.5 1.5 0.1\n") == "line 1: box values must lie in [0, 1]"
+    assert parse_yolo_label(b"x 0.5 0.5 0.5 0.1\n").startswith("line 1: class 'x'")
+    assert parse_yolo_label(b"\n3 0 1 0.5 0.5\n\n") == (3,)
+
+
+def test_cli_dataset_fetch(services: ServiceContainer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from runtool.cli import main
+    from tests.conftest import write_toml
+
+    toml = write_toml(services.config, tmp_path / "runtool.toml")
+    with toml.open("a", encoding="utf-8") as handle:
+        handle.write("[coverage]\nexpected_samples_per_bag = 4\n")
+    assert main(["--config", str(toml), "dataset", "fetch", "weeds", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert "10 samples from 4 runs" in out and "rejected" in err
+    assert main(["--config", str(toml), "dataset", "fetch", "weeds", "--yes"]) == 0
+    assert "20 downloaded" in capsys.readouterr().out
+    assert main(["--config", str(toml), "dataset", "fetch", "weeds", "--yes"]) == 0
+    assert "\n0 downloaded" in capsys.readouterr().out  # same parameters: a no-op
+    with pytest.raises(SystemExit) as bad_date:
+        main(["--config", str(toml), "dataset", "fetch", "weeds", "--since", "yesterday"])
+    assert bad_date.value.code == 2
+    assert main(["--config", str(toml), "dataset", "fetch", "weeds", "--val-fraction", "2", "--dry-run"]) == 2
