@@ -591,14 +591,16 @@ def serve(
     host = "127.0.0.1" if loopback else ip
     url = f"http://{host}:{port}/voila/render/01_temporal_coverage.ipynb" + (f"?token={token}" if token else "")
     print(f"Serving runtool{' (read-only)' if read_only else ''} at {url}", flush=True)
-    process = subprocess.Popen(serve_command(port, ip, token, notebooks), env=env)
+    # The handler goes in first, so a SIGTERM right after start-up still reaches Voila through terminate().
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        # Voila stops its kernels on SIGTERM; wait so none is left behind.
-        process.terminate()
-        return process.wait()
+        process = subprocess.Popen(serve_command(port, ip, token, notebooks), env=env)
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            # Voila stops its kernels on SIGTERM; wait so none is left behind.
+            process.terminate()
+            return process.wait()
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from runtool.cli import serve_command
 from runtool.demo.emulator import free_port
 
@@ -55,3 +57,23 @@ def test_network_address_requires_the_printed_token(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_sigterm_right_after_start_leaves_no_voila_behind(tmp_path: Path) -> None:
+    port = free_port()
+    runtool = str(Path(sys.executable).with_name("runtool"))
+    process = subprocess.Popen([runtool, "serve", "--port", str(port)], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, cwd=tmp_path,
+                               env={**os.environ, "RUNTOOL_DATA_DIR": str(tmp_path)})
+    assert process.stdout is not None
+    process.stdout.readline()  # "Serving runtool at …": the handler is installed, Voila is starting
+    process.terminate()
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        alive = [p.pid for p in psutil.process_iter(["cmdline"])
+                 if "voila" in " ".join(p.info["cmdline"] or []) and f"--port={port}" in (p.info["cmdline"] or [])]
+        if not alive:
+            break
+        time.sleep(0.3)
+    assert not alive, f"voila still running: {alive}"
