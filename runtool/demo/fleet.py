@@ -15,7 +15,6 @@ occur, labelling coverage is uneven, and a few keys do not fit the layout at all
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -33,6 +32,7 @@ from google.cloud import storage
 from runtool.config import RuntoolConfig
 from runtool.demo.bags import tiny_jpeg, write_bag, yolo_label_lines
 from runtool.errors import RuntoolError
+from runtool.files import replacing
 from runtool.models import RunCoordinate
 from runtool.storage.gcs import retry_policy, storage_errors
 from runtool.storage.layout import cloud_to_local_name, local_ml_dir, local_raw_dir, ml_file_key, raw_bag_key
@@ -849,13 +849,11 @@ def _write_export_tracking(config: RuntoolConfig, plan: FleetPlan) -> None:
 
 def _place(path: Path, source: Payload, truncate: bool = False) -> None:
     """Write a file through a temporary name, so a file at its final path is always whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    if isinstance(source, Path):
-        if truncate:
-            partial.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    with replacing(path) as partial:
+        if isinstance(source, Path):
+            if truncate:
+                partial.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+            else:
+                shutil.copyfile(source, partial)
         else:
-            shutil.copyfile(source, partial)
-    else:
-        partial.write_bytes(source)
-    os.replace(partial, path)
+            partial.write_bytes(source)

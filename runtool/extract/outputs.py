@@ -34,6 +34,7 @@ import yaml
 
 from runtool.errors import RuntoolError
 from runtool.extract.reader import BATCH_MESSAGES, TABLE_SCHEMAS, TOPIC_KINDS, BagInfo, BagReader, BagReadError
+from runtool.files import write_atomic
 
 __all__ = [
     "FORMAT_VERSION",
@@ -231,9 +232,7 @@ class RunMetadata:
     def write(self, folder: Path) -> Path:
         """Write ``metadata.yaml`` into ``folder`` atomically (temporary name, then rename)."""
         path = folder / METADATA_FILE
-        tmp = folder / f".{METADATA_FILE}.tmp"
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
         return path
 
     @classmethod

@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +30,7 @@ import yaml
 from google.cloud import storage
 
 from runtool.errors import ReadOnlyError, RuntoolError
+from runtool.files import write_atomic
 from runtool.formatting import format_bytes, format_count
 from runtool.models import Filters, RunCoordinate
 from runtool.services.inventory import COORD_COLUMNS
@@ -362,7 +361,7 @@ class DatasetService:
                     .blob(label["key"])
                     .download_as_bytes(retry=retry_policy(self.config.request_retry_s), timeout=60)
                 )
-            _write_atomic(path, data)
+            write_atomic(path, data)
             return label["key"], data
 
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="labels") as pool:
@@ -411,7 +410,7 @@ class DatasetService:
                     todo.append(PlannedFile(key, path, size, crc, None, generation, "transfer", "not in the dataset"))
         outcomes = self._download_all(todo, progress, cancel)
         for path in empty:
-            _write_atomic(path, b"")
+            write_atomic(path, b"")
         failed = tuple(
             (str(o.file.path.relative_to(root)), o.error or o.status) for o in outcomes if o.status == "failed"
         )
@@ -419,8 +418,8 @@ class DatasetService:
         removed = 0
         if not failed and not cancelled:
             removed = _remove_unlisted(root, plan.samples)
-            _write_atomic(root / "data.yaml", _data_yaml(plan).encode("utf-8"))
-            _write_atomic(root / MANIFEST, _manifest(plan).encode("utf-8"))
+            write_atomic(root / "data.yaml", _data_yaml(plan).encode("utf-8"))
+            write_atomic(root / MANIFEST, _manifest(plan).encode("utf-8"))
         return DatasetResult(
             plan,
             downloaded=sum(1 for o in outcomes if o.status == "transferred"),
@@ -546,20 +545,6 @@ def _complete(path: Path, size: int, crc: str) -> bool:
 
 def _is_empty_file(path: Path) -> bool:
     return path.is_file() and path.stat().st_size == 0
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write beside the target and rename, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        with tmp.open("wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _remove_unlisted(root: Path, samples: Iterable[DatasetSample]) -> int:

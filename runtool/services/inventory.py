@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -27,6 +25,7 @@ from pandas.api.types import union_categoricals
 
 from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError
+from runtool.files import replacing
 from runtool.models import LEVELS, Filters
 from runtool.storage import (
     Anomaly,
@@ -364,14 +363,8 @@ class CloudInventoryService:
         }
         table = pa.Table.from_pandas(snapshot.objects, preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), "runtool": json.dumps(info)})
-        fd, tmp = tempfile.mkstemp(prefix=".inventory-", suffix=".tmp", dir=self.cache_path.parent)
-        os.close(fd)
-        try:
+        with replacing(self.cache_path) as tmp:
             pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, self.cache_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 def _merge(previous: pd.DataFrame, fresh: pd.DataFrame, scope: Filters) -> pd.DataFrame:

@@ -20,7 +20,6 @@ format checkers compile a grammar), a sixth of a whole report.
 from __future__ import annotations
 
 import html
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from runtool.config import RuntoolConfig, load_config
 from runtool.errors import ReadOnlyError, RuntoolError
 from runtool.extract.outputs import ExtractionProgress
+from runtool.files import write_atomic
 from runtool.formatting import format_bytes, format_count
 from runtool.models import Filters, NextAction, RunCoordinate, RunState
 from runtool.services.analytics import RunAnalysis
@@ -412,8 +412,8 @@ class ReportService:
         ipynb, page_path = target / f"{stem}.ipynb", target / f"{stem}.html"
         try:
             target.mkdir(parents=True, exist_ok=True)
-            _write_atomic(ipynb, notebook_text)
-            _write_atomic(page_path, page)
+            write_atomic(ipynb, notebook_text)
+            write_atomic(page_path, page)
         except OSError as exc:
             raise ReportError(f"Could not write the report of {coord} to {target}: {exc}", coord, "write") from exc
         result = ReportResult(coord, ipynb, page_path, time.perf_counter() - started, steps)
@@ -537,13 +537,3 @@ def _export(notebook: NotebookNode, coord: RunCoordinate) -> tuple[str, str]:
     return nbformat.writes(notebook), str(body)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
