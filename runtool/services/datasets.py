@@ -34,7 +34,7 @@ from runtool.files import write_atomic
 from runtool.formatting import format_bytes, format_count
 from runtool.models import Filters, RunCoordinate
 from runtool.services.inventory import COORD_COLUMNS
-from runtool.services.transfers import FileOutcome, PlannedFile, TransferProgress
+from runtool.services.transfers import PlannedFile, TransferProgress
 from runtool.storage import ml_file_key, storage_errors
 from runtool.storage.checksums import Crc32cChecker, file_crc32c
 from runtool.storage.gcs import retry_policy
@@ -408,7 +408,7 @@ class DatasetService:
                     kept += 1
                 else:
                     todo.append(PlannedFile(key, path, size, crc, None, generation, "transfer", "not in the dataset"))
-        outcomes = self._download_all(todo, progress, cancel)
+        outcomes = self.services.transfers.move_files(self.config.ml_bucket, todo, progress=progress, cancel=cancel)
         for path in empty:
             write_atomic(path, b"")
         failed = tuple(
@@ -432,34 +432,6 @@ class DatasetService:
             seconds=time.perf_counter() - started,
         )
 
-    def _download_all(
-        self,
-        todo: list[PlannedFile],
-        progress: Callable[[TransferProgress], None] | None,
-        cancel: threading.Event,
-    ) -> list[FileOutcome]:
-        """Parallel verified downloads through the transfer engine (temp file, checksum, rename)."""
-        lock = threading.Lock()
-        counters = {"files": 0, "bytes": 0}
-        total = sum(f.size for f in todo)
-        transfers = self.services.transfers
-
-        def report(count: int, name: str, finished: bool) -> None:
-            with lock:
-                counters["bytes"] += count
-                counters["files"] += int(finished)
-                event = TransferProgress(counters["files"], len(todo), counters["bytes"], total, name)
-            if progress is not None:
-                progress(event)
-
-        def one(file: PlannedFile) -> FileOutcome:
-            try:
-                return transfers._download(self.config.ml_bucket, file, lambda n: report(n, file.name, False), cancel)
-            finally:
-                report(0, file.name, True)
-
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="dataset") as pool:
-            return list(pool.map(one, todo))
 
 
 def _pair(ml: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[tuple[RunCoordinate, str, str], dict[str, Any]]]:

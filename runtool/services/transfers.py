@@ -563,31 +563,8 @@ class TransferService:
         if self.read_only:
             raise ReadOnlyError("Transfers are not allowed in read-only mode.")
         cancel = cancel or threading.Event()
-        todo = plan.to_transfer
         started = time.perf_counter()
-        counters = {"bytes": 0, "files": 0}
-        lock = threading.Lock()
-
-        def on_bytes(count: int, name: str) -> None:
-            with lock:
-                counters["bytes"] += count
-                snapshot = TransferProgress(
-                    counters["files"], len(todo), counters["bytes"], plan.bytes_to_transfer, name
-                )
-            if progress is not None:
-                progress(snapshot)
-
-        move = self._upload if plan.uploads else self._download
-
-        def one(file: PlannedFile) -> FileOutcome:
-            outcome = move(plan.bucket, file, lambda n: on_bytes(n, file.name), cancel)
-            with lock:
-                counters["files"] += 1
-            on_bytes(0, file.name)
-            return outcome
-
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="transfer") as pool:
-            outcomes = list(pool.map(one, todo))
+        outcomes = self.move_files(plan.bucket, plan.to_transfer, upload=plan.uploads, progress=progress, cancel=cancel)
         skipped = [FileOutcome(f, "skipped") for f in plan.skipped]
         result = TransferResult(plan, (*skipped, *outcomes), time.perf_counter() - started, cancel.is_set())
         self.local.refresh_run(plan.coordinate)
@@ -595,6 +572,42 @@ class TransferService:
             # The bucket changed: rescan just this run, so the pages never show the old state.
             self.inventory.refresh(plan.coordinate.to_filters())
         return result
+
+    def move_files(
+        self,
+        bucket: str,
+        files: Sequence[PlannedFile],
+        upload: bool = False,
+        progress: Callable[[TransferProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[FileOutcome]:
+        """Transfer ``files`` in parallel, each verified and renamed into place; one outcome per file, in order.
+
+        The engine under :meth:`execute`, also used by operations that build their own file lists (datasets).
+        """
+        cancel = cancel or threading.Event()
+        total = sum(f.size for f in files)
+        counters = {"bytes": 0, "files": 0}
+        lock = threading.Lock()
+
+        def on_bytes(count: int, name: str) -> None:
+            with lock:
+                counters["bytes"] += count
+                snapshot = TransferProgress(counters["files"], len(files), counters["bytes"], total, name)
+            if progress is not None:
+                progress(snapshot)
+
+        move = self._upload if upload else self._download
+
+        def one(file: PlannedFile) -> FileOutcome:
+            outcome = move(bucket, file, lambda n: on_bytes(n, file.name), cancel)
+            with lock:
+                counters["files"] += 1
+            on_bytes(0, file.name)
+            return outcome
+
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="transfer") as pool:
+            return list(pool.map(one, files))
 
     def _download(
         self, bucket: str, file: PlannedFile, on_bytes: Callable[[int], None], cancel: threading.Event
