@@ -492,7 +492,8 @@ class TransferService:
         action: Literal["transfer", "skip"]
         for path, key in files:
             blob = existing.get(key)
-            crc = file_crc32c(path)
+            # Reading the file for its checksum is skipped when skip mode keeps the cloud object anyway.
+            crc = "" if blob is not None and conflict == "skip" else file_crc32c(path)
             if blob is None:
                 action, reason, generation = "transfer", "not uploaded", 0
             elif conflict == "skip":
