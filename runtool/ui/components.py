@@ -28,6 +28,7 @@ __all__ = [
     "LEVEL_LABELS",
     "NO_DATA",
     "FilterBar",
+    "JobProgress",
     "Kpi",
     "KpiCards",
     "Message",
@@ -401,3 +402,44 @@ class MessageArea:
             self._entries = [(m, box) for m, box in self._entries if box is not entry]
             self.widget.children = [box for _, box in self._entries]
         close_tree(entry)
+
+
+class JobProgress:
+    """The running job's progress: a bar, a line of text and Cancel; empty while no job runs.
+
+    Progress arrives from worker threads many times a second; the widgets are redrawn at most every
+    :attr:`INTERVAL_S`, except for the first and the forced updates (a new stage).
+    """
+
+    INTERVAL_S = 0.2
+    STEPS = 1000
+
+    def __init__(self) -> None:
+        self.bar = widgets.IntProgress(min=0, max=self.STEPS, layout=widgets.Layout(width="320px"))
+        self.bar.add_class("rt-progress")
+        self.text = widgets.HTML().add_class("rt-progress-text")
+        self.cancel_button = widgets.Button(description="Cancel", tooltip="Stop this job").add_class("rt-cancel")
+        self.widget = widgets.HBox(layout=widgets.Layout(align_items="center")).add_class("rt-job")
+        self._lock = threading.Lock()
+        self._last = 0.0
+
+    def start(self, text: str, cancellable: bool) -> None:
+        with self._lock:
+            self.bar.value = 0
+            self.text.value = html.escape(text)
+            self._last = time.monotonic()
+            self.widget.children = (self.bar, self.text, *((self.cancel_button,) if cancellable else ()))
+
+    def update(self, fraction: float, text: str, force: bool = False) -> None:
+        """Show ``fraction`` (0–1) done and ``text``; safe from any thread."""
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._last < self.INTERVAL_S:
+                return
+            self._last = now
+            self.bar.value = round(min(1.0, max(0.0, fraction)) * self.STEPS)
+            self.text.value = html.escape(text)
+
+    def finish(self) -> None:
+        with self._lock:
+            self.widget.children = ()

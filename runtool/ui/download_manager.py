@@ -1,45 +1,160 @@
-"""Page 3, download manager (first slice): every selected run's cloud/local sync state and its issues.
+"""Page 3, download manager: every selected run's raw or ML state, and operations over many runs.
 
-Transfers (plan → preview → execute) arrive in a later slice.
+The inventory table (an ipydatagrid: sortable, filterable, selectable rows) shows the selection for the
+raw or the ML side with a status filter; the totals sit above it. Below it, three tabs: transfer the
+selected runs (or every run shown when none is ticked) with preview → execute, upload a labelling export
+by its id, and fetch a training dataset with a live plan. Work runs in the background with per-run and
+overall progress and Cancel; the table redraws itself afterwards. Read-only servers show the table alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal, TypeVar
 
 import ipywidgets as widgets
+import pandas as pd
 
+from runtool.errors import RuntoolError
 from runtool.models import RunCoordinate
 from runtool.services import ServiceContainer
+from runtool.services.datasets import DatasetPlan, DatasetResult
+from runtool.services.transfers import BulkResult
+from runtool.ui.bulk_panel import BulkPanel
 from runtool.ui.components import Kpi, KpiCards
-from runtool.ui.formatting import format_bytes, format_count, format_time
+from runtool.ui.dataset_form import DatasetForm
+from runtool.ui.formatting import format_bytes, format_count
+from runtool.ui.inventory_grid import STATUS_FILTERS, InventoryGrid, filter_rows, inventory_rows
 from runtool.ui.labels import laser_box_names
 from runtool.ui.page import Page
-from runtool.ui.query import DOWNLOAD_MANAGER, run_url
-from runtool.ui.tables import Column, badge, html_table, link, text_cell
-from runtool.ui.theme import sync_style
+from runtool.ui.query import DOWNLOAD_MANAGER
+from runtool.ui.tasks import BackgroundTask, TaskBusyError
 
 __all__ = ["DownloadManagerPage"]
 
+T = TypeVar("T")
+Direction = Literal["download", "upload"]
+def _section(title: str) -> widgets.HTML:
+    return widgets.HTML(f'<div class="rt-section-title">{title}</div>')
+
 
 class DownloadManagerPage(Page):
-    """A table of the selected runs: raw and ML sync status (coloured, with words), counts, sizes, issues."""
+    """Inventory table with totals; bulk transfers, export upload and dataset fetch (not when read-only)."""
 
     link = DOWNLOAD_MANAGER
     css_class = "rt-page-download-manager"
-    ROW_LIMIT = 500
+    PLAN_DELAY_S = 0.6
 
     def __init__(self, services: ServiceContainer | None = None, query: str | None = None) -> None:
         super().__init__(services, query)
+        family = self.link_parameters.get("family", "raw")
+        self.family = widgets.ToggleButtons(
+            options=[("Raw bags", "raw"), ("ML samples", "ml")],
+            value=family if family in STATUS_FILTERS else "raw",
+            style={"button_width": "110px"},
+        ).add_class("rt-family")
+        status = self.link_parameters.get("status", "All")
+        self.status_filter = widgets.ToggleButtons(
+            options=STATUS_FILTERS[self.family.value],
+            value=status if status in STATUS_FILTERS[self.family.value] else "All",
+            style={"button_width": "120px"},
+        ).add_class("rt-status-filter")
         self.kpi_cards = KpiCards()
-        self.table = widgets.HTML().add_class("rt-state-table")
+        self.grid = InventoryGrid()
+        self.grid.on_select(lambda _runs: self._selection_shown())
+        self.selection_line = widgets.HTML().add_class("rt-selection-line")
+        self.select_all_button = widgets.Button(description="Select all shown", icon="check-square")
+        self.select_all_button.add_class("rt-select-all").on_click(lambda _: self.grid.select_all())
+        self.clear_button = widgets.Button(description="Clear selection", icon="square")
+        self.clear_button.on_click(lambda _: self.grid.clear())
+        self.table_view = widgets.VBox([
+            widgets.HBox([self.selection_line, self.select_all_button, self.clear_button],
+                         layout=widgets.Layout(align_items="center")),
+            self.grid.grid,
+        ]).add_class("rt-view-table")
         self.body = widgets.VBox([self.empty_state])
-        self.frame([self.kpi_cards.widget, self.body])
+        self.overview: pd.DataFrame | None = None
+        self.rows = pd.DataFrame()
+        self.job_task: BackgroundTask[Callable[[], None]] = BackgroundTask("download-manager-job")
+        self.plan_task: BackgroundTask[DatasetPlan] = BackgroundTask("dataset-plan")
+        self._plan_timer: threading.Timer | None = None
+        self._plan_wanted = False
+        self.tabs: widgets.Tab | None = None
+        content: list[widgets.Widget] = [
+            self.kpi_cards.widget,
+            widgets.HBox([self.family, self.status_filter], layout=widgets.Layout(flex_flow="row wrap")),
+            self.body,
+        ]
+        if not self.read_only:
+            content.append(self._build_actions())
+        self.family.observe(self._family_changed, names="value")
+        self.status_filter.observe(lambda _change: self._refilter(), names="value")
+        self.frame(content)
         self.start()
+
+    def _build_actions(self) -> widgets.Widget:
+        self.transfer_panel = BulkPanel("transfer")
+        self.download_button = widgets.Button(icon="download", layout=widgets.Layout(width="auto"))
+        self.download_button.add_class("rt-preview-download").on_click(lambda _: self.preview("download"))
+        self.upload_button = widgets.Button(icon="upload", layout=widgets.Layout(width="auto"))
+        self.upload_button.add_class("rt-preview-upload").on_click(lambda _: self.preview("upload"))
+        self.transfer_panel.execute_button.on_click(lambda _: self.execute(self.transfer_panel))
+        self.transfer_panel.progress.cancel_button.on_click(lambda _: self.cancel_job())
+        transfer_tab = widgets.VBox([
+            widgets.HBox([self.download_button, self.upload_button, self.transfer_panel.conflict],
+                         layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
+            self.transfer_panel.widget,
+        ])
+
+        self.export_panel = BulkPanel("export")
+        self.export_id = widgets.Combobox(
+            placeholder="export id", description="Export id", ensure_option=False,
+            style={"description_width": "initial"},
+        ).add_class("rt-export-id")
+        self.export_button = widgets.Button(description="Preview upload", icon="upload").add_class("rt-preview-export")
+        self.export_button.on_click(lambda _: self.preview_export())
+        self.export_panel.execute_button.on_click(lambda _: self.execute(self.export_panel))
+        self.export_panel.progress.cancel_button.on_click(lambda _: self.cancel_job())
+        export_tab = widgets.VBox([
+            widgets.HTML('<span class="rt-caption">Uploads every local ML run listed for a labelling export in '
+                         "<code>ML/raw/.export_tracking.json</code>.</span>"),
+            widgets.HBox([self.export_id, self.export_button, self.export_panel.conflict],
+                         layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
+            self.export_panel.widget,
+        ])
+
+        self.dataset = DatasetForm(self._dataset_options_changed)
+        self.dataset.fetch_button.on_click(lambda _: self.fetch_dataset())
+        self.dataset.progress.cancel_button.on_click(lambda _: self.cancel_job())
+
+        self.tabs = widgets.Tab(children=[transfer_tab, export_tab, self.dataset.widget]).add_class("rt-action-tabs")
+        for index, title in enumerate(("Transfer runs", "Upload an export", "Fetch a dataset")):
+            self.tabs.set_title(index, title)
+        self.tabs.observe(self._tab_changed, names="selected_index")
+        return widgets.VBox([_section("Operations"), self.tabs])
+
+    # -- readable state ------------------------------------------------------------------------
 
     @property
     def kpis(self) -> dict[str, str]:
         return self.kpi_cards.values
+
+    @property
+    def busy(self) -> bool:
+        return self.job_task.running
+
+    def view_settings(self) -> dict[str, str]:
+        settings = {"family": self.family.value} if self.family.value != "raw" else {}
+        return settings | ({"status": self.status_filter.value} if self.status_filter.value != "All" else {})
+
+    def scope(self) -> list[RunCoordinate]:
+        """The runs an operation covers: the selected rows, or every row shown when none is selected."""
+        paths = self.grid.selected_runs() or [str(p) for p in self.grid.rows.index]
+        return [RunCoordinate.parse(path) for path in paths]
+
+    # -- drawing -------------------------------------------------------------------------------
 
     def _show(self) -> None:
         reason = self.unavailable_reason()
@@ -47,43 +162,273 @@ class DownloadManagerPage(Page):
             self._show_empty(reason or "")
             return
         filters = dataclasses.replace(self.filters, timestamp=None)
-        runs = self.services.data_state.state_overview(filters)
-        if runs.empty:
+        overview = self.services.data_state.state_overview(filters)
+        if overview.empty:
             self._show_empty(self.nothing_selected_text(filters))
             return
+        self.overview = overview
+        self._show_totals()
+        self._refilter()
+        self.body.children = [self.table_view]
+        self.view = "table"
+        if self.tabs is not None and self.tabs.selected_index == 2:
+            self._dataset_options_changed()
+
+    def _show_totals(self) -> None:
+        runs = self.overview
+        assert runs is not None
+        family = self.family.value
+        cloud, local = ("raw_bytes", "local_raw_bytes") if family == "raw" else ("ml_bytes", "local_ml_bytes")
+        issues = runs[f"{family}_sync"].isin(("mismatch", "missing"))
+        side = "raw bags" if family == "raw" else "ML samples"
         self.kpi_cards.show([
             Kpi("Runs", format_count(len(runs))),
-            Kpi("Raw not downloaded", format_count(int((runs["raw_sync"] == "cloud_only").sum())), "runs"),
-            Kpi("Mismatches", format_count(int(((runs["raw_sync"] == "mismatch") | (runs["ml_sync"] == "mismatch"))
-                                               .sum())), "runs whose cloud and local copies differ"),
-            Kpi("Runs with issues", format_count(int((runs["issues"] != "").sum()))),
+            Kpi("Bags cloud / local", f"{format_count(int(runs['raw_bags'].sum()))} / "
+                f"{format_count(int(runs['local_bags'].sum()))}"),
+            Kpi("Samples cloud / local", f"{format_count(int(runs['ml_labels'].sum()))} / "
+                f"{format_count(int(runs['local_labels'].sum()))}", "labels"),
+            Kpi("Size cloud / local",
+                f"{format_bytes(int(runs[cloud].sum()))} / {format_bytes(int(runs[local].sum()))}", side),
+            Kpi("Issues", format_count(int(issues.sum())), f"runs whose {side} mismatch or are missing"),
         ])
-        names = laser_box_names(runs["lb_key"].unique().tolist(), filters)
-        rows = []
-        for row in runs.itertuples(index=False):
-            coordinate = RunCoordinate(row.cid, row.regionid, row.fieldid, row.twid, row.lbid, row.timestamp)
-            rows.append([
-                link(run_url(coordinate), f"{names[row.lb_key]} · {format_time(row.start_time)}"),
-                badge(sync_style(row.raw_sync, "raw")),
-                badge(sync_style(row.ml_sync, "ml")),
-                text_cell(f"{format_count(row.raw_bags)} / {format_count(row.local_bags)}"),
-                text_cell(f"{format_count(row.ml_labels)} / {format_count(row.local_labels)}"),
-                text_cell(format_bytes(row.raw_bytes)),
-                text_cell(format_bytes(row.ml_bytes)),
-                text_cell(row.issues),
-            ])
-        self.table.value = html_table(
-            [Column("Run (UTC)"), Column("Raw"), Column("ML"), Column("Bags cloud / local", True),
-             Column("Labels cloud / local", True), Column("Raw size", True), Column("ML size", True),
-             Column("Issues")],
-            rows,
-            limit=self.ROW_LIMIT,
+
+    def _refilter(self) -> None:
+        """Rebuild the rows for the side and status filter shown (no service call: the overview is kept)."""
+        if self.overview is None:
+            return
+        names = laser_box_names(self.overview["lb_key"].unique().tolist(), self.filters)
+        self.rows = filter_rows(inventory_rows(self.overview, self.family.value, names), self.status_filter.value)
+        self.grid.show(self.rows)
+        self._update_links()
+        self._selection_shown()
+
+    def _family_changed(self, _change: Mapping[str, object]) -> None:
+        with self.status_filter.hold_trait_notifications():
+            self.status_filter.options = STATUS_FILTERS[self.family.value]
+            self.status_filter.value = "All"
+        if self.overview is not None:
+            self._show_totals()
+        self._refilter()
+
+    def _selection_shown(self) -> None:
+        chosen = len(self.grid.selected_runs())
+        shown = len(self.grid.rows)
+        self.selection_line.value = (
+            f"<b>{format_count(chosen)} of {format_count(shown)} runs selected</b>" if chosen else
+            f"{format_count(shown)} runs shown; none selected, so operations cover all of them. "
+            "Click rows to select (Shift/Ctrl for more)."
         )
-        self.body.children = [self.table]
-        self.view = "table"
+        if self.tabs is None:
+            return
+        directions: tuple[tuple[widgets.Button, Direction], ...] = (
+            (self.download_button, "download"), (self.upload_button, "upload"),
+        )
+        for button, direction in directions:
+            fitting = self._fitting(direction)
+            scope = chosen or shown
+            verb = "Preview download" if direction == "download" else "Preview upload"
+            button.description = f"{verb} ({format_count(fitting)} of {format_count(scope)} runs)"
+            button.disabled = fitting == 0 or self.busy
+
+    def _fitting(self, direction: Direction) -> int:
+        """How many runs of the scope have something to move in ``direction`` and are not in sync."""
+        chosen = self.grid.selected_runs()
+        rows = self.rows.loc[chosen] if chosen else self.rows
+        return int(rows[f"can_{direction}"].sum()) if len(rows) else 0
 
     def _show_empty(self, text: str) -> None:
+        self.overview = None
         self.kpi_cards.show([])
         self.empty_state.value = text
         self.body.children = [self.empty_state]
         self.view = "empty"
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def _refused(self, doing: str) -> bool:
+        if self.read_only or self.services is None:
+            self.messages.error(f"{doing} is not possible here: this server is read-only.")
+            return True
+        if self.busy:
+            self.messages.warning(f"{doing} has to wait: another operation is still running. Wait, or cancel it.")
+            return True
+        return False
+
+    def _run_job(self, work: Callable[[threading.Event], T], done: Callable[[T], None],
+                 failed: Callable[[Exception], None], doing: str) -> None:
+        """Run ``work(cancel)`` in the background, then ``done(result)`` and a redraw; errors become messages."""
+
+        def job(cancel: threading.Event) -> Callable[[], None]:
+            result = work(cancel)
+            return lambda: done(result)
+
+        def finished(continuation: Callable[[], None]) -> None:
+            with self._render_lock:
+                try:
+                    continuation()
+                except Exception as exc:  # shown on the page; the table is redrawn below all the same
+                    self.messages.report(exc, doing)
+            self.render()
+
+        def error(exc: Exception) -> None:
+            failed(exc)
+            self.messages.report(exc, doing)
+            self.render()
+
+        try:
+            self.job_task.start(job, finished, error)
+        except TaskBusyError:
+            self.messages.warning(f"{doing} has to wait: another operation is still running.")
+
+    def cancel_job(self) -> None:
+        self.job_task.cancel.set()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait for a refresh, a running operation and a dataset plan (for scripts and tests)."""
+        return all(task.join(timeout) for task in (self.refresh_task, self.job_task, self.plan_task))
+
+    # -- transfers -----------------------------------------------------------------------------
+
+    def preview(self, direction: Direction, coords: Sequence[RunCoordinate] | None = None) -> None:
+        """Plan ``direction`` for the scope (or ``coords``), per run, and show it with Execute."""
+        doing = f"Planning the {direction}"
+        if self._refused(doing):
+            return
+        assert self.services is not None
+        operation = f"{self.family.value}_{direction}"
+        runs = list(coords) if coords is not None else self.scope()
+        conflict = self.transfer_panel.conflict_mode
+        transfers = self.services.transfers
+        self.transfer_panel.show_plan(None, f"Planning {format_count(len(runs))} runs…")
+        self._run_job(
+            lambda _cancel: transfers.plan_bulk(operation, runs, conflict=conflict),
+            self.transfer_panel.show_plan,
+            lambda exc: self.transfer_panel.show_plan(None, str(exc)),
+            doing,
+        )
+
+    def preview_export(self, export_id: str | None = None) -> None:
+        """Plan the upload of every local ML run of a labelling export."""
+        doing = "Planning the export upload"
+        if self._refused(doing):
+            return
+        assert self.services is not None
+        chosen = (export_id or self.export_id.value).strip()
+        if not chosen:
+            self.messages.warning("Type or pick an export id first.")
+            return
+        conflict = self.export_panel.conflict_mode
+        transfers = self.services.transfers
+        self.export_panel.show_plan(None, f"Planning export {chosen}…")
+        self._run_job(
+            lambda _cancel: transfers.plan_export_upload(chosen, conflict=conflict),
+            self.export_panel.show_plan,
+            lambda exc: self.export_panel.show_plan(None, str(exc)),
+            doing,
+        )
+
+    def execute(self, panel: BulkPanel) -> None:
+        """Execute the plan ``panel`` previewed, with per-run and overall progress and Cancel."""
+        plan = panel.plan
+        doing = "Transferring"
+        if plan is None or self._refused(doing):
+            return
+        assert self.services is not None
+        transfers = self.services.transfers
+        panel.start(plan)
+
+        def work(cancel: threading.Event) -> BulkResult:
+            return transfers.execute_bulk(plan, progress=panel.update, cancel=cancel)
+
+        def done(result: BulkResult) -> None:
+            panel.finish(result)
+            (self.messages.info if result.ok else self.messages.warning)(result.summary())
+
+        self._run_job(work, done, lambda exc: panel.failed(f"The transfer stopped: {exc}"), doing)
+
+    # -- export ids ----------------------------------------------------------------------------
+
+    def _tab_changed(self, change: Mapping[str, object]) -> None:
+        if change["new"] == 1:
+            self.load_export_ids()
+        elif change["new"] == 2:
+            self._dataset_options_changed()
+
+    def load_export_ids(self) -> None:
+        """Offer the export ids of the tracking file; a missing or broken file becomes a message."""
+        if self.services is None:
+            return
+        try:
+            self.export_id.options = tuple(self.services.local.export_tracking())
+        except RuntoolError as exc:
+            self.export_id.options = ()
+            self.messages.report(exc, "reading the export tracking file")
+
+    # -- datasets ------------------------------------------------------------------------------
+
+    def _dataset_options_changed(self) -> None:
+        """Plan again shortly after the last change (typing does not start a plan per key)."""
+        if self.tabs is None:
+            return
+        if self._plan_timer is not None:
+            self._plan_timer.cancel()
+        self.dataset.show_waiting("Planning…")
+        self._plan_timer = threading.Timer(self.PLAN_DELAY_S, self.plan_dataset)
+        self._plan_timer.daemon = True
+        self._plan_timer.start()
+
+    def plan_dataset(self) -> None:
+        """Plan the dataset for the current selection and options, in the background; shown in the form."""
+        if self.services is None or self.tabs is None:
+            return
+        try:
+            options = self.dataset.options()
+        except RuntoolError as exc:
+            self.dataset.show_waiting(str(exc))
+            return
+        if self.plan_task.running:
+            self._plan_wanted = True
+            return
+        self._plan_wanted = False
+        datasets = self.services.datasets
+        name = self.dataset.name.value.strip()
+        filters = dataclasses.replace(self.filters, timestamp=None)
+
+        def done(plan: DatasetPlan) -> None:
+            self.dataset.show_plan(plan)
+            if self._plan_wanted:
+                self.plan_dataset()
+
+        def failed(exc: Exception) -> None:
+            self.dataset.show_waiting(str(exc) if isinstance(exc, RuntoolError) else f"Planning failed: {exc}")
+            if self._plan_wanted:
+                self.plan_dataset()
+
+        self.plan_task.start(lambda _cancel: datasets.plan_dataset_fetch(name, filters, options), done, failed)
+
+    def fetch_dataset(self) -> None:
+        """Execute the dataset plan shown, with progress and Cancel."""
+        plan = self.dataset.plan
+        doing = "Fetching the dataset"
+        if plan is None or self._refused(doing):
+            return
+        assert self.services is not None
+        datasets = self.services.datasets
+        form = self.dataset
+        form.fetch_button.disabled = True
+        form.result.value = ""
+        form.progress.start(f"Fetching {format_count(len(plan.samples))} samples…", cancellable=True)
+
+        def progress(event: object) -> None:
+            done, total = getattr(event, "bytes_done", 0), getattr(event, "bytes_total", 0) or 1
+            form.progress.update(done / total, f"{format_bytes(done)} of {format_bytes(total)}")
+
+        def done(result: DatasetResult) -> None:
+            form.show_result(result)
+            (self.messages.info if result.ok else self.messages.warning)(f"Dataset {plan.name}: {result.summary()}")
+
+        def failed(_exc: Exception) -> None:
+            form.progress.finish()
+
+        self._run_job(lambda cancel: datasets.execute(plan, progress=progress, cancel=cancel), done, failed, doing)
+

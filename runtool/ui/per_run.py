@@ -33,6 +33,7 @@ from runtool.services.extraction import BACKENDS, ExtractionCancelled, Extractio
 from runtool.services.reports import ReportProgress, ReportResult, ReportStage
 from runtool.services.transfers import CONFLICT_MODES, ConflictMode
 from runtool.ui.analysis_charts import AnalysisView
+from runtool.ui.components import JobProgress
 from runtool.ui.formatting import format_bytes, format_count, format_time
 from runtool.ui.page import Page
 from runtool.ui.query import PER_RUN
@@ -78,47 +79,6 @@ def _card_html(title: str, lines: Sequence[str]) -> str:
 
 def _plural(count: int, noun: str) -> str:
     return f"{format_count(count)} {noun}{'' if count == 1 else 's'}"
-
-
-class JobProgress:
-    """The running job's progress: a bar, a line of text and Cancel; empty while no job runs.
-
-    Progress arrives from worker threads many times a second; the widgets are redrawn at most every
-    :attr:`INTERVAL_S`, except for the first and the forced updates (a new stage).
-    """
-
-    INTERVAL_S = 0.2
-    STEPS = 1000
-
-    def __init__(self) -> None:
-        self.bar = widgets.IntProgress(min=0, max=self.STEPS, layout=widgets.Layout(width="320px"))
-        self.bar.add_class("rt-progress")
-        self.text = widgets.HTML().add_class("rt-progress-text")
-        self.cancel_button = widgets.Button(description="Cancel", tooltip="Stop this job").add_class("rt-cancel")
-        self.widget = widgets.HBox(layout=widgets.Layout(align_items="center")).add_class("rt-job")
-        self._lock = threading.Lock()
-        self._last = 0.0
-
-    def start(self, text: str, cancellable: bool) -> None:
-        with self._lock:
-            self.bar.value = 0
-            self.text.value = html.escape(text)
-            self._last = time.monotonic()
-            self.widget.children = (self.bar, self.text, *((self.cancel_button,) if cancellable else ()))
-
-    def update(self, fraction: float, text: str, force: bool = False) -> None:
-        """Show ``fraction`` (0–1) done and ``text``; safe from any thread."""
-        with self._lock:
-            now = time.monotonic()
-            if not force and now - self._last < self.INTERVAL_S:
-                return
-            self._last = now
-            self.bar.value = round(min(1.0, max(0.0, fraction)) * self.STEPS)
-            self.text.value = html.escape(text)
-
-    def finish(self) -> None:
-        with self._lock:
-            self.widget.children = ()
 
 
 class DownloadPanel:

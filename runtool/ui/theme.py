@@ -144,6 +144,10 @@ table.rt-table td.rt-num, table.rt-table th.rt-num { text-align: right; font-var
 .rt-message-warning { border-left-color: #f9a825; background: #fff8e1; }
 .rt-message-error { border-left-color: #d32f2f; background: #ffebee; }
 .rt-message-details pre { font-size: 11px; white-space: pre-wrap; }
+.rt-page-download-manager .widget-hbox { gap: 8px; }
+.rt-run-bar { display: inline-block; width: 160px; height: 10px; background: #eee; border-radius: 3px;
+              vertical-align: middle; }
+.rt-run-bar div { height: 100%; background: #1565c0; border-radius: 3px; }
 .rt-status-card { border: 1px solid #ddd; border-radius: 6px; padding: 6px 12px; min-width: 200px; }
 </style>
 """

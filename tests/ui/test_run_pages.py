@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from runtool.models import Filters
 from runtool.services import ServiceContainer
-from runtool.ui import DownloadManagerPage, PerRunPage
+from runtool.ui import PerRunPage
 
 from .conftest import FLEET, LB01
-from .widget_tree import with_class
 
 LB01_QUERY = "cid=c1&regionid=r1&fieldid=f1&twid=t1&lbid=lb01"
 
@@ -43,25 +41,3 @@ def test_the_run_page_asks_for_a_laser_box_first(services: ServiceContainer) -> 
     assert page.view == "empty"
     assert page.empty_text == "Pick a client, region, field, TW and laser box to list its runs."
     assert page.run_picker.disabled
-
-
-def test_the_download_manager_lists_every_selected_run_with_its_sync_state(services: ServiceContainer) -> None:
-    page = DownloadManagerPage(services, query="cid=c1")
-    assert page.view == "table"
-    assert page.kpis["Runs"] == str(len(FLEET))
-    # Nothing is on disk: every run with bags is "not downloaded"; the ML-only run's raw side is "missing".
-    assert page.kpis["Raw not downloaded"] == str(sum(1 for s in FLEET if s.bags))
-    table = page.table.value
-    assert table.count(">not downloaded</span>") == sum(1 for s in FLEET if s.bags) + sum(
-        1 for s in FLEET if s.labels or s.frames
-    )
-    assert "ML only: samples without raw bags" in table
-    assert 'href="02_per_run_analysis.ipynb?cid=c1&amp;regionid=r1&amp;fieldid=f1&amp;twid=t2&amp;lbid=lb03' in table
-    assert with_class(page.widget, "rt-state-table")
-
-
-def test_the_download_manager_says_why_a_selection_is_empty(services: ServiceContainer) -> None:
-    page = DownloadManagerPage(services, query="")
-    page.set_filters(Filters(cid="c1", regionid="elsewhere"))
-    assert page.view == "empty"
-    assert page.empty_text.startswith("No runs under c1 → elsewhere → All. Pick another region")

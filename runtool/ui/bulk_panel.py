@@ -1,0 +1,186 @@
+"""Preview and execution of one transfer operation over many runs, as the download manager shows it.
+
+:class:`BulkPanel` draws a :class:`BulkPlan` (a line per run and the totals, runs left out with their
+reason), the Execute button named after what it will do, a progress bar per run and one overall while it
+runs, and the summary of the :class:`BulkResult`. It holds no services: the page plans and executes.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+
+import ipywidgets as widgets
+
+from runtool.models import RunCoordinate
+from runtool.services import TransferProgress
+from runtool.services.transfers import (
+    CONFLICT_MODES,
+    BulkPlan,
+    BulkResult,
+    ConflictMode,
+    TransferPlan,
+    TransferResult,
+)
+from runtool.ui.components import JobProgress
+from runtool.ui.formatting import format_bytes, format_count, format_time
+from runtool.ui.tables import Cell, Column, html_table, text_cell
+
+__all__ = ["BulkPanel"]
+
+_CONFLICT_HELP = {
+    "skip": "skip files already present with the same size",
+    "overwrite": "transfer every file again",
+    "verify": "skip only files whose checksum matches",
+}
+
+
+def _run_name(coordinate: RunCoordinate) -> str:
+    return f"{coordinate.lbid} · {format_time(coordinate.start_time)}"
+
+
+def _bar(fraction: float) -> str:
+    percent = round(100 * min(1.0, max(0.0, fraction)))
+    return (
+        f'<div class="rt-run-bar" title="{percent} %"><div style="width:{percent}%"></div></div>'
+        f'<span class="rt-caption"> {percent} %</span>'
+    )
+
+
+class BulkPanel:
+    """Conflict mode, plan preview, Execute, per-run and overall progress, Cancel, and the summary."""
+
+    INTERVAL_S = 0.3
+    PREVIEW_LIMIT = 200
+
+    def __init__(self, name: str) -> None:
+        self.conflict = widgets.Dropdown(
+            options=[(f"{mode}: {_CONFLICT_HELP[mode]}", mode) for mode in CONFLICT_MODES],
+            value="skip",
+            description="Existing files",
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="420px"),
+        )
+        self.preview = widgets.HTML().add_class("rt-bulk-preview").add_class(f"rt-{name}-preview")
+        self.execute_button = widgets.Button(button_style="primary", layout=widgets.Layout(width="auto"))
+        self.execute_button.add_class("rt-execute").add_class(f"rt-{name}-execute")
+        self.progress = JobProgress()
+        self.run_bars = widgets.HTML().add_class("rt-run-progress")
+        self.result = widgets.HTML().add_class("rt-bulk-result").add_class(f"rt-{name}-result")
+        self.plan: BulkPlan | None = None
+        self.widget = widgets.VBox([self.preview, self.progress.widget, self.run_bars, self.result])
+        self._lock = threading.Lock()
+        self._runs: list[TransferPlan] = []
+        self._done: dict[int, int] = {}
+        self._last = 0.0
+
+    @property
+    def conflict_mode(self) -> ConflictMode:
+        return self.conflict.value
+
+    # -- preview -----------------------------------------------------------------------------------
+
+    def show_plan(self, plan: BulkPlan | None, note: str = "") -> None:
+        """The per-run lines and totals of ``plan`` and an Execute button naming what it does."""
+        self.plan = plan
+        self.result.value = ""
+        self.run_bars.value = ""
+        if plan is None:
+            self.preview.value = f'<p class="rt-caption">{html.escape(note)}</p>' if note else ""
+            self._set_children(with_execute=False)
+            return
+        rows = [
+            [
+                text_cell(_run_name(p.coordinate)),
+                text_cell(format_count(len(p.to_transfer))),
+                text_cell(format_bytes(p.bytes_to_transfer)),
+                text_cell(format_count(len(p.skipped))),
+                text_cell(p.describe()),
+            ]
+            for p in plan.plans
+        ]
+        rows += [[text_cell(_run_name(c)), text_cell("–"), text_cell("–"), text_cell("–"), text_cell(f"left out: {r}")]
+                 for c, r in plan.left_out]
+        table = html_table(
+            [Column("Run"), Column("Files", True), Column("Size", True), Column("Skipped", True), Column("What")],
+            rows,
+            limit=self.PREVIEW_LIMIT,
+        )
+        totals = (
+            f"<p><b>{html.escape(plan.describe())}</b> — {format_count(len(plan.plans))} runs planned, "
+            f"{format_count(sum(len(p.skipped) for p in plan.plans))} files skipped.</p>"
+        )
+        self.preview.value = totals + table
+        todo = plan.files_to_transfer
+        self.execute_button.description = plan.describe() if todo else "Nothing to transfer"
+        self.execute_button.disabled = todo == 0
+        self._set_children(with_execute=True)
+
+    def _set_children(self, with_execute: bool) -> None:
+        head = [self.preview, *([self.execute_button] if with_execute else [])]
+        self.widget.children = [*head, self.progress.widget, self.run_bars, self.result]
+
+    # -- execution ---------------------------------------------------------------------------------
+
+    def start(self, plan: BulkPlan) -> None:
+        """Switch to progress: one bar per run with files to transfer, one overall bar, Cancel."""
+        with self._lock:
+            self._runs = [p for p in plan.plans if p.to_transfer]
+            self._done = {i: 0 for i in range(len(self._runs))}
+            self._last = 0.0
+        self.execute_button.disabled = True
+        self.progress.start(f"Starting: {plan.describe()}", cancellable=True)
+        self._draw_bars()
+
+    def update(self, index: int, _total: int, event: TransferProgress) -> None:
+        """Progress of run ``index`` (of the runs with files to transfer); safe from any thread."""
+        with self._lock:
+            if index in self._done:
+                self._done[index] = event.bytes_done
+            now = time.monotonic()
+            if now - self._last < self.INTERVAL_S:
+                return
+            self._last = now
+        total = sum(p.bytes_to_transfer for p in self._runs) or 1
+        done = sum(self._done.values())
+        self.progress.update(done / total, f"{format_bytes(done)} of {format_bytes(total)}", force=True)
+        self._draw_bars()
+
+    def _draw_bars(self) -> None:
+        rows = []
+        for index, plan in enumerate(self._runs[: self.PREVIEW_LIMIT]):
+            size = plan.bytes_to_transfer or 1
+            rows.append([text_cell(_run_name(plan.coordinate)), Cell(_bar(self._done.get(index, 0) / size))])
+        self.run_bars.value = html_table([Column("Run"), Column("Progress")], rows) if rows else ""
+
+    def finish(self, result: BulkResult) -> None:
+        """The summary line and a line per run that did not end well."""
+        self.progress.finish()
+        self.run_bars.value = ""
+        rows = [
+            [text_cell(_run_name(r.plan.coordinate)), text_cell(_result_words(r)), text_cell(_first_error(r))]
+            for r in result.results
+            if not r.ok
+        ]
+        rows += [[text_cell(_run_name(c)), text_cell("not started"), text_cell("")] for c in result.not_started]
+        problems = html_table([Column("Run"), Column("Result"), Column("First error")], rows) if rows else ""
+        self.result.value = f"<p><b>{html.escape(result.summary())}</b></p>{problems}"
+        self.plan = None
+        self.preview.value = ""
+        self._set_children(with_execute=False)
+
+    def failed(self, text: str) -> None:
+        self.progress.finish()
+        self.run_bars.value = ""
+        self.result.value = f"<p><b>{html.escape(text)}</b></p>"
+
+
+def _result_words(result: TransferResult) -> str:
+    if result.cancelled:
+        return "cancelled: " + result.summary()
+    return result.summary()
+
+
+def _first_error(result: TransferResult) -> str:
+    return next((o.error or "" for o in result.outcomes if o.status == "failed"), "")

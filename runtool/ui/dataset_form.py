@@ -1,0 +1,115 @@
+"""The download manager's dataset fetch form: options, a live plan, and the Fetch button.
+
+The page plans again (in the background) whenever an option or the selection changes, and shows the
+plan here before anything is written: runs, samples, bytes, and the train/validation split by run.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Mapping
+
+import ipywidgets as widgets
+
+from runtool.services.datasets import DatasetError, DatasetOptions, DatasetPlan, DatasetResult
+from runtool.ui.components import JobProgress
+from runtool.ui.formatting import format_bytes, format_count
+
+__all__ = ["DatasetForm"]
+
+
+class DatasetForm:
+    """Name and options of a dataset fetch, its live plan, Fetch, progress and result."""
+
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        wide = {"description_width": "initial"}
+        self.name = widgets.Text(value="dataset", description="Dataset name", style=wide)
+        self.since = widgets.DatePicker(description="Runs since", style=wide)
+        self.until = widgets.DatePicker(description="until", style=wide)
+        self.min_coverage = widgets.BoundedFloatText(
+            value=0, min=0, max=100, step=5, description="Minimum run coverage %", style=wide,
+            layout=widgets.Layout(width="240px"),
+        )
+        self.labelled_only = widgets.Checkbox(value=True, description="Labelled samples only", indent=False)
+        self.classes = widgets.Text(placeholder="e.g. 0, 2 (empty: all)", description="Classes", style=wide)
+        self.max_samples = widgets.BoundedIntText(
+            value=0, min=0, max=10_000_000, description="Maximum samples (0: no limit)", style=wide,
+            layout=widgets.Layout(width="300px"),
+        )
+        self.val_fraction = widgets.FloatSlider(
+            value=0.2, min=0, max=1, step=0.05, description="Validation share (by run)", style=wide,
+            readout_format=".0%",
+        )
+        self.seed = widgets.IntText(value=0, description="Seed", style=wide, layout=widgets.Layout(width="160px"))
+        self.plan_text = widgets.HTML().add_class("rt-dataset-plan")
+        self.fetch_button = widgets.Button(button_style="primary", disabled=True, layout=widgets.Layout(width="auto"))
+        self.fetch_button.add_class("rt-dataset-fetch")
+        self.progress = JobProgress()
+        self.result = widgets.HTML().add_class("rt-dataset-result")
+        self.plan: DatasetPlan | None = None
+        for control in (self.name, self.since, self.until, self.min_coverage, self.labelled_only, self.classes,
+                        self.max_samples, self.val_fraction, self.seed):
+            control.observe(lambda _change: on_change(), names="value")
+        row = widgets.Layout(flex_flow="row wrap", align_items="center")
+        self.widget = widgets.VBox([
+            widgets.HBox([self.name, self.since, self.until], layout=row),
+            widgets.HBox([self.min_coverage, self.labelled_only, self.classes], layout=row),
+            widgets.HBox([self.max_samples, self.val_fraction, self.seed], layout=row),
+            self.plan_text,
+            self.fetch_button,
+            self.progress.widget,
+            self.result,
+        ]).add_class("rt-dataset-form")
+
+    def options(self) -> DatasetOptions:
+        """The options as entered.
+
+        Raises:
+            DatasetError: a class list that is not whole numbers, or options that contradict each other.
+        """
+        try:
+            classes = tuple(int(part) for part in self.classes.value.replace(",", " ").split()) or None
+        except ValueError as exc:
+            text = self.classes.value
+            raise DatasetError(f"Classes must be whole numbers separated by commas, not {text!r}.") from exc
+        return DatasetOptions(
+            since=self.since.value,
+            until=self.until.value,
+            min_coverage_pct=self.min_coverage.value or None,
+            labelled_only=self.labelled_only.value,
+            classes=classes,
+            max_samples=self.max_samples.value or None,
+            val_fraction=float(self.val_fraction.value),
+            seed=int(self.seed.value),
+        )
+
+    def show_waiting(self, text: str) -> None:
+        self.plan = None
+        self.fetch_button.disabled = True
+        self.fetch_button.description = "Fetch"
+        self.plan_text.value = f'<p class="rt-caption">{html.escape(text)}</p>'
+
+    def show_plan(self, plan: DatasetPlan) -> None:
+        """Runs, samples, bytes and the split, and a Fetch button naming what it will do."""
+        self.plan = plan
+        lines = [
+            f"<b>{html.escape(plan.describe())}</b>",
+            f"Train runs: {format_count(len(plan.runs_in('train')))}, validation runs: "
+            f"{format_count(len(plan.runs_in('val')))}; "
+            f"{format_count(plan.runs_excluded)} runs excluded by the options.",
+            f"Into <code>{html.escape(str(plan.root))}</code>",
+        ]
+        lines += [f"Rejected label {html.escape(key)}: {html.escape(reason)}" for key, reason in plan.rejected[:5]]
+        self.plan_text.value = "<br>".join(lines)
+        self.fetch_button.description = (
+            f"Fetch {format_count(len(plan.samples))} samples ({format_bytes(plan.bytes)}) into {plan.name}"
+        )
+        self.fetch_button.disabled = not plan.samples
+
+    def show_result(self, result: DatasetResult) -> None:
+        self.progress.finish()
+        failures = "".join(f"<br>{html.escape(path)}: {html.escape(error)}" for path, error in result.failed[:5])
+        self.result.value = f"<b>{html.escape(result.summary())}</b>{failures}"
+
+    def values(self) -> Mapping[str, object]:
+        return {"name": self.name.value, **self.options().to_dict()}

@@ -1,0 +1,244 @@
+"""The download manager page against the real emulator: table, status filter, bulk transfers, export, dataset."""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+
+import pytest
+
+from runtool.config import RuntoolConfig
+from runtool.models import Filters, RunCoordinate
+from runtool.services import ServiceContainer
+from runtool.storage import local_ml_dir, local_raw_dir, make_client, ml_file_key
+from runtool.ui import DownloadManagerPage
+from runtool.ui.inventory_grid import STATUS_FILTERS
+
+from .conftest import FLEET, seed
+from .widget_tree import with_class
+
+WITH_BAGS = [s for s in FLEET if s.bags]
+WITH_ML = [s for s in FLEET if s.labels or s.frames]
+
+
+def _statuses(page: DownloadManagerPage) -> dict[str, str]:
+    return dict(zip(page.rows.index, page.rows["Status"], strict=True))
+
+
+def test_the_table_shows_each_runs_state_for_the_side_chosen(services: ServiceContainer) -> None:
+    page = DownloadManagerPage(services, query="cid=c1")
+    assert page.view == "table" and len(page.grid.rows) == len(FLEET)
+    # Totals over the selection (nothing is on disk yet).
+    assert page.kpis["Runs"] == str(len(FLEET))
+    assert page.kpis["Bags cloud / local"] == f"{sum(s.bags for s in FLEET)} / 0"
+    assert page.kpis["Samples cloud / local"] == f"{sum(s.labels for s in FLEET)} / 0"
+    statuses = _statuses(page)
+    ml_only = next(s for s in FLEET if not s.bags).coordinate.to_path_str()
+    assert statuses[ml_only] == "missing"
+    assert sum(v == "not downloaded" for v in statuses.values()) == len(WITH_BAGS)
+    assert "ML only: samples without raw bags" in page.rows.loc[ml_only, "Issues"]
+    # Newest first, and the grid holds the same rows.
+    assert list(page.rows["Start (UTC)"]) == sorted(page.rows["Start (UTC)"], reverse=True)
+    assert len(page.grid.grid.data) == len(FLEET)
+    assert page.status_filter.options == STATUS_FILTERS["raw"]
+
+    page.status_filter.value = "Issues"
+    assert list(page.rows.index) == [ml_only]
+    assert "status=Issues" in page.view_link.value
+
+    page.family.value = "ml"
+    assert page.status_filter.options == STATUS_FILTERS["ml"] and page.status_filter.value == "All"
+    page.status_filter.value = "Not downloaded"
+    assert len(page.rows) == len(WITH_ML)
+    assert set(page.rows["Status"]) == {"not downloaded"}
+    assert "family=ml" in page.view_link.value
+    # The link brings the same view back.
+    again = DownloadManagerPage(services, query="cid=c1&family=ml&status=Not+downloaded")
+    assert list(again.rows.index) == list(page.rows.index)
+
+
+def test_the_download_manager_says_why_a_selection_is_empty(services: ServiceContainer) -> None:
+    page = DownloadManagerPage(services, query="")
+    page.set_filters(Filters(cid="c1", regionid="elsewhere"))
+    assert page.view == "empty"
+    assert page.empty_text.startswith("No runs under c1 → elsewhere → All. Pick another region")
+
+
+def test_selected_runs_are_previewed_downloaded_and_turn_synced(services: ServiceContainer) -> None:
+    page = DownloadManagerPage(services, query="cid=c1&regionid=r1&fieldid=f1&twid=t1&lbid=lb01")
+    page.status_filter.value = "Not downloaded"
+    chosen = list(page.rows.index[:2])
+    page.grid.select_runs(chosen)
+    assert page.grid.selected_runs() == chosen
+    assert "2 of" in page.selection_line.value
+    assert page.download_button.description == "Preview download (2 of 2 runs)"
+    page.preview("download")
+    assert page.wait_idle(60)
+    plan = page.transfer_panel.plan
+    assert plan is not None and [p.coordinate.to_path_str() for p in plan.plans] == chosen
+    bags = sum(s.bags for s in FLEET if s.coordinate.to_path_str() in chosen)
+    assert plan.files_to_transfer == bags
+    assert page.transfer_panel.execute_button.description.startswith(f"Download {bags} files")
+
+    page.execute(page.transfer_panel)
+    assert page.wait_idle(60)
+    assert "2 runs complete, 0 with failures" in page.transfer_panel.result.value
+    assert page.messages.messages[0].text.startswith("2 runs complete")
+    # The table redrew itself: the two runs left the "Not downloaded" view, and are synced under "All".
+    assert not set(chosen) & set(page.rows.index)
+    page.status_filter.value = "All"
+    statuses = _statuses(page)
+    assert [statuses[c] for c in chosen] == ["synced", "synced"]
+    assert sum(v == "synced" for v in statuses.values()) == 2
+
+
+def test_with_no_row_selected_an_operation_covers_every_run_shown(services: ServiceContainer) -> None:
+    page = DownloadManagerPage(services, query="cid=c1&status=Not+downloaded")
+    assert page.grid.selected_runs() == []
+    assert "none selected" in page.selection_line.value
+    page.preview("download")
+    assert page.wait_idle(60)
+    plan = page.transfer_panel.plan
+    assert plan is not None
+    assert {p.coordinate.to_path_str() for p in plan.plans} == {s.coordinate.to_path_str() for s in WITH_BAGS}
+    page.grid.select_all()
+    assert len(page.grid.selected_runs()) == len(WITH_BAGS)
+    page.grid.clear()
+    assert page.grid.selected_runs() == []
+
+
+@pytest.fixture
+def writable(fresh_config: RuntoolConfig) -> ServiceContainer:
+    """Services over private buckets holding FLEET (tests may upload into them)."""
+    config = fresh_config.with_overrides(expected_samples_per_bag=4.0)
+    seed(make_client(emulator_host=config.emulator_host), config.raw_bucket, config.ml_bucket, FLEET)
+    container = ServiceContainer(config)
+    container.inventory.refresh()
+    return container
+
+
+LOCAL_RUN = RunCoordinate.parse("c1/r1/f1/t1/lb01/2025_09_01T08:00:00Z")
+
+
+def _label_locally(config: RuntoolConfig, run: RunCoordinate, count: int = 3) -> None:
+    labels = local_ml_dir(config.ml_root, run) / "rosbag_2025-09-01-08-00-00_0" / "labels"
+    labels.mkdir(parents=True)
+    for n in range(count):
+        (labels / f"1756713600.{n:09d}.txt").write_text(f"{n} 0.5 0.5 0.1 0.1\n")
+
+
+def test_ml_samples_only_on_disk_are_uploaded_from_the_page(writable: ServiceContainer) -> None:
+    _label_locally(writable.config, LOCAL_RUN)
+    writable.local.scan()
+    page = DownloadManagerPage(writable, query="cid=c1&family=ml&status=Not+uploaded")
+    assert list(page.rows.index) == [LOCAL_RUN.to_path_str()]
+    assert page.upload_button.description == "Preview upload (1 of 1 runs)"
+    assert page.download_button.disabled
+    page.preview("upload")
+    assert page.wait_idle(60)
+    assert page.transfer_panel.plan is not None and page.transfer_panel.plan.files_to_transfer == 3
+    page.execute(page.transfer_panel)
+    assert page.wait_idle(60)
+    keys = {b.name for b in make_client(emulator_host=writable.config.emulator_host)
+            .list_blobs(writable.config.ml_bucket, prefix=f"raw/{LOCAL_RUN.to_path_str()}/")}
+    assert keys == {ml_file_key(LOCAL_RUN, "_2025-09-01-08-00-00_0", "labels", f"1756713600.{n:09d}.txt")
+                    for n in range(3)}
+    # The upload rescanned the run: it is no longer "not uploaded", and shows synced under All.
+    assert page.rows.empty
+    page.status_filter.value = "All"
+    assert _statuses(page)[LOCAL_RUN.to_path_str()] == "synced"
+
+
+def _write_tracking(config: RuntoolConfig, document: object) -> None:
+    path = config.ml_root / "raw" / ".export_tracking.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+
+
+def test_an_export_is_uploaded_by_its_id(writable: ServiceContainer) -> None:
+    _label_locally(writable.config, LOCAL_RUN, count=2)
+    _write_tracking(writable.config, {"exp_3": {"coordinates": ["c1/r1/f1/t1/lb01"], "samples": 2}})
+    writable.local.scan()
+    page = DownloadManagerPage(writable, query="cid=c1")
+    assert page.tabs is not None
+    page.tabs.selected_index = 1
+    assert page.export_id.options == ("exp_3",)
+
+    page.preview_export("exp_9")
+    assert page.wait_idle(30)
+    assert page.export_panel.plan is None and "Unknown export id 'exp_9'" in html.unescape(page.export_panel.preview.value)
+
+    page.preview_export("exp_3")
+    assert page.wait_idle(30)
+    plan = page.export_panel.plan
+    assert plan is not None and [p.coordinate for p in plan.plans] == [LOCAL_RUN] and plan.files_to_transfer == 2
+    page.execute(page.export_panel)
+    assert page.wait_idle(60)
+    assert "1 runs complete, 0 with failures" in page.export_panel.result.value
+
+    _write_tracking(writable.config, "{broken")
+    page.load_export_ids()
+    assert page.export_id.options == ()
+    assert "not valid JSON" in page.messages.messages[0].text
+
+
+def test_the_dataset_form_shows_a_live_plan_then_fetches(services: ServiceContainer) -> None:
+    page = DownloadManagerPage(services, query="cid=c1")
+    assert page.tabs is not None
+    page.dataset.name.value = "weeds"
+    page.dataset.classes.value = "zero"
+    page.plan_dataset()
+    assert "Classes must be whole numbers" in page.dataset.plan_text.value
+    assert page.dataset.fetch_button.disabled
+
+    page.dataset.classes.value = ""
+    page.dataset.val_fraction.value = 0.5
+    page.plan_dataset()
+    assert page.wait_idle(60)
+    plan = page.dataset.plan
+    assert plan is not None and len(plan.samples) == sum(min(s.labels, s.frames) for s in FLEET)
+    assert not plan.runs_in("train") & plan.runs_in("val")
+    assert f"Fetch {len(plan.samples)} samples" in page.dataset.fetch_button.description
+
+    page.fetch_dataset()
+    assert page.wait_idle(60)
+    root = services.config.ml_root / "trainings" / "weeds"
+    images = sorted(p.name for p in root.glob("images/*/*"))
+    assert len(images) == len(plan.samples)
+    assert f"{2 * len(plan.samples)} downloaded" in page.dataset.result.value  # a frame and a label each
+    assert json.loads((root / "manifest.json").read_text())["samples"]
+
+
+def test_the_live_plan_follows_option_changes_by_itself(services: ServiceContainer) -> None:
+    page = DownloadManagerPage(services, query="cid=c1")
+    assert page.tabs is not None
+    page.tabs.selected_index = 2
+    page.dataset.max_samples.value = 2
+    deadline = time.monotonic() + 30
+    while (page.dataset.plan is None or len(page.dataset.plan.samples) != 2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert page.dataset.plan is not None and len(page.dataset.plan.samples) == 2
+
+
+def test_a_read_only_page_is_the_inventory_view_alone(fleet_config: RuntoolConfig) -> None:
+    services = ServiceContainer(fleet_config.with_overrides(read_only=True))
+    ServiceContainer(fleet_config).inventory.refresh()
+    page = DownloadManagerPage(services, query="cid=c1")
+    assert page.view == "table" and len(page.rows) == len(FLEET)
+    assert page.tabs is None
+    assert not with_class(page.widget, "rt-action-tabs") and not with_class(page.widget, "rt-execute")
+    page.preview("download")
+    assert "read-only" in page.messages.messages[0].text
+
+
+def test_a_run_on_disk_and_a_different_copy_in_the_cloud_is_a_mismatch(services: ServiceContainer) -> None:
+    spec = WITH_BAGS[0]
+    folder = local_raw_dir(services.config.raw_root, spec.coordinate)
+    folder.mkdir(parents=True)
+    (folder / "rosbag_2025-08-01-08-00-00_0.bag").write_bytes(b"different")
+    services.local.scan()
+    page = DownloadManagerPage(services, query="cid=c1&status=Issues")
+    assert spec.coordinate.to_path_str() in page.rows.index
+    assert page.rows.loc[spec.coordinate.to_path_str(), "Status"] == "mismatch"
+    assert "Bag" in page.rows.loc[spec.coordinate.to_path_str(), "Issues"]
