@@ -1,14 +1,25 @@
-"""Writing local files so that a file at its final path is always complete."""
+"""Writing local files so that a file at its final path is always complete, and taking turns at writing them."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["replacing", "write_atomic"]
+from runtool.errors import RuntoolError
+
+__all__ = ["LockWaitStopped", "exclusive_lock", "replacing", "write_atomic"]
+
+_LOCK_POLL_S = 0.05
+
+
+class LockWaitStopped(RuntoolError):
+    """The stop event was set while waiting for a lock another job holds."""
 
 
 @contextmanager
@@ -32,3 +43,30 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         out.write(data.encode("utf-8") if isinstance(data, str) else data)
         out.flush()
         os.fsync(out.fileno())
+
+
+@contextmanager
+def exclusive_lock(path: Path, stop: threading.Event | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block, waiting while another holds it.
+
+    The lock is per open file, so it serialises threads of one process as well as separate processes. The
+    kernel drops it when its holder dies, so a killed job never leaves it held. The file itself stays:
+    removing it would let a waiter lock a file that a newcomer no longer sees.
+
+    Raises:
+        LockWaitStopped: ``stop`` was set while waiting.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if stop is not None and stop.is_set():
+                    raise LockWaitStopped(f"stopped while waiting for {path}") from None
+                time.sleep(_LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

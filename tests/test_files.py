@@ -1,12 +1,16 @@
-"""The atomic writers: a file at its final path is always complete; a failure leaves the old one."""
+"""The atomic writers (a file at its final path is always complete; a failure leaves the old one) and the lock."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from runtool.files import replacing, write_atomic
+from runtool.files import LockWaitStopped, exclusive_lock, replacing, write_atomic
 
 
 def test_write_atomic_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -25,3 +29,51 @@ def test_a_failure_keeps_the_previous_file(tmp_path: Path) -> None:
         raise RuntimeError("disk full")
     assert target.read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def stopped() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
+def test_lock_makes_a_second_holder_wait(tmp_path: Path) -> None:
+    lock = tmp_path / "locks" / "run.raw.lock"
+    entered = threading.Event()
+
+    def second() -> None:
+        with exclusive_lock(lock):
+            entered.set()
+
+    with exclusive_lock(lock):
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        assert not entered.wait(0.3), "the second holder got in while the first held the lock"
+    assert entered.wait(10)
+    waiter.join()
+
+
+def test_lock_wait_stops_on_the_stop_event(tmp_path: Path) -> None:
+    lock = tmp_path / "run.ml.lock"
+    with exclusive_lock(lock), pytest.raises(LockWaitStopped), exclusive_lock(lock, stopped()):
+        pytest.fail("entered a held lock")
+    with exclusive_lock(lock, stopped()):
+        pass  # free again: a set stop event only matters while waiting
+
+
+def test_lock_of_a_killed_process_is_released(tmp_path: Path) -> None:
+    lock = tmp_path / "run.raw.lock"
+    script = (
+        "import sys, time\nfrom pathlib import Path\nfrom runtool.files import exclusive_lock\n"
+        f"with exclusive_lock(Path({str(lock)!r})):\n    print('locked', flush=True)\n    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockWaitStopped), exclusive_lock(lock, stopped()):
+            pytest.fail("entered a lock another process holds")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with exclusive_lock(lock, stopped()):
+        pass
