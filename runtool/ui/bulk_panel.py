@@ -63,7 +63,9 @@ class BulkPanel:
             layout=widgets.Layout(width="420px"),
         )
         self.preview = widgets.HTML().add_class("rt-bulk-preview").add_class(f"rt-{name}-preview")
-        self.execute_button = widgets.Button(button_style="primary", layout=widgets.Layout(width="auto"))
+        self.execute_button = widgets.Button(
+            button_style="primary", layout=widgets.Layout(width="auto", align_self="flex-start")
+        )
         self.execute_button.add_class("rt-execute").add_class(f"rt-{name}-execute")
         self.progress = JobProgress()
         self.run_bars = widgets.HTML().add_class("rt-run-progress")

@@ -42,7 +42,9 @@ class DatasetForm:
         )
         self.seed = widgets.IntText(value=0, description="Seed", style=wide, layout=widgets.Layout(width="160px"))
         self.plan_text = widgets.HTML().add_class("rt-dataset-plan")
-        self.fetch_button = widgets.Button(button_style="primary", disabled=True, layout=widgets.Layout(width="auto"))
+        self.fetch_button = widgets.Button(
+            button_style="primary", disabled=True, layout=widgets.Layout(width="auto", align_self="flex-start")
+        )
         self.fetch_button.add_class("rt-dataset-fetch")
         self.progress = JobProgress()
         self.result = widgets.HTML().add_class("rt-dataset-result")

@@ -30,7 +30,9 @@ from runtool.ui.inventory_grid import STATUS_FILTERS, InventoryGrid, filter_rows
 from runtool.ui.labels import laser_box_names
 from runtool.ui.page import Page
 from runtool.ui.query import DOWNLOAD_MANAGER
+from runtool.ui.tables import badge
 from runtool.ui.tasks import BackgroundTask, TaskBusyError
+from runtool.ui.theme import SYNC_STYLES
 
 __all__ = ["DownloadManagerPage"]
 
@@ -65,6 +67,7 @@ class DownloadManagerPage(Page):
         self.grid = InventoryGrid()
         self.grid.on_select(lambda _runs: self._selection_shown())
         self.selection_line = widgets.HTML().add_class("rt-selection-line")
+        self.status_counts = widgets.HTML().add_class("rt-status-counts")
         self.select_all_button = widgets.Button(description="Select all shown", icon="check-square")
         self.select_all_button.add_class("rt-select-all").on_click(lambda _: self.grid.select_all())
         self.clear_button = widgets.Button(description="Clear selection", icon="square")
@@ -73,6 +76,7 @@ class DownloadManagerPage(Page):
             widgets.HBox([self.selection_line, self.select_all_button, self.clear_button],
                          layout=widgets.Layout(align_items="center")),
             self.grid.grid,
+            self.status_counts,
         ]).add_class("rt-view-table")
         self.body = widgets.VBox([self.empty_state])
         self.overview: pd.DataFrame | None = None
@@ -199,6 +203,7 @@ class DownloadManagerPage(Page):
         names = laser_box_names(self.overview["lb_key"].unique().tolist(), self.filters)
         self.rows = filter_rows(inventory_rows(self.overview, self.family.value, names), self.status_filter.value)
         self.grid.show(self.rows)
+        self.status_counts.value = _status_counts(self.rows, self.status_filter.value)
         self._update_links()
         self._selection_shown()
 
@@ -255,8 +260,12 @@ class DownloadManagerPage(Page):
         return False
 
     def _run_job(self, work: Callable[[threading.Event], T], done: Callable[[T], None],
-                 failed: Callable[[Exception], None], doing: str) -> None:
-        """Run ``work(cancel)`` in the background, then ``done(result)`` and a redraw; errors become messages."""
+                 failed: Callable[[Exception], None], doing: str, redraw: bool = True) -> None:
+        """Run ``work(cancel)`` in the background, then ``done(result)``; errors become messages.
+
+        With ``redraw`` the table is drawn again afterwards (work that changed the state; a preview did not,
+        and keeps the rows selected).
+        """
 
         def job(cancel: threading.Event) -> Callable[[], None]:
             result = work(cancel)
@@ -268,12 +277,16 @@ class DownloadManagerPage(Page):
                     continuation()
                 except Exception as exc:  # shown on the page; the table is redrawn below all the same
                     self.messages.report(exc, doing)
-            self.render()
+            if redraw:
+                self.render()
+            else:
+                self._selection_shown()
 
         def error(exc: Exception) -> None:
             failed(exc)
             self.messages.report(exc, doing)
-            self.render()
+            if redraw:
+                self.render()
 
         try:
             self.job_task.start(job, finished, error)
@@ -305,6 +318,7 @@ class DownloadManagerPage(Page):
             self.transfer_panel.show_plan,
             lambda exc: self.transfer_panel.show_plan(None, str(exc)),
             doing,
+            redraw=False,
         )
 
     def preview_export(self, export_id: str | None = None) -> None:
@@ -325,6 +339,7 @@ class DownloadManagerPage(Page):
             self.export_panel.show_plan,
             lambda exc: self.export_panel.show_plan(None, str(exc)),
             doing,
+            redraw=False,
         )
 
     def execute(self, panel: BulkPanel) -> None:
@@ -342,7 +357,8 @@ class DownloadManagerPage(Page):
 
         def done(result: BulkResult) -> None:
             panel.finish(result)
-            (self.messages.info if result.ok else self.messages.warning)(result.summary())
+            if not result.ok:
+                self.messages.warning(result.summary())
 
         self._run_job(work, done, lambda exc: panel.failed(f"The transfer stopped: {exc}"), doing)
 
@@ -425,10 +441,22 @@ class DownloadManagerPage(Page):
 
         def done(result: DatasetResult) -> None:
             form.show_result(result)
-            (self.messages.info if result.ok else self.messages.warning)(f"Dataset {plan.name}: {result.summary()}")
+            if not result.ok:
+                self.messages.warning(f"Dataset {plan.name}: {result.summary()}")
 
         def failed(_exc: Exception) -> None:
             form.progress.finish()
 
         self._run_job(lambda cancel: datasets.execute(plan, progress=progress, cancel=cancel), done, failed, doing)
 
+
+def _status_counts(rows: pd.DataFrame, status_filter: str) -> str:
+    """How many rows shown have each status, as coloured badges with their words."""
+    if rows.empty:
+        return f"No run of this selection is “{status_filter}”."
+    counts = rows["Status"].value_counts()
+    return "Shown: " + " ".join(
+        f"{badge(style).html} {format_count(int(counts[style.label]))}"
+        for style in SYNC_STYLES.values()
+        if style.label in counts
+    )

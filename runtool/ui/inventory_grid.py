@@ -57,12 +57,12 @@ COLUMNS = (
     "Laser box",
     "Start (UTC)",
     "Status",
-    "Bags cloud",
-    "Bags local",
-    "Samples cloud",
-    "Samples local",
-    "Size cloud (MiB)",
-    "Size local (MiB)",
+    "Cloud bags",
+    "Local bags",
+    "Cloud labels",
+    "Local labels",
+    "Cloud MiB",
+    "Local MiB",
     "Issues",
 )
 _MIB = 1024 * 1024
@@ -82,12 +82,12 @@ def inventory_rows(runs: pd.DataFrame, family: Family, lb_names: Mapping[str, st
             "Laser box": runs["lb_key"].astype(str).map(lb_names).to_numpy(),
             "Start (UTC)": runs["start_time"].dt.strftime("%Y-%m-%d %H:%M").to_numpy(),
             "Status": sync.map(_STATUS_WORDS[family]).to_numpy(),
-            "Bags cloud": runs["raw_bags"].to_numpy(),
-            "Bags local": runs["local_bags"].to_numpy(),
-            "Samples cloud": runs["ml_labels"].to_numpy(),
-            "Samples local": runs["local_labels"].to_numpy(),
-            "Size cloud (MiB)": np.round(runs[cloud_bytes].to_numpy() / _MIB, 1),
-            "Size local (MiB)": np.round(runs[local_bytes].to_numpy() / _MIB, 1),
+            "Cloud bags": runs["raw_bags"].to_numpy(),
+            "Local bags": runs["local_bags"].to_numpy(),
+            "Cloud labels": runs["ml_labels"].to_numpy(),
+            "Local labels": runs["local_labels"].to_numpy(),
+            "Cloud MiB": np.round(runs[cloud_bytes].to_numpy() / _MIB, 1),
+            "Local MiB": np.round(runs[local_bytes].to_numpy() / _MIB, 1),
             "Issues": runs["issues"].to_numpy(),
             "sync": sync.to_numpy(),
             "can_download": _fits(runs, sync, _SOURCES[family][0]),
@@ -142,7 +142,10 @@ def _status_colours() -> VegaExpr:
 class InventoryGrid:
     """A sortable, filterable ipydatagrid of inventory rows; selected rows are reported as run paths."""
 
-    HEIGHT_PX = 420
+    MAX_HEIGHT_PX = 420
+    ROW_PX = 24
+    CHROME_PX = 40
+    """The column header and the horizontal scroll bar."""
 
     def __init__(self) -> None:
         self.rows = pd.DataFrame(columns=[*COLUMNS, "sync", "can_download", "can_upload"])
@@ -150,19 +153,15 @@ class InventoryGrid:
             self.rows[list(COLUMNS)],
             selection_mode="row",
             header_visibility="column",
-            base_row_size=24,
-            base_column_size=110,
-            column_widths={"Laser box": 150, "Start (UTC)": 130, "Status": 120, "Issues": 420},
+            base_row_size=self.ROW_PX,
+            base_column_size=100,
+            column_widths={"Laser box": 150, "Start (UTC)": 130, "Status": 115, "Issues": 320},
             renderers={
                 "Status": TextRenderer(background_color=_status_colours(), text_color="#ffffff"),
-                "Bags cloud": TextRenderer(format=",d", horizontal_alignment="right"),
-                "Bags local": TextRenderer(format=",d", horizontal_alignment="right"),
-                "Samples cloud": TextRenderer(format=",d", horizontal_alignment="right"),
-                "Samples local": TextRenderer(format=",d", horizontal_alignment="right"),
-                "Size cloud (MiB)": TextRenderer(format=",.1f", horizontal_alignment="right"),
-                "Size local (MiB)": TextRenderer(format=",.1f", horizontal_alignment="right"),
+                **{name: TextRenderer(format=",.1f" if name.endswith("MiB") else ",d", horizontal_alignment="right")
+                   for name in COLUMNS[3:9]},
             },
-            layout={"height": f"{self.HEIGHT_PX}px", "width": "100%"},
+            layout={"height": f"{self.CHROME_PX + self.ROW_PX}px", "width": "100%"},
         ).add_class("rt-inventory-grid")
         self._on_select: list[Callable[[list[str]], None]] = []
         self.grid.observe(self._selection_changed, names="selections")
@@ -172,6 +171,8 @@ class InventoryGrid:
         self.rows = rows
         self.grid.selections = []
         self.grid.data = rows[list(COLUMNS)]
+        height = min(self.MAX_HEIGHT_PX, self.CHROME_PX + self.ROW_PX * max(1, len(rows)))
+        self.grid.layout.height = f"{height}px"
 
     def on_select(self, callback: Callable[[list[str]], None]) -> None:
         self._on_select.append(callback)

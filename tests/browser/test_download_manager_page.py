@@ -1,0 +1,142 @@
+"""The download manager (03_download_manager.ipynb) in a real chromium: filter, tick rows, preview, execute.
+
+Like the per-run test, this module serves the demo fleet's buckets from its own ``runtool serve`` with a
+private data folder, so its downloads do not change what other tests read. Expected values come from a
+ServiceContainer on the same config.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from runtool.formatting import format_count
+from runtool.models import Filters, RunCoordinate
+from runtool.services import ServiceContainer
+from runtool.storage import local_raw_dir
+from runtool.ui.inventory_grid import inventory_rows
+from runtool.ui.query import selection_query
+from tests.browser.conftest import VoilaServer, screenshot
+from tests.browser.test_per_run_page import assert_no_traceback
+from tests.conftest import SeededFleet, write_toml
+
+pytestmark = pytest.mark.browser
+
+PAGE = "03_download_manager.ipynb"
+WAIT_S = 60.0
+HEADER_PX = 20
+ROW_PX = 24
+"""The grid's column header and row heights (ipydatagrid's base_column_header_size, our base_row_size)."""
+
+
+@pytest.fixture(scope="module")
+def config_path(demo_fleet: SeededFleet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("download-manager-serve")
+    path = write_toml(demo_fleet.config.with_overrides(data_dir=root / "data"), root / "runtool.toml")
+    ServiceContainer.from_environment(path).inventory.refresh()
+    return path
+
+
+@pytest.fixture(scope="module")
+def services(config_path: Path) -> ServiceContainer:
+    return ServiceContainer.from_environment(config_path)
+
+
+@pytest.fixture(scope="module")
+def server(config_path: Path) -> Iterator[VoilaServer]:
+    voila = VoilaServer(config_path)
+    yield voila
+    voila.stop()
+
+
+def busiest_laser_box(services: ServiceContainer) -> Filters:
+    """The laser box with the most runs whose bags are in the cloud and not on disk."""
+    runs = services.data_state.runs()
+    waiting = runs[runs["raw_sync"] == "cloud_only"]
+    lb_key = waiting["lb_key"].value_counts().index[0]
+    return Filters(**dict(zip(("cid", "regionid", "fieldid", "twid", "lbid"), str(lb_key).split("/"), strict=True)))
+
+
+def click_row(page: Any, row: int, modifiers: list[str] | None = None) -> None:
+    """Click the ``row``-th row shown in the grid (its canvas has no DOM rows)."""
+    box = page.locator(".rt-inventory-grid").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + 60, box["y"] + HEADER_PX + ROW_PX * row + ROW_PX / 2)
+    for key in modifiers or []:
+        page.keyboard.down(key)
+    page.mouse.click(box["x"] + 60, box["y"] + HEADER_PX + ROW_PX * row + ROW_PX / 2)
+    for key in modifiers or []:
+        page.keyboard.up(key)
+
+
+def test_filter_tick_preview_and_execute_turn_runs_synced(page: Any, server: VoilaServer,
+                                                          services: ServiceContainer) -> None:
+    filters = busiest_laser_box(services)
+    overview = services.data_state.state_overview(filters)
+    waiting = inventory_rows(overview, "raw", {})
+    waiting = waiting[waiting["sync"] == "cloud_only"]
+    assert len(waiting) >= 2, "the demo fleet has a laser box with two runs to download"
+
+    page.goto(server.url(PAGE, selection_query(filters)))
+    page.wait_for_selector(".rt-page-download-manager", state="visible")
+    expect(page.locator(".rt-view-table")).to_be_visible(timeout=WAIT_S * 1000)
+    expect(page.locator(".rt-inventory-grid canvas").first).to_be_visible()
+    expect(page.locator(".rt-kpi-value").first).to_have_text(str(len(overview)))
+    assert_no_traceback(page)
+    screenshot(page, "download-manager-start")
+
+    # Filter to the runs not downloaded: the grid and the status line follow.
+    page.locator(".rt-status-filter button", has_text="Not downloaded").click()
+    counts = page.locator(".rt-status-counts")
+    expect(counts).to_have_text(f"Shown: not downloaded {len(waiting)}")
+    expect(page.locator(".rt-selection-line")).to_contain_text(f"{len(waiting)} runs shown; none selected")
+
+    # Tick the two newest runs (the grid lists newest first).
+    click_row(page, 0)
+    click_row(page, 1, ["Control"])
+    expect(page.locator(".rt-selection-line")).to_have_text(f"2 of {len(waiting)} runs selected")
+    download = page.locator("button.rt-preview-download")
+    expect(download).to_have_text("Preview download (2 of 2 runs)")
+    screenshot(page, "download-manager-selected")
+
+    chosen = list(waiting.index[:2])
+    bulk = services.transfers.plan_bulk("raw_download", [RunCoordinate.parse(c) for c in chosen])
+    download.click()
+    execute = page.locator("button.rt-transfer-execute")
+    expect(execute).to_have_text(bulk.describe(), timeout=WAIT_S * 1000)
+    preview_rows = page.locator(".rt-transfer-preview tbody tr")
+    expect(preview_rows).to_have_count(2)
+    screenshot(page, "download-manager-preview")
+
+    execute.click()
+    result = page.locator(".rt-transfer-result")
+    expect(result).to_contain_text("2 runs complete, 0 with failures, 0 not started", timeout=WAIT_S * 1000)
+    expect(result).to_contain_text(f"{format_count(bulk.files_to_transfer)} files")
+    # The table redrew itself: the two runs left the "Not downloaded" view and show as synced under All.
+    expect(counts).to_have_text(f"Shown: not downloaded {len(waiting) - 2}")
+    page.locator(".rt-status-filter button", has_text="All").click()
+    expect(counts).to_contain_text(re.compile(r"synced 2\b"))
+    for path in chosen:
+        folder = local_raw_dir(services.config.raw_root, RunCoordinate.parse(path))
+        assert sorted(p.name for p in folder.glob("rosbag_*.bag"))
+    assert_no_traceback(page)
+    screenshot(page, "download-manager-done")
+
+
+def test_read_only_is_the_inventory_view_alone(page: Any, config_path: Path, services: ServiceContainer) -> None:
+    reader = VoilaServer(config_path, read_only=True)
+    try:
+        page.goto(reader.url(PAGE, selection_query(busiest_laser_box(services))))
+        expect(page.locator(".rt-view-table")).to_be_visible(timeout=WAIT_S * 1000)
+        expect(page.locator(".rt-inventory-grid canvas").first).to_be_visible()
+        for css in ("rt-action-tabs", "rt-preview-download", "rt-preview-upload", "rt-execute", "rt-dataset-fetch"):
+            expect(page.locator(f".{css}")).to_have_count(0)
+        assert_no_traceback(page)
+        screenshot(page, "download-manager-read-only")
+    finally:
+        reader.stop()
