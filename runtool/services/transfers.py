@@ -5,6 +5,10 @@ it downloads each file to a temporary name beside its target, verifies size and 
 bytes stream, and only then renames it into place: a file at its final path is always complete, and a
 failed or cancelled transfer never deletes a good existing file. Re-running a plan's operation resumes:
 files already complete are skipped.
+
+One run's plan executes under a cross-process lock on the run (see :meth:`TransferService.execute`), so two
+jobs given the same run (two processes, two pages, a rescheduled Dask task) take turns and never write the
+same file at once. Many runs execute through the executor of :mod:`runtool.services.executor`.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -26,8 +32,10 @@ from google.cloud import storage
 
 from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError
+from runtool.files import LockWaitStopped, exclusive_lock
 from runtool.formatting import format_bytes, format_count
 from runtool.models import CoordinateError, Filters, RunCoordinate
+from runtool.services.executor import Executor, LocalExecutor, RunOutcome, RunTask, executor_from_config
 from runtool.services.inventory import CloudInventoryService
 from runtool.services.local_state import LocalStateService
 from runtool.storage import (
@@ -36,6 +44,7 @@ from runtool.storage import (
     local_ml_dir,
     local_raw_dir,
     local_to_cloud_name,
+    make_client,
     ml_file_key,
     ml_prefix,
     parse_ml_key,
@@ -58,11 +67,16 @@ __all__ = [
     "TransferProgress",
     "TransferResult",
     "TransferService",
+    "execute_run_plan",
 ]
 
 ConflictMode = Literal["skip", "overwrite", "verify"]
 CONFLICT_MODES: tuple[ConflictMode, ...] = ("skip", "overwrite", "verify")
 PART_MARKER = ".part-"
+BULK_RUNS_AT_ONCE = 4
+"""Runs a bulk transfer executes at once on the default thread executor; they share the service's file workers."""
+ALREADY_DOWNLOADED = "already downloaded by another job"
+ALREADY_UPLOADED = "already uploaded by another job (the cloud object has the local CRC32C)"
 
 
 class TransferError(RuntoolError):
@@ -171,6 +185,8 @@ class FileOutcome:
     bytes: int = 0
     seconds: float = 0.0
     error: str | None = None
+    reason: str | None = None
+    """Why a file was skipped."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -180,6 +196,7 @@ class FileOutcome:
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
             "error": self.error,
+            "reason": self.reason,
         }
 
 
@@ -266,7 +283,11 @@ class BulkPlan:
 
 @dataclass(frozen=True)
 class BulkResult:
-    """Per-run results; each run is its own unit, so one failing run does not stop the others."""
+    """Per-run results; each run is its own unit, so one failing run does not stop the others.
+
+    ``results`` holds the runs that ran (a run that raised or lost its worker has its files failed),
+    ``not_started`` the runs a cancel kept from starting; runs with nothing to transfer are in neither.
+    """
 
     plan: BulkPlan
     results: tuple[TransferResult, ...]
@@ -277,22 +298,30 @@ class BulkResult:
     def ok(self) -> bool:
         return not self.not_started and all(result.ok for result in self.results)
 
+    def count(self, status: str) -> int:
+        """Files with this outcome over all runs."""
+        return sum(result.count(status) for result in self.results)
+
     def summary(self) -> str:
+        """e.g. ``2 runs complete, 1 with failures, 0 not started, 1 with nothing to transfer, 0 left out — …``."""
         done = sum(1 for r in self.results if r.ok)
         failed = sum(1 for r in self.results if not r.ok)
-        files = sum(r.count("transferred") for r in self.results)
+        nothing = sum(1 for p in self.plan.plans if not p.to_transfer)
         size = sum(r.bytes for r in self.results)
-        text = (
+        return (
             f"{done} runs complete, {failed} with failures, {len(self.not_started)} not started, "
-            f"{len(self.plan.left_out)} left out — {format_count(files)} files, {format_bytes(size)} "
-            f"in {self.seconds:.1f} s"
+            f"{nothing} with nothing to transfer, {len(self.plan.left_out)} left out — "
+            f"{format_count(self.count('transferred'))} files, {format_bytes(size)} in {self.seconds:.1f} s, "
+            f"{format_count(self.count('skipped'))} skipped, {format_count(self.count('failed'))} failed"
         )
-        return text
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "summary": self.summary(),
+            "transferred": self.count("transferred"),
+            "skipped": self.count("skipped"),
+            "failed": self.count("failed"),
             "runs": [r.to_dict() for r in self.results],
             "not_started": [str(c) for c in self.not_started],
             "left_out": [{"coordinate": str(c), "reason": r} for c, r in self.plan.left_out],
@@ -560,19 +589,63 @@ class TransferService:
         progress: Callable[[TransferProgress], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> TransferResult:
-        """Execute exactly the previewed plan, in parallel; then refresh the run's cloud and local state."""
+        """Execute exactly the previewed plan, in parallel, under the run's lock; then refresh the run's state.
+
+        The lock (a file under ``<data_dir>/.runtool/locks/``) makes two jobs given the same run take turns.
+        Under it, a download whose target now holds the planned object (size and CRC32C) was done by the
+        other job and is skipped as :data:`ALREADY_DOWNLOADED` (except with ``overwrite``, which asks for a
+        fresh copy), and the temporary files of a job killed mid-download are removed.
+        """
+        self._check_writable()
+        result = self._execute_locked(plan, progress, cancel)
+        self._refresh_run(plan, changed_cloud=result.count("transferred") > 0)
+        return result
+
+    def _check_writable(self) -> None:
         if self.read_only:
             raise ReadOnlyError("Transfers are not allowed in read-only mode.")
-        cancel = cancel or threading.Event()
-        started = time.perf_counter()
-        outcomes = self.move_files(plan.bucket, plan.to_transfer, upload=plan.uploads, progress=progress, cancel=cancel)
-        skipped = [FileOutcome(f, "skipped") for f in plan.skipped]
-        result = TransferResult(plan, (*skipped, *outcomes), time.perf_counter() - started, cancel.is_set())
+
+    def _refresh_run(self, plan: TransferPlan, changed_cloud: bool) -> None:
         self.local.refresh_run(plan.coordinate)
-        if plan.uploads and result.count("transferred"):
+        if plan.uploads and changed_cloud:
             # The bucket changed: rescan just this run, so the pages never show the old state.
             self.inventory.refresh(plan.coordinate.to_filters())
-        return result
+
+    def lock_path(self, plan: TransferPlan) -> Path:
+        """The file locked while the plan executes: ``<data_dir>/.runtool/locks/<coord>.<raw|ml>.lock``."""
+        side = "raw" if plan.operation.startswith("raw") else "ml"
+        return self.config.data_dir / ".runtool" / "locks" / f"{plan.coordinate.to_path_str()}.{side}.lock"
+
+    def _execute_locked(
+        self,
+        plan: TransferPlan,
+        progress: Callable[[TransferProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+        workers: int | None = None,
+    ) -> TransferResult:
+        """The files of :meth:`execute`, moved under the run's lock; no state refresh (the caller's part)."""
+        cancel = cancel or threading.Event()
+        started = time.perf_counter()
+        outcomes = [FileOutcome(f, "skipped", reason=f.reason) for f in plan.skipped]
+        todo = list(plan.to_transfer)
+        with ExitStack() as held:
+            try:
+                held.enter_context(exclusive_lock(self.lock_path(plan), cancel))
+            except LockWaitStopped:
+                outcomes += [FileOutcome(f, "cancelled", error="cancelled before it started") for f in todo]
+                return TransferResult(plan, tuple(outcomes), time.perf_counter() - started, True)
+            except OSError as exc:
+                raise TransferError(f"Cannot lock {plan.coordinate} for the transfer: {exc}") from exc
+            if not plan.uploads:
+                _remove_stale_parts(todo)
+                if plan.conflict != "overwrite":
+                    present = {f for f in todo if _holds_planned_object(f)}
+                    outcomes += [FileOutcome(f, "skipped", reason=ALREADY_DOWNLOADED) for f in todo if f in present]
+                    todo = [f for f in todo if f not in present]
+            outcomes += self.move_files(plan.bucket, todo, plan.uploads, progress, cancel, workers)
+        # Cancelled only if the cancel stopped a file: a run whose files all completed first is complete.
+        stopped = any(outcome.status == "cancelled" for outcome in outcomes)
+        return TransferResult(plan, tuple(outcomes), time.perf_counter() - started, stopped)
 
     def move_files(
         self,
@@ -581,8 +654,10 @@ class TransferService:
         upload: bool = False,
         progress: Callable[[TransferProgress], None] | None = None,
         cancel: threading.Event | None = None,
+        workers: int | None = None,
     ) -> list[FileOutcome]:
-        """Transfer ``files`` in parallel, each verified and renamed into place; one outcome per file, in order.
+        """Transfer ``files`` in parallel (``workers`` at once, default the service's), each verified and renamed
+        into place; one outcome per file, in order.
 
         The engine under :meth:`execute`, also used by operations that build their own file lists (datasets).
         """
@@ -607,7 +682,7 @@ class TransferService:
             on_bytes(0, file.name)
             return outcome
 
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="transfer") as pool:
+        with ThreadPoolExecutor(max_workers=workers or self.workers, thread_name_prefix="transfer") as pool:
             return list(pool.map(one, files))
 
     def _download(
@@ -666,7 +741,8 @@ class TransferService:
         """Upload under the generation precondition from the plan (0: the object must not exist yet).
 
         An object created or changed in the cloud since the preview makes the precondition fail, so it is
-        never overwritten blindly; the stored object's CRC32C is then checked against the local file's.
+        never overwritten blindly; the stored object's CRC32C is then checked against the local file's. When
+        the object found then has exactly the local CRC32C, another job uploaded it: skipped, not failed.
         """
         if cancel.is_set():
             return FileOutcome(file, "cancelled", error="cancelled before it started")
@@ -692,6 +768,9 @@ class TransferService:
         except (RuntoolError, OSError, gexc.GoogleAPIError) as exc:
             error = _explain(exc, file)
             if isinstance(exc.__cause__, gexc.PreconditionFailed):
+                current = self._current_blob(bucket, file)
+                if current is not None and current.crc32c == file.crc32c:
+                    return FileOutcome(file, "skipped", 0, time.perf_counter() - started, reason=ALREADY_UPLOADED)
                 error = f"{file.key} was created or changed in the cloud since the preview; it was not overwritten."
             return FileOutcome(file, "failed", 0, time.perf_counter() - started, error)
         on_bytes(file.size)
@@ -700,7 +779,8 @@ class TransferService:
     def plan_bulk(self, operation: str, coords: Sequence[RunCoordinate], **options: Any) -> BulkPlan:
         """A plan per run (``operation`` is ``raw_download``, ``ml_download``, ``raw_upload`` or ``ml_upload``).
 
-        Runs that cannot be planned (no bags, nothing local, ...) are left out with the reason, not fatal.
+        Runs that cannot be planned (no bags, nothing local, ...) are left out with the reason, not fatal. A run
+        listed twice is planned once.
         """
         planners: dict[str, Callable[..., TransferPlan]] = {
             "raw_download": self.plan_raw_download,
@@ -713,7 +793,7 @@ class TransferService:
             raise TransferError(f"Unknown operation {operation!r}.")
         plans: list[TransferPlan] = []
         left_out: list[tuple[RunCoordinate, str]] = []
-        for coord in coords:
+        for coord in dict.fromkeys(coords):
             try:
                 plans.append(planner(coord, **options))
             except TransferError as exc:
@@ -727,12 +807,12 @@ class TransferService:
             known = ", ".join(exports) or "none"
             raise TransferError(f"Unknown export id {export_id!r}; the export tracking file lists: {known}.")
         coords: list[RunCoordinate] = []
-        for partial in exports[export_id].coordinates:
-            parts = partial.strip("/").split("/")
+        for listed in exports[export_id].coordinates:
+            parts = listed.strip("/").split("/")
             try:
                 filters = Filters(**dict(zip(RunCoordinate.PARTS, parts, strict=False)))
             except (CoordinateError, TypeError) as exc:
-                raise TransferError(f"Export {export_id!r} lists a bad coordinate {partial!r}: {exc}") from exc
+                raise TransferError(f"Export {export_id!r} lists a bad coordinate {listed!r}: {exc}") from exc
             coords.extend(run.coordinate for run in self.local.runs(filters) if run.ml.exists)
         if not coords:
             raise TransferError(f"Export {export_id!r} has no local ML samples under its coordinates.")
@@ -743,30 +823,142 @@ class TransferService:
         bulk: BulkPlan,
         progress: Callable[[int, int, TransferProgress], None] | None = None,
         cancel: threading.Event | None = None,
+        executor: Executor | None = None,
     ) -> BulkResult:
-        """Execute each run's previewed plan in turn (its files in parallel); a cancel stops after the current run's
-        files in flight, and the runs not reached are reported as not started."""
+        """Execute each run's previewed plan as its own unit (see :meth:`execute`), several runs at once.
+
+        ``progress(run_index, run_count, event)`` indexes the plans with files to transfer, in ``bulk.plans``
+        order, and may be called from several threads. ``executor`` defaults to :func:`executor_from_config`
+        with the configured ``dask_scheduler``. On a thread :class:`LocalExecutor` (the default without a
+        scheduler: up to :data:`BULK_RUNS_AT_ONCE` runs at once, sharing this service's file workers) the
+        runs execute here and report bytes as they arrive. On any other executor (a Dask cluster, a process
+        pool) each run is shipped as :func:`execute_run_plan`, so the worker writes the files: on a remote
+        cluster every worker must see the data folder at the configured path (a shared file system).
+        Progress then comes once per finished run.
+
+        This thread refreshes each run's local state (and, after uploads, its inventory) as the run ends.
+        A run that raises or whose worker dies for good is reported with its files failed, never as done;
+        a Dask run rescheduled after a worker died runs again under the run's lock, which removes the dead
+        attempt's temporary files and (unless overwriting) skips the downloads it finished. The other runs
+        carry on. After ``cancel``, runs in flight stop their files in flight (nothing half-written) and runs
+        not yet started are reported not started, as are runs stopped before any file moved (waiting for
+        another job's lock on the run, say). On a Dask cluster the runs in flight are reported not started as
+        well, though their workers, which cannot hear the cancel, may still complete them.
+        """
+        self._check_writable()
         cancel = cancel or threading.Event()
         started = time.perf_counter()
-        results: list[TransferResult] = []
         todo = [plan for plan in bulk.plans if plan.to_transfer]
-        for index, plan in enumerate(todo):
-            if cancel.is_set():
-                not_started = tuple(p.coordinate for p in todo[index:])
-                return BulkResult(bulk, tuple(results), not_started, time.perf_counter() - started)
+        own = executor is None
+        if executor is None:
+            executor = executor_from_config(self.config.dask_scheduler, workers=min(BULK_RUNS_AT_ONCE, len(todo) or 1))
+        pool = executor if isinstance(executor, LocalExecutor) and executor.kind == "thread" else None
+        index_of = {plan.coordinate: index for index, plan in enumerate(todo)}
+        ended: dict[int, TransferResult] = {}
 
-            def relay(event: TransferProgress, index: int = index) -> None:
-                if progress is not None:
-                    progress(index, len(todo), event)
+        def finished(_done: int, _total: int, outcome: RunOutcome) -> None:
+            index = index_of[outcome.coordinate]
+            plan = todo[index]
+            if outcome.status == "cancelled":
+                if pool is None:  # a worker cannot hear the cancel and may still complete the run
+                    self.local.refresh_run(plan.coordinate)
+                return
+            result = outcome.value if outcome.status == "ok" else _failed_run(plan, outcome)
+            if result.count("cancelled") == len(plan.to_transfer):
+                return  # stopped before any file moved (waiting for the run's lock, say): not started
+            ended[index] = result
+            self._refresh_run(plan, changed_cloud=outcome.status == "failed" or result.count("transferred") > 0)
+            if pool is None and progress is not None:
+                files = len(plan.to_transfer)
+                progress(index, len(todo), TransferProgress(files, files, result.bytes, plan.bytes_to_transfer, ""))
 
-            results.append(self.execute(plan, progress=relay, cancel=cancel))
-        return BulkResult(bulk, tuple(results), (), time.perf_counter() - started)
+        funcs: list[Callable[[RunCoordinate], Any]]
+        if pool is not None:
+            file_workers = max(1, self.workers // min(pool.workers, len(todo) or 1))
+
+            def run_here(index: int, plan: TransferPlan, _: RunCoordinate) -> TransferResult:
+                def relay(event: TransferProgress) -> None:
+                    if progress is not None:
+                        progress(index, len(todo), event)
+
+                return self._execute_locked(plan, relay, cancel, file_workers)
+
+            funcs = [partial(run_here, index, plan) for index, plan in enumerate(todo)]
+        else:
+            funcs = [partial(execute_run_plan, self.config, plan) for plan in todo]
+        tasks = [RunTask(f, p.coordinate, p.coordinate.to_path_str()) for f, p in zip(funcs, todo, strict=True)]
+        try:
+            executor.run_tasks(tasks, progress=finished, cancel=cancel)
+        finally:
+            if own:
+                executor.close()
+        results = tuple(ended[index] for index in sorted(ended))
+        not_started = tuple(plan.coordinate for index, plan in enumerate(todo) if index not in ended)
+        return BulkResult(bulk, results, not_started, time.perf_counter() - started)
 
     def _current_generation(self, bucket: str, file: PlannedFile) -> int | None:
         """The object's generation now (None if it is gone), to tell corruption from a newer upload."""
-        with storage_errors(bucket, "reading"):
-            blob = self.client.bucket(bucket).get_blob(file.key)
+        blob = self._current_blob(bucket, file)
         return int(blob.generation) if blob is not None and blob.generation else None
+
+    def _current_blob(self, bucket: str, file: PlannedFile) -> storage.Blob | None:
+        with storage_errors(bucket, "reading"):
+            return self.client.bucket(bucket).get_blob(file.key)
+
+
+def execute_run_plan(config: RuntoolConfig, plan: TransferPlan, coordinate: RunCoordinate) -> TransferResult:
+    """Execute one run's previewed plan in this process, under the run's lock, and refresh no state.
+
+    What :meth:`TransferService.execute_bulk` ships to a Dask worker or a pool process: a module-level
+    function of picklable values, rebuilding the transfer engine from ``config`` where it runs. The files
+    are written here, so a remote worker needs the data folder mounted at the configured path.
+    ``coordinate`` is the plan's (the executor's calling convention); the caller refreshes the run's state.
+    """
+    if coordinate != plan.coordinate:
+        raise TransferError(f"Asked to execute the plan of {plan.coordinate} as {coordinate}.")
+    client_factory = partial(make_client, config.gcp_project, config.emulator_host)
+    inventory = CloudInventoryService(config, client_factory)
+    return TransferService(config, client_factory, inventory, LocalStateService(config))._execute_locked(plan)
+
+
+def _failed_run(plan: TransferPlan, outcome: RunOutcome) -> TransferResult:
+    """A run that raised, or whose worker died for good: every file it had to move counts as failed.
+
+    Some may have landed before the end; at their final paths they are complete, and re-running skips them.
+    """
+    error = f"the run failed: {(outcome.error or 'unknown error').splitlines()[0]}"
+    if outcome.attempts > 1:
+        error += f" (after {outcome.attempts} attempts)"
+    outcomes = (
+        *(FileOutcome(f, "skipped", reason=f.reason) for f in plan.skipped),
+        *(FileOutcome(f, "failed", error=error) for f in plan.to_transfer),
+    )
+    return TransferResult(plan, outcomes, outcome.seconds, cancelled=False)
+
+
+def _holds_planned_object(file: PlannedFile) -> bool:
+    """Whether the local file already is the planned object: same size and CRC32C (read only if sizes match)."""
+    try:
+        return bool(file.crc32c) and file.path.stat().st_size == file.size and file_crc32c(file.path) == file.crc32c
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def _remove_stale_parts(files: Sequence[PlannedFile]) -> None:
+    """Remove temporary files left by downloads of ``files`` whose process died (it could not clean up).
+
+    Called only under the run's lock, when no other job can be writing them.
+    """
+    names: dict[Path, set[str]] = {}
+    for file in files:
+        names.setdefault(file.path.parent, set()).add(file.path.name)
+    for folder, wanted in names.items():
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            name, marker, _ = entry.name.partition(PART_MARKER)
+            if marker and name.startswith(".") and name[1:] in wanted:
+                entry.unlink(missing_ok=True)
 
 
 def _check_conflict(conflict: str) -> None:

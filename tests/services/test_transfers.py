@@ -18,6 +18,7 @@ from runtool.demo.emulator import Emulator
 from runtool.errors import ReadOnlyError
 from runtool.models import Filters, RunCoordinate, SyncStatus
 from runtool.services import ServiceContainer, TransferError, TransferProgress
+from runtool.services.transfers import ALREADY_DOWNLOADED
 from runtool.storage import local_raw_dir, make_client, raw_bag_key
 from tests.conftest import make_config, write_toml
 
@@ -98,6 +99,32 @@ def test_conflict_modes(services: ServiceContainer, content: dict[str, bytes]) -
     assert result.count("transferred") == 2 and result.count("skipped") == 2
     assert tampered.read_bytes() == content[BAGS[1]]
     assert local(services.config, BAGS[2]).read_bytes() == content[BAGS[2]]
+
+
+def test_a_file_another_job_downloaded_meanwhile_is_skipped(services: ServiceContainer,
+                                                             content: dict[str, bytes]) -> None:
+    plan = services.transfers.plan_raw_download(RUN)
+    other_job = services.transfers.plan_raw_download(RUN, bags=["0", "1"])
+    assert services.transfers.execute(other_job).count("transferred") == 2
+    local(services.config, BAGS[1]).write_bytes(content[BAGS[1]][::-1])  # same size, different bytes
+    result = services.transfers.execute(plan)
+    by_name = {o.file.key.rsplit("/", 1)[1]: o for o in result.outcomes}
+    assert (by_name[BAGS[0]].status, by_name[BAGS[0]].reason) == ("skipped", ALREADY_DOWNLOADED)
+    assert [by_name[name].status for name in BAGS[1:]] == ["transferred"] * 3  # the CRC32C differed
+    assert result.ok and all(local(services.config, name).read_bytes() == data for name, data in content.items())
+
+
+def test_temporary_files_of_a_killed_download_are_removed(services: ServiceContainer) -> None:
+    folder = local_raw_dir(services.config.raw_root, RUN)
+    folder.mkdir(parents=True)
+    stale = folder / f".rosbag{BAGS[2]}.part-0badc0de"  # what a killed process leaves behind
+    stale.write_bytes(b"half a bag")
+    unrelated = folder / "notes.part-of-the-run.txt"
+    unrelated.write_text("kept")
+    assert services.transfers.execute(services.transfers.plan_raw_download(RUN, bags=["1"])).ok
+    assert stale.exists(), "only the files of the plan being executed are cleaned"
+    assert services.transfers.execute(services.transfers.plan_raw_download(RUN)).ok
+    assert not stale.exists() and unrelated.read_text() == "kept"
 
 
 def test_bag_selection(services: ServiceContainer) -> None:

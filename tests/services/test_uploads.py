@@ -11,6 +11,7 @@ from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError
 from runtool.models import RunCoordinate, SyncStatus
 from runtool.services import ServiceContainer, TransferError
+from runtool.services.transfers import ALREADY_UPLOADED
 from runtool.storage import local_ml_dir, local_raw_dir, make_client, ml_file_key, raw_bag_key
 from tests.conftest import write_toml
 
@@ -82,6 +83,17 @@ def test_an_object_created_after_the_preview_is_not_overwritten(services: Servic
     assert "not overwritten" in str(failed[0].error)
     assert bucket.blob(key).download_as_bytes() == b"1 0.2 0.2 0.1 0.1\n"
     assert result.count("transferred") == 2 and not result.ok
+
+
+def test_an_object_another_job_uploaded_with_the_same_bytes_is_skipped(services: ServiceContainer) -> None:
+    plan = services.transfers.plan_ml_upload(RUN, kinds=["labels"])
+    label = plan.to_transfer[1]
+    bucket = make_client(emulator_host=services.config.emulator_host).bucket(services.config.ml_bucket)
+    bucket.blob(label.key).upload_from_filename(str(label.path))  # another job uploaded the same file meanwhile
+    result = services.transfers.execute(plan)
+    outcome = next(o for o in result.outcomes if o.file == label)
+    assert (outcome.status, outcome.reason) == ("skipped", ALREADY_UPLOADED)
+    assert result.ok and result.count("transferred") == 2 and result.count("skipped") == 1
 
 
 def test_overwrite_uses_the_previewed_generation(services: ServiceContainer) -> None:
