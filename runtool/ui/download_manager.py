@@ -104,10 +104,15 @@ class DownloadManagerPage(Page):
         self.download_button.add_class("rt-preview-download").on_click(lambda _: self.preview("download"))
         self.upload_button = widgets.Button(icon="upload", layout=widgets.Layout(width="auto"))
         self.upload_button.add_class("rt-preview-upload").on_click(lambda _: self.preview("upload"))
+        self.kinds = widgets.SelectMultiple(
+            options=[("Frames", "frames"), ("Labels", "labels")], value=("frames", "labels"), rows=2,
+            description="ML files", layout=widgets.Layout(width="220px"),
+        ).add_class("rt-ml-kinds")
+        self.kinds.layout.display = "" if self.family.value == "ml" else "none"
         self.transfer_panel.execute_button.on_click(lambda _: self.execute(self.transfer_panel))
         self.transfer_panel.progress.cancel_button.on_click(lambda _: self.cancel_job())
         transfer_tab = widgets.VBox([
-            widgets.HBox([self.download_button, self.upload_button, self.transfer_panel.conflict],
+            widgets.HBox([self.download_button, self.upload_button, self.transfer_panel.conflict, self.kinds],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
             self.transfer_panel.widget,
         ])
@@ -211,6 +216,8 @@ class DownloadManagerPage(Page):
         with self.status_filter.hold_trait_notifications():
             self.status_filter.options = STATUS_FILTERS[self.family.value]
             self.status_filter.value = "All"
+        if self.tabs is not None:
+            self.kinds.layout.display = "" if self.family.value == "ml" else "none"
         if self.overview is not None:
             self._show_totals()
         self._refilter()
@@ -310,11 +317,16 @@ class DownloadManagerPage(Page):
         assert self.services is not None
         operation = f"{self.family.value}_{direction}"
         runs = list(coords) if coords is not None else self.scope()
-        conflict = self.transfer_panel.conflict_mode
+        options: dict[str, object] = {"conflict": self.transfer_panel.conflict_mode}
+        if self.family.value == "ml":
+            if not self.kinds.value:
+                self.messages.warning("Choose frames, labels or both before planning an ML transfer.")
+                return
+            options["kinds"] = tuple(self.kinds.value)
         transfers = self.services.transfers
         self.transfer_panel.show_plan(None, f"Planning {format_count(len(runs))} runs…")
         self._run_job(
-            lambda _cancel: transfers.plan_bulk(operation, runs, conflict=conflict),
+            lambda _cancel: transfers.plan_bulk(operation, runs, **options),
             self.transfer_panel.show_plan,
             lambda exc: self.transfer_panel.show_plan(None, str(exc)),
             doing,

@@ -133,6 +133,11 @@ def test_ml_samples_only_on_disk_are_uploaded_from_the_page(writable: ServiceCon
     writable.local.scan()
     page = DownloadManagerPage(writable, query="cid=c1&family=ml&status=Not+uploaded")
     assert list(page.rows.index) == [LOCAL_RUN.to_path_str()]
+    page.kinds.value = ("frames",)  # the run has labels only: nothing to upload
+    page.preview("upload")
+    assert page.wait_idle(60)
+    assert page.transfer_panel.plan is not None and page.transfer_panel.plan.files_to_transfer == 0
+    page.kinds.value = ("frames", "labels")
     assert page.upload_button.description == "Preview upload (1 of 1 runs)"
     assert page.download_button.disabled
     page.preview("upload")
