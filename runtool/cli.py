@@ -23,7 +23,8 @@ from runtool.errors import RuntoolError
 from runtool.formatting import format_bytes, format_count, format_pct
 from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, RunCoordinate, SyncStatus, to_jsonable
 from runtool.services import CONFLICT_MODES, RefreshProgress, ServiceContainer, TransferPlan, TransferProgress
-from runtool.services.transfers import BulkPlan
+from runtool.services.executor import DaskExecutor, executor_from_config
+from runtool.services.transfers import BULK_RUNS_AT_ONCE, BulkPlan
 
 __all__ = ["main"]
 
@@ -310,6 +311,29 @@ class _ByteProgress:
             sys.stderr.write("\n")
 
 
+class _BulkByteProgress:
+    """One byte progress line over all runs of a bulk transfer, whose runs report from several threads."""
+
+    def __init__(self, bulk: BulkPlan) -> None:
+        self.display = _ByteProgress()
+        self.bulk = bulk
+        self._latest: dict[int, TransferProgress] = {}
+        self._files = self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, run: int, _runs: int, progress: TransferProgress) -> None:
+        with self._lock:
+            last = self._latest.get(run, TransferProgress(0, 0, 0, 0, ""))
+            self._latest[run] = progress
+            self._files += progress.files_done - last.files_done
+            self._bytes += progress.bytes_done - last.bytes_done
+            self.display(TransferProgress(self._files, self.bulk.files_to_transfer, self._bytes,
+                                          self.bulk.bytes_to_transfer, progress.current))
+
+    def close(self) -> None:
+        self.display.close()
+
+
 def cmd_download(args: argparse.Namespace, services: ServiceContainer) -> int:
     if args.coord:
         coord = _known_run(services, _coordinate(args.coord))
@@ -342,13 +366,17 @@ def _preview_and_execute_bulk(args: argparse.Namespace, services: ServiceContain
 
 
 def _confirm_and_execute(args: argparse.Namespace, services: ServiceContainer, bulk: BulkPlan) -> int:
-    """Ask (unless --yes), execute the previewed plans, each run as its own unit; non-zero if anything failed."""
+    """Ask (unless --yes), execute the previewed plans, each run as its own unit, on the configured executor
+    (``RUNTOOL_DASK_SCHEDULER``: a Dask cluster; unset: a few runs at once here); non-zero if anything failed."""
     if not args.yes and not _confirm(f"{bulk.describe()}?"):
         print("Not confirmed; nothing transferred (use --yes to run without asking).", file=sys.stderr)
         return 1
-    progress = _ByteProgress()
+    progress = _BulkByteProgress(bulk)
     try:
-        result = services.transfers.execute_bulk(bulk, progress=lambda _run, _runs, event: progress(event))
+        with executor_from_config(services.config.dask_scheduler, workers=BULK_RUNS_AT_ONCE) as executor:
+            if isinstance(executor, DaskExecutor):
+                print(f"Runs go to {executor!r}; its workers write the files.", file=sys.stderr)
+            result = services.transfers.execute_bulk(bulk, progress=progress, executor=executor)
     finally:
         progress.close()
     if args.json:

@@ -277,3 +277,16 @@ def test_cli_bulk_download(services: ServiceContainer, tmp_path: Path, capsys: p
     assert main(["--config", toml, "download", "--lbid", "LB_0001", "--yes"]) == 0
     assert "3 runs complete, 0 with failures" in capsys.readouterr().out
     assert main(["--config", toml, "download"]) == 2
+
+
+def test_cli_bulk_download_on_a_dask_cluster(services: ServiceContainer, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(DASK_SCHEDULER_ENV, "local-cluster")
+    toml = str(write_toml(services.config, tmp_path / "runtool.toml"))
+    assert main(["--config", toml, "download", "--lbid", "LB_0001", "--yes", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "DaskExecutor('local-cluster'" in err
+    result = json.loads(out[out.index("{"):])
+    assert result["ok"] and result["transferred"] == 6
+    assert_complete(services, services.transfers.plan_bulk("raw_download", RUNS), RUNS)
