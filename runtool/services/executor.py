@@ -245,9 +245,9 @@ class DaskExecutor(Executor):
     deaths (``distributed.scheduler.allowed-failures``, 3 by default) it gives up and the run is reported
     failed with ``KilledWorker``. Only as many runs as the cluster has worker threads are in flight at a
     time, so a dying worker rarely holds a second run (one that does is rescheduled too). A run is ``ok``
-    only when its function returned. Once ``cancel`` is set, runs not yet submitted and every unfinished
-    future are reported cancelled, running ones included: their results are dropped, though a worker may
-    still finish the call it was in.
+    only when its function returned. Once ``cancel`` is set, runs not yet submitted are reported cancelled
+    and the runs already on a worker are waited for and reported as they end (a worker cannot be stopped
+    in the middle of a call, so dropping its result would report as untouched a run that finished).
     """
 
     def __init__(self, address: str, *, n_workers: int = 2) -> None:
@@ -329,12 +329,7 @@ class DaskExecutor(Executor):
                     if cancel is None or not cancel.is_set():
                         submit_next()
                 del future
-            if cancel is not None and cancel.is_set():
-                self.client.cancel(list(pending.values()))
-                for key in pending:
-                    record(index_of[key], _cancelled(tasks[index_of[key]]))
-                pending.clear()
-            elif pending and not results.has_ready():
+            if pending and not results.has_ready():
                 time.sleep(_POLL_S)
         for index, task in queue:
             record(index, _cancelled(task))

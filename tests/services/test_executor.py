@@ -46,6 +46,12 @@ def square(coord: RunCoordinate, delay: float = 0.0) -> int:
     return _second(coord) ** 2
 
 
+def square_and_mark(coord: RunCoordinate, marker_dir: Path, delay: float) -> int:
+    """``square``, leaving a marker file that proves the run started."""
+    (marker_dir / f"started-{_second(coord)}").touch()
+    return square(coord, delay)
+
+
 def kill_worker_once(coord: RunCoordinate, marker_dir: Path, victim: int) -> int:
     """Kill the process running it on the victim run's first attempt; a marker file tells attempts apart."""
     if _second(coord) == victim:
@@ -152,16 +158,20 @@ def test_dask_cancel_before_start(dask_executor: DaskExecutor) -> None:
     check_cancel_before_start(dask_executor)
 
 
-def test_dask_cancel_midway(dask_executor: DaskExecutor) -> None:
+def test_dask_cancel_midway(dask_executor: DaskExecutor, tmp_path: Path) -> None:
     progress = Recorder(cancel_after=2)
     coords = [c for c in _coords(11) if _second(c) != BAD_SECOND]
-    outcomes = dask_executor.map_runs(partial(square, delay=0.3), coords, progress=progress, cancel=progress.cancel)
+    func = partial(square_and_mark, marker_dir=tmp_path, delay=0.3)
+    outcomes = dask_executor.map_runs(func, coords, progress=progress, cancel=progress.cancel)
     statuses = [o.status for o in outcomes]
     assert set(statuses) <= {"ok", "cancelled"}
     assert 2 <= statuses.count("ok") < len(coords)
     assert all(o.value == _second(o.coordinate) ** 2 for o in outcomes if o.status == "ok")
     assert all(o.value is None for o in outcomes if o.status == "cancelled")
     assert len(progress.calls) == len(coords)
+    # What is reported cancelled never started, and what started is reported with its result.
+    started = {int(p.name.split("-")[1]) for p in tmp_path.glob("started-*")}
+    assert started == {_second(o.coordinate) for o in outcomes if o.status == "ok"}
 
 
 def test_dask_worker_killed_once_is_retried_or_failed(dask_executor: DaskExecutor, tmp_path: Path) -> None:
