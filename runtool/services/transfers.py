@@ -842,8 +842,8 @@ class TransferService:
         attempt's temporary files and (unless overwriting) skips the downloads it finished. The other runs
         carry on. After ``cancel``, runs in flight stop their files in flight (nothing half-written) and runs
         not yet started are reported not started, as are runs stopped before any file moved (waiting for
-        another job's lock on the run, say). On a Dask cluster the runs in flight are reported not started as
-        well, though their workers, which cannot hear the cancel, may still complete them.
+        another job's lock on the run, say). On a Dask cluster the workers cannot hear the cancel: the runs
+        already on them are waited for and reported as they end.
         """
         self._check_writable()
         cancel = cancel or threading.Event()
@@ -859,9 +859,7 @@ class TransferService:
         def finished(_done: int, _total: int, outcome: RunOutcome) -> None:
             index = index_of[outcome.coordinate]
             plan = todo[index]
-            if outcome.status == "cancelled":
-                if pool is None:  # a worker cannot hear the cancel and may still complete the run
-                    self.local.refresh_run(plan.coordinate)
+            if outcome.status == "cancelled":  # never started
                 return
             result = outcome.value if outcome.status == "ok" else _failed_run(plan, outcome)
             if result.count("cancelled") == len(plan.to_transfer):
