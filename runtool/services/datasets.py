@@ -7,7 +7,9 @@ malformed labels and to filter by class). Label bytes are cached by key and gene
 Executing is incremental: a file whose bytes already have the planned CRC32C is kept, only missing files are
 downloaded (parallel, verified, temp file + rename, through the transfer engine), files of samples no longer
 selected are deleted, and ``manifest.json`` is rewritten atomically last. Re-running the same plan therefore
-downloads nothing, and an interrupted run never leaves a half-written file at a final path.
+downloads nothing, and an interrupted run never leaves a half-written file at a final path. The manifest
+records each file's size and mtime as it was found complete, so a re-run only stats the files that still
+match it and reads (CRC32C) the others.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import threading
 import time
@@ -23,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
@@ -30,7 +34,7 @@ import yaml
 from google.cloud import storage
 
 from runtool.errors import ReadOnlyError, RuntoolError
-from runtool.files import write_atomic
+from runtool.files import replacing, write_atomic
 from runtool.formatting import format_bytes, format_count
 from runtool.models import Filters, RunCoordinate
 from runtool.services.inventory import COORD_COLUMNS
@@ -298,74 +302,77 @@ class DatasetService:
     def plan_dataset_fetch(self, name: str, filters: Filters, options: DatasetOptions) -> DatasetPlan:
         """Choose runs (filters, dates, coverage), pair frames with labels, check labels, split by run, sample."""
         root = self.dataset_root(name)
-        runs = self._select_runs(filters, options)
-        entries = self.services.inventory.snapshot.entries
-        ml = entries[(entries["role"] == "ml") & entries["kind"].isin(["frame", "label"])]
-        wanted = {tuple(run) for run in runs[list(COORD_COLUMNS)].astype(str).itertuples(index=False)}
-        coords = ml[list(COORD_COLUMNS)].astype(str).apply(tuple, axis=1) if len(ml) else pd.Series(dtype=object)
-        ml = ml[coords.isin(wanted).to_numpy()] if len(ml) else ml
-        frames, labels = _pair(ml)
-        chosen = [(f, labels.get(_stem_key(f))) for f in frames]
+        runs = self.services.data_state.runs(filters, self.services.coverage_settings)
+        selected = _select_runs(runs, options)
+        pairs = _pair(_ml_objects(self.services.inventory.snapshot.entries, selected))
         if options.labelled_only:
-            chosen = [(f, lab) for f, lab in chosen if lab is not None]
-        contents = self._label_contents([lab for _, lab in chosen if lab is not None])
+            pairs = pairs[pairs["label_key"].notna()]
+        labelled = pairs[pairs["label_key"].notna()]
+        contents = self._label_contents(
+            zip(labelled["label_key"], labelled["label_generation"], labelled["label_crc32c"], strict=True)
+        )
+        wanted = set(options.classes) if options.classes is not None else None
         rejected: list[tuple[str, str]] = []
-        kept: list[tuple[dict[str, Any], dict[str, Any] | None, tuple[int, ...]]] = []
-        for frame, label in chosen:
+        kept: list[tuple[int, tuple[int, ...]]] = []
+        for row, key in enumerate(pairs["label_key"]):
             classes: tuple[int, ...] = ()
-            if label is not None:
-                parsed = parse_yolo_label(contents[label["key"]])
+            if key is not None:
+                parsed = parse_yolo_label(contents[key])
                 if isinstance(parsed, str):
-                    rejected.append((label["key"], parsed))
+                    rejected.append((key, parsed))
                     continue
                 classes = parsed
-            if options.classes is not None and not set(classes) & set(options.classes):
-                continue
-            kept.append((frame, label, classes))
-        splits = _split_runs({frame["coord"] for frame, _, _ in kept}, options.val_fraction, options.seed)
+            if wanted is None or wanted.intersection(classes):
+                kept.append((row, classes))
+        coords = {path: RunCoordinate.parse(path) for path in pairs["run"].unique()}
+        in_use = pairs["run"].iloc[[row for row, _ in kept]].unique()
+        splits = _split_runs([coords[path] for path in in_use], options.val_fraction, options.seed)
         if options.max_samples is not None and len(kept) > options.max_samples:
             picked = sorted(random.Random(options.seed).sample(range(len(kept)), options.max_samples))
             kept = [kept[i] for i in picked]
-        samples = tuple(_sample(frame, label, classes, splits[frame["coord"]]) for frame, label, classes in kept)
-        excluded = len(self.services.data_state.runs(filters, self.services.coverage_settings)) - len(runs)
-        return DatasetPlan(name, root, options, filters, samples, tuple(rejected), excluded)
+        records = pairs.iloc[[row for row, _ in kept]].to_dict("records")
+        samples = tuple(
+            _sample(coords[record["run"]], record, classes, splits[coords[record["run"]]])
+            for record, (_, classes) in zip(records, kept, strict=True)
+        )
+        return DatasetPlan(name, root, options, filters, samples, tuple(rejected), len(runs) - len(selected))
 
-    def _select_runs(self, filters: Filters, options: DatasetOptions) -> pd.DataFrame:
-        runs = self.services.data_state.runs(filters, self.services.coverage_settings)
-        day = runs["start_time"].dt.date
-        mask = pd.Series(True, index=runs.index)
-        if options.since is not None:
-            mask &= day >= options.since
-        if options.until is not None:
-            mask &= day <= options.until
-        if options.min_coverage_pct is not None:
-            # NaN (no raw bags, so no coverage) compares False and is excluded, as documented.
-            mask &= runs["coverage_pct"] >= options.min_coverage_pct
-        return runs[mask]
-
-    def _label_contents(self, labels: list[dict[str, Any]]) -> dict[str, bytes]:
-        """Label bytes by key, from the cache when its copy has the object's CRC32C, else from the bucket."""
+    def _label_contents(self, labels: Iterable[tuple[str, int, str]]) -> dict[str, bytes]:
+        """Label bytes by key, for (key, generation, CRC32C) triples: from the cache when its copy has the
+        CRC32C, else downloaded (in parallel) into the cache."""
         cache = self.config.ml_root / TRAININGS / LABELS_CACHE
         cache.mkdir(parents=True, exist_ok=True)
-
-        def one(label: dict[str, Any]) -> tuple[str, bytes]:
-            digest = hashlib.sha1(label["key"].encode(), usedforsecurity=False).hexdigest()
-            path = cache / f"{digest}-{label['generation']}.txt"
-            if path.exists():
+        found: dict[str, bytes] = {}
+        missing: list[tuple[str, Path]] = []
+        for key, generation, crc in labels:
+            digest = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+            path = cache / f"{digest}-{generation}.txt"
+            try:
                 data = path.read_bytes()
-                if _crc(data) == label["crc32c"]:
-                    return label["key"], data
+            except FileNotFoundError:
+                missing.append((key, path))
+                continue
+            if _crc(data) == crc:
+                found[key] = data
+            else:
+                missing.append((key, path))
+
+        def download(label: tuple[str, Path]) -> tuple[str, bytes]:
+            key, path = label
             with storage_errors(self.config.ml_bucket, "reading"):
                 data = (
                     self.client.bucket(self.config.ml_bucket)
-                    .blob(label["key"])
+                    .blob(key)
                     .download_as_bytes(retry=retry_policy(self.config.request_retry_s), timeout=60)
                 )
-            write_atomic(path, data)
-            return label["key"], data
+            # No fsync: a cached copy is checked against the object's CRC32C whenever it is read.
+            with replacing(path) as tmp:
+                tmp.write_bytes(data)
+            return key, data
 
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="labels") as pool:
-            return dict(pool.map(one, labels))
+            found.update(pool.map(download, missing))
+        return found
 
     # -- execution -----------------------------------------------------------------------------
 
@@ -381,8 +388,11 @@ class DatasetService:
         cancel = cancel or threading.Event()
         started = time.perf_counter()
         root = plan.root
+        recorded = _recorded(root)
         todo: list[PlannedFile] = []
+        todo_targets: list[str] = []
         empty: list[Path] = []
+        found: dict[str, int] = {}  # target → mtime (ns) of each file known to be complete, for the manifest
         kept = 0
         for sample in plan.samples:
             targets = [
@@ -404,10 +414,13 @@ class DatasetService:
                 kept += 1
             for key, relative, size, crc, generation in targets:
                 path = root / relative
-                if _complete(path, size, crc):
+                mtime = _complete(path, size, crc, recorded.get(relative))
+                if mtime is not None:
+                    found[relative] = mtime
                     kept += 1
                 else:
                     todo.append(PlannedFile(key, path, size, crc, None, generation, "transfer", "not in the dataset"))
+                    todo_targets.append(relative)
         outcomes = self.services.transfers.move_files(self.config.ml_bucket, todo, progress=progress, cancel=cancel)
         for path in empty:
             write_atomic(path, b"")
@@ -417,9 +430,14 @@ class DatasetService:
         cancelled = cancel.is_set()
         removed = 0
         if not failed and not cancelled:
+            for relative, file in zip(todo_targets, todo, strict=True):
+                # Read once more, mtime first, so that a file changed since its download is not recorded as complete.
+                mtime = _complete(file.path, file.size, file.crc32c, None)
+                if mtime is not None:
+                    found[relative] = mtime
             removed = _remove_unlisted(root, plan.samples)
             write_atomic(root / "data.yaml", _data_yaml(plan).encode("utf-8"))
-            write_atomic(root / MANIFEST, _manifest(plan).encode("utf-8"))
+            write_atomic(root / MANIFEST, _manifest(plan, found).encode("utf-8"))
         return DatasetResult(
             plan,
             downloaded=sum(1 for o in outcomes if o.status == "transferred"),
@@ -433,34 +451,80 @@ class DatasetService:
         )
 
 
+def _select_runs(runs: pd.DataFrame, options: DatasetOptions) -> pd.DataFrame:
+    day = runs["start_time"].dt.date
+    mask = pd.Series(True, index=runs.index)
+    if options.since is not None:
+        mask &= day >= options.since
+    if options.until is not None:
+        mask &= day <= options.until
+    if options.min_coverage_pct is not None:
+        # NaN (no raw bags, so no coverage) compares False and is excluded, as documented.
+        mask &= runs["coverage_pct"] >= options.min_coverage_pct
+    return runs[mask]
 
-def _pair(ml: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[tuple[RunCoordinate, str, str], dict[str, Any]]]:
-    """Frames in key order, and labels by (run, bag, stem) — a label belongs to the frame with its stem."""
-    frames: list[dict[str, Any]] = []
-    labels: dict[tuple[RunCoordinate, str, str], dict[str, Any]] = {}
-    columns = [*COORD_COLUMNS, "bag", "kind", "name", "size", "generation", "crc32c"]
-    for row in ml[columns].itertuples(index=False):
-        coord = RunCoordinate(*(str(getattr(row, part)) for part in COORD_COLUMNS))
-        kind: Literal["frames", "labels"] = "frames" if row.kind == "frame" else "labels"
-        item = {
-            "coord": coord,
-            "bag": str(row.bag),
-            "name": str(row.name),
-            "key": ml_file_key(coord, str(row.bag), kind, str(row.name)),
-            "size": int(row.size),
-            "generation": int(row.generation or 0),
-            "crc32c": str(row.crc32c or ""),
+
+def _run_paths(table: pd.DataFrame) -> pd.Series:
+    """``cid/regionid/fieldid/twid/lbid/timestamp`` of every row, as one text column."""
+    path = table[COORD_COLUMNS[0]].astype(str)
+    for column in COORD_COLUMNS[1:]:
+        path = path + "/" + table[column].astype(str)
+    return path
+
+
+def _ml_objects(entries: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The frames and labels of ``runs``, with their run path in a ``run`` column."""
+    ml = entries[((entries["role"] == "ml") & entries["kind"].isin(["frame", "label"])).to_numpy()]
+    run = _run_paths(ml)
+    chosen = run.isin(_run_paths(runs)).to_numpy()
+    return ml[chosen].assign(run=run[chosen])
+
+
+_LABEL_COLUMNS = {"key": "label_key", "size": "label_size", "generation": "label_generation", "crc32c": "label_crc32c"}
+
+
+def _pair(ml: pd.DataFrame) -> pd.DataFrame:
+    """One row per frame, in key order, with its label's ``label_*`` columns (``label_key`` None: no label).
+
+    A label belongs to the frame with its stem (the name without its suffix) in the same run and bag.
+    """
+    kind = ml["kind"].astype(str).map({"frame": "frames", "label": "labels"})
+    bag = ml["bag"].astype(str)
+    name = ml["name"].astype(str)
+    folder = ml["run"] + "/" + bag + "/" + kind
+    # A key is its folder, built by the layout once per folder, plus the file name.
+    folders = pd.DataFrame({"folder": folder, "run": ml["run"], "bag": bag, "kind": kind}).drop_duplicates("folder")
+    prefixes = {
+        path: ml_file_key(RunCoordinate.parse(run), bag_dir, kind_dir, "")
+        for path, run, bag_dir, kind_dir in folders.itertuples(index=False)
+    }
+    table = pd.DataFrame(
+        {
+            "run": ml["run"],
+            "bag": bag,
+            "name": name,
+            "stem": name.str.rsplit(".", n=1).str[0],
+            "key": folder.map(prefixes) + name,
+            "size": ml["size"].astype("int64"),
+            "generation": ml["generation"].fillna(0).astype("int64"),
+            "crc32c": ml["crc32c"].fillna("").astype(str),
         }
-        if kind == "frames":
-            frames.append(item)
-        else:
-            labels[_stem_key(item)] = item
-    frames.sort(key=lambda f: f["key"])
-    return frames, labels
-
-
-def _stem_key(item: dict[str, Any]) -> tuple[RunCoordinate, str, str]:
-    return item["coord"], item["bag"], item["name"].rsplit(".", 1)[0]
+    )
+    is_frame = (kind == "frames").to_numpy()
+    by_stem = ["run", "bag", "stem"]
+    # A stem labelled twice keeps its last label, as a later object replaces an earlier one.
+    labels = table[~is_frame].drop_duplicates(by_stem, keep="last")
+    pairs = table[is_frame].merge(
+        labels[[*by_stem, *_LABEL_COLUMNS]].rename(columns=_LABEL_COLUMNS), on=by_stem, how="left"
+    )
+    pairs = pairs.sort_values("key", ignore_index=True)
+    has_label = pairs["label_key"].notna()
+    return pairs.assign(
+        label_key=pairs["label_key"].astype(object).where(has_label, None),
+        label_size=pairs["label_size"].fillna(0).astype("int64"),
+        label_generation=pairs["label_generation"].fillna(0).astype("int64"),
+        label_crc32c=pairs["label_crc32c"].astype(object).where(has_label, _crc(b"")),
+    )
 
 
 def _split_runs(coords: Iterable[RunCoordinate], val_fraction: float, seed: int) -> dict[RunCoordinate, Split]:
@@ -479,24 +543,22 @@ def _split_runs(coords: Iterable[RunCoordinate], val_fraction: float, seed: int)
     return {coord: ("val" if index < count else "train") for index, coord in enumerate(ranked)}
 
 
-def _sample(
-    frame: dict[str, Any], label: dict[str, Any] | None, classes: tuple[int, ...], split: Split
-) -> DatasetSample:
-    coord: RunCoordinate = frame["coord"]
-    stem, _, suffix = frame["name"].rpartition(".")
-    parts = [*coord.to_path_tuple()[:5], coord.timestamp.replace(":", "-"), frame["bag"].lstrip("_"), stem]
+def _sample(coord: RunCoordinate, pair: dict[str, Any], classes: tuple[int, ...], split: Split) -> DatasetSample:
+    """The sample of one row of :func:`_pair`."""
+    stem, _, suffix = pair["name"].rpartition(".")
+    parts = [*coord.to_path_tuple()[:5], coord.timestamp.replace(":", "-"), pair["bag"].lstrip("_"), stem]
     base = "_".join(parts)
     return DatasetSample(
         coordinate=coord,
-        bag=frame["bag"],
-        frame_key=frame["key"],
-        frame_generation=frame["generation"],
-        frame_crc32c=frame["crc32c"],
-        frame_size=frame["size"],
-        label_key=label["key"] if label else None,
-        label_generation=label["generation"] if label else 0,
-        label_crc32c=label["crc32c"] if label else _crc(b""),
-        label_size=label["size"] if label else 0,
+        bag=pair["bag"],
+        frame_key=pair["key"],
+        frame_generation=pair["generation"],
+        frame_crc32c=pair["crc32c"],
+        frame_size=pair["size"],
+        label_key=pair["label_key"],
+        label_generation=pair["label_generation"],
+        label_crc32c=pair["label_crc32c"],
+        label_size=pair["label_size"],
         classes=classes,
         split=split,
         image_name=f"{base}.{suffix}",
@@ -510,9 +572,39 @@ def _crc(data: bytes) -> str:
     return checker.value
 
 
-def _complete(path: Path, size: int, crc: str) -> bool:
-    """Already fetched: the file has the object's size and CRC32C (so it needs no download)."""
-    return path.is_file() and path.stat().st_size == size and file_crc32c(path) == crc
+def _recorded(root: Path) -> dict[str, tuple[str, int, int]]:
+    """(CRC32C, size, mtime in ns) by target path, as the manifest of the last complete execution found each file."""
+    try:
+        samples = json.loads((root / MANIFEST).read_bytes())["samples"]
+        return {
+            part["target"]: (part["crc32c"], part["size"], part["mtime_ns"])
+            for sample in samples
+            for part in (sample["frame"], sample["label"])
+            if "mtime_ns" in part
+        }
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        # No manifest, or one damaged or from an older version: that only costs speed, as every file
+        # present is then read and its CRC32C checked.
+        return {}
+
+
+def _complete(path: Path, size: int, crc: str, recorded: tuple[str, int, int] | None) -> int | None:
+    """The file's mtime (ns) if it already holds the object (size and CRC32C, so it needs no download), else None.
+
+    A file with the size and mtime that the last manifest recorded for this CRC32C is not read again (the
+    quick check of rsync and make): a file only reaches its final path complete (temp file + rename), and
+    writing to it afterwards changes its mtime. Any other file of the right size is read and checked.
+    """
+    try:
+        stat = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not S_ISREG(stat.st_mode) or stat.st_size != size:
+        return None
+    # The mtime is taken before the file is read, so a change made while it is checked is seen next time.
+    if recorded == (crc, size, stat.st_mtime_ns) or file_crc32c(path) == crc:
+        return stat.st_mtime_ns
+    return None
 
 
 def _is_empty_file(path: Path) -> bool:
@@ -521,16 +613,16 @@ def _is_empty_file(path: Path) -> bool:
 
 def _remove_unlisted(root: Path, samples: Iterable[DatasetSample]) -> int:
     """Delete the image and label files of samples no longer selected; return how many were removed."""
-    keep = {root / p for s in samples for p in (s.image_path, s.label_path)}
+    keep = {p for s in samples for p in (s.image_path, s.label_path)}
     removed = 0
     for folder in ("images", "labels"):
         for split in SPLITS:
             directory = root / folder / split
             if not directory.is_dir():
                 continue
-            for path in directory.iterdir():
-                if path.is_file() and path not in keep:
-                    path.unlink()
+            for entry in os.scandir(directory):
+                if entry.is_file() and f"{folder}/{split}/{entry.name}" not in keep:
+                    os.unlink(entry.path)
                     removed += 1
     return removed
 
@@ -546,13 +638,23 @@ def _data_yaml(plan: DatasetPlan) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def _manifest(plan: DatasetPlan) -> str:
-    data = {
+def _manifest(plan: DatasetPlan, mtimes: dict[str, int]) -> str:
+    """The manifest, with each file's mtime as it was found complete; one sample per line."""
+    head = {
         "name": plan.name,
         "filters": plan.filters.to_dict(),
         "options": plan.options.to_dict(),
         "totals": plan.to_dict()["samples"] | {"runs": plan.runs, "bytes": plan.bytes},
         "rejected": [{"key": key, "reason": reason} for key, reason in plan.rejected],
-        "samples": [s.to_dict() for s in plan.samples],
     }
-    return json.dumps(data, indent=1)
+    lines = []
+    for sample in plan.samples:
+        entry = sample.to_dict()
+        for part in (entry["frame"], entry["label"]):
+            if part["target"] in mtimes:
+                part["mtime_ns"] = mtimes[part["target"]]
+        lines.append(json.dumps(entry))
+    # Samples are encoded one by one without indent (json's fast C encoder), then set into the indented head:
+    # "...\n}" becomes "...,\n "samples": [\n  {...},\n  {...}\n ]\n}".
+    samples = ",\n  ".join(lines)
+    return json.dumps(head, indent=1)[: -len("\n}")] + f',\n "samples": [\n  {samples}\n ]\n}}\n'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 from datetime import date
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 from runtool.config import RuntoolConfig
 from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
+from runtool.services import datasets as datasets_module
 from runtool.services.datasets import DatasetError, DatasetOptions, DatasetService, parse_yolo_label
 from runtool.services.transfers import TransferProgress
 from runtool.storage import make_client, ml_file_key, raw_bag_key
@@ -172,6 +174,42 @@ def test_cancel_leaves_no_half_written_file_and_no_manifest(datasets: DatasetSer
         assert file_crc32c(path) == expected[str(path.relative_to(plan.root))]
     resumed = datasets.execute(plan)
     assert resumed.ok and resumed.downloaded == 20 - result.downloaded
+
+
+def test_a_rerun_reads_only_files_that_changed_since_the_manifest(
+    datasets: DatasetService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = datasets.plan_dataset_fetch("quick", ALL, DatasetOptions())
+    assert datasets.execute(plan).ok
+    manifest_path = plan.root / "manifest.json"
+    entry = json.loads(manifest_path.read_text())["samples"][0]["frame"]
+    path = plan.root / entry["target"]
+    assert entry["mtime_ns"] == path.stat().st_mtime_ns
+    read: list[Path] = []
+    crc32c = datasets_module.file_crc32c
+
+    def counted(file: Path) -> str:
+        read.append(file)
+        return crc32c(file)
+
+    monkeypatch.setattr(datasets_module, "file_crc32c", counted)
+    again = datasets.execute(plan)
+    assert again.ok and again.downloaded == 0 and again.kept == 20 and read == []
+
+    # Same size, other bytes, written later: the recorded mtime no longer matches, so it is read and replaced.
+    original = path.read_bytes()
+    path.write_bytes(bytes(len(original)))
+    later = entry["mtime_ns"] + 10**9
+    os.utime(path, ns=(later, later))
+    fixed = datasets.execute(plan)
+    assert fixed.ok and fixed.downloaded == 1 and path.read_bytes() == original and set(read) == {path}
+
+    # A manifest without usable records (damaged, or from an older version) only means every file is read.
+    for damaged in ("{", json.dumps({"samples": [{"frame": {}, "label": {}}]})):
+        manifest_path.write_text(damaged)
+        read.clear()
+        kept = datasets.execute(plan)
+        assert kept.ok and kept.downloaded == 0 and len(read) == 20
 
 
 def test_bad_input_is_refused_clearly(datasets: DatasetService) -> None:
