@@ -62,8 +62,16 @@ def _run_coordinates(count: int) -> list[RunCoordinate]:
     coords = []
     for index in range(count):
         start = _FIRST_DAY + timedelta(days=index // 9, minutes=13 * (index % 9))
-        coords.append(RunCoordinate("client_001", "region_01", f"field_{index % 3 + 1:03d}", "TW_001",
-                                    f"LB_{index // 3 % 3 + 1:04d}", start.strftime("%Y_%m_%dT%H:%M:%SZ")))
+        coords.append(
+            RunCoordinate(
+                "client_001",
+                "region_01",
+                f"field_{index % 3 + 1:03d}",
+                "TW_001",
+                f"LB_{index // 3 % 3 + 1:04d}",
+                start.strftime("%Y_%m_%dT%H:%M:%SZ"),
+            )
+        )
     return coords
 
 
@@ -100,9 +108,16 @@ def write_ml_store(folder: Path, runs: int, samples_per_bag: int, unlabelled_eve
 
 
 def bench_config(url: str, work: Path) -> RuntoolConfig:
-    return RuntoolConfig(raw_bucket=RAW_BUCKET, ml_bucket=ML_BUCKET, emulator_host=url, data_dir=work,
-                         raw_root=work / "raw", processed_root=work / "processed", ml_root=work / "ML",
-                         cache_dir=work / "cache")
+    return RuntoolConfig(
+        raw_bucket=RAW_BUCKET,
+        ml_bucket=ML_BUCKET,
+        emulator_host=url,
+        data_dir=work,
+        raw_root=work / "raw",
+        processed_root=work / "processed",
+        ml_root=work / "ML",
+        cache_dir=work / "cache",
+    )
 
 
 def tree(root: Path) -> dict[str, int]:
@@ -156,7 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         store = write_ml_store(work / "store", args.runs, args.samples)
         say(f"{store.describe()}; loading the emulator …")
-        with PreloadedEmulator(store.folder).start(timeout=3600) as emulator:
+        emulator = PreloadedEmulator(store.folder)
+        emulator.start(timeout=3600)  # loading is quadratic in the objects: about a minute at 20,000
+        try:
             config = bench_config(emulator.url, work)
             ServiceContainer(config).inventory.refresh()
             coords = list(store.runs)
@@ -173,10 +190,14 @@ def main(argv: list[str] | None = None) -> None:
                 ours_tree = tree(ours.ml_root)
                 shutil.rmtree(ours.ml_root)
                 if len(legacy_tree) != store.files or ours_tree != legacy_tree:
-                    raise SystemExit(f"methods disagree: legacy {len(legacy_tree)} files, runtool {len(ours_tree)}, "
-                                     f"expected {store.files}")
+                    raise SystemExit(
+                        f"methods disagree: legacy {len(legacy_tree)} files, runtool {len(ours_tree)}, "
+                        f"expected {store.files}"
+                    )
                 say(f"  repeat {repeat + 1}: legacy {legacy_s[-1]:.2f} s, runtool {plan:.2f} + {execute:.2f} s")
             host = machine(load)
+        finally:
+            emulator.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -185,13 +206,20 @@ def main(argv: list[str] | None = None) -> None:
     totals = [p + e for p, e in zip(plan_s, execute_s, strict=True)]
 
     def row(name: str, seconds: float, ratio: str) -> list[str]:
-        return [name, f"{store.files:,}", f"{mb:.1f}", f"{seconds:.2f}", f"{store.files / seconds:,.0f}",
-                f"{mb / seconds:.2f}", ratio]
+        return [
+            name,
+            f"{store.files:,}",
+            f"{mb:.1f}",
+            f"{seconds:.2f}",
+            f"{store.files / seconds:,.0f}",
+            f"{mb / seconds:.2f}",
+            ratio,
+        ]
 
     ours_s = median(totals)
     rows = [
         row("legacy: sequential, one client, one file at a time, size check", base, "1.00×"),
-        row("runtool: `plan_bulk(\"ml_download\")` + `execute_bulk`", ours_s, f"{base / ours_s:.2f}×"),
+        row('runtool: `plan_bulk("ml_download")` + `execute_bulk`', ours_s, f"{base / ours_s:.2f}×"),
     ]
     table = markdown_table(["method (median)", "files", "MB", "seconds", "files/s", "MB/s", "vs legacy"], rows)
     details = [
