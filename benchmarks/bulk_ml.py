@@ -1,23 +1,28 @@
 """Bulk ML download of many small files: runtool's bulk plan + execute against the legacy sequential download.
 
-Run: ``.venv/bin/python -m benchmarks.bulk_ml [--runs 20] [--samples 65] [--repeats 3]``. The ML bucket
-(frames of 2-6 KiB and their YOLO labels, 2 bags per run) is written as a fake-gcs-server ``-data`` folder and
-served by a memory-backend emulator started here; both methods download every file of every run into a fresh
-folder, in turns, in this one process. The table goes to stdout and ``benchmarks/results/bulk_ml.md``.
+Run: ``.venv/bin/python -m benchmarks.bulk_ml [--runs 20] [--samples 65] [--repeats 3] [--latency-ms 0]``. The ML
+bucket (frames of 2-6 KiB and their YOLO labels, 2 bags per run) is written as a fake-gcs-server ``-data`` folder
+and served by a memory-backend emulator started here; both methods download every file of every run into a fresh
+folder, in turns, in this one process. ``--latency-ms`` puts a relay in front of the emulator that delays every
+request, as the network to a real bucket does. The table goes to stdout and ``benchmarks/results/bulk_ml.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
+import multiprocessing
 import os
 import platform
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 import psutil
@@ -26,11 +31,12 @@ from benchmarks.common import ML_BUCKET, RAW_BUCKET, RESULTS_DIR, PreloadedEmula
 from benchmarks.legacy_ml_download import download_runs
 from runtool.config import RuntoolConfig
 from runtool.demo.bags import yolo_label_lines
+from runtool.demo.emulator import free_port
 from runtool.models import RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.storage import make_client, ml_file_key, raw_bag_key
 
-__all__ = ["MLStore", "bench_config", "machine", "tree", "write_ml_store"]
+__all__ = ["LatencyRelay", "MLStore", "bench_config", "machine", "tree", "write_ml_store"]
 
 GOAL = 5.0
 _FIRST_DAY = datetime(2025, 6, 2, 7, 0, tzinfo=UTC)
@@ -107,6 +113,67 @@ def write_ml_store(folder: Path, runs: int, samples_per_bag: int, unlabelled_eve
     return MLStore(folder, tuple(coords), frames, labels, size)
 
 
+def _relay(port: int, upstream: int, latency_s: float) -> None:
+    """Serve ``port``, passing each connection on to ``upstream``; what a client sends waits ``latency_s`` first."""
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                await asyncio.sleep(delay)
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def connect(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", upstream)
+        await asyncio.gather(
+            pump(client_reader, server_writer, latency_s), pump(server_reader, client_writer, 0), return_exceptions=True
+        )
+
+    async def serve() -> None:
+        server = await asyncio.start_server(connect, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+class LatencyRelay:
+    """A TCP relay, in its own process, that holds each request ``latency_ms`` before the emulator sees it.
+
+    On loopback a request costs the client and the emulator CPU only, so downloading in parallel on a 2-core
+    machine mostly shares the same CPU; against a real bucket each request also waits for the network, which
+    is what parallel downloads overlap. The relay adds that wait, the same for every method.
+    """
+
+    def __init__(self, upstream_port: int, latency_ms: float) -> None:
+        self.port = free_port()
+        context = multiprocessing.get_context("spawn")
+        self._process = context.Process(target=_relay, args=(self.port, upstream_port, latency_ms / 1000), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LatencyRelay:
+        self._process.start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline or not self._process.is_alive():
+                    self._process.terminate()
+                    raise
+                time.sleep(0.05)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._process.terminate()
+        self._process.join()
+
+
 def bench_config(url: str, work: Path) -> RuntoolConfig:
     return RuntoolConfig(
         raw_bucket=RAW_BUCKET,
@@ -158,43 +225,58 @@ def runtool(config: RuntoolConfig, coords: list[RunCoordinate]) -> tuple[float, 
     return planned - started, ended - planned
 
 
+@dataclass
+class Timings:
+    legacy: list[float] = dataclasses.field(default_factory=list)
+    plan: list[float] = dataclasses.field(default_factory=list)
+    execute: list[float] = dataclasses.field(default_factory=list)
+
+
+def measure(url: str, work: Path, store: MLStore, repeats: int) -> Timings:
+    """Both methods in turns, each into a fresh folder; they must end with the same files."""
+    timings = Timings()
+    config = bench_config(url, work)
+    ServiceContainer(config).inventory.refresh()
+    coords = list(store.runs)
+    for repeat in range(repeats):
+        target = work / f"legacy-{repeat}"
+        timings.legacy.append(legacy(config, coords, target))
+        legacy_tree = tree(target)
+        shutil.rmtree(target)
+        ours = dataclasses.replace(config, ml_root=work / f"runtool-{repeat}")
+        plan, execute = runtool(ours, coords)
+        timings.plan.append(plan)
+        timings.execute.append(execute)
+        ours_tree = tree(ours.ml_root)
+        shutil.rmtree(ours.ml_root)
+        if len(legacy_tree) != store.files or ours_tree != legacy_tree:
+            raise SystemExit(
+                f"methods disagree: legacy {len(legacy_tree)} files, runtool {len(ours_tree)}, expected {store.files}"
+            )
+        say(f"  repeat {repeat + 1}: legacy {timings.legacy[-1]:.2f} s, runtool {plan:.2f} + {execute:.2f} s")
+    return timings
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bulk_ml", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--samples", type=int, default=65, help="frames per bag, all labelled (default 65)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every request (default 0)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="runtool-bench-bulk-ml-"))
-    legacy_s: list[float] = []
-    plan_s: list[float] = []
-    execute_s: list[float] = []
     try:
         store = write_ml_store(work / "store", args.runs, args.samples)
         say(f"{store.describe()}; loading the emulator …")
         emulator = PreloadedEmulator(store.folder)
         emulator.start(timeout=3600)  # loading is quadratic in the objects: about a minute at 20,000
         try:
-            config = bench_config(emulator.url, work)
-            ServiceContainer(config).inventory.refresh()
-            coords = list(store.runs)
             load = os.getloadavg()[0]
-            for repeat in range(args.repeats):
-                target = work / f"legacy-{repeat}"
-                legacy_s.append(legacy(config, coords, target))
-                legacy_tree = tree(target)
-                shutil.rmtree(target)
-                ours = dataclasses.replace(config, ml_root=work / f"runtool-{repeat}")
-                plan, execute = runtool(ours, coords)
-                plan_s.append(plan)
-                execute_s.append(execute)
-                ours_tree = tree(ours.ml_root)
-                shutil.rmtree(ours.ml_root)
-                if len(legacy_tree) != store.files or ours_tree != legacy_tree:
-                    raise SystemExit(
-                        f"methods disagree: legacy {len(legacy_tree)} files, runtool {len(ours_tree)}, "
-                        f"expected {store.files}"
-                    )
-                say(f"  repeat {repeat + 1}: legacy {legacy_s[-1]:.2f} s, runtool {plan:.2f} + {execute:.2f} s")
+            if args.latency_ms:
+                with LatencyRelay(emulator.port, args.latency_ms) as relay:
+                    timings = measure(relay.url, work, store, args.repeats)
+            else:
+                timings = measure(emulator.url, work, store, args.repeats)
             host = machine(load)
         finally:
             emulator.stop()
@@ -202,8 +284,8 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     mb = store.bytes / 1e6
-    base = median(legacy_s)
-    totals = [p + e for p, e in zip(plan_s, execute_s, strict=True)]
+    base = median(timings.legacy)
+    totals = [p + e for p, e in zip(timings.plan, timings.execute, strict=True)]
 
     def row(name: str, seconds: float, ratio: str) -> list[str]:
         return [
@@ -223,11 +305,12 @@ def main(argv: list[str] | None = None) -> None:
     ]
     table = markdown_table(["method (median)", "files", "MB", "seconds", "files/s", "MB/s", "vs legacy"], rows)
     details = [
-        f"- Data: {store.describe()}, in a fake-gcs-server memory backend loaded with `-data`.",
-        f"- runtool: plan {median(plan_s):.2f} s (one listing per run), execute {median(execute_s):.2f} s "
+        f"- Data: {store.describe()}, in a fake-gcs-server memory backend loaded with `-data`; "
+        + (f"every request delayed {args.latency_ms:g} ms by a relay." if args.latency_ms else "on loopback."),
+        f"- runtool: plan {median(timings.plan):.2f} s (one listing per run), execute {median(timings.execute):.2f} s "
         f"(parallel downloads, CRC32C verified, temp file + fsync + rename); the legacy lists each run too.",
         f"- Goal ≥ {GOAL:.0f}×: {'met' if base / ours_s >= GOAL else '**not met**'} ({base / ours_s:.2f}×). "
-        f"Repeats: {args.repeats}, interleaved, each into a fresh folder; legacy {_seconds(legacy_s)} s, "
+        f"Repeats: {args.repeats}, interleaved, each into a fresh folder; legacy {_seconds(timings.legacy)} s, "
         f"runtool {_seconds(totals)} s.",
         f"- Machine: {host}.",
     ]
@@ -236,8 +319,10 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS_DIR.mkdir(exist_ok=True)
     command = (
         f".venv/bin/python -m benchmarks.bulk_ml --runs {args.runs} --samples {args.samples} --repeats {args.repeats}"
+        f" --latency-ms {args.latency_ms:g}"
     )
-    (RESULTS_DIR / "bulk_ml.md").write_text(f"# Bulk ML download\n\n`{command}`\n\n{text}")
+    name = f"bulk_ml-latency-{args.latency_ms:g}ms.md" if args.latency_ms else "bulk_ml.md"
+    (RESULTS_DIR / name).write_text(f"# Bulk ML download\n\n`{command}`\n\n{text}")
 
 
 if __name__ == "__main__":
