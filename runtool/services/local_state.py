@@ -116,12 +116,26 @@ def _subdirs(path: Path) -> Iterator[os.DirEntry[str]]:
         return
 
 
-def _files(path: Path) -> list[os.DirEntry[str]]:
+def _files(path: Path) -> dict[str, int]:
+    """Name → size of the visible files in ``path``.
+
+    Hidden files are left out: they are a transfer's temporary files and the transfer locks, which come
+    and go while a scan runs (a file that vanishes between the listing and its stat is left out too).
+    """
+    sizes: dict[str, int] = {}
     try:
         with os.scandir(path) as entries:
-            return [e for e in entries if e.is_file()]
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_file():
+                        sizes[entry.name] = entry.stat().st_size
+                except FileNotFoundError:
+                    continue
     except (FileNotFoundError, NotADirectoryError):
-        return []
+        return {}
+    return sizes
 
 
 def _walk_runs(root: Path) -> Iterator[tuple[tuple[str, ...], Path]]:
@@ -236,16 +250,15 @@ class LocalStateService:
 
     def _read_run(self, coord: RunCoordinate) -> LocalRun:
         raw_dir = local_raw_dir(self.config.raw_root, coord)
-        bags = {e.name: e.stat().st_size for e in _files(raw_dir) if e.name.endswith(".bag")}
+        bags = {name: size for name, size in _files(raw_dir).items() if name.endswith(".bag")}
         ml_dir = local_ml_dir(self.config.ml_root, coord)
         frames: dict[str, int] = {}
         labels: dict[str, int] = {}
         total = other = 0
         for bag_dir in _subdirs(ml_dir):
             for kind in _subdirs(Path(bag_dir.path)):
-                for entry in _files(Path(kind.path)):
-                    size = entry.stat().st_size
-                    name = entry.name.lower()
+                for name, size in _files(Path(kind.path)).items():
+                    name = name.lower()
                     if kind.name == "frames" and name.endswith(FRAME_SUFFIXES):
                         frames[bag_dir.name] = frames.get(bag_dir.name, 0) + 1
                         total += size
@@ -256,7 +269,7 @@ class LocalStateService:
                         other += 1
             other += len(_files(Path(bag_dir.path)))
         out_dir = processed_dir(self.config.processed_root, coord)
-        present = tuple(sorted(e.name for e in _files(out_dir) if e.name in EXTRACTION_FILES))
+        present = tuple(sorted(name for name in _files(out_dir) if name in EXTRACTION_FILES))
         return LocalRun(
             coord,
             LocalRawStatus(path=str(raw_dir), bag_sizes=bags),

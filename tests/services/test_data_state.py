@@ -189,6 +189,13 @@ def test_local_ml_counts_and_timestamps(services: ServiceContainer) -> None:
     (folder / "export.json").write_text("{}")
     run = services.local.refresh_run(CLOUD_ONLY)
     assert (run.ml.frame_count, run.ml.label_count, run.ml.other_files) == (1, 1, 1)
+    # A transfer's temporary files (hidden, removed as it goes) are not samples, bags or other files.
+    (folder / "labels" / ".1.000000002.txt.part-1a2b3c4d").write_bytes(b"half")
+    raw = local_raw_dir(services.config.raw_root, CLOUD_ONLY)
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / ".rosbag_2025-08-01-08-00-20_0.bag.part-1a2b3c4d").write_bytes(b"half")
+    run = services.local.refresh_run(CLOUD_ONLY)
+    assert (run.ml.frame_count, run.ml.label_count, run.ml.other_files, run.raw.bag_count) == (1, 1, 1, 0)
     assert services.data_state.available_timestamps(Filters(lbid="LB_0001")) == [
         "2025_08_04T08:00:00Z", "2025_08_01T08:00:00Z"]
 
