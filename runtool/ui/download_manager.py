@@ -19,7 +19,7 @@ import pandas as pd
 
 from runtool.errors import RuntoolError
 from runtool.models import RunCoordinate
-from runtool.services import ServiceContainer
+from runtool.services import ServiceContainer, TransferProgress
 from runtool.services.datasets import DatasetPlan, DatasetResult
 from runtool.services.transfers import BulkResult
 from runtool.ui.bulk_panel import BulkPanel
@@ -447,9 +447,9 @@ class DownloadManagerPage(Page):
         form.result.value = ""
         form.progress.start(f"Fetching {format_count(len(plan.samples))} samples…", cancellable=True)
 
-        def progress(event: object) -> None:
-            done, total = getattr(event, "bytes_done", 0), getattr(event, "bytes_total", 0) or 1
-            form.progress.update(done / total, f"{format_bytes(done)} of {format_bytes(total)}")
+        def progress(event: TransferProgress) -> None:
+            total = event.bytes_total or 1
+            form.progress.update(event.bytes_done / total, f"{format_bytes(event.bytes_done)} of {format_bytes(total)}")
 
         def done(result: DatasetResult) -> None:
             form.show_result(result)
