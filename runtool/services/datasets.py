@@ -5,11 +5,12 @@ malformed labels and to filter by class). Label bytes are cached by key and gene
 ``<ml_root>/trainings/.labels-cache/`` so that planning the same selection again costs no downloads.
 
 Executing is incremental: a file whose bytes already have the planned CRC32C is kept, only missing files are
-downloaded (parallel, verified, temp file + rename, through the transfer engine), files of samples no longer
-selected are deleted, and ``manifest.json`` is rewritten atomically last. Re-running the same plan therefore
-downloads nothing, and an interrupted run never leaves a half-written file at a final path. The manifest
-records each file's size and mtime as it was found complete, so a re-run only stats the files that still
-match it and reads (CRC32C) the others.
+fetched (frames downloaded in parallel, verified, temp file + rename, through the transfer engine; labels,
+which planning already read, copied from its cache when their CRC32C matches, else downloaded too), files of
+samples no longer selected are deleted, and ``manifest.json`` is rewritten atomically last. Re-running the
+same plan therefore downloads nothing, and an interrupted run never leaves a half-written file at a final
+path. The manifest records each file's size and mtime as it was found complete, so a re-run only stats the
+files that still match it and reads (CRC32C) the others.
 """
 
 from __future__ import annotations
@@ -223,15 +224,23 @@ class DatasetResult:
     cancelled: bool
     bytes: int
     seconds: float
+    copied: int = 0
+    """Labels copied from the label cache that planning filled (checked against their CRC32C), not downloaded."""
 
     @property
     def ok(self) -> bool:
         return not self.cancelled and not self.failed
 
+    @property
+    def fetched(self) -> int:
+        """Files that arrived in the dataset folder: downloaded, or labels copied from the label cache."""
+        return self.downloaded + self.copied
+
     def summary(self) -> str:
-        """One line, e.g. ``3 downloaded, 0 empty labels, 17 kept, 2 removed, 0 failed (1.2 KiB in 0.3 s)``."""
+        """One line: ``3 downloaded, 3 labels from the cache, 0 empty labels, 17 kept, 2 removed, 0 failed (…)``."""
         text = (
-            f"{format_count(self.downloaded)} downloaded, {format_count(self.written)} empty labels, "
+            f"{format_count(self.downloaded)} downloaded, {format_count(self.copied)} labels from the cache, "
+            f"{format_count(self.written)} empty labels, "
             f"{format_count(self.kept)} kept, {format_count(self.removed)} removed, "
             f"{format_count(len(self.failed))} failed ({format_bytes(self.bytes)} in {self.seconds:.1f} s)"
         )
@@ -243,6 +252,7 @@ class DatasetResult:
             "summary": self.summary(),
             "plan": self.plan.to_dict(),
             "downloaded": self.downloaded,
+            "copied": self.copied,
             "written": self.written,
             "kept": self.kept,
             "removed": self.removed,
@@ -340,25 +350,18 @@ class DatasetService:
     def _label_contents(self, labels: Iterable[tuple[str, int, str]]) -> dict[str, bytes]:
         """Label bytes by key, for (key, generation, CRC32C) triples: from the cache when its copy has the
         CRC32C, else downloaded (in parallel) into the cache."""
-        cache = self.config.ml_root / TRAININGS / LABELS_CACHE
-        cache.mkdir(parents=True, exist_ok=True)
         found: dict[str, bytes] = {}
         missing: list[tuple[str, Path]] = []
         for key, generation, crc in labels:
-            digest = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
-            path = cache / f"{digest}-{generation}.txt"
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                missing.append((key, path))
-                continue
-            if _crc(data) == crc:
-                found[key] = data
+            data = self._cached_label(key, generation, crc)
+            if data is None:
+                missing.append((key, self._label_cache_path(key, generation)))
             else:
-                missing.append((key, path))
+                found[key] = data
 
         def download(label: tuple[str, Path]) -> tuple[str, bytes]:
             key, path = label
+            path.parent.mkdir(parents=True, exist_ok=True)
             with storage_errors(self.config.ml_bucket, "reading"):
                 data = (
                     self.client.bucket(self.config.ml_bucket)
@@ -373,6 +376,18 @@ class DatasetService:
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="labels") as pool:
             found.update(pool.map(download, missing))
         return found
+
+    def _label_cache_path(self, key: str, generation: int) -> Path:
+        digest = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+        return self.config.ml_root / TRAININGS / LABELS_CACHE / f"{digest}-{generation}.txt"
+
+    def _cached_label(self, key: str, generation: int, crc: str) -> bytes | None:
+        """The cached copy of a label object, if there is one with the object's CRC32C."""
+        try:
+            data = self._label_cache_path(key, generation).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return data if _crc(data) == crc else None
 
     # -- execution -----------------------------------------------------------------------------
 
@@ -391,6 +406,7 @@ class DatasetService:
         recorded = _recorded(root)
         todo: list[PlannedFile] = []
         todo_targets: list[str] = []
+        copies: list[tuple[PlannedFile, str, bytes]] = []  # labels the plan already read, checked, and cached
         empty: list[Path] = []
         found: dict[str, int] = {}  # target → mtime (ns) of each file known to be complete, for the manifest
         kept = 0
@@ -418,9 +434,20 @@ class DatasetService:
                 if mtime is not None:
                     found[relative] = mtime
                     kept += 1
+                    continue
+                file = PlannedFile(key, path, size, crc, None, generation, "transfer", "not in the dataset")
+                cached = self._cached_label(key, generation, crc) if relative == sample.label_path else None
+                if cached is not None:
+                    copies.append((file, relative, cached))
                 else:
-                    todo.append(PlannedFile(key, path, size, crc, None, generation, "transfer", "not in the dataset"))
+                    todo.append(file)
                     todo_targets.append(relative)
+        copied = 0
+        for file, _relative, data in copies:
+            if cancel.is_set():
+                break
+            write_atomic(file.path, data)
+            copied += 1
         outcomes = self.services.transfers.move_files(self.config.ml_bucket, todo, progress=progress, cancel=cancel)
         for path in empty:
             write_atomic(path, b"")
@@ -430,7 +457,8 @@ class DatasetService:
         cancelled = cancel.is_set()
         removed = 0
         if not failed and not cancelled:
-            for relative, file in zip(todo_targets, todo, strict=True):
+            arrived = [*zip(todo_targets, todo, strict=True), *((relative, file) for file, relative, _ in copies)]
+            for relative, file in arrived:
                 # Read once more, mtime first, so that a file changed since its download is not recorded as complete.
                 mtime = _complete(file.path, file.size, file.crc32c, None)
                 if mtime is not None:
@@ -448,6 +476,7 @@ class DatasetService:
             cancelled=cancelled,
             bytes=sum(o.bytes for o in outcomes),
             seconds=time.perf_counter() - started,
+            copied=copied,
         )
 
 

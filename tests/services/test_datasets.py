@@ -76,7 +76,8 @@ def test_fetch_writes_the_yolo_layout_matching_the_buckets(datasets: DatasetServ
     assert plan.count("train") + plan.count("val") == 10 and "10 samples from 4 runs" in plan.describe()
 
     result = datasets.execute(plan)
-    assert result.ok and result.downloaded == 20 and result.removed == 0, result.summary()
+    # The frames are downloaded; the labels, which planning read and checked, come from its cache.
+    assert result.ok and (result.downloaded, result.copied, result.removed) == (10, 10, 0), result.summary()
     root = plan.root
     on_disk = files(root)
     for split in ("train", "val"):
@@ -142,7 +143,7 @@ def test_all_frames_writes_empty_labels_for_unlabelled_frames(datasets: DatasetS
     assert len(plan.samples) == 3 and sum(1 for s in plan.samples if s.label_key is None) == 2
     assert [key for key, _ in plan.rejected] == [MALFORMED]
     result = datasets.execute(plan)
-    assert result.ok and result.written == 2 and result.downloaded == 4
+    assert result.ok and (result.written, result.downloaded, result.copied) == (2, 3, 1)
     for sample in plan.samples:
         expected = b"" if sample.label_key is None else FLEET[B]["1.0"]
         assert (plan.root / sample.label_path).read_bytes() == expected
@@ -164,7 +165,7 @@ def test_cancel_leaves_no_half_written_file_and_no_manifest(datasets: DatasetSer
             cancel.set()
 
     result = DatasetService(datasets.services, workers=1).execute(plan, progress=stop, cancel=cancel)
-    assert result.cancelled and not result.ok and 2 <= result.downloaded < 20
+    assert result.cancelled and not result.ok and 2 <= result.downloaded < 10
     assert not (plan.root / "manifest.json").exists()
     expected = {s.image_path: s.frame_crc32c for s in plan.samples} | {s.label_path: s.label_crc32c
                                                                       for s in plan.samples}
@@ -173,7 +174,7 @@ def test_cancel_leaves_no_half_written_file_and_no_manifest(datasets: DatasetSer
     for path in leftovers:
         assert file_crc32c(path) == expected[str(path.relative_to(plan.root))]
     resumed = datasets.execute(plan)
-    assert resumed.ok and resumed.downloaded == 20 - result.downloaded
+    assert resumed.ok and resumed.fetched == 20 - result.fetched
 
 
 def test_a_rerun_reads_only_files_that_changed_since_the_manifest(
@@ -212,6 +213,17 @@ def test_a_rerun_reads_only_files_that_changed_since_the_manifest(
         assert kept.ok and kept.downloaded == 0 and len(read) == 20
 
 
+def test_a_damaged_cached_label_is_downloaded_not_copied(datasets: DatasetService) -> None:
+    plan = datasets.plan_dataset_fetch("cache", ALL, DatasetOptions())
+    cache = datasets.config.ml_root / "trainings" / datasets_module.LABELS_CACHE
+    damaged = sorted(cache.iterdir())[0]
+    damaged.write_bytes(b"9 0.1 0.1 0.1 0.1\n")
+    result = datasets.execute(plan)
+    assert result.ok and (result.downloaded, result.copied) == (11, 9), result.summary()
+    for sample in plan.samples:
+        assert file_crc32c(plan.root / sample.label_path) == sample.label_crc32c
+
+
 def test_bad_input_is_refused_clearly(datasets: DatasetService) -> None:
     with pytest.raises(DatasetError, match="validation fraction"):
         DatasetOptions(val_fraction=1.5)
@@ -235,7 +247,7 @@ def test_cli_dataset_fetch(services: ServiceContainer, tmp_path: Path, capsys: p
     out, err = capsys.readouterr()
     assert "10 samples from 4 runs" in out and "rejected" in err
     assert main(["--config", str(toml), "dataset", "fetch", "weeds", "--yes"]) == 0
-    assert "20 downloaded" in capsys.readouterr().out
+    assert "10 downloaded, 10 labels from the cache" in capsys.readouterr().out
     assert main(["--config", str(toml), "dataset", "fetch", "weeds", "--yes"]) == 0
     assert "\n0 downloaded" in capsys.readouterr().out  # same parameters: a no-op
     with pytest.raises(SystemExit) as bad_date:

@@ -212,7 +212,8 @@ def test_the_dataset_form_shows_a_live_plan_then_fetches(services: ServiceContai
     root = services.config.ml_root / "trainings" / "weeds"
     images = sorted(p.name for p in root.glob("images/*/*"))
     assert len(images) == len(plan.samples)
-    assert f"{2 * len(plan.samples)} downloaded" in page.dataset.result.value  # a frame and a label each
+    n = len(plan.samples)  # a frame downloaded and a label from the plan's cache each
+    assert f"{n} downloaded, {n} labels from the cache" in page.dataset.result.value
     assert json.loads((root / "manifest.json").read_text())["samples"]
 
 
