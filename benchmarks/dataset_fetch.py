@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(work / "sequential")
             say(f"  {base:.2f} s; first fetch …")
             first = datasets.execute(plan)
-            assert first.ok and first.downloaded == files, first.summary()
+            assert first.ok and first.fetched == files, first.summary()
             fetched = {path: size for path, size in tree(plan.root).items() if path.startswith(("images", "labels"))}
             if fetched != expected:
                 raise SystemExit(f"the fetch and the sequential download disagree: {len(fetched)} vs {len(expected)}")
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         row("baseline: sequential per-file download of the same files (legacy style)", files, mb, base, "1.00×"),
         row("plan, labels not cached (downloads every label)", labels, label_mb, cold_plan),
         row(
-            "first fetch: execute (parallel, CRC32C verified, temp file + rename)",
+            "first fetch: execute (frames downloaded in parallel, verified; labels copied from the plan's cache)",
             files,
             mb,
             first.seconds,
