@@ -458,7 +458,7 @@ def cmd_dataset_fetch(args: argparse.Namespace, services: ServiceContainer) -> i
         return 1
     progress = _ByteProgress()
     try:
-        result = services.datasets.execute(plan, progress=progress)
+        result = services.datasets.execute(plan, progress=progress, conflict=args.conflict)
     finally:
         progress.close()
     if args.json:
@@ -768,6 +768,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, metavar="N")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of runs in the validation split")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--conflict", choices=CONFLICT_MODES, default="verify",
+                   help="files already there: keep when the checksum matches (verify, default), when the size "
+                        "matches (skip), or fetch them again (overwrite)")
     p.add_argument("--dry-run", action="store_true", help="show the plan only")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask before fetching")
     p.add_argument("--json", action="store_true")

@@ -39,7 +39,7 @@ from runtool.files import replacing, write_atomic
 from runtool.formatting import format_bytes, format_count
 from runtool.models import Filters, RunCoordinate
 from runtool.services.inventory import COORD_COLUMNS
-from runtool.services.transfers import PlannedFile, TransferProgress
+from runtool.services.transfers import CONFLICT_MODES, ConflictMode, PlannedFile, TransferProgress
 from runtool.storage import ml_file_key, storage_errors
 from runtool.storage.checksums import Crc32cChecker, file_crc32c
 from runtool.storage.gcs import retry_policy
@@ -396,10 +396,18 @@ class DatasetService:
         plan: DatasetPlan,
         progress: Callable[[TransferProgress], None] | None = None,
         cancel: threading.Event | None = None,
+        conflict: ConflictMode = "verify",
     ) -> DatasetResult:
-        """Make the folder match the plan: fetch what is missing, delete what is no longer selected, manifest last."""
+        """Make the folder match the plan: fetch what is missing, delete what is no longer selected, manifest last.
+
+        ``conflict`` says what to do with a file already at its place: ``verify`` (the default) keeps it when
+        it holds the planned object (size and CRC32C; a file the manifest recorded with this size and mtime
+        is not read again), ``skip`` keeps it when its size is right, ``overwrite`` fetches every file again.
+        """
         if self.services.read_only:
             raise ReadOnlyError("Dataset fetches are not allowed in read-only mode.")
+        if conflict not in CONFLICT_MODES:
+            raise DatasetError(f"Unknown conflict mode {conflict!r}; use one of {', '.join(CONFLICT_MODES)}.")
         cancel = cancel or threading.Event()
         started = time.perf_counter()
         root = plan.root
@@ -430,10 +438,12 @@ class DatasetService:
                 kept += 1
             for key, relative, size, crc, generation in targets:
                 path = root / relative
-                mtime = _complete(path, size, crc, recorded.get(relative))
+                mtime = _present(path, size, crc, recorded.get(relative), conflict)
                 if mtime is not None:
-                    found[relative] = mtime
                     kept += 1
+                    # The manifest vouches only for checked files: one kept on its size alone is not recorded.
+                    if conflict != "skip" or recorded.get(relative) == (crc, size, mtime):
+                        found[relative] = mtime
                     continue
                 file = PlannedFile(key, path, size, crc, None, generation, "transfer", "not in the dataset")
                 cached = self._cached_label(key, generation, crc) if relative == sample.label_path else None
@@ -615,6 +625,21 @@ def _recorded(root: Path) -> dict[str, tuple[str, int, int]]:
         # No manifest, or one damaged or from an older version: that only costs speed, as every file
         # present is then read and its CRC32C checked.
         return {}
+
+
+def _present(
+    path: Path, size: int, crc: str, recorded: tuple[str, int, int] | None, conflict: ConflictMode
+) -> int | None:
+    """The file's mtime (ns) if ``conflict`` keeps it (see :meth:`DatasetService.execute`), else None."""
+    if conflict == "overwrite":
+        return None
+    if conflict == "skip":
+        try:
+            stat = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return stat.st_mtime_ns if S_ISREG(stat.st_mode) and stat.st_size == size else None
+    return _complete(path, size, crc, recorded)
 
 
 def _complete(path: Path, size: int, crc: str, recorded: tuple[str, int, int] | None) -> int | None:

@@ -41,6 +41,12 @@ class DatasetForm:
             readout_format=".0%",
         )
         self.seed = widgets.IntText(value=0, description="Seed", style=wide, layout=widgets.Layout(width="160px"))
+        self.conflict = widgets.Dropdown(
+            options=[("verify: keep files whose checksum matches", "verify"),
+                     ("skip: keep files whose size matches", "skip"),
+                     ("overwrite: fetch every file again", "overwrite")],
+            value="verify", description="Files already there", style=wide, layout=widgets.Layout(width="420px"),
+        ).add_class("rt-dataset-conflict")
         self.plan_text = widgets.HTML().add_class("rt-dataset-plan")
         self.fetch_button = widgets.Button(
             button_style="primary", disabled=True, layout=widgets.Layout(width="auto", align_self="flex-start")
@@ -58,7 +64,7 @@ class DatasetForm:
             widgets.HBox([self.min_coverage, self.labelled_only, self.classes], layout=row),
             widgets.HBox([self.max_samples, self.val_fraction, self.seed], layout=row),
             self.plan_text,
-            self.fetch_button,
+            widgets.HBox([self.fetch_button, self.conflict], layout=row),
             self.progress.widget,
             self.result,
         ]).add_class("rt-dataset-form")

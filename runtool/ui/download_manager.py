@@ -459,7 +459,12 @@ class DownloadManagerPage(Page):
         def failed(_exc: Exception) -> None:
             form.progress.finish()
 
-        self._run_job(lambda cancel: datasets.execute(plan, progress=progress, cancel=cancel), done, failed, doing)
+        conflict = form.conflict.value
+
+        def work(cancel: threading.Event) -> DatasetResult:
+            return datasets.execute(plan, progress=progress, cancel=cancel, conflict=conflict)
+
+        self._run_job(work, done, failed, doing)
 
 
 def _status_counts(rows: pd.DataFrame, status_filter: str) -> str:

@@ -224,6 +224,22 @@ def test_a_damaged_cached_label_is_downloaded_not_copied(datasets: DatasetServic
         assert file_crc32c(plan.root / sample.label_path) == sample.label_crc32c
 
 
+def test_conflict_modes_decide_what_happens_to_files_already_there(datasets: DatasetService) -> None:
+    plan = datasets.plan_dataset_fetch("modes", ALL, DatasetOptions())
+    assert datasets.execute(plan).ok
+    image = plan.root / plan.samples[0].image_path
+    original = image.read_bytes()
+    image.write_bytes(bytes(len(original)))  # the same size, other bytes
+    skipped = datasets.execute(plan, conflict="skip")
+    assert skipped.ok and skipped.fetched == 0 and image.read_bytes() != original  # skip trusts the size
+    verified = datasets.execute(plan)  # verify (the default) reads the file the manifest does not vouch for
+    assert verified.ok and verified.fetched == 1 and image.read_bytes() == original
+    again = datasets.execute(plan, conflict="overwrite")
+    assert again.ok and again.fetched == 20 and again.kept == 0
+    with pytest.raises(DatasetError, match="Unknown conflict mode 'merge'"):
+        datasets.execute(plan, conflict="merge")  # type: ignore[arg-type]
+
+
 def test_bad_input_is_refused_clearly(datasets: DatasetService) -> None:
     with pytest.raises(DatasetError, match="validation fraction"):
         DatasetOptions(val_fraction=1.5)
@@ -250,6 +266,8 @@ def test_cli_dataset_fetch(services: ServiceContainer, tmp_path: Path, capsys: p
     assert "10 downloaded, 10 labels from the cache" in capsys.readouterr().out
     assert main(["--config", str(toml), "dataset", "fetch", "weeds", "--yes"]) == 0
     assert "\n0 downloaded" in capsys.readouterr().out  # same parameters: a no-op
+    assert main(["--config", str(toml), "dataset", "fetch", "weeds", "--yes", "--conflict", "overwrite"]) == 0
+    assert "10 downloaded, 10 labels from the cache, 0 empty labels, 0 kept" in capsys.readouterr().out
     with pytest.raises(SystemExit) as bad_date:
         main(["--config", str(toml), "dataset", "fetch", "weeds", "--since", "yesterday"])
     assert bad_date.value.code == 2
