@@ -38,7 +38,7 @@ class DatasetForm:
         )
         self.val_fraction = widgets.FloatSlider(
             value=0.2, min=0, max=1, step=0.05, description="Validation share (by run)", style=wide,
-            readout_format=".0%",
+            readout_format=".0%", layout=widgets.Layout(width="380px"),
         )
         self.seed = widgets.IntText(value=0, description="Seed", style=wide, layout=widgets.Layout(width="160px"))
         self.conflict = widgets.Dropdown(
@@ -115,7 +115,9 @@ class DatasetForm:
         self.fetch_button.disabled = not plan.samples
 
     def show_result(self, result: DatasetResult) -> None:
+        """The one-line result; Fetch stays offered (run again, it fetches only what is missing)."""
         self.progress.finish()
+        self.fetch_button.disabled = not result.plan.samples
         failures = "".join(f"<br>{html.escape(path)}: {html.escape(error)}" for path, error in result.failed[:5])
         self.result.value = f"<b>{html.escape(result.summary())}</b>{failures}"
 

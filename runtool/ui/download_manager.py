@@ -458,13 +458,14 @@ class DownloadManagerPage(Page):
 
         def failed(_exc: Exception) -> None:
             form.progress.finish()
+            form.fetch_button.disabled = False
 
         conflict = form.conflict.value
 
         def work(cancel: threading.Event) -> DatasetResult:
             return datasets.execute(plan, progress=progress, cancel=cancel, conflict=conflict)
 
-        self._run_job(work, done, failed, doing)
+        self._run_job(work, done, failed, doing, redraw=False)  # the runs' sync state did not change
 
 
 def _status_counts(rows: pd.DataFrame, status_filter: str) -> str:

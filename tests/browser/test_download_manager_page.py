@@ -18,6 +18,7 @@ from playwright.sync_api import expect
 from runtool.formatting import format_count
 from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
+from runtool.services.datasets import DatasetOptions
 from runtool.storage import local_raw_dir
 from runtool.ui.inventory_grid import inventory_rows
 from runtool.ui.query import selection_query
@@ -140,3 +141,28 @@ def test_read_only_is_the_inventory_view_alone(page: Any, config_path: Path, ser
         screenshot(page, "download-manager-read-only")
     finally:
         reader.stop()
+
+
+def test_the_dataset_tab_plans_live_and_fetches(page: Any, server: VoilaServer, services: ServiceContainer) -> None:
+    filters = busiest_laser_box(services)
+    plan = services.datasets.plan_dataset_fetch("browser", filters, DatasetOptions())
+    assert plan.samples, "the demo fleet's busiest laser box has labelled samples"
+    page.goto(server.url(PAGE, selection_query(filters)))
+    expect(page.locator(".rt-view-table")).to_be_visible(timeout=WAIT_S * 1000)
+    page.locator(".rt-action-tabs .lm-TabBar-tab", has_text="Fetch a dataset").click()
+    name = page.locator(".rt-dataset-form input[type=text]").first
+    name.fill("browser")
+    name.press("Enter")
+    fetch = page.locator("button.rt-dataset-fetch")
+    expect(page.locator(".rt-dataset-plan")).to_contain_text(f"{format_count(len(plan.samples))} samples from",
+                                                              timeout=WAIT_S * 1000)
+    expect(fetch).to_have_text(re.compile(rf"^Fetch {format_count(len(plan.samples))} samples .* into browser$"))
+    screenshot(page, "download-manager-dataset-plan")
+    fetch.click()
+    result = page.locator(".rt-dataset-result")
+    n = format_count(len(plan.samples))
+    expect(result).to_contain_text(f"{n} downloaded, {n} labels from the cache", timeout=WAIT_S * 1000)
+    root = services.config.ml_root / "trainings" / "browser"
+    assert len(list(root.glob("images/*/*"))) == len(plan.samples)
+    assert_no_traceback(page)
+    screenshot(page, "download-manager-dataset-fetched")
