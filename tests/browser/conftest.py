@@ -45,6 +45,37 @@ def voila(served_config: Path) -> Iterator[VoilaServer]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def config_path(demo_fleet: SeededFleet, tmp_path_factory: pytest.TempPathFactory,
+                request: pytest.FixtureRequest) -> Path:
+    """A config file on the demo fleet's buckets with a data folder of the test module's own, inventory scanned.
+
+    Pages that download or fetch write there, so they never change what other modules' pages read.
+    """
+    from runtool.services import ServiceContainer
+
+    root = tmp_path_factory.mktemp(f"{request.module.__name__.rpartition('.')[2]}-serve")
+    path = write_toml(demo_fleet.config.with_overrides(data_dir=root / "data"), root / "runtool.toml")
+    ServiceContainer.from_environment(path).inventory.refresh()
+    return path
+
+
+@pytest.fixture(scope="module")
+def services(config_path: Path) -> Any:
+    """Services on :func:`config_path`, for expected values."""
+    from runtool.services import ServiceContainer
+
+    return ServiceContainer.from_environment(config_path)
+
+
+@pytest.fixture(scope="module")
+def server(config_path: Path) -> Iterator[VoilaServer]:
+    """``runtool serve`` on :func:`config_path`."""
+    voila = VoilaServer(config_path)
+    yield voila
+    voila.stop()
+
+
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})

@@ -8,7 +8,6 @@ ServiceContainer on the same config.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from runtool.ui.inventory_grid import inventory_rows
 from runtool.ui.query import selection_query
 from tests.browser.conftest import VoilaServer, screenshot
 from tests.browser.test_per_run_page import assert_no_traceback
-from tests.conftest import SeededFleet, write_toml
 
 pytestmark = pytest.mark.browser
 
@@ -33,26 +31,6 @@ WAIT_S = 60.0
 HEADER_PX = 20
 ROW_PX = 24
 """The grid's column header and row heights (ipydatagrid's base_column_header_size, our base_row_size)."""
-
-
-@pytest.fixture(scope="module")
-def config_path(demo_fleet: SeededFleet, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("download-manager-serve")
-    path = write_toml(demo_fleet.config.with_overrides(data_dir=root / "data"), root / "runtool.toml")
-    ServiceContainer.from_environment(path).inventory.refresh()
-    return path
-
-
-@pytest.fixture(scope="module")
-def services(config_path: Path) -> ServiceContainer:
-    return ServiceContainer.from_environment(config_path)
-
-
-@pytest.fixture(scope="module")
-def server(config_path: Path) -> Iterator[VoilaServer]:
-    voila = VoilaServer(config_path)
-    yield voila
-    voila.stop()
 
 
 def busiest_laser_box(services: ServiceContainer) -> Filters:

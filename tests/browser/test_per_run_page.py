@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from runtool.storage import local_raw_dir
 from runtool.ui.analysis_charts import TAB_TITLES
 from runtool.ui.query import selection_query
 from tests.browser.conftest import VoilaServer, screenshot
-from tests.conftest import SeededFleet, write_toml
 from tests.ui.test_per_run_page import download_and_extract, drop_tracking, expected_kpis, pick_run
 
 pytestmark = pytest.mark.browser
@@ -31,27 +29,6 @@ pytestmark = pytest.mark.browser
 PER_RUN = "02_per_run_analysis.ipynb"
 WAIT_S = 60.0
 """How long a job (download, extraction, analysis of a few small bags) and its redraw may take."""
-
-
-@pytest.fixture(scope="module")
-def config_path(demo_fleet: SeededFleet, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A config file on the demo fleet's buckets with a private data folder, inventory scanned."""
-    root = tmp_path_factory.mktemp("per-run-serve")
-    path = write_toml(demo_fleet.config.with_overrides(data_dir=root / "data"), root / "runtool.toml")
-    ServiceContainer.from_environment(path).inventory.refresh()
-    return path
-
-
-@pytest.fixture(scope="module")
-def services(config_path: Path) -> ServiceContainer:
-    return ServiceContainer.from_environment(config_path)
-
-
-@pytest.fixture(scope="module")
-def server(config_path: Path) -> Iterator[VoilaServer]:
-    voila = VoilaServer(config_path)
-    yield voila
-    voila.stop()
 
 
 def read_kpis(page: Any) -> dict[str, str]:
