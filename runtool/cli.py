@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
@@ -618,24 +619,25 @@ def serve(
         env["RUNTOOL_READ_ONLY"] = "1"
     host = "127.0.0.1" if loopback else ip
     url = f"http://{host}:{port}/voila/render/01_temporal_coverage.ipynb" + (f"?token={token}" if token else "")
-    print(f"Serving runtool{' (read-only)' if read_only else ''} at {url}", flush=True)
-    # The handler goes in first, so a SIGTERM right after start-up still reaches Voila through terminate().
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # The SIGTERM handler only takes note (a handler that raised could do so inside Popen, after Voila started
+    # but before runtool knew its process, and leave it running): the loop below then stops Voila.
+    stopping: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     try:
+        print(f"Serving runtool{' (read-only)' if read_only else ''} at {url}", flush=True)
         process = subprocess.Popen(serve_command(port, ip, token, notebooks), env=env)
         try:
-            return process.wait()
+            while process.poll() is None and not stopping:
+                time.sleep(0.2)
         except KeyboardInterrupt:
-            # Voila stops its kernels on SIGTERM; wait so none is left behind.
-            process.terminate()
+            stopping.append(signal.SIGINT)
+        if not stopping:
             return process.wait()
+        process.terminate()  # Voila stops its kernels on SIGTERM; wait so none is left behind.
+        process.wait()
+        return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(*_: object) -> None:
-    """Turn SIGTERM into KeyboardInterrupt so cleanup (``finally``) runs as it does for Ctrl-C."""
-    raise KeyboardInterrupt
 
 
 def cmd_demo_up(args: argparse.Namespace, _: ServiceContainer | None) -> int:
