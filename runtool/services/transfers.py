@@ -44,7 +44,6 @@ from runtool.storage import (
     local_ml_dir,
     local_raw_dir,
     local_to_cloud_name,
-    make_client,
     ml_file_key,
     ml_prefix,
     parse_ml_key,
@@ -914,9 +913,9 @@ def execute_run_plan(config: RuntoolConfig, plan: TransferPlan, coordinate: RunC
     """
     if coordinate != plan.coordinate:
         raise TransferError(f"Asked to execute the plan of {plan.coordinate} as {coordinate}.")
-    client_factory = partial(make_client, config.gcp_project, config.emulator_host)
-    inventory = CloudInventoryService(config, client_factory)
-    return TransferService(config, client_factory, inventory, LocalStateService(config))._execute_locked(plan)
+    from runtool.services.container import ServiceContainer  # the container builds on this module
+
+    return ServiceContainer(config).transfers._execute_locked(plan)
 
 
 def _failed_run(plan: TransferPlan, outcome: RunOutcome) -> TransferResult:
