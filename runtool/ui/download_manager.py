@@ -81,6 +81,7 @@ class DownloadManagerPage(Page):
         self.body = widgets.VBox([self.empty_state])
         self.overview: pd.DataFrame | None = None
         self.rows = pd.DataFrame()
+        self.side_rows = pd.DataFrame()
         self.job_task: BackgroundTask[Callable[[], None]] = BackgroundTask("download-manager-job")
         self.plan_task: BackgroundTask[DatasetPlan] = BackgroundTask("dataset-plan")
         self._plan_timer: threading.Timer | None = None
@@ -176,6 +177,7 @@ class DownloadManagerPage(Page):
             self._show_empty(self.nothing_selected_text(filters))
             return
         self.overview = overview
+        self._build_rows()
         self._show_totals()
         self._refilter()
         self.body.children = [self.table_view]
@@ -201,26 +203,34 @@ class DownloadManagerPage(Page):
             Kpi("Issues", format_count(int(issues.sum())), f"runs whose {side} mismatch or are missing"),
         ])
 
+    def _build_rows(self) -> None:
+        """The display rows of the side shown, for every run of the selection (the status filter picks from them)."""
+        assert self.overview is not None
+        names = laser_box_names(self.overview["lb_key"].unique().tolist(), self.filters)
+        self.side_rows = inventory_rows(self.overview, self.family.value, names)
+
     def _refilter(self) -> None:
-        """Rebuild the rows for the side and status filter shown (no service call: the overview is kept)."""
+        """Show the rows the status filter keeps (no service call, no rows rebuilt)."""
         if self.overview is None:
             return
-        names = laser_box_names(self.overview["lb_key"].unique().tolist(), self.filters)
-        self.rows = filter_rows(inventory_rows(self.overview, self.family.value, names), self.status_filter.value)
+        self.rows = filter_rows(self.side_rows, self.status_filter.value)
         self.grid.show(self.rows)
         self.status_counts.value = _status_counts(self.rows, self.status_filter.value)
         self._update_links()
         self._selection_shown()
 
     def _family_changed(self, _change: Mapping[str, object]) -> None:
-        with self.status_filter.hold_trait_notifications():
-            self.status_filter.options = STATUS_FILTERS[self.family.value]
-            self.status_filter.value = "All"
         if self.tabs is not None:
             self.kinds.layout.display = "" if self.family.value == "ml" else "none"
         if self.overview is not None:
+            self._build_rows()
             self._show_totals()
-        self._refilter()
+        was_all = self.status_filter.value == "All"
+        with self.status_filter.hold_trait_notifications():
+            self.status_filter.options = STATUS_FILTERS[self.family.value]
+            self.status_filter.value = "All"
+        if was_all:  # otherwise the status filter's own change redrew the rows
+            self._refilter()
 
     def _selection_shown(self) -> None:
         chosen = len(self.grid.selected_runs())
