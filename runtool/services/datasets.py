@@ -413,8 +413,7 @@ class DatasetService:
         root = plan.root
         recorded = _recorded(root)
         todo: list[PlannedFile] = []
-        todo_targets: list[str] = []
-        copies: list[tuple[PlannedFile, str, bytes]] = []  # labels the plan already read, checked, and cached
+        copies: list[tuple[PlannedFile, bytes]] = []  # labels the plan already read, checked, and cached
         empty: list[Path] = []
         found: dict[str, int] = {}  # target → mtime (ns) of each file known to be complete, for the manifest
         kept = 0
@@ -448,12 +447,11 @@ class DatasetService:
                 file = PlannedFile(key, path, size, crc, None, generation, "transfer", "not in the dataset")
                 cached = self._cached_label(key, generation, crc) if relative == sample.label_path else None
                 if cached is not None:
-                    copies.append((file, relative, cached))
+                    copies.append((file, cached))
                 else:
                     todo.append(file)
-                    todo_targets.append(relative)
         copied = 0
-        for file, _relative, data in copies:
+        for file, data in copies:
             if cancel.is_set():
                 break
             write_atomic(file.path, data)
@@ -467,12 +465,11 @@ class DatasetService:
         cancelled = cancel.is_set()
         removed = 0
         if not failed and not cancelled:
-            arrived = [*zip(todo_targets, todo, strict=True), *((relative, file) for file, relative, _ in copies)]
-            for relative, file in arrived:
+            for file in (*todo, *(file for file, _ in copies)):
                 # Read once more, mtime first, so that a file changed since its download is not recorded as complete.
                 mtime = _complete(file.path, file.size, file.crc32c, None)
                 if mtime is not None:
-                    found[relative] = mtime
+                    found[str(file.path.relative_to(root))] = mtime
             removed = _remove_unlisted(root, plan.samples)
             write_atomic(root / "data.yaml", _data_yaml(plan).encode("utf-8"))
             write_atomic(root / MANIFEST, _manifest(plan, found).encode("utf-8"))
