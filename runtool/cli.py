@@ -23,13 +23,13 @@ from runtool.config import ConfigError, RuntoolConfig, load_config
 from runtool.errors import RuntoolError
 from runtool.formatting import format_bytes, format_count, format_pct
 from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, RunCoordinate, SyncStatus, to_jsonable
+from runtool.notebooks import NOTEBOOKS_DIR
 from runtool.services import CONFLICT_MODES, RefreshProgress, ServiceContainer, TransferPlan, TransferProgress
 from runtool.services.executor import DaskExecutor, executor_from_config
 from runtool.services.transfers import BULK_RUNS_AT_ONCE, BulkPlan
 
 __all__ = ["main"]
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 class UsageError(RuntoolError):

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from runtool.notebooks import NOTEBOOKS_DIR
 from tests.conftest import SeededFleet, write_toml
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = NOTEBOOKS_DIR
 PAGES = sorted(p.name for p in NOTEBOOKS.glob("0*.ipynb"))
 
 

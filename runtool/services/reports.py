@@ -1,4 +1,4 @@
-"""Per-run reports: bring a run up to date, execute ``notebooks/run_report.ipynb`` with papermill, write HTML.
+"""Per-run reports: bring a run up to date, execute ``runtool/notebooks/run_report.ipynb`` with papermill, write HTML.
 
 :class:`ReportService` follows the run's next action (download → extract → analyse), then executes the
 report notebook in a fresh kernel with the run's coordinate and a config file as parameters, and converts
@@ -35,6 +35,7 @@ from runtool.extract.outputs import ExtractionProgress
 from runtool.files import write_atomic
 from runtool.formatting import format_bytes, format_count
 from runtool.models import Filters, NextAction, RunCoordinate, RunState
+from runtool.notebooks import REPORT_NOTEBOOK
 from runtool.services.analytics import RunAnalysis
 from runtool.storage import processed_dir
 
@@ -57,8 +58,6 @@ __all__ = [
     "report_stem",
 ]
 
-REPORT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "run_report.ipynb"
-"""The report notebook of this checkout (the notebooks are not part of the installed package)."""
 REPORT_DIR = "report"
 """The default output folder, inside the run's processed folder: a re-extraction replaces that folder and
 so drops reports that no longer match the data."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nbformat
 import pytest
 
 import runtool.ui
+from runtool.notebooks import NOTEBOOKS_DIR
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOKS = NOTEBOOKS_DIR
 
 
 @pytest.mark.parametrize(
