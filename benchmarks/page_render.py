@@ -5,7 +5,7 @@ Run: ``.venv/bin/python -m benchmarks.page_render [--repeats N]``.
 It starts fake-gcs-server (memory backend), seeds the small demo fleet, scans the inventory, starts
 ``runtool serve`` and a headless Debian chromium, then times, for each repeat, a new tab from the GET of the
 page to the first visible ``.rt-kpi-value``: the aggregated view (client only) and a single-laser-box view.
-The baseline is the same voila command line (``runtool.cli.serve_command``) serving a one-cell notebook
+The baseline is the same voila command line (``runtool.serve.serve_command``) serving a one-cell notebook
 that prints "ok", timed from the GET to "ok" visible: what any Voila page costs before runtool does anything.
 Cases are interleaved within each repeat, after one unmeasured warm-up of each. The table goes to stdout and
 to ``benchmarks/results/page_render.md``; progress goes to stderr.
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS_DIR, markdown_table, median, say
-from runtool.cli import serve_command
+from runtool.serve import serve_command
 from runtool.config import RuntoolConfig
 from runtool.demo.emulator import Emulator, free_port
 from runtool.demo.fleet import plan_fleet, seed_fleet

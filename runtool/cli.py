@@ -7,33 +7,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
 import signal
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from runtool.config import ConfigError, RuntoolConfig, load_config
-from runtool.errors import RuntoolError
+from runtool.config import ConfigError, load_config
+from runtool.errors import RuntoolError, UsageError
 from runtool.formatting import format_bytes, format_count, format_pct
 from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, RunCoordinate, SyncStatus, to_jsonable
 from runtool.notebooks import NOTEBOOKS_DIR
+from runtool.serve import serve
 from runtool.services import CONFLICT_MODES, RefreshProgress, ServiceContainer, TransferPlan, TransferProgress
 from runtool.services.executor import DaskExecutor, executor_from_config
 from runtool.services.transfers import BULK_RUNS_AT_ONCE, BulkPlan
 
 __all__ = ["main"]
 
-
-
-class UsageError(RuntoolError):
-    """Bad command-line input (exit code 2)."""
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
@@ -586,58 +579,8 @@ def cmd_demo_seed(args: argparse.Namespace, services: ServiceContainer) -> int:
     return 0
 
 
-def serve_command(port: int, ip: str, token: str | None, notebooks: Path) -> list[str]:
-    """The voila command line for ``runtool serve``."""
-    return [
-        sys.executable,
-        "-m",
-        "voila",
-        str(notebooks),
-        "--no-browser",
-        f"--port={port}",
-        f"--Voila.ip={ip}",
-        f"--token={token or ''}",
-        "--show_tracebacks=False",
-        "--VoilaConfiguration.file_allowlist=[]",
-    ]
-
-
 def cmd_serve(args: argparse.Namespace, services: ServiceContainer) -> int:
     return serve(services.config, args.port, args.ip, args.read_only, Path(args.notebooks))
-
-
-def serve(
-    config: RuntoolConfig, port: int, ip: str, read_only: bool, notebooks: Path, extra_env: dict[str, str] | None = None
-) -> int:
-    """Run Voila in the foreground until interrupted."""
-    if not (notebooks / "01_temporal_coverage.ipynb").is_file():
-        raise UsageError(f"no runtool notebooks in {notebooks}")
-    loopback = ip in ("127.0.0.1", "localhost", "::1")
-    token = None if loopback else secrets.token_urlsafe(24)
-    env = {**os.environ, **(extra_env or {})}
-    if read_only:
-        env["RUNTOOL_READ_ONLY"] = "1"
-    host = "127.0.0.1" if loopback else ip
-    url = f"http://{host}:{port}/voila/render/01_temporal_coverage.ipynb" + (f"?token={token}" if token else "")
-    # The SIGTERM handler only takes note (a handler that raised could do so inside Popen, after Voila started
-    # but before runtool knew its process, and leave it running): the loop below then stops Voila.
-    stopping: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
-    try:
-        print(f"Serving runtool{' (read-only)' if read_only else ''} at {url}", flush=True)
-        process = subprocess.Popen(serve_command(port, ip, token, notebooks), env=env)
-        try:
-            while process.poll() is None and not stopping:
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            stopping.append(signal.SIGINT)
-        if not stopping:
-            return process.wait()
-        process.terminate()  # Voila stops its kernels on SIGTERM; wait so none is left behind.
-        process.wait()
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_demo_up(args: argparse.Namespace, _: ServiceContainer | None) -> int:

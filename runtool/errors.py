@@ -6,7 +6,7 @@ everything runtool raises in one place and still tell the concerns apart.
 
 from __future__ import annotations
 
-__all__ = ["ReadOnlyError", "RuntoolError"]
+__all__ = ["ReadOnlyError", "RuntoolError", "UsageError"]
 
 
 class RuntoolError(Exception):
@@ -15,3 +15,7 @@ class RuntoolError(Exception):
 
 class ReadOnlyError(RuntoolError):
     """A write action was asked of services started in read-only mode."""
+
+
+class UsageError(RuntoolError):
+    """Bad input from the user: a command-line option, a served option (exit code 2)."""

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psutil
 
-from runtool.cli import serve_command
 from runtool.demo.emulator import free_port
+from runtool.serve import serve_command
 
 
 def test_loopback_needs_no_token_and_hides_tracebacks() -> None:
