@@ -46,6 +46,7 @@ class RuntoolConfig:
     request_retry_s: float = 30.0
     read_only: bool = False
     dask_scheduler: str | None = None
+    max_label_bytes: int = 1 << 20
     topics: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
     source: str = "defaults"
 
@@ -66,6 +67,10 @@ class RuntoolConfig:
             raise ConfigError(f"request_retry_s = {self.request_retry_s} must be within 0..600 s ({self.source})")
         if not 1 <= self.list_workers <= 64:
             raise ConfigError(f"list_workers = {self.list_workers} must be within 1..64 ({self.source})")
+        if not 1 <= self.max_label_bytes <= 1 << 30:
+            raise ConfigError(
+                f"max_label_bytes = {self.max_label_bytes} must be within 1..{1 << 30} bytes ({self.source})"
+            )
         if self.emulator_host and not re.fullmatch(r"https?://[^/\s]+/?", self.emulator_host):
             raise ConfigError(
                 f"STORAGE_EMULATOR_HOST = {self.emulator_host!r} must look like http://127.0.0.1:4443"
@@ -108,6 +113,7 @@ _SETTINGS: dict[str, tuple[str, str, str | None]] = {
     "request_retry_s": ("buckets", "request_retry_s", "RUNTOOL_REQUEST_RETRY_S"),
     "read_only": ("server", "read_only", "RUNTOOL_READ_ONLY"),
     "dask_scheduler": ("executor", "dask_scheduler", "RUNTOOL_DASK_SCHEDULER"),
+    "max_label_bytes": ("limits", "max_label_bytes", "RUNTOOL_MAX_LABEL_BYTES"),
 }
 _DATA_SUBDIRS = {"raw_root": "raw", "processed_root": "processed", "ml_root": "ML", "cache_dir": "cache"}
 
