@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,7 +28,28 @@ __all__ = [
     "ServiceContainer",
     "load_config",
 ]
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """The installed distribution's version, which pip took from pyproject.toml (its one source)."""
+    try:
+        return version("runtool")
+    except PackageNotFoundError:
+        return _checkout_version()
+
+
+def _checkout_version() -> str:
+    """A checkout put on sys.path without installing it has no metadata: read the same source directly."""
+    import tomllib
+
+    try:
+        with (Path(__file__).resolve().parent.parent / "pyproject.toml").open("rb") as file:
+            return str(tomllib.load(file)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "0+unknown"
+
+
+__version__ = _version()
 
 # Imported on first use, so `python -m runtool.extract` (in the extractor container) does not pull in the
 # services' pandas and google-cloud-storage.

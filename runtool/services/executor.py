@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from runtool.errors import RuntoolError
+from runtool.extras import require_extra
 from runtool.models import RunCoordinate
 
 if TYPE_CHECKING:
@@ -251,10 +252,8 @@ class DaskExecutor(Executor):
     """
 
     def __init__(self, address: str, *, n_workers: int = 2) -> None:
-        try:
-            import distributed
-        except ImportError as exc:
-            raise ExecutorError("A Dask scheduler was configured but dask[distributed] is not installed") from exc
+        require_extra("distributed", "dask")  # a missing extra names its pip install, not just the module
+        import distributed
         self.address = address
         self._cluster: distributed.LocalCluster | None = None
         try:
@@ -379,6 +378,7 @@ def executor_from_config(
     Raises:
         ExecutorError: the address is neither ``local-cluster`` nor a ``tcp://`` or ``tls://`` address,
             or the scheduler cannot be reached.
+        MissingExtraError: a scheduler is configured but dask[distributed] (the ``[dask]`` extra) is not installed.
     """
     address = (scheduler or (environ if environ is not None else os.environ).get(DASK_SCHEDULER_ENV, "")).strip()
     if not address:
