@@ -8,10 +8,11 @@ STAMP := $(VENV)/.runtool-installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the whole dependency tree, so `make test` tests exactly the versions deployments install.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 demo: setup
