@@ -7,24 +7,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from runtool import __version__
-from runtool.config import ConfigError, load_config
+from runtool.config import ConfigError, RuntoolConfig, load_config
 from runtool.errors import RuntoolError, UsageError
-from runtool.formatting import format_bytes, format_count, format_pct
+from runtool.formatting import format_bytes, format_count, format_os_error, format_pct, printable
 from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, RunCoordinate, SyncStatus, to_jsonable
-from runtool.notebooks import NOTEBOOKS_DIR
-from runtool.serve import serve
+from runtool.serve import ServeOptions, serve
 from runtool.services import CONFLICT_MODES, RefreshProgress, ServiceContainer, TransferPlan, TransferProgress
 from runtool.services.executor import DaskExecutor, executor_from_config
-from runtool.services.transfers import BULK_RUNS_AT_ONCE, BulkPlan
+from runtool.services.transfers import BULK_RUNS_AT_ONCE, BulkPlan, BulkResult, TransferError
 
 __all__ = ["main"]
 
@@ -48,9 +51,11 @@ def _print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]]
+def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    """Aligned columns; every cell goes through :func:`printable`, since cells hold names from the buckets."""
+    cells = [[printable(c) for c in row] for row in [header, *rows]]
+    widths = [max(len(c) for c in column) for column in zip(*cells, strict=True)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -184,9 +189,17 @@ def cmd_status(args: argparse.Namespace, services: ServiceContainer) -> int:
     return 0
 
 
+def _check_number(option: str, value: float | None, wanted: str, inside: Callable[[float], bool]) -> None:
+    """Refuse NaN, infinities and values ``inside`` rejects, in a sentence naming the option (exit code 2)."""
+    if value is not None and not (math.isfinite(value) and inside(value)):
+        raise UsageError(f"{option} must be {wanted}, not {value:g}")
+
+
 def _settings(args: argparse.Namespace, services: ServiceContainer) -> CoverageSettings:
     expected = getattr(args, "expected_samples_per_bag", None)
     threshold = getattr(args, "under_labelled_pct", None)
+    _check_number("-E/--expected-samples-per-bag", expected, "a finite number above 0", lambda v: v > 0)
+    _check_number("--under-labelled-pct", threshold, "a percentage from 0 to 100", lambda v: 0 <= v <= 100)
     try:
         return CoverageSettings(
             expected if expected is not None else services.config.expected_samples_per_bag,
@@ -329,11 +342,54 @@ class _BulkByteProgress:
         self.display.close()
 
 
+@contextmanager
+def _asked_for(coord: RunCoordinate) -> Iterator[None]:
+    """One run's plan that cannot be made asks for what the run does not have (a bag index past its last
+    bag, a bag or kind it lacks, nothing local to upload): bad input, exit code 2."""
+    try:
+        yield
+    except TransferError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+@contextmanager
+def _cancel_on_interrupt() -> Iterator[threading.Event]:
+    """While the block runs, the first Ctrl-C sets the yielded cancel event and the second exits at once.
+
+    After the first, files in flight stop at their next chunk and their temporary files are removed, and
+    nothing new starts; the block then reports what was and was not done. The second ends the process
+    without waiting (code 130): a final path is only ever written by renaming a complete, verified
+    temporary file, so what is left is at most hidden temporary files, which the next run removes.
+    """
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel  # only the main thread may install signal handlers; a caller off it cancels otherwise
+        return
+
+    def interrupted(_signum: int, _frame: FrameType | None) -> None:
+        # os.write, not print: the handler may run while the main thread is inside a write to sys.stderr.
+        if cancel.is_set():
+            os.write(2, b"\nruntool: interrupted again: stopping now; files in flight are abandoned.\n")
+            os._exit(130)
+        cancel.set()
+        os.write(2, b"\nruntool: cancelling: files in flight are abandoned and nothing new starts "
+                    b"(Ctrl-C again to stop at once).\n")
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def cmd_download(args: argparse.Namespace, services: ServiceContainer) -> int:
     if args.coord:
         coord = _known_run(services, _coordinate(args.coord))
-        plan = services.transfers.plan_raw_download(coord, args.bags, args.conflict)
+        with _asked_for(coord):
+            plan = services.transfers.plan_raw_download(coord, args.bags, args.conflict)
         return _preview_and_execute(args, services, plan)
+    if args.bags:
+        raise UsageError("--bags selects bags of one run: give a COORD with it")
     filters = _filters(args)
     if filters.is_empty():
         raise UsageError("give a COORD, or filters (--cid … --lbid) to download many runs")
@@ -354,7 +410,7 @@ def _preview_and_execute_bulk(args: argparse.Namespace, services: ServiceContain
     for plan in bulk.plans:
         print(f"  {plan.coordinate}: {plan.describe()}")
     for coord, reason in bulk.left_out:
-        print(f"  {coord}: left out — {reason}")
+        print(f"  {coord}: left out — {printable(reason)}")
     if args.dry_run or not bulk.files_to_transfer:
         return 0
     return _confirm_and_execute(args, services, bulk)
@@ -366,28 +422,50 @@ def _confirm_and_execute(args: argparse.Namespace, services: ServiceContainer, b
     if not args.yes and not _confirm(f"{bulk.describe()}?"):
         print("Not confirmed; nothing transferred (use --yes to run without asking).", file=sys.stderr)
         return 1
+    sys.stdout.flush()  # the preview is out before a second Ctrl-C may end the process without flushing
     progress = _BulkByteProgress(bulk)
-    try:
-        with executor_from_config(services.config.dask_scheduler, workers=BULK_RUNS_AT_ONCE) as executor:
-            if isinstance(executor, DaskExecutor):
-                print(f"Runs go to {executor!r}; its workers write the files.", file=sys.stderr)
-            result = services.transfers.execute_bulk(bulk, progress=progress, executor=executor)
-    finally:
-        progress.close()
+    with _cancel_on_interrupt() as cancel:
+        try:
+            with executor_from_config(services.config.dask_scheduler, workers=BULK_RUNS_AT_ONCE) as executor:
+                if isinstance(executor, DaskExecutor):
+                    print(f"Runs go to {executor!r}; its workers write the files.", file=sys.stderr)
+                result = services.transfers.execute_bulk(bulk, progress=progress, cancel=cancel, executor=executor)
+        finally:
+            progress.close()
     if args.json:
         _print_json(result.to_dict())
-        return 0 if result.ok else 1
+    else:
+        _print_bulk_result(result)
+    if cancel.is_set():
+        return 130
+    return 0 if result.ok and not result.refresh_errors else 1
+
+
+def _print_bulk_result(result: BulkResult) -> None:
+    """Failures and refresh errors on stderr; the summary, and after a cancel what was not done, on stdout."""
     for run in result.results:
         for outcome in run.outcomes:
             if outcome.status == "failed":
-                print(f"  failed: {run.plan.coordinate}: {outcome.file.name}: {outcome.error}", file=sys.stderr)
-    print(result.results[0].summary() if len(bulk.plans) == 1 and result.results else result.summary())
-    return 0 if result.ok else 1
+                print(f"  failed: {run.plan.coordinate}: {printable(outcome.file.name)}: {printable(outcome.error)}",
+                      file=sys.stderr)
+    for coord, error in result.refresh_errors:
+        print(f"  transferred, but the state of {coord} was not refreshed: {printable(error)}", file=sys.stderr)
+    single = len(result.plan.plans) == 1 and result.results
+    print(result.results[0].summary() if single else result.summary())
+    if result.files_not_transferred:
+        runs = f" ({len(result.not_started)} runs not started)" if len(result.plan.plans) > 1 else ""
+        print(f"Cancelled: {format_count(result.count('transferred'))} files transferred and complete, "
+              f"{format_count(result.files_not_transferred)} not transferred{runs}; "
+              "the same command again transfers the rest.")
+        if len(result.plan.plans) > 1:
+            for coord in result.not_started:
+                print(f"  not started: {coord}")
 
 
 def cmd_ml_download(args: argparse.Namespace, services: ServiceContainer) -> int:
     coord = _known_run(services, _coordinate(args.coord))
-    plan = services.transfers.plan_ml_download(coord, args.bags, args.kinds, args.conflict)
+    with _asked_for(coord):
+        plan = services.transfers.plan_ml_download(coord, args.bags, args.kinds, args.conflict)
     return _preview_and_execute(args, services, plan)
 
 
@@ -400,13 +478,16 @@ def cmd_ml_upload(args: argparse.Namespace, services: ServiceContainer) -> int:
     if not args.coord:
         raise UsageError("give a COORD or --export-id ID")
     coord = _known_run(services, _coordinate(args.coord))
-    plan = services.transfers.plan_ml_upload(coord, args.bags, args.kinds, args.conflict)
+    with _asked_for(coord):
+        plan = services.transfers.plan_ml_upload(coord, args.bags, args.kinds, args.conflict)
     return _preview_and_execute(args, services, plan)
 
 
 def cmd_raw_upload(args: argparse.Namespace, services: ServiceContainer) -> int:
     coord = _known_run(services, _coordinate(args.coord))
-    return _preview_and_execute(args, services, services.transfers.plan_raw_upload(coord, args.bags, args.conflict))
+    with _asked_for(coord):
+        plan = services.transfers.plan_raw_upload(coord, args.bags, args.conflict)
+    return _preview_and_execute(args, services, plan)
 
 
 def _preview_and_execute(args: argparse.Namespace, services: ServiceContainer, plan: TransferPlan) -> int:
@@ -417,7 +498,8 @@ def _preview_and_execute(args: argparse.Namespace, services: ServiceContainer, p
     print(f"Plan for {plan.coordinate} ({plan.conflict}): {plan.describe()}")
     shown = plan.files if len(plan.files) <= 50 else plan.to_transfer[:50]
     for file in shown:
-        print(f"  {'→' if file.action == 'transfer' else '='} {file.name}  {format_bytes(file.size)}  {file.reason}")
+        print(f"  {'→' if file.action == 'transfer' else '='} {printable(file.name)}  {format_bytes(file.size)}  "
+              f"{printable(file.reason)}")
     if len(shown) < len(plan.files):
         print(f"  … {len(plan.files) - len(shown)} more files")
     if args.dry_run or not plan.to_transfer:
@@ -429,8 +511,16 @@ def cmd_dataset_fetch(args: argparse.Namespace, services: ServiceContainer) -> i
     """Preview a training dataset for a selection, then fetch exactly that plan into ML/trainings/NAME."""
     from runtool.services.datasets import DatasetError, DatasetOptions
 
+    _check_dataset_name(args.name)
     try:
-        classes = tuple(int(c) for c in args.classes.split(",")) if args.classes else None
+        services.datasets.dataset_root(args.name)
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from exc
+    _check_number("--min-coverage", args.min_coverage, "a percentage from 0 to 100", lambda v: 0 <= v <= 100)
+    _check_number("--max-samples", args.max_samples, "at least 1", lambda v: v >= 1)
+    _check_number("--val-fraction", args.val_fraction, "at least 0 and below 1", lambda v: 0 <= v < 1)
+    try:
+        classes = _classes(args.classes)
         options = DatasetOptions(
             since=args.since, until=args.until, min_coverage_pct=args.min_coverage,
             labelled_only=not args.all_frames, classes=classes, max_samples=args.max_samples,
@@ -445,24 +535,54 @@ def cmd_dataset_fetch(args: argparse.Namespace, services: ServiceContainer) -> i
         return 0
     print(plan.describe())
     for key, reason in plan.rejected:
-        print(f"  rejected: {key}: {reason}", file=sys.stderr)
+        print(f"  rejected: {printable(key)}: {printable(reason)}", file=sys.stderr)
     if args.dry_run or not plan.samples:
         return 0
     if not args.yes and not _confirm(f"Fetch {plan.describe()}?"):
         print("Not confirmed; nothing fetched (use --yes to run without asking).", file=sys.stderr)
         return 1
+    sys.stdout.flush()  # the preview is out before a second Ctrl-C may end the process without flushing
     progress = _ByteProgress()
-    try:
-        result = services.datasets.execute(plan, progress=progress, conflict=args.conflict)
-    finally:
-        progress.close()
+    with _cancel_on_interrupt() as cancel:
+        try:
+            result = services.datasets.execute(plan, progress=progress, cancel=cancel, conflict=args.conflict)
+        finally:
+            progress.close()
     if args.json:
         _print_json(result.to_dict())
     else:
         for path, error in result.failed:
-            print(f"  failed: {path}: {error}", file=sys.stderr)
+            print(f"  failed: {printable(path)}: {printable(error)}", file=sys.stderr)
         print(result.summary())
+        if result.cancelled:
+            print(f"Cancelled: {format_count(result.fetched)} files fetched and complete, the others not; the "
+                  "same command again fetches the rest and then writes the manifest.")
+    if result.cancelled:
+        return 130
     return 0 if result.ok else 1
+
+
+_NAME_MAX = 255
+"""Bytes in one folder name on the file systems runtool writes to (ext4, xfs, btrfs, tmpfs)."""
+
+
+def _check_dataset_name(name: str) -> None:
+    """A dataset name becomes a folder name: refuse one no file system takes, or that would garble a terminal."""
+    if not name.isprintable():
+        raise UsageError(f"bad dataset name '{printable(name)}': it has control characters")
+    if len(os.fsencode(name)) > _NAME_MAX:
+        raise UsageError(f"dataset name too long: {len(os.fsencode(name))} bytes, a folder name may have "
+                         f"at most {_NAME_MAX}")
+
+
+def _classes(text: str | None) -> tuple[int, ...] | None:
+    """``--classes 0,2`` as class ids; unset is None (every class); an empty or malformed list is bad input."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isascii() and part.isdigit() for part in parts):
+        raise UsageError(f"--classes takes class ids ≥ 0 separated by commas (e.g. 0,2), not '{printable(text)}'")
+    return tuple(int(part) for part in parts)
 
 
 def cmd_extract(args: argparse.Namespace, services: ServiceContainer) -> int:
@@ -481,7 +601,7 @@ def cmd_extract(args: argparse.Namespace, services: ServiceContainer) -> int:
     else:
         for bag in result.bags:
             if not bag.ok:
-                print(f"  failed: {bag.name}: {bag.error}", file=sys.stderr)
+                print(f"  failed: {printable(bag.name)}: {printable(bag.error)}", file=sys.stderr)
         print(f"Extracted {len(result.bags_ok)} of {len(result.bags)} bags of {coord} ({args.backend}) in "
               f"{result.seconds:.1f} s: {format_count(result.frames)} frames, "
               f"{format_count(result.detections)} detection and {format_count(result.tracks)} tracking messages "
@@ -501,7 +621,7 @@ def cmd_analyze(args: argparse.Namespace, services: ServiceContainer) -> int:
         shown = "–" if value is None else (f"{value:,.3f}" if isinstance(value, float) else f"{value:,}")
         print(f"  {key.ljust(width)}  {shown}")
     for bag in analysis.failed_bags:
-        print(f"  failed bag: {bag.name}: {bag.error}", file=sys.stderr)
+        print(f"  failed bag: {printable(bag.name)}: {printable(bag.error)}", file=sys.stderr)
     return 0 if not analysis.failed_bags else 1
 
 
@@ -532,7 +652,7 @@ def cmd_report(args: argparse.Namespace, services: ServiceContainer) -> int:
         return 0
     for outcome in outcomes:
         if isinstance(outcome, ReportFailure):
-            print(f"  failed: {outcome.coordinate}: {outcome.error}", file=sys.stderr)
+            print(f"  failed: {outcome.coordinate}: {printable(outcome.error)}", file=sys.stderr)
         else:
             print(f"  {outcome.coordinate}: {outcome.html}")
     failed = sum(isinstance(o, ReportFailure) for o in outcomes)
@@ -580,8 +700,23 @@ def cmd_demo_seed(args: argparse.Namespace, services: ServiceContainer) -> int:
     return 0
 
 
+def _serve_options(args: argparse.Namespace, config: RuntoolConfig) -> ServeOptions:
+    return ServeOptions.from_config(
+        config,
+        port=args.port,
+        ip=args.ip,
+        read_only=args.read_only or None,
+        base_url=args.base_url,
+        cull_idle_s=args.cull_idle,
+        max_kernels=args.max_kernels,
+        pool_size=args.pool_size,
+        preheat=False if args.no_preheat else None,
+        allowed_hosts=tuple(args.allowed_host) if args.allowed_host else None,
+    )
+
+
 def cmd_serve(args: argparse.Namespace, services: ServiceContainer) -> int:
-    return serve(services.config, args.port, args.ip, args.read_only, Path(args.notebooks))
+    return serve(_serve_options(args, services.config))
 
 
 def cmd_demo_up(args: argparse.Namespace, _: ServiceContainer | None) -> int:
@@ -599,6 +734,7 @@ def cmd_demo_up(args: argparse.Namespace, _: ServiceContainer | None) -> int:
         encoding="utf-8",
     )
     config = load_config(config_path, environ={})
+    options = _serve_options(args, config)
     emulator.start()
     try:
         services = ServiceContainer(config, read_only=False)
@@ -611,9 +747,7 @@ def cmd_demo_up(args: argparse.Namespace, _: ServiceContainer | None) -> int:
             print(f"Seeded {report.runs} runs in {report.seconds:.1f} s")
         _refresh(services, None)
         print(f"Use the CLI on the demo fleet with: export RUNTOOL_CONFIG={config_path}")
-        return serve(
-            config, args.port, args.ip, args.read_only, Path(args.notebooks), {"RUNTOOL_CONFIG": str(config_path)}
-        )
+        return serve(options, {"RUNTOOL_CONFIG": str(config_path)})
     finally:
         emulator.stop()
 
@@ -766,10 +900,23 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--ip", default="127.0.0.1", help="address to listen on; any other than loopback needs a token")
     p.add_argument("--read-only", action="store_true", help="viewers only: no transfers, uploads or refreshes")
-    p.add_argument("--notebooks", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
+    p.add_argument("--base-url", default="/", metavar="PATH", help="URL prefix behind a reverse proxy, e.g. /runtool/")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="a host name viewers use to reach this server (repeatable; localhost always works)")
+    p.add_argument("--max-kernels", type=int, metavar="N",
+                   help="most pages open at once; past it a viewer gets 'server busy' (default: 4 per core)")
+    p.add_argument("--cull-idle", type=float, metavar="SECONDS",
+                   help="stop a page's kernel this long after its viewer left without a word (default 300)")
+    p.add_argument("--pool-size", type=int, metavar="N", help="preheated kernels kept ready per page (default 1)")
+    p.add_argument("--no-preheat", action="store_true", help="start each page's kernel only when it is opened")
+
+
+_PIPE_CLOSED = 141
+"""What a shell reports for a command that SIGPIPE ended, as for ``ls | head``."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure ends as a sentence on stderr and an exit code, never a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -778,16 +925,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(Path(args.config) if args.config else None)
             services = ServiceContainer(config, read_only=getattr(args, "read_only", None) or None)
         code: int = args.func(args, services)
+        # A reader that left early (`runtool runs | head`) shows up here at the latest, while it can be handled.
+        sys.stdout.flush()
         return code
+    except BrokenPipeError:
+        _drop_stdout()
+        return _PIPE_CLOSED
     except (UsageError, CoordinateError, ConfigError) as exc:
-        print(f"runtool: error: {exc}", file=sys.stderr)
+        print(f"runtool: error: {printable(exc)}", file=sys.stderr)
         return 2
     except RuntoolError as exc:
-        print(f"runtool: {exc}", file=sys.stderr)
+        print(f"runtool: {printable(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full or read-only disk, a name too long for the file system, ...
+        print(f"runtool: {format_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("runtool: interrupted", file=sys.stderr)
         return 130
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's flush at exit does not fail on the closed pipe again.
+
+    See "Note on SIGPIPE" in the Python documentation of the signal module.
+    """
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # a replaced stdout (tests, notebooks) has no descriptor to swap
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,11 @@ DEFAULT_TOPICS = {
     "detections": "/weed_detection/bboxes",
     "tracks": "/multi_object_tracking/track_bboxes",
 }
+# ROS1 closes a chunk at about 768 KiB (rosbag record's default --chunksize) plus the message that crossed
+# it, so real chunks hold a few MiB (an uncompressed 4K RGB frame is 25 MiB). Ten times that still bounds
+# what one hostile chunk can make an extraction hold, where ROS1's 32-bit size field alone allows 4 GiB.
+DEFAULT_MAX_CHUNK_BYTES = 256 << 20
+_MAX_CHUNK_RANGE = (1 << 20, (1 << 32) - 1)
 
 
 class ConfigError(RuntoolError):
@@ -46,7 +51,13 @@ class RuntoolConfig:
     request_retry_s: float = 30.0
     read_only: bool = False
     dask_scheduler: str | None = None
+    serve_cull_idle_s: float = 300.0
+    serve_max_kernels: int = field(default_factory=lambda: 4 * (os.cpu_count() or 1))
+    serve_pool_size: int = 1
+    serve_preheat: bool = True
+    serve_allowed_hosts: str | None = None
     max_label_bytes: int = 1 << 20
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES
     topics: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
     source: str = "defaults"
 
@@ -70,6 +81,24 @@ class RuntoolConfig:
         if not 1 <= self.max_label_bytes <= 1 << 30:
             raise ConfigError(
                 f"max_label_bytes = {self.max_label_bytes} must be within 1..{1 << 30} bytes ({self.source})"
+            )
+        if not _MAX_CHUNK_RANGE[0] <= self.max_chunk_bytes <= _MAX_CHUNK_RANGE[1]:
+            raise ConfigError(
+                f"max_chunk_bytes = {self.max_chunk_bytes} must be within {_MAX_CHUNK_RANGE[0]}..{_MAX_CHUNK_RANGE[1]}"
+                f" bytes (1 MiB up to ROS1's 32-bit chunk size) ({self.source})"
+            )
+        if not 10 <= self.serve_cull_idle_s <= 7 * 86400:
+            raise ConfigError(
+                f"serve cull_idle_s = {self.serve_cull_idle_s} must be within 10 s..7 days ({self.source})"
+            )
+        if not 1 <= self.serve_max_kernels <= 1000:
+            raise ConfigError(f"serve max_kernels = {self.serve_max_kernels} must be within 1..1000 ({self.source})")
+        if not 0 <= self.serve_pool_size <= 16:
+            raise ConfigError(f"serve pool_size = {self.serve_pool_size} must be within 0..16 ({self.source})")
+        if self.serve_allowed_hosts and not re.fullmatch(r"[A-Za-z0-9.-]+(,[A-Za-z0-9.-]+)*", self.serve_allowed_hosts):
+            raise ConfigError(
+                f"serve allowed_hosts = {self.serve_allowed_hosts!r} must be host names separated by commas "
+                f"({self.source})"
             )
         if self.emulator_host and not re.fullmatch(r"https?://[^/\s]+/?", self.emulator_host):
             raise ConfigError(
@@ -113,7 +142,13 @@ _SETTINGS: dict[str, tuple[str, str, str | None]] = {
     "request_retry_s": ("buckets", "request_retry_s", "RUNTOOL_REQUEST_RETRY_S"),
     "read_only": ("server", "read_only", "RUNTOOL_READ_ONLY"),
     "dask_scheduler": ("executor", "dask_scheduler", "RUNTOOL_DASK_SCHEDULER"),
+    "serve_cull_idle_s": ("serve", "cull_idle_s", "RUNTOOL_SERVE_CULL_IDLE_S"),
+    "serve_max_kernels": ("serve", "max_kernels", "RUNTOOL_SERVE_MAX_KERNELS"),
+    "serve_pool_size": ("serve", "pool_size", "RUNTOOL_SERVE_POOL_SIZE"),
+    "serve_preheat": ("serve", "preheat", "RUNTOOL_SERVE_PREHEAT"),
+    "serve_allowed_hosts": ("serve", "allowed_hosts", "RUNTOOL_SERVE_ALLOWED_HOSTS"),
     "max_label_bytes": ("limits", "max_label_bytes", "RUNTOOL_MAX_LABEL_BYTES"),
+    "max_chunk_bytes": ("limits", "max_chunk_bytes", "RUNTOOL_MAX_CHUNK_BYTES"),
 }
 _DATA_SUBDIRS = {"raw_root": "raw", "processed_root": "processed", "ml_root": "ML", "cache_dir": "cache"}
 
@@ -151,7 +186,8 @@ def _convert(name: str, value: Any, origin: str, base: Path) -> Any:
                 return False
             raise ValueError(value)
         text = str(value).strip()
-        return text or None if name in ("gcp_project", "emulator_host", "dask_scheduler") else text
+        optional = ("gcp_project", "emulator_host", "dask_scheduler", "serve_allowed_hosts")
+        return text or None if name in optional else text
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{origin}: {value!r} is not a valid {kind} for {name}") from exc
 

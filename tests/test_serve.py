@@ -14,12 +14,13 @@ from pathlib import Path
 import psutil
 
 from runtool.demo.emulator import free_port
-from runtool.serve import serve_command
+from runtool.serve import ServeOptions, serve_command
 
 
-def test_loopback_needs_no_token_and_hides_tracebacks() -> None:
-    command = serve_command(8866, "127.0.0.1", None, Path("notebooks"))
-    assert "--token=" in command and "--show_tracebacks=False" in command and "--Voila.ip=127.0.0.1" in command
+def test_the_voila_command_line_hides_tracebacks_and_holds_no_token() -> None:
+    command = serve_command(ServeOptions(ip="0.0.0.0"))
+    assert "--show_tracebacks=False" in command and "--Voila.ip=0.0.0.0" in command
+    assert not any("token" in part for part in command)
 
 
 def get(url: str, wait_s: float = 60.0) -> tuple[int, str]:

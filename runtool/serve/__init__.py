@@ -1,4 +1,9 @@
-"""`runtool serve`: Voila in a child process, serving the page notebooks to a team."""
+"""`runtool serve`: the page notebooks served by Voila to a team, as a long-running server.
+
+:func:`serve` runs :mod:`runtool.serve.app` (Voila with runtool's guards) in a child process and stops it, and
+with it every page's kernel, on Ctrl-C or SIGTERM. The options come from ``[serve]`` in ``runtool.toml`` and
+the command line (:class:`ServeOptions`).
+"""
 
 from __future__ import annotations
 
@@ -8,50 +13,144 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from runtool.config import RuntoolConfig
 from runtool.errors import UsageError
+from runtool.notebooks import NOTEBOOKS_DIR
 
-__all__ = ["serve", "serve_command"]
+__all__ = ["PAGES", "TEMPLATES_DIR", "ServeOptions", "serve", "serve_command", "serve_environment"]
+
+PAGES = ("01_temporal_coverage.ipynb", "02_per_run_analysis.ipynb", "03_download_manager.ipynb")
+"""The notebooks served as pages, the first one at the server's root."""
+TEMPLATES_DIR = Path(__file__).resolve().parent / "share"
+"""A Jupyter data folder holding runtool's Voila template (``voila/templates/runtool``)."""
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def serve_command(port: int, ip: str, token: str | None, notebooks: Path) -> list[str]:
-    """The voila command line for ``runtool serve``."""
+@dataclass(frozen=True)
+class ServeOptions:
+    """How `runtool serve` runs: where it listens, who may do what, and how it treats kernels."""
+
+    port: int = 8866
+    ip: str = "127.0.0.1"
+    read_only: bool = False
+    base_url: str = "/"
+    cull_idle_s: float = 300.0
+    max_kernels: int = 8
+    pool_size: int = 1
+    preheat: bool = True
+    allowed_hosts: tuple[str, ...] = ()
+    notebooks: Path = NOTEBOOKS_DIR
+    stop_grace_s: float = 20.0
+
+    @classmethod
+    def from_config(cls, config: RuntoolConfig, **overrides: Any) -> ServeOptions:
+        """The ``[serve]`` settings of ``config``, then ``overrides`` (the command line; None = not given)."""
+        hosts = tuple(h for h in (config.serve_allowed_hosts or "").split(",") if h)
+        options = cls(
+            read_only=config.read_only,
+            cull_idle_s=config.serve_cull_idle_s,
+            max_kernels=config.serve_max_kernels,
+            pool_size=config.serve_pool_size,
+            preheat=config.serve_preheat,
+            allowed_hosts=hosts,
+        )
+        return replace(options, **{k: v for k, v in overrides.items() if v is not None}).validated()
+
+    def validated(self) -> ServeOptions:
+        """These options, or UsageError naming the first bad one."""
+        if not 1 <= self.port <= 65535:
+            raise UsageError(f"--port {self.port} is not a TCP port (1..65535)")
+        if not self.ip or any(c.isspace() or c in "/[]" for c in self.ip):
+            raise UsageError(f"--ip {self.ip!r} is not an address to listen on")
+        if not (self.base_url.startswith("/") and self.base_url.endswith("/")) or "//" in self.base_url:
+            raise UsageError(f"--base-url {self.base_url!r} must start and end with / (e.g. /runtool/)")
+        if not 10 <= self.cull_idle_s <= 7 * 86400:
+            raise UsageError(f"--cull-idle {self.cull_idle_s} must be within 10 s..7 days")
+        if not 1 <= self.max_kernels <= 1000:
+            raise UsageError(f"--max-kernels {self.max_kernels} must be within 1..1000")
+        if not 0 <= self.pool_size <= 16:
+            raise UsageError(f"--pool-size {self.pool_size} must be within 0..16")
+        if not (self.notebooks / PAGES[0]).is_file():
+            raise UsageError(f"no runtool notebooks in {self.notebooks}")
+        return self
+
+    @property
+    def loopback(self) -> bool:
+        return self.ip in LOOPBACK
+
+    @property
+    def url_host(self) -> str:
+        """The address to print for the pages (this machine's for a server on every interface)."""
+        if self.loopback:
+            return "127.0.0.1"
+        if self.ip in ("0.0.0.0", "::"):
+            import socket
+
+            return socket.gethostname()
+        return f"[{self.ip}]" if ":" in self.ip else self.ip
+
+    def page_url(self, token: str | None, page: str = PAGES[0]) -> str:
+        return f"http://{self.url_host}:{self.port}{self.base_url}voila/render/{page}" + (
+            f"?token={token}" if token else ""
+        )
+
+
+def serve_command(options: ServeOptions) -> list[str]:
+    """The command line of the Voila child process (no secret in it: the token travels in the environment)."""
+    preheat = options.preheat and options.pool_size > 0
     return [
         sys.executable,
         "-m",
-        "voila",
-        str(notebooks),
+        "runtool.serve.app",
+        str(options.notebooks),
         "--no-browser",
-        f"--port={port}",
-        f"--Voila.ip={ip}",
-        f"--token={token or ''}",
+        f"--port={options.port}",
+        "--Voila.port_retries=0",
+        f"--Voila.ip={options.ip}",
+        f"--Voila.base_url={options.base_url}",
         "--show_tracebacks=False",
-        "--VoilaConfiguration.file_allowlist=[]",
+        "--template=runtool",
+        f"--VoilaConfiguration.preheat_kernel={preheat}",
+        f"--RuntoolVoila.pages={','.join(PAGES)}",
+        f"--RuntoolVoila.pool_size={options.pool_size}",
+        f"--RuntoolVoila.max_kernels={options.max_kernels}",
+        f"--RuntoolVoila.allowed_hosts={','.join(options.allowed_hosts)}",
+        f"--MappingKernelManager.cull_idle_timeout={int(options.cull_idle_s)}",
+        f"--MappingKernelManager.cull_interval={max(1, min(60, int(options.cull_idle_s) // 4))}",
+        "--MappingKernelManager.cull_connected=False",
     ]
 
 
-def serve(
-    config: RuntoolConfig, port: int, ip: str, read_only: bool, notebooks: Path, extra_env: dict[str, str] | None = None
-) -> int:
-    """Run Voila in the foreground until interrupted."""
-    if not (notebooks / "01_temporal_coverage.ipynb").is_file():
-        raise UsageError(f"no runtool notebooks in {notebooks}")
-    loopback = ip in ("127.0.0.1", "localhost", "::1")
-    token = None if loopback else secrets.token_urlsafe(24)
+def serve_environment(
+    options: ServeOptions, token: str | None, extra_env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The Voila child's environment: runtool's template on the Jupyter path, the token, read-only."""
+    from runtool.serve.app import TOKEN_VARIABLE
+
     env = {**os.environ, **(extra_env or {})}
-    if read_only:
+    env["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(TEMPLATES_DIR), env.get("JUPYTER_PATH", "")) if p)
+    env[TOKEN_VARIABLE] = token or ""
+    if options.read_only:
         env["RUNTOOL_READ_ONLY"] = "1"
-    host = "127.0.0.1" if loopback else ip
-    url = f"http://{host}:{port}/voila/render/01_temporal_coverage.ipynb" + (f"?token={token}" if token else "")
+    return env
+
+
+def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> int:
+    """Run Voila in the foreground until Ctrl-C or SIGTERM; then stop it and every kernel it started."""
+    token = None if options.loopback else secrets.token_urlsafe(24)
     # The SIGTERM handler only takes note (a handler that raised could do so inside Popen, after Voila started
     # but before runtool knew its process, and leave it running): the loop below then stops Voila.
     stopping: list[int] = []
     previous = signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     try:
-        print(f"Serving runtool{' (read-only)' if read_only else ''} at {url}", flush=True)
-        process = subprocess.Popen(serve_command(port, ip, token, notebooks), env=env)
+        mode = " (read-only)" if options.read_only else ""
+        print(f"Serving runtool{mode} at {options.page_url(token)}", flush=True)
+        process = subprocess.Popen(serve_command(options), env=serve_environment(options, token, extra_env))
         try:
             while process.poll() is None and not stopping:
                 time.sleep(0.2)
@@ -59,8 +158,21 @@ def serve(
             stopping.append(signal.SIGINT)
         if not stopping:
             return process.wait()
-        process.terminate()  # Voila stops its kernels on SIGTERM; wait so none is left behind.
-        process.wait()
+        stop(process, options.stop_grace_s)
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def stop(process: subprocess.Popen[Any], grace_s: float) -> None:
+    """SIGTERM (Voila then stops its kernels); SIGKILL after ``grace_s``.
+
+    A killed Voila leaves no kernel behind either: each kernel polls its parent process and exits with it.
+    """
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        print(f"Voila did not stop within {grace_s:.0f} s; killing it", file=sys.stderr, flush=True)
+        process.kill()
+        process.wait()

@@ -1,4 +1,4 @@
-"""The three page notebooks stay thin: one code cell that builds a page and displays it, no outputs."""
+"""The three page notebooks stay thin: one code cell that opens a page (preheat-aware) and displays it, no outputs."""
 
 from __future__ import annotations
 
@@ -25,5 +25,6 @@ def test_a_page_notebook_only_displays_its_page(name: str, page: str) -> None:
     assert notebook.metadata.kernelspec.name == "python3"
     (cell,) = notebook.cells
     assert cell.cell_type == "code" and cell.outputs == [] and cell.execution_count is None
-    assert cell.source == f"from runtool.ui import {page}\n\n{page}().widget"
+    expected = f"from runtool.ui import {page}\nfrom runtool.ui.serving import open_page\n\nopen_page({page}).widget"
+    assert cell.source == expected
     assert hasattr(runtool.ui, page)

@@ -1,0 +1,282 @@
+"""The Voila application `runtool serve` runs: Voila with the guards a shared, long-running server needs.
+
+Run as ``python -m runtool.serve.app NOTEBOOKS [traitlets options]`` by :func:`runtool.serve.serve`. On top of
+Voila 0.5 it:
+
+- sets the ``_xsrf`` cookie on every page, so the page's "shut my kernel down" beacon on leave is accepted
+  (Voila's own page sends the cookie's value, but Voila never sets the cookie: every beacon was refused);
+- refuses a new page with a "server busy" page once ``max_kernels`` viewers' kernels are alive;
+- accepts a kernel websocket only with the v1 subprotocol, and reads v1 message headers with bounded offsets
+  (Voila reads the first 8 bytes of *any* binary message as an offset count: a legacy-protocol message made it
+  allocate without bound);
+- serves only the page notebooks (the report notebook and the package's code are not pages);
+- answers only requests whose ``Host`` is the served address or a configured name (DNS rebinding), and lets
+  only this machine read the request info a preheated kernel waits for;
+- takes the token from the environment (``RUNTOOL_SERVE_TOKEN``), never from its command line;
+- replaces a preheated kernel that died before a viewer took it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import sys
+from collections.abc import Awaitable
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from tornado import web
+from tornado.ioloop import PeriodicCallback
+from traitlets import Int, Unicode
+from voila.app import Voila
+from voila.request_info_handler import RequestInfoSocketHandler
+from voila.tornado.handler import TornadoVoilaHandler
+from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
+from voila.tornado.treehandler import TornadoVoilaTreeHandler
+
+__all__ = ["TOKEN_VARIABLE", "V1_PROTOCOL", "RuntoolVoila", "allowed_host", "main", "v1_header", "v1_offsets"]
+
+TOKEN_VARIABLE = "RUNTOOL_SERVE_TOKEN"
+V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
+BUSY_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>runtool: server busy</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;color:#1f2933}}</style></head>
+<body><h1>This runtool server is busy</h1>
+<p>{open} pages are open, the most this server runs at once. Try again in a minute, or close a runtool tab you
+no longer need.</p><p><a href="">Try again</a></p></body></html>
+"""
+_MAX_V1_PARTS = 4096
+"""More parts than any kernel message has (header, parent, metadata, content and a few buffers)."""
+
+
+def allowed_host(host_header: str, served_ip: str, names: frozenset[str]) -> bool:
+    """Whether a request's ``Host`` header names this server.
+
+    An IP address is allowed when it is loopback or the served address (a DNS-rebinding page reaches the
+    server under the attacker's *name*, never under an address); on a server listening on every interface,
+    any address is. A name must be ``localhost`` or one of ``names``.
+    """
+    match = re.fullmatch(r"\[?([^\]]*?)\]?(?::\d+)?", host_header.strip().lower())
+    host = match.group(1) if match else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost" or host in names
+    if address.is_loopback or host == served_ip:
+        return True
+    return served_ip in ("0.0.0.0", "::", "")
+
+
+def v1_offsets(message: bytes) -> list[int] | None:
+    """The part offsets of a v1 kernel websocket message, or None when the bytes are not one.
+
+    The offset count comes from the message itself, so it is checked against the message's length (and the
+    offsets against each other) before anything is read: jupyter_server and Voila trust it.
+    """
+    if len(message) < 8:
+        return None
+    count = int.from_bytes(message[:8], "little")
+    if not 2 <= count <= min(_MAX_V1_PARTS, len(message) // 8 - 1):
+        return None
+    offsets = [int.from_bytes(message[8 * (i + 1) : 8 * (i + 2)], "little") for i in range(count)]
+    if offsets[0] != 8 * (count + 1) or offsets != sorted(offsets) or offsets[-1] > len(message):
+        return None
+    return offsets
+
+
+def v1_header(message: bytes) -> dict[str, Any] | None:
+    """The header of a v1 kernel websocket message, or None when the bytes are not one."""
+    offsets = v1_offsets(message)
+    if offsets is None or len(offsets) < 3:
+        return None
+    try:
+        header = json.loads(message[offsets[1] : offsets[2]].decode("utf-8"))
+    except ValueError:
+        return None
+    return header if isinstance(header, dict) else None
+
+
+class _HostCheck:
+    """Refuses (403) a request whose ``Host`` does not name this server; mixed into every handler."""
+
+    request: Any
+    settings: dict[str, Any]
+
+    def prepare(self) -> Awaitable[None] | None:
+        policy = self.settings["runtool_hosts"]
+        if not allowed_host(self.request.host or "", *policy):
+            raise web.HTTPError(403, "Host not allowed")
+        return super().prepare()  # type: ignore[misc]
+
+
+class PageHandler(TornadoVoilaHandler):
+    """A page: "server busy" past the kernel cap; the ``_xsrf`` cookie the leave beacon needs."""
+
+    @web.authenticated
+    async def get(self, path: str | None = None) -> None:
+        app: RuntoolVoila = self.settings["runtool_app"]
+        if path not in app.page_names:
+            raise web.HTTPError(404)
+        viewers = app.viewer_kernels()
+        if len(viewers) >= app.max_kernels:
+            self.log.warning("server busy: %d viewer kernels, the cap is %d", len(viewers), app.max_kernels)
+            self.set_status(503)
+            self.set_header("Retry-After", "30")
+            self.set_header("Cache-Control", "no-store")
+            self.finish(BUSY_PAGE.format(open=len(viewers)))
+            return
+        self.xsrf_token  # noqa: B018 - sets the _xsrf cookie before the first byte of the page is sent
+        await super().get(path)
+
+
+class KernelWebsocketHandler(VoilaKernelWebsocketHandler):
+    """The kernel channel: v1 subprotocol only; a frame that is not a well-formed v1 message closes it."""
+
+    async def get(self, kernel_id: str) -> None:
+        offered = [p.strip() for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        if V1_PROTOCOL not in offered:
+            self.set_status(400)
+            self.finish(f"This server speaks only the {V1_PROTOCOL} kernel protocol.")
+            return
+        await super().get(kernel_id)
+
+    def on_message(self, message: str | bytes) -> None:
+        if isinstance(message, str) or v1_offsets(message) is None:
+            self.log.warning("closing kernel websocket %s: a frame that is not a v1 kernel message", self.kernel_id)
+            self.close(code=1003, reason="not a v1 kernel message")
+            return
+        super().on_message(message)
+
+    def write_message(self, message: bytes | str | dict[str, Any], binary: bool = False) -> Any:
+        header = v1_header(message) if isinstance(message, bytes) else None
+        if header is not None and header.get("msg_type") == "execute_input":
+            return None  # Voila does not show the page's code
+        return super(VoilaKernelWebsocketHandler, self).write_message(message, binary)
+
+
+class RequestInfoHandler(RequestInfoSocketHandler):
+    """The request info a preheated kernel waits for: only this machine may read it, and it is kept once."""
+
+    settings: dict[str, Any]
+
+    def prepare(self) -> None:
+        remote = self.request.remote_ip or ""
+        if not (_is_loopback(remote) or remote == self.settings["runtool_hosts"][0]):
+            raise web.HTTPError(403, "local kernels only")
+
+    def open(self, kernel_id: str) -> None:
+        super().open(kernel_id)
+        # Voila keeps every request's info forever; a server that runs for weeks must not.
+        RequestInfoSocketHandler._cache.pop(kernel_id, None)
+
+    def on_close(self) -> None:
+        # Voila's own on_close removes the last waiter when this one is not found.
+        for kernel_id, waiter in list(RequestInfoSocketHandler._waiters.items()):
+            if waiter is self:
+                del RequestInfoSocketHandler._waiters[kernel_id]
+
+
+class FirstPageHandler(web.RequestHandler):
+    """The server's root and folder listing: straight to the first page (the folder holds code, not pages)."""
+
+    settings: dict[str, Any]
+
+    def get(self, path: str = "") -> None:
+        app: RuntoolVoila = self.settings["runtool_app"]
+        self.redirect(f"{app.base_url}voila/render/{app.page_names[0]}")
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+_REPLACED: dict[type, type] = {
+    TornadoVoilaHandler: PageHandler,
+    TornadoVoilaTreeHandler: FirstPageHandler,
+    VoilaKernelWebsocketHandler: KernelWebsocketHandler,
+    RequestInfoSocketHandler: RequestInfoHandler,
+}
+
+
+class RuntoolVoila(Voila):
+    """Voila plus the guards in the module docstring; options are traitlets (``--RuntoolVoila.max_kernels=8``)."""
+
+    max_kernels = Int(8, config=True, help="Most viewers' kernels alive at once; past it a page says busy.")
+    allowed_hosts = Unicode("", config=True, help="Host names (besides localhost) this server answers to, by commas.")
+    pages = Unicode("", config=True, help="The notebooks served as pages, by commas; any other file is not found.")
+    pool_size = Int(1, config=True, help="Preheated kernels kept ready per page.")
+    pool_check_s = Int(10, config=True, help="How often dead preheated kernels are looked for, in seconds.")
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        token = os.environ.pop(TOKEN_VARIABLE, None)
+        super().initialize(argv)
+        if token is not None:
+            self.token = token
+        self.page_names = [name for name in self.pages.split(",") if name]
+        served_ip = self.ip or ""
+        names = frozenset(name.strip().lower() for name in self.allowed_hosts.split(",") if name.strip())
+        settings: dict[str, Any] = dict(self.tornado_settings)  # type: ignore[has-type]
+        self.tornado_settings = {**settings, "runtool_app": self, "runtool_hosts": (served_ip, names)}
+        # Only the pages get preheated kernels (the folder also holds the report notebook).
+        self.config.VoilaKernelManager.kernel_pools_config = {
+            "default": {"pool_size": 0},
+            **{name: {"pool_size": self.pool_size} for name in self.page_names},
+        }
+        self.voila_configuration.file_allowlist = []
+        # A preheated kernel fetches its request's info from this server: at an address the server listens on.
+        os.environ["VOILA_APP_IP"] = "127.0.0.1" if served_ip in ("0.0.0.0", "::", "") else served_ip
+
+    def init_handlers(self) -> list[Any]:
+        handlers = []
+        for pattern, handler, *kwargs in super().init_handlers():
+            guarded = type(handler.__name__, (_HostCheck, _REPLACED.get(handler, handler)), {})
+            handlers.append((pattern, guarded, *kwargs))
+        return handlers
+
+    def start(self) -> None:
+        if self.voila_configuration.preheat_kernel:
+            PeriodicCallback(self._replace_dead_pool_kernels, self.pool_check_s * 1000).start()
+        super().start()
+
+    def pooled_kernels(self) -> set[str]:
+        """The preheated kernels waiting for a viewer."""
+        ids = set()
+        for pool in getattr(self.kernel_manager, "_pools", {}).values():
+            for task in pool:
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    ids.add(task.result()["kernel_id"])
+        return ids
+
+    def viewer_kernels(self) -> set[str]:
+        """The kernels viewers hold (every live kernel but the preheated ones)."""
+        return set(self.kernel_manager.list_kernel_ids()) - self.pooled_kernels()
+
+    async def _replace_dead_pool_kernels(self) -> None:
+        """Drop a preheated kernel whose page stopped before a viewer came (the kernel died), and refill."""
+        manager = self.kernel_manager
+        for notebook, pool in list(getattr(manager, "_pools", {}).items()):
+            for task in list(pool):
+                if not task.done():
+                    continue
+                content = None if task.cancelled() or task.exception() else task.result()
+                if content is not None and not content["task"].done():
+                    continue  # preheated and waiting for its viewer
+                pool.remove(task)
+                kernel_id = content["kernel_id"] if content else None
+                self.log.warning("preheated kernel %s of %s stopped; replacing it", kernel_id, notebook)
+                if kernel_id in manager:
+                    await ensure_async(manager.shutdown_kernel(kernel_id, now=True))
+                manager.fill_if_needed(delay=0, notebook_name=notebook)
+
+
+def main(argv: list[str] | None = None) -> None:
+    RuntoolVoila.launch_instance(argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+// Tells the viewer when this page's kernel is gone (stopped by the server, culled, crashed or restarted):
+// the page's controls no longer answer, and only a reload brings them back.
+(function () {
+  "use strict";
+  const Native = window.WebSocket;
+  const KERNEL_CHANNEL = /\/api\/kernels\/[^/]+\/channels/;
+  const LOST = /"execution_state":\s*"(dead|restarting|autorestarting)"/;
+  let leaving = false;
+  window.addEventListener("beforeunload", function () { leaving = true; });
+
+  function notice(show) {
+    let box = document.getElementById("rt-session-notice");
+    if (!show) {
+      if (box) box.remove();
+      return;
+    }
+    if (box || leaving) return;
+    box = document.createElement("div");
+    box.id = "rt-session-notice";
+    box.setAttribute("role", "alert");
+    box.style.cssText = "position:fixed;top:0;left:0;right:0;z-index:10000;padding:10px 16px;" +
+      "background:#fde8e8;color:#7f1d1d;border-bottom:2px solid #b91c1c;font:14px system-ui,sans-serif";
+    box.textContent = "This page's session has ended (the server stopped it, or it failed), so its controls " +
+      "no longer answer. Reload the page to start a new one.";
+    document.body.appendChild(box);
+  }
+
+  function watched(url, protocols) {
+    const socket = protocols === undefined ? new Native(url) : new Native(url, protocols);
+    if (KERNEL_CHANNEL.test(String(url))) {
+      socket.addEventListener("open", function () { notice(false); });
+      socket.addEventListener("close", function () { notice(true); });
+      socket.addEventListener("message", function (event) {
+        // Status messages are small; the check skips the large widget messages.
+        if (event.data instanceof ArrayBuffer && event.data.byteLength < 2048 &&
+            LOST.test(new TextDecoder().decode(event.data))) {
+          notice(true);
+        }
+      });
+    }
+    return socket;
+  }
+  watched.prototype = Native.prototype;
+  ["CONNECTING", "OPEN", "CLOSING", "CLOSED"].forEach(function (name) { watched[name] = Native[name]; });
+  window.WebSocket = watched;
+})();
