@@ -19,7 +19,7 @@ _LOCK_POLL_S = 0.05
 
 
 class LockWaitStopped(RuntoolError):
-    """The stop event was set while waiting for a lock another job holds."""
+    """Waiting for a lock another job holds was given up: the stop event was set, or the timeout passed."""
 
 
 @contextmanager
@@ -46,17 +46,21 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 
 @contextmanager
-def exclusive_lock(path: Path, stop: threading.Event | None = None) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block, waiting while another holds it.
+def exclusive_lock(
+    path: Path, stop: threading.Event | None = None, timeout: float | None = None
+) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block, waiting while another holds it
+    (at most ``timeout`` seconds, when given).
 
     The lock is per open file, so it serialises threads of one process as well as separate processes. The
     kernel drops it when its holder dies, so a killed job never leaves it held. The file itself stays:
     removing it would let a waiter lock a file that a newcomer no longer sees.
 
     Raises:
-        LockWaitStopped: ``stop`` was set while waiting.
+        LockWaitStopped: ``stop`` was set while waiting, or ``timeout`` seconds passed.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
     with path.open("a") as handle:
         while True:
             try:
@@ -65,6 +69,8 @@ def exclusive_lock(path: Path, stop: threading.Event | None = None) -> Iterator[
             except BlockingIOError:
                 if stop is not None and stop.is_set():
                     raise LockWaitStopped(f"stopped while waiting for {path}") from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise LockWaitStopped(f"gave up after {timeout:g} s waiting for {path}") from None
                 time.sleep(_LOCK_POLL_S)
         try:
             yield

@@ -77,3 +77,15 @@ def test_lock_of_a_killed_process_is_released(tmp_path: Path) -> None:
         holder.wait()
     with exclusive_lock(lock, stopped()):
         pass
+
+
+def test_lock_wait_gives_up_after_the_timeout(tmp_path: Path) -> None:
+    lock = tmp_path / "dataset.lock"
+    with (
+        exclusive_lock(lock),
+        pytest.raises(LockWaitStopped, match="gave up after 0.2 s"),
+        exclusive_lock(lock, timeout=0.2),
+    ):
+        pytest.fail("entered a held lock")
+    with exclusive_lock(lock, timeout=0):
+        pass  # a free lock is taken even with no time to wait

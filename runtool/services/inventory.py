@@ -2,13 +2,16 @@
 
 The cache is one Parquet file holding every raw bag, every ML frame and label, and every object whose
 key does not fit the layout (an anomaly, with its reason). It is replaced atomically, so a failed or
-cancelled scan never touches the previous inventory.
+cancelled scan never touches the previous inventory. Writers take turns under a cross-process lock beside the
+cache, and a refresh of one prefix merges into the cache as it is on disk then, so refreshes of different
+prefixes in different processes all land.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -25,7 +28,7 @@ from pandas.api.types import union_categoricals
 
 from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError
-from runtool.files import replacing
+from runtool.files import LockWaitStopped, exclusive_lock, replacing
 from runtool.models import LEVELS, Filters
 from runtool.storage import (
     Anomaly,
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = "1"
 CACHE_FILE = "inventory.parquet"
+LOCK_FILE = ".inventory.lock"
 COORD_COLUMNS: tuple[str, ...] = (*LEVELS, "timestamp")
 Role = Literal["raw", "ml"]
 # How deep shard discovery may go (levels below the bucket's coordinate root) and how many shards it aims for.
@@ -240,7 +244,10 @@ class CloudInventoryService:
         self._client: storage.Client | None = None
         self.read_only = read_only
         self.cache_path = config.cache_dir / CACHE_FILE
+        self.lock_path = config.cache_dir / LOCK_FILE
         self._snapshot: InventorySnapshot | None = None
+        self._stamp: tuple[int, int, int] | None = None
+        """(inode, size, mtime) of the cache file the snapshot was read from or written to."""
         self._loaded = False
         self.warning: str | None = None
         self._refresh_lock = threading.Lock()
@@ -271,29 +278,38 @@ class CloudInventoryService:
         return self._snapshot is not None
 
     def _load(self) -> InventorySnapshot | None:
-        if not self.cache_path.exists():
-            return None
+        """The cache as a snapshot, or None (with :attr:`warning` set) when it is missing or cannot be used."""
         try:
+            # Stamped before reading: if the file is replaced meanwhile, the stamp is the older one's, so the
+            # next merge reads the file again rather than missing the change.
+            stamp = _file_stamp(self.cache_path)
             table = pq.read_table(self.cache_path)
-            meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-            info = json.loads(meta["runtool"])
+            info = _cache_metadata(table.schema.metadata)
             objects = table.to_pandas()
-        except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            # ValueError covers bad JSON, text and dates as well as metadata of the wrong shape.
             self.warning = f"The inventory cache {self.cache_path} is unreadable ({exc}); it will be rebuilt."
             log.warning(self.warning)
             return None
-        if info.get("version") != CACHE_VERSION or set(objects.columns) != set(_COLUMNS):
+        if (
+            info["version"] != CACHE_VERSION
+            or set(objects.columns) != set(_COLUMNS)
+            or not all(pd.api.types.is_integer_dtype(objects[name]) for name in ("size", "generation"))
+        ):
             self.warning = f"The inventory cache {self.cache_path} has an old format; it will be rebuilt."
             log.warning(self.warning)
             return None
-        if (info.get("raw_bucket"), info.get("ml_bucket")) != (self.config.raw_bucket, self.config.ml_bucket):
+        if (info["raw_bucket"], info["ml_bucket"]) != (self.config.raw_bucket, self.config.ml_bucket):
             self.warning = (
-                f"The inventory cache lists buckets {info.get('raw_bucket')} / {info.get('ml_bucket')}, "
+                f"The inventory cache lists buckets {info['raw_bucket']} / {info['ml_bucket']}, "
                 f"not the configured {self.config.raw_bucket} / {self.config.ml_bucket}; refresh to scan them."
             )
             log.warning(self.warning)
             return None
-        return InventorySnapshot(objects, datetime.fromisoformat(info["scanned_at"]))
+        self._stamp = stamp
+        return InventorySnapshot(objects, info["scanned_at"])
 
     def cache_info(self) -> CacheInfo:
         snap = self.snapshot
@@ -321,10 +337,15 @@ class CloudInventoryService:
     ) -> CacheInfo:
         """Scan both buckets (or just the part a selection covers) and replace the cache atomically.
 
+        The scan runs unlocked; the write takes the cache's cross-process lock, and a prefix's rows are merged
+        into the cache as it is on disk at that moment (re-read if another process replaced it since it was
+        loaded), so concurrent refreshes of different prefixes all land.
+
         Raises:
             ReadOnlyError: the services run read-only.
             RefreshCancelled: ``cancel`` was set; nothing changed.
-            InventoryError: a bucket is missing, refuses access or the service failed; nothing changed.
+            InventoryError: a bucket is missing, refuses access or the service failed, or the cache cannot be
+                written; nothing changed.
         """
         if self.read_only:
             raise ReadOnlyError("Refreshing the inventory is not allowed in read-only mode.")
@@ -341,19 +362,42 @@ class CloudInventoryService:
                 kept = " The previous inventory is kept." if previous is not None else ""
                 raise InventoryError(f"Inventory refresh failed: {exc}.{kept}") from exc
             fresh = _objects_frame(columns)
-            if partial:
-                assert previous is not None
-                fresh = _merge(previous.objects, fresh, scope)
-                started = previous.scanned_at
-            snapshot = InventorySnapshot(fresh, started)
-            self._write(snapshot)
+            try:
+                with exclusive_lock(self.lock_path, cancel):
+                    if partial:
+                        assert previous is not None
+                        base = self._latest(previous)
+                        fresh = _merge(base.objects, fresh, scope)
+                        started = base.scanned_at
+                    snapshot = InventorySnapshot(fresh, started)
+                    self._write(snapshot)
+            except LockWaitStopped as exc:
+                raise RefreshCancelled("Inventory refresh cancelled; the previous inventory is kept.") from exc
+            except OSError as exc:
+                raise InventoryError(
+                    f"Cannot write the inventory cache {self.cache_path}: {exc.strerror or exc}. "
+                    "The previous inventory is kept."
+                ) from exc
             self._snapshot, self._loaded, self.warning = snapshot, True, None
         for listener in list(self.listeners):
             listener(scope if partial else None)
         return self.cache_info()
 
+    def _latest(self, loaded: InventorySnapshot) -> InventorySnapshot:
+        """The cache as it is on disk now (``loaded`` unless another process replaced the file since).
+
+        Called under the cache lock. A replacement that cannot be used (unreadable, other buckets) is set aside
+        for ``loaded``, as a refresh without a usable cache would have been.
+        """
+        try:
+            if _file_stamp(self.cache_path) == self._stamp:
+                return loaded
+        except FileNotFoundError:
+            return loaded
+        return self._load() or loaded
+
     def _write(self, snapshot: InventorySnapshot) -> None:
-        """Write the cache to a temporary file beside it, then rename it over the old one."""
+        """Write the cache to a temporary file beside it, then rename it over the old one (under the cache lock)."""
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         info = {
             "version": CACHE_VERSION,
@@ -365,6 +409,31 @@ class CloudInventoryService:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), "runtool": json.dumps(info)})
         with replacing(self.cache_path) as tmp:
             pq.write_table(table, tmp, compression="zstd")
+        self._stamp = _file_stamp(self.cache_path)
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int]:
+    """(inode, size, mtime in ns): changes whenever the cache file is replaced."""
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _cache_metadata(metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
+    """The cache's ``runtool`` metadata with ``scanned_at`` parsed; ValueError says what is wrong with it."""
+    text = (metadata or {}).get(b"runtool")
+    if text is None:
+        raise ValueError("it has no runtool metadata")
+    info = json.loads(text)
+    if not isinstance(info, dict):
+        raise ValueError(f"its metadata is a {type(info).__name__}, not an object")
+    for key in ("version", "raw_bucket", "ml_bucket", "scanned_at"):
+        if not isinstance(info.get(key), str):
+            raise ValueError(f"its metadata {key!r} is {info.get(key)!r}, not text")
+    scanned_at = datetime.fromisoformat(info["scanned_at"])
+    if scanned_at.tzinfo is None:
+        # A naive time cannot be compared with the current UTC time, which the cache's age needs.
+        raise ValueError(f"its scan time {info['scanned_at']!r} has no time zone")
+    return {**info, "scanned_at": scanned_at}
 
 
 def _merge(previous: pd.DataFrame, fresh: pd.DataFrame, scope: Filters) -> pd.DataFrame:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -195,3 +198,142 @@ def test_prefix_refresh_of_an_empty_prefix_and_of_empty_buckets(fresh_config: Ru
     service.refresh()
     service.refresh(Filters(cid="client_a", regionid="region_9"))  # a prefix holding no objects
     assert service.cache_info().runs == 2 and service.cache_info().anomalies == 3
+
+
+# A process that loads the inventory cache, says so, waits for the go file, then refreshes one client's prefix: two
+# of them have both read the same cache before either writes, the order that lost a scope's update.
+_PARTIAL_REFRESH = """
+import sys, time
+from pathlib import Path
+from runtool.models import Filters
+from runtool.services import ServiceContainer
+
+services = ServiceContainer.from_environment(Path(sys.argv[1]))
+assert services.inventory.has_data
+Path(sys.argv[4]).touch()
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.01)
+info = services.inventory.refresh(Filters(cid=sys.argv[3]))
+print(info.objects)
+"""
+
+
+def _bags(config: RuntoolConfig) -> set[tuple[str, str]]:
+    """(client, bag file name) of every raw bag in the cache on disk."""
+    entries = inventory(config).snapshot.entries
+    bags = entries[entries["kind"] == "bag"]
+    return set(zip(bags["cid"].astype(str), bags["name"].astype(str), strict=True))
+
+
+def test_concurrent_partial_refreshes_of_different_clients_both_land(fresh_config: RuntoolConfig,
+                                                                     tmp_path: Path) -> None:
+    from tests.conftest import write_toml
+
+    clients = ("client_a", "client_b")
+    upload(fresh_config, [f"{cid}/region_1/field_1/TW_1/LB_0001/2025_08_25T08:59:38Z/rosbag/_2025-08-25-09-00-00_0.bag"
+                          for cid in clients], [])
+    inventory(fresh_config).refresh()
+    toml = write_toml(fresh_config, tmp_path / "runtool.toml")
+    for trial in range(4):
+        added = {cid: f"_2025-08-25-09-{trial + 10}-00_{trial + 1}.bag" for cid in clients}
+        upload(fresh_config, [f"{cid}/region_1/field_1/TW_1/LB_0001/2025_08_25T08:59:38Z/rosbag/{name}"
+                              for cid, name in added.items()], [])
+        go = tmp_path / f"go-{trial}"
+        workers = [
+            subprocess.Popen([sys.executable, "-c", _PARTIAL_REFRESH, str(toml), str(go), cid, str(go) + cid],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for cid in clients
+        ]
+        deadline = time.monotonic() + 120
+        while not all(Path(str(go) + cid).exists() for cid in clients):
+            assert time.monotonic() < deadline and all(w.poll() is None for w in workers), "a worker did not start"
+            time.sleep(0.02)
+        go.touch()
+        for worker in workers:
+            _, err = worker.communicate(timeout=120)
+            assert worker.returncode == 0, err
+        bags = _bags(fresh_config)
+        assert set(added.items()) <= bags, f"trial {trial}: a scope's update was lost"
+        assert len(bags) == 2 + 2 * (trial + 1)
+
+
+def _restamp(path: Path, runtool_metadata: bytes | None) -> None:
+    """Rewrite the cache's ``runtool`` metadata (None: remove it), keeping the objects."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"runtool"}
+    if runtool_metadata is not None:
+        metadata[b"runtool"] = runtool_metadata
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        {"scanned_at": "yesterday"},
+        {"scanned_at": 5},
+        {"scanned_at": "2025-08-25T08:59:38"},  # no time zone: its age could not be computed
+        {"scanned_at": None},
+        {"raw_bucket": ["a", "list"]},
+        {"version": 1},
+        "a list",
+        "not json",
+        None,
+    ],
+)
+def test_unreadable_cache_metadata_means_rebuild_with_one_warning(
+    fresh_config: RuntoolConfig, stamp: dict[str, object] | str | None
+) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    small_fleet(fresh_config)
+    inventory(fresh_config).refresh()
+    path = fresh_config.cache_dir / "inventory.parquet"
+    good = json.loads(pq.read_schema(path).metadata[b"runtool"])
+    if stamp is None:
+        _restamp(path, None)
+    elif stamp == "a list":
+        _restamp(path, json.dumps([good]).encode())
+    elif stamp == "not json":
+        _restamp(path, b"{scanned_at: now")
+    else:
+        assert isinstance(stamp, dict)
+        _restamp(path, json.dumps({**good, **stamp}).encode())
+    broken = inventory(fresh_config)
+    assert not broken.has_data and broken.cache_info().runs == 0
+    assert broken.warning is not None and "rebuilt" in broken.warning
+    assert broken.refresh(Filters(cid="client_a")).runs == 2  # a partial refresh without a usable cache scans all
+    assert broken.warning is None
+    rebuilt = inventory(fresh_config)
+    assert rebuilt.has_data and rebuilt.warning is None and rebuilt.cache_info().age_seconds is not None
+
+
+def test_cli_commands_rebuild_a_cache_with_a_bad_scanned_at_once(
+    fresh_config: RuntoolConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    from runtool.cli import main
+    from tests.conftest import write_toml
+
+    small_fleet(fresh_config)
+    inventory(fresh_config).refresh()
+    path = fresh_config.cache_dir / "inventory.parquet"
+    good = json.loads(pq.read_schema(path).metadata[b"runtool"])
+    toml = write_toml(fresh_config, tmp_path / "runtool.toml")
+    _restamp(path, json.dumps({**good, "scanned_at": "2025-13-45"}).encode())
+    assert main(["--config", str(toml), "runs", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)) == 2 and err.count("warning:") == 1 and "rebuilt" in err
+    assert main(["--config", str(toml), "runs", "--json"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    _restamp(path, json.dumps({**good, "scanned_at": "2025-13-45"}).encode())
+    assert main(["--config", str(toml), "inventory", "refresh"]) == 0
+    out, err = capsys.readouterr()
+    assert "Inventory refreshed" in out and err.count("warning:") == 1
