@@ -136,8 +136,9 @@ def cmd_inventory_info(args: argparse.Namespace, services: ServiceContainer) -> 
 
 def cmd_runs(args: argparse.Namespace, services: ServiceContainer) -> int:
     filters = _filters(args)
+    settings = _settings(args, services)
     _ensure_inventory(services)
-    records = services.data_state.run_records(filters, _settings(args, services))
+    records = services.data_state.run_records(filters, settings)
     if args.json:
         _print_json(records)
         return 0
@@ -919,8 +920,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every failure ends as a sentence on stderr and an exit code, never a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    services = None
     try:
-        services = None
         if getattr(args, "needs_services", True):
             config = load_config(Path(args.config) if args.config else None)
             services = ServiceContainer(config, read_only=getattr(args, "read_only", None) or None)
@@ -938,7 +939,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"runtool: {printable(exc)}", file=sys.stderr)
         return 1
     except OSError as exc:  # a full or read-only disk, a name too long for the file system, ...
-        print(f"runtool: {format_os_error(exc)}", file=sys.stderr)
+        where = ""
+        if exc.filename is None and services is not None:
+            # A failed write() names no file; the data folder at least says which disk to look at.
+            where = f" The data folder is {printable(services.config.data_dir)}."
+        print(f"runtool: {format_os_error(exc)}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("runtool: interrupted", file=sys.stderr)

@@ -1,10 +1,11 @@
-"""How numbers, sizes and times are shown, the same in the pages and the CLI."""
+"""How numbers, sizes, times, object names and OS errors are shown, the same in the pages and the CLI."""
 
 from __future__ import annotations
 
+import errno
 from datetime import UTC, datetime
 
-__all__ = ["format_bytes", "format_count", "format_pct", "format_time"]
+__all__ = ["format_bytes", "format_count", "format_os_error", "format_pct", "format_time", "printable"]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -36,3 +37,34 @@ def format_time(moment: datetime | None) -> str:
     if moment is None:
         return "–"
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def printable(text: object) -> str:
+    """``text`` with every character a terminal would act on escaped (``\\x1b``, ``\\n``, ``\\u202e``).
+
+    Object names come from buckets anyone may write to: printed raw, an ESC could rewrite the screen and a
+    newline could forge a preview line. Printable characters, including non-ASCII letters, stay as they are.
+    """
+    shown = str(text)
+    if shown.isprintable():
+        return shown
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in shown)
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def format_os_error(exc: OSError) -> str:
+    """One sentence for a failed file operation, naming the path when the error carries one."""
+    where = f" {printable(exc.filename)}" if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where += f" → {printable(exc.filename2)}"
+    reason = exc.strerror or str(exc)
+    if exc.errno in _DISK_FULL:
+        return f"Not enough disk space to write{where or ' a file'} ({reason})."
+    if exc.errno in _READ_ONLY:
+        return f"Cannot write{where or ' a file'}: {reason} (a read-only or protected place)."
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"The name is too long for the file system:{where or ' a path'} ({reason})."
+    return f"Cannot use{where}: {reason}." if where else f"{reason}."

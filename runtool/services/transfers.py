@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -33,7 +33,7 @@ from google.cloud import storage
 from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError
 from runtool.files import LockWaitStopped, exclusive_lock
-from runtool.formatting import format_bytes, format_count
+from runtool.formatting import format_bytes, format_count, format_os_error
 from runtool.models import CoordinateError, Filters, RunCoordinate
 from runtool.services.executor import Executor, LocalExecutor, RunOutcome, RunTask, executor_from_config
 from runtool.services.inventory import CloudInventoryService
@@ -76,6 +76,7 @@ BULK_RUNS_AT_ONCE = 4
 """Runs a bulk transfer executes at once on the default thread executor; they share the service's file workers."""
 ALREADY_DOWNLOADED = "already downloaded by another job"
 ALREADY_UPLOADED = "already uploaded by another job (the cloud object has the local CRC32C)"
+REFRESH_HINT = "run `runtool inventory refresh`"
 
 
 class TransferError(RuntoolError):
@@ -205,6 +206,8 @@ class TransferResult:
     outcomes: tuple[FileOutcome, ...]
     seconds: float
     cancelled: bool
+    refresh_error: str | None = None
+    """Why the run's state could not be refreshed after the transfer (the files themselves are as reported)."""
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -228,7 +231,9 @@ class TransferResult:
             f"{self.seconds:.1f} s — {format_count(self.count('skipped'))} skipped, "
             f"{format_count(self.count('failed'))} failed"
         )
-        return text + (f", cancelled ({format_count(self.count('cancelled'))} not started)" if self.cancelled else "")
+        if self.cancelled:
+            text += f", cancelled ({format_count(self.count('cancelled'))} not transferred)"
+        return text + (f"; not refreshed afterwards: {self.refresh_error}" if self.refresh_error else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -241,6 +246,8 @@ class TransferResult:
             "transferred": self.count("transferred"),
             "skipped": self.count("skipped"),
             "failed": self.count("failed"),
+            "cancelled_files": self.count("cancelled"),
+            "refresh_error": self.refresh_error,
             "files": [o.to_dict() for o in self.outcomes],
         }
 
@@ -301,6 +308,17 @@ class BulkResult:
         """Files with this outcome over all runs."""
         return sum(result.count(status) for result in self.results)
 
+    @property
+    def files_not_transferred(self) -> int:
+        """Planned files a cancel kept from moving: stopped in flight, not started, or in runs not started."""
+        waiting = {plan.coordinate: len(plan.to_transfer) for plan in self.plan.plans}
+        return self.count("cancelled") + sum(waiting[coord] for coord in self.not_started)
+
+    @property
+    def refresh_errors(self) -> tuple[tuple[RunCoordinate, str], ...]:
+        """Runs whose state could not be refreshed after their transfer, and why."""
+        return tuple((r.plan.coordinate, r.refresh_error) for r in self.results if r.refresh_error)
+
     def summary(self) -> str:
         """e.g. ``2 runs complete, 1 with failures, 0 not started, 1 with nothing to transfer, 0 left out — …``."""
         done = sum(1 for r in self.results if r.ok)
@@ -323,7 +341,9 @@ class BulkResult:
             "failed": self.count("failed"),
             "runs": [r.to_dict() for r in self.results],
             "not_started": [str(c) for c in self.not_started],
+            "files_not_transferred": self.files_not_transferred,
             "left_out": [{"coordinate": str(c), "reason": r} for c, r in self.plan.left_out],
+            "refresh_errors": [{"coordinate": str(c), "error": e} for c, e in self.refresh_errors],
         }
 
 
@@ -597,18 +617,26 @@ class TransferService:
         """
         self._check_writable()
         result = self._execute_locked(plan, progress, cancel)
-        self._refresh_run(plan, changed_cloud=result.count("transferred") > 0)
-        return result
+        return self._refreshed(result, changed_cloud=result.count("transferred") > 0)
 
     def _check_writable(self) -> None:
         if self.read_only:
             raise ReadOnlyError("Transfers are not allowed in read-only mode.")
 
-    def _refresh_run(self, plan: TransferPlan, changed_cloud: bool) -> None:
-        self.local.refresh_run(plan.coordinate)
-        if plan.uploads and changed_cloud:
-            # The bucket changed: rescan just this run, so the pages never show the old state.
-            self.inventory.refresh(plan.coordinate.to_filters())
+    def _refreshed(self, result: TransferResult, changed_cloud: bool) -> TransferResult:
+        """``result`` after refreshing its run's state; a refresh that fails is noted in the result, not raised,
+        so the caller still learns which files moved."""
+        plan = result.plan
+        try:
+            self.local.refresh_run(plan.coordinate)
+            if plan.uploads and changed_cloud:
+                # The bucket changed: rescan just this run, so the pages never show the old state.
+                self.inventory.refresh(plan.coordinate.to_filters())
+        except OSError as exc:
+            return replace(result, refresh_error=f"{format_os_error(exc)} Then {REFRESH_HINT}.")
+        except RuntoolError as exc:
+            return replace(result, refresh_error=f"{exc} Then {REFRESH_HINT}.")
+        return result
 
     def lock_path(self, plan: TransferPlan) -> Path:
         """The file locked while the plan executes: ``<data_dir>/.runtool/locks/<coord>.<raw|ml>.lock``."""
@@ -726,7 +754,7 @@ class TransferService:
         except ChecksumMismatch as exc:
             error = _explain(exc, file)
             if self._current_generation(bucket, file) != file.generation:
-                error = f"{file.key} changed in the cloud since the preview; plan again."
+                error = _changed_since_preview(file)
             return FileOutcome(file, "failed", received, time.perf_counter() - started, error)
         except (RuntoolError, OSError, gexc.GoogleAPIError) as exc:
             return FileOutcome(file, "failed", received, time.perf_counter() - started, _explain(exc, file))
@@ -778,8 +806,8 @@ class TransferService:
     def plan_bulk(self, operation: str, coords: Sequence[RunCoordinate], **options: Any) -> BulkPlan:
         """A plan per run (``operation`` is ``raw_download``, ``ml_download``, ``raw_upload`` or ``ml_upload``).
 
-        Runs that cannot be planned (no bags, nothing local, ...) are left out with the reason, not fatal. A run
-        listed twice is planned once.
+        Runs that cannot be planned (no bags, nothing local, a local path the file system refuses, ...) are left
+        out with the reason, not fatal. A run listed twice is planned once.
         """
         planners: dict[str, Callable[..., TransferPlan]] = {
             "raw_download": self.plan_raw_download,
@@ -797,6 +825,8 @@ class TransferService:
                 plans.append(planner(coord, **options))
             except TransferError as exc:
                 left_out.append((coord, str(exc)))
+            except OSError as exc:  # one strange object name (too long for the file system, say) spoils one run
+                left_out.append((coord, format_os_error(exc)))
         return BulkPlan(operation, tuple(plans), tuple(left_out))
 
     def plan_export_upload(self, export_id: str, conflict: ConflictMode = "skip") -> BulkPlan:
@@ -863,8 +893,9 @@ class TransferService:
             result = outcome.value if outcome.status == "ok" else _failed_run(plan, outcome)
             if result.count("cancelled") == len(plan.to_transfer):
                 return  # stopped before any file moved (waiting for the run's lock, say): not started
-            ended[index] = result
-            self._refresh_run(plan, changed_cloud=outcome.status == "failed" or result.count("transferred") > 0)
+            ended[index] = self._refreshed(
+                result, changed_cloud=outcome.status == "failed" or result.count("transferred") > 0
+            )
             if pool is None and progress is not None:
                 files = len(plan.to_transfer)
                 progress(index, len(todo), TransferProgress(files, files, result.bytes, plan.bytes_to_transfer, ""))
@@ -973,7 +1004,7 @@ def _explain(exc: BaseException, file: PlannedFile) -> str:
     """A sentence a user can act on, naming the file."""
     cause = exc.__cause__
     if isinstance(cause, gexc.PreconditionFailed) or isinstance(exc, gexc.PreconditionFailed):
-        return f"{file.key} changed in the cloud since the preview; plan again."
+        return _changed_since_preview(file)
     if isinstance(cause, gexc.NotFound):
         return f"{file.key} no longer exists in the cloud (deleted or replaced since the preview)."
     if isinstance(exc, ChecksumMismatch):
@@ -983,6 +1014,12 @@ def _explain(exc: BaseException, file: PlannedFile) -> str:
     if isinstance(exc, OSError):
         return f"Cannot write {file.path}: {exc.strerror or exc}."
     return str(exc)
+
+
+def _changed_since_preview(file: PlannedFile) -> str:
+    """Plans built from the inventory cache (dataset fetches) would pick the same old generation again, so
+    planning again helps only after the cache is refreshed."""
+    return f"{file.key} changed in the cloud since the preview; {REFRESH_HINT}, then plan again."
 
 
 def _bag_sort_key(name: str) -> tuple[str, int]:
