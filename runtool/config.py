@@ -21,9 +21,10 @@ DEFAULT_TOPICS = {
     "detections": "/weed_detection/bboxes",
     "tracks": "/multi_object_tracking/track_bboxes",
 }
-# ROS1 closes a chunk at about 768 KiB (rosbag record's default --chunksize) plus the message that crossed
-# it, so real chunks hold a few MiB (an uncompressed 4K RGB frame is 25 MiB). Ten times that still bounds
-# what one hostile chunk can make an extraction hold, where ROS1's 32-bit size field alone allows 4 GiB.
+# A ROS1 writer closes a chunk once it passes a threshold (768 KiB for rosbag record, 1 MiB for rosbags), so a
+# real chunk holds that plus one message: a few MiB, 25 MiB with an uncompressed 4K RGB frame. Ten times the
+# largest of those still bounds what one hostile chunk can make an extraction hold (ROS1's 32-bit size field
+# alone allows 4 GiB per chunk, per extraction worker).
 DEFAULT_MAX_CHUNK_BYTES = 256 << 20
 _MAX_CHUNK_RANGE = (1 << 20, (1 << 32) - 1)
 

@@ -2,7 +2,7 @@
 
 This is what the Docker backend runs inside its container, so it stays small and its interface fixed::
 
-    python -m runtool.extract --bags-dir DIR --out DIR --timestamp TS [--topics-json JSON]
+    python -m runtool.extract --bags-dir DIR --out DIR --timestamp TS [--topics-json JSON] [--max-chunk-bytes N]
 
 Every progress event is one JSON object on its own stdout line (the fields of
 :class:`~runtool.extract.outputs.ExtractionProgress`); errors also go to stderr as a sentence.
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtool.config import DEFAULT_TOPICS
+from runtool.config import DEFAULT_MAX_CHUNK_BYTES, DEFAULT_TOPICS
 from runtool.extract.outputs import ExtractionProgress, ExtractionStage, OutputError, extract_bags
 from runtool.extract.reader import TOPIC_KINDS, find_bags
 from runtool.models import CoordinateError, parse_timestamp
@@ -62,9 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder (created; must be empty)")
     parser.add_argument("--timestamp", required=True, help="the run timestamp, e.g. 2025_08_25T08:59:38Z")
     parser.add_argument("--topics-json", help='topic names by purpose: {"image": …, "detections": …, "tracks": …}')
+    parser.add_argument("--max-chunk-bytes", type=int, default=DEFAULT_MAX_CHUNK_BYTES,
+                        help="refuse a bag with a ROS1 chunk declaring more bytes than this uncompressed "
+                             "(the max_chunk_bytes setting; default %(default)s)")
     args = parser.parse_args(argv)
 
     topics = _topics(parser, args.topics_json)
+    if args.max_chunk_bytes < 1:
+        parser.error(f"--max-chunk-bytes must be a positive number of bytes, not {args.max_chunk_bytes}")
     try:
         parse_timestamp(args.timestamp)
     except CoordinateError as exc:
@@ -78,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not bags:
         return _fail(f"No bags in {args.bags_dir}: nothing to extract.")
     try:
-        metadata = extract_bags(bags, args.out, args.timestamp, topics, progress=_emit)
+        metadata = extract_bags(bags, args.out, args.timestamp, topics, progress=_emit,
+                                max_chunk_bytes=args.max_chunk_bytes)
     except OutputError as exc:
         return _fail(str(exc), len(bags))
     if not metadata.bags_ok:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import runtool
+from runtool.config import DEFAULT_MAX_CHUNK_BYTES
 from runtool.errors import RuntoolError
 from runtool.extras import MissingExtraError, require_extra
 
@@ -141,8 +142,11 @@ def run_in_docker(
     *,
     image: str = IMAGE_TAG,
     base: str = BASE_IMAGE,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
 ) -> None:
     """Extract the bags in ``bags_dir`` into the existing empty folder ``out_dir`` inside a container.
+
+    ``max_chunk_bytes`` is passed to the extractor (see :func:`~runtool.extract.outputs.extract_bags`).
 
     Builds the image first if needed (see :func:`ensure_image`; call it yourself to show build progress).
     Each JSON object the extractor prints goes to ``progress`` as it is printed. Setting ``cancel`` stops
@@ -155,7 +159,7 @@ def run_in_docker(
     """
     with _connect() as client:
         _ensure_image(client, image, base, None)
-        _run(client, image, bags_dir, out_dir, timestamp, topics, progress, cancel)
+        _run(client, image, bags_dir, out_dir, timestamp, topics, progress, cancel, max_chunk_bytes)
 
 
 def _run(
@@ -167,6 +171,7 @@ def _run(
     topics: Mapping[str, str],
     progress: Callable[[dict[str, Any]], None] | None,
     cancel: threading.Event | None,
+    max_chunk_bytes: int,
 ) -> None:
     if not bags_dir.is_dir():
         raise DockerBackendError(f"Cannot extract {bags_dir}: it is not a folder.")
@@ -176,7 +181,7 @@ def _run(
         raise DockerBackendError("Extraction cancelled before the container started.")
     docker = _sdk()
     command = ["--bags-dir", _BAGS_MOUNT, "--out", _OUTPUT_MOUNT, "--timestamp", timestamp]
-    command += ["--topics-json", json.dumps(dict(topics))]
+    command += ["--topics-json", json.dumps(dict(topics)), "--max-chunk-bytes", str(max_chunk_bytes)]
     mounts = [
         docker.types.Mount(_BAGS_MOUNT, str(bags_dir.resolve()), type="bind", read_only=True),
         docker.types.Mount(_OUTPUT_MOUNT, str(out_dir.resolve()), type="bind"),

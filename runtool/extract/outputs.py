@@ -32,6 +32,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import yaml
 
+from runtool.config import DEFAULT_MAX_CHUNK_BYTES
 from runtool.errors import RuntoolError
 from runtool.extract.reader import BATCH_MESSAGES, TABLE_SCHEMAS, TOPIC_KINDS, BagInfo, BagReader, BagReadError
 from runtool.files import write_atomic
@@ -297,6 +298,7 @@ def extract_bags(
     progress: Callable[[ExtractionProgress], None] | None = None,
     batch_messages: int = BATCH_MESSAGES,
     fast: bool = True,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
 ) -> RunMetadata:
     """Extract ``bags`` (in the given order) into the empty or new folder ``out_dir``.
 
@@ -305,7 +307,8 @@ def extract_bags(
     an exception it raises (a cancel, say) stops the extraction there and propagates, leaving
     ``out_dir`` without ``metadata.yaml`` (the caller removes it). ``batch_messages`` bounds the rows
     held in memory (see :data:`~runtool.extract.reader.BATCH_MESSAGES`); ``fast=False`` deserialises
-    every message with rosbags (see :class:`~runtool.extract.reader.BagReader`).
+    every message with rosbags (see :class:`~runtool.extract.reader.BagReader`). A bag with a ROS1 chunk
+    declaring more than ``max_chunk_bytes`` uncompressed is recorded as failed without being decompressed.
 
     Raises:
         OutputError: ``out_dir`` is not empty, a topic is not configured, or writing failed.
@@ -328,7 +331,7 @@ def extract_bags(
     parts: list[_PartFiles] = []
     try:
         for index, path in enumerate(bags):
-            reader = BagReader(path, topics, batch_messages, fast)
+            reader = BagReader(path, topics, batch_messages, fast, max_chunk_bytes=max_chunk_bytes)
             outcome, part, messages = _extract_one(reader, index, len(bags), parts_dir, report)
             outcomes.append(outcome)
             if part is not None:

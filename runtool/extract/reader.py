@@ -16,24 +16,33 @@ Building rosbags' nested message objects (every hypothesis with its pose and 36-
 more than reading the bytes, so connections whose md5sum proves the robot's known ROS1 layout are
 decoded straight from the raw bytes instead (see ``_ROBOT_DEFINITIONS``); everything else goes through
 ``AnyReader.deserialize``.
+
+A ROS1 chunk is decompressed into memory whole, so its size is untrusted input: every chunk's declared
+uncompressed size is checked against a limit (``max_chunk_bytes``) before anything is decompressed, and no
+chunk is decompressed past the size it declares (see :func:`_limit_chunks`).
 """
 
 from __future__ import annotations
 
+import bz2
 import os
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from lz4.frame import LZ4FrameDecompressor
 from rosbags.highlevel import AnyReader
+from rosbags.rosbag1 import Reader as Reader1
+from rosbags.rosbag1.reader import Header, RecordType
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from runtool.config import DEFAULT_MAX_CHUNK_BYTES
 from runtool.errors import RuntoolError
 
 __all__ = [
@@ -369,11 +378,22 @@ class BagReader:
     """
 
     def __init__(
-        self, path: Path, topics: Mapping[str, str], batch_messages: int = BATCH_MESSAGES, fast: bool = True
+        self,
+        path: Path,
+        topics: Mapping[str, str],
+        batch_messages: int = BATCH_MESSAGES,
+        fast: bool = True,
+        *,
+        max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
     ) -> None:
-        """``fast=False`` deserialises every message with rosbags (the reference the fast path is tested against)."""
+        """``fast=False`` deserialises every message with rosbags (the reference the fast path is tested against).
+
+        A ROS1 chunk declaring more than ``max_chunk_bytes`` uncompressed makes opening fail (see
+        :func:`_limit_chunks`).
+        """
         self.path = path
         self.fast = fast
+        self.max_chunk_bytes = max_chunk_bytes
         self.name = bag_name(path)
         self.topics = {kind: topics[kind] for kind in TOPIC_KINDS}
         self.batch_messages = batch_messages
@@ -406,8 +426,12 @@ class BagReader:
             # decompression, struct errors); all of them mean "this bag cannot be read".
             raise BagReadError(f"The bag could not be opened: {_describe(exc)}.") from exc
         try:
+            _limit_chunks(reader, self.path.name, self.max_chunk_bytes)
             self._routes = self._route(reader)
             self._info = self._describe_bag(reader)
+        except BagReadError:
+            reader.close()
+            raise
         except Exception as exc:
             reader.close()
             raise BagReadError(f"The bag's index could not be read: {_describe(exc)}.") from exc
@@ -454,6 +478,8 @@ class BagReader:
         self.messages_read = 0
         try:
             yield from self._pass(reader)
+        except BagReadError as exc:
+            raise BagReadError(f"Reading stopped after {self.messages_read:,} messages: {exc}") from exc
         except Exception as exc:
             # Broken chunks, short reads, failed deserialisation and missing message fields all end the
             # pass the same way: the bag is recorded as failed with this sentence and its rows dropped.
@@ -600,6 +626,93 @@ class BagReader:
         for table, batch in batches.items():
             self.counts[table] += batch.num_rows
         return batches
+
+
+def _limit_chunks(reader: AnyReader, bag: str, limit: int) -> None:
+    """Refuse a ROS1 bag holding a chunk over ``limit`` bytes; make every other chunk decompress within its size.
+
+    Safe because of how rosbags reads a ROS1 bag: ``open`` reads the index and the chunk headers only, never
+    a chunk's data, and ``messages`` later decompresses a chunk through the ``decompressor`` of its entry in
+    ``Reader.chunks``, which holds one entry per indexed chunk (a chunk the index does not name is never
+    read). Checking every entry right after ``open`` and replacing its decompressor therefore covers every
+    chunk rosbags can decompress, before the first one is. ROS2 bags and MCAP files are read by other
+    readers and are not concerned.
+
+    Raises:
+        BagReadError: a chunk declares (or stores) more than ``limit`` bytes; the sentence names the bag,
+            the chunk, its size and the setting.
+    """
+    for sub in reader.readers:
+        if not isinstance(sub, Reader1) or sub.bio is None:
+            continue
+        limited = {}
+        for position, chunk in sub.chunks.items():
+            # rosbags keeps where a chunk's data is but not the size its header declares: read the header again
+            sub.bio.seek(position)
+            header = Header.read(sub.bio, RecordType.CHUNK)
+            declared = header.get_uint32("size")
+            where = f"{bag}: the chunk at byte {position:,}"
+            setting = (f"max_chunk_bytes = {limit:,} ([limits] max_chunk_bytes, RUNTOOL_MAX_CHUNK_BYTES); "
+                       "nothing was decompressed")
+            if declared > limit:
+                raise BagReadError(f"{where} declares {declared:,} bytes uncompressed, more than {setting}.")
+            if chunk.datasize > limit:
+                raise BagReadError(f"{where} stores {chunk.datasize:,} bytes, more than {setting}.")
+            decompress = partial(_decompress_within, compression=header.get_string("compression"),
+                                 declared=declared, where=where)
+            limited[position] = chunk._replace(decompressor=decompress)
+        sub.chunks = limited
+
+
+def _decompress_within(data: bytes, *, compression: str, declared: int, where: str) -> bytes:
+    """A chunk's data decompressed as rosbags does it, but never to more than the ``declared`` bytes.
+
+    The declared size passed :func:`_limit_chunks`, so a chunk whose data holds more (a bomb that understates
+    its size) costs at most that much memory before it is refused.
+    """
+    if compression == "bz2":
+        result = _bz2_within(data, declared)
+    elif compression == "lz4":
+        result = _lz4_within(data, declared)
+    else:  # "none": rosbags refuses any other compression when it opens the bag
+        result = data if len(data) <= declared else None
+    if result is None:
+        raise BagReadError(f"{where} decompresses to more than the {declared:,} bytes it declares; "
+                           "it was not decompressed further.")
+    return result
+
+
+def _bz2_within(data: bytes, limit: int) -> bytes | None:
+    """``bz2.decompress(data)`` (every concatenated stream, as rosbags reads them), or None past ``limit`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    while data:
+        decompressor = bz2.BZ2Decompressor()
+        try:
+            part = decompressor.decompress(data, limit + 1 - size)
+        except OSError:
+            if parts:
+                break  # trailing bytes that start no stream: bz2.decompress ignores them, and so does this
+            raise
+        size += len(part)
+        if size > limit:
+            return None
+        parts.append(part)
+        if not decompressor.eof:
+            raise ValueError("the chunk's bzip2 data ends before its end-of-stream marker")
+        data = decompressor.unused_data
+    return b"".join(parts)
+
+
+def _lz4_within(data: bytes, limit: int) -> bytes | None:
+    """``lz4.frame.decompress(data)`` (the first frame, as rosbags reads it), or None past ``limit`` bytes."""
+    decompressor = LZ4FrameDecompressor()
+    result: bytes = decompressor.decompress(data, max_length=limit + 1)
+    if len(result) > limit:
+        return None
+    if not decompressor.eof:
+        raise ValueError("the chunk's LZ4 frame ends before its end mark")
+    return result
 
 
 def _prefetch(path: Path) -> None:

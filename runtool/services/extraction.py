@@ -242,7 +242,8 @@ class ExtractionService:
                 progress(event)
 
         try:
-            return extract_bags(bags, tmp, coord.timestamp, self.config.topics, backend="local", progress=report)
+            return extract_bags(bags, tmp, coord.timestamp, self.config.topics, backend="local", progress=report,
+                                max_chunk_bytes=self.config.max_chunk_bytes)
         except OutputError as exc:
             raise ExtractionError(f"Extraction of {coord} failed: {exc}") from exc
 
@@ -272,6 +273,7 @@ class ExtractionService:
                 topics=dict(self.config.topics),
                 progress=on_line,
                 cancel=cancel,
+                max_chunk_bytes=self.config.max_chunk_bytes,
             )
         except RuntoolError as exc:
             if cancel is not None and cancel.is_set():

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import bz2
 import os
 import shutil
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lz4.frame import LZ4FrameCompressor
+from rosbags.rosbag1 import Reader as Reader1
 from rosbags.rosbag1 import Writer as Writer1
 from rosbags.rosbag2 import StoragePlugin
 from rosbags.rosbag2 import Writer as Writer2
@@ -207,3 +212,64 @@ def seconds(stamp_ns: int) -> float:
     """The extractor's formula for one stamp: ``secs + nsecs / 1e9``."""
     sec, nsec = divmod(stamp_ns, NS)
     return sec + nsec / 1e9
+
+
+def write_image_bag(
+    path: Path,
+    payloads: list[bytes],
+    compression: str | None = None,
+    compressor: Callable[[bytes], bytes] | None = None,
+) -> None:
+    """A ROS1 bag with one camera frame per payload (100 ms apart), in one chunk unless the payloads are large.
+
+    ``compressor`` replaces the writer's own for ``compression``: the chunk header still declares the size of
+    the real chunk, while its data is whatever ``compressor`` returns (a bomb, or the right bytes packed
+    another way).
+    """
+    store = _ros1_store()
+    types = store.types
+    writer = Writer1(path)
+    if compression is not None:
+        writer.set_compression(Writer1.CompressionFormat[compression.upper()])
+    if compressor is not None:
+        writer.compressor = compressor
+    with writer:
+        connection = writer.add_connection(CAMERA_TOPIC, IMAGE_TYPE, typestore=store)
+        for i, payload in enumerate(payloads):
+            stamp = START_NS + i * 100_000_000
+            sec, nsec = divmod(stamp, NS)
+            time = types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec)
+            header = types["std_msgs/msg/Header"](seq=i, stamp=time, frame_id="cam")
+            image = types[IMAGE_TYPE](header=header, format="jpeg", data=np.frombuffer(payload, np.uint8))
+            writer.write(connection, stamp + 1_000_000, store.serialize_ros1(image, IMAGE_TYPE))
+
+
+def declare_chunk_size(path: Path, size: int) -> None:
+    """Overwrite the uncompressed size the bag's first chunk header declares (the file keeps its length)."""
+    with Reader1(path) as reader:
+        position = reader.chunk_infos[0].pos
+    with path.open("r+b") as handle:
+        handle.seek(position)
+        (length,) = struct.unpack("<I", handle.read(4))
+        field_at = handle.read(length).index(b"size=") + len(b"size=")
+        handle.seek(position + 4 + field_at)
+        handle.write(struct.pack("<I", size))
+
+
+def zeros_bz2(total: int, stream: int = 64 << 20) -> bytes:
+    """bzip2 data decompressing to ``total`` zero bytes: one small stream repeated (bz2.decompress reads them all)."""
+    if total % stream:
+        raise ValueError(f"total must be a multiple of {stream}")
+    return bz2.compress(bytes(stream), 9) * (total // stream)
+
+
+def zeros_lz4(total: int, piece: int = 16 << 20) -> bytes:
+    """One LZ4 frame decompressing to ``total`` zero bytes, built piece by piece (never ``total`` in memory)."""
+    if total % piece:
+        raise ValueError(f"total must be a multiple of {piece}")
+    compressor = LZ4FrameCompressor()
+    zeros = bytes(piece)
+    parts = [compressor.begin()]
+    parts += [compressor.compress(zeros) for _ in range(total // piece)]
+    parts.append(compressor.flush())
+    return b"".join(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ from runtool.services.extraction import (
 )
 from runtool.services.local_state import ANALYSIS_MARKER, LocalStateService
 from runtool.storage import local_raw_dir, processed_dir
-from tests.extract.bagfiles import COORD, DemoRun, garble_middle, truncate_half
+from tests.extract.bagfiles import COORD, DemoRun, garble_middle, truncate_half, write_image_bag
 
 
 def siblings(config: RuntoolConfig) -> list[str]:
@@ -225,9 +226,11 @@ def subprocess_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[st
         topics: dict[str, str],
         progress: Callable[[dict[str, Any]], None] | None,
         cancel: threading.Event | None,
+        max_chunk_bytes: int,
     ) -> None:
         command = [sys.executable, "-m", "runtool.extract", "--bags-dir", str(bags_dir), "--out", str(out_dir),
-                   "--timestamp", timestamp, "--topics-json", json.dumps(topics)]
+                   "--timestamp", timestamp, "--topics-json", json.dumps(topics),
+                   "--max-chunk-bytes", str(max_chunk_bytes)]
         child = subprocess.run(command, capture_output=True, text=True, check=False)
         for text in child.stdout.splitlines():
             line = json.loads(text)
@@ -272,3 +275,24 @@ def test_a_failing_docker_run_keeps_the_previous_output(
         service.extract(COORD, backend="docker")
     assert subprocess_backend[-1]["stage"] == "error"
     assert snapshot(out) == before and siblings(config) == [COORD.timestamp]
+
+
+@pytest.mark.parametrize("backend", ["local", "docker"])
+def test_the_configured_chunk_limit_reaches_the_extractor(
+    raw_run: DemoRun,
+    config: RuntoolConfig,
+    local: LocalStateService,
+    subprocess_backend: list[dict[str, Any]],
+    backend: str,
+) -> None:
+    """A genuine 8 MiB chunk under a 4 MiB ``max_chunk_bytes``: that bag fails naming the setting, the run goes on."""
+    big = "rosbag_2025-08-25-09-59-59_9"
+    write_image_bag(raw_run.folder / f"{big}.bag", [os.urandom(8 << 20)], "lz4")
+    service = ExtractionService(config.with_overrides(max_chunk_bytes=4 << 20), local)
+
+    result = service.extract(COORD, backend=backend)
+
+    assert result.bags_ok == raw_run.names and result.bags_failed == (big,)
+    document = yaml.safe_load((result.output_dir / "metadata.yaml").read_text())
+    error = {bag["name"]: bag["error"] for bag in document["bags"]}[big]
+    assert error.startswith(f"{big}.bag: the chunk at byte ") and "max_chunk_bytes = 4,194,304" in error
