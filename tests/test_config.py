@@ -235,6 +235,10 @@ def test_valid_bucket_names(cwd: Path, name: str) -> None:
         ({"RUNTOOL_MAX_LABEL_BYTES": "1.5"}, "max_label_bytes"),
         ({"RUNTOOL_MAX_LABEL_BYTES": "1MiB"}, "max_label_bytes"),
         ({"RUNTOOL_MAX_LABEL_BYTES": str(2**31)}, "max_label_bytes"),
+        ({"RUNTOOL_MAX_CHUNK_BYTES": "0"}, "max_chunk_bytes"),
+        ({"RUNTOOL_MAX_CHUNK_BYTES": "1000"}, "max_chunk_bytes"),
+        ({"RUNTOOL_MAX_CHUNK_BYTES": "256MiB"}, "max_chunk_bytes"),
+        ({"RUNTOOL_MAX_CHUNK_BYTES": str(2**32)}, "max_chunk_bytes"),
         ({"RUNTOOL_READ_ONLY": "maybe"}, "read_only"),
         ({"STORAGE_EMULATOR_HOST": "localhost:4443"}, "STORAGE_EMULATOR_HOST"),
         ({"STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443/storage/v1"}, "STORAGE_EMULATOR_HOST"),
@@ -257,6 +261,8 @@ def test_bad_environment_values_name_the_setting(cwd: Path, env: dict[str, str],
         ("[inventory]\nlist_workers = true\n", "list_workers"),
         ("[limits]\nmax_label_bytes = -1\n", "max_label_bytes"),
         ('[limits]\nmax_label_bytes = "big"\n', "max_label_bytes"),
+        ("[limits]\nmax_chunk_bytes = 1048576.5\n", "max_chunk_bytes"),
+        ("[limits]\nmax_chunk_bytes = -1\n", "max_chunk_bytes"),
         ('[server]\nread_only = "perhaps"\n', "read_only"),
         ('[buckets]\nemulator_host = "127.0.0.1:4443"\n', "STORAGE_EMULATOR_HOST"),
         ("[coverage]\nexpected = 3\n", "expected"),
@@ -336,3 +342,12 @@ def test_label_cap_defaults_to_one_mib_and_is_read_from_toml_and_environment(cwd
     assert load_config(path, environ={"RUNTOOL_MAX_LABEL_BYTES": "512"}).max_label_bytes == 512
     written = write_toml(tmp_path / "again", RuntoolConfig(max_label_bytes=777).to_toml())
     assert load_config(written, environ={}).max_label_bytes == 777
+
+
+def test_chunk_cap_defaults_to_256_mib_and_is_read_from_toml_and_environment(cwd: Path, tmp_path: Path) -> None:
+    assert load_config(environ={}).max_chunk_bytes == 256 * 1024 * 1024
+    path = write_toml(tmp_path / "conf", "[limits]\nmax_chunk_bytes = 8388608\n")
+    assert load_config(path, environ={}).max_chunk_bytes == 8 * 1024 * 1024
+    assert load_config(path, environ={"RUNTOOL_MAX_CHUNK_BYTES": "1048576"}).max_chunk_bytes == 1024 * 1024
+    written = write_toml(tmp_path / "again", RuntoolConfig(max_chunk_bytes=3 << 20).to_toml())
+    assert load_config(written, environ={}).max_chunk_bytes == 3 << 20
