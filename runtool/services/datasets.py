@@ -1,8 +1,16 @@
 """Dataset fetch: turn a fleet selection into a YOLO training folder under ``<ml_root>/trainings/<name>/``.
 
 Planning reads the inventory (which runs, frames and labels exist) and the label contents (needed to reject
-malformed labels and to filter by class). Label bytes are cached by key and generation under
-``<ml_root>/trainings/.labels-cache/`` so that planning the same selection again costs no downloads.
+malformed labels and to filter by class). A label object is untrusted input: one larger than ``max_label_bytes``
+(config, 1 MiB by default) is refused with its reason and never read, and a download stops one byte past the cap
+whatever the listing said. Label bytes are cached by key and generation under
+``<ml_root>/trainings/.labels-cache/`` so that planning the same selection again costs no downloads; in
+read-only mode planning reads that cache but writes nothing.
+
+A sample's file name is readable (coordinate, bag, frame stem) and ends in a short hash of its frame's object
+key, so two sources never share a name however their parts happen to join; a plan in which they still would is
+refused. One execution per dataset name runs at a time (a cross-process lock under
+``<data_dir>/.runtool/locks/datasets/``); another waits a bounded time, then is refused.
 
 Executing is incremental: a file whose bytes already have the planned CRC32C is kept, only missing files are
 fetched (frames downloaded in parallel, verified, temp file + rename, through the transfer engine; labels,
@@ -20,6 +28,7 @@ import json
 import math
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -32,10 +41,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import yaml
+from google.api_core import exceptions as gexc
 from google.cloud import storage
 
-from runtool.errors import ReadOnlyError, RuntoolError
-from runtool.files import replacing, write_atomic
+from runtool.errors import ReadOnlyError, RuntoolError, UsageError
+from runtool.files import LockWaitStopped, exclusive_lock, replacing, write_atomic
 from runtool.formatting import format_bytes, format_count
 from runtool.models import Filters, RunCoordinate
 from runtool.services.inventory import COORD_COLUMNS
@@ -48,7 +58,9 @@ if TYPE_CHECKING:  # the container builds this service, so importing it at run t
     from runtool.services.container import ServiceContainer
 
 __all__ = [
+    "DatasetBusyError",
     "DatasetError",
+    "DatasetNameError",
     "DatasetOptions",
     "DatasetPlan",
     "DatasetResult",
@@ -62,10 +74,26 @@ SPLITS: tuple[Split, ...] = ("train", "val")
 TRAININGS = "trainings"
 LABELS_CACHE = ".labels-cache"
 MANIFEST = "manifest.json"
+NAME_MAX = 100
+_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX - 1}}}")
+# File names keep these characters of the coordinate, bag and stem; any run of others becomes one "-".
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_READABLE_MAX = 160
+"""Characters of a sample name's readable part: with the hash and suffix, far below the 255 bytes of a file name."""
+_KEY_HASH_CHARS = 10
+"""Hex digits of the frame key's SHA-256 in a sample name (40 bits)."""
 
 
 class DatasetError(RuntoolError):
     """A dataset fetch cannot be planned or executed as asked (bad options or name, read-only mode)."""
+
+
+class DatasetNameError(DatasetError, UsageError):
+    """A dataset name that cannot be a dataset's folder name: bad input, so also a :class:`UsageError`."""
+
+
+class DatasetBusyError(DatasetError):
+    """Another fetch of the same dataset is running and did not finish within the wait."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +193,8 @@ class DatasetPlan:
     filters: Filters
     samples: tuple[DatasetSample, ...]
     rejected: tuple[tuple[str, str], ...]
-    """(label key, reason) for labels that do not parse as YOLO; their samples are skipped."""
+    """(label key, reason) for labels that do not parse as YOLO or were not read (larger than the cap, changed or
+    gone since the inventory); their samples are skipped."""
     runs_excluded: int
 
     @property
@@ -289,10 +318,12 @@ def parse_yolo_label(data: bytes) -> tuple[int, ...] | str:
 class DatasetService:
     """Plans and executes dataset fetches over the inventory and the transfer engine."""
 
-    def __init__(self, services: ServiceContainer, workers: int = 8) -> None:
+    def __init__(self, services: ServiceContainer, workers: int = 8, lock_wait_s: float = 30.0) -> None:
         self.services = services
         self.config = services.config
         self.workers = workers
+        self.lock_wait_s = lock_wait_s
+        """How long :meth:`execute` waits for another fetch of the same dataset before refusing."""
         self._client: storage.Client | None = None
 
     @property
@@ -302,10 +333,24 @@ class DatasetService:
         return self._client
 
     def dataset_root(self, name: str) -> Path:
-        """``<ml_root>/trainings/<name>``; a name must be one plain folder name (no paths, no hidden folders)."""
-        if not name or name.startswith(".") or "/" in name or "\\" in name:
-            raise DatasetError(f"Bad dataset name {name!r}: use a plain folder name (no '/', not starting with '.').")
+        """``<ml_root>/trainings/<name>``.
+
+        Raises:
+            DatasetNameError: ``name`` is not 1 to 100 letters, digits, ``.``, ``_`` and ``-`` starting with a
+                letter or digit (one plain folder name, never a path, a hidden folder or an option).
+        """
+        if not _NAME.fullmatch(name):
+            shown = ascii(name[:NAME_MAX]) + ("…" if len(name) > NAME_MAX else "")
+            raise DatasetNameError(
+                f"Bad dataset name {shown} ({len(name)} characters): use 1 to {NAME_MAX} letters, digits, "
+                "'.', '_' and '-', starting with a letter or digit."
+            )
         return self.config.ml_root / TRAININGS / name
+
+    def lock_path(self, name: str) -> Path:
+        """The file locked while dataset ``name`` executes: ``<data_dir>/.runtool/locks/datasets/<name>.lock``."""
+        self.dataset_root(name)
+        return self.config.data_dir / ".runtool" / "locks" / "datasets" / f"{name}.lock"
 
     # -- planning ------------------------------------------------------------------------------
 
@@ -319,7 +364,13 @@ class DatasetService:
             pairs = pairs[pairs["label_key"].notna()]
         labelled = pairs[pairs["label_key"].notna()]
         contents = self._label_contents(
-            zip(labelled["label_key"], labelled["label_generation"], labelled["label_crc32c"], strict=True)
+            zip(
+                labelled["label_key"],
+                labelled["label_generation"],
+                labelled["label_crc32c"],
+                labelled["label_size"],
+                strict=True,
+            )
         )
         wanted = set(options.classes) if options.classes is not None else None
         rejected: list[tuple[str, str]] = []
@@ -327,7 +378,8 @@ class DatasetService:
         for row, key in enumerate(pairs["label_key"]):
             classes: tuple[int, ...] = ()
             if key is not None:
-                parsed = parse_yolo_label(contents[key])
+                content = contents[key]
+                parsed = parse_yolo_label(content) if isinstance(content, bytes) else content
                 if isinstance(parsed, str):
                     rejected.append((key, parsed))
                     continue
@@ -345,32 +397,56 @@ class DatasetService:
             _sample(coords[record["run"]], record, classes, splits[coords[record["run"]]])
             for record, (_, classes) in zip(records, kept, strict=True)
         )
+        _check_targets(samples)
         return DatasetPlan(name, root, options, filters, samples, tuple(rejected), len(runs) - len(selected))
 
-    def _label_contents(self, labels: Iterable[tuple[str, int, str]]) -> dict[str, bytes]:
-        """Label bytes by key, for (key, generation, CRC32C) triples: from the cache when its copy has the
-        CRC32C, else downloaded (in parallel) into the cache."""
-        found: dict[str, bytes] = {}
-        missing: list[tuple[str, Path]] = []
-        for key, generation, crc in labels:
-            data = self._cached_label(key, generation, crc)
-            if data is None:
-                missing.append((key, self._label_cache_path(key, generation)))
-            else:
-                found[key] = data
+    def _label_contents(self, labels: Iterable[tuple[str, int, str, int]]) -> dict[str, bytes | str]:
+        """Label bytes by key, or why a label was not read, for (key, generation, CRC32C, size) as listed.
 
-        def download(label: tuple[str, Path]) -> tuple[str, bytes]:
-            key, path = label
-            path.parent.mkdir(parents=True, exist_ok=True)
+        A label over the cap is refused unread; others come from the cache when its copy has the CRC32C, else
+        are downloaded (in parallel, bounded by the cap) and cached, unless the services are read-only.
+        """
+        cap = self.config.max_label_bytes
+        found: dict[str, bytes | str] = {}
+        missing: list[tuple[str, int, str]] = []
+        for key, generation, crc, size in labels:
+            if size > cap:
+                found[key] = _too_large(f"{format_bytes(size)}", cap)
+                continue
+            data = self._cached_label(key, generation, crc, size)
+            if data is not None:
+                found[key] = data
+            else:
+                missing.append((key, generation, crc))
+
+        def download(label: tuple[str, int, str]) -> tuple[str, bytes | str]:
+            key, generation, crc = label
+            blob = self.client.bucket(self.config.ml_bucket).blob(key)
             with storage_errors(self.config.ml_bucket, "reading"):
-                data = (
-                    self.client.bucket(self.config.ml_bucket)
-                    .blob(key)
-                    .download_as_bytes(retry=retry_policy(self.config.request_retry_s), timeout=60)
-                )
-            # No fsync: a cached copy is checked against the object's CRC32C whenever it is read.
-            with replacing(path) as tmp:
-                tmp.write_bytes(data)
+                try:
+                    # One byte past the cap tells an object that outgrew its listing from one that fits.
+                    data = blob.download_as_bytes(
+                        start=0,
+                        end=cap,
+                        checksum=None,  # a ranged read has no whole-object checksum; the CRC32C is checked below
+                        if_generation_match=generation or None,
+                        retry=retry_policy(self.config.request_retry_s),
+                        timeout=60,
+                    )
+                except gexc.RequestRangeNotSatisfiable:
+                    data = b""  # the object is empty now; its CRC32C tells whether it was when listed
+                except gexc.NotFound:
+                    return key, "no longer in the bucket; refresh the inventory"
+                except gexc.PreconditionFailed:
+                    return key, "changed since the inventory was scanned; refresh the inventory"
+            if len(data) > cap:
+                return key, _too_large(f"over {format_bytes(cap)}", cap)
+            if _crc(data) != crc:
+                return key, "changed since the inventory was scanned (CRC32C differs); refresh the inventory"
+            if not self.services.read_only:
+                # No fsync: a cached copy is checked against the object's CRC32C whenever it is read.
+                with replacing(self._label_cache_path(key, generation)) as tmp:
+                    tmp.write_bytes(data)
             return key, data
 
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="labels") as pool:
@@ -381,10 +457,19 @@ class DatasetService:
         digest = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
         return self.config.ml_root / TRAININGS / LABELS_CACHE / f"{digest}-{generation}.txt"
 
-    def _cached_label(self, key: str, generation: int, crc: str) -> bytes | None:
-        """The cached copy of a label object, if there is one with the object's CRC32C."""
+    def _cached_label(self, key: str, generation: int, crc: str, size: int) -> bytes | None:
+        """The cached copy of a label object, if there is one of its size (within the cap) with its CRC32C.
+
+        The size is checked before reading, so an oversized file in the cache (left by an older version) is
+        never loaded. An empty label needs no copy.
+        """
+        if size == 0 and crc == _crc(b""):
+            return b""
+        path = self._label_cache_path(key, generation)
         try:
-            data = self._label_cache_path(key, generation).read_bytes()
+            if size > self.config.max_label_bytes or path.stat().st_size != size:
+                return None
+            data = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
         return data if _crc(data) == crc else None
@@ -403,12 +488,44 @@ class DatasetService:
         ``conflict`` says what to do with a file already at its place: ``verify`` (the default) keeps it when
         it holds the planned object (size and CRC32C; a file the manifest recorded with this size and mtime
         is not read again), ``skip`` keeps it when its size is right, ``overwrite`` fetches every file again.
+
+        Only one execution per dataset name runs at a time, across processes: another waits up to
+        :attr:`lock_wait_s` seconds for it (a cancel stops the wait), then is refused.
+
+        Raises:
+            ReadOnlyError: the services are read-only.
+            DatasetBusyError: another fetch of the dataset is still running after the wait.
+            DatasetError: a bad conflict mode, or the dataset folder cannot be written.
         """
         if self.services.read_only:
             raise ReadOnlyError("Dataset fetches are not allowed in read-only mode.")
         if conflict not in CONFLICT_MODES:
             raise DatasetError(f"Unknown conflict mode {conflict!r}; use one of {', '.join(CONFLICT_MODES)}.")
         cancel = cancel or threading.Event()
+        lock = self.lock_path(plan.name)
+        try:
+            with exclusive_lock(lock, cancel, self.lock_wait_s):
+                return self._execute_locked(plan, progress, cancel, conflict)
+        except LockWaitStopped as exc:
+            if cancel.is_set():
+                return DatasetResult(plan, 0, 0, 0, 0, (), cancelled=True, bytes=0, seconds=0.0)
+            raise DatasetBusyError(
+                f"Another fetch of dataset {plan.name!r} is running (it holds {lock}); waited "
+                f"{self.lock_wait_s:g} s. Try again when it has finished."
+            ) from exc
+        except OSError as exc:
+            # Files are written through the transfer engine (which reports its own per-file errors) and here.
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise DatasetError(f"Cannot write dataset {plan.name!r}: {exc.strerror or exc}{where}.") from exc
+
+    def _execute_locked(
+        self,
+        plan: DatasetPlan,
+        progress: Callable[[TransferProgress], None] | None,
+        cancel: threading.Event,
+        conflict: ConflictMode,
+    ) -> DatasetResult:
+        """:meth:`execute`'s work, under the dataset's lock."""
         started = time.perf_counter()
         root = plan.root
         recorded = _recorded(root)
@@ -445,7 +562,7 @@ class DatasetService:
                         found[relative] = mtime
                     continue
                 file = PlannedFile(key, path, size, crc, None, generation, "transfer", "not in the dataset")
-                cached = self._cached_label(key, generation, crc) if relative == sample.label_path else None
+                cached = self._cached_label(key, generation, crc, size) if relative == sample.label_path else None
                 if cached is not None:
                     copies.append((file, cached))
                 else:
@@ -579,11 +696,25 @@ def _split_runs(coords: Iterable[RunCoordinate], val_fraction: float, seed: int)
     return {coord: ("val" if index < count else "train") for index, coord in enumerate(ranked)}
 
 
+def sample_name(coord: RunCoordinate, bag: str, stem: str, frame_key: str) -> str:
+    """A sample's file name without suffix: ``<cid>_<regionid>_…_<timestamp>_<bag>_<stem>_<hash>``.
+
+    The readable part joins the coordinate parts, the bag and the frame stem with ``_`` (characters other than
+    letters, digits, ``.``, ``_`` and ``-`` become ``-``), so different sources can join to the same text
+    (``client_002/region_east`` and ``client/002_region_east``); the hash of the frame's full object key tells
+    them apart.
+    """
+    readable = "_".join([*coord.to_path_tuple()[:5], coord.timestamp, bag.lstrip("_"), stem])
+    readable = _UNSAFE.sub("-", readable)[:_READABLE_MAX].lstrip(".-")
+    digest = hashlib.sha256(frame_key.encode("utf-8", "surrogatepass")).hexdigest()[:_KEY_HASH_CHARS]
+    return f"{readable}_{digest}"
+
+
 def _sample(coord: RunCoordinate, pair: dict[str, Any], classes: tuple[int, ...], split: Split) -> DatasetSample:
     """The sample of one row of :func:`_pair`."""
     stem, _, suffix = pair["name"].rpartition(".")
-    parts = [*coord.to_path_tuple()[:5], coord.timestamp.replace(":", "-"), pair["bag"].lstrip("_"), stem]
-    base = "_".join(parts)
+    base = sample_name(coord, pair["bag"], stem, pair["key"])
+    suffix = _UNSAFE.sub("-", suffix)
     return DatasetSample(
         coordinate=coord,
         bag=pair["bag"],
@@ -600,6 +731,27 @@ def _sample(coord: RunCoordinate, pair: dict[str, Any], classes: tuple[int, ...]
         image_name=f"{base}.{suffix}",
         label_name=f"{base}.txt",
     )
+
+
+def _check_targets(samples: Iterable[DatasetSample]) -> None:
+    """Refuse a plan in which two frames would be written to one file (an image paired with another's label).
+
+    Sample names are made unique by their key hash; this is the check that they are, before anything is written.
+    """
+    source: dict[str, str] = {}
+    for sample in samples:
+        for target in (sample.image_path, sample.label_path):
+            other = source.setdefault(target, sample.frame_key)
+            if other != sample.frame_key:
+                raise DatasetError(
+                    f"Two samples would be written to {target}: the frames {other} and {sample.frame_key}. "
+                    "Nothing was fetched; please report this, with both keys."
+                )
+
+
+def _too_large(size: str, cap: int) -> str:
+    """Why a label over the cap was not read."""
+    return f"{size}, larger than the {format_bytes(cap)} a label may have (max_label_bytes); not read"
 
 
 def _crc(data: bytes) -> str:

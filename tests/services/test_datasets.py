@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 import threading
+import time
 from datetime import date
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pytest
 import yaml
 
 from runtool.config import RuntoolConfig
+from runtool.errors import UsageError
 from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.services import datasets as datasets_module
@@ -272,3 +276,205 @@ def test_cli_dataset_fetch(services: ServiceContainer, tmp_path: Path, capsys: p
         main(["--config", str(toml), "dataset", "fetch", "weeds", "--since", "yesterday"])
     assert bad_date.value.code == 2
     assert main(["--config", str(toml), "dataset", "fetch", "weeds", "--val-fraction", "2", "--dry-run"]) == 2
+
+
+# -- sample names, the dataset lock, untrusted label sizes -------------------------------------------------------
+
+# Joined with "_", the parts of these two runs read the same: only the key hash in the file names tells them apart.
+JOINED_A = RunCoordinate.parse("client_002/region_east/field_1/TW_1/LB_0001/2025_05_10T08:00:00Z")
+JOINED_B = RunCoordinate.parse("client/002_region_east/field_1/TW_1/LB_0001/2025_05_10T08:00:00Z")
+
+
+def legacy_name(sample: datasets_module.DatasetSample) -> str:
+    """The file name stem runtool gave a sample before names carried a key hash."""
+    stem = sample.frame_key.rsplit("/", 1)[1].rsplit(".", 1)[0]
+    coord = sample.coordinate
+    parts = [*coord.to_path_tuple()[:5], coord.timestamp.replace(":", "-"), sample.bag.lstrip("_"), stem]
+    return "_".join(parts)
+
+
+@pytest.fixture
+def joined(fresh_config: RuntoolConfig) -> DatasetService:
+    """Two runs whose parts join alike, each with frames 1.0 and 2.0 and labels of its own class (0 for A, 1 for B)."""
+    ml = make_client(emulator_host=fresh_config.emulator_host).bucket(fresh_config.ml_bucket)
+    for cls, coord in enumerate((JOINED_A, JOINED_B)):
+        for stem in ("1.0", "2.0"):
+            ml.blob(ml_file_key(coord, BAG, "frames", f"{stem}.jpg")).upload_from_string(frame_bytes(coord, stem))
+            ml.blob(ml_file_key(coord, BAG, "labels", f"{stem}.txt")).upload_from_string(f"{cls} {BOX}".encode())
+    container = ServiceContainer(fresh_config)
+    container.inventory.refresh()
+    return DatasetService(container)
+
+
+def test_runs_whose_parts_join_alike_keep_their_own_images_and_labels(joined: DatasetService) -> None:
+    plan = joined.plan_dataset_fetch("joined", Filters(), DatasetOptions(val_fraction=0))
+    assert len(plan.samples) == 4 and len({legacy_name(s) for s in plan.samples}) == 2  # the old names collided
+    result = joined.execute(plan)
+    assert result.ok and result.downloaded == 4, result.summary()
+    images = sorted((plan.root / "images" / "train").iterdir())
+    assert len(images) == 4 and len(list((plan.root / "labels" / "train").iterdir())) == 4
+    for image in images:
+        # The YOLO pairing (same stem) must give every image the label of its own run.
+        label = (plan.root / "labels" / "train" / f"{image.stem}.txt").read_bytes()
+        run = JOINED_A if image.read_bytes().startswith(f"jpeg {JOINED_A} ".encode()) else JOINED_B
+        assert image.read_bytes() in {frame_bytes(run, "1.0"), frame_bytes(run, "2.0")}
+        assert label == f"{0 if run == JOINED_A else 1} {BOX}".encode(), image.name
+        assert image.name.startswith("client") and "region_east_field_1_TW_1_LB_0001_2025_05_10T08-00-00Z" in image.name
+
+
+def test_a_plan_writing_two_sources_to_one_file_is_refused(
+    joined: DatasetService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(datasets_module, "_KEY_HASH_CHARS", 0)  # names without the hash: the old collision
+    with pytest.raises(DatasetError, match=r"Two samples would be written to images/train/client.*: the frames raw/"):
+        joined.plan_dataset_fetch("joined", Filters(), DatasetOptions(val_fraction=0))
+    assert not (joined.config.ml_root / "trainings" / "joined").exists()
+
+
+def test_a_dataset_with_the_old_sample_names_migrates_on_the_next_fetch(datasets: DatasetService) -> None:
+    plan = datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions())
+    assert datasets.execute(plan).ok
+    root = plan.root
+    # Turn it into the dataset an older runtool wrote: the same files and manifest under the old names.
+    manifest = (root / "manifest.json").read_text()
+    for sample in plan.samples:
+        for path, suffix in ((sample.image_path, ".jpg"), (sample.label_path, ".txt")):
+            old = f"{path.rsplit('/', 1)[0]}/{legacy_name(sample)}{suffix}"
+            os.rename(root / path, root / old)
+            manifest = manifest.replace(f'"{path}"', f'"{old}"')
+    (root / "manifest.json").write_text(manifest)
+    old_files = set(files(root))
+    assert len(old_files) == 20 and not old_files & {p for s in plan.samples for p in (s.image_path, s.label_path)}
+
+    result = datasets.execute(datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions()))
+    assert result.ok and result.removed == 20 and result.fetched == 20 and result.kept == 0, result.summary()
+    on_disk = files(root)
+    assert set(on_disk) == {p for s in plan.samples for p in (s.image_path, s.label_path)}
+    for sample in plan.samples:
+        stem = sample.frame_key.rsplit("/", 1)[1].rsplit(".", 1)[0]
+        assert on_disk[sample.image_path] == frame_bytes(sample.coordinate, stem)
+        assert on_disk[sample.label_path] == FLEET[sample.coordinate][stem]
+    targets = {e[p]["target"] for e in json.loads((root / "manifest.json").read_text())["samples"]
+               for p in ("frame", "label")}
+    assert targets == set(on_disk)
+    assert datasets.execute(plan).fetched == 0
+
+
+@pytest.mark.parametrize(
+    "name", ["", ".hidden", "-rf", "a/b", "..", "a b", "naïve", "x" * 101, "tab\there", "new\nline"]
+)
+def test_bad_dataset_names_are_refused_with_their_own_error(datasets: DatasetService, name: str) -> None:
+    with pytest.raises(datasets_module.DatasetNameError, match="letters, digits") as refused:
+        datasets.plan_dataset_fetch(name, ALL, DatasetOptions())
+    assert isinstance(refused.value, UsageError) and isinstance(refused.value, DatasetError)
+    assert "\n" not in str(refused.value) and "\t" not in str(refused.value) and len(str(refused.value)) < 300
+    assert not (datasets.config.ml_root / "trainings").exists()
+
+
+def test_good_dataset_names(datasets: DatasetService) -> None:
+    for name in ("weeds", "weeds-2025.v1_b", "x" * 100, "7"):
+        assert datasets.dataset_root(name).name == name
+
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from runtool.files import exclusive_lock
+with exclusive_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_fetch_while_another_holds_the_dataset_waits_then_refuses(datasets: DatasetService) -> None:
+    plan = datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions())
+    lock = datasets.lock_path("weeds")
+    assert lock.is_relative_to(datasets.config.data_dir / ".runtool" / "locks")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(lock)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        waiting = DatasetService(datasets.services, lock_wait_s=0.5)
+        started = time.monotonic()
+        with pytest.raises(datasets_module.DatasetBusyError, match="Another fetch of dataset 'weeds' is running"):
+            waiting.execute(plan)
+        assert time.monotonic() - started >= 0.5
+        assert not plan.root.exists()
+        cancel = threading.Event()
+        threading.Timer(0.2, cancel.set).start()
+        stopped = DatasetService(datasets.services, lock_wait_s=60).execute(plan, cancel=cancel)
+        assert stopped.cancelled and stopped.fetched == 0 and not plan.root.exists()
+        # Another dataset is not held up.
+        assert datasets.execute(datasets.plan_dataset_fetch("other", ALL, DatasetOptions())).ok
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert DatasetService(datasets.services, lock_wait_s=0.5).execute(plan).ok
+
+
+def test_two_fetches_of_one_dataset_at_once_both_succeed(services: ServiceContainer, tmp_path: Path) -> None:
+    from tests.conftest import write_toml
+
+    toml = write_toml(services.config, tmp_path / "runtool.toml")
+    runtool = Path(sys.executable).with_name("runtool")
+    for extra in ([], ["--conflict", "overwrite"]):
+        fetches = [
+            subprocess.Popen([str(runtool), "--config", str(toml), "dataset", "fetch", "weeds", "--yes", *extra],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        for fetch in fetches:
+            out, err = fetch.communicate(timeout=300)
+            assert fetch.returncode == 0, out + err
+            assert "0 failed" in out
+    root = services.config.ml_root / "trainings" / "weeds"
+    manifest = json.loads((root / "manifest.json").read_text())
+    on_disk = files(root)
+    assert len(manifest["samples"]) == 10
+    assert set(on_disk) == {e[p]["target"] for e in manifest["samples"] for p in ("frame", "label")}
+    for entry in manifest["samples"]:
+        for part in ("frame", "label"):
+            assert file_crc32c(root / entry[part]["target"]) == entry[part]["crc32c"]
+
+
+def test_labels_over_the_cap_are_refused_unread_and_never_cached(services: ServiceContainer) -> None:
+    capped = DatasetService(ServiceContainer(dataclasses.replace(services.config, max_label_bytes=64)))
+    big_key = ml_file_key(A, BAG, "labels", "1.0.txt")
+    big = (f"0 {BOX}" * 20).encode()  # a valid YOLO label of 360 bytes
+    make_client(emulator_host=services.config.emulator_host).bucket(services.config.ml_bucket).blob(
+        big_key).upload_from_string(big)
+    capped.services.inventory.refresh()
+    plan = capped.plan_dataset_fetch("capped", ALL, DatasetOptions())
+    reasons = dict(plan.rejected)
+    assert reasons[big_key] == "360 B, larger than the 64 B a label may have (max_label_bytes); not read"
+    assert reasons[MALFORMED].startswith("line 1")  # the other samples are planned as before
+    assert len(plan.samples) == 9 and big_key not in {s.label_key for s in plan.samples}
+    cache = services.config.ml_root / "trainings" / datasets_module.LABELS_CACHE
+    # Every other label read (the empty one needs no copy), none over the cap.
+    assert len(list(cache.iterdir())) == 9 and all(p.stat().st_size <= 64 for p in cache.iterdir())
+    assert capped.execute(plan).ok
+
+
+def test_a_label_that_grew_after_the_listing_is_read_no_further_than_the_cap(services: ServiceContainer) -> None:
+    import tracemalloc
+
+    datasets = DatasetService(services)
+    key = ml_file_key(A, BAG, "labels", "2.0.txt")
+    # Replaced after the inventory was scanned, so the listing still says a few bytes.
+    huge = b"0 0.5 0.5 0.1 0.1\n" * (24 * 1024 * 1024 // 18)
+    make_client(emulator_host=services.config.emulator_host).bucket(services.config.ml_bucket).blob(
+        key).upload_from_string(huge)
+    tracemalloc.start()
+    try:
+        plan = datasets.plan_dataset_fetch("grown", ALL, DatasetOptions())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert dict(plan.rejected)[key] == (
+        "over 1.0 MiB, larger than the 1.0 MiB a label may have (max_label_bytes); not read"
+    )
+    assert peak < 12 * 1024 * 1024, f"planning held {peak} bytes at once"
+    cache = services.config.ml_root / "trainings" / datasets_module.LABELS_CACHE
+    assert all(p.stat().st_size < 1024 for p in cache.iterdir())
+    assert key not in {s.label_key for s in plan.samples} and len(plan.samples) == 9
