@@ -1,7 +1,10 @@
 """Static matplotlib figures of one run's perception analysis, for the papermill report.
 
-They mirror the legacy Plotly tabs (legacy-dashboard.md §4.6): the FPS grid, the detection and track
-statistics, latency, and track lifecycles. They are static on purpose: a report must read offline, and an
+They follow the legacy Plotly tabs (legacy-dashboard.md §4.6): the FPS grid, the detection and track
+statistics, latency, and track lifecycles, with the corrected metric semantics (README "Metric
+semantics"): the rate line is the windowed rate the KPI tables summarise, the legacy instant FPS appears
+only as interval jitter, and over-time panels have seconds since the run start on their x axis, with the
+bag boundaries dotted. They are static on purpose: a report must read offline, and an
 embedded PNG needs no JavaScript, where an interactive figure needs its library from a CDN.
 
 Figures are built on :class:`matplotlib.figure.Figure` with an Agg canvas, never through ``pyplot``: no
@@ -23,7 +26,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from runtool.analysis.perception import FPS_TARGET, Histogram, Stream
+from runtool.analysis.perception import FPS_TARGET, RATE_WINDOW_S, Histogram, Stream, bag_starts_s, stream_kpis
 
 __all__ = [
     "FIGURE_DPI",
@@ -43,7 +46,7 @@ __all__ = [
 FIGURE_DPI = 100
 """Pixels per inch of the PNGs: a 15-inch-wide figure is 1,500 px, sharp on a laptop, ~150 KB."""
 FPS_CLIP = 60.0
-"""FPS values are clipped here and the over-time axes end here, as in the legacy plots."""
+"""Rates are clipped here and the over-time axes end here, as in the legacy plots."""
 MAX_LINE_POINTS = 4000
 """A line series longer than this is drawn as the envelope of ``MAX_LINE_POINTS / 2`` buckets."""
 MAX_SCATTER_POINTS = 5000
@@ -56,6 +59,8 @@ STREAM_COLOURS: dict[Stream, str] = {"frames": "#1f77b4", "detections": "#2ca02c
 _STREAM_LABELS: dict[Stream, str] = {"frames": "Frame", "detections": "Detection", "tracking": "Tracking"}
 _OBJECT_STREAMS: tuple[Stream, Stream] = ("detections", "tracking")
 _TARGET_COLOUR = "#d62728"
+_BOUNDARY_COLOUR = "#999999"
+_TIME_LABEL = "Seconds since the run start"
 _NO_DATA_COLOUR = "#888888"
 
 
@@ -89,72 +94,88 @@ def figure_png(figure: Figure, dpi: int = FIGURE_DPI) -> bytes:
     return buffer.getvalue()
 
 
-def envelope(values: np.ndarray, max_points: int = MAX_LINE_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)`` to plot ``values`` against their index with at most about ``max_points`` points.
+def envelope(
+    values: np.ndarray, max_points: int = MAX_LINE_POINTS, x: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` to plot ``values`` against ``x`` (default: their index) with at most about ``max_points`` points.
 
-    Short series come back unchanged. Longer ones are cut into ``max_points // 2`` equal buckets, each
-    drawn as its minimum then its maximum (NaN-aware; an all-NaN bucket stays NaN, a gap in the line), so
-    the band the series covers, spikes and dips included, looks the same as with every point.
+    ``x`` must be in increasing order. Short series come back unchanged. Longer ones are cut into
+    ``max_points // 2`` equal buckets of consecutive values, each drawn as its minimum then its maximum
+    (NaN-aware; an all-NaN bucket stays NaN, a gap in the line), at the bucket's first and middle ``x``,
+    so the band the series covers, spikes and dips included, looks the same as with every point.
     """
     y = np.asarray(values, dtype="float64")
+    positions = np.arange(len(y), dtype="float64") if x is None else np.asarray(x, dtype="float64")
     if len(y) <= max_points:
-        return np.arange(len(y), dtype="float64"), y
+        return positions, y
     buckets = max(1, max_points // 2)
     edges = np.linspace(0, len(y), buckets + 1).astype("int64")
     starts, ends = edges[:-1], edges[1:]
     low = np.fmin.reduceat(y, starts)
     high = np.fmax.reduceat(y, starts)
-    x = np.column_stack([starts, (starts + ends - 1) / 2]).ravel().astype("float64")
-    return x, np.column_stack([low, high]).ravel()
+    at = np.column_stack([starts, (starts + ends - 1) // 2]).ravel()
+    return positions[at], np.column_stack([low, high]).ravel()
 
 
 def fps_figure(data: FigureData, target: float = FPS_TARGET) -> Figure:
-    """The 3×3 FPS grid: columns frames, detections, tracking; rows over time, instant and rolling histograms.
+    """The 3×3 rate grid: columns frames, detections, tracking; rows rate over time, its distribution, jitter.
 
-    Over time: the instant FPS thin and faint, the rolling FPS thick, both clipped at :data:`FPS_CLIP`, and
-    the target as a red dashed line. Histograms: 1-FPS bins of the clipped values, with a red dashed line
-    at the mean of the values above 0 labelled ``μ=x.x``.
+    Over time: the windowed rate (messages in the last :data:`~runtool.analysis.perception.RATE_WINDOW_S`
+    of header time, per second; the series the KPIs summarise) over seconds since the run start, clipped
+    at :data:`FPS_CLIP`, the target as a red dashed line and the bag boundaries dotted. Distribution:
+    1-FPS bins of the rate with a red dashed line at the KPIs' (time-weighted) median. Jitter: the time
+    between consecutive messages of a bag in milliseconds (the legacy instant FPS as what it measures).
     """
-    figure, axes = _figure(3, 3, (15, 10.5), "FPS Analysis")
+    figure, axes = _figure(3, 3, (15, 10.5), "Rates")
+    starts = _bag_starts(data)
     for column, stream in enumerate(_STREAM_LABELS):
         series = _stream(data, stream)
         label, colour = _STREAM_LABELS[stream], STREAM_COLOURS[stream]
-        instant = np.clip(_column(series, "instant_fps"), None, FPS_CLIP)
-        rolling = np.clip(_column(series, "rolling_fps"), None, FPS_CLIP)
-        over_time, inst_hist, roll_hist = axes[0][column], axes[1][column], axes[2][column]
-        if not np.isfinite(instant).any():
-            for ax, title in ((over_time, "FPS Over Time"), (inst_hist, "Inst. FPS Dist"),
-                              (roll_hist, "Rolling FPS Dist")):
-                _no_data(ax, f"{label} {title}")
+        over_time, distribution, jitter = axes[0][column], axes[1][column], axes[2][column]
+        titles = (f"{label} Rate Over Time", f"{label} Rate Distribution", f"{label} Interval Jitter")
+        if series.empty:
+            for ax, title in zip((over_time, distribution, jitter), titles, strict=True):
+                _no_data(ax, title)
             continue
-        over_time.set_title(f"{label} FPS Over Time")
-        over_time.plot(*envelope(instant), color=colour, linewidth=0.5, alpha=0.3)
-        over_time.plot(*envelope(rolling), color=colour, linewidth=2)
+        time_s, rate = _over_time(series, "rate_fps")
+        rate = np.clip(rate, None, FPS_CLIP)
+        over_time.set_title(titles[0])
+        _boundaries(over_time, starts)
+        over_time.plot(*envelope(rate, x=time_s), color=colour, linewidth=1.5)
         over_time.axhline(target, color=_TARGET_COLOUR, linestyle="--", linewidth=1)
         over_time.text(0.99, target, f"target {target:g} FPS", transform=over_time.get_yaxis_transform(),
                        ha="right", va="bottom", color=_TARGET_COLOUR, fontsize=8)
         over_time.set_ylim(0, FPS_CLIP)
-        over_time.set_xlabel("Message index")
-        over_time.set_ylabel("FPS")
-        for ax, values, title in ((inst_hist, instant, "Inst. FPS Dist"), (roll_hist, rolling, "Rolling FPS Dist")):
-            finite = values[np.isfinite(values)]
-            if not finite.size:
-                _no_data(ax, f"{label} {title}")
-                continue
-            ax.set_title(f"{label} {title}")
-            ax.hist(finite, bins=np.arange(0.0, FPS_CLIP + 1.0, 1.0).tolist(), color=colour)
-            positive = finite[finite > 0]
-            if positive.size:
-                _mean_line(ax, float(positive.mean()), f"μ={positive.mean():.1f}")
-            ax.set_xlabel("FPS")
-            ax.set_ylabel("Messages")
+        over_time.set_xlabel(_TIME_LABEL)
+        over_time.set_ylabel(f"FPS (last {RATE_WINDOW_S:g} s)")
+        finite = rate[np.isfinite(rate)]
+        if finite.size:
+            distribution.set_title(titles[1])
+            distribution.hist(finite, bins=np.arange(-0.5, FPS_CLIP + 1.5, 1.0).tolist(), color=colour)
+            median = stream_kpis(series, None, target).median_fps
+            if np.isfinite(median):
+                _mean_line(distribution, median, f"median {median:.1f}")
+            distribution.set_xlabel("FPS")
+            distribution.set_ylabel("Messages")
+        else:
+            _no_data(distribution, titles[1], f"shorter than {RATE_WINDOW_S:g} s")
+        intervals = 1000.0 * _column(series, "interval_s")
+        intervals = intervals[np.isfinite(intervals) & (intervals > 0)]
+        if intervals.size:
+            jitter.set_title(titles[2])
+            jitter.hist(intervals, bins=min(_MAX_BINS, max(10, int(np.sqrt(intervals.size)))), color=colour)
+            _mean_line(jitter, float(intervals.mean()), f"μ={intervals.mean():.1f} ms")
+            jitter.set_xlabel("Milliseconds between messages")
+            jitter.set_ylabel("Messages")
+        else:
+            _no_data(jitter, titles[2])
     return figure
 
 
 def detection_stats_figure(data: FigureData) -> Figure:
     """The 2×3 statistics grid: detections (green) then tracks (orange).
 
-    Columns: count per message over the message index, the count distribution (one bin per count), and
+    Columns: count per message over seconds since the run start, the count distribution (one bin per count), and
     the confidence histogram of the analysis (20 bins over [0, 1] for detections, 24 over [0, 1.2] for
     tracks) drawn as bars at the bin centres.
     """
@@ -167,15 +188,16 @@ def detection_stats_figure(data: FigureData) -> Figure:
     )
     for row, (stream, count_title, dist_title, dist_label, conf_title, confidence) in enumerate(rows):
         colour = STREAM_COLOURS[stream]
-        counts = _column(_stream(data, stream), "count")
+        time_s, counts = _over_time(_stream(data, stream), "count")
         finite = counts[np.isfinite(counts)]
         over_time, distribution, conf = axes[row]
         if finite.size:
             over_time.set_title(count_title)
             small = len(counts) <= 300
-            over_time.plot(*envelope(counts), color=colour, linewidth=1, marker="o" if small else None,
+            _boundaries(over_time, _bag_starts(data))
+            over_time.plot(*envelope(counts, x=time_s), color=colour, linewidth=1, marker="o" if small else None,
                            markersize=3)
-            over_time.set_xlabel("Frame Index")
+            over_time.set_xlabel(_TIME_LABEL)
             over_time.set_ylabel("Count")
             distribution.set_title(dist_title)
             distribution.hist(finite, bins=np.arange(-0.5, finite.max() + 1.5, 1.0).tolist(), color=colour)
@@ -197,12 +219,12 @@ def detection_stats_figure(data: FigureData) -> Figure:
 
 
 def latency_figure(data: FigureData) -> Figure:
-    """The 2×2 latency grid: detections then tracking; latency over the message index with a dashed mean
-    line labelled ``Mean: x.x ms``, and its distribution in 10 ms bins from 0 (negative values not shown)."""
+    """The 2×2 latency grid: detections then tracking; latency over seconds since the run start with a dashed
+    mean line labelled ``Mean: x.x ms``, and its distribution in 10 ms bins from 0 (negative values not shown)."""
     figure, axes = _figure(2, 2, (15, 8), "Latency Analysis")
     for row, stream in enumerate(_OBJECT_STREAMS):
         label, colour = _STREAM_LABELS[stream], STREAM_COLOURS[stream]
-        latency = _column(_stream(data, stream), "latency_ms")
+        time_s, latency = _over_time(_stream(data, stream), "latency_ms")
         finite = latency[np.isfinite(latency)]
         over_time, distribution = axes[row]
         if not finite.size:
@@ -210,9 +232,10 @@ def latency_figure(data: FigureData) -> Figure:
             _no_data(distribution, f"{label} Latency Distribution")
             continue
         over_time.set_title(f"{label} Latency Over Time")
-        over_time.plot(*envelope(latency), color=colour, linewidth=1)
+        _boundaries(over_time, _bag_starts(data))
+        over_time.plot(*envelope(latency, x=time_s), color=colour, linewidth=1)
         _mean_line(over_time, float(finite.mean()), f"Mean: {finite.mean():.1f} ms", horizontal=True)
-        over_time.set_xlabel("Message index")
+        over_time.set_xlabel(_TIME_LABEL)
         over_time.set_ylabel("Latency (ms)")
         if finite.max() <= 0:
             _no_data(distribution, f"{label} Latency Distribution", "no latency ≥ 0 ms")
@@ -286,6 +309,23 @@ def _figure(rows: int, columns: int, size: tuple[float, float], title: str) -> t
 
 def _stream(data: FigureData, stream: Stream) -> pd.DataFrame:
     return {"frames": data.frames, "detections": data.detections, "tracking": data.tracking}[stream]
+
+
+def _over_time(table: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``time_s`` and the column ``name``, in time order (out-of-order messages drawn where they belong)."""
+    time_s = _column(table, "time_s")
+    order = np.argsort(time_s, kind="stable")
+    return time_s[order], _column(table, name)[order]
+
+
+def _bag_starts(data: FigureData) -> np.ndarray:
+    return bag_starts_s(data.frames, data.detections, data.tracking).to_numpy(dtype="float64")
+
+
+def _boundaries(ax: Axes, starts: np.ndarray) -> None:
+    """Dotted grey lines where bags start (the first bag's start is the run's: not marked)."""
+    for start in starts[starts > 0]:
+        ax.axvline(float(start), color=_BOUNDARY_COLOUR, linestyle=":", linewidth=1)
 
 
 def _column(table: pd.DataFrame, name: str) -> np.ndarray:

@@ -1,16 +1,30 @@
 """Perception metrics of one run: FPS, latency, counts, confidences, track lifecycles and run KPIs.
 
-The formulas are the legacy per-run analysis (legacy-dashboard.md §4.2-4.5), computed column-wise on the
-extraction tables instead of per message, so a one-hour run takes well under a second. Two deliberate
-departures, both listed as legacy weaknesses (§10 item 15):
+Latency, counts, confidences and track lifecycles follow the legacy per-run analysis
+(legacy-dashboard.md §4.3-4.5), computed column-wise on the extraction tables instead of per message, so a
+one-hour run takes well under a second. Negative latencies are kept, so no series hides a clock problem.
+
+Rates do not follow the legacy (§4.2), whose figures contradict what they are called (see "Metric
+semantics" in the README):
+
+- a stream's *rate* is a throughput: the distinct header stamps in the window of :data:`RATE_WINDOW_S`
+  seconds of header time ending at a message, divided by the window. The legacy mean of ``1/Δt`` turned
+  a detector's latency jitter into rates far above the frame rate. The per-message ``instant_fps``
+  (``1/Δt``) is kept only as an interval-jitter diagnostic;
+- rate KPIs (median, 5th percentile, share of time below the target) are time-weighted statistics of
+  that same per-message rate, so the chart's line and the KPI cards show one series;
+- a detection or tracking stream's *dropped frames* are the camera frames that no message of the stream
+  refers to by its image stamp; only the frames stream keeps a gap estimate (on its own stamps);
+- consecutive bags whose stamps are more than one window apart are separate recording *segments*: the
+  unrecorded time between them is neither a rate dip nor dropped frames, and windows restart there.
+  Bags that follow on (a split recording) form one segment, so a bag boundary is invisible to the rate.
+
+Two further departures, both listed as legacy weaknesses (§10 item 15):
 
 - track ids are namespaced per bag: a track is a ``(bag_file, tracking_id)`` pair, because the tracker's
   id counter restarts with the node, and merging equal ids of different bags fused unrelated tracks;
 - confidence statistics skip missing scores (an object whose detection had no result carries NaN; the
   legacy extractor assumed a result always existed, so it never met one).
-
-Kept on purpose: the rolling FPS window is *not* reset at bag boundaries (only the boundary interval
-itself is dropped), and negative latencies are kept, so no series hides a clock problem.
 
 Every function accepts empty tables (with or without their columns) and then returns NaN, empty
 tables or zero counts instead of raising.
@@ -30,8 +44,8 @@ __all__ = [
     "DETECTION_OBJECT_COLUMNS",
     "FPS_TARGET",
     "MESSAGE_COLUMNS",
-    "ROLLING_MIN_VALUES",
-    "ROLLING_WINDOW",
+    "RATE_WINDOW_S",
+    "STAMP_TOLERANCE_S",
     "STREAMS",
     "TRACKED_OBJECT_COLUMNS",
     "TRACK_COLUMNS",
@@ -47,22 +61,27 @@ __all__ = [
     "StreamKpis",
     "TrackSummary",
     "analyze",
+    "bag_starts_s",
     "fps_table",
+    "frame_gap_estimate",
     "histogram",
     "latency_kpis",
     "latency_ms",
     "message_table",
     "run_duration_s",
     "run_kpis",
+    "run_start_s",
     "stream_kpis",
     "track_lifecycles",
     "track_summary",
+    "unanswered_frames",
 ]
 
-ROLLING_WINDOW = 25
-"""Rows in the trailing rolling-FPS window (the legacy's hard-coded constant)."""
-ROLLING_MIN_VALUES = 5
-"""Non-NaN instant values the window needs before it yields a rolling FPS."""
+RATE_WINDOW_S = 1.0
+"""Seconds of header time in the sliding window of a stream's rate."""
+STAMP_TOLERANCE_S = 1e-6
+"""Stamps closer than this are one instant: a float64 of a 2025 epoch time resolves about 0.24 µs, so the
+same ``(sec, nsec)`` read twice may differ by that much, while real messages are milliseconds apart."""
 FPS_TARGET = 25.0
 """The FPS the perception stack must sustain; the legacy plots draw it as a red dashed line."""
 
@@ -153,11 +172,14 @@ class ExtractionTables:
 
 @dataclass(frozen=True)
 class StreamKpis:
-    """Rate KPIs of one message stream.
+    """Rate KPIs of one message stream, all from its windowed rate (``rate_fps`` of :func:`fps_table`).
 
-    ``share_below_target`` is time-weighted: the time spent in intervals whose instant FPS is below the
-    target over the time of all valid intervals. ``dropped_frames`` estimates the messages missing from
-    long intervals at the stream's nominal (median) rate.
+    ``median_fps`` and ``p5_fps`` are time-weighted percentiles of the rate, ``share_below_target`` the
+    share of time its rate was below the target (each message's rate standing for the time since the
+    previous distinct stamp of its segment). ``dropped_frames`` is, for detections and tracking, the
+    camera frames no message of the stream refers to (:func:`unanswered_frames`), for frames the gap
+    estimate (:func:`frame_gap_estimate`). Every figure but ``messages`` is NaN/None for a stream
+    without messages ("no stream", not 0).
     """
 
     messages: int
@@ -224,8 +246,8 @@ class PerceptionAnalysis:
     """Everything the per-run page and the report plot.
 
     ``frames``, ``detections`` and ``tracking`` hold one row per message in file order (index = message
-    index): ``bag_file, header_timestamp_s, interval_s, instant_fps, rolling_fps``, plus ``latency_ms``
-    and ``count`` for detections and tracking. ``tracks`` has one row per track (:data:`TRACK_COLUMNS`).
+    index): the columns of :func:`message_table`, ``time_s`` counted from the earliest header stamp of
+    the three streams. ``tracks`` has one row per track (:data:`TRACK_COLUMNS`).
     """
 
     frames: pd.DataFrame
@@ -302,25 +324,68 @@ def _bag_runs(table: pd.DataFrame) -> _BagRuns:
     return _BagRuns(starts, codes, pd.Index(names), len(table))
 
 
-def fps_table(messages: pd.DataFrame) -> pd.DataFrame:
-    """Interval, instant and rolling FPS per message, in file order (legacy §4.2).
+def fps_table(messages: pd.DataFrame, window_s: float = RATE_WINDOW_S) -> pd.DataFrame:
+    """Per message, in file order: the windowed rate and, as a jitter diagnostic, the legacy instant FPS.
 
-    ``interval_s`` is the header-stamp difference to the previous row, NaN on every row whose
-    ``bag_file`` differs from the previous row's (the first row included). ``instant_fps`` is
-    ``1 / interval_s`` where the interval is positive, else NaN (duplicates, out-of-order stamps).
-    ``rolling_fps`` is the mean of the non-NaN instant values among the trailing 25 rows, NaN while
-    fewer than 5 exist; like the legacy, the window runs across bag boundaries.
+    ``rate_fps`` is the number of distinct header stamps of the message's segment in ``(t − window_s, t]``
+    divided by ``window_s``, where ``t`` is the message's stamp; NaN until the segment has lasted a whole
+    window, and for a message without a stamp. Stamps are counted in time order, so duplicated and
+    out-of-order messages neither inflate nor break the rate. ``rate_weight_s`` is the header time the
+    rate stands for in the time-weighted KPIs: the gap since the previous distinct stamp of the segment
+    (0 for a segment's first stamp and for a repeated one).
+
+    ``interval_s`` and ``instant_fps`` are the legacy diagnostics (§4.2): the header-stamp difference to
+    the previous row, NaN wherever ``bag_file`` changes (the first row included), and ``1 / interval_s``
+    where the interval is positive. They show interval jitter; they are not a rate.
     """
-    return _fps_table(messages, _bag_runs(messages))
+    return _fps_table(messages, _bag_runs(messages), window_s)
 
 
-def _fps_table(messages: pd.DataFrame, runs: _BagRuns) -> pd.DataFrame:
-    intervals = np.diff(_values(messages, "header_timestamp_s"), prepend=np.nan)
+def _fps_table(messages: pd.DataFrame, runs: _BagRuns, window_s: float) -> pd.DataFrame:
+    stamps = _values(messages, "header_timestamp_s")
+    intervals = np.diff(stamps, prepend=np.nan)
     intervals[runs.starts] = np.nan
     with np.errstate(divide="ignore", invalid="ignore"):
         instant = np.where(intervals > 0, 1.0 / intervals, np.nan)
-    rolling = pd.Series(instant).rolling(ROLLING_WINDOW, min_periods=ROLLING_MIN_VALUES).mean().to_numpy()
-    return pd.DataFrame({"interval_s": intervals, "instant_fps": instant, "rolling_fps": rolling})
+    rate, weight = _windowed_rate(stamps, runs, window_s)
+    return pd.DataFrame({"interval_s": intervals, "instant_fps": instant, "rate_fps": rate, "rate_weight_s": weight})
+
+
+def _windowed_rate(stamps: np.ndarray, runs: _BagRuns, window_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """``rate_fps`` and ``rate_weight_s`` of :func:`fps_table`, for every row."""
+    rows = len(stamps)
+    rate = np.full(rows, np.nan)
+    weight = np.zeros(rows)
+    known = np.flatnonzero(~np.isnan(stamps))
+    if not known.size:
+        return rate, weight
+    # Segments: a bag run starts a new one when it begins more than a window after the previous run ends.
+    with np.errstate(invalid="ignore"):
+        first = np.fmin.reduceat(stamps, runs.starts)
+        last = np.fmax.reduceat(stamps, runs.starts)
+        starts_segment = np.concatenate([[True], first[1:] - last[:-1] > window_s])
+    segment = np.repeat(np.cumsum(starts_segment), np.diff(np.append(runs.starts, rows)))
+    order = known[np.lexsort((stamps[known], segment[known]))]
+    ordered, ordered_segment = stamps[order], segment[order]
+    distinct = np.ones(len(order), dtype=bool)
+    distinct[1:] = (np.diff(ordered_segment) != 0) | (np.diff(ordered) > STAMP_TOLERANCE_S)
+    times, owner = ordered[distinct], ordered_segment[distinct]
+    opens = np.flatnonzero(np.diff(owner, prepend=-1) != 0)
+    which = np.repeat(np.arange(len(opens)), np.diff(np.append(opens, len(times))))
+    since_open = times - times[opens][which]
+    # One increasing axis for all segments, each shifted two windows past the previous one's end, so a
+    # single searchsorted finds every window start and no window reaches into another segment.
+    spans = since_open[np.append(opens[1:], len(times)) - 1]
+    axis = np.concatenate([[0.0], np.cumsum(spans + 2 * window_s)[:-1]])[which] + since_open
+    # A stamp a whole window back (within the tolerance) lies on the open end of the window: not counted.
+    inside = np.arange(1, len(times) + 1) - np.searchsorted(axis, axis - window_s + STAMP_TOLERANCE_S)
+    distinct_rate = np.where(since_open >= window_s - STAMP_TOLERANCE_S, inside / window_s, np.nan)
+    gaps = np.diff(times, prepend=np.nan)
+    gaps[opens] = 0.0
+    group = np.cumsum(distinct) - 1
+    rate[order] = distinct_rate[group]
+    weight[order] = np.where(distinct, gaps[group], 0.0)
+    return rate, weight
 
 
 def latency_ms(messages: pd.DataFrame) -> pd.Series:
@@ -329,14 +394,25 @@ def latency_ms(messages: pd.DataFrame) -> pd.Series:
     return pd.Series(latency, name="latency_ms")
 
 
-def message_table(messages: pd.DataFrame, stream: Stream) -> pd.DataFrame:
-    """One stream's per-message series: bag, header stamp, FPS, and for detections/tracking latency and count."""
+def message_table(
+    messages: pd.DataFrame, stream: Stream, start_s: float | None = None, window_s: float = RATE_WINDOW_S
+) -> pd.DataFrame:
+    """One stream's per-message series, in file order.
+
+    Columns: ``bag_file, header_timestamp_s``, ``time_s`` (seconds since ``start_s``, by default the
+    stream's earliest stamp; the run's start in :func:`analyze`), the columns of :func:`fps_table`, and
+    for detections and tracking ``latency_ms`` and ``count``.
+    """
     runs = _bag_runs(messages)
+    stamps = _values(messages, "header_timestamp_s")
+    if start_s is None:
+        start_s = run_start_s(messages)
     table = pd.DataFrame({
         "bag_file": pd.Categorical.from_codes(runs.row_codes(), categories=runs.names),
-        "header_timestamp_s": _values(messages, "header_timestamp_s"),
+        "header_timestamp_s": stamps,
+        "time_s": stamps - start_s,
     })
-    table = pd.concat([table, _fps_table(messages, runs)], axis=1)
+    table = pd.concat([table, _fps_table(messages, runs, window_s)], axis=1)
     if stream in _COUNT_COLUMN:
         table["latency_ms"] = latency_ms(messages).to_numpy()
         table["count"] = _values(messages, _COUNT_COLUMN[stream])
@@ -401,29 +477,78 @@ def track_summary(tracks: pd.DataFrame) -> TrackSummary:
     )
 
 
-def stream_kpis(fps: pd.DataFrame, target: float = FPS_TARGET) -> StreamKpis:
-    """Median and 5th-percentile instant FPS, time share below ``target`` and the dropped-frame estimate.
+def stream_kpis(series: pd.DataFrame, dropped_frames: int | None, target: float = FPS_TARGET) -> StreamKpis:
+    """The rate KPIs of one stream's series (:func:`fps_table` columns) and its dropped-frame count.
 
-    Only intervals with a valid instant FPS count (bag boundaries, zero and negative intervals do not).
-    Each interval stands for ``round(interval · median_fps) − 1`` missing messages (rounding half up),
-    floored at 0 so that bursts of short intervals cannot cancel out real gaps.
+    Percentiles are time-weighted: the ``q``-th is the lowest rate whose cumulative ``rate_weight_s`` reaches
+    ``q`` % of the weight of all messages with a rate. Exactly at the target is not below it.
     """
-    instant = _values(fps, "instant_fps")
-    valid = ~np.isnan(instant)
-    intervals = _values(fps, "interval_s")[valid]
-    p5, median = _percentiles(instant, 5, 50)
-    total = float(intervals.sum())
-    below = float(intervals[instant[valid] < target].sum())
-    dropped = None
-    if not np.isnan(median):
-        dropped = int(np.clip(np.floor(intervals * median + 0.5) - 1, 0, None).sum())
+    rate = _values(series, "rate_fps")
+    weight = _values(series, "rate_weight_s")
+    counted = ~np.isnan(rate) & (weight > 0)
+    rate, weight = rate[counted], weight[counted]
+    total = float(weight.sum())
+    p5, median = _weighted_percentiles(rate, weight, 5, 50)
     return StreamKpis(
-        messages=len(fps),
+        messages=len(series),
         median_fps=median,
         p5_fps=p5,
-        share_below_target=below / total if total > 0 else float("nan"),
-        dropped_frames=dropped,
+        share_below_target=float(weight[rate < target].sum()) / total if total > 0 else float("nan"),
+        dropped_frames=dropped_frames,
     )
+
+
+def _weighted_percentiles(values: np.ndarray, weights: np.ndarray, *q: float) -> list[float]:
+    if not values.size:
+        return [float("nan")] * len(q)
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    # The relative slack keeps a share that is exactly q % in exact arithmetic from missing by one rounding.
+    reach = np.asarray(q) / 100 * cumulative[-1] * (1 - 1e-12)
+    return [float(v) for v in values[order][np.searchsorted(cumulative, reach)]]
+
+
+def frame_gap_estimate(series: pd.DataFrame) -> int | None:
+    """Frames missing from the gaps of the camera's own stamps (the legacy estimate, on ordered stamps).
+
+    The nominal interval is the median gap between consecutive distinct stamps of a segment
+    (``rate_weight_s`` > 0); a gap stands for ``round(gap / nominal) − 1`` missing frames (half rounds up,
+    floored at 0). None without any such gap (fewer than two distinct stamps).
+    """
+    gaps = _values(series, "rate_weight_s")
+    gaps = gaps[gaps > 0]
+    if not gaps.size:
+        return None
+    nominal = float(np.median(gaps))
+    return int(np.clip(np.floor(gaps / nominal + 0.5) - 1, 0, None).sum())
+
+
+def unanswered_frames(frames: pd.DataFrame, messages: pd.DataFrame) -> int | None:
+    """Camera frames that no message of a detection or tracking stream refers to.
+
+    A frame is its distinct header stamp in ``frames``; it is answered when some message's
+    ``image_timestamp_s`` equals it within :data:`STAMP_TOLERANCE_S`, wherever that message was recorded
+    (an answer may land in the next bag). None when there are no frames or no messages: a stream that is
+    absent has no dropped frames to count, rather than all of them.
+    """
+    if not len(messages):
+        return None
+    camera = _distinct(_values(frames, "header_timestamp_s"))
+    if not camera.size:
+        return None
+    answered = _distinct(_values(messages, "image_timestamp_s"))
+    fenced = np.concatenate([[-np.inf], answered, [np.inf]])
+    after = np.searchsorted(answered, camera) + 1
+    nearest = np.minimum(camera - fenced[after - 1], fenced[after] - camera)
+    return int((nearest > STAMP_TOLERANCE_S).sum())
+
+
+def _distinct(stamps: np.ndarray) -> np.ndarray:
+    """The sorted stamps without NaN, stamps within :data:`STAMP_TOLERANCE_S` of the previous one left out."""
+    ordered = np.sort(stamps[~np.isnan(stamps)])
+    keep = np.ones(len(ordered), dtype=bool)
+    keep[1:] = np.diff(ordered) > STAMP_TOLERANCE_S
+    return ordered[keep]
 
 
 def latency_kpis(latency: pd.Series | np.ndarray) -> LatencyKpis:
@@ -452,6 +577,20 @@ def run_duration_s(*message_tables: pd.DataFrame) -> float:
     return float((spans["last"] - spans["first"]).sum())
 
 
+def run_start_s(*message_tables: pd.DataFrame) -> float:
+    """The earliest header stamp of the tables (the zero of ``time_s``); NaN when there is none."""
+    stamps = np.concatenate([_values(table, "header_timestamp_s") for table in message_tables] or [np.empty(0)])
+    return float(np.nanmin(stamps)) if (~np.isnan(stamps)).any() else float("nan")
+
+
+def bag_starts_s(*series: pd.DataFrame) -> pd.Series:
+    """Each bag's first ``time_s`` over the given per-message series, earliest first (index: bag name)."""
+    parts = [table[["bag_file", "time_s"]].astype({"bag_file": "str"}) for table in series if len(table)]
+    if not parts:
+        return pd.Series(dtype="float64", name="time_s")
+    return pd.concat(parts, ignore_index=True).groupby("bag_file")["time_s"].min().dropna().sort_values()
+
+
 def run_kpis(
     tables: ExtractionTables,
     series: dict[Stream, pd.DataFrame],
@@ -462,8 +601,13 @@ def run_kpis(
     duration = run_duration_s(tables.frames, tables.detections, tables.tracking)
     minutes = duration / 60.0
     statuses = tables.bags["status"].astype("str") if len(tables.bags) else pd.Series(dtype="str")
+    dropped: dict[Stream, int | None] = {
+        "frames": frame_gap_estimate(series["frames"]),
+        "detections": unanswered_frames(tables.frames, tables.detections),
+        "tracking": unanswered_frames(tables.frames, tables.tracking),
+    }
     return RunKpis(
-        streams={stream: stream_kpis(series[stream], target) for stream in STREAMS},
+        streams={stream: stream_kpis(series[stream], dropped[stream], target) for stream in STREAMS},
         detection_latency=latency_kpis(_values(series["detections"], "latency_ms")),
         tracking_latency=latency_kpis(_values(series["tracking"], "latency_ms")),
         mean_detections_per_frame=_mean(_values(tables.detections, "num_detections")),
@@ -480,9 +624,12 @@ def run_kpis(
     )
 
 
-def analyze(tables: ExtractionTables, target: float = FPS_TARGET) -> PerceptionAnalysis:
+def analyze(
+    tables: ExtractionTables, target: float = FPS_TARGET, window_s: float = RATE_WINDOW_S
+) -> PerceptionAnalysis:
     """The whole per-run analysis of one run's extraction tables."""
-    series = {stream: message_table(tables.messages(stream), stream) for stream in STREAMS}
+    start = run_start_s(tables.frames, tables.detections, tables.tracking)
+    series = {stream: message_table(tables.messages(stream), stream, start, window_s) for stream in STREAMS}
     tracks = track_lifecycles(tables.tracked_objects)
     summary = track_summary(tracks)
     return PerceptionAnalysis(

@@ -62,8 +62,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ANALYSIS_DIR, KPIS_FILE = ANALYSIS_MARKER.split("/")
-CACHE_VERSION = 1
-"""Bump when a formula or the cache layout changes, so older caches are recomputed."""
+CACHE_VERSION = 2
+"""Bump when a formula or the cache layout changes, so older caches are recomputed.
+
+2: rates are windowed throughputs and dropped detection/tracking frames are unanswered camera frames
+(README "Metric semantics"); the series gained ``time_s``, ``rate_fps`` and ``rate_weight_s``."""
 FINGERPRINT_BASIS = "names, sizes and mtime_ns of the extraction outputs; sha256 of metadata.yaml"
 
 METADATA_FILE = "metadata.yaml"
@@ -107,8 +110,9 @@ class RunAnalysis:
     """One run's analysis, as the per-run page and the report use it.
 
     ``frames``, ``detections`` and ``tracking`` are the per-message series (index = message index, in
-    file order): ``bag_file, header_timestamp_s, interval_s, instant_fps, rolling_fps`` and, for detections
-    and tracking, ``latency_ms`` and ``count``. ``tracks`` has one row per ``(bag_file, track_id)`` track.
+    file order): ``bag_file, header_timestamp_s, time_s, interval_s, instant_fps, rate_fps, rate_weight_s``
+    and, for detections and tracking, ``latency_ms`` and ``count`` (see
+    :func:`~runtool.analysis.perception.message_table`). ``tracks`` has one row per ``(bag_file, track_id)`` track.
     ``kpis`` is flat and JSON-ready (NaN as ``None``). When ``has_tracking`` is false the tracking series,
     histogram and tracks are empty and the page shows "no data" for them.
     """

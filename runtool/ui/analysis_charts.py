@@ -1,14 +1,17 @@
 """The per-run analysis on the page: a KPI summary and four tabs of bqplot figures.
 
-The tabs mirror the legacy Plotly figures (legacy-dashboard.md §4.6): FPS per stream (instant and rolling,
-the 25 FPS target, distributions with their means), detection and track statistics, latency, and track
-lifecycles. Colours follow the ui guide: frames blue, detections green, tracking orange, targets and
-means as dashed red lines with their value in the label.
+The tabs follow the legacy Plotly figures (legacy-dashboard.md §4.6) with the corrected metric semantics
+(README "Metric semantics"): per stream the windowed rate over seconds since the run start, the very
+series the rate KPI cards summarise, its distribution with the median the card shows, and the interval
+jitter (the legacy instant FPS, as milliseconds between messages, never as a rate); detection and track
+statistics, latency, and track lifecycles. Every over-time chart has header time on its x axis, with the
+bag boundaries as dotted lines. Colours follow the ui guide: frames blue, detections green, tracking
+orange, targets and means as dashed red lines with their value in the label.
 
 Every figure is built once and updated in place when another analysis is shown, so switching runs does
 not pile up widget models in kernel and browser. Long series are reduced to at most :data:`MAX_POINTS`
 points per line before they are sent: each bucket of messages keeps its lowest and its highest value, so
-a one-message FPS dip or latency spike still shows, while a one-hour run stays as quick to draw as a
+a one-message rate dip or latency spike still shows, while a one-hour run stays as quick to draw as a
 one-minute one.
 """
 
@@ -22,7 +25,7 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
-from runtool.analysis.perception import FPS_TARGET, STREAMS, Histogram, Stream
+from runtool.analysis.perception import FPS_TARGET, RATE_WINDOW_S, STREAMS, Histogram, Stream, bag_starts_s
 from runtool.services.analytics import RunAnalysis
 from runtool.ui.components import Kpi, KpiCards
 from runtool.ui.formatting import format_count, format_decimal, format_pct, format_time
@@ -37,13 +40,14 @@ __all__ = [
     "downsample",
     "nice_axis",
     "no_data_text",
+    "no_stream_text",
     "width_histogram",
 ]
 
 MAX_POINTS = 5_000
 """At most this many points per line or scatter are sent to the browser."""
 FPS_CLIP = 60.0
-"""FPS values are clipped here before plotting, and the FPS axes end here (legacy)."""
+"""Rates are clipped here before plotting, and the rate axes end here (legacy)."""
 MAX_AUTO_BINS = 60
 """Cap on automatic histogram bins: beyond this, bars get thinner than a pixel column on a third of the page."""
 MAX_WIDTH_BINS = 200
@@ -65,6 +69,10 @@ DENSITY_MARKERS: tuple[tuple[float, str, str], ...] = ((0.5, "#ff7f0e", "0.5"), 
 DENSITY_SCALE: tuple[str, ...] = ("#d73027", "#fee08b", "#1a9850")
 """Red-yellow-green over density [0, 1] for the confidence-vs-span scatter."""
 
+BOUNDARY_COLOUR = "#999999"
+"""Bag boundaries on the over-time charts: dotted grey lines."""
+TIME_LABEL = "Seconds since the run start"
+
 _MARGIN = {"top": 36, "bottom": 44, "left": 58, "right": 16}
 _HEIGHT = "250px"
 
@@ -72,6 +80,11 @@ _HEIGHT = "250px"
 def no_data_text(stream: Stream) -> str:
     """What a part of a tab says when the run has no messages of ``stream``."""
     return f"No {STREAM_NAMES[stream].lower()} data in this run"
+
+
+def no_stream_text(stream: Stream) -> str:
+    """What a KPI card says for a stream without messages: its figures are unknown, not 0 or 100 %."""
+    return f"no {STREAM_NAMES[stream].lower()} stream"
 
 
 # -- data reduction --------------------------------------------------------------------------------
@@ -267,7 +280,8 @@ class _HistogramChart:
             width,
         )
 
-    def show(self, histogram: Histogram, mean: float | None) -> None:
+    def show(self, histogram: Histogram, mean: float | None, label: str | None = None) -> None:
+        """Bars of ``histogram``; a dashed line at ``mean`` labelled ``label`` (default ``μ=…``)."""
         counts = histogram.counts.astype("float64")
         first, last = float(histogram.edges[0]), float(histogram.edges[-1])
         with self.x.hold_sync():
@@ -279,11 +293,13 @@ class _HistogramChart:
         for value, line in self.markers:
             with line.hold_sync():
                 line.x, line.y = np.array([value, value]), np.array([0.0, top])
-        self.mean.show(mean, (0.0, top), "" if mean is None else f"μ={mean:.{self.mean_digits}f}")
+        if label is None:
+            label = "" if mean is None else f"μ={mean:.{self.mean_digits}f}"
+        self.mean.show(mean, (0.0, top), label)
 
 
 class _SeriesChart:
-    """Per-message values against the message index: one or more lines and a dashed red reference line."""
+    """Per-message values over header time: one or more lines, a dashed red reference line, bag boundaries."""
 
     def __init__(
         self,
@@ -305,16 +321,22 @@ class _SeriesChart:
             for width_px, opacity in strokes
         ]
         self.reference = _Reference(self.x, self.y, vertical=False)
-        self.x_axis, self.y_axis = _axes(self.x, self.y, "Message index", y_label)
+        self.boundaries = bq.Lines(x=_empty(), y=_empty(), scales=scales, colors=[BOUNDARY_COLOUR],
+                                   line_style="dotted", stroke_width=1)
+        self.x_axis, self.y_axis = _axes(self.x, self.y, TIME_LABEL, y_label)
         if y_range is not None:
             self.y_axis.tick_values = nice_axis(*y_range, intervals=6)[2]
-        self.figure = _figure(title, [*self.lines, *self.reference.marks], [self.x_axis, self.y_axis], width)
+        self.figure = _figure(title, [self.boundaries, *self.lines, *self.reference.marks],
+                              [self.x_axis, self.y_axis], width)
 
-    def show(self, series: Sequence[np.ndarray], reference: float | None, reference_text: str,
-             markers: bool = False) -> None:
-        """One array per line (same length); ``markers`` draws a dot per point (for short series)."""
-        length = max((len(values) for values in series), default=0)
-        span = (0.0, float(max(length - 1, 1)))
+    def show(self, time_s: np.ndarray, series: Sequence[np.ndarray], reference: float | None, reference_text: str,
+             boundaries: np.ndarray | None = None, markers: bool = False) -> None:
+        """One array per line, each a value per ``time_s`` (seconds since the run start, any order);
+        ``boundaries`` are the times of the bag starts to mark; ``markers`` draws a dot per point."""
+        order = np.argsort(np.asarray(time_s, dtype="float64"), kind="stable")
+        times = np.asarray(time_s, dtype="float64")[order]
+        finite_times = _finite(times)
+        span = (0.0, max(float(finite_times.max()) if finite_times.size else 0.0, 1e-3))
         with self.x.hold_sync():
             self.x.min, self.x.max = span
         _ticks_within(self.x_axis, *span)
@@ -326,12 +348,21 @@ class _SeriesChart:
             high = float(values.max()) if values.size else 1.0
             _fit(self.y, self.y_axis, low * 1.05, max(high, 0.0) * 1.05)
         for line, values in zip(self.lines, series, strict=True):
-            index, reduced = downsample(values)
+            index, reduced = downsample(np.asarray(values, dtype="float64")[order])
             with line.hold_sync():
-                line.x, line.y = index.astype("float64"), reduced
+                line.x, line.y = times[index], reduced
                 line.marker = "circle" if markers else None
                 line.marker_size = 12
         self.reference.show(reference, span, reference_text)
+        starts = _empty() if boundaries is None else _finite(boundaries)
+        starts = starts[starts > 0]
+        low, high = float(self.y.min or 0.0), float(self.y.max if self.y.max is not None else 1.0)
+        with self.boundaries.hold_sync():
+            if starts.size:
+                self.boundaries.x = np.repeat(starts[:, None], 2, axis=1)
+                self.boundaries.y = np.tile([low, high], (starts.size, 1))
+            else:
+                self.boundaries.x, self.boundaries.y = _empty(), _empty()
 
 
 # -- the tabs --------------------------------------------------------------------------------------
@@ -369,50 +400,63 @@ def _stream_has_data(analysis: RunAnalysis, stream: Stream) -> bool:
     return len(analysis.frames) > 0
 
 
+def _bag_starts(analysis: RunAnalysis) -> np.ndarray:
+    """When each bag of the run starts, in seconds since the run start (over every stream)."""
+    return bag_starts_s(*(analysis.stream(stream) for stream in STREAMS)).to_numpy(dtype="float64")
+
+
 class FpsTab:
-    """Per stream (columns): FPS over the message index, instant and rolling FPS distributions."""
+    """Per stream (columns): the windowed rate over time, its distribution, and the interval jitter."""
 
     def __init__(self) -> None:
         self.over_time: dict[Stream, _SeriesChart] = {}
-        self.instant: dict[Stream, _HistogramChart] = {}
-        self.rolling: dict[Stream, _HistogramChart] = {}
+        self.distribution: dict[Stream, _HistogramChart] = {}
+        self.jitter: dict[Stream, _HistogramChart] = {}
         self.slots: dict[Stream, _Slot] = {}
         for stream in STREAMS:
             name, colour = STREAM_NAMES[stream], STREAM_COLOURS[stream]
             self.over_time[stream] = _SeriesChart(
-                f"{name} FPS over time", colour, "FPS", "100%", strokes=((0.5, 0.3), (2.0, 1.0)),
-                y_range=(0.0, FPS_CLIP),
+                f"{name} rate over time", colour, "FPS", "100%", strokes=((2.0, 1.0),), y_range=(0.0, FPS_CLIP),
             )
-            self.instant[stream] = _HistogramChart(f"{name} inst. FPS distribution", colour, "FPS", "100%")
-            self.rolling[stream] = _HistogramChart(f"{name} rolling FPS distribution", colour, "FPS", "100%")
-            charts = [self.over_time[stream].figure, self.instant[stream].figure, self.rolling[stream].figure]
+            self.distribution[stream] = _HistogramChart(f"{name} rate distribution", colour, "FPS", "100%")
+            self.jitter[stream] = _HistogramChart(
+                f"{name} interval jitter", colour, "Milliseconds between messages", "100%")
+            charts = [self.over_time[stream].figure, self.distribution[stream].figure, self.jitter[stream].figure]
             self.slots[stream] = _Slot(charts, no_data_text(stream), horizontal=False)
         columns = [
             widgets.Box([self.slots[s].widget], layout=widgets.Layout(width="33.3%")) for s in STREAMS
         ]
         self.widget = widgets.VBox([
             _caption(
-                "Columns: frames (blue), detections (green), tracking (orange). Top: instant FPS (thin) and "
-                f"rolling FPS, smoothed over 25 messages (thick), clipped at {FPS_CLIP:g}; the dashed red line is "
-                f"the {FPS_TARGET:g} FPS target. Below: the distributions of both, with their means."
+                "Columns: frames (blue), detections (green), tracking (orange). Top: the rate, messages per "
+                f"second in the last {RATE_WINDOW_S:g} s of header time, over seconds since the run start (dotted: "
+                f"bag boundaries), clipped at {FPS_CLIP:g}; the dashed red line is the {FPS_TARGET:g} FPS target. "
+                "It is the series the rate cards summarise; it starts once a window is full. Middle: its "
+                "distribution, with the median of the card. Bottom: interval jitter, the time between "
+                "consecutive messages (what the legacy called instant FPS); it shows timing noise, not a rate."
             ),
             widgets.HBox(columns, layout=widgets.Layout(width="100%")),
         ]).add_class("rt-tab-fps")
 
     def show(self, analysis: RunAnalysis) -> None:
         target = float(analysis.kpis.get("fps_target") or FPS_TARGET)
+        starts = _bag_starts(analysis)
         for stream in STREAMS:
             has_data = _stream_has_data(analysis, stream)
             self.slots[stream].show(has_data)
             if not has_data:
                 continue
             series = analysis.stream(stream)
-            instant = np.minimum(series["instant_fps"].to_numpy(dtype="float64"), FPS_CLIP)
-            rolling = np.minimum(series["rolling_fps"].to_numpy(dtype="float64"), FPS_CLIP)
-            self.over_time[stream].show([instant, rolling], target, f"target {target:g} FPS")
-            for chart, values in ((self.instant[stream], instant), (self.rolling[stream], rolling)):
-                positive = _finite(values)
-                chart.show(auto_histogram(values), _mean(positive[positive > 0]))
+            rate = np.minimum(series["rate_fps"].to_numpy(dtype="float64"), FPS_CLIP)
+            self.over_time[stream].show(series["time_s"].to_numpy(dtype="float64"), [rate], target,
+                                        f"target {target:g} FPS", boundaries=starts)
+            median = _number(analysis.kpis, f"{stream}_median_fps")
+            self.distribution[stream].show(width_histogram(rate, 1.0, start=-0.5), median,
+                                           "" if median is None else f"median {median:.1f}")
+            intervals = series["interval_s"].to_numpy(dtype="float64") * 1000.0
+            positive = _finite(intervals)
+            positive = positive[positive > 0]
+            self.jitter[stream].show(auto_histogram(positive), _mean(positive))
 
 
 class DetectionsTab:
@@ -438,7 +482,8 @@ class DetectionsTab:
             self.slots[stream] = _Slot(charts, no_data_text(stream), horizontal=True)
         self.widget = widgets.VBox([
             _caption(
-                "Top: detections (green), bottom: tracked objects (orange). Left: objects per message; middle: how "
+                "Top: detections (green), bottom: tracked objects (orange). Left: objects per message over seconds "
+                "since the run start (dotted: bag boundaries); middle: how "
                 "often each count occurs; right: confidence scores (detections in 20 bins over [0, 1], tracks in "
                 "24 bins over [0, 1.2])."
             ),
@@ -452,8 +497,10 @@ class DetectionsTab:
             self.slots[stream].show(has_data)
             if not has_data:
                 continue
-            counts = analysis.stream(stream)["count"].to_numpy(dtype="float64")
-            self.counts[stream].show([counts], None, "", markers=len(counts) <= self.MARKER_LIMIT)
+            series = analysis.stream(stream)
+            counts = series["count"].to_numpy(dtype="float64")
+            self.counts[stream].show(series["time_s"].to_numpy(dtype="float64"), [counts], None, "",
+                                     boundaries=_bag_starts(analysis), markers=len(counts) <= self.MARKER_LIMIT)
             finite = _finite(counts)
             self.distribution[stream].show(width_histogram(counts, 1.0, start=-0.5), _mean(finite))
             confidence = histograms[stream]
@@ -467,7 +514,7 @@ def _histogram_mean(histogram: Histogram) -> float | None:
 
 
 class LatencyTab:
-    """Per stream (rows): latency against the message index with its mean, and its distribution."""
+    """Per stream (rows): latency over seconds since the run start with its mean, and its distribution."""
 
     ROWS: tuple[Stream, ...] = ("detections", "tracking")
 
@@ -496,9 +543,12 @@ class LatencyTab:
             self.slots[stream].show(has_data)
             if not has_data:
                 continue
-            latency = analysis.stream(stream)["latency_ms"].to_numpy(dtype="float64")
+            series = analysis.stream(stream)
+            latency = series["latency_ms"].to_numpy(dtype="float64")
             mean = _mean(_finite(latency))
-            self.over_time[stream].show([latency], mean, "" if mean is None else f"Mean: {mean:.1f} ms")
+            self.over_time[stream].show(series["time_s"].to_numpy(dtype="float64"), [latency], mean,
+                                        "" if mean is None else f"Mean: {mean:.1f} ms",
+                                        boundaries=_bag_starts(analysis))
             self.distribution[stream].show(width_histogram(latency, 10.0), mean)
 
 
@@ -614,19 +664,27 @@ def analysis_kpis(kpis: Mapping[str, float | int | None]) -> list[Kpi]:
     def get(name: str) -> float | None:
         return _number(kpis, name)
 
+    def absent(stream: Stream) -> bool:
+        return not get(f"{stream}_messages")
+
+    def per_stream(stream: Stream, text: str) -> str:
+        return no_stream_text(stream) if absent(stream) else text
+
     target = get("fps_target") or FPS_TARGET
     cards = [
-        Kpi(f"{STREAM_NAMES[stream]} rate", _fps(get(f"{stream}_median_fps")),
-            f"median; 5th percentile {_fps(get(f'{stream}_p5_fps'))}")
+        Kpi(f"{STREAM_NAMES[stream]} rate", per_stream(stream, _fps(get(f"{stream}_median_fps"))),
+            per_stream(stream, f"median over {RATE_WINDOW_S:g} s windows; 5th percentile "
+                               f"{_fps(get(f'{stream}_p5_fps'))}"))
         for stream in STREAMS
     ]
     cards += [
-        Kpi(f"Frame time below {target:g} FPS", _share(get("frames_share_below_target")),
-            f"detections {_share(get('detections_share_below_target'))} · "
-            f"tracking {_share(get('tracking_share_below_target'))}"),
-        Kpi("Dropped frames", format_count(get("frames_dropped_frames")),
-            f"estimated · detections {format_count(get('detections_dropped_frames'))} · "
-            f"tracking {format_count(get('tracking_dropped_frames'))}"),
+        Kpi(f"Frame time below {target:g} FPS", per_stream("frames", _share(get("frames_share_below_target"))),
+            f"detections {per_stream('detections', _share(get('detections_share_below_target')))} · "
+            f"tracking {per_stream('tracking', _share(get('tracking_share_below_target')))}"),
+        Kpi("Dropped frames", per_stream("frames", format_count(get("frames_dropped_frames"))),
+            "estimated from camera gaps · frames without a detection "
+            f"{per_stream('detections', format_count(get('detections_dropped_frames')))} · "
+            f"without a track {per_stream('tracking', format_count(get('tracking_dropped_frames')))}"),
     ]
     for prefix, name in (("detection_latency", "Detection"), ("tracking_latency", "Tracking")):
         cards.append(Kpi(f"{name} latency p50", _ms(get(f"{prefix}_p50_ms")),

@@ -1,4 +1,7 @@
-"""Perception metrics on tiny hand-made tables; every expected value is worked out in the comments."""
+"""Perception metrics on tiny hand-made tables; every expected value is worked out in the comments.
+
+Most streams step by 1/8 or 1/32 s, exact in binary, so window edges fall exactly where the comments say.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ from runtool.analysis.perception import (
     TRACK_CONFIDENCE_BINS,
     ExtractionTables,
     analyze,
+    bag_starts_s,
     fps_table,
+    frame_gap_estimate,
     histogram,
     latency_kpis,
     latency_ms,
@@ -25,6 +30,7 @@ from runtool.analysis.perception import (
     stream_kpis,
     track_lifecycles,
     track_summary,
+    unanswered_frames,
 )
 
 NAN = float("nan")
@@ -60,48 +66,203 @@ def test_zero_and_negative_intervals_have_no_instant_fps() -> None:
     same(table["instant_fps"], [NAN, 10.0, NAN, NAN, 5.0])
 
 
-def test_rolling_fps_uses_25_rows_needs_5_values_and_runs_across_bags() -> None:
-    # Bag a, rows 0..29: row r >= 1 comes 1/r s after row r-1, so its instant FPS is exactly r (row 0: NaN).
-    # Bag b, rows 30..31: row 30 is a boundary (NaN), row 31 comes 1/2 s later (instant 2).
-    gaps = [1.0 / r for r in range(1, 30)]
-    stamps_a = list(np.concatenate([[0.0], np.cumsum(gaps)]))
-    table = fps_table(messages([*stamps_a, 100.0, 100.5], ["a"] * 30 + ["b"] * 2))
-    same(table["instant_fps"][1:30], list(range(1, 30)))
-    rolling = table["rolling_fps"]
-    # rows 0..4: at most 4 values (1..4) in the window -> NaN
-    assert rolling[:5].isna().all()
-    assert rolling[5] == pytest.approx(3.0)  # mean(1..5) = 15/5
-    assert rolling[24] == pytest.approx(12.5)  # rows 0..24 -> values 1..24, mean 300/24
-    assert rolling[25] == pytest.approx(13.0)  # rows 1..25 -> values 1..25 (row 0 left the window), 325/25
-    assert rolling[29] == pytest.approx(17.0)  # rows 5..29 -> values 5..29, mean (5+29)/2
-    # Not reset at the bag boundary: row 30 (NaN) still averages rows 6..29 -> (6+29)/2 = 17.5,
-    # and row 31 averages 7..29 and 2 -> (23 * 18 + 2) / 24 = 416/24.
-    assert rolling[30] == pytest.approx(17.5)
-    assert rolling[31] == pytest.approx(416 / 24)
+def test_rate_counts_the_stamps_of_the_last_second_once_the_window_is_full() -> None:
+    # 8 Hz for 2 s: stamps k/8, k = 0..16. Row k's window is (k/8 - 1, k/8]; it is full from k = 8 (1 s after
+    # the first stamp) and then holds stamps k-7..k: 8 of them -> 8 FPS. Rows 0..7: NaN (window not full).
+    table = fps_table(messages([k / 8 for k in range(17)]))
+    same(table["rate_fps"], [NAN] * 8 + [8.0] * 9)
+    # Each distinct stamp stands for the 1/8 s since the previous one; the first stands for nothing.
+    same(table["rate_weight_s"], [0.0] + [0.125] * 16)
+    kpis = stream_kpis(table, dropped_frames=None)
+    assert (kpis.median_fps, kpis.p5_fps, kpis.share_below_target) == (8.0, 8.0, 1.0)  # 8 < the 25 FPS target
 
 
-def per_row_fps(stamps: list[float], bags: list[str]) -> tuple[list[float], list[float]]:
-    """The legacy formulas written out row by row, as the reference for the property test."""
-    instant: list[float] = []
-    for i, stamp in enumerate(stamps):
-        interval = stamp - stamps[i - 1] if i and bags[i] == bags[i - 1] else NAN
-        instant.append(1.0 / interval if interval > 0 else NAN)
-    rolling = []
-    for i in range(len(stamps)):
-        window = [v for v in instant[max(0, i - 24) : i + 1] if not math.isnan(v)]
-        rolling.append(sum(window) / len(window) if len(window) >= 5 else NAN)
-    return instant, rolling
+def test_a_two_second_window_halves_each_count() -> None:
+    # 8 Hz for 3 s with a 2 s window: full from row 16 (t = 2), holding 16 stamps -> 16 / 2 = 8 FPS.
+    table = fps_table(messages([k / 8 for k in range(25)]), window_s=2.0)
+    same(table["rate_fps"], [NAN] * 16 + [8.0] * 9)
+
+
+def test_rate_kpis_are_weighted_by_time() -> None:
+    # 8 Hz from 0 to 3 s (k = 0..24), nothing for a second, then 8 Hz from 4 to 6 s (16 + 1 stamps).
+    # Rates: 8 from t = 1 to 3 (17 rows, 0.125 s each = 2.125 s); at t = 4 the window (3, 4] holds only
+    # itself -> 1 FPS, standing for the whole 1 s gap; at 4 + m/8 (m = 1..6) it holds m + 1 stamps ->
+    # 2..7 FPS, 0.125 s each (0.75 s); from 4.875 to 6 (10 rows) 8 FPS again (1.25 s). Total 5.125 s.
+    stamps = [k / 8 for k in range(25)] + [4 + m / 8 for m in range(17)]
+    table = fps_table(messages(stamps))
+    same(table["rate_fps"][24:33], [8.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+    kpis = stream_kpis(table, dropped_frames=None, target=7.5)
+    # Below 7.5 FPS: 1.0 s (at 1 FPS) + 0.75 s (2..7 FPS) out of 5.125 s.
+    assert kpis.share_below_target == pytest.approx(1.75 / 5.125)
+    # 5 % of 5.125 s = 0.256 s is reached within the 1 s at 1 FPS; half (2.56 s) only among the 8 FPS rows.
+    assert (kpis.p5_fps, kpis.median_fps) == (1.0, 8.0)
+    # Counted per message instead, the single 1 FPS row would be 1 of 34 (3 %) and the p5 would hide the gap.
+    # The camera gap estimate: nominal gap 1/8 s (the median); the 1 s gap is 8 nominal gaps -> 7 missing.
+    assert frame_gap_estimate(table) == 7
+
+
+def test_steady_30_hz_detections_with_30_ms_latency_jitter_and_no_loss() -> None:
+    # Frames every 1/30 s for 20 s; each answered by one detection stamped 20..80 ms (50 ± 30 ms) later,
+    # written in stamp order. The window (t - 1, t] then holds 30 detections give or take the few whose
+    # latency moved them across one of its ends: 60 ms of jitter is under two frame intervals, so at most
+    # 2 on either end -> every rate within 28..32 and the stream's median at its throughput, 30 per second.
+    rng = np.random.default_rng(30)
+    count = 600
+    image = 1_756_112_400.0 + np.arange(count) / 30
+    header = image + rng.uniform(0.020, 0.080, count)
+    order = np.argsort(header)
+    detections = messages(list(header[order]), image_timestamp_s=list(image[order]), num_detections=[1] * count)
+    frames = messages(list(image))
+    kpis = analyze(ExtractionTables(frames=frames, detections=detections, tracking=detections.rename(
+        columns={"num_detections": "num_tracked"}))).kpis.to_dict()
+    throughput = (count - 1) / (header.max() - header.min())
+    assert throughput == pytest.approx(30.0, rel=0.01)
+    assert kpis["detections_median_fps"] == pytest.approx(throughput, rel=0.04)
+    assert 28.0 <= kpis["detections_p5_fps"] <= 30.0
+    assert kpis["detections_share_below_target"] == 0.0  # never under 25 FPS
+    assert kpis["detections_dropped_frames"] == 0 and kpis["tracking_dropped_frames"] == 0
+    rates = fps_table(detections)["rate_fps"].dropna()
+    assert rates.between(28.0, 32.0).all()
+    # The legacy instant FPS of the same stream spreads far wider: the jitter is not a rate.
+    instant = fps_table(detections)["instant_fps"].dropna()
+    assert instant.max() > 60.0 and instant.min() < 20.0
+
+
+def test_every_fifth_detection_missing_drops_a_fifth_of_the_frames() -> None:
+    # 300 frames at 30 Hz (10 s); frames k with k % 5 == 4 get no detection -> 240 detections, 60 dropped.
+    # Any 30 consecutive frames hold exactly 6 unanswered ones, so every full window counts 24 detections:
+    # 24 FPS, just under the 25 FPS target all the time.
+    image = 500.0 + np.arange(300) / 30
+    answered = image[np.arange(300) % 5 != 4]
+    detections = messages(list(answered + 0.04), image_timestamp_s=list(answered), num_detections=[2] * 240)
+    tables = ExtractionTables(frames=messages(list(image)), detections=detections)
+    kpis = analyze(tables).kpis.to_dict()
+    assert kpis["detections_messages"] == 240
+    assert kpis["detections_dropped_frames"] == 60 == 300 // 5
+    assert kpis["detections_median_fps"] == pytest.approx(24.0)
+    assert kpis["detections_p5_fps"] == pytest.approx(24.0)
+    assert kpis["detections_share_below_target"] == 1.0
+    assert kpis["frames_dropped_frames"] == 0 and kpis["frames_median_fps"] == pytest.approx(30.0)
+
+
+def test_a_run_with_frames_and_no_detection_stream_has_no_detection_figures() -> None:
+    # Frames only: the detection and tracking rates, shares and dropped frames are unknown (None), not 0
+    # FPS and not "every frame dropped".
+    kpis = analyze(ExtractionTables(frames=messages([k / 8 for k in range(17)]))).kpis.to_dict()
+    assert kpis["frames_median_fps"] == 8.0 and kpis["frames_dropped_frames"] == 0
+    for stream in ("detections", "tracking"):
+        assert kpis[f"{stream}_messages"] == 0
+        for name in ("median_fps", "p5_fps", "share_below_target", "dropped_frames"):
+            assert kpis[f"{stream}_{name}"] is None, f"{stream}_{name}"
+    assert kpis["detection_latency_p50_ms"] is None
+
+
+def test_duplicated_and_out_of_order_stamps_change_nothing() -> None:
+    # The 8 Hz stream of the first test, with the stamp 1.0 recorded twice and 1.25 written before 1.125.
+    # Stamps are counted in time order and once each, so every message keeps the rate of its stamp.
+    clean = [k / 8 for k in range(17)]
+    messy = [*clean[:9], 1.0, 1.25, 1.125, *clean[11:]]
+    table = fps_table(messages(messy))
+    same(table["rate_fps"], [NAN] * 8 + [8.0] * 10)
+    # The repeated stamp stands for no time; 1.25 stands for the 1/8 s after 1.125 wherever it is written.
+    same(table["rate_weight_s"], [0.0] + [0.125] * 8 + [0.0] + [0.125] * 8)
+    assert frame_gap_estimate(table) == 0  # the legacy intervals (0, then 0.25) would claim one lost frame
+    kpis = stream_kpis(table, dropped_frames=None)
+    assert (kpis.messages, kpis.median_fps, kpis.share_below_target) == (18, 8.0, 1.0)
+    # A detection stream answering each frame, itself duplicated and out of order: nothing is unanswered.
+    answers = messages([s + 0.05 for s in messy], image_timestamp_s=messy)
+    assert unanswered_frames(messages(clean), answers) == 0
+    assert unanswered_frames(messages(clean), answers.drop(index=[9, 10])) == 1  # 1.0 is still answered once
+
+
+def test_a_bag_boundary_of_a_split_recording_is_invisible_to_the_rate() -> None:
+    # Bag a holds 0..0.875 s, bag b 1.0..2.0 s at 8 Hz: one recording split in two. At t = 1.0 (bag b's
+    # first row) the window (0, 1] reaches back into bag a: 8 stamps -> 8 FPS, no restart, no dip.
+    stamps = [k / 8 for k in range(17)]
+    table = fps_table(messages(stamps, ["a"] * 8 + ["b"] * 9))
+    same(table["rate_fps"], [NAN] * 8 + [8.0] * 9)
+    assert np.isnan(table["instant_fps"][8])  # the legacy diagnostic still drops the boundary interval
+    assert frame_gap_estimate(table) == 0
+
+
+def test_time_between_bags_that_was_not_recorded_is_no_outage() -> None:
+    # Bag a: 0..2 s at 8 Hz; bag b starts 60 s later (a bag in between failed): more than a window after
+    # bag a's end, so b is a new segment. Its first second has no rate (the window restarts), and the 58 s
+    # between the bags are neither below the target nor 463 lost frames.
+    stamps = [k / 8 for k in range(17)] + [60 + k / 8 for k in range(17)]
+    table = fps_table(messages(stamps, ["a"] * 17 + ["b"] * 17))
+    same(table["rate_fps"], ([NAN] * 8 + [8.0] * 9) * 2)
+    assert table["rate_weight_s"][17] == 0.0
+    assert frame_gap_estimate(table) == 0
+    kpis = stream_kpis(table, dropped_frames=None, target=8.0)
+    assert kpis.share_below_target == 0.0
+    # Recorded across the boundary: a detection in bag b answering bag a's last frame still counts.
+    frames = messages(stamps[:17], ["a"] * 17)
+    detections = messages([s + 0.05 for s in stamps[:17]], ["a"] * 16 + ["b"], image_timestamp_s=stamps[:17])
+    assert unanswered_frames(frames, detections) == 0
+
+
+def test_a_run_with_one_message() -> None:
+    # One frame and one detection answering it: no rate (no window is ever full) and no gap to estimate,
+    # but the frame was answered: 0 dropped detection frames.
+    frames = messages([100.0])
+    detections = messages([100.05], image_timestamp_s=[100.0], num_detections=[3])
+    result = analyze(ExtractionTables(frames=frames, detections=detections))
+    kpis = result.kpis.to_dict()
+    assert kpis["frames_messages"] == 1 and kpis["detections_messages"] == 1
+    for name in ("frames_median_fps", "frames_p5_fps", "frames_share_below_target", "frames_dropped_frames",
+                 "detections_median_fps", "detections_share_below_target"):
+        assert kpis[name] is None, name
+    assert kpis["detections_dropped_frames"] == 0
+    assert kpis["detection_latency_p50_ms"] == pytest.approx(50.0)
+    same(result.detections["time_s"], [0.05])  # from the run's first stamp (the frame at 100.0)
+
+
+def test_time_counts_from_the_earliest_stamp_of_any_stream_and_bags_start_where_they_first_appear() -> None:
+    # Detections start at 99.5, frames at 100.0: the run starts at 99.5 for both series.
+    frames = messages([100.0, 100.5, 101.0], ["a", "a", "b"])
+    detections = messages([99.5, 100.6, 100.9], ["a", "b", "b"], image_timestamp_s=[99.4, 100.5, 100.8],
+                          num_detections=[1, 1, 1])
+    result = analyze(ExtractionTables(frames=frames, detections=detections))
+    same(result.frames["time_s"], [0.5, 1.0, 1.5])
+    same(result.detections["time_s"], [0.0, 1.1, 1.4])
+    # Bag a first appears at 0.0 (a detection), bag b at 1.1 (a detection before its first frame at 1.5).
+    starts = bag_starts_s(result.frames, result.detections)
+    assert starts.index.tolist() == ["a", "b"]
+    same(starts.to_numpy(), [0.0, 1.1])
+    assert bag_starts_s().empty
+
+
+def per_row_rates(stamps: list[float], bags: list[str], window: float) -> list[float]:
+    """The windowed rate written out message by message, as the reference for the property test."""
+    segment, segments = 0, []
+    for i, bag in enumerate(bags):
+        if i and bag != bags[i - 1]:
+            previous = [stamps[j] for j in range(i) if bags[j] == bags[i - 1] and all(
+                bags[k] == bags[i - 1] for k in range(j, i))]
+            current = [stamps[j] for j in range(i, len(bags)) if bags[j] == bag and all(
+                bags[k] == bag for k in range(i, j + 1))]
+            if min(current) - max(previous) > window:
+                segment += 1
+        segments.append(segment)
+    rates = []
+    for stamp, own in zip(stamps, segments, strict=True):
+        mine = {round(s, 9) for s, g in zip(stamps, segments, strict=True) if g == own}
+        full = stamp - min(mine) >= window - 1e-9
+        inside = [s for s in mine if stamp - window + 1e-9 < s <= stamp + 1e-9]
+        rates.append(len(inside) / window if full else NAN)
+    return rates
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(-3, 50)), max_size=80))
-def test_fps_matches_the_row_by_row_formulas(rows: list[tuple[str, int]]) -> None:
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(-3, 50)), max_size=80),
+       st.sampled_from([0.25, 0.5, 1.0]))
+def test_rate_matches_the_message_by_message_definition(rows: list[tuple[str, int]], window: float) -> None:
+    # Steps of whole hundredths of -0.03..0.5 s: duplicates, reordering, gaps and bag changes all occur.
     bags = [bag for bag, _ in rows]
-    stamps = list(np.cumsum([step / 100 for _, step in rows]))
-    table = fps_table(messages(stamps, bags))
-    instant, rolling = per_row_fps(stamps, bags)
-    np.testing.assert_allclose(table["instant_fps"], instant, rtol=1e-9, equal_nan=True)
-    np.testing.assert_allclose(table["rolling_fps"], rolling, rtol=1e-9, equal_nan=True)
+    stamps = [round(s, 2) for s in np.cumsum([step / 100 for _, step in rows])]
+    table = fps_table(messages(stamps, bags), window_s=window)
+    np.testing.assert_allclose(table["rate_fps"], per_row_rates(stamps, bags, window), rtol=1e-9, equal_nan=True)
 
 
 # -- latency, counts, histograms --------------------------------------------------------------------
@@ -116,7 +277,8 @@ def test_latency_keeps_the_sign() -> None:
     same(series["latency_ms"], [-50.0, 20.0])
     same(series["count"], [3, 0])
     assert list(series.columns) == [
-        "bag_file", "header_timestamp_s", "interval_s", "instant_fps", "rolling_fps", "latency_ms", "count",
+        "bag_file", "header_timestamp_s", "time_s", "interval_s", "instant_fps", "rate_fps", "rate_weight_s",
+        "latency_ms", "count",
     ]
 
 
@@ -195,27 +357,28 @@ def ten_frames() -> pd.DataFrame:
     return messages(list(100.0 + np.cumsum(steps) / 32))
 
 
-def test_stream_kpis_on_ten_frames() -> None:
-    kpis = stream_kpis(fps_table(ten_frames()))
-    # instant FPS: NaN, 32, 32, 32, 32, 16, 32, 32, 10.667, 32 -> 9 values, sorted 10.667, 16, 32 x 7
-    assert kpis.messages == 10
-    assert kpis.median_fps == pytest.approx(32.0)  # the 5th of 9 sorted values
-    # 5th percentile: position 0.05 * (9 - 1) = 0.4 -> 32/3 + 0.4 * (16 - 32/3) = 12.8
-    assert kpis.p5_fps == pytest.approx(12.8)
-    # Below 25 FPS: the 2/32 and 3/32 intervals = 5/32 s out of 7/32 + 2/32 + 3/32 = 12/32 s -> 5/12
-    assert kpis.share_below_target == pytest.approx(5 / 12)
-    # Exactly at the target is not below it: with a 32 FPS target the 32 FPS intervals still count as met.
-    assert stream_kpis(fps_table(ten_frames()), target=32.0).share_below_target == pytest.approx(5 / 12)
-    # Nominal 32 FPS: 1/32 s -> round(1) - 1 = 0; 2/32 -> 2 - 1 = 1; 3/32 -> 3 - 1 = 2; total 3
-    assert kpis.dropped_frames == 3
+def test_frame_gap_estimate_on_ten_frames() -> None:
+    # Gaps 1/32 x4, 2/32, 1/32 x2, 3/32, 1/32: nominal (median) 1/32 s. 2/32 -> 2 - 1 = 1 missing,
+    # 3/32 -> 3 - 1 = 2 missing; total 3.
+    assert frame_gap_estimate(fps_table(ten_frames())) == 3
 
 
-def test_dropped_frames_never_negative_and_rounds_half_up() -> None:
-    # One bag; intervals 0.1, 0.1, 0.1, 0.01, 0.25 -> instant 10, 10, 10, 100, 4; median 10.
-    # 0.01 * 10 = 0.1 -> round 0 - 1 = -1, floored at 0; 0.25 * 10 = 2.5 -> rounds half up to 3 -> 2 dropped.
-    kpis = stream_kpis(fps_table(messages([0.0, 0.1, 0.2, 0.3, 0.31, 0.56])))
-    assert kpis.median_fps == pytest.approx(10.0)
-    assert kpis.dropped_frames == 2
+def test_frame_gap_estimate_never_negative_and_rounds_half_up() -> None:
+    # Gaps 0.1, 0.1, 0.1, 0.01, 0.25 s; nominal 0.1. 0.01 / 0.1 -> round 0 - 1 = -1, floored at 0;
+    # 0.25 / 0.1 = 2.5 -> rounds half up to 3 -> 2 missing.
+    assert frame_gap_estimate(fps_table(messages([0.0, 0.1, 0.2, 0.3, 0.31, 0.56]))) == 2
+    assert frame_gap_estimate(fps_table(messages([5.0]))) is None  # one stamp: no gap to measure
+
+
+def test_unanswered_frames_match_image_stamps_within_a_microsecond() -> None:
+    # Frames 1.0, 1.1, 1.2, 1.3. Answers refer to 1.0 (read back 0.3 µs off, as float64 epochs are),
+    # 1.2, and 1.25 (no such frame): 1.1 and 1.3 are unanswered.
+    frames = messages([1.0, 1.1, 1.2, 1.3])
+    answers = messages([1.05, 1.25, 1.3], image_timestamp_s=[1.0000003, 1.2, 1.25])
+    assert unanswered_frames(frames, answers) == 2
+    assert unanswered_frames(frames, answers.head(0)) is None  # no stream, not "4 dropped"
+    assert unanswered_frames(messages([]), answers) is None  # no camera frames to count
+    assert unanswered_frames(frames, answers.assign(image_timestamp_s=NAN)) == 4
 
 
 def test_latency_kpis_are_percentiles_with_linear_interpolation() -> None:
@@ -242,6 +405,8 @@ def test_run_kpis_combine_the_tables() -> None:
     )
     kpis = analyze(tables).kpis.to_dict()
     assert kpis["frames_dropped_frames"] == 3
+    # The detections refer to images 20 ms before their own stamps, which no frame has: all 10 unanswered.
+    assert kpis["detections_dropped_frames"] == 10
     assert kpis["run_duration_s"] == pytest.approx(60.0)  # (30 - 0) + (230 - 200)
     assert kpis["total_tracks"] == 3  # id 1 in bag_0 and id 1 in bag_1 are different tracks
     assert kpis["tracks_per_minute"] == pytest.approx(3.0)  # 3 tracks / 1 minute
@@ -265,8 +430,9 @@ def test_every_function_accepts_an_empty_table(table: pd.DataFrame) -> None:
     assert track_lifecycles(table).empty
     assert list(track_lifecycles(table).columns) == list(TRACK_COLUMNS)
     assert math.isnan(run_duration_s(table, table))
-    kpis = stream_kpis(fps_table(table))
+    kpis = stream_kpis(fps_table(table), frame_gap_estimate(fps_table(table)))
     assert (kpis.messages, kpis.dropped_frames) == (0, None)
+    assert unanswered_frames(table, table) is None
     assert math.isnan(kpis.median_fps) and math.isnan(kpis.share_below_target)
     assert histogram(np.array([]), DETECTION_CONFIDENCE_BINS).total == 0
     summary = track_summary(track_lifecycles(table))

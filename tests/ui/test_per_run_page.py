@@ -75,10 +75,15 @@ def expected_kpis(kpis: dict[str, float | int | None]) -> dict[str, str]:
     def one(value: float | int | None, fmt: str, suffix: str = "") -> str:
         return "–" if value is None else f"{value:{fmt}}{suffix}"
 
+    def rate(stream: str, name: str) -> str:
+        """A stream without messages has no rate: the card says so in words, not "–" or 0."""
+        return f"no {name} stream" if not kpis[f"{stream}_messages"] else one(kpis[f"{stream}_median_fps"], ".1f",
+                                                                                " FPS")
+
     return {
-        "Frame rate": one(kpis["frames_median_fps"], ".1f", " FPS"),
-        "Detection rate": one(kpis["detections_median_fps"], ".1f", " FPS"),
-        "Tracking rate": one(kpis["tracking_median_fps"], ".1f", " FPS"),
+        "Frame rate": rate("frames", "frame"),
+        "Detection rate": rate("detections", "detection"),
+        "Tracking rate": rate("tracking", "tracking"),
         "Frame time below 25 FPS": one(
             None if kpis["frames_share_below_target"] is None else 100 * kpis["frames_share_below_target"], ".1f", " %"
         ),
@@ -182,9 +187,15 @@ def test_preview_download_extract_and_analyse_a_run(services: ServiceContainer) 
     assert with_class(page.widget, "rt-analysis-kpis")
     assert page.analysis.no_data_parts == []
     assert "analysed" in cards(page)["analysis"] and "not analysed" not in cards(page)["analysis"]
-    # The plotted series are the service's, clipped at 60 FPS.
+    # The plotted rate is the service's series, the one its KPIs summarise, over seconds since the run start.
     frames = page.analysis.fps.over_time["frames"]
-    assert len(frames.lines[1].y) == len(analysis.frames)
+    np.testing.assert_allclose(frames.lines[0].y, np.minimum(analysis.frames["rate_fps"], 60.0), equal_nan=True)
+    np.testing.assert_allclose(frames.lines[0].x, analysis.frames["time_s"])
+    assert frames.x_axis.label == "Seconds since the run start"
+    # Two boundaries between the three bags, each at the first stamp of its bag in any stream.
+    assert len(frames.boundaries.x) == 2 and all(0 < line[0] == line[1] for line in frames.boundaries.x)
+    median = analysis.kpis["frames_median_fps"]
+    assert page.analysis.fps.distribution["frames"].mean.label.text == [f"median {median:.1f}"]
     assert frames.reference.label.text == ["target 25 FPS"]
 
     # A new page on the analysed run shows the cached analysis straight away.
@@ -215,7 +226,7 @@ def test_a_run_without_tracking_says_so_instead_of_empty_charts(services: Servic
     run_idle(page)
     assert page.analysis_result is not None and not page.analysis_result.has_tracking
     assert page.analysis.no_data_parts == ["No tracking data in this run"] * 4
-    assert page.kpis["Tracking rate"] == "–" and page.kpis["Frame rate"] != "–"
+    assert page.kpis["Tracking rate"] == "no tracking stream" and page.kpis["Frame rate"].endswith(" FPS")
     assert page.kpis == expected_kpis(services.analytics.analyze_run(coord).kpis)
 
 
