@@ -103,11 +103,16 @@ class _HostCheck:
 
     request: Any
     settings: dict[str, Any]
+    set_status: Any
+    finish: Any
 
     def prepare(self) -> Awaitable[None] | None:
         policy = self.settings["runtool_hosts"]
         if not allowed_host(self.request.host or "", *policy):
-            raise web.HTTPError(403, "Host not allowed")
+            # Answered here, not raised: Jupyter's error page needs a user, and no user is known yet.
+            self.set_status(403)
+            self.finish("This server does not answer to that host name.")
+            return None
         return super().prepare()  # type: ignore[misc]
 
 
@@ -182,6 +187,9 @@ class FirstPageHandler(web.RequestHandler):
     """The server's root and folder listing: straight to the first page (the folder holds code, not pages)."""
 
     settings: dict[str, Any]
+
+    def initialize(self, **_: Any) -> None:
+        """Takes (and ignores) the options Voila gives the folder listing it replaces."""
 
     def get(self, path: str = "") -> None:
         app: RuntoolVoila = self.settings["runtool_app"]

@@ -6,12 +6,14 @@
   const KERNEL_CHANNEL = /\/api\/kernels\/[^/]+\/channels/;
   const LOST = /"execution_state":\s*"(dead|restarting|autorestarting)"/;
   let leaving = false;
+  // Once the kernel restarted or died, the page's state is gone for good, even if a socket reconnects.
+  let lost = false;
   window.addEventListener("beforeunload", function () { leaving = true; });
 
   function notice(show) {
     let box = document.getElementById("rt-session-notice");
     if (!show) {
-      if (box) box.remove();
+      if (box && !lost) box.remove();
       return;
     }
     if (box || leaving) return;
@@ -34,6 +36,7 @@
         // Status messages are small; the check skips the large widget messages.
         if (event.data instanceof ArrayBuffer && event.data.byteLength < 2048 &&
             LOST.test(new TextDecoder().decode(event.data))) {
+          lost = true;
           notice(true);
         }
       });
