@@ -256,6 +256,14 @@ def declare_chunk_size(path: Path, size: int) -> None:
         handle.write(struct.pack("<I", size))
 
 
+def write_bomb(path: Path, compression: str, data: bytes, declared: int | None = None) -> Path:
+    """A one-frame bag whose chunk holds ``data``; it declares ``declared`` bytes, else the real chunk's size."""
+    write_image_bag(path, [b"\xff\xd8jpeg"], compression, compressor=lambda _: data)
+    if declared is not None:
+        declare_chunk_size(path, declared)
+    return path
+
+
 def zeros_bz2(total: int, stream: int = 64 << 20) -> bytes:
     """bzip2 data decompressing to ``total`` zero bytes: one small stream repeated (bz2.decompress reads them all)."""
     if total % stream:

@@ -23,7 +23,7 @@ from tests.extract.bagfiles import (
     COORD,
     DemoRun,
     copy_run,
-    declare_chunk_size,
+    write_bomb,
     write_image_bag,
     zeros_bz2,
     zeros_lz4,
@@ -41,14 +41,6 @@ DECLARED_HUGE = (1 << 32) - 1
 def bomb_data() -> dict[str, bytes]:
     """Per compression, chunk data decompressing to :data:`BOMB_BYTES` zeros (a few MB at most)."""
     return {"bz2": zeros_bz2(BOMB_BYTES), "lz4": zeros_lz4(BOMB_BYTES)}
-
-
-def write_bomb(path: Path, compression: str, data: bytes, declared: int | None = None) -> Path:
-    """A one-frame bag whose chunk holds ``data``; it declares ``declared`` bytes, else the real chunk's size."""
-    write_image_bag(path, [b"\xff\xd8jpeg"], compression, compressor=lambda _: data)
-    if declared is not None:
-        declare_chunk_size(path, declared)
-    return path
 
 
 def read_frames(path: Path, max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES) -> pa.Table:

@@ -29,9 +29,9 @@ from runtool.extract.docker_backend import (
     ensure_image,
     run_in_docker,
 )
-from runtool.extract.outputs import ExtractionProgress, ExtractionStage
+from runtool.extract.outputs import ExtractionProgress, ExtractionStage, RunMetadata
 from tests.conftest import require
-from tests.extract.bagfiles import COORD, DemoRun, copy_run
+from tests.extract.bagfiles import COORD, DemoRun, copy_run, write_bomb, zeros_bz2, zeros_lz4
 
 ENGINE_HINT = "Docker engine not available: apt-get install docker.io && dockerd &"
 SDK_HINT = "Docker SDK for Python not installed: pip install 'runtool[docker]'"
@@ -158,6 +158,25 @@ def test_failed_extraction_raises_with_the_container_output(client: Any, image: 
     with pytest.raises(DockerBackendError, match=r"code 1 \(nothing could be extracted\)") as info:
         run_in_docker(empty, out, COORD.timestamp, {})
     assert "No bags in /data" in str(info.value)
+    assert containers_using(client, tmp_path) == []
+
+
+def test_chunk_bombs_fail_alone_in_the_container(client: Any, image: str, demo_run: DemoRun, tmp_path: Path) -> None:
+    """The chunk limit holds inside the container, and the one given to run_in_docker is the one applied."""
+    bags = copy_run(demo_run, tmp_path / COORD.timestamp).folder
+    write_bomb(bags / "bomb_lz4.bag", "lz4", zeros_lz4(2 << 30), declared=(1 << 32) - 1)
+    write_bomb(bags / "understated_bz2.bag", "bz2", zeros_bz2(2 << 30))
+    out = tmp_path / "out"
+    out.mkdir()
+
+    run_in_docker(bags, out, COORD.timestamp, {}, max_chunk_bytes=64 << 20)
+
+    metadata = RunMetadata.read(out)
+    failed = {bag.name: bag.error or "" for bag in metadata.bags_failed}
+    assert sorted(failed) == ["bomb_lz4", "understated_bz2"]
+    assert "declares 4,294,967,295 bytes uncompressed, more than max_chunk_bytes = 67,108,864" in failed["bomb_lz4"]
+    assert "decompresses to more than the" in failed["understated_bz2"]
+    assert {bag.name: bag.frames for bag in metadata.bags_ok} == {s.path.stem: s.frames for s in demo_run.summaries}
     assert containers_using(client, tmp_path) == []
 
 
