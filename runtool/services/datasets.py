@@ -41,8 +41,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import yaml
-from google.api_core import exceptions as gexc
-from google.cloud import storage
 
 from runtool.errors import ReadOnlyError, RuntoolError, UsageError
 from runtool.files import LockWaitStopped, exclusive_lock, replacing, write_atomic
@@ -55,6 +53,10 @@ from runtool.storage.checksums import Crc32cChecker, file_crc32c
 from runtool.storage.gcs import retry_policy
 
 if TYPE_CHECKING:  # the container builds this service, so importing it at run time would be circular
+    # google-cloud-storage loads with the first client (storage.gcs): the download manager imports this
+    # module for its dataset form and would otherwise carry the client library in every page kernel.
+    from google.cloud import storage
+
     from runtool.services.container import ServiceContainer
 
 __all__ = [
@@ -420,6 +422,8 @@ class DatasetService:
                 missing.append((key, generation, crc))
 
         def download(label: tuple[str, int, str]) -> tuple[str, bytes | str]:
+            from google.api_core import exceptions as gexc
+
             key, generation, crc = label
             blob = self.client.bucket(self.config.ml_bucket).blob(key)
             with storage_errors(self.config.ml_bucket, "reading"):
@@ -696,7 +700,7 @@ def _split_runs(coords: Iterable[RunCoordinate], val_fraction: float, seed: int)
     return {coord: ("val" if index < count else "train") for index, coord in enumerate(ranked)}
 
 
-def sample_name(coord: RunCoordinate, bag: str, stem: str, frame_key: str) -> str:
+def _sample_name(coord: RunCoordinate, bag: str, stem: str, frame_key: str) -> str:
     """A sample's file name without suffix: ``<cid>_<regionid>_…_<timestamp>_<bag>_<stem>_<hash>``.
 
     The readable part joins the coordinate parts, the bag and the frame stem with ``_`` (characters other than
@@ -713,7 +717,7 @@ def sample_name(coord: RunCoordinate, bag: str, stem: str, frame_key: str) -> st
 def _sample(coord: RunCoordinate, pair: dict[str, Any], classes: tuple[int, ...], split: Split) -> DatasetSample:
     """The sample of one row of :func:`_pair`."""
     stem, _, suffix = pair["name"].rpartition(".")
-    base = sample_name(coord, pair["bag"], stem, pair["key"])
+    base = _sample_name(coord, pair["bag"], stem, pair["key"])
     suffix = _UNSAFE.sub("-", suffix)
     return DatasetSample(
         coordinate=coord,
