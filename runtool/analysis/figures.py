@@ -146,6 +146,7 @@ def fps_figure(data: FigureData, target: float = FPS_TARGET) -> Figure:
         over_time.text(0.99, target, f"target {target:g} FPS", transform=over_time.get_yaxis_transform(),
                        ha="right", va="bottom", color=_TARGET_COLOUR, fontsize=8)
         over_time.set_ylim(0, FPS_CLIP)
+        over_time.set_xlim(left=0)
         over_time.set_xlabel(_TIME_LABEL)
         over_time.set_ylabel(f"FPS (last {RATE_WINDOW_S:g} s)")
         finite = rate[np.isfinite(rate)]
@@ -163,7 +164,7 @@ def fps_figure(data: FigureData, target: float = FPS_TARGET) -> Figure:
         intervals = intervals[np.isfinite(intervals) & (intervals > 0)]
         if intervals.size:
             jitter.set_title(titles[2])
-            jitter.hist(intervals, bins=min(_MAX_BINS, max(10, int(np.sqrt(intervals.size)))), color=colour)
+            jitter.hist(intervals, bins=_fixed_width_bins(float(intervals.max()), 1.0), color=colour)
             _mean_line(jitter, float(intervals.mean()), f"μ={intervals.mean():.1f} ms")
             jitter.set_xlabel("Milliseconds between messages")
             jitter.set_ylabel("Messages")

@@ -147,10 +147,10 @@ def report_stem(coord: RunCoordinate) -> str:
 _STREAM_COLUMNS = (("frames", "Frames"), ("detections", "Detections"), ("tracking", "Tracking"))
 _STREAM_ROWS = (
     ("messages", "Messages"),
-    ("median_fps", "Median FPS"),
-    ("p5_fps", "5th percentile FPS"),
+    ("median_fps", "Median rate (FPS over 1 s windows)"),
+    ("p5_fps", "5th percentile rate (FPS)"),
     ("share_below_target", "Time below the FPS target"),
-    ("dropped_frames", "Estimated dropped messages"),
+    ("dropped_frames", "Dropped frames (frames: gap estimate; others: frames without a message)"),
 )
 _LATENCY_COLUMNS = (("detection_latency", "Detections"), ("tracking_latency", "Tracking"))
 _LATENCY_ROWS = (("mean_ms", "Mean"), ("p50_ms", "Median (p50)"), ("p95_ms", "p95"), ("p99_ms", "p99"))

@@ -48,8 +48,6 @@ MAX_POINTS = 5_000
 """At most this many points per line or scatter are sent to the browser."""
 FPS_CLIP = 60.0
 """Rates are clipped here before plotting, and the rate axes end here (legacy)."""
-MAX_AUTO_BINS = 60
-"""Cap on automatic histogram bins: beyond this, bars get thinner than a pixel column on a third of the page."""
 MAX_WIDTH_BINS = 200
 """Cap on fixed-width histogram bins; wider data gets wider bins (×2, ×5, ×10, …)."""
 
@@ -151,18 +149,6 @@ def _fit(scale: bq.LinearScale, axis: bq.Axis, low: float, high: float) -> tuple
         scale.min, scale.max = start, end
     axis.tick_values = ticks
     return start, end
-
-
-def auto_histogram(values: np.ndarray) -> Histogram:
-    """Automatically binned counts of the finite ``values`` (numpy's "auto" rule, capped at MAX_AUTO_BINS)."""
-    finite = _finite(values)
-    if not finite.size:
-        return Histogram(np.array([0.0, 1.0]), np.zeros(1, dtype="int64"))
-    edges = np.histogram_bin_edges(finite, bins="auto")
-    if len(edges) - 1 > MAX_AUTO_BINS:
-        edges = np.histogram_bin_edges(finite, bins=MAX_AUTO_BINS)
-    counts, edges = np.histogram(finite, bins=edges)
-    return Histogram(edges, counts.astype("int64"))
 
 
 def width_histogram(values: np.ndarray | pd.Series, width: float, start: float | None = None) -> Histogram:
@@ -456,7 +442,7 @@ class FpsTab:
             intervals = series["interval_s"].to_numpy(dtype="float64") * 1000.0
             positive = _finite(intervals)
             positive = positive[positive > 0]
-            self.jitter[stream].show(auto_histogram(positive), _mean(positive))
+            self.jitter[stream].show(width_histogram(positive, 1.0, start=0.0), _mean(positive))
 
 
 class DetectionsTab:
