@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-
-from google.cloud import storage
+from typing import TYPE_CHECKING
 
 from runtool.config import RuntoolConfig, load_config
 from runtool.models import CoverageSettings
-from runtool.services.analytics import AnalyticsService
-from runtool.services.data_state import DataStateService
-from runtool.services.datasets import DatasetService
-from runtool.services.extraction import ExtractionService
-from runtool.services.inventory import CloudInventoryService
-from runtool.services.local_state import LocalStateService
-from runtool.services.reports import ReportService
-from runtool.services.transfers import TransferService
-from runtool.storage import make_client
+
+if TYPE_CHECKING:
+    from google.cloud import storage
+
+    from runtool.services.analytics import AnalyticsService
+    from runtool.services.data_state import DataStateService
+    from runtool.services.datasets import DatasetService
+    from runtool.services.extraction import ExtractionService
+    from runtool.services.inventory import CloudInventoryService
+    from runtool.services.local_state import LocalStateService
+    from runtool.services.reports import ReportService
+    from runtool.services.transfers import TransferService
 
 __all__ = ["ServiceContainer"]
 
@@ -27,6 +29,9 @@ class ServiceContainer:
 
     >>> services = ServiceContainer.from_environment()
     >>> services.data_state.runs()
+
+    Each service's module is imported when the service is first built, so a page that only reads (coverage)
+    does not load the transfer, extraction and report services and the libraries behind them.
     """
 
     def __init__(self, config: RuntoolConfig, read_only: bool | None = None) -> None:
@@ -39,6 +44,8 @@ class ServiceContainer:
         return cls(load_config(config_path), read_only=read_only)
 
     def make_client(self) -> storage.Client:
+        from runtool.storage import make_client
+
         return make_client(self.config.gcp_project, self.config.emulator_host)
 
     @property
@@ -47,36 +54,52 @@ class ServiceContainer:
 
     @cached_property
     def inventory(self) -> CloudInventoryService:
+        from runtool.services.inventory import CloudInventoryService
+
         inventory = CloudInventoryService(self.config, self.make_client, read_only=self.read_only)
         inventory.listeners.append(self._after_refresh)
         return inventory
 
     @cached_property
     def local(self) -> LocalStateService:
+        from runtool.services.local_state import LocalStateService
+
         return LocalStateService(self.config)
 
     @cached_property
     def data_state(self) -> DataStateService:
+        from runtool.services.data_state import DataStateService
+
         return DataStateService(self.inventory, self.local, self.coverage_settings)
 
     @cached_property
     def transfers(self) -> TransferService:
+        from runtool.services.transfers import TransferService
+
         return TransferService(self.config, self.make_client, self.inventory, self.local, read_only=self.read_only)
 
     @cached_property
     def extraction(self) -> ExtractionService:
+        from runtool.services.extraction import ExtractionService
+
         return ExtractionService(self.config, self.local, read_only=self.read_only)
 
     @cached_property
     def analytics(self) -> AnalyticsService:
+        from runtool.services.analytics import AnalyticsService
+
         return AnalyticsService(self.config, self.local, read_only=self.read_only)
 
     @cached_property
     def reports(self) -> ReportService:
+        from runtool.services.reports import ReportService
+
         return ReportService(self)
 
     @cached_property
     def datasets(self) -> DatasetService:
+        from runtool.services.datasets import DatasetService
+
         return DatasetService(self)
 
     def _after_refresh(self, scope: object) -> None:
