@@ -18,12 +18,11 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from google.cloud import storage
 from pandas.api.types import union_categoricals
 
 from runtool.config import RuntoolConfig
@@ -42,6 +41,9 @@ from runtool.storage import (
     parse_raw_key,
     raw_prefix,
 )
+
+if TYPE_CHECKING:
+    from google.cloud import storage  # the client is built on first refresh (ServiceContainer.make_client)
 
 __all__ = [
     "CACHE_VERSION",

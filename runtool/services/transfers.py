@@ -25,10 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
-
-from google.api_core import exceptions as gexc
-from google.cloud import storage
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError
@@ -53,6 +50,11 @@ from runtool.storage import (
 from runtool.storage.checksums import ChecksumMismatch, IntegrityChecker, checkers_for, file_crc32c
 from runtool.storage.gcs import retry_policy
 from runtool.storage.layout import FRAME_SUFFIXES, LABEL_SUFFIX
+
+if TYPE_CHECKING:
+    # google-cloud-storage loads with the first client (storage.gcs): the pages import this module for its
+    # plan and progress types and would otherwise pay for the client library in every kernel.
+    from google.cloud import storage
 
 __all__ = [
     "CONFLICT_MODES",
@@ -715,6 +717,8 @@ class TransferService:
     def _download(
         self, bucket: str, file: PlannedFile, on_bytes: Callable[[int], None], cancel: threading.Event
     ) -> FileOutcome:
+        from google.api_core import exceptions as gexc
+
         if cancel.is_set():
             return FileOutcome(file, "cancelled", error="cancelled before it started")
         started = time.perf_counter()
@@ -771,6 +775,8 @@ class TransferService:
         never overwritten blindly; the stored object's CRC32C is then checked against the local file's. When
         the object found then has exactly the local CRC32C, another job uploaded it: skipped, not failed.
         """
+        from google.api_core import exceptions as gexc
+
         if cancel.is_set():
             return FileOutcome(file, "cancelled", error="cancelled before it started")
         started = time.perf_counter()
@@ -1002,6 +1008,8 @@ def _check_kinds(kinds: Sequence[str]) -> None:
 
 def _explain(exc: BaseException, file: PlannedFile) -> str:
     """A sentence a user can act on, naming the file."""
+    from google.api_core import exceptions as gexc
+
     cause = exc.__cause__
     if isinstance(cause, gexc.PreconditionFailed) or isinstance(exc, gexc.PreconditionFailed):
         return _changed_since_preview(file)
