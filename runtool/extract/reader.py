@@ -32,18 +32,19 @@ from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 from lz4.frame import LZ4FrameDecompressor
-from rosbags.highlevel import AnyReader
-from rosbags.rosbag1 import Reader as Reader1
-from rosbags.rosbag1.reader import Header, RecordType
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from runtool.config import DEFAULT_MAX_CHUNK_BYTES
 from runtool.errors import RuntoolError
+
+if TYPE_CHECKING:
+    # rosbags loads when a bag is opened: the per-run page imports the extraction services for their types
+    # and stages, and would otherwise carry the bag readers in every page kernel.
+    from rosbags.highlevel import AnyReader
 
 __all__ = [
     "BAG_SUFFIXES",
@@ -111,6 +112,8 @@ _BOX = struct.Struct("<5d")  # BoundingBox2D: center x, y, theta, size_x, size_y
 @cache
 def _fast_digests() -> dict[str, str]:
     """md5sum of each topic's message type, as the robot records it (computed once from the definitions)."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
     store = get_typestore(Stores.ROS1_NOETIC)
     types: dict[str, Any] = {}
     for name, text in _ROBOT_DEFINITIONS.items():
@@ -417,6 +420,8 @@ class BagReader:
         return self._info
 
     def __enter__(self) -> BagReader:
+        from rosbags.highlevel import AnyReader
+
         _prefetch(self.path)
         try:
             reader = AnyReader([self.path])
@@ -642,6 +647,9 @@ def _limit_chunks(reader: AnyReader, bag: str, limit: int) -> None:
         BagReadError: a chunk declares (or stores) more than ``limit`` bytes; the sentence names the bag,
             the chunk, its size and the setting.
     """
+    from rosbags.rosbag1 import Reader as Reader1
+    from rosbags.rosbag1.reader import Header, RecordType
+
     for sub in reader.readers:
         if not isinstance(sub, Reader1) or sub.bio is None:
             continue
