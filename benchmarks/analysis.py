@@ -42,8 +42,8 @@ from benchmarks.common import RESULTS_DIR, markdown_table, median, say
 from runtool.analysis.perception import (
     DETECTION_CONFIDENCE_BINS,
     FPS_TARGET,
-    ROLLING_MIN_VALUES,
-    ROLLING_WINDOW,
+    RATE_WINDOW_S,
+    STAMP_TOLERANCE_S,
     STREAMS,
     TRACK_CONFIDENCE_BINS,
     TRACK_DENSITY_BINS,
@@ -214,45 +214,108 @@ def _histogram(values: list[float], spec: HistogramSpec) -> list[int]:
     return counts
 
 
+def _loop_rates(rows: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """The windowed rate and its time weight per message (README "Metric semantics"), written out as loops."""
+    stamps = [row["header_timestamp_s"] for row in rows]
+    runs: list[tuple[str, list[int]]] = []
+    for i, row in enumerate(rows):
+        if not runs or row["bag_file"] != runs[-1][0]:
+            runs.append((row["bag_file"], []))
+        runs[-1][1].append(i)
+    segment_rows: list[list[int]] = []
+    for k, (_, members) in enumerate(runs):
+        previous_end = max(stamps[i] for i in runs[k - 1][1]) if k else NAN
+        if not k or min(stamps[i] for i in members) - previous_end > RATE_WINDOW_S:
+            segment_rows.append([])
+        segment_rows[-1].extend(members)
+    rate = [NAN] * len(rows)
+    weight = [0.0] * len(rows)
+    for members in segment_rows:
+        ordered = sorted(members, key=lambda i: (stamps[i], i))
+        distinct: list[float] = []
+        owner: list[int] = []  # per ordered row: its distinct stamp's index
+        for n, i in enumerate(ordered):
+            if not n or stamps[i] - stamps[ordered[n - 1]] > STAMP_TOLERANCE_S:
+                distinct.append(stamps[i])
+                weight[i] = stamps[i] - distinct[-2] if len(distinct) > 1 else 0.0
+            owner.append(len(distinct) - 1)
+        # Seconds since the segment's first stamp: an epoch stamp is only good to 0.24 µs, these to ~1e-12 s.
+        since = [t - distinct[0] for t in distinct]
+        for i, j in zip(ordered, owner, strict=True):
+            if since[j] >= RATE_WINDOW_S - STAMP_TOLERANCE_S:
+                inside = j + 1 - bisect.bisect_left(since, since[j] - RATE_WINDOW_S + STAMP_TOLERANCE_S)
+                rate[i] = inside / RATE_WINDOW_S
+    return rate, weight
+
+
+def _weighted_percentile(pairs: list[tuple[float, float]], q: float) -> float:
+    if not pairs:
+        return NAN
+    ordered = sorted(pairs)
+    total = sum(w for _, w in ordered)
+    reach, cumulative = q / 100 * total * (1 - 1e-12), 0.0
+    for value, w in ordered:
+        cumulative += w
+        if cumulative >= reach:
+            return value
+    return ordered[-1][0]
+
+
+def _distinct_sorted(values: list[float]) -> list[float]:
+    ordered = sorted(v for v in values if not math.isnan(v))
+    return [v for n, v in enumerate(ordered) if not n or v - ordered[n - 1] > STAMP_TOLERANCE_S]
+
+
+def _loop_unanswered(frames: list[dict[str, Any]], rows: list[dict[str, Any]]) -> int | None:
+    camera = _distinct_sorted([row["header_timestamp_s"] for row in frames])
+    if not rows or not camera:
+        return None
+    answered = _distinct_sorted([row["image_timestamp_s"] for row in rows])
+    missing = 0
+    for stamp in camera:
+        k = bisect.bisect_left(answered, stamp)
+        near = [abs(answered[j] - stamp) for j in (k - 1, k) if 0 <= j < len(answered)]
+        missing += not near or min(near) > STAMP_TOLERANCE_S
+    return missing
+
+
 def loop_analysis(inputs: dict[str, Any]) -> dict[str, Any]:
-    """Every metric of :func:`analyze`, message by message (the legacy way)."""
+    """Every metric of :func:`analyze`, message by message (the legacy way, with the current formulas)."""
     out: dict[str, Any] = {"series": {}, "kpis": {}}
+    start = min(row["header_timestamp_s"] for stream in STREAMS for row in inputs[stream])
     for stream in STREAMS:
         rows = inputs[stream]
         instant: list[float] = []
-        intervals: list[float] = []
         previous: dict[str, Any] | None = None
         for row in rows:
             if previous is None or row["bag_file"] != previous["bag_file"]:
                 interval = NAN
             else:
                 interval = row["header_timestamp_s"] - previous["header_timestamp_s"]
-            intervals.append(interval)
             instant.append(1.0 / interval if interval > 0 else NAN)
             previous = row
-        rolling: list[float] = []
-        for i in range(len(instant)):
-            window = [v for v in instant[max(0, i - ROLLING_WINDOW + 1) : i + 1] if not math.isnan(v)]
-            rolling.append(sum(window) / len(window) if len(window) >= ROLLING_MIN_VALUES else NAN)
-        series: dict[str, list[float]] = {"instant_fps": instant, "rolling_fps": rolling}
+        rate, weight = _loop_rates(rows)
+        series: dict[str, list[float]] = {
+            "time_s": [row["header_timestamp_s"] - start for row in rows], "instant_fps": instant,
+            "rate_fps": rate, "rate_weight_s": weight,
+        }
         if stream != "frames":
             series["latency_ms"] = [1000.0 * (r["header_timestamp_s"] - r["image_timestamp_s"]) for r in rows]
             series["count"] = [r["num_detections" if stream == "detections" else "num_tracked"] for r in rows]
         out["series"][stream] = series
-        median_fps = _percentile(instant, 50)
-        total = below = 0.0
-        dropped = 0
-        for interval, fps in zip(intervals, instant, strict=True):
-            if math.isnan(fps):
-                continue
-            total += interval
-            if fps < FPS_TARGET:
-                below += interval
-            dropped += max(0, math.floor(interval * median_fps + 0.5) - 1)
+        pairs = [(r, w) for r, w in zip(rate, weight, strict=True) if not math.isnan(r) and w > 0]
+        total = sum(w for _, w in pairs)
+        below = sum(w for r, w in pairs if r < FPS_TARGET)
+        if stream == "frames":
+            gaps = sorted(w for w in weight if w > 0)
+            nominal = gaps[len(gaps) // 2] if len(gaps) % 2 else (gaps[len(gaps) // 2 - 1] + gaps[len(gaps) // 2]) / 2
+            dropped: int | None = sum(max(0, math.floor(g / nominal + 0.5) - 1) for g in gaps) if gaps else None
+        else:
+            dropped = _loop_unanswered(inputs["frames"], rows)
         out["kpis"].update({
             f"{stream}_messages": len(rows),
-            f"{stream}_median_fps": median_fps,
-            f"{stream}_p5_fps": _percentile(instant, 5),
+            f"{stream}_median_fps": _weighted_percentile(pairs, 50),
+            f"{stream}_p5_fps": _weighted_percentile(pairs, 5),
             f"{stream}_share_below_target": below / total if total > 0 else NAN,
             f"{stream}_dropped_frames": dropped,
         })
