@@ -373,7 +373,7 @@ def _cancel_on_interrupt() -> Iterator[threading.Event]:
             os.write(2, b"\nruntool: interrupted again: stopping now; files in flight are abandoned.\n")
             os._exit(130)
         cancel.set()
-        os.write(2, b"\nruntool: cancelling: files in flight are abandoned and nothing new starts "
+        os.write(2, b"\nruntool: cancelling: nothing new starts, files in flight stop at their next chunk "
                     b"(Ctrl-C again to stop at once).\n")
 
     previous = signal.signal(signal.SIGINT, interrupted)

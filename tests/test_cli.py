@@ -88,7 +88,7 @@ def test_bad_filter_exits_2(toml: Path, capsys: pytest.CaptureFixture[str]) -> N
     code, _, err = run_cli(capsys, "--config", str(toml), "runs", "--cid", "../etc")
     assert code == 2 and "invalid filter" in err
     code, _, err = run_cli(capsys, "--config", str(toml), "coverage", "-E", "0")
-    assert code == 2 and "expected samples" in err
+    assert code == 2 and "--expected-samples-per-bag must be a finite number above 0" in err
 
 
 def test_bad_config_exits_2_naming_the_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

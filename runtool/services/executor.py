@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import traceback
@@ -44,6 +45,7 @@ __all__ = [
     "RunOutcome",
     "RunStatus",
     "RunTask",
+    "dask_setup",
     "executor_from_config",
 ]
 
@@ -263,6 +265,7 @@ class DaskExecutor(Executor):
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=":0",
+                    preload=[__name__],  # each worker process runs dask_setup below as it starts
                 )
                 self.client = distributed.Client(self._cluster)
             else:
@@ -354,6 +357,17 @@ class DaskExecutor(Executor):
         except Exception:  # a remote scheduler without runtool installed cannot run the lookup
             return 0
         return deaths
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask runs this in each worker process of the cluster a :class:`DaskExecutor` starts (its preload).
+
+    Ctrl-C in a terminal reaches the whole process group, so these workers, this process's helpers, hear it
+    too. They ignore it: a worker dying of it would have Dask run its run again elsewhere, while the caller
+    decides what an interrupt means (the CLI cancels the runs not started and waits for those in flight).
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _scheduler_worker_deaths(key: object, dask_scheduler: Any) -> int:
