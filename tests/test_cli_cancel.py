@@ -175,6 +175,22 @@ def test_ctrl_c_stops_a_download_keeping_only_complete_files(
     assert files_under(folder) == (expected, [])
 
 
+def test_ctrl_c_stops_an_ml_download(fresh_config: RuntoolConfig, slow_toml: Path, fast_toml: Path) -> None:
+    ml = make_client(emulator_host=fresh_config.emulator_host).bucket(fresh_config.ml_bucket)
+    sizes = [8 * KIB] * 3 + [3072 * KIB] * 2
+    for n, size in enumerate(sizes):
+        ml.blob(ml_file_key(RUN, BAG, "frames", f"1754035220.{n:09d}.jpg")).upload_from_string(bag_bytes(n, size))
+    folder = local_ml_dir(fresh_config.ml_root, RUN)
+    assert main(["--config", str(fast_toml), "inventory", "refresh"]) == 0
+    runtool = start("--config", str(slow_toml), "ml", "download", RUN.to_path_str(), "--yes")
+    wait_until(lambda: len(files_under(folder)[0]) == 3 and len(files_under(folder)[1]) == 2, runtool)
+    ctrl_c(runtool)
+    out, err = runtool.communicate(timeout=60)
+    assert runtool.returncode == 130, err
+    assert files_under(folder) == ({f"1754035220.{n:09d}.jpg": bag_bytes(n, 8 * KIB) for n in range(3)}, [])
+    assert "Cancelled: 3 files transferred and complete, 2 not transferred" in out
+
+
 def test_a_second_ctrl_c_exits_at_once_and_a_rerun_cleans_up(
         fresh_config: RuntoolConfig, relay: ThrottledRelay, slow_toml: Path, fast_toml: Path) -> None:
     expected = seed_bags(fresh_config, [RUN], [16 * KIB, 2048 * KIB, 2048 * KIB])

@@ -89,6 +89,12 @@ def test_bad_values_exit_2_with_a_sentence(argv: list[str], named: str, toml: Pa
     assert "\x07" not in err
 
 
+@pytest.mark.parametrize("port", ["-1", "65536", "99999"])
+def test_an_emulator_port_out_of_range_exits_2(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "emulator", "--memory", "--port", port)
+    assert code == 2 and err == f"runtool: error: --port must be a port from 0 (any free one) to 65535, not {port}\n"
+
+
 def test_the_edges_of_each_range_are_accepted(toml: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(capsys, "--config", str(toml), "coverage", "-E", "0.5", "--under-labelled-pct", "0")[0] == 0
     assert run_cli(capsys, "--config", str(toml), "runs", "--under-labelled-pct", "100")[0] == 0
