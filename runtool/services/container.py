@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from runtool.services.datasets import DatasetService
     from runtool.services.extraction import ExtractionService
     from runtool.services.inventory import CloudInventoryService
+    from runtool.services.kpis import KpiService
     from runtool.services.local_state import LocalStateService
+    from runtool.services.pipeline import RunPipeline
     from runtool.services.reports import ReportService
     from runtool.services.transfers import TransferService
 
@@ -89,6 +91,18 @@ class ServiceContainer:
         from runtool.services.analytics import AnalyticsService
 
         return AnalyticsService(self.config, self.local, read_only=self.read_only)
+
+    @cached_property
+    def pipeline(self) -> RunPipeline:
+        from runtool.services.pipeline import RunPipeline
+
+        return RunPipeline(self)
+
+    @cached_property
+    def kpis(self) -> KpiService:
+        from runtool.services.kpis import KpiService
+
+        return KpiService(self.config, self.data_state, read_only=self.read_only)
 
     @cached_property
     def reports(self) -> ReportService:

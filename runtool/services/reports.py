@@ -1,6 +1,7 @@
 """Per-run reports: bring a run up to date, execute ``runtool/notebooks/run_report.ipynb`` with papermill, write HTML.
 
-:class:`ReportService` follows the run's next action (download → extract → analyse), then executes the
+:class:`ReportService` brings the run up to date through the run pipeline
+(:class:`~runtool.services.pipeline.RunPipeline`: download → extract → analyse as needed), then executes the
 report notebook in a fresh kernel with the run's coordinate and a config file as parameters, and converts
 the executed notebook to HTML without code. The ``.ipynb`` (with the injected parameters, for whoever wants
 to see how a number was made) and the ``.html`` (for everyone else) land side by side.
@@ -22,19 +23,17 @@ from __future__ import annotations
 import html
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from runtool.config import RuntoolConfig, load_config
+from runtool.config import load_config
 from runtool.errors import ReadOnlyError, RuntoolError
-from runtool.extract.outputs import ExtractionProgress
 from runtool.files import write_atomic
 from runtool.formatting import format_bytes, format_count
-from runtool.models import Filters, NextAction, RunCoordinate, RunState
+from runtool.models import Filters, RunCoordinate, RunState
 from runtool.notebooks import REPORT_NOTEBOOK
 from runtool.services.analytics import RunAnalysis
 from runtool.storage import processed_dir
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
     from nbformat import NotebookNode
 
     from runtool.services.container import ServiceContainer
+    from runtool.services.pipeline import PipelineProgress
 
 __all__ = [
     "REPORT_DIR",
@@ -217,8 +217,13 @@ class RunReport:
 
     @classmethod
     def from_services(cls, services: ServiceContainer, coord: RunCoordinate) -> RunReport:
+        from runtool.services.pipeline import PipelineError, check_has_bags
+
         state = services.data_state.get_complete_run_state(coord)
-        _check_reportable(state, services.config)
+        try:
+            check_has_bags(state, services.config)
+        except PipelineError as exc:
+            raise ReportError(str(exc), coord, exc.step) from exc
         return cls(coord, state, services.analytics.analyze_run(coord), datetime.now(UTC))
 
     def header_html(self) -> str:
@@ -305,18 +310,6 @@ def _table(header: tuple[str, ...], rows: Iterable[tuple[str, ...]], css_class: 
         cells = "".join(rest) if raw_cells else "".join(f"<td>{text}</td>" for text in rest)
         body.append(f"<tr><th>{first}</th>{cells}</tr>")
     return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-
-
-def _check_reportable(state: RunState, config: RuntoolConfig) -> None:
-    """Refuse runs that have no bags anywhere: nothing could be downloaded, extracted or analysed."""
-    if state.cloud_raw.exists or state.local_raw.exists or state.extraction.extracted:
-        return
-    coord = state.coordinate
-    if state.cloud_ml.exists or state.local_ml.exists:
-        raise ReportError(f"Run {coord} has ML samples but no raw bags, in the raw bucket `{config.raw_bucket}` "
-                          "or locally: there is nothing to analyse.", coord, "check")
-    raise ReportError(f"Unknown run {coord}: it is in neither the raw bucket `{config.raw_bucket}` nor the local "
-                      "roots (check the coordinate, or refresh the inventory).", coord, "check")
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -420,35 +413,14 @@ class ReportService:
         return result
 
     def _bring_up_to_date(self, coord: RunCoordinate, notify: _Notifier) -> tuple[ReportStage, ...]:
-        """Download, extract and analyse as the run's next action says; the steps that ran, in order."""
-        services = self.services
-        notify("check", "Checking the run's state")
-        with _stage(coord, "check"):
-            state = services.data_state.get_complete_run_state(coord)
-            _check_reportable(state, services.config)
-        steps: list[ReportStage] = []
-        if state.next_action is NextAction.DOWNLOAD:
-            with _stage(coord, "download"):
-                plan = services.transfers.plan_raw_download(coord)
-                notify("download", plan.describe())
-                result = services.transfers.execute(plan)
-                if not result.ok:
-                    failed = [o for o in result.outcomes if o.status in ("failed", "cancelled")]
-                    details = "; ".join(f"{o.file.name}: {o.error or o.status}" for o in failed)
-                    raise ReportError(f"The download of {coord} failed for {len(failed)} of {len(plan.files)} "
-                                      f"bags: {details}", coord, "download")
-            steps.append("download")
-        if state.next_action in (NextAction.DOWNLOAD, NextAction.EXTRACT):
-            notify("extract", "Extracting the bags")
-            with _stage(coord, "extract"):
-                services.extraction.extract(coord, progress=notify.extraction)
-            steps.append("extract")
-        notify("analyze", "Analysing")
-        with _stage(coord, "analyze"):
-            analysis = services.analytics.analyze_run(coord)
-        if not analysis.from_cache:
-            steps.append("analyze")
-        return tuple(steps)
+        """The run pipeline's download, extraction and analysis as the run needs them; the steps that ran."""
+        from runtool.services.pipeline import PipelineError
+
+        try:
+            update = self.services.pipeline.bring_up_to_date(coord, progress=notify.pipeline)
+        except PipelineError as exc:
+            raise ReportError(str(exc), coord, exc.step) from exc
+        return update.steps
 
     def _execute(self, coord: RunCoordinate, config_path: Path, work: Path) -> NotebookNode:
         """Execute the notebook in a new kernel whose working directory is ``work`` (set on the kernel, not by
@@ -503,19 +475,8 @@ class _Notifier:
         if self.callback is not None:
             self.callback(ReportProgress(self.coord, stage, message, self.index, self.total))
 
-    def extraction(self, event: ExtractionProgress) -> None:
-        self("extract", f"Extracting: {event.bags_done} of {event.bags_total} bags done")
-
-
-@contextmanager
-def _stage(coord: RunCoordinate, stage: ReportStage) -> Iterator[None]:
-    """Re-raise a step's runtool error as a ReportError naming the run and the step."""
-    try:
-        yield
-    except (ReportError, ReadOnlyError):
-        raise
-    except RuntoolError as exc:
-        raise ReportError(f"The report of {coord} stopped at the {stage} step: {exc}", coord, stage) from exc
+    def pipeline(self, event: PipelineProgress) -> None:
+        self(event.step, event.message)
 
 
 def _export(notebook: NotebookNode, coord: RunCoordinate) -> tuple[str, str]:

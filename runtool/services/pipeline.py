@@ -1,0 +1,377 @@
+"""Bring runs up to date: download what is missing, extract, analyse; one run or a whole selection.
+
+:class:`RunPipeline` is the one place that knows the order of the per-run steps. It follows the run's next
+action (:class:`~runtool.models.NextAction`): a run without local bags is downloaded, a run with bags but
+no current extraction is extracted, and every run is analysed (a current analysis cache makes that a
+read). :class:`~runtool.services.reports.ReportService` runs it before executing its notebook; the CLI's
+``runtool analyze [filters] --yes`` runs it over a selection.
+
+A selection runs on the :mod:`~runtool.services.executor`, one run per unit: a run that fails is reported
+with the step and the reason and the others go on; ``cancel`` leaves the runs not started untouched and
+reported as such. On a thread pool the runs use this process's services; on a process pool or a Dask
+cluster each run builds its own services from the configuration (:func:`update_run`), so workers need the
+same data paths.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
+
+from runtool.config import RuntoolConfig
+from runtool.errors import ReadOnlyError, RuntoolError
+from runtool.models import LEVELS, Filters, NextAction, RunCoordinate, RunState
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from runtool.extract.outputs import ExtractionProgress
+    from runtool.services.container import ServiceContainer
+    from runtool.services.executor import Executor, RunOutcome
+
+__all__ = [
+    "RUNS_AT_ONCE",
+    "PipelineError",
+    "PipelineFailure",
+    "PipelineOutcome",
+    "PipelinePlan",
+    "PipelineProgress",
+    "PipelineResult",
+    "PipelineStep",
+    "RunPipeline",
+    "RunUpdate",
+    "select_runs",
+    "update_run",
+]
+
+PipelineStep = Literal["check", "download", "extract", "analyze"]
+"""The steps of bringing one run up to date, in order; ``download`` and ``extract`` run only when needed."""
+
+RUNS_AT_ONCE = 2
+"""Runs updated at once on the default local pool: extraction and analysis are CPU-bound, so more threads
+than cores only queue; a Dask cluster (``RUNTOOL_DASK_SCHEDULER``) takes as many as it has worker threads."""
+
+
+class PipelineError(RuntoolError):
+    """A run could not be brought up to date; the message names the run, the step and the cause."""
+
+    def __init__(self, message: str, coordinate: RunCoordinate, step: PipelineStep) -> None:
+        super().__init__(message)
+        self.coordinate = coordinate
+        self.step = step
+
+
+@dataclass(frozen=True)
+class PipelineProgress:
+    """One step of one run."""
+
+    coordinate: RunCoordinate
+    step: PipelineStep
+    message: str
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    """A run brought up to date: the steps that ran (an analysis read from its cache is not a step) and its KPIs."""
+
+    coordinate: RunCoordinate
+    steps: tuple[PipelineStep, ...]
+    kpis: dict[str, float | int | None]
+    failed_bags: tuple[str, ...]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"coordinate": self.coordinate.to_path_str(), "steps": list(self.steps), "kpis": dict(self.kpis),
+                "failed_bags": list(self.failed_bags), "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class PipelineFailure:
+    """What a worker sends back for a run whose step failed (a plain value, so it pickles from any worker)."""
+
+    coordinate: RunCoordinate
+    step: PipelineStep
+    error: str
+
+
+@dataclass(frozen=True)
+class PipelineOutcome:
+    """What became of one run of a selection: ``ok`` with its update, ``failed`` with the step (when known) and
+    the reason, or ``cancelled`` (never started)."""
+
+    coordinate: RunCoordinate
+    status: Literal["ok", "failed", "cancelled"]
+    update: RunUpdate | None = None
+    step: PipelineStep | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"coordinate": self.coordinate.to_path_str(), "status": self.status,
+                "update": None if self.update is None else self.update.to_dict(),
+                "step": self.step, "error": self.error}
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """The runs of a selection to bring up to date, each with its next step, and the runs left out with why."""
+
+    runs: tuple[tuple[RunCoordinate, NextAction], ...]
+    left_out: tuple[tuple[RunCoordinate, str], ...] = ()
+
+    @property
+    def coordinates(self) -> list[RunCoordinate]:
+        return [coord for coord, _ in self.runs]
+
+    def count(self, action: NextAction) -> int:
+        return sum(1 for _, next_action in self.runs if next_action is action)
+
+    def describe(self) -> str:
+        parts = [f"{self.count(action)} to {action.value}" for action in
+                 (NextAction.DOWNLOAD, NextAction.EXTRACT, NextAction.ANALYZE) if self.count(action)]
+        detail = f" ({', '.join(parts)})" if parts else ""
+        left = f"; {len(self.left_out)} left out" if self.left_out else ""
+        return f"Bring {len(self.runs)} runs up to date{detail}{left}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runs": [{"coordinate": c.to_path_str(), "next_step": a.value} for c, a in self.runs],
+                "left_out": [{"coordinate": c.to_path_str(), "reason": r} for c, r in self.left_out]}
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """Every run's outcome, in plan order."""
+
+    outcomes: tuple[PipelineOutcome, ...]
+    seconds: float
+    left_out: tuple[tuple[RunCoordinate, str], ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return all(outcome.status == "ok" for outcome in self.outcomes)
+
+    def with_status(self, status: str) -> list[PipelineOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.status == status]
+
+    def summary(self) -> str:
+        done, failed, cancelled = (len(self.with_status(s)) for s in ("ok", "failed", "cancelled"))
+        text = f"{done} runs up to date, {failed} failed"
+        if cancelled:
+            text += f", {cancelled} not started (cancelled)"
+        return f"{text} in {self.seconds:.1f} s"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"outcomes": [outcome.to_dict() for outcome in self.outcomes], "seconds": round(self.seconds, 3),
+                "left_out": [{"coordinate": c.to_path_str(), "reason": r} for c, r in self.left_out]}
+
+
+PipelineProgressCallback = Callable[[PipelineProgress], None]
+BulkProgressCallback = Callable[[int, int, PipelineOutcome], None]
+"""``progress(done, total, last_outcome)`` after each run of a selection, in the caller's thread."""
+
+
+def select_runs(runs: pd.DataFrame, since: date | None = None, until: date | None = None) -> pd.DataFrame:
+    """The rows of a run table whose start falls on or after ``since`` and on or before ``until`` (UTC days)."""
+    if since is None and until is None:
+        return runs
+    day = runs["start_time"].dt.date
+    mask = (day >= since) if since is not None else day.notna()
+    if until is not None:
+        mask &= day <= until
+    return runs[mask]
+
+
+class RunPipeline:
+    """Brings runs up to date through the container's transfer, extraction and analytics services."""
+
+    def __init__(self, services: ServiceContainer) -> None:
+        self.services = services
+
+    def bring_up_to_date(
+        self, coord: RunCoordinate, progress: PipelineProgressCallback | None = None, force: bool = False
+    ) -> RunUpdate:
+        """Download what is missing, extract, analyse (``force`` recomputes a current analysis).
+
+        Raises:
+            ReadOnlyError: the services are read-only.
+            PipelineError: the run has no raw bags anywhere, or a step failed (named with its cause).
+        """
+        self._refuse_read_only()
+        services = self.services
+        started = time.perf_counter()
+
+        def notify(step: PipelineStep, message: str) -> None:
+            if progress is not None:
+                progress(PipelineProgress(coord, step, message))
+
+        notify("check", "Checking the run's state")
+        with _step(coord, "check"):
+            state = services.data_state.get_complete_run_state(coord)
+            check_has_bags(state, services.config)
+        steps: list[PipelineStep] = []
+        if state.next_action is NextAction.DOWNLOAD:
+            with _step(coord, "download"):
+                plan = services.transfers.plan_raw_download(coord)
+                notify("download", plan.describe())
+                result = services.transfers.execute(plan)
+            if not result.ok:
+                failed = [o for o in result.outcomes if o.status in ("failed", "cancelled")]
+                details = "; ".join(f"{o.file.name}: {o.error or o.status}" for o in failed)
+                raise PipelineError(f"The download of {coord} failed for {len(failed)} of {len(plan.files)} "
+                                    f"bags: {details}", coord, "download")
+            steps.append("download")
+        if state.next_action in (NextAction.DOWNLOAD, NextAction.EXTRACT):
+            notify("extract", "Extracting the bags")
+
+            def extraction(event: ExtractionProgress) -> None:
+                notify("extract", f"Extracting: {event.bags_done} of {event.bags_total} bags done")
+
+            with _step(coord, "extract"):
+                services.extraction.extract(coord, progress=extraction)
+            steps.append("extract")
+        notify("analyze", "Analysing")
+        with _step(coord, "analyze"):
+            analysis = services.analytics.analyze_run(coord, force=force)
+        if not analysis.from_cache:
+            steps.append("analyze")
+        return RunUpdate(coord, tuple(steps), dict(analysis.kpis), tuple(bag.name for bag in analysis.failed_bags),
+                         time.perf_counter() - started)
+
+    def plan(self, filters: Filters, since: date | None = None, until: date | None = None) -> PipelinePlan:
+        """The runs of a selection with their next step; runs with no raw bags anywhere are left out."""
+        runs = select_runs(self.services.data_state.runs(filters), since, until)
+        planned: list[tuple[RunCoordinate, NextAction]] = []
+        left_out: list[tuple[RunCoordinate, str]] = []
+        columns = [*LEVELS, "timestamp", "raw_bags", "local_bags", "extracted"]
+        for *parts, raw_bags, local_bags, extracted in runs[columns].itertuples(index=False):
+            coord = RunCoordinate(*(str(part) for part in parts))
+            if extracted:
+                planned.append((coord, NextAction.ANALYZE))
+            elif local_bags > 0:
+                planned.append((coord, NextAction.EXTRACT))
+            elif raw_bags > 0:
+                planned.append((coord, NextAction.DOWNLOAD))
+            else:
+                left_out.append((coord, "no raw bags in the raw bucket or locally: nothing to analyse"))
+        return PipelinePlan(tuple(planned), tuple(left_out))
+
+    def update_many(
+        self,
+        selection: PipelinePlan | Sequence[RunCoordinate],
+        progress: BulkProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        executor: Executor | None = None,
+        force: bool = False,
+    ) -> PipelineResult:
+        """Bring every run of ``selection`` up to date, each run its own unit on ``executor``.
+
+        ``executor`` defaults to :func:`~runtool.services.executor.executor_from_config` with the configured
+        ``dask_scheduler`` (unset: :data:`RUNS_AT_ONCE` threads here). On a thread pool the runs use these
+        services; elsewhere each run builds its own from the configuration (:func:`update_run`). This thread
+        re-reads each run's local state as it ends, so the views show what the run now has.
+
+        Raises:
+            ReadOnlyError: the services are read-only.
+        """
+        from runtool.services.executor import LocalExecutor, executor_from_config
+
+        self._refuse_read_only()
+        started = time.perf_counter()
+        if isinstance(selection, PipelinePlan):
+            coords, left_out = selection.coordinates, selection.left_out
+        else:
+            coords, left_out = list(selection), ()
+        own = executor is None
+        if executor is None:
+            executor = executor_from_config(self.services.config.dask_scheduler,
+                                            workers=min(RUNS_AT_ONCE, len(coords) or 1))
+        func: Callable[[RunCoordinate], RunUpdate | PipelineFailure]
+        if isinstance(executor, LocalExecutor) and executor.kind == "thread":
+            func = partial(_update_with, self, force)
+        else:
+            func = partial(update_run, self.services.config, force)
+        index_of = {coord: index for index, coord in enumerate(coords)}
+        outcomes: dict[int, PipelineOutcome] = {}
+
+        def finished(done: int, total: int, run: RunOutcome) -> None:
+            outcome = _outcome(run)
+            outcomes[index_of[run.coordinate]] = outcome
+            if outcome.status != "cancelled":
+                self.services.local.refresh_run(run.coordinate)
+            if progress is not None:
+                progress(done, total, outcome)
+
+        try:
+            executor.map_runs(func, coords, progress=finished, cancel=cancel)
+        finally:
+            if own:
+                executor.close()
+        return PipelineResult(tuple(outcomes[index] for index in range(len(coords))), time.perf_counter() - started,
+                              left_out)
+
+    def _refuse_read_only(self) -> None:
+        if self.services.read_only:
+            raise ReadOnlyError("Bringing runs up to date downloads, extracts and analyses, "
+                                "which read-only mode does not allow.")
+
+
+def check_has_bags(state: RunState, config: RuntoolConfig) -> None:
+    """Refuse runs that have no bags anywhere: nothing could be downloaded, extracted or analysed.
+
+    Raises:
+        PipelineError: at the ``check`` step, saying whether the run is ML-only or unknown.
+    """
+    if state.cloud_raw.exists or state.local_raw.exists or state.extraction.extracted:
+        return
+    coord = state.coordinate
+    if state.cloud_ml.exists or state.local_ml.exists:
+        raise PipelineError(f"Run {coord} has ML samples but no raw bags, in the raw bucket `{config.raw_bucket}` "
+                            "or locally: there is nothing to analyse.", coord, "check")
+    raise PipelineError(f"Unknown run {coord}: it is in neither the raw bucket `{config.raw_bucket}` nor the local "
+                        "roots (check the coordinate, or refresh the inventory).", coord, "check")
+
+
+def update_run(config: RuntoolConfig, force: bool, coord: RunCoordinate) -> RunUpdate | PipelineFailure:
+    """One run brought up to date with services built here from ``config``: what a process or Dask worker runs.
+
+    The inventory comes from the configured cache folder, so a worker sees what the caller saw.
+    """
+    from runtool.services.container import ServiceContainer
+
+    return _update_with(RunPipeline(ServiceContainer(config, read_only=False)), force, coord)
+
+
+def _update_with(pipeline: RunPipeline, force: bool, coord: RunCoordinate) -> RunUpdate | PipelineFailure:
+    """A step's failure comes back as a value naming the step; anything else raises and the executor reports it."""
+    try:
+        return pipeline.bring_up_to_date(coord, force=force)
+    except PipelineError as exc:
+        return PipelineFailure(coord, exc.step, str(exc))
+
+
+def _outcome(run: RunOutcome) -> PipelineOutcome:
+    if run.status == "cancelled":
+        return PipelineOutcome(run.coordinate, "cancelled", error="not started (cancelled)")
+    if run.status == "failed":
+        # The executor's text is the exception line followed by its traceback; the reason is the first line.
+        reason = (run.error or "failed").splitlines()[0]
+        return PipelineOutcome(run.coordinate, "failed", error=reason)
+    if isinstance(run.value, PipelineFailure):
+        return PipelineOutcome(run.coordinate, "failed", step=run.value.step, error=run.value.error)
+    return PipelineOutcome(run.coordinate, "ok", update=run.value)
+
+
+@contextmanager
+def _step(coord: RunCoordinate, step: PipelineStep) -> Iterator[None]:
+    """Re-raise a step's runtool error as a PipelineError naming the run and the step."""
+    try:
+        yield
+    except (PipelineError, ReadOnlyError):
+        raise
+    except RuntoolError as exc:
+        raise PipelineError(f"Bringing {coord} up to date stopped at the {step} step: {exc}", coord, step) from exc

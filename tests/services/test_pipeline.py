@@ -1,0 +1,157 @@
+"""RunPipeline on the demo fleet's real bags served by fake-gcs-server: one run, and a selection on the executor."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runtool.errors import ReadOnlyError
+from runtool.models import Filters, NextAction, RunCoordinate
+from runtool.services import ServiceContainer
+from runtool.services.executor import DaskExecutor, LocalExecutor
+from runtool.services.pipeline import PipelineError, PipelineOutcome
+from runtool.storage import local_raw_dir, processed_dir
+from tests.conftest import SeededFleet
+
+COLUMNS = ["cid", "regionid", "fieldid", "twid", "lbid", "timestamp"]
+
+
+def fresh_services(fleet: SeededFleet, root: Path) -> ServiceContainer:
+    services = ServiceContainer(fleet.config.with_overrides(
+        data_dir=root, raw_root=root / "raw", processed_root=root / "processed", ml_root=root / "ML",
+        cache_dir=root / "cache",
+    ))
+    services.inventory.refresh()
+    return services
+
+
+def runs_with_bags(services: ServiceContainer, count: int) -> list[RunCoordinate]:
+    """The first ``count`` runs with 1-3 raw bags, in coordinate order (small, so the tests stay quick)."""
+    runs = services.data_state.all_runs()
+    rows = runs[(runs["raw_bags"] > 0) & (runs["raw_bags"] <= 3)].sort_values(COLUMNS).head(count)
+    return [RunCoordinate(*(str(row[c]) for c in COLUMNS)) for _, row in rows.iterrows()]
+
+
+@pytest.fixture(scope="module")
+def dask_executor() -> Iterator[DaskExecutor]:
+    with DaskExecutor("local-cluster") as executor:
+        yield executor
+
+
+def test_bring_up_to_date_downloads_extracts_and_analyses_then_reads_the_cache(
+    demo_fleet: SeededFleet, tmp_path: Path
+) -> None:
+    services = fresh_services(demo_fleet, tmp_path)
+    (coord,) = runs_with_bags(services, 1)
+    assert services.data_state.get_complete_run_state(coord).next_action is NextAction.DOWNLOAD
+    events: list[str] = []
+
+    update = services.pipeline.bring_up_to_date(coord, progress=lambda e: events.append(e.step))
+
+    assert update.steps == ("download", "extract", "analyze")
+    assert events[0] == "check" and events.index("download") < events.index("extract") < events.index("analyze")
+    bags = list(local_raw_dir(services.config.raw_root, coord).glob("*.bag"))
+    assert len(bags) == services.data_state.get_complete_run_state(coord).cloud_raw.bag_count > 0
+    assert services.data_state.get_complete_run_state(coord).next_action is NextAction.COMPLETE
+    # The KPIs are the run's cached analysis, which a second pass reads instead of recomputing.
+    assert update.kpis == services.analytics.load_cached(coord).kpis  # type: ignore[union-attr]
+    again = services.pipeline.bring_up_to_date(coord)
+    assert again.steps == () and again.kpis == update.kpis
+
+
+def test_an_ml_only_or_unknown_run_stops_at_the_check_step(demo_fleet: SeededFleet, tmp_path: Path) -> None:
+    services = fresh_services(demo_fleet, tmp_path)
+    unknown = RunCoordinate.parse("client_001/region_north/field_115/TW_001/LB_0003/2024_01_01T00:00:00Z")
+    with pytest.raises(PipelineError, match="^Unknown run ") as caught:
+        services.pipeline.bring_up_to_date(unknown)
+    assert caught.value.step == "check" and caught.value.coordinate == unknown
+
+
+def test_read_only_refuses_before_any_work(demo_fleet: SeededFleet, tmp_path: Path) -> None:
+    services = fresh_services(demo_fleet, tmp_path)
+    coords = runs_with_bags(services, 1)
+    reader = ServiceContainer(services.config, read_only=True)
+    with pytest.raises(ReadOnlyError):
+        reader.pipeline.bring_up_to_date(coords[0])
+    with pytest.raises(ReadOnlyError):
+        reader.pipeline.update_many(coords)
+    assert not services.config.raw_root.exists()
+
+
+def block_download(services: ServiceContainer, coord: RunCoordinate) -> Path:
+    """A file where the run's raw folder belongs: no bag of it can be downloaded. (A corrupt bag would not do:
+    it fails alone in metadata.yaml and the run is still analysed, by design.)"""
+    blocker = local_raw_dir(services.config.raw_root, coord)
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder", encoding="utf-8")
+    return blocker
+
+
+@pytest.mark.parametrize("where", ["local", "dask"])
+def test_a_selection_runs_on_the_executor_and_a_failing_run_does_not_stop_the_others(
+    demo_fleet: SeededFleet, tmp_path: Path, where: str, request: pytest.FixtureRequest
+) -> None:
+    services = fresh_services(demo_fleet, tmp_path)
+    coords = runs_with_bags(services, 3)
+    blocker = block_download(services, coords[1])
+    executor = LocalExecutor(2) if where == "local" else request.getfixturevalue("dask_executor")
+    seen: list[tuple[int, int, PipelineOutcome]] = []
+
+    result = services.pipeline.update_many(coords, progress=lambda d, t, o: seen.append((d, t, o)), executor=executor)
+
+    assert [o.coordinate for o in result.outcomes] == coords
+    assert [o.status for o in result.outcomes] == ["ok", "failed", "ok"]
+    failed = result.outcomes[1]
+    assert failed.step == "download"
+    assert failed.error and failed.error.startswith(f"The download of {coords[1]} failed for ")
+    assert blocker.name in failed.error or "Not a directory" in failed.error
+    for outcome in (result.outcomes[0], result.outcomes[2]):
+        assert outcome.update is not None and outcome.update.steps == ("download", "extract", "analyze")
+        # The analysis the worker wrote is the one this process reads back.
+        assert services.analytics.load_cached(outcome.coordinate).kpis == outcome.update.kpis  # type: ignore[union-attr]
+    assert sorted(d for d, _, _ in seen) == [1, 2, 3] and {t for _, t, _ in seen} == {3}
+    # This process's local state was re-read after each run: the views show the new extractions.
+    extracted = services.data_state.runs(Filters())
+    done = {str(o.coordinate) for o in result.outcomes if o.status == "ok"}
+    paths = extracted[COLUMNS].astype(str).agg("/".join, axis=1)
+    assert set(paths[extracted["analyzed"].to_numpy()]) == done
+    assert not result.ok and "2 runs up to date, 1 failed" in result.summary()
+
+
+def test_cancel_in_the_middle_leaves_the_remaining_runs_not_started(demo_fleet: SeededFleet, tmp_path: Path) -> None:
+    services = fresh_services(demo_fleet, tmp_path)
+    coords = runs_with_bags(services, 3)
+    cancel = threading.Event()
+
+    def progress(done: int, _total: int, _outcome: PipelineOutcome) -> None:
+        if done == 1:
+            cancel.set()
+
+    result = services.pipeline.update_many(coords, progress=progress, cancel=cancel, executor=LocalExecutor(1))
+
+    assert [o.status for o in result.outcomes] == ["ok", "cancelled", "cancelled"]
+    assert all(o.error == "not started (cancelled)" for o in result.outcomes[1:])
+    for coord in coords[1:]:
+        assert not local_raw_dir(services.config.raw_root, coord).exists()
+        assert not processed_dir(services.config.processed_root, coord).exists()
+    assert "2 not started (cancelled)" in result.summary()
+
+
+def test_plan_gives_each_run_its_next_step_and_leaves_out_runs_without_bags(
+    demo_fleet: SeededFleet, tmp_path: Path
+) -> None:
+    services = fresh_services(demo_fleet, tmp_path)
+    first, second = runs_with_bags(services, 2)
+    services.pipeline.bring_up_to_date(first)
+    selection = Filters(cid=first.cid)
+
+    plan = services.pipeline.plan(selection)
+
+    actions = dict(plan.runs)
+    assert actions[first] is NextAction.ANALYZE and actions[second] is NextAction.DOWNLOAD
+    runs = services.data_state.runs(selection)
+    without_bags = int(((runs["raw_bags"] == 0) & (runs["local_bags"] == 0)).sum())
+    assert len(plan.left_out) == without_bags and len(plan.runs) == len(runs) - without_bags
