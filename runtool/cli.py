@@ -27,6 +27,7 @@ from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, R
 from runtool.serve import ServeOptions, serve
 from runtool.services import CONFLICT_MODES, RefreshProgress, ServiceContainer, TransferPlan, TransferProgress
 from runtool.services.executor import DaskExecutor, executor_from_config
+from runtool.services.pipeline import RUNS_AT_ONCE as PIPELINE_RUNS_AT_ONCE
 from runtool.services.transfers import BULK_RUNS_AT_ONCE, BulkPlan, BulkResult, TransferError
 
 __all__ = ["main"]
@@ -611,6 +612,10 @@ def cmd_extract(args: argparse.Namespace, services: ServiceContainer) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace, services: ServiceContainer) -> int:
+    if not args.coord:
+        return _analyze_selection(args, services)
+    if args.since or args.until:
+        raise UsageError("--since and --until select runs of a selection: give filters instead of a COORD")
     coord = _known_run(services, _coordinate(args.coord))
     analysis = services.analytics.analyze_run(coord, force=args.force)
     if args.json:
@@ -624,6 +629,113 @@ def cmd_analyze(args: argparse.Namespace, services: ServiceContainer) -> int:
     for bag in analysis.failed_bags:
         print(f"  failed bag: {printable(bag.name)}: {printable(bag.error)}", file=sys.stderr)
     return 0 if not analysis.failed_bags else 1
+
+
+def _analyze_selection(args: argparse.Namespace, services: ServiceContainer) -> int:
+    """Bring every run of the selection up to date (download, extract, analyse as needed) on the executor."""
+    filters = _filters(args)
+    if filters.is_empty() and not (args.since or args.until):
+        raise UsageError("give a COORD, or filters (--cid … --lbid, --since, --until) to analyse many runs")
+    _check_dates(args)
+    _ensure_inventory(services)
+    plan = services.pipeline.plan(filters, args.since, args.until)
+    if args.json and args.dry_run:
+        _print_json(plan.to_dict())
+        return 0
+    preview = sys.stderr if args.json else sys.stdout  # with --json, stdout carries the result alone
+    print(plan.describe(), file=preview)
+    for coord, action in plan.runs:
+        print(f"  {coord}: {action.value}", file=preview)
+    for coord, reason in plan.left_out:
+        print(f"  {coord}: left out — {printable(reason)}", file=preview)
+    if args.dry_run or not plan.runs:
+        return 0
+    if not args.yes and not _confirm(f"{plan.describe()}?"):
+        print("Not confirmed; nothing done (use --yes to run without asking).", file=sys.stderr)
+        return 1
+    sys.stdout.flush()
+
+    def progress(done: int, total: int, outcome: Any) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{done}/{total} runs: {outcome.coordinate} {outcome.status}"[:150].ljust(150))
+
+    workers = min(PIPELINE_RUNS_AT_ONCE, len(plan.runs))
+    with _cancel_on_interrupt() as cancel, executor_from_config(services.config.dask_scheduler,
+                                                                workers=workers) as executor:
+        if isinstance(executor, DaskExecutor):
+            print(f"Runs go to {executor!r}; its workers download, extract and analyse.", file=sys.stderr)
+        result = services.pipeline.update_many(plan, progress=progress, cancel=cancel, executor=executor,
+                                               force=args.force)
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        for outcome in result.outcomes:
+            if outcome.status == "failed":
+                step = f" at the {outcome.step} step" if outcome.step else ""
+                print(f"  failed{step}: {outcome.coordinate}: {printable(outcome.error)}", file=sys.stderr)
+            elif outcome.status == "cancelled":
+                print(f"  not started: {outcome.coordinate}")
+            elif outcome.update is not None:
+                steps = ", ".join(outcome.update.steps) or "already up to date"
+                print(f"  {outcome.coordinate}: {steps}")
+        print(result.summary())
+    if cancel.is_set():
+        return 130
+    return 0 if result.ok else 1
+
+
+def _check_dates(args: argparse.Namespace) -> None:
+    if args.since and args.until and args.since > args.until:
+        raise UsageError(f"--since {args.since} is after --until {args.until}")
+
+
+def cmd_kpis(args: argparse.Namespace, services: ServiceContainer) -> int:
+    """The KPI table of the analysed runs of a selection, from the analysis caches (never computed here)."""
+    _check_dates(args)
+    _ensure_inventory(services)
+    filters = _filters(args)
+    table = services.kpis.table(filters, args.since, args.until)
+    if args.json:
+        _print_json(table.records())
+    elif table.rows.empty:
+        print("No analysed runs in the selection.")
+    else:
+        shown = [name for name in _KPI_COLUMNS if name in table.kpi_names]
+        rows = [
+            [record["lbid"], record["timestamp"], *(_kpi_cell(name, record[name]) for name in shown),
+             "; ".join(record["regressions"])]
+            for record in table.records()
+        ]
+        print(_table(rows, ["LB", "run", *(_KPI_HEADERS[name] for name in shown), "regressions"]))
+    if table.not_analysed:
+        options = [f"--{level} {printable(value)}" for level, value in filters.to_dict().items()]
+        options += [f"--{name} {getattr(args, name)}" for name in ("since", "until") if getattr(args, name)]
+        # `analyze` refuses an empty selection (it would download the whole fleet): the hint narrows it.
+        command = f"runtool analyze {' '.join(options or ['--cid CID'])} --yes"
+        print(f"{table.not_analysed} runs not analysed yet; run `{command}`", file=sys.stderr if args.json else None)
+    return 0
+
+
+_KPI_HEADERS = {
+    "detections_median_fps": "det fps", "detections_p5_fps": "det p5", "detections_share_below_target": "det <tgt",
+    "detections_dropped_frames": "det drop", "tracking_p5_fps": "trk p5", "tracking_dropped_frames": "trk drop",
+    "detection_latency_p95_ms": "lat p95", "detection_latency_p99_ms": "lat p99",
+    "mean_detections_per_frame": "det/frame", "tracks_per_minute": "trk/min", "failed_bags": "bad bags",
+}
+"""The KPIs of the human table, with short headers; ``--json`` has them all."""
+_KPI_COLUMNS = tuple(_KPI_HEADERS)
+
+
+def _kpi_cell(name: str, value: float | int | None) -> str:
+    if value is None:
+        return "–"
+    if name.endswith("share_below_target"):
+        return f"{100 * value:.1f} %"
+    if isinstance(value, int):
+        return format_count(value)
+    return f"{value:,.1f}"
 
 
 def cmd_report(args: argparse.Namespace, services: ServiceContainer) -> int:
@@ -863,10 +975,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["local", "docker"], default="local")
     p.add_argument("--json", action="store_true")
 
-    p = command("analyze", cmd_analyze, "perception metrics and KPIs of an extracted run (cached)")
-    p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
+    p = command("analyze", cmd_analyze, "perception metrics and KPIs of an extracted run (cached); with filters "
+                "instead of COORD, bring every run of the selection up to date (download, extract, analyse)")
+    p.add_argument("coord", metavar="COORD", nargs="?", help="cid/regionid/fieldid/twid/lbid/timestamp")
+    _add_filters(p)
+    _add_date_range(p)
     p.add_argument("--force", action="store_true", help="recompute even when the cached analysis is current")
+    p.add_argument("--dry-run", action="store_true", help="selection: show the plan only")
+    p.add_argument("--yes", "-y", action="store_true", help="selection: do not ask before starting")
     p.add_argument("--json", action="store_true")
+
+    p = command("kpis", cmd_kpis, "KPI table of the analysed runs of a selection, regressions flagged per laser box")
+    _add_filters(p)
+    _add_date_range(p)
+    p.add_argument("--json", action="store_true", help="the rows as a JSON array (KPI names of `analyze --json`)")
 
     p = command("report", cmd_report, "render a run's report (HTML, offline-readable) — or one per matching run")
     p.add_argument("coord", metavar="COORD", nargs="?", help="cid/regionid/fieldid/twid/lbid/timestamp")
@@ -883,6 +1005,11 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
+
+
+def _add_date_range(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="runs starting on or after this UTC day")
+    p.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="runs starting on or before this UTC day")
 
 
 def _add_transfer_options(p: argparse.ArgumentParser) -> None:

@@ -194,7 +194,7 @@ class KpiService:
             index, changed = self._sweep(self._index, runs[_analysable(runs)])
             if changed or self._flagged is None:
                 self._index = index
-                current = index[index["current"]]
+                current = index[index["current"].astype(bool).to_numpy()]
                 self._kpi_names = tuple(c for c in current.columns if c not in _INDEX_COLUMNS)
                 self._flagged = _flag_regressions(current, self._kpi_names, self.rule)
                 if changed and not self.read_only:

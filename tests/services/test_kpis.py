@@ -1,0 +1,122 @@
+"""KpiService: the KPI table read from real analysis caches (written by AnalyticsService), and the regression rule."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from runtool.models import Filters, RunCoordinate
+from runtool.services import ServiceContainer
+from runtool.services.kpis import KpiError, RegressionRule, _flag_regressions
+from runtool.services.local_state import ANALYSIS_MARKER
+from runtool.storage import processed_dir
+from tests.conftest import make_config
+from tests.services.test_analytics import write_extraction
+
+BOX = "acme/north/field_7/TW_1/LB_0001"
+RUNS = [RunCoordinate.parse(f"{BOX}/2025_08_{day}T08:00:00Z") for day in (25, 26, 27)]
+OTHER = RunCoordinate.parse("acme/north/field_7/TW_1/LB_0002/2025_08_25T09:00:00Z")
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> ServiceContainer:
+    """Four extracted runs on disk (no bucket): the first two of LB_0001 analysed, the others not."""
+    container = ServiceContainer(make_config(tmp_path))
+    for coord in (*RUNS, OTHER):
+        write_extraction(processed_dir(container.config.processed_root, coord))
+    container.local.scan()
+    for coord in RUNS[:2]:
+        container.analytics.analyze_run(coord)
+    return container
+
+
+def test_the_table_has_the_kpis_of_analyze_json_for_each_analysed_run(services: ServiceContainer) -> None:
+    table = services.kpis.table(Filters(lbid="LB_0001"))
+
+    assert table.not_analysed == 1
+    records = table.records()
+    assert [(r["lbid"], r["timestamp"]) for r in records] == [("LB_0001", c.timestamp) for c in RUNS[:2]]
+    for record, coord in zip(records, RUNS[:2], strict=True):
+        expected = services.analytics.analyze_run(coord).to_dict()  # what `runtool analyze --json` prints
+        assert {name: record[name] for name in expected["kpis"]} == expected["kpis"]
+        assert set(table.kpi_names) == set(expected["kpis"])
+        assert record["start_time"] == coord.start_time.isoformat()
+        assert record["regressed"] is False and record["regressions"] == []
+
+
+def test_a_selection_with_no_analysed_runs_counts_them(services: ServiceContainer) -> None:
+    table = services.kpis.table(Filters(lbid="LB_0002"))
+    assert table.rows.empty and table.records() == [] and table.not_analysed == 1
+
+
+def test_dates_select_by_utc_start_day(services: ServiceContainer) -> None:
+    table = services.kpis.table(since=date(2025, 8, 26), until=date(2025, 8, 27))
+    assert [r["timestamp"] for r in table.records()] == [RUNS[1].timestamp]
+    assert table.not_analysed == 1  # RUNS[2]; OTHER started on the 25th
+    with pytest.raises(KpiError, match="since 2025-08-27 is after until 2025-08-26"):
+        services.kpis.table(since=date(2025, 8, 27), until=date(2025, 8, 26))
+
+
+def test_an_older_cache_version_counts_as_not_analysed(services: ServiceContainer) -> None:
+    assert len(services.kpis.table().rows) == 2
+    marker = processed_dir(services.config.processed_root, RUNS[0]) / ANALYSIS_MARKER
+    document = json.loads(marker.read_text(encoding="utf-8"))
+    marker.write_text(json.dumps({**document, "version": 1}), encoding="utf-8")
+
+    table = services.kpis.table(refresh=True)
+
+    assert [r["timestamp"] for r in table.records()] == [RUNS[1].timestamp]
+    assert table.not_analysed == 3
+
+
+def test_a_new_analysis_shows_and_the_index_is_reused_by_a_new_process(services: ServiceContainer) -> None:
+    assert len(services.kpis.table().rows) == 2
+    services.analytics.analyze_run(RUNS[2])  # bumps the local state's version: the next query re-checks
+    assert len(services.kpis.table().rows) == 3
+    assert services.kpis.index_path.is_file()
+    reader = ServiceContainer(services.config, read_only=True)
+    assert reader.kpis.table().records() == services.kpis.table().records()
+
+
+def frame(lb_values: dict[str, list[float]], kpi: str = "detection_latency_p95_ms") -> pd.DataFrame:
+    """Runs of each laser box on consecutive days with ``kpi`` as given; the other KPI is steady."""
+    rows = []
+    for lb, values in lb_values.items():
+        for day, value in enumerate(values, start=1):
+            rows.append({"lb_key": f"c/r/f/t/{lb}", "lbid": lb, "start_time": datetime(2025, 8, day, tzinfo=UTC),
+                         "detection_latency_p95_ms": 10.0, "detections_median_fps": 30.0, kpi: value})
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=3)  # the rule must sort by itself
+
+
+def test_a_run_worse_than_its_laser_box_median_of_previous_runs_is_flagged_with_its_reason() -> None:
+    kpis = ["detection_latency_p95_ms", "detections_median_fps"]
+    # LB_A: previous medians 10 → margin max(10 % of 10, 1 ms) = 1 ms: 20 is flagged, 10.9 is not.
+    # LB_B: only two previous runs when 50 comes: no baseline yet (min_previous 3), so no flag.
+    flagged = _flag_regressions(frame({"LB_A": [10, 10, 10, 10.9, 20], "LB_B": [10, 10, 50]}), kpis, RegressionRule())
+
+    marked = flagged[flagged["regressed"]]
+    assert list(zip(marked["lbid"], marked["detection_latency_p95_ms"], strict=True)) == [("LB_A", 20.0)]
+    (reason,) = marked["regressions"].iloc[0]
+    assert reason == ("detection_latency_p95_ms 20 is worse than 10, the median of LB_A's previous 4 runs, "
+                      "by more than 1")
+    assert list(flagged["lbid"]) == ["LB_A"] * 5 + ["LB_B"] * 3
+
+
+def test_rates_regress_downwards_and_the_window_limits_the_history() -> None:
+    # window 2: the baseline of the last run is the median of 40 and 40 (not of 20, 20, 40, 40).
+    table = frame({"LB_A": [20, 20, 40, 40, 35]}, kpi="detections_median_fps")
+    flagged = _flag_regressions(table, ["detections_median_fps"], RegressionRule(window=2, min_previous=2))
+    assert list(flagged["regressed"]) == [False, False, False, False, True]
+    assert np.isclose(flagged["detections_median_fps"].iloc[-1], 35)
+
+
+def test_a_bad_rule_is_refused() -> None:
+    with pytest.raises(KpiError):
+        RegressionRule(window=2, min_previous=3)
+    with pytest.raises(KpiError):
+        RegressionRule(relative_margin=float("nan"))
