@@ -7,9 +7,11 @@ the command line (:class:`ServeOptions`).
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runtool.config import RuntoolConfig
-from runtool.errors import UsageError
+from runtool.errors import RuntoolError, UsageError
 from runtool.notebooks import NOTEBOOKS_DIR
 
 __all__ = ["PAGES", "TEMPLATES_DIR", "ServeOptions", "serve", "serve_command", "serve_environment"]
@@ -89,8 +91,6 @@ class ServeOptions:
         if self.loopback:
             return "127.0.0.1"
         if self.ip in ("0.0.0.0", "::"):
-            import socket
-
             return socket.gethostname()
         return f"[{self.ip}]" if ":" in self.ip else self.ip
 
@@ -142,6 +142,7 @@ def serve_environment(
 
 def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> int:
     """Run Voila in the foreground until Ctrl-C or SIGTERM; then stop it and every kernel it started."""
+    check_port(options)
     token = None if options.loopback else secrets.token_urlsafe(24)
     # The SIGTERM handler only takes note (a handler that raised could do so inside Popen, after Voila started
     # but before runtool knew its process, and leave it running): the loop below then stops Voila.
@@ -157,11 +158,38 @@ def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> 
         except KeyboardInterrupt:
             stopping.append(signal.SIGINT)
         if not stopping:
-            return process.wait()
+            code = process.wait()
+            if code:
+                print(f"runtool serve: Voila exited with code {code} (its messages are above)", file=sys.stderr,
+                      flush=True)
+            return code
         stop(process, options.stop_grace_s)
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def check_port(options: ServeOptions) -> None:
+    """RuntoolError when Voila could not listen at ``options.ip`` port ``options.port`` (taken, or no such address).
+
+    Checked before the URL is printed: Voila would only fail after it (it does not try another port).
+    """
+    try:
+        infos = socket.getaddrinfo(options.ip, options.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise RuntoolError(f"cannot listen on {options.ip}: {exc.strerror or exc}") from exc
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Voila (tornado) binds
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL and family == socket.AF_INET6 and len(infos) > 1:
+                    continue  # "localhost" on a machine without IPv6: tornado skips ::1 too
+                if exc.errno == errno.EADDRINUSE:
+                    raise RuntoolError(f"port {options.port} on {options.ip} is in use by another program: "
+                                       "stop it or choose another --port") from exc
+                raise RuntoolError(f"cannot listen on {options.ip} port {options.port}: {exc.strerror}") from exc
 
 
 def stop(process: subprocess.Popen[Any], grace_s: float) -> None:
