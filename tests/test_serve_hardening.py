@@ -1,0 +1,410 @@
+"""`runtool serve` against bad input and faults, no browser: real Voila, real kernels, real processes.
+
+Each test starts its own ``runtool serve`` (pages on an empty data folder: a page then says there is no
+inventory, which is all the server's guards need) and stops it in teardown, killing whatever survives.
+Waits poll with generous deadlines (the machine is shared); assertions are about bounds, never speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import websocket
+
+from runtool.serve import PAGES, stop
+from runtool.serve.app import V1_PROTOCOL
+from tests.browser.conftest import RUNTOOL, ServeProcess, poll, running
+
+COVERAGE = PAGES[0]
+BUSY_TEXT = "This runtool server is busy"
+
+
+def start(tmp_path: Path, *options: str, ip: str = "127.0.0.1") -> ServeProcess:
+    """``runtool serve OPTIONS`` on an empty data folder under ``tmp_path``."""
+    data = tmp_path / f"data-{len(list(tmp_path.glob('data-*')))}"
+    data.mkdir()
+    return ServeProcess(None, *options, ip=ip, log=data / "serve.log", env={"RUNTOOL_DATA_DIR": str(data)})
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
+    """Starts ``runtool serve OPTIONS`` servers; stops them all in teardown, failing if one left a process."""
+    started: list[ServeProcess] = []
+
+    def make(*options: str, ip: str = "127.0.0.1") -> ServeProcess:
+        started.append(start(tmp_path, *options, ip=ip))
+        return started[-1]
+
+    yield make
+    survivors = [process for server in started for process in server.stop()]
+    assert not survivors, f"runtool serve left processes behind: {survivors}"
+
+
+def http(url: str, host: str | None = None, timeout: float = 180.0, **headers: str) -> tuple[int, dict[str, str], str]:
+    """Status, headers and body of a GET (redirects followed); ``host`` overrides the Host header."""
+    request = urllib.request.Request(url, headers={**({"Host": host} if host else {}), **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status), dict(response.headers), response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode("utf-8", "replace")
+
+
+def kernel_id_of(html: str) -> str:
+    """The page's kernel, from Voila's page config (``"kernelId": "…"``)."""
+    match = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', html)
+    assert match, "no kernelId in the page"
+    return match.group(1)
+
+
+def open_page(server: ServeProcess, page: str = COVERAGE) -> str:
+    """GET a page (its kernel runs the notebook meanwhile) and return the page's kernel id."""
+    status, _, html = http(server.url(page))
+    assert status == 200, html[:500]
+    return kernel_id_of(html)
+
+
+def channel_url(server: ServeProcess, kernel_id: str) -> str:
+    return f"ws://{server.ip}:{server.port}/api/kernels/{kernel_id}/channels"
+
+
+def connect(server: ServeProcess, kernel_id: str, **options: Any) -> websocket.WebSocket:
+    """A v1 kernel websocket to ``kernel_id``, as the page's own JavaScript opens it."""
+    return websocket.create_connection(channel_url(server, kernel_id), timeout=30,
+                                       subprotocols=[V1_PROTOCOL], **options)
+
+
+# -- a viewer who vanishes -------------------------------------------------------------------------------
+
+
+def test_a_viewer_that_never_connects_is_culled(serve: Callable[..., ServeProcess]) -> None:
+    server = serve("--no-preheat", "--cull-idle", "10")
+    kernel = open_page(server)  # a plain GET: no websocket, no leave beacon, ever
+    assert kernel in server.kernels(), "the page's kernel should run right after the page was served"
+    server.wait_kernels(lambda kernels: kernel not in kernels, 90,
+                        "the silent viewer's kernel culled (--cull-idle 10)")
+    assert re.search(rf"[Cc]ull\w* .*{kernel}", server.log_text()), "Voila's log should say it culled the kernel"
+
+
+def test_a_viewer_closing_the_tab_mid_render_leaves_no_kernel(serve: Callable[..., ServeProcess]) -> None:
+    server = serve("--no-preheat", "--cull-idle", "10")
+    before = set(server.kernels())
+    path = server.url(COVERAGE).removeprefix(server.base)
+    with socket.create_connection((server.ip, server.port), timeout=120) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {server.ip}:{server.port}\r\n\r\n".encode())
+        first = sock.recv(64)  # the first bytes of the page: Voila is rendering it now
+        assert first.startswith(b"HTTP/1.1 200"), first
+        started = server.wait_kernels(lambda kernels: bool(set(kernels) - before), 60, "the page's kernel started")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # drop: RST
+    new = set(started) - before
+    server.wait_kernels(lambda kernels: not new & set(kernels), 120,
+                        "the kernel of the page dropped mid-render stopped (culled or shut down)")
+    status, _, _ = http(f"{server.base}/voila/static/voila.js", timeout=60)
+    assert status == 200, "the server answers after the dropped viewer"
+
+
+# -- Host and Origin (DNS rebinding) ---------------------------------------------------------------------
+
+
+def test_only_the_served_address_and_allowed_names_are_answered(serve: Callable[..., ServeProcess]) -> None:
+    server = serve("--no-preheat", "--allowed-host", "myname")
+    port = server.port
+    static = f"{server.base}/voila/static/voila.js"
+    page = server.url(COVERAGE)
+    for url in (page, static, f"{server.base}/"):
+        status, _, body = http(url, host="evil.example")
+        assert status == 403 and "does not answer to that host name" in body, (url, status, body[:200])
+        status, _, _ = http(url, host=f"evil.example:{port}")
+        assert status == 403, (url, status)
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"myname:{port}", f"MyName:{port}"):
+        status, _, _ = http(static, host=host)
+        assert status == 200, (host, status)
+    status, _, html = http(page, host=f"myname:{port}")
+    assert status == 200 and kernel_id_of(html)
+
+    kernel = kernel_id_of(html)
+    url = channel_url(server, kernel)
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(url, timeout=30, subprotocols=[V1_PROTOCOL], host=f"evil.example:{port}",
+                                    origin=f"http://evil.example:{port}")
+    assert refused.value.status_code == 403
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        # The right Host, but a page of another site opened the socket.
+        websocket.create_connection(url, timeout=30, subprotocols=[V1_PROTOCOL], origin="http://evil.example")
+    assert refused.value.status_code in (400, 403)
+    accepted = connect(server, kernel, origin=f"http://127.0.0.1:{port}")
+    assert accepted.subprotocol == V1_PROTOCOL
+    accepted.close()
+
+
+# -- a network address: token, Host ------------------------------------------------------------------------
+
+
+def test_a_network_server_takes_its_token_from_the_environment_not_argv(serve: Callable[..., ServeProcess]) -> None:
+    server = serve("--pool-size", "1", ip="127.0.0.2")
+    token = server.token
+    assert token and len(token) >= 20, server.log_text()
+    kernels = server.wait_kernels(lambda kernels: len(kernels) == len(PAGES), 180, "one preheated kernel per page")
+    holders = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if token in " ".join(process.info["cmdline"] or []):
+            holders.append(process.info)
+    assert not holders, f"the token is on a command line: {holders}"
+    for kernel in kernels.values():
+        assert token not in json.dumps(kernel.environ()), "a page's kernel inherited the token"
+
+    port = server.port
+    page = f"{server.base}/voila/render/{COVERAGE}"
+    status, _, body = http(page, host=f"127.0.0.2:{port}")
+    assert status in (401, 403) or "login" in body.lower(), (status, body[:300])
+    status, _, body = http(f"{page}?token=wrong", host=f"127.0.0.2:{port}")
+    assert status in (401, 403) or "login" in body.lower(), (status, body[:300])
+    status, _, body = http(f"{page}?token={token}", host=f"127.0.0.2:{port}")
+    assert status == 200 and kernel_id_of(body), (status, body[:300])
+    status, _, _ = http(f"{server.base}/voila/static/voila.js", host="evil.example")
+    assert status == 403
+
+
+# -- the kernel cap without a browser --------------------------------------------------------------------------
+
+
+def test_past_the_kernel_cap_a_viewer_gets_the_busy_page_and_no_kernel(serve: Callable[..., ServeProcess]) -> None:
+    server = serve("--no-preheat", "--max-kernels", "2", "--cull-idle", "600")
+    first, second = open_page(server), open_page(server)
+    assert set(server.kernels()) == {first, second}
+    status, headers, body = http(server.url(COVERAGE))
+    assert status == 503 and BUSY_TEXT in body and "2 pages are open" in body, (status, body[:300])
+    assert headers.get("Retry-After")
+    time.sleep(2)  # a kernel start would show up as a process within this time on an idle machine
+    assert set(server.kernels()) == {first, second}, "the busy answer started a kernel"
+
+
+# -- the kernel websocket: protocol and fuzz --------------------------------------------------------------
+
+
+def v1_frame(parts: list[bytes]) -> bytes:
+    """A v1 kernel websocket message: part count, offsets, then the parts (channel, header, parent, …)."""
+    offsets = [8 * (len(parts) + 1)]
+    for part in parts[:-1]:
+        offsets.append(offsets[-1] + len(part))
+    head = len(parts).to_bytes(8, "little") + b"".join(o.to_bytes(8, "little") for o in offsets)
+    return head + b"".join(parts)
+
+
+def request_state(msg_id: str) -> dict[str, Any]:
+    """A ``comm_msg`` asking the widgets for their state: a message Voila lets through."""
+    return {
+        "header": {"msg_id": msg_id, "msg_type": "comm_msg", "username": "", "session": "fuzz",
+                   "date": "2026-01-01T00:00:00Z", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"comm_id": "0" * 32, "data": {"method": "request_state"}},
+    }
+
+
+def legacy_binary(message: dict[str, Any], count: int | None = None) -> bytes:
+    """A pre-v1 binary message (Jupyter's old ``serialize_binary_message``): a 4-byte count, 4-byte offsets."""
+    body = json.dumps(message).encode()
+    buffers = [b"x" * 16]
+    n = len(buffers) + 1 if count is None else count
+    offsets = [4 * (len(buffers) + 2)]
+    offsets.append(offsets[0] + len(body))
+    return n.to_bytes(4, "big") + b"".join(o.to_bytes(4, "big") for o in offsets) + body + buffers[0]
+
+
+def fuzz_frames(rng: random.Random, count: int) -> Iterator[tuple[str, bytes | str]]:
+    """``count`` hostile frames of both protocols, each with a label."""
+    legit = request_state("fuzz")
+    kinds = ["random", "huge-count", "beyond", "text", "legacy", "legacy-huge", "garbage-json", "unsorted",
+             "legit-v1", "empty", "count-only"]
+    for i in range(count):
+        kind = kinds[i % len(kinds)]
+        if kind == "random":
+            yield kind, rng.randbytes(rng.randint(1, 4096))
+        elif kind == "huge-count":
+            yield kind, rng.choice([2**63 - 1, 2**64 - 1, 2**40, 10**9]).to_bytes(8, "little") + rng.randbytes(64)
+        elif kind == "beyond":
+            frame = bytearray(v1_frame([b"shell", b"{}", b"{}", b"{}", b"{}"]))
+            frame[8 * rng.randint(1, 5):8 * rng.randint(1, 5) + 8] = rng.randint(10**6, 2**62).to_bytes(8, "little")
+            yield kind, bytes(frame)
+        elif kind == "text":
+            yield kind, rng.choice([json.dumps(legit), "{", "x" * rng.randint(0, 2000), json.dumps([1, 2])])
+        elif kind == "legacy":
+            yield kind, legacy_binary(legit)
+        elif kind == "legacy-huge":
+            yield kind, legacy_binary(legit, count=rng.choice([2**31, 2**32 - 1, 10**6]))
+        elif kind == "garbage-json":
+            parts = [b"shell", rng.randbytes(rng.randint(0, 200)), b"{", b"[]", rng.randbytes(30)]
+            yield kind, v1_frame(parts)
+        elif kind == "unsorted":
+            frame = bytearray(v1_frame([b"shell", b"{}", b"{}", b"{}", b"{}"]))
+            frame[16:24], frame[24:32] = frame[24:32], frame[16:24]
+            yield kind, bytes(frame)
+        elif kind == "legit-v1":
+            message = request_state(f"fuzz-{i}")
+            parts = [b"shell", *(json.dumps(message[k]).encode() for k in ("header", "parent_header", "metadata",
+                                                                           "content"))]
+            yield kind, v1_frame(parts)
+        elif kind == "empty":
+            yield kind, b""
+        else:
+            yield kind, (2).to_bytes(8, "little")
+
+
+def after_frame(sock: websocket.WebSocket) -> str:
+    """"closed" when the server closed the channel after the frames sent so far, else "open" (a ping answered).
+
+    The server handles a socket's frames in order, so the pong (or the close) answers the frame just sent.
+    """
+    sock.ping(b"probe")
+    while True:
+        try:
+            opcode, frame = sock.recv_data_frame(control_frame=True)
+        except (websocket.WebSocketException, OSError):
+            return "closed"
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return "closed"
+        if opcode == websocket.ABNF.OPCODE_PONG and frame.data == b"probe":
+            return "open"
+
+
+def rss_mb(process: psutil.Process) -> float:
+    return float(process.memory_info().rss) / 2**20
+
+
+def test_kernel_websocket_fuzz_neither_hangs_nor_bloats_the_server(serve: Callable[..., ServeProcess]) -> None:
+    server = serve("--no-preheat", "--cull-idle", "600")
+    kernel = open_page(server)
+    voila = server.voila
+    url = channel_url(server, kernel)
+
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(url, timeout=30)  # no subprotocol: Jupyter's legacy protocol
+    assert refused.value.status_code == 400 and V1_PROTOCOL in (refused.value.resp_body or b"").decode()
+
+    rss_before = rss_mb(voila)
+    rng = random.Random(20261205)
+    socket_ = connect(server, kernel)
+    outcomes: dict[str, Counter[str]] = {}
+    for kind, frame in fuzz_frames(rng, 400):
+        try:
+            if isinstance(frame, str):
+                socket_.send(frame)
+            else:
+                socket_.send_binary(frame)
+            outcome = after_frame(socket_)
+        except (websocket.WebSocketException, OSError):
+            outcome = "closed"
+        outcomes.setdefault(kind, Counter())[outcome] += 1
+        if outcome == "closed":
+            socket_.close()
+            socket_ = connect(server, kernel)
+    socket_.close()
+    print(f"fuzz outcomes: {outcomes}")
+    assert sum(sum(c.values()) for c in outcomes.values()) == 400
+    # Anything that is not a well-formed v1 message ends the channel; a well-formed message does not.
+    for kind, counts in outcomes.items():
+        if kind not in ("legit-v1", "garbage-json"):
+            assert counts == Counter(closed=counts.total()), (kind, counts)
+    assert outcomes["legit-v1"] == Counter(open=outcomes["legit-v1"].total())
+
+    # Bounds, not timings: the server still serves, memory grew by less than 200 MB, CPU is back to idle.
+    status, _, _ = http(f"{server.base}/voila/static/voila.js", timeout=60)
+    assert status == 200
+    assert open_page(server) != kernel
+    grown = rss_mb(voila) - rss_before
+    print(f"Voila RSS {rss_before:.0f} MB before the fuzz, grew by {grown:.0f} MB")
+    assert grown < 200, f"Voila's memory grew by {grown:.0f} MB under the fuzz"
+
+    def idle() -> float | None:
+        busy = voila.cpu_percent(interval=3)
+        return busy if busy < 30 else None
+
+    poll(idle, 120, interval=0, what="Voila's CPU back under 30 % after the fuzz")
+    assert "not a v1 kernel message" in server.log_text()
+
+
+# -- stopping -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_with_viewers_connected_leaves_no_voila_and_no_kernel(tmp_path: Path, signum: int) -> None:
+    server = start(tmp_path, "--pool-size", "1")
+    try:
+        viewers = [open_page(server, page) for page in PAGES[:2]]
+        sockets = [connect(server, kernel) for kernel in viewers]
+        kernels = server.wait_kernels(lambda k: set(viewers) <= set(k) and len(k) >= 4, 180,
+                                      "two viewers' kernels and the refilled pools")
+        recorded = [server.voila, *kernels.values()]
+        assert all(p.ppid() == server.voila.pid for p in kernels.values())
+    except BaseException:
+        server.stop()
+        raise
+    survivors = server.stop(signum)
+    for sock in sockets:
+        sock.close()
+    assert server.process.returncode == 0, server.log_text()[-2000:]
+    left = [p for p in recorded if running(p)]
+    assert not left and not survivors, f"left running after {signal.Signals(signum).name}: {left or survivors}"
+
+
+def test_stop_kills_a_child_that_ignores_sigterm_after_the_grace(capsys: pytest.CaptureFixture[str]) -> None:
+    code = "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); " \
+           "time.sleep(600)"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"  # SIGTERM is ignored now
+        stop(child, grace_s=2)
+        assert child.returncode == -signal.SIGKILL
+        assert "did not stop within 2 s; killing it" in capsys.readouterr().err
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_stop_lets_a_child_that_exits_on_sigterm_exit_by_itself() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    stop(child, grace_s=60)
+    assert child.returncode == -signal.SIGTERM
+
+
+# -- the port ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "0"])
+def test_a_port_out_of_range_is_a_usage_error(tmp_path: Path, port: str) -> None:
+    result = subprocess.run([RUNTOOL, "serve", "--port", port], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, env={**os.environ, "RUNTOOL_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2, result
+    assert f"--port {port} is not a TCP port (1..65535)" in result.stderr
+    assert "Traceback" not in result.stderr and "Serving" not in result.stdout
+
+
+def test_a_busy_port_is_a_clear_error_and_no_url(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([RUNTOOL, "serve", "--port", str(port), "--no-preheat"], capture_output=True,
+                                text=True, timeout=180, cwd=tmp_path,
+                                env={**os.environ, "RUNTOOL_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1, result
+    assert f"port {port}" in result.stderr and "in use" in result.stderr, result.stderr
+    assert "http://" not in result.stdout, "a URL was printed for a server that never listened"
+    assert "Traceback" not in result.stderr
