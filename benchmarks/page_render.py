@@ -5,8 +5,10 @@ Run: ``.venv/bin/python -m benchmarks.page_render [--repeats N]``.
 It starts fake-gcs-server (memory backend), seeds the small demo fleet, scans the inventory, starts
 ``runtool serve`` and a headless Debian chromium, then times, for each repeat, a new tab from the GET of the
 page to the first visible ``.rt-kpi-value``: the aggregated view (client only) and a single-laser-box view.
-The baseline is the same voila command line (``runtool.serve.serve_command``) serving a one-cell notebook
+The baseline is plain Voila (``python -m voila FOLDER --no-browser --port=P``) serving a one-cell notebook
 that prints "ok", timed from the GET to "ok" visible: what any Voila page costs before runtool does anything.
+``runtool serve`` runs with its defaults (preheated, one kernel per page): the repeats are back to back, so
+most opens find the coverage pool refilling; ``benchmarks.serving`` spaces them and covers every page.
 Cases are interleaved within each repeat, after one unmeasured warm-up of each. The table goes to stdout and
 to ``benchmarks/results/page_render.md``; progress goes to stderr.
 """
@@ -28,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS_DIR, markdown_table, median, say
-from runtool.serve import serve_command
 from runtool.config import RuntoolConfig
 from runtool.demo.emulator import Emulator, free_port
 from runtool.demo.fleet import plan_fleet, seed_fleet
@@ -63,21 +64,32 @@ def _write_toml(config: RuntoolConfig, path: Path) -> Path:
     return path
 
 
+def plain_voila_command(folder: Path, port: int) -> list[str]:
+    """The plainest Voila: no template, no preheat, no option beyond the port."""
+    return [sys.executable, "-m", "voila", str(folder), "--no-browser", f"--port={port}"]
+
+
+def write_baseline_notebook(folder: Path) -> Path:
+    """``folder`` holding one notebook (``BASELINE``) whose only cell prints "ok"."""
+    notebook = {
+        "cells": [{"cell_type": "code", "execution_count": None, "id": "ok", "metadata": {}, "outputs": [],
+                   "source": ['print("ok")']}],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                     "language_info": {"name": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / BASELINE).write_text(json.dumps(notebook), encoding="utf-8")
+    return folder
+
+
 class BaselineServer(VoilaProcess):
-    """The voila command line ``runtool serve`` uses, on a folder holding one notebook that prints "ok"."""
+    """Plain Voila (:func:`plain_voila_command`) on a folder holding one notebook that prints "ok"."""
 
     def __init__(self, folder: Path) -> None:
-        notebook = {
-            "cells": [{"cell_type": "code", "execution_count": None, "id": "ok", "metadata": {}, "outputs": [],
-                       "source": ['print("ok")']}],
-            "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                         "language_info": {"name": "python"}},
-            "nbformat": 4, "nbformat_minor": 5,
-        }
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / BASELINE).write_text(json.dumps(notebook), encoding="utf-8")
+        write_baseline_notebook(folder)
         port = free_port()
-        super().__init__(serve_command(port, "127.0.0.1", None, folder), port, folder.parent / "baseline-voila.log")
+        super().__init__(plain_voila_command(folder, port), port, folder.parent / "baseline-voila.log")
 
 
 @dataclass
