@@ -16,8 +16,9 @@ NOTEBOOKS = NOTEBOOKS_DIR
 PAGES = sorted(p.name for p in NOTEBOOKS.glob("0*.ipynb"))
 
 
-def test_there_are_three_pages() -> None:
-    assert PAGES == ["01_temporal_coverage.ipynb", "02_per_run_analysis.ipynb", "03_download_manager.ipynb"]
+def test_there_are_four_pages() -> None:
+    assert PAGES == ["01_temporal_coverage.ipynb", "02_per_run_analysis.ipynb", "03_download_manager.ipynb",
+                     "04_fleet_kpis.ipynb"]
 
 
 @pytest.mark.parametrize("notebook", PAGES)

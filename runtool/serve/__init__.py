@@ -26,7 +26,12 @@ from runtool.notebooks import NOTEBOOKS_DIR
 
 __all__ = ["PAGES", "TEMPLATES_DIR", "ServeOptions", "serve", "serve_command", "serve_environment"]
 
-PAGES = ("01_temporal_coverage.ipynb", "02_per_run_analysis.ipynb", "03_download_manager.ipynb")
+PAGES = (
+    "01_temporal_coverage.ipynb",
+    "02_per_run_analysis.ipynb",
+    "03_download_manager.ipynb",
+    "04_fleet_kpis.ipynb",
+)
 """The notebooks served as pages, the first one at the server's root."""
 TEMPLATES_DIR = Path(__file__).resolve().parent / "share"
 """A Jupyter data folder holding runtool's Voila template (``voila/templates/runtool``)."""

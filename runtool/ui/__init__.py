@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from runtool.ui.components import FilterBar, Kpi, KpiCards, Message, MessageArea, PageHeader
     from runtool.ui.coverage import CoveragePage
     from runtool.ui.download_manager import DownloadManagerPage
+    from runtool.ui.fleet_kpis import FleetKpiPage
     from runtool.ui.page import Page
     from runtool.ui.per_run import PerRunPage
     from runtool.ui.query import (
@@ -35,6 +36,7 @@ __all__ = [
     "CoveragePage",
     "DownloadManagerPage",
     "FilterBar",
+    "FleetKpiPage",
     "Kpi",
     "KpiCards",
     "Message",
@@ -63,6 +65,7 @@ _HOMES = {
     "PageHeader": "runtool.ui.components",
     "CoveragePage": "runtool.ui.coverage",
     "DownloadManagerPage": "runtool.ui.download_manager",
+    "FleetKpiPage": "runtool.ui.fleet_kpis",
     "Page": "runtool.ui.page",
     "PerRunPage": "runtool.ui.per_run",
     "PAGES": "runtool.ui.query",

@@ -16,6 +16,7 @@ from runtool.models import CoordinateError, Filters, RunCoordinate
 __all__ = [
     "COVERAGE",
     "DOWNLOAD_MANAGER",
+    "FLEET_KPIS",
     "PAGES",
     "PER_RUN",
     "PageLink",
@@ -39,7 +40,8 @@ class PageLink:
 COVERAGE = PageLink("Coverage", "01_temporal_coverage.ipynb")
 PER_RUN = PageLink("Per-run analysis", "02_per_run_analysis.ipynb")
 DOWNLOAD_MANAGER = PageLink("Download manager", "03_download_manager.ipynb")
-PAGES: tuple[PageLink, ...] = (COVERAGE, PER_RUN, DOWNLOAD_MANAGER)
+FLEET_KPIS = PageLink("Fleet KPIs", "04_fleet_kpis.ipynb")
+PAGES: tuple[PageLink, ...] = (COVERAGE, PER_RUN, DOWNLOAD_MANAGER, FLEET_KPIS)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The three page notebooks stay thin: one code cell that opens a page (preheat-aware) and displays it, no outputs."""
+"""The page notebooks stay thin: one code cell that opens a page (preheat-aware) and displays it, no outputs."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ NOTEBOOKS = NOTEBOOKS_DIR
         ("01_temporal_coverage.ipynb", "CoveragePage"),
         ("02_per_run_analysis.ipynb", "PerRunPage"),
         ("03_download_manager.ipynb", "DownloadManagerPage"),
+        ("04_fleet_kpis.ipynb", "FleetKpiPage"),
     ],
 )
 def test_a_page_notebook_only_displays_its_page(name: str, page: str) -> None:

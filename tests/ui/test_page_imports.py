@@ -19,7 +19,7 @@ import pytest
 
 from runtool.models import Filters
 from runtool.services import ServiceContainer
-from runtool.ui.query import COVERAGE, DOWNLOAD_MANAGER, PER_RUN, PageLink, selection_query
+from runtool.ui.query import COVERAGE, DOWNLOAD_MANAGER, FLEET_KPIS, PER_RUN, PageLink, selection_query
 from tests.conftest import write_toml
 from tests.ui.conftest import FLEET, LB01
 
@@ -59,11 +59,22 @@ HEAVY: dict[PageLink, tuple[str, ...]] = {
         "runtool.services.extraction",
         "runtool.services.reports",
     ),
+    FLEET_KPIS: (
+        *NO_PAGE,
+        "ipydatagrid",
+        "rosbags",
+        "runtool.extract",
+        "runtool.services.datasets",
+        "runtool.services.extraction",
+        "runtool.services.reports",
+        "runtool.services.transfers",
+    ),
 }
 PAGE_CLASSES = {
     COVERAGE: ("runtool.ui.coverage", "CoveragePage"),
     PER_RUN: ("runtool.ui.per_run", "PerRunPage"),
     DOWNLOAD_MANAGER: ("runtool.ui.download_manager", "DownloadManagerPage"),
+    FLEET_KPIS: ("runtool.ui.fleet_kpis", "FleetKpiPage"),
 }
 PAGES = pytest.mark.parametrize("page", list(HEAVY), ids=lambda page: page.notebook)
 

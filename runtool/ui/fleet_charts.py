@@ -1,0 +1,146 @@
+"""The fleet KPI page's charts (bqplot): one KPI per run over time, and two runs' distributions overlaid.
+
+As in :mod:`runtool.ui.charts`, marks are built once and updated in place; times go to bqplot as naive
+``datetime64`` values holding UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import bqplot as bq
+import ipywidgets as widgets
+import numpy as np
+
+from runtool.ui.charts import _day_or_minute_format, _figure, _time_axis, _value_axis
+from runtool.ui.theme import TARGET_COLOUR
+
+__all__ = ["SERIES_COLOURS", "DistributionChart", "KpiSeries", "KpiTrendChart"]
+
+SERIES_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+"""One colour per laser box shown on its own (red is kept for regressions, grey for "others")."""
+OTHERS_COLOUR = "#9e9e9e"
+_EMPTY_TIMES = np.array([], dtype="datetime64[ms]")
+
+
+@dataclass(frozen=True)
+class KpiSeries:
+    """The points of one legend entry: run keys (``cid/…/timestamp``), start times (UTC), values, hover texts."""
+
+    label: str
+    keys: tuple[str, ...]
+    times: np.ndarray
+    values: np.ndarray
+    hover: tuple[str, ...]
+    colour: str
+
+
+class KpiTrendChart:
+    """A KPI per run on a UTC time axis: one scatter per legend entry, regressed runs ringed in red.
+
+    ``on_click(key)`` is called with the run key of a clicked point (any series, or a regression ring).
+    """
+
+    HEIGHT = "360px"
+
+    def __init__(self, series_limit: int) -> None:
+        self.x = bq.DateScale()
+        self.y = bq.LinearScale()
+        tooltip = bq.Tooltip(fields=["name", "x", "y"], formats=["", "%Y-%m-%d %H:%M", ".4g"],
+                             labels=["run", "start (UTC)", "value"])
+        self.series_marks = [
+            bq.Scatter(x=_EMPTY_TIMES, y=[], scales={"x": self.x, "y": self.y}, default_size=40,
+                       stroke="#ffffff", stroke_width=0.5, display_names=False, names=[],
+                       tooltip=tooltip, display_legend=False, labels=[""])
+            for _ in range(series_limit + 1)
+        ]
+        self.regressed = bq.Scatter(
+            x=_EMPTY_TIMES, y=[], scales={"x": self.x, "y": self.y}, marker="square", default_size=150,
+            fill=False, colors=[TARGET_COLOUR], stroke_width=2.0, display_names=False, names=[],
+            tooltip=bq.Tooltip(fields=["name"], labels=["regressed"]), display_legend=False,
+            labels=["regressed (hover for why)"],
+        )
+        self.time_axis = _time_axis(self.x, "run start (UTC)")
+        self.value_axis = _value_axis(self.y, "")
+        self.figure = _figure("", [*self.series_marks, self.regressed], [self.time_axis, self.value_axis],
+                              height=self.HEIGHT)
+        self.figure.legend_location = "top-left"
+        self.figure.legend_style = {"fill": "white", "opacity": 0.85}
+        self.figure.fig_margin = {"top": 36, "bottom": 40, "left": 70, "right": 20}
+        self.widget = widgets.VBox([self.figure]).add_class("rt-kpi-trend")
+        self.shown: list[KpiSeries] = []
+        self.regressed_keys: tuple[str, ...] = ()
+        self._keys: dict[int, tuple[str, ...]] = {}
+        self._listeners: list[Callable[[str], None]] = []
+        for mark in [*self.series_marks, self.regressed]:
+            mark.on_element_click(self._clicked)
+
+    def on_click(self, callback: Callable[[str], None]) -> None:
+        self._listeners.append(callback)
+
+    def _clicked(self, mark: bq.Scatter, event: dict[str, object]) -> None:
+        keys = self._keys.get(id(mark), ())
+        index = event.get("index")
+        if isinstance(index, int) and 0 <= index < len(keys):
+            for callback in self._listeners:
+                callback(keys[index])
+
+    def show(self, title: str, axis_label: str, series: Sequence[KpiSeries], regressed: KpiSeries) -> None:
+        """Draw ``series`` (at most ``series_limit + 1``) and the regression rings of ``regressed``."""
+        self.shown = list(series)
+        self.regressed_keys = regressed.keys
+        all_times = np.concatenate([s.times for s in series]) if series else _EMPTY_TIMES
+        self.time_axis.tick_format = _day_or_minute_format(all_times)
+        self.figure.title = title
+        self.value_axis.label = axis_label
+        self._keys = {}
+        for index, mark in enumerate(self.series_marks):
+            with mark.hold_sync():
+                if index < len(series):
+                    one = series[index]
+                    mark.x, mark.y, mark.names = one.times, one.values, list(one.hover)
+                    mark.colors, mark.labels, mark.display_legend = [one.colour], [one.label], True
+                    self._keys[id(mark)] = one.keys
+                else:
+                    mark.x, mark.y, mark.names = _EMPTY_TIMES, np.array([]), []
+                    mark.labels, mark.display_legend = [""], False
+        with self.regressed.hold_sync():
+            self.regressed.x, self.regressed.y = regressed.times, regressed.values
+            self.regressed.names = list(regressed.hover)
+            self.regressed.display_legend = bool(len(regressed.keys))
+        self._keys[id(self.regressed)] = regressed.keys
+
+
+class DistributionChart:
+    """Two runs' distributions of one quantity, overlaid as step lines (share of messages per bin)."""
+
+    BINS = 40
+
+    def __init__(self, title: str, axis_label: str) -> None:
+        self.x = bq.LinearScale()
+        self.y = bq.LinearScale(min=0)
+        self.lines = bq.Lines(x=[], y=[[], []], scales={"x": self.x, "y": self.y}, colors=["#1f77b4", "#ff7f0e"],
+                              interpolation="step-after", labels=["A", "B"], display_legend=True)
+        self.figure = _figure(title, [self.lines], [bq.Axis(scale=self.x, label=axis_label, grid_lines="none"),
+                                                   _value_axis(self.y, "share of messages", ".0%")])
+        self.figure.legend_location = "top-right"
+        self.widget = self.figure
+
+    def show(self, a: np.ndarray, b: np.ndarray, labels: tuple[str, str]) -> None:
+        """The distributions of ``a`` and ``b`` (finite values only) over shared bins."""
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        both = np.concatenate([a, b])
+        if len(both) == 0:
+            edges = np.array([0.0, 1.0])
+        else:
+            low, high = np.percentile(both, [0.5, 99.5])
+            edges = np.linspace(low, high if high > low else low + 1.0, self.BINS + 1)
+        shares = []
+        for values in (a, b):
+            counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)
+            shares.append(counts / max(len(values), 1))
+        with self.lines.hold_sync():
+            self.lines.x = edges[:-1]
+            self.lines.y = np.vstack(shares)
+            self.lines.labels = list(labels)
