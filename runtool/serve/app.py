@@ -13,7 +13,8 @@ Voila 0.5 it:
 - answers only requests whose ``Host`` is the served address or a configured name (DNS rebinding), and lets
   only this machine read the request info a preheated kernel waits for;
 - takes the token from the environment (``RUNTOOL_SERVE_TOKEN``), never from its command line;
-- replaces a preheated kernel that died before a viewer took it.
+- replaces a preheated kernel that died or was restarted before a viewer took it (a kernel restarted by Jupyter's
+  restarter keeps its id but not its page: Voila would hand it to the next viewer, who got an empty page).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from collections.abc import Awaitable
 from typing import Any
 
 from jupyter_core.utils import ensure_async
+from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from tornado import web
-from tornado.ioloop import PeriodicCallback
+from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Int, Unicode
 from voila.app import Voila
 from voila.request_info_handler import RequestInfoSocketHandler
@@ -203,6 +205,19 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
+class RuntoolKernelManager(AsyncMappingKernelManager):
+    """Jupyter's kernel manager, telling the app when a preheated kernel restarts or dies (Voila does not look)."""
+
+    async def start_kernel(self, *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
+        kernel_id: str = await super().start_kernel(*args, **kwargs)
+        app = self.parent
+        if isinstance(app, RuntoolVoila) and (kwargs.get("env") or {}).get("VOILA_PREHEAT") == "True":
+            kernel = self.get_kernel(kernel_id)
+            for event in ("restart", "dead"):
+                kernel.add_restart_callback(lambda: app.preheated_kernel_lost(kernel_id), event)
+        return kernel_id
+
+
 _REPLACED: dict[type, type] = {
     TornadoVoilaHandler: PageHandler,
     TornadoVoilaTreeHandler: FirstPageHandler,
@@ -236,6 +251,10 @@ class RuntoolVoila(Voila):
             **{name: {"pool_size": self.pool_size} for name in self.page_names},
         }
         self.voila_configuration.file_allowlist = []
+        self.voila_configuration.multi_kernel_manager_class = RuntoolKernelManager
+        self.lost_pool_kernels: set[str] = set()
+        self.unpooled_kernels: set[str] = set()
+        """Preheated kernels replaced in their pool and still to be stopped."""
         # A preheated kernel fetches its request's info from this server: at an address the server listens on.
         os.environ["VOILA_APP_IP"] = "127.0.0.1" if served_ip in ("0.0.0.0", "::", "") else served_ip
 
@@ -264,22 +283,52 @@ class RuntoolVoila(Voila):
         """The kernels viewers hold (every live kernel but the preheated ones)."""
         return set(self.kernel_manager.list_kernel_ids()) - self.pooled_kernels()
 
+    def preheated_kernel_lost(self, kernel_id: str) -> None:
+        """Called when a preheated kernel restarted or died: if no viewer has it yet, it is replaced at once."""
+        self.lost_pool_kernels.add(kernel_id)
+        IOLoop.current().add_callback(self._replace_dead_pool_kernels)
+        # The restart is under way now: the replaced kernel can be stopped once it is over.
+        IOLoop.current().call_later(5, self._replace_dead_pool_kernels)
+
     async def _replace_dead_pool_kernels(self) -> None:
-        """Drop a preheated kernel whose page stopped before a viewer came (the kernel died), and refill."""
+        """Drop a preheated kernel whose page stopped or was lost before a viewer came, and refill its pool."""
         manager = self.kernel_manager
+        stopped = []
         for notebook, pool in list(getattr(manager, "_pools", {}).items()):
             for task in list(pool):
-                if not task.done():
+                if not task.done() or task not in pool:  # (this runs both periodically and on a restart)
                     continue
                 content = None if task.cancelled() or task.exception() else task.result()
-                if content is not None and not content["task"].done():
+                kernel_id = content["kernel_id"] if content else None
+                if content is not None and not content["task"].done() and kernel_id not in self.lost_pool_kernels:
                     continue  # preheated and waiting for its viewer
                 pool.remove(task)
-                kernel_id = content["kernel_id"] if content else None
                 self.log.warning("preheated kernel %s of %s stopped; replacing it", kernel_id, notebook)
-                if kernel_id in manager:
-                    await ensure_async(manager.shutdown_kernel(kernel_id, now=True))
+                if content is not None:
+                    content["task"].cancel()  # its page was being rendered by a kernel that is gone
                 manager.fill_if_needed(delay=0, notebook_name=notebook)
+                if kernel_id is not None:
+                    stopped.append(kernel_id)
+        # A lost kernel a viewer had already taken is the viewer's (the page says the session ended).
+        self.lost_pool_kernels &= self.pooled_kernels()
+        self.unpooled_kernels.update(stopped)
+        for kernel_id in list(self.unpooled_kernels):
+            await self._shut_down(kernel_id)
+
+    async def _shut_down(self, kernel_id: str) -> None:
+        """Stops a replaced preheated kernel; one Jupyter is restarting is stopped once the restart is over."""
+        manager = self.kernel_manager
+        if kernel_id not in manager:
+            self.unpooled_kernels.discard(kernel_id)
+            return
+        if not manager.get_kernel(kernel_id).ready.done():
+            return  # jupyter_client cannot shut a kernel down mid-restart; the next check does it
+        try:
+            await ensure_async(manager.shutdown_kernel(kernel_id, now=True))
+        except Exception:  # a kernel in an odd state must not stop the checks; retried next time
+            self.log.warning("could not stop the replaced preheated kernel %s yet", kernel_id, exc_info=True)
+        else:
+            self.unpooled_kernels.discard(kernel_id)
 
 
 def main(argv: list[str] | None = None) -> None:
