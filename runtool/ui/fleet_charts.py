@@ -6,6 +6,7 @@ As in :mod:`runtool.ui.charts`, marks are built once and updated in place; times
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
-from runtool.ui.charts import _day_or_minute_format, _figure, _time_axis, _value_axis
+from runtool.ui.charts import _day_or_minute_format, _figure, _padded_span, _time_axis, _value_axis
 from runtool.ui.theme import TARGET_COLOUR
 
 __all__ = ["SERIES_COLOURS", "DistributionChart", "KpiSeries", "KpiTrendChart"]
@@ -47,19 +48,18 @@ class KpiTrendChart:
     def __init__(self, series_limit: int) -> None:
         self.x = bq.DateScale()
         self.y = bq.LinearScale()
-        tooltip = bq.Tooltip(fields=["name", "x", "y"], formats=["", "%Y-%m-%d %H:%M", ".4g"],
-                             labels=["run", "start (UTC)", "value"])
+        # Hover texts are HTML widgets filled on hover (one per mark): a run's label and its regression reasons
+        # read better as sentences than as a field table, and they may be long.
         self.series_marks = [
             bq.Scatter(x=_EMPTY_TIMES, y=[], scales={"x": self.x, "y": self.y}, default_size=40,
                        stroke="#ffffff", stroke_width=0.5, display_names=False, names=[],
-                       tooltip=tooltip, display_legend=False, labels=[""])
+                       tooltip=_tip(), display_legend=False, labels=[""])
             for _ in range(series_limit + 1)
         ]
         self.regressed = bq.Scatter(
             x=_EMPTY_TIMES, y=[], scales={"x": self.x, "y": self.y}, marker="square", default_size=150,
             fill=False, colors=[TARGET_COLOUR], stroke_width=2.0, display_names=False, names=[],
-            tooltip=bq.Tooltip(fields=["name"], labels=["regressed"]), display_legend=False,
-            labels=["regressed (hover for why)"],
+            tooltip=_tip(), display_legend=False, labels=["regressed (hover for why)"],
         )
         self.time_axis = _time_axis(self.x, "run start (UTC)")
         self.value_axis = _value_axis(self.y, "")
@@ -75,16 +75,23 @@ class KpiTrendChart:
         self._listeners: list[Callable[[str], None]] = []
         for mark in [*self.series_marks, self.regressed]:
             mark.on_element_click(self._clicked)
+            mark.on_hover(self._hovered)
 
     def on_click(self, callback: Callable[[str], None]) -> None:
         self._listeners.append(callback)
 
     def _clicked(self, mark: bq.Scatter, event: dict[str, object]) -> None:
         keys = self._keys.get(id(mark), ())
-        index = event.get("index")
-        if isinstance(index, int) and 0 <= index < len(keys):
+        index = _index(event)
+        if index is not None and 0 <= index < len(keys):
             for callback in self._listeners:
                 callback(keys[index])
+
+    def _hovered(self, mark: bq.Scatter, event: dict[str, object]) -> None:
+        names = list(mark.names) if mark.names is not None else []
+        index = _index(event)
+        if index is not None and 0 <= index < len(names) and isinstance(mark.tooltip, widgets.HTML):
+            mark.tooltip.value = f'<div class="rt-chart-tip">{html.escape(str(names[index]))}</div>'
 
     def show(self, title: str, axis_label: str, series: Sequence[KpiSeries], regressed: KpiSeries) -> None:
         """Draw ``series`` (at most ``series_limit + 1``) and the regression rings of ``regressed``."""
@@ -92,6 +99,9 @@ class KpiTrendChart:
         self.regressed_keys = regressed.keys
         all_times = np.concatenate([s.times for s in series]) if series else _EMPTY_TIMES
         self.time_axis.tick_format = _day_or_minute_format(all_times)
+        span = _padded_span(all_times)
+        with self.x.hold_sync():
+            self.x.min, self.x.max = (span[0], span[-1]) if len(span) else (None, None)
         self.figure.title = title
         self.value_axis.label = axis_label
         self._keys = {}
@@ -110,6 +120,17 @@ class KpiTrendChart:
             self.regressed.names = list(regressed.hover)
             self.regressed.display_legend = bool(len(regressed.keys))
         self._keys[id(self.regressed)] = regressed.keys
+
+
+def _tip() -> widgets.HTML:
+    return widgets.HTML().add_class("rt-chart-tip-box")
+
+
+def _index(event: dict[str, object]) -> int | None:
+    """The point index of a bqplot mark event (``{"data": {"index": i, ...}}``, or ``index`` at the top)."""
+    data = event.get("data")
+    index = data.get("index") if isinstance(data, dict) else event.get("index")
+    return index if isinstance(index, int) else None
 
 
 class DistributionChart:

@@ -98,6 +98,11 @@ KPI_CHOICES: tuple[KpiChoice, ...] = (
 _CHOICES = {choice.name: choice for choice in KPI_CHOICES}
 _NO_STREAM = {"detections": "no detection stream", "tracking": "no tracking stream", "frames": "no frame stream"}
 _NONE = ""
+_STYLE = """<style>
+.rt-runs-table td:first-child, .rt-compare td:first-child { white-space: nowrap; }
+.rt-chart-tip { background: #fff; border: 1px solid #999; border-radius: 4px; padding: 4px 6px; max-width: 460px;
+                font-size: 12px; line-height: 16px; white-space: normal; }
+</style>"""
 
 
 def _section(title: str = "") -> widgets.HTML:
@@ -382,6 +387,7 @@ class FleetKpiPage(Page):
         self._show_compare()
         if self.content is None:
             self.content = widgets.VBox([
+                widgets.HTML(_STYLE),
                 self.chart.widget if self.chart is not None else widgets.HTML(),
                 self.chart_note,
                 self.clicked_row,

@@ -189,6 +189,12 @@ def test_bulk_analysis_goes_on_past_a_failing_run_and_shows_it(services: Service
 
 def test_compare_two_runs_and_export_csv(services: ServiceContainer, analysed: list[RunCoordinate]) -> None:
     page = open_page(services, lb_filters(analysed[0]))
+    assert page.chart is not None
+    mark = page.chart.series_marks[0]
+    page.chart._clicked(mark, {"event": "element_click", "data": {"index": 3, "x": 0, "y": 0}})  # as bqplot sends it
+    assert page.selected_run == page.chart.shown[0].keys[3]
+    page.chart._hovered(mark, {"event": "hover", "data": {"index": 3}})
+    assert analysed[3].lbid in mark.tooltip.value
     page.select_run(analysed[3].to_path_str())
     assert f'href="02_per_run_analysis.ipynb?{selection_query(analysed[3].to_filters())}"'.replace(
         "&", "&amp;") in page.clicked.value
