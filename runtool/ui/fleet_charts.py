@@ -143,8 +143,10 @@ class DistributionChart:
         self.y = bq.LinearScale(min=0)
         self.lines = bq.Lines(x=[], y=[[], []], scales={"x": self.x, "y": self.y}, colors=["#1f77b4", "#ff7f0e"],
                               interpolation="step-after", labels=["A", "B"], display_legend=True)
+        share_axis = _value_axis(self.y, "share of messages", ".0%")
+        share_axis.num_ticks = 4
         self.figure = _figure(title, [self.lines], [bq.Axis(scale=self.x, label=axis_label, grid_lines="none"),
-                                                   _value_axis(self.y, "share of messages", ".0%")])
+                                                   share_axis], height="260px")
         self.figure.legend_location = "top-right"
         self.widget = self.figure
 

@@ -1,0 +1,99 @@
+"""The fleet KPI page (04_fleet_kpis.ipynb) in a real chromium, served by ``runtool serve`` over the demo fleet.
+
+A few runs of one laser box are analysed through the real services before the page opens (extraction outputs
+written by the analytics tests' helper, the fourth run's detections 50 ms late, so it regresses); the module's
+own data folder keeps them away from the other browser tests.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from playwright.sync_api import expect
+
+from runtool.models import RunCoordinate
+from runtool.services import ServiceContainer
+from runtool.ui.query import selection_query
+from tests.browser.conftest import Contexts, VoilaServer, screenshot
+from tests.ui.test_fleet_kpis_page import extract, laser_box_runs
+
+pytestmark = pytest.mark.browser
+
+FLEET_KPIS = "04_fleet_kpis.ipynb"
+WAIT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def analysed(services: ServiceContainer) -> list[RunCoordinate]:
+    runs = laser_box_runs(services)[:4]
+    for index, coord in enumerate(runs):
+        extract(services, coord, latency_s=0.05 if index == 3 else 0.0)
+        services.analytics.analyze_run(coord)
+    return runs
+
+
+def assert_no_traceback(page: Any) -> None:
+    content = page.content()
+    assert "Traceback" not in content
+    assert 'data-mime-type="application/vnd.jupyter.stderr"' not in content
+    expect(page.locator(".rt-message-error")).to_have_count(0)
+
+
+def open_fleet_page(contexts: Contexts, server: VoilaServer, query: str = "") -> Any:
+    page = contexts.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(server.url(FLEET_KPIS, query))
+    page.wait_for_selector(".rt-page-fleet-kpis", state="visible", timeout=WAIT_MS)
+    expect(page.locator(".rt-view-chart")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator(".rt-kpi-trend .dot").first).to_be_attached(timeout=WAIT_MS)
+    return page
+
+
+def test_pick_a_kpi_follow_a_run_and_compare_two(contexts: Contexts, server: VoilaServer,
+                                                 analysed: list[RunCoordinate]) -> None:
+    page = open_fleet_page(contexts, server)  # "All" at every level
+    expect(page.locator(".rt-nav")).to_contain_text("Fleet KPIs")
+    expect(page.locator("button.rt-analyse-runs")).to_contain_text(re.compile(r"Analyse \d+ runs"))
+    expect(page.locator(".rt-kpi-trend")).to_contain_text("Detection rate p5 per run")
+    screenshot(page, "fleet_kpis_all")
+
+    page.locator(".rt-kpi-picker select").select_option(label="Detection latency p95")
+    expect(page.locator(".rt-kpi-trend")).to_contain_text("Detection latency p95 per run", timeout=WAIT_MS)
+    expect(page.locator(".rt-runs-table")).to_contain_text("regressed on this KPI")
+    assert_no_traceback(page)
+    screenshot(page, "fleet_kpis_latency")
+
+    page.locator(".rt-kpi-trend .dot").first.hover(force=True)
+    expect(page.locator(".rt-chart-tip").first).to_be_visible(timeout=WAIT_MS)
+    page.locator(".rt-kpi-trend .dot").first.click(force=True)
+    open_run = page.locator("a.rt-open-run")
+    expect(open_run).to_be_visible(timeout=WAIT_MS)
+    href = open_run.get_attribute("href") or ""
+    assert href.startswith("02_per_run_analysis.ipynb?")
+    clicked = RunCoordinate(*(unquote(part.split("=", 1)[1]) for part in href.split("?", 1)[1].split("&")))
+    assert clicked in analysed
+    screenshot(page, "fleet_kpis_clicked")
+
+    open_run.click()
+    page.wait_for_selector(".rt-page-per-run", state="visible", timeout=WAIT_MS)
+    assert selection_query(clicked.to_filters()) in unquote(page.url).replace("%3A", ":")
+
+    page.go_back()
+    page.wait_for_selector(".rt-page-fleet-kpis", state="visible", timeout=WAIT_MS)
+    expect(page.locator(".rt-view-chart")).to_be_visible(timeout=WAIT_MS)
+    page.locator(".rt-compare-a select").select_option(index=1)
+    page.locator(".rt-compare-b select").select_option(index=2)
+    expect(page.locator(".rt-compare table")).to_contain_text("B − A", timeout=WAIT_MS)
+    expect(page.locator(".rt-distributions svg").first).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("a.rt-csv-link")).to_have_attribute("href", re.compile(r"^data:text/csv"))
+    assert_no_traceback(page)
+    screenshot(page, "fleet_kpis_compare")
+
+
+def test_a_laser_box_selection(contexts: Contexts, server: VoilaServer, analysed: list[RunCoordinate]) -> None:
+    page = open_fleet_page(contexts, server, selection_query(analysed[0].to_filters().replace(timestamp=None)))
+    expect(page.locator(".rt-kpis")).to_contain_text("Analysed runs")
+    assert_no_traceback(page)
+    screenshot(page, "fleet_kpis_laser_box")
