@@ -21,7 +21,7 @@ from typing import Any
 
 from runtool import __version__
 from runtool.config import ConfigError, RuntoolConfig, load_config
-from runtool.errors import RuntoolError, UsageError
+from runtool.errors import ReadOnlyError, RuntoolError, UsageError
 from runtool.formatting import format_bytes, format_count, format_os_error, format_pct, printable
 from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, RunCoordinate, SyncStatus, to_jsonable
 from runtool.serve import ServeOptions, serve
@@ -797,6 +797,8 @@ def cmd_emulator(args: argparse.Namespace, _: ServiceContainer | None) -> int:
 def cmd_demo_seed(args: argparse.Namespace, services: ServiceContainer) -> int:
     from runtool.demo.fleet import plan_fleet, seed_fleet
 
+    if services.read_only:  # seeding writes both buckets and the data folder
+        raise ReadOnlyError("Seeding the demo fleet is not allowed in read-only mode.")
     plan = plan_fleet(args.preset, args.seed)
 
     def progress(stage: str, done: int, total: int) -> None:

@@ -130,19 +130,22 @@ def test_control_characters_in_keys_are_escaped_in_anomalies_and_previews(
 
 # -- bulk planning: one run with an OS error is left out, the others go ahead ----------------------------------
 
-def test_a_name_too_long_for_the_file_system_leaves_its_run_out(
+def test_a_name_too_long_for_the_file_system_is_an_anomaly_and_its_run_downloads(
         fresh_config: RuntoolConfig, toml: Path, capsys: pytest.CaptureFixture[str]) -> None:
     raw = make_client(emulator_host=fresh_config.emulator_host).bucket(fresh_config.raw_bucket)
-    raw.blob(raw_bag_key(RUN, f"_2025-08-01-08-00-2{'9' * 270}_5.bag")).upload_from_string(b"long")
+    long_key = raw_bag_key(RUN, f"_2025-08-01-08-00-2{'9' * 270}_5.bag")
+    raw.blob(long_key).upload_from_string(b"long")
     assert run_cli(capsys, "--config", str(toml), "inventory", "refresh")[0] == 0
-    # Only under an existing folder does the long name reach the file system (a missing parent answers first).
-    local_raw_dir(fresh_config.raw_root, RUN).mkdir(parents=True)
+    code, out, _ = run_cli(capsys, "--config", str(toml), "anomalies", "--json")
+    assert {a["key"]: a["reason"] for a in json.loads(out)}[long_key].startswith("name too long for a local file")
+    local_raw_dir(fresh_config.raw_root, RUN).mkdir(parents=True)  # the long name would now reach the file system
     code, out, err = run_cli(capsys, "--config", str(toml), "download", "--twid", "TW_1", "--yes")
     assert code == 0, err
-    assert f"{RUN}: left out — The name is too long for the file system" in out
+    assert f"{RUN}: left out" not in out
     assert (local_raw_dir(fresh_config.raw_root, RUN2) / "rosbag_2025-08-01-08-00-45_0.bag").read_bytes() == b"01234"
-    code, _, err = run_cli(capsys, "--config", str(toml), "download", RUN.to_path_str(), "--dry-run")
-    assert code == 1 and err.startswith("runtool: The name is too long for the file system") and "Traceback" not in err
+    assert len(list(local_raw_dir(fresh_config.raw_root, RUN).iterdir())) == 2
+    code, out, err = run_cli(capsys, "--config", str(toml), "download", RUN.to_path_str(), "--dry-run")
+    assert code == 0 and "Traceback" not in err and "9999" not in out
 
 
 # -- OS errors at the top: a sentence naming the path, exit code 1 ---------------------------------------------
@@ -217,3 +220,16 @@ def test_a_changed_object_under_a_stale_inventory_says_to_refresh(
     code, out, err = run_cli(capsys, "--config", str(toml), "dataset", "fetch", "d", "--yes")
     assert code == 0, err
     assert "0 failed" in out
+
+
+def test_demo_seed_is_refused_in_read_only_mode(fresh_config: RuntoolConfig, toml: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Seeding writes both buckets and the data folder: read-only mode refuses it like every other write."""
+    monkeypatch.setenv("RUNTOOL_READ_ONLY", "1")
+    before = sorted(p.relative_to(fresh_config.data_dir) for p in fresh_config.data_dir.rglob("*"))
+    code, _, err = run_cli(capsys, "--config", str(toml), "demo", "seed")
+    assert code == 1 and err.startswith("runtool: ") and "read-only" in err
+    assert sorted(p.relative_to(fresh_config.data_dir) for p in fresh_config.data_dir.rglob("*")) == before
+    raw = make_client(emulator_host=fresh_config.emulator_host).bucket(fresh_config.raw_bucket)
+    assert len(list(raw.list_blobs())) == 3

@@ -20,6 +20,9 @@ _TIMESTAMP = re.compile(r"([0-9]{4})[_-]([0-9]{2})[_-]([0-9]{2})T([0-9]{2}):([0-
 
 _CONTROL = re.compile(r"[\x00-\x1f]")
 
+NAME_MAX = 255
+"""Bytes in one file or folder name on the file systems runtool writes to (ext4, xfs, btrfs, tmpfs)."""
+
 
 class CoordinateError(RuntoolError, ValueError):
     """A coordinate, a level value or a timestamp is not valid."""
@@ -51,6 +54,8 @@ def check_part(level: str, value: str) -> str:
         raise CoordinateError(f"{level} {value!r} is not allowed")
     if value != value.strip() or _CONTROL.search(value):
         raise CoordinateError(f"{level} {value!r} has surrounding blanks or control characters")
+    if len(value.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        raise CoordinateError(f"{level} {value[:40]!r}… is too long for a folder name (at most {NAME_MAX} bytes)")
     return value
 
 

@@ -29,6 +29,7 @@ from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError
 from runtool.files import LockWaitStopped, exclusive_lock, replacing
 from runtool.models import LEVELS, Filters
+from runtool.models.coordinates import check_part, parse_timestamp
 from runtool.storage import (
     Anomaly,
     ObjectRecord,
@@ -57,7 +58,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 CACHE_FILE = "inventory.parquet"
 LOCK_FILE = ".inventory.lock"
 COORD_COLUMNS: tuple[str, ...] = (*LEVELS, "timestamp")
@@ -288,6 +289,8 @@ class CloudInventoryService:
             table = pq.read_table(self.cache_path)
             info = _cache_metadata(table.schema.metadata)
             objects = table.to_pandas()
+            if info["version"] == CACHE_VERSION and set(objects.columns) == set(_COLUMNS):
+                _check_rows(objects)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, pa.ArrowException) as exc:
@@ -436,6 +439,27 @@ def _cache_metadata(metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
         # A naive time cannot be compared with the current UTC time, which the cache's age needs.
         raise ValueError(f"its scan time {info['scanned_at']!r} has no time zone")
     return {**info, "scanned_at": scanned_at}
+
+
+_KINDS = frozenset({"bag", "frame", "label", "anomaly"})
+
+
+def _check_rows(objects: pd.DataFrame) -> None:
+    """ValueError naming the first value of the cache a scan could not have written (checked per distinct value)."""
+    for column, allowed in (("role", {"raw", "ml"}), ("kind", _KINDS)):
+        strange = set(objects[column].dropna().unique()) - allowed
+        if strange:
+            raise ValueError(f"its {column} column holds {sorted(map(str, strange))[0]!r}")
+    for column in COORD_COLUMNS:
+        for value in objects[column].dropna().unique():
+            if not isinstance(value, str):
+                raise ValueError(f"its {column} column holds {value!r}, not text")
+            if column == "timestamp":
+                parse_timestamp(value)
+            else:
+                check_part(column, value)
+    if not pd.api.types.is_string_dtype(objects["name"]) or objects["name"].isna().any():
+        raise ValueError("its name column holds values that are not object names")
 
 
 def _merge(previous: pd.DataFrame, fresh: pd.DataFrame, scope: Filters) -> pd.DataFrame:

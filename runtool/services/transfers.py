@@ -37,6 +37,7 @@ from runtool.services.inventory import CloudInventoryService
 from runtool.services.local_state import LocalStateService
 from runtool.storage import (
     MLFileEntry,
+    RawBagEntry,
     cloud_to_local_name,
     local_ml_dir,
     local_raw_dir,
@@ -44,6 +45,7 @@ from runtool.storage import (
     ml_file_key,
     ml_prefix,
     parse_ml_key,
+    parse_raw_key,
     raw_bag_key,
     storage_errors,
 )
@@ -417,9 +419,7 @@ class TransferService:
             blobs = [
                 b
                 for b in self.client.list_blobs(bucket, prefix=prefix, retry=retry_policy(self.config.request_retry_s))
-                if "/" not in b.name[len(prefix) :]
-                and b.name.endswith(".bag")
-                and b.name[len(prefix) :].startswith("_")
+                if isinstance(parse_raw_key(b.name), RawBagEntry)  # as the inventory sees it: no anomaly
             ]
         if not blobs:
             raise TransferError(f"No bags for {coord} in the raw bucket `{bucket}`.")

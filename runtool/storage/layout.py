@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from runtool.models import CoordinateError, Filters, RunCoordinate
+from runtool.models.coordinates import NAME_MAX
 
 __all__ = [
     "FRAME_SUFFIXES",
@@ -43,6 +44,8 @@ ROSBAG_FOLDER = "rosbag"
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 LABEL_SUFFIX = ".txt"
 MLKind = Literal["frames", "labels"]
+_PART_EXTRA = len(".") + len(".part-") + 8
+"""What a download's temporary name (``.<name>.part-<8 hex>``, beside the file) adds to the file's name."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,14 @@ def processed_dir(processed_root: Path, coord: RunCoordinate) -> Path:
     return processed_root.joinpath(*coord.to_path_tuple())
 
 
+def _too_long(local_name: str, extra: int = 0) -> str | None:
+    """Why ``local_name`` (plus ``extra`` bytes) cannot be a local file or folder name, or None if it can."""
+    size = len(local_name.encode("utf-8", "surrogateescape"))
+    if size + extra <= NAME_MAX:
+        return None
+    return f"name too long for a local file ({size} bytes as {local_name[:40]!r}…, at most {NAME_MAX - extra})"
+
+
 @lru_cache(maxsize=65536)
 def _coordinate(parts: tuple[str, ...]) -> RunCoordinate | str:
     """The coordinate for six key segments, or the reason they are not one (cached: keys share runs)."""
@@ -139,6 +150,8 @@ def parse_raw_key(key: str) -> RawBagEntry | Anomaly:
         return Anomaly(key, f"unexpected file {name!r}: not a .bag")
     if not name.startswith("_") or len(name) <= len("_.bag"):
         return Anomaly(key, f"unexpected bag name {name!r}: expected _<YYYY-MM-DD-HH-MM-SS>_<i>.bag")
+    if (too_long := _too_long(cloud_to_local_name(name), _PART_EXTRA)) is not None:
+        return Anomaly(key, too_long)
     coord = _coordinate(tuple(parts[:6]))
     if isinstance(coord, str):
         return Anomaly(key, coord)
@@ -169,6 +182,9 @@ def parse_ml_key(key: str) -> MLFileEntry | Anomaly:
             return Anomaly(key, f"unexpected file {name!r} in labels/: not a .txt")
     else:
         return Anomaly(key, f"unexpected folder {kind!r} where 'frames' or 'labels' was expected")
+    too_long = _too_long(cloud_to_local_name(bag_dir)) or _too_long(name, _PART_EXTRA)
+    if too_long is not None:
+        return Anomaly(key, too_long)
     coord = _coordinate(tuple(parts[1:7]))
     if isinstance(coord, str):
         return Anomaly(key, coord)

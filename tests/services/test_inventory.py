@@ -337,3 +337,69 @@ def test_cli_commands_rebuild_a_cache_with_a_bad_scanned_at_once(
     assert main(["--config", str(toml), "inventory", "refresh"]) == 0
     out, err = capsys.readouterr()
     assert "Inventory refreshed" in out and err.count("warning:") == 1
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("timestamp", "garbage"), ("cid", "../../etc"), ("role", "zzz"), ("kind", "bomb"), ("name", None)],
+)
+def test_a_cache_with_values_no_scan_writes_is_rebuilt(
+    fresh_config: RuntoolConfig, tmp_path: Path, column: str, value: str | None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Valid Parquet and metadata, but one row a scan could not have written: rebuild, never a traceback."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from runtool.cli import main
+    from tests.conftest import write_toml
+
+    small_fleet(fresh_config)
+    inventory(fresh_config).refresh()
+    path = fresh_config.cache_dir / "inventory.parquet"
+    table = pq.read_table(path)
+    objects = table.to_pandas()
+    row = objects.index[objects["kind"] == "bag"][0]
+    if isinstance(objects[column].dtype, __import__("pandas").CategoricalDtype) and value is not None:
+        objects[column] = objects[column].cat.add_categories([value])
+    objects.loc[row, column] = value
+    pq.write_table(pa.Table.from_pandas(objects, preserve_index=False).replace_schema_metadata(table.schema.metadata),
+                   path)
+    broken = inventory(fresh_config)
+    assert not broken.has_data and broken.warning is not None and "rebuilt" in broken.warning
+    toml = write_toml(fresh_config, tmp_path / "runtool.toml")
+    assert main(["--config", str(toml), "runs", "--json"]) == 0
+    assert "rebuilt" in capsys.readouterr().err
+    assert main(["--config", str(toml), "inventory", "refresh"]) == 0
+    assert inventory(fresh_config).cache_info().runs == 2
+
+
+def test_names_too_long_for_a_local_file_are_anomalies(fresh_config: RuntoolConfig) -> None:
+    """A cloud name no local file system takes (with room for the download's temporary name) is an anomaly,
+    so its run still plans and downloads its other files."""
+    fits = "_" + "9" * (255 - len("rosbag") - 15 - len("_.bag")) + ".bag"  # longest bag name that still fits
+    bag_dir = "_2025-08-25-09-00-00_0"
+    long_keys = {
+        "raw": [f"{RUN}/rosbag/_{'a' * 240}.bag", f"{RUN}/rosbag/_{'é' * 120}.bag",  # 240 bytes either way
+                f"{'c' * 256}/region_1/field_1/TW_1/LB_0001/2025_08_25T08:59:38Z/rosbag/_x_0.bag"],
+        "ml": [f"raw/{RUN}/rosbag/{bag_dir}/frames/{'b' * 241}.jpg",
+               f"raw/{RUN}/rosbag/_{'d' * 250}/labels/1.txt"],
+    }
+    upload(fresh_config, [f"{RUN}/rosbag/_2025-08-25-09-00-00_0.bag", f"{RUN}/rosbag/{fits}", *long_keys["raw"]],
+           [f"raw/{RUN}/rosbag/{bag_dir}/frames/1.jpg", *long_keys["ml"]])
+    service = inventory(fresh_config)
+    info = service.refresh()
+    reasons = dict(zip(service.snapshot.anomalies["key"], service.snapshot.anomalies["reason"], strict=True))
+    assert set(reasons) == {*long_keys["raw"], *long_keys["ml"]}
+    assert all("too long" in reason for reason in reasons.values())
+    assert info.runs == 1
+    runs = service.snapshot.runs()
+    assert runs[["raw_bags", "ml_frames", "ml_labels"]].values.tolist() == [[2, 1, 0]]
+    from runtool.models import RunCoordinate
+    from runtool.services import ServiceContainer as Services
+
+    services = Services(fresh_config)
+    plan = services.transfers.plan_raw_download(RunCoordinate.parse(RUN))
+    assert sorted(f.path.name for f in plan.files) == sorted(["rosbag_2025-08-25-09-00-00_0.bag", "rosbag" + fits])
+    result = services.transfers.execute(plan)
+    assert result.ok and all(f.path.exists() for f in plan.files)
