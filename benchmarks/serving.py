@@ -77,7 +77,7 @@ from runtool.storage import make_client
 from runtool.ui.query import selection_query
 from tests.conftest import CHROMIUM, LAUNCH_ARGS
 
-COVERAGE, PER_RUN, DOWNLOAD_MANAGER = PAGES
+COVERAGE, PER_RUN, DOWNLOAD_MANAGER = PAGES[:3]
 TIMEOUT_MS = 180_000
 IDLE_WINDOW_S = 1.0
 IDLE_CPU_S = 0.1
@@ -97,9 +97,9 @@ class Server:
     """A Voila server in a child process, its kernels and its memory, and the number of kernels it rests at."""
 
     def __init__(self, name: str, command: list[str], log: Path, env: dict[str, str] | None, port: int,
-                 resting_kernels: int, beacon: bool) -> None:
+                 pool: int, beacon: bool) -> None:
         self.name = name
-        self.resting_kernels = resting_kernels
+        self.pool = pool
         self.beacon = beacon
         """Whether the page's leave beacon shuts its kernel (runtool) or the benchmark must (plain Voila)."""
         self.command = command
@@ -120,6 +120,15 @@ class Server:
             if "runtool.serve.app" in child.cmdline():
                 return child
         raise RuntimeError(f"{self.name}: no Voila process under {parent.pid}")
+
+    @property
+    def resting_kernels(self) -> int:
+        """The kernels of a server no viewer uses: a full pool for each page it preheats (from its command line)."""
+        args = self.voila.cmdline()
+        if self.pool == 0 or "--VoilaConfiguration.preheat_kernel=True" not in args:
+            return 0
+        pages = next(a for a in args if a.startswith("--RuntoolVoila.pages=")).partition("=")[2]
+        return self.pool * len([page for page in pages.split(",") if page])
 
     def processes(self) -> list[psutil.Process]:
         voila = self.voila
@@ -154,13 +163,13 @@ class Server:
         self.process.stop()
 
 
-def runtool_server(name: str, config_path: Path, root: Path, *flags: str, resting_kernels: int) -> Server:
+def runtool_server(name: str, config_path: Path, root: Path, *flags: str, pool: int) -> Server:
     """``runtool serve FLAGS`` on a free port, as a user starts it."""
     port = free_port()
     command = [str(Path(sys.executable).with_name("runtool")), "--config", str(config_path), "serve",
                "--port", str(port), *flags]
     env = {**os.environ, "RUNTOOL_CONFIG": str(config_path)}
-    return Server(name, command, root / f"{name}.log", env, port, resting_kernels, beacon=True)
+    return Server(name, command, root / f"{name}.log", env, port, pool, beacon=True)
 
 
 def before_guards_server(config_path: Path, root: Path) -> Server:
@@ -307,14 +316,14 @@ def _spread(values: list[float]) -> str:
     return f"{median(values):.2f} ({min(values):.2f}–{max(values):.2f})" if values else "—"
 
 
-def part_a(browser: Any, servers: dict[str, Server], queries: dict[str, str], repeats: int, burst: int,
+def part_a(browser: Any, servers: dict[str, Server], queries: dict[str, tuple[str, ...]], repeats: int, burst: int,
            load: Load) -> tuple[list[str], list[str]]:
     """(a) and issue 12: every page, preheated or not, against the baseline; before/after the guards."""
     all_servers = list(servers.values())
     baseline = Case(servers["baseline"], BASELINE)
     grid = {
         (mode, page, query): Case(servers[mode], page, query)
-        for page in PAGES for query in ("", queries[page]) for mode in ("preheated", "no-preheat")
+        for page in PAGES for query in ("", *queries.get(page, ())) for mode in ("preheated", "no-preheat")
     }
     before = {page: Case(servers["before"], page) for page in PAGES}
     cases = [baseline, *grid.values(), *before.values()]
@@ -358,9 +367,9 @@ def part_a(browser: Any, servers: dict[str, Server], queries: dict[str, str], re
     rows = [["Baseline: plain Voila, one-cell notebook printing \"ok\"", _spread(baseline.seconds), "1.00×",
              "—", "—"]]
     for page in PAGES:
-        for query in ("", queries[page]):
+        for query in ("", *queries.get(page, ())):
             pre, cold = grid[("preheated", page, query)], grid[("no-preheat", page, query)]
-            label = f"{titles[page]}, " + (f"`?{query}`" if query else "no query")
+            label = f"{titles.get(page, page)}, " + (f"`?{query}`" if query else "no query")
             rows.append([label, _spread(pre.seconds), ratio(pre), _spread(cold.seconds), ratio(cold)])
     table_a = markdown_table(
         ["GET → first content (s: median (min–max))", "preheated", "× baseline", "--no-preheat", "× baseline"],
@@ -374,7 +383,7 @@ def part_a(browser: Any, servers: dict[str, Server], queries: dict[str, str], re
     for page in PAGES:
         after = grid[("no-preheat", page, "")]
         both = after.seconds and before[page].seconds
-        rows_12.append([titles[page], _spread(before[page].seconds), _spread(after.seconds),
+        rows_12.append([titles.get(page, page), _spread(before[page].seconds), _spread(after.seconds),
                         f"{median(after.seconds) / median(before[page].seconds):.2f}×" if both else "—"])
     table_12 = markdown_table(
         ["First render, no query (s: median (min–max))", "before: plain Voila, same options, no guards",
@@ -394,7 +403,8 @@ def part_a(browser: Any, servers: dict[str, Server], queries: dict[str, str], re
         f"Error messages or tracebacks seen on the pages: {errors}; opens without content within "
         f"{TIMEOUT_MS // 1000} s: {sum(c.failures for c in cases)}.",
         "- Burst: back-to-back opens of the coverage page (no query) on the preheated server, each closed "
-        "before the next; only the first finds a warm kernel.",
+        "before the next. The pool starts its refill when a viewer takes its kernel, so the next open finds a "
+        "warm kernel only if the refill finished during the previous open; otherwise it waits for it.",
         "- Issue 12 \"before\": `python -m voila` (no `RuntoolVoila`) on runtool's notebooks with the options "
         "`runtool serve --no-preheat` passes its Voila: runtool template, `--show_tracebacks=False`, the same "
         "culling; \"after\" is the `--no-preheat` column above (same run, interleaved).",
@@ -458,7 +468,7 @@ def part_b(config_path: Path, root: Path, viewers: int, pools: list[int], load: 
     for pool in pools:
         name = f"concurrent-pool{pool}"
         server = runtool_server(name, config_path, root, "--pool-size", str(pool), "--max-kernels",
-                                str(viewers + 2), resting_kernels=pool * len(PAGES))
+                                str(viewers + 2), pool=pool)
         try:
             waited, settled = settle([server], limit_s=600.0)
             say(f"{viewers} viewers at once, pool {pool}: pools full after {waited:.1f} s ({settled=}) ...")
@@ -593,10 +603,10 @@ def main(argv: list[str] | None = None) -> int:
         busiest = max(data_state.laser_box_stats(Filters(cid=cid)), key=lambda b: b.runs)
         lb_filters = Filters(**dict(zip(LEVELS, busiest.lb_key.split("/"), strict=True)))
         run = data_state.generate_coordinates_from_filters(lb_filters)[0]
-        queries = {
-            COVERAGE: f"cid={cid}",
-            PER_RUN: selection_query(run.to_filters()),
-            DOWNLOAD_MANAGER: selection_query(lb_filters),
+        queries: dict[str, tuple[str, ...]] = {
+            COVERAGE: (f"cid={cid}",),
+            PER_RUN: (selection_query(run.to_filters()),),
+            DOWNLOAD_MANAGER: (selection_query(lb_filters),),
         }
         fleet_note = (f"- Fleet: demo preset `{PRESET}` (seed {SEED}): {report.runs} runs, {info.objects:,} "
                       "objects; fake-gcs-server memory backend; inventory scanned before the servers start.")
@@ -605,10 +615,9 @@ def main(argv: list[str] | None = None) -> int:
             if "a" in parts or "d" in parts:
                 say("Starting the servers ...")
                 servers["baseline"] = baseline_server(root)
-                servers["preheated"] = runtool_server("preheated", config_path, root, resting_kernels=len(PAGES))
+                servers["preheated"] = runtool_server("preheated", config_path, root, pool=1)
                 if "a" in parts:
-                    servers["no-preheat"] = runtool_server("no-preheat", config_path, root, "--no-preheat",
-                                                           resting_kernels=0)
+                    servers["no-preheat"] = runtool_server("no-preheat", config_path, root, "--no-preheat", pool=0)
                     servers["before"] = before_guards_server(config_path, root)
                 with sync_playwright() as playwright:
                     browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
