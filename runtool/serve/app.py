@@ -206,7 +206,19 @@ def _is_loopback(address: str) -> bool:
 
 
 class RuntoolKernelManager(AsyncMappingKernelManager):
-    """Jupyter's kernel manager, telling the app when a preheated kernel restarts or dies (Voila does not look)."""
+    """Jupyter's kernel manager, telling the app when a preheated kernel restarts or dies (Voila does not look),
+    and which kernels are on their way out (a viewer who left frees a place at once, not seconds later)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stopping: set[str] = set()
+
+    async def shutdown_kernel(self, kernel_id: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        self.stopping.add(kernel_id)
+        try:
+            await ensure_async(super().shutdown_kernel(kernel_id, *args, **kwargs))
+        finally:
+            self.stopping.discard(kernel_id)
 
     async def start_kernel(self, *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
         kernel_id: str = await super().start_kernel(*args, **kwargs)
@@ -280,8 +292,9 @@ class RuntoolVoila(Voila):
         return ids
 
     def viewer_kernels(self) -> set[str]:
-        """The kernels viewers hold (every live kernel but the preheated ones)."""
-        return set(self.kernel_manager.list_kernel_ids()) - self.pooled_kernels()
+        """The kernels viewers hold (every live kernel but the preheated ones and those being shut down)."""
+        stopping: set[str] = getattr(self.kernel_manager, "stopping", set())
+        return set(self.kernel_manager.list_kernel_ids()) - self.pooled_kernels() - stopping
 
     def preheated_kernel_lost(self, kernel_id: str) -> None:
         """Called when a preheated kernel restarted or died: if no viewer has it yet, it is replaced at once."""
