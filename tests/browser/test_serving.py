@@ -1,0 +1,297 @@
+"""The served app in a real chromium: kernels stop when viewers leave, the cap, dead kernels, preheated pages.
+
+Each test starts its own ``runtool serve`` (options of its own: short culling, one preheated kernel per page or
+none) on the demo fleet, and counts the kernels as Voila's ipykernel child processes. Every browser context
+comes from the ``contexts`` fixture, so any request that leaves 127.0.0.1 fails the test.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from google.cloud import storage
+from playwright.sync_api import expect
+
+from runtool.formatting import format_time
+from runtool.models import LEVELS, Filters
+from runtool.serve import PAGES
+from runtool.services import ServiceContainer
+from runtool.ui.query import selection_query
+from tests.browser.conftest import RUNTOOL, Contexts, ServeProcess, VoilaServer, offsite, poll, screenshot
+from tests.conftest import SeededFleet, write_toml
+from tests.ui.test_per_run_page import pick_run
+
+pytestmark = pytest.mark.browser
+
+COVERAGE, PER_RUN = PAGES[:2]
+BUSY_TEXT = "This runtool server is busy"
+WAIT_S = 90.0
+"""How long a page or a kernel change may take on the shared, loaded machine (a bound, not a speed)."""
+
+
+@pytest.fixture
+def serve(config_path: Path) -> Iterator[Callable[..., ServeProcess]]:
+    """Starts ``runtool serve OPTIONS`` on the module's config; stops every server, failing if one leaked."""
+    started: list[ServeProcess] = []
+
+    def make(*options: str, config: Path = config_path) -> ServeProcess:
+        started.append(VoilaServer(config, False, *options))
+        return started[-1]
+
+    yield make
+    survivors = [process for server in started for process in server.stop()]
+    assert not survivors, f"runtool serve left processes behind: {survivors}"
+
+
+def open_page(tab: Any, server: ServeProcess, page: str = COVERAGE, query: str = "") -> str:
+    """Opens ``page`` in ``tab`` and waits for its content; returns the page's kernel id."""
+    tab.goto(server.url(page, query))
+    css = {COVERAGE: ".rt-page-coverage", PER_RUN: ".rt-page-per-run"}.get(page, ".rt-page")
+    tab.wait_for_selector(css, state="visible", timeout=WAIT_S * 1000)
+    match = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', tab.content())
+    assert match, "no kernelId in the page"
+    return match.group(1)
+
+
+def gone(kernel: str) -> Callable[[dict[str, psutil.Process]], bool]:
+    return lambda kernels: kernel not in kernels
+
+
+def rss_mb(process: psutil.Process) -> float:
+    return float(process.memory_info().rss) / 2**20
+
+
+def http_status(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=180) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def waiting_pool(server: ServeProcess, size: int) -> dict[str, psutil.Process]:
+    """The preheated kernels once ``size`` of them wait for a viewer (each holds its request-info socket)."""
+
+    def waiting(kernels: dict[str, psutil.Process]) -> bool:
+        def connected(kernel: psutil.Process) -> bool:
+            try:
+                return any(c.raddr and c.raddr.port == server.port for c in kernel.net_connections("tcp"))
+            except psutil.NoSuchProcess:
+                return False
+
+        return len(kernels) == size and all(connected(k) for k in kernels.values())
+
+    return server.wait_kernels(waiting, 240, f"{size} preheated kernels waiting for their viewers")
+
+
+# -- 1. a page's kernel stops when its viewer leaves -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("how", "cycles", "cull"),
+    [("tab closed", 6, "600"), ("browser gone", 4, "10")],
+    ids=["tab-closed-beacon", "browser-gone-culled"],
+)
+def test_opening_and_closing_pages_leaves_no_kernel(contexts: Contexts, serve: Callable[..., ServeProcess],
+                                                    record_property: Any, how: str, cycles: int, cull: str) -> None:
+    """Tab closed: the page's leave beacon shuts the kernel down (culling is 10 min away, so only the beacon
+    can pass this). Browser gone: no beacon; the disconnected kernel is culled (--cull-idle 10)."""
+    server = serve("--no-preheat", "--cull-idle", cull)
+    rss = [rss_mb(server.voila)]
+    for cycle in range(cycles):
+        context = contexts.new()
+        tab = context.new_page()
+        kernel = open_page(tab, server)
+        assert kernel in server.kernels()
+        if how == "tab closed":
+            tab.close(run_before_unload=True)
+        else:
+            context.close()
+        server.wait_kernels(gone(kernel), 30 if how == "tab closed" else WAIT_S,
+                            f"cycle {cycle}: the kernel of a page whose {how} stopped")
+        rss.append(rss_mb(server.voila))
+    assert server.kernels() == {}
+    log = server.log_text()
+    assert "'_xsrf' argument missing" not in log
+    if how == "tab closed":
+        assert "Culling" not in log.split("Culling kernels with idle durations")[-1], "culled, not shut down"
+    report = f"{how}: Voila RSS {' → '.join(f'{mb:.0f}' for mb in rss)} MB over {cycles} pages"
+    print(report)
+    record_property("voila_rss_mb", report)
+
+
+# -- 4. the kernel cap -----------------------------------------------------------------------------------------
+
+
+def test_past_the_cap_a_viewer_gets_busy_and_after_a_tab_closes_a_page(
+    contexts: Contexts, serve: Callable[..., ServeProcess]
+) -> None:
+    server = serve("--no-preheat", "--max-kernels", "2", "--cull-idle", "600")
+    tabs = [contexts.new_page() for _ in range(2)]
+    held = {open_page(tab, server) for tab in tabs}
+    assert set(server.kernels()) == held
+
+    status, body = http_status(server.url(COVERAGE))
+    assert status == 503 and BUSY_TEXT in body
+    third = contexts.new_page()
+    third.goto(server.url(COVERAGE))
+    expect(third.locator("h1")).to_have_text(BUSY_TEXT)
+    expect(third.locator("body")).to_contain_text("2 pages are open")
+    assert set(server.kernels()) == held, "a viewer turned away started a kernel"
+    screenshot(third, "serve-busy")
+
+    tabs[0].close(run_before_unload=True)  # a viewer leaves: its kernel stops, so a place is free
+    poll(lambda: len(server.kernels()) < 2, WAIT_S, what="the leaving viewer's kernel stopped")
+    # Its place is free as soon as its kernel is on the way out (the busy page's "Try again").
+    third.goto(server.url(COVERAGE))
+    third.wait_for_selector(".rt-page-coverage", state="visible", timeout=WAIT_S * 1000)
+    expect(third.locator(".rt-kpi").first).to_be_visible(timeout=WAIT_S * 1000)
+    assert len(server.kernels()) == 2
+
+
+# -- 5. a kernel that dies -------------------------------------------------------------------------------------
+
+
+def test_a_killed_page_kernel_shows_the_session_notice(contexts: Contexts, serve: Callable[..., ServeProcess]) -> None:
+    server = serve("--no-preheat", "--cull-idle", "600")
+    tab = contexts.new_page()
+    kernel = open_page(tab, server)
+    expect(tab.locator(".rt-kpi").first).to_be_visible(timeout=WAIT_S * 1000)
+    expect(tab.locator("#rt-session-notice")).to_have_count(0)
+    server.kernels()[kernel].kill()  # SIGKILL: the kernel dies without a word
+    notice = tab.locator("#rt-session-notice")
+    expect(notice).to_be_visible(timeout=WAIT_S * 1000)
+    expect(notice).to_contain_text("Reload the page")
+    screenshot(tab, "serve-kernel-died")
+
+
+def test_a_killed_preheated_kernel_is_replaced_and_its_page_still_opens(
+    contexts: Contexts, serve: Callable[..., ServeProcess]
+) -> None:
+    server = serve("--pool-size", "1", "--cull-idle", "600")
+    waiting_pool(server, len(PAGES))
+    # Taking the coverage page's preheated kernel tells which kernel refills its pool: the one started next.
+    first = contexts.new_page()
+    taken = open_page(first, server)
+    first.close(run_before_unload=True)
+    pool = server.wait_kernels(lambda k: taken not in k and len(k) == len(PAGES), WAIT_S, "the pool refilled")
+    after = server.log_text().split(f"Using pre-heated kernel: {taken}", 1)[-1]
+    refill = [kernel for kernel in pool if f"Kernel started: {kernel}" in after]
+    assert len(refill) == 1, (refill, server.log_text()[-3000:])
+    victim = pool[refill[0]]
+    waiting_pool(server, len(PAGES))
+
+    victim.kill()
+    # Back to one waiting kernel per page, and not the killed process (a restarted kernel of the same id
+    # would be a new process with no page in it).
+    replaced = waiting_pool(server, len(PAGES))
+    assert victim.pid not in {p.pid for p in replaced.values()}
+    tab = contexts.new_page()
+    kernel = open_page(tab, server)
+    expect(tab.locator(".rt-kpi").first).to_be_visible(timeout=WAIT_S * 1000)
+    assert f"Using pre-heated kernel: {kernel} for {COVERAGE}" in server.log_text()
+    assert kernel != refill[0], "the page was served by the killed kernel's id"
+
+
+# -- 7. preheated pages open the selection of their link, with a current inventory -------------------------
+
+
+def test_a_preheated_page_opens_the_selection_of_its_query(
+    contexts: Contexts, serve: Callable[..., ServeProcess], services: ServiceContainer
+) -> None:
+    coord = pick_run(services, bags=2)
+    runs = services.data_state.all_runs()
+    start = runs[runs["timestamp"] == coord.timestamp]["start_time"].iloc[0].to_pydatetime()
+    server = serve("--pool-size", "1", "--cull-idle", "600")
+    waiting_pool(server, len(PAGES))
+
+    tab = contexts.new_page()
+    query = selection_query(Filters(cid=coord.cid, regionid=coord.regionid))
+    kernel = open_page(tab, server, COVERAGE, query)
+    expect(tab.locator(".rt-filter-cid select")).to_have_value(coord.cid, timeout=WAIT_S * 1000)
+    expect(tab.locator(".rt-filter-regionid select")).to_have_value(coord.regionid)
+    expect(tab.locator(".rt-filter-fieldid select")).to_have_value("All")
+    expect(tab.locator(".rt-kpi").first).to_be_visible()
+    assert f"Using pre-heated kernel: {kernel} for {COVERAGE}" in server.log_text()
+
+    tab = contexts.new_page()
+    kernel = open_page(tab, server, PER_RUN, selection_query(coord.to_filters()))
+    expect(tab.locator(".rt-view-run")).to_be_visible(timeout=WAIT_S * 1000)
+    for level in LEVELS:
+        expect(tab.locator(f".rt-filter-{level} select")).to_have_value(getattr(coord, level))
+    expect(tab.locator(".rt-run-picker select option:checked")).to_have_text(format_time(start))
+    assert f"Using pre-heated kernel: {kernel} for {PER_RUN}" in server.log_text()
+    screenshot(tab, "serve-preheated-per-run-link")
+
+
+@pytest.fixture
+def own_buckets(demo_fleet: SeededFleet, tmp_path: Path) -> tuple[Path, storage.Client, str, str]:
+    """A config on two new buckets holding one demo run (copied), inventory scanned; and the run's raw prefix."""
+    client = demo_fleet.client
+    suffix = tmp_path.name.replace("_", "-").lower()[-20:]
+    raw = client.create_bucket(f"serving-raw-{suffix}")
+    client.create_bucket(f"serving-ml-{suffix}")
+    source = client.bucket(demo_fleet.config.raw_bucket)
+    first = next(iter(client.list_blobs(source, max_results=1)))
+    prefix = "/".join(first.name.split("/")[:6]) + "/"
+    for blob in client.list_blobs(source, prefix=prefix):
+        source.copy_blob(blob, raw, blob.name)
+    config = demo_fleet.config.with_overrides(raw_bucket=raw.name, ml_bucket=f"serving-ml-{suffix}",
+                                              data_dir=tmp_path / "data")
+    path = write_toml(config, tmp_path / "runtool.toml")
+    ServiceContainer.from_environment(path).inventory.refresh()
+    return path, client, raw.name, prefix
+
+
+def test_a_preheated_page_shows_a_refresh_made_while_it_waited(
+    contexts: Contexts, serve: Callable[..., ServeProcess], own_buckets: tuple[Path, storage.Client, str, str]
+) -> None:
+    config, client, raw_name, prefix = own_buckets
+    cid = prefix.split("/")[0]
+    server = serve("--pool-size", "1", "--cull-idle", "600", config=config)
+    waiting_pool(server, len(PAGES))  # the coverage page's kernel has read the inventory and waits
+
+    # Meanwhile a new client's run lands in the bucket and the CLI refreshes the inventory.
+    raw = client.bucket(raw_name)
+    for blob in client.list_blobs(raw, prefix=prefix):
+        raw.copy_blob(blob, raw, "zz_new_client/" + blob.name.split("/", 1)[1])
+    refresh = subprocess.run([RUNTOOL, "--config", str(config), "inventory", "refresh"], capture_output=True,
+                             text=True, timeout=300)
+    assert refresh.returncode == 0, refresh
+
+    tab = contexts.new_page()
+    kernel = open_page(tab, server)
+    assert f"Using pre-heated kernel: {kernel} for {COVERAGE}" in server.log_text()
+    expect(tab.locator(".rt-filter-cid select option")).to_have_text(["All", cid, "zz_new_client"],
+                                                                      timeout=WAIT_S * 1000)
+
+
+# -- 8. no request leaves the host ---------------------------------------------------------------------------
+
+
+def test_the_request_guard_sees_a_request_off_the_host(browser: Any, voila: VoilaServer) -> None:
+    """The ``contexts`` fixture's recording works: a page's fetch to another host is caught, and a page itself
+    asks for nothing outside 127.0.0.1."""
+    assert [offsite(u) for u in ("http://127.0.0.1:8866/x", "ws://127.0.0.1:1/api", "data:image/png;base64,",
+                                 "blob:http://127.0.0.1/1", "about:blank")] == [False] * 5
+    assert all(offsite(u) for u in ("https://cdn.jsdelivr.net/x.css", "http://localhost:8866/", "ws://10.0.0.1/"))
+    guard = Contexts(browser)
+    try:
+        tab = guard.new_page()
+        open_page(tab, voila)
+        expect(tab.locator(".rt-kpi").first).to_be_visible(timeout=WAIT_S * 1000)
+        assert guard.requested and not guard.offsite, guard.offsite
+        assert any(url.startswith("ws://127.0.0.1") for url in guard.requested), "websockets are recorded too"
+        tab.evaluate("() => fetch('http://offsite.invalid/probe').catch(() => null)")
+        poll(lambda: guard.offsite, 30, what="the offsite fetch recorded")
+        assert guard.offsite == ["http://offsite.invalid/probe"]
+    finally:
+        guard.close()
