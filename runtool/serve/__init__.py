@@ -36,6 +36,7 @@ PAGES = (
 TEMPLATES_DIR = Path(__file__).resolve().parent / "share"
 """A Jupyter data folder holding runtool's Voila template (``voila/templates/runtool``)."""
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+IOPUB_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,9 @@ def serve_command(options: ServeOptions) -> list[str]:
         f"--MappingKernelManager.cull_idle_timeout={int(options.cull_idle_s)}",
         f"--MappingKernelManager.cull_interval={max(1, min(60, int(options.cull_idle_s) // 4))}",
         "--MappingKernelManager.cull_connected=False",
+        # nbclient drops a cell's output that arrives more than 4 s after the cell ended: with many viewers at
+        # once, a busy server passed the page's widget output on later than that and every page stayed blank.
+        f"--VoilaExecutor.iopub_timeout={IOPUB_TIMEOUT_S}",
     ]
 
 
