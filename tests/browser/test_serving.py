@@ -183,9 +183,11 @@ def test_a_killed_preheated_kernel_is_replaced_and_its_page_still_opens(
     taken = open_page(first, server)
     first.close(run_before_unload=True)
     pool = server.wait_kernels(lambda k: taken not in k and len(k) == len(PAGES), WAIT_S, "the pool refilled")
-    after = server.log_text().split(f"Using pre-heated kernel: {taken}", 1)[-1]
-    refill = [kernel for kernel in pool if f"Kernel started: {kernel}" in after]
-    assert len(refill) == 1, (refill, server.log_text()[-3000:])
+    log = server.log_text()
+    assert f"Using pre-heated kernel: {taken}" in log
+    started = re.search(r"Kernel started: ([0-9a-f-]{36})", log.split(f"Using pre-heated kernel: {taken}", 1)[1])
+    assert started and started.group(1) in pool, log[-3000:]
+    refill = [started.group(1)]
     victim = pool[refill[0]]
     waiting_pool(server, len(PAGES))
 
