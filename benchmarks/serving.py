@@ -77,7 +77,7 @@ from runtool.storage import make_client
 from runtool.ui.query import selection_query
 from tests.conftest import CHROMIUM, LAUNCH_ARGS
 
-COVERAGE, PER_RUN, DOWNLOAD_MANAGER = PAGES[:3]
+COVERAGE, PER_RUN, DOWNLOAD_MANAGER, FLEET_KPIS = PAGES[:4]
 TIMEOUT_MS = 180_000
 IDLE_WINDOW_S = 1.0
 IDLE_CPU_S = 0.1
@@ -233,6 +233,7 @@ READY = {
     COVERAGE: _text_visible(".rt-page-coverage .rt-kpi-value"),
     PER_RUN: _text_visible(".rt-page-per-run .rt-view-empty, .rt-page-per-run .rt-status-card"),
     DOWNLOAD_MANAGER: _text_visible(".rt-page-download-manager .rt-kpi-value"),
+    FLEET_KPIS: _text_visible(".rt-page-fleet-kpis .rt-kpi-value, .rt-page-fleet-kpis .rt-view-empty"),
 }
 ASYNC_READY = ".rt-page-coverage .rt-kpi-value"
 
