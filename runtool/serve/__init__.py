@@ -37,6 +37,7 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "share"
 """A Jupyter data folder holding runtool's Voila template (``voila/templates/runtool``)."""
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 IOPUB_TIMEOUT_S = 120
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -153,19 +154,17 @@ def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> 
     """Run Voila in the foreground until Ctrl-C or SIGTERM; then stop it and every kernel it started."""
     check_port(options)
     token = None if options.loopback else secrets.token_urlsafe(24)
-    # The SIGTERM handler only takes note (a handler that raised could do so inside Popen, after Voila started
-    # but before runtool knew its process, and leave it running): the loop below then stops Voila.
+    # The handlers only take note (a handler that raised could do so inside Popen, after Voila started but before
+    # runtool knew its process, and leave it running): the loop below then stops Voila. SIGINT gets one too,
+    # because a server started in the background (nohup, a script's `&`) inherits SIGINT ignored.
     stopping: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
+    previous = {sig: signal.signal(sig, lambda signum, _frame: stopping.append(signum)) for sig in STOP_SIGNALS}
     try:
         mode = " (read-only)" if options.read_only else ""
         print(f"Serving runtool{mode} at {options.page_url(token)}", flush=True)
         process = subprocess.Popen(serve_command(options), env=serve_environment(options, token, extra_env))
-        try:
-            while process.poll() is None and not stopping:
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            stopping.append(signal.SIGINT)
+        while process.poll() is None and not stopping:
+            time.sleep(0.2)
         if not stopping:
             code = process.wait()
             if code:
@@ -175,7 +174,8 @@ def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> 
         stop(process, options.stop_grace_s)
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def check_port(options: ServeOptions) -> None:
