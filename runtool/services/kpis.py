@@ -2,11 +2,25 @@
 
 :class:`KpiService` keeps an in-memory index of every run's ``analysis/kpis.json``: its stat stamp (inode,
 ``mtime_ns``, size), whether the cache is current, and its KPIs as columns. A query filters that table.
-The index is re-checked (one ``stat`` per run) when the run table or the local state changed, when
-``recheck_s`` passed since the last check, or on ``refresh=True``; only the caches whose stamp changed are
-read again. Re-reading 10,000 JSON files takes seconds, a ``stat`` sweep tens of milliseconds and a filter
-a few (``docs/performance.md``, issue 9 (a)). Unless read-only, the index is also kept in
-``<cache_dir>/kpi_index.parquet``, so a new process (a CLI call, a page kernel) only sweeps.
+
+What is checked when:
+
+- **every query** of a service filters the in-memory table; nothing on disk is touched while no check is due;
+- **a sweep** (one ``stat`` per analysable run of the run table, no file opened) runs on the first query of a
+  service, when the run table or the local state changed since the last sweep, when ``recheck_s`` passed since
+  it, or on ``refresh=True``. A cache whose stamp differs from the index's (rewritten, replaced, or new) is read
+  again, fingerprint and all; the row of a cache that is gone, or of a run no longer in the run table, is
+  dropped. So a ``kpis.json`` written by another process is seen at most ``recheck_s`` later (at once with
+  ``refresh=True``, and on a new service's first query). Analysis writes each cache as a new file (a new inode);
+  only an in-place edit keeping the size within one filesystem timestamp tick could go unseen;
+- **regression flags** are computed again only when a sweep changed the index (or the index was built by
+  another rule); otherwise the flags saved with the index are used as they are.
+
+Re-reading 10,000 JSON files takes seconds, a ``stat`` sweep tens of milliseconds and a filter a few
+(``docs/performance.md``, issue 9 (a)). Unless read-only, the index is kept in ``<cache_dir>/kpi_index.parquet``
+with the regression flags of the rule that wrote it (the rule is in the file's metadata), so a new process (a
+CLI call, a page kernel) only sweeps; it rebuilds the index when the file was written for another cache version
+or processed root, and recomputes the flags when they were saved for another rule.
 
 A cache is *current* when it has this library's :data:`~runtool.services.analytics.CACHE_VERSION`, names
 its own run, and its fingerprint matches the run's extraction outputs, exactly as
@@ -150,6 +164,7 @@ class KpiService:
         self.recheck_s = recheck_s
         self._index: pd.DataFrame | None = None
         self._flagged: pd.DataFrame | None = None
+        self._saved_flags: pd.DataFrame | None = None
         self._kpi_names: tuple[str, ...] = ()
         self._checked: tuple[object, float] | None = None
         self._lock = threading.Lock()
@@ -190,15 +205,20 @@ class KpiService:
                or now - self._checked[1] >= self.recheck_s)
         if due:
             if self._index is None:
-                self._index = self._load_index()
+                self._index, self._saved_flags = self._load_index()
             index, changed = self._sweep(self._index, runs[_analysable(runs)])
             if changed or self._flagged is None:
                 self._index = index
                 current = index[index["current"].astype(bool).to_numpy()]
                 self._kpi_names = tuple(c for c in current.columns if c not in _INDEX_COLUMNS)
-                self._flagged = _flag_regressions(current, self._kpi_names, self.rule)
-                if changed and not self.read_only:
-                    self._save_index(index)
+                if not changed and self._saved_flags is not None:
+                    self._flagged = self._saved_flags  # the index on disk is unchanged: so are its flags
+                else:
+                    flagged = _flag_regressions(current, self._kpi_names, self.rule)
+                    if not self.read_only:
+                        self._save_index(index, flagged)
+                    self._flagged = flagged.reset_index(drop=True)
+                self._saved_flags = None
             self._checked = (key, now)
         assert self._flagged is not None
         return self._flagged
@@ -209,17 +229,18 @@ class KpiService:
         root = str(self.config.processed_root)
         stamps = np.zeros((len(keys), 3), dtype="int64")
         present = np.zeros(len(keys), dtype=bool)
-        for i, key in enumerate(keys):
+        for i, path in enumerate([f"{root}/{key}/{ANALYSIS_MARKER}" for key in keys]):
             try:
-                stat = os.stat(f"{root}/{key}/{ANALYSIS_MARKER}")
+                stat = os.stat(path)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             present[i] = True
             stamps[i] = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        known = index.reindex(keys)
-        same = present & known["ino"].notna().to_numpy()
-        for column, position in zip(_STAMP, range(3), strict=True):
-            same &= known[column].fillna(-1).to_numpy(dtype="int64") == stamps[:, position]
+        # Positions, not reindex: a reindex that adds rows turns the int64 stamps into float64, which cannot hold a
+        # mtime_ns exactly, so every cache would look changed on every sweep once one run had none.
+        position = index.index.get_indexer(keys)
+        known = index[list(_STAMP)].to_numpy(dtype="int64")[np.maximum(position, 0)] if len(index) else stamps
+        same = present & (position >= 0) & (known == stamps).all(axis=1)
         stale = present & ~same
         gone = len(index) - int(same.sum())
         if not stale.any() and not gone:
@@ -252,26 +273,49 @@ class KpiService:
         kpis = {name: (np.nan if value is None else value) for name, value in document["kpis"].items()}
         return {**entry, **kpis, "current": True, "analysed_at": document.get("analysed_at")}
 
-    def _load_index(self) -> pd.DataFrame:
-        """The persisted index when it was written for this cache version and processed root, else empty."""
+    def _load_index(self) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """The persisted index when it was written for this cache version and processed root, else empty.
+
+        Also the flagged table saved with it, when its regression rule is this service's (else None).
+        """
         empty = pd.DataFrame(columns=[c for c in _INDEX_COLUMNS if c != "key"], index=pd.Index([], name="key"))
         try:
             table = pq.read_table(self.index_path)
         except FileNotFoundError:
-            return empty
+            return empty, None
         except (OSError, pa.ArrowException) as exc:
             log.warning("The KPI index %s is unreadable (%s); it is rebuilt.", self.index_path, exc)
-            return empty
+            return empty, None
         meta = table.schema.metadata or {}
         if meta.get(b"runtool_kpi_index") != _stamp_meta(self.config)[b"runtool_kpi_index"]:
-            return empty
-        return table.to_pandas().set_index("key")
+            return empty, None
+        flags = {name: table[name] for name in _FLAG_COLUMNS if name in table.column_names}
+        frame = table.drop_columns(list(flags)).to_pandas()
+        index = frame.set_index("key")
+        if meta.get(_FLAGS_META) != _rule_meta(self.rule) or len(flags) != len(_FLAG_COLUMNS):
+            return index, None
+        current = frame["current"].astype(bool).to_numpy()
+        flagged = frame[current].drop(columns="key").reset_index(drop=True)
+        reasons = [tuple(texts) for texts in flags["regressions"].to_pylist()]
+        flagged["regressions"] = pd.Series(reasons, dtype=object)[current].reset_index(drop=True)
+        flagged["regressed"] = flags["regressed"].to_numpy()[current].astype(bool)
+        return index, flagged
 
-    def _save_index(self, index: pd.DataFrame) -> None:
-        """Write the index beside the inventory cache (temporary file, then rename)."""
+    def _save_index(self, index: pd.DataFrame, flagged: pd.DataFrame) -> None:
+        """Write the index and its regression flags beside the inventory cache (temporary file, then rename).
+
+        The current rows come first, in ``flagged``'s order (laser box, start time), so a reader takes the
+        flagged table as it is.
+        """
         path = self.index_path
-        table = pa.Table.from_pandas(index.reset_index(), preserve_index=False)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **_stamp_meta(self.config)})
+        others = index[~index["current"].astype(bool).to_numpy()].copy()
+        others["regressions"] = pd.Series([()] * len(others), index=others.index, dtype=object)
+        others["regressed"] = False
+        rows = pd.concat([flagged, others], sort=False) if len(others) else flagged
+        rows = rows.assign(regressions=[list(texts) for texts in rows["regressions"]])
+        table = pa.Table.from_pandas(rows.rename_axis("key").reset_index(), preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **_stamp_meta(self.config),
+                                               _FLAGS_META: _rule_meta(self.rule)})
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -283,6 +327,13 @@ class KpiService:
 
 
 _INDEX_COLUMNS = ("key", *_COORD, "start_time", "lb_key", *_STAMP, "current", "analysed_at")
+_FLAG_COLUMNS = ("regressions", "regressed")
+_FLAGS_META = b"runtool_kpi_flags"
+
+
+def _rule_meta(rule: RegressionRule) -> bytes:
+    """What saved regression flags must match to be reused: the rule and the KPIs it checks, which way, floors."""
+    return json.dumps([rule.window, rule.min_previous, rule.relative_margin, REGRESSION_KPIS]).encode()
 
 
 def _stamp_meta(config: RuntoolConfig) -> dict[bytes, bytes]:
@@ -319,21 +370,15 @@ def _select(table: pd.DataFrame, filters: Filters | None, since: date | None, un
 
 
 def _flag_regressions(current: pd.DataFrame, kpi_names: Sequence[str], rule: RegressionRule) -> pd.DataFrame:
-    """The current rows in laser box then start-time order, with ``regressed`` and ``regressions`` added."""
-    frame = current.sort_values(["lb_key", "start_time"], kind="stable").reset_index(drop=True)
+    """The current rows in laser box then start-time order (index kept), with ``regressed`` and ``regressions``."""
+    frame = current.sort_values(["lb_key", "start_time"], kind="stable")
     checked = [name for name in REGRESSION_KPIS if name in kpi_names]
     reasons: list[tuple[str, ...]] = [()] * len(frame)
     if checked and len(frame):
-        values = frame[checked].astype("float64")
-        groups = frame["lb_key"]
-        previous = values.groupby(groups, sort=False).shift(1)
-        rolling = previous.groupby(groups, sort=False).rolling(rule.window, min_periods=rule.min_previous)
-        baseline = rolling.median().reset_index(level=0, drop=True).sort_index()
-        counted = previous.groupby(groups, sort=False).rolling(rule.window, min_periods=1).count()
-        counted = counted.reset_index(level=0, drop=True).sort_index()
+        value = frame[checked].to_numpy(dtype="float64")
+        base, counted = _previous_medians(value, _group_starts(frame["lb_key"].to_numpy()), rule)
         better_higher = np.array([REGRESSION_KPIS[name][0] == "higher" for name in checked])
         floors = np.array([REGRESSION_KPIS[name][1] for name in checked])
-        value, base = values.to_numpy(), baseline.to_numpy()
         worse_by = np.where(better_higher, base - value, value - base)
         margin = np.maximum(rule.relative_margin * np.abs(base), floors)
         with np.errstate(invalid="ignore"):
@@ -343,10 +388,38 @@ def _flag_regressions(current: pd.DataFrame, kpi_names: Sequence[str], rule: Reg
         for row, column in zip(*np.nonzero(worse), strict=True):
             found.setdefault(int(row), []).append(
                 f"{checked[column]} {value[row, column]:.4g} is worse than {base[row, column]:.4g}, the median of "
-                f"{lbids[row]}'s previous {int(counted.iat[row, column])} runs, by more than {margin[row, column]:.3g}"
+                f"{lbids[row]}'s previous {int(counted[row, column])} runs, by more than {margin[row, column]:.3g}"
             )
         for row, texts in found.items():
             reasons[row] = tuple(texts)
     frame["regressions"] = pd.Series(reasons, index=frame.index, dtype=object)
     frame["regressed"] = frame["regressions"].map(bool).astype(bool)
     return frame
+
+
+def _group_starts(groups: np.ndarray) -> np.ndarray:
+    """For rows sorted by group, the position of each row's group's first row."""
+    positions = np.arange(len(groups))
+    first = np.ones(len(groups), dtype=bool)
+    first[1:] = groups[1:] != groups[:-1]
+    return np.maximum.accumulate(np.where(first, positions, 0))
+
+
+def _previous_medians(values: np.ndarray, starts: np.ndarray, rule: RegressionRule) -> tuple[np.ndarray, np.ndarray]:
+    """Per row and KPI, the median of the KPI over the group's previous ``rule.window`` rows and how many had it.
+
+    ``values`` is (rows, KPIs) in group then time order; NaN (no value) is skipped. The median is NaN where
+    fewer than ``rule.min_previous`` of those rows have a value. Vectorised: the previous rows are gathered into
+    a (rows, window, KPIs) block and sorted along the window, NaN last.
+    """
+    rows = np.arange(len(values))
+    back = rows[:, None] - 1 - np.arange(rule.window)[None, :]
+    block = values[np.maximum(back, 0)]
+    block[back < starts[:, None]] = np.nan
+    counts = np.count_nonzero(~np.isnan(block), axis=1)
+    ordered = np.sort(block, axis=1)
+    low = np.take_along_axis(ordered, np.maximum(counts - 1, 0)[:, None, :] // 2, axis=1)[:, 0, :]
+    high = np.take_along_axis(ordered, (counts // 2)[:, None, :], axis=1)[:, 0, :]
+    with np.errstate(invalid="ignore"):
+        medians = np.where(counts >= rule.min_previous, (low + high) / 2, np.nan)
+    return medians, counts

@@ -12,7 +12,8 @@ import pytest
 
 from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
-from runtool.services.kpis import KpiError, RegressionRule, _flag_regressions
+from runtool.services import kpis as kpis_module
+from runtool.services.kpis import KpiError, KpiService, RegressionRule, _flag_regressions
 from runtool.services.local_state import ANALYSIS_MARKER
 from runtool.storage import processed_dir
 from tests.conftest import make_config
@@ -81,6 +82,65 @@ def test_a_new_analysis_shows_and_the_index_is_reused_by_a_new_process(services:
     assert services.kpis.index_path.is_file()
     reader = ServiceContainer(services.config, read_only=True)
     assert reader.kpis.table().records() == services.kpis.table().records()
+
+
+def test_a_new_process_reuses_the_saved_flags_while_no_cache_changed(
+    services: ServiceContainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rule = RegressionRule(window=1, min_previous=1, relative_margin=0.0)
+    writer = KpiService(services.config, services.data_state, rule=rule)
+    assert len(writer.table().rows) == 2  # the index and the flags for this rule are saved
+    reader_data = ServiceContainer(services.config, read_only=True).data_state
+
+    def recomputed(*args: object) -> pd.DataFrame:
+        raise AssertionError("the saved flags should have been used")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(kpis_module, "_flag_regressions", recomputed)
+        assert KpiService(services.config, reader_data, rule=rule).table().records() == writer.table().records()
+    # Another rule does not take the flags saved for the first one.
+    other = KpiService(services.config, reader_data, read_only=True).table()
+    assert other.records() == services.kpis.table().records()
+
+
+def test_a_sweep_reads_no_unchanged_cache_when_some_runs_have_none(
+    services: ServiceContainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RUNS[2] and OTHER have no kpis.json: their rows must not make the others' stamps compare unequal.
+    assert len(services.kpis.table().rows) == 2
+
+    def read(*args: object) -> dict[str, object]:
+        raise AssertionError("an unchanged cache was read again")
+
+    monkeypatch.setattr(KpiService, "_read_entry", read)
+    assert len(services.kpis.table(refresh=True).rows) == 2
+    assert len(ServiceContainer(services.config, read_only=True).kpis.table().rows) == 2
+
+
+def test_a_cache_rewritten_after_the_index_was_saved_is_read_again_and_flagged(services: ServiceContainer) -> None:
+    rule = RegressionRule(window=1, min_previous=1, relative_margin=0.0)
+    assert not KpiService(services.config, services.data_state, rule=rule).table().rows["regressed"].any()
+    marker = processed_dir(services.config.processed_root, RUNS[1]) / ANALYSIS_MARKER
+    document = json.loads(marker.read_text(encoding="utf-8"))
+    worse = document["kpis"]["detection_latency_p95_ms"] + 1_000.125
+    document["kpis"]["detection_latency_p95_ms"] = worse
+    marker.write_text(json.dumps(document), encoding="utf-8")  # the run, version and fingerprint still match
+
+    reader = KpiService(services.config, ServiceContainer(services.config, read_only=True).data_state, rule=rule)
+    rows = reader.table().rows
+
+    assert list(rows["detection_latency_p95_ms"]) == [pytest.approx(worse - 1_000.125), pytest.approx(worse)]
+    assert list(rows["regressed"]) == [False, True]
+    assert any(reason.startswith("detection_latency_p95_ms") for reason in rows["regressions"].iloc[1])
+
+
+def test_a_deleted_cache_leaves_the_table_of_a_new_process(services: ServiceContainer) -> None:
+    assert len(services.kpis.table().rows) == 2
+    (processed_dir(services.config.processed_root, RUNS[0]) / ANALYSIS_MARKER).unlink()
+
+    table = ServiceContainer(services.config, read_only=True).kpis.table()
+
+    assert [r["timestamp"] for r in table.records()] == [RUNS[1].timestamp]
 
 
 def frame(lb_values: dict[str, list[float]], kpi: str = "detection_latency_p95_ms") -> pd.DataFrame:
