@@ -9,8 +9,8 @@ read). :class:`~runtool.services.reports.ReportService` runs it before executing
 A selection runs on the :mod:`~runtool.services.executor`, one run per unit: a run that fails is reported
 with the step and the reason and the others go on; ``cancel`` leaves the runs not started untouched and
 reported as such. On a thread pool the runs use this process's services; on a process pool or a Dask
-cluster each run builds its own services from the configuration (:func:`update_run`), so workers need the
-same data paths.
+cluster each worker builds services from the configuration on its first run and keeps them for the next
+(:func:`update_run`), so workers need the same data paths.
 """
 
 from __future__ import annotations
@@ -339,11 +339,41 @@ def check_has_bags(state: RunState, config: RuntoolConfig) -> None:
 def update_run(config: RuntoolConfig, force: bool, coord: RunCoordinate) -> RunUpdate | PipelineFailure:
     """One run brought up to date with services built here from ``config``: what a process or Dask worker runs.
 
-    The inventory comes from the configured cache folder, so a worker sees what the caller saw.
+    The inventory comes from the configured cache folder, so a worker sees what the caller saw. The services
+    are kept for the next run of the same configuration in this process (:func:`_worker_pipeline`).
     """
-    from runtool.services.container import ServiceContainer
+    return _update_with(_worker_pipeline(config, coord), force, coord)
 
-    return _update_with(RunPipeline(ServiceContainer(config, read_only=False)), force, coord)
+
+_worker_lock = threading.Lock()
+_worker_cached: tuple[RuntoolConfig, tuple[int, int, int] | None, RunPipeline] | None = None
+
+
+def _worker_pipeline(config: RuntoolConfig, coord: RunCoordinate) -> RunPipeline:
+    """This process's pipeline for ``config``, built on its first run and reused while the inventory cache stays.
+
+    Building services per run made every run of a worker load the whole inventory cache and scan the whole
+    local roots, a cost that grows with the fleet, not the run (benchmarks/bulk_analysis.py). Reused, they
+    stay true: a new inventory cache file (another refresh) builds new services, and the run's own local
+    state is re-read from disk before it starts, since the caller or another worker may have changed it.
+    The inventory then stays in the worker's memory between calls, as it does in the caller's.
+    """
+    global _worker_cached
+    from runtool.services.container import ServiceContainer
+    from runtool.services.inventory import CACHE_FILE
+
+    try:
+        stat = (config.cache_dir / CACHE_FILE).stat()
+        stamp: tuple[int, int, int] | None = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        stamp = None
+    with _worker_lock:
+        cached = _worker_cached
+        if cached is None or cached[0] != config or cached[1] != stamp:
+            cached = _worker_cached = (config, stamp, RunPipeline(ServiceContainer(config, read_only=False)))
+    pipeline = cached[2]
+    pipeline.services.local.refresh_run(coord)
+    return pipeline
 
 
 def _update_with(pipeline: RunPipeline, force: bool, coord: RunCoordinate) -> RunUpdate | PipelineFailure:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +12,9 @@ import pytest
 from runtool.errors import ReadOnlyError
 from runtool.models import Filters, NextAction, RunCoordinate
 from runtool.services import ServiceContainer
+from runtool.services.analytics import ANALYSIS_DIR
 from runtool.services.executor import DaskExecutor, LocalExecutor
-from runtool.services.pipeline import PipelineError, PipelineOutcome
+from runtool.services.pipeline import PipelineError, PipelineOutcome, RunUpdate, _worker_pipeline, update_run
 from runtool.storage import local_raw_dir, processed_dir
 from tests.conftest import SeededFleet
 
@@ -155,3 +157,32 @@ def test_plan_gives_each_run_its_next_step_and_leaves_out_runs_without_bags(
     runs = services.data_state.runs(selection)
     without_bags = int(((runs["raw_bags"] == 0) & (runs["local_bags"] == 0)).sum())
     assert len(plan.left_out) == without_bags and len(plan.runs) == len(runs) - without_bags
+
+
+def test_a_worker_keeps_its_services_between_runs_and_still_sees_what_changed(
+    demo_fleet: SeededFleet, tmp_path: Path
+) -> None:
+    """update_run (what process and Dask workers run) reuses one pipeline per configuration; the inventory
+    cache is not reloaded for every run, yet a run changed on disk by another process since, or a new
+    inventory cache, is seen."""
+    services = fresh_services(demo_fleet, tmp_path)
+    first, second = runs_with_bags(services, 2)
+    config = services.config
+
+    update = update_run(config, False, first)
+    assert isinstance(update, RunUpdate) and update.steps == ("download", "extract", "analyze")
+    worker = _worker_pipeline(config, first)
+    assert _worker_pipeline(config, first) is worker  # kept: no new services, no second inventory load
+
+    # Another process brings the second run up to date and drops its analysis: the worker, whose local index
+    # predates that, must only analyse it, not download and extract it again.
+    services.pipeline.bring_up_to_date(second)
+    shutil.rmtree(processed_dir(config.processed_root, second) / ANALYSIS_DIR)
+    update = update_run(config, False, second)
+    assert isinstance(update, RunUpdate) and update.steps == ("analyze",)
+    assert _worker_pipeline(config, second) is worker
+
+    services.inventory.refresh()  # a new cache file: the worker builds fresh services on it
+    assert _worker_pipeline(config, first) is not worker
+    other = config.with_overrides(processed_root=tmp_path / "elsewhere")
+    assert _worker_pipeline(other, first).services.config == other
