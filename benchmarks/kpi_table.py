@@ -102,14 +102,23 @@ def _timed(call: Callable[[], Any], repeats: int, setup: Callable[[], None] | No
     return times
 
 
-def measure(root: Path, runs: int, repeats: int) -> dict[str, list[float]]:
-    # An inventory of empty buckets, scanned once: the run table then has a cache, as in any deployment.
+def scanned_services(root: Path) -> ServiceContainer:
+    """Services on ``root`` (caches under ``root/processed``) with an inventory cache of two empty buckets.
+
+    The emulator is stopped on return: the run table comes from the inventory cache and the local state.
+    """
     with Emulator() as emulator:
         services = ServiceContainer(make_config(root, emulator.url), read_only=False)
         client = make_client(emulator_host=emulator.url)
         for name in (services.config.raw_bucket, services.config.ml_bucket):
             client.create_bucket(name)
         services.inventory.refresh()
+    return services
+
+
+def measure(root: Path, runs: int, repeats: int) -> dict[str, list[float]]:
+    # An inventory of empty buckets, scanned once: the run table then has a cache, as in any deployment.
+    services = scanned_services(root)
     services.data_state.all_runs()  # the run table, built once as a page kernel holds it
     whole, box = Filters(), Filters(lbid="LB_0042")
     index_path = services.kpis.index_path
