@@ -1,9 +1,10 @@
 """Transfers between the buckets and the local roots: plan → preview → execute the previewed plan.
 
 A plan lists every file with its source, target, size, checksum, generation, action and reason. Executing
-it downloads each file to a temporary name beside its target, verifies size and CRC32C (or MD5) while the
-bytes stream, and only then renames it into place: a file at its final path is always complete, and a
-failed or cancelled transfer never deletes a good existing file. Re-running a plan's operation resumes:
+it downloads each file (exactly the planned generation) to a temporary name beside its target, verifies size
+and CRC32C (or MD5) while the bytes stream, syncs the file's data to disk and only then renames it into
+place: a file at its final path is always complete, also after a crash, and a failed or cancelled transfer
+never deletes a good existing file. Re-running a plan's operation resumes:
 files already complete are skipped.
 
 One run's plan executes under a cross-process lock on the run (see :meth:`TransferService.execute`), so two
@@ -13,13 +14,14 @@ same file at once. Many runs execute through the executor of :mod:`runtool.servi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -50,7 +52,7 @@ from runtool.storage import (
     storage_errors,
 )
 from runtool.storage.checksums import ChecksumMismatch, IntegrityChecker, checkers_for, file_crc32c
-from runtool.storage.gcs import retry_policy
+from runtool.storage.gcs import retry_policy, stream_object
 from runtool.storage.layout import FRAME_SUFFIXES, LABEL_SUFFIX
 
 if TYPE_CHECKING:
@@ -356,7 +358,7 @@ class _Cancelled(Exception):
 
 
 class _VerifyingWriter:
-    """A file wrapper fed by the client library: writes, checks and reports every chunk."""
+    """The sink of one download: writes, checks and reports every chunk, and stops at a cancel."""
 
     def __init__(
         self,
@@ -367,14 +369,24 @@ class _VerifyingWriter:
     ) -> None:
         self.out, self.checkers, self.on_bytes, self.cancel = out, checkers, on_bytes, cancel
 
-    def write(self, chunk: bytes) -> int:
+    def __call__(self, chunk: bytes) -> None:
         if self.cancel.is_set():
             raise _Cancelled
-        written = self.out.write(chunk)
+        self.out.write(chunk)
         for checker in self.checkers:
             checker.update(chunk)
         self.on_bytes(len(chunk))
-        return written
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """A download whose bytes are all in its temporary file, verified, waiting to be synced and renamed."""
+
+    file: PlannedFile
+    tmp: Path
+    out: BinaryIO
+    bytes: int
+    started: float
 
 
 class TransferService:
@@ -686,7 +698,7 @@ class TransferService:
         workers: int | None = None,
     ) -> list[FileOutcome]:
         """Transfer ``files`` in parallel (``workers`` at once, default the service's), each verified and renamed
-        into place; one outcome per file, in order.
+        into place; one outcome per file, in order. A download counts as done (``files_done``) once renamed.
 
         The engine under :meth:`execute`, also used by operations that build their own file lists (datasets).
         """
@@ -702,21 +714,48 @@ class TransferService:
             if progress is not None:
                 progress(snapshot)
 
-        move = self._upload if upload else self._download
-
-        def one(file: PlannedFile) -> FileOutcome:
-            outcome = move(bucket, file, lambda n: on_bytes(n, file.name), cancel)
+        def finished(outcome: FileOutcome) -> FileOutcome:
             with lock:
                 counters["files"] += 1
-            on_bytes(0, file.name)
+            on_bytes(0, outcome.file.name)
             return outcome
 
-        with ThreadPoolExecutor(max_workers=workers or self.workers, thread_name_prefix="transfer") as pool:
-            return list(pool.map(one, files))
+        at_once = workers or self.workers
+        landings = threading.BoundedSemaphore(at_once)
 
-    def _download(
+        def land(fetched: _Fetched) -> FileOutcome:
+            try:
+                return finished(self._land(fetched))
+            finally:
+                landings.release()
+
+        def one(file: PlannedFile) -> FileOutcome | Future[FileOutcome]:
+            def report(count: int) -> None:
+                on_bytes(count, file.name)
+
+            if upload:
+                return finished(self._upload(bucket, file, report, cancel))
+            fetched = self._fetch(bucket, file, report, cancel)
+            if isinstance(fetched, FileOutcome):
+                return finished(fetched)
+            landings.acquire()
+            return landing.submit(land, fetched)
+
+        # A worker hands its verified temporary file to a landing thread (sync, then rename: see _land) and
+        # streams its next file meanwhile. At most one landing per worker waits, so a cancel lands at most that
+        # many complete files, and parallel syncs still share the file system's journal commits.
+        with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="transfer-land") as landing:
+            with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="transfer") as pool:
+                pending = list(pool.map(one, files))
+            return [item.result() if isinstance(item, Future) else item for item in pending]
+
+    def _fetch(
         self, bucket: str, file: PlannedFile, on_bytes: Callable[[int], None], cancel: threading.Event
-    ) -> FileOutcome:
+    ) -> _Fetched | FileOutcome:
+        """Stream one object into a temporary file beside its target and verify size and CRC32C (or MD5).
+
+        A verified file is returned open, for :meth:`_land`; anything else is an outcome, its temporary file gone.
+        """
         from google.api_core import exceptions as gexc
 
         if cancel.is_set():
@@ -724,35 +763,25 @@ class TransferService:
         started = time.perf_counter()
         tmp = file.path.with_name(f".{file.path.name}{PART_MARKER}{secrets.token_hex(4)}")
         received = 0
-        created = False
 
         def counted(count: int) -> None:
             nonlocal received
             received += count
             on_bytes(count)
 
+        out: BinaryIO | None = None
         try:
             file.path.parent.mkdir(parents=True, exist_ok=True)
             checkers = checkers_for(file.size, file.crc32c, file.md5)
-            blob = self.client.bucket(bucket).blob(file.key)
-            with tmp.open("wb") as out:
-                created = True
-                writer = _VerifyingWriter(out, checkers, counted, cancel)
-                with storage_errors(bucket, "downloading from"):
-                    blob.download_to_file(
-                        writer,
-                        raw_download=True,
-                        checksum=None,
-                        if_generation_match=file.generation or None,
-                        retry=retry_policy(self.config.request_retry_s),
-                        timeout=60,
-                    )
-                for checker in checkers:
-                    checker.verify(file.key)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, file.path)
-            return FileOutcome(file, "transferred", received, time.perf_counter() - started)
+            out = tmp.open("wb")
+            with storage_errors(bucket, "downloading from"):
+                stream_object(self.client, bucket, file.key, file.generation,
+                              _VerifyingWriter(out, checkers, counted, cancel), retry_s=self.config.request_retry_s)
+            for checker in checkers:
+                checker.verify(file.key)
+            fetched = _Fetched(file, tmp, out, received, started)
+            out = None  # _land's now
+            return fetched
         except _Cancelled:
             return FileOutcome(file, "cancelled", received, time.perf_counter() - started, "cancelled")
         except ChecksumMismatch as exc:
@@ -761,10 +790,34 @@ class TransferService:
                 error = _changed_since_preview(file)
             return FileOutcome(file, "failed", received, time.perf_counter() - started, error)
         except (RuntoolError, OSError, gexc.GoogleAPIError) as exc:
-            return FileOutcome(file, "failed", received, time.perf_counter() - started, _explain(exc, file))
+            error = _explain(exc, file)
+            if isinstance(exc.__cause__, gexc.NotFound) and self._current_generation(bucket, file) is not None:
+                error = _changed_since_preview(file)  # the planned generation is gone, a newer one is live
+            return FileOutcome(file, "failed", received, time.perf_counter() - started, error)
         finally:
-            if created:
+            if out is not None:  # the download failed or stopped: remove what it wrote
+                with contextlib.suppress(OSError):  # closing flushes; a disk-full error has already failed the file
+                    out.close()
                 tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _land(fetched: _Fetched) -> FileOutcome:
+        """Make a verified temporary file durable, then rename it to its target.
+
+        fdatasync before the rename is what keeps a file at its final path complete after a crash (a journalling
+        file system may otherwise commit the rename before the data). The folder is not synced: a crash may lose
+        the rename, never the bytes behind it, and a re-run downloads that file again.
+        """
+        file, started = fetched.file, fetched.started
+        try:
+            with fetched.out as out:
+                out.flush()
+                _sync_data(out.fileno())
+            os.replace(fetched.tmp, file.path)
+        except OSError as exc:
+            fetched.tmp.unlink(missing_ok=True)
+            return FileOutcome(file, "failed", fetched.bytes, time.perf_counter() - started, _explain(exc, file))
+        return FileOutcome(file, "transferred", fetched.bytes, time.perf_counter() - started)
 
     def _upload(
         self, bucket: str, file: PlannedFile, on_bytes: Callable[[int], None], cancel: threading.Event
@@ -976,6 +1029,11 @@ def _holds_planned_object(file: PlannedFile) -> bool:
         return bool(file.crc32c) and file.path.stat().st_size == file.size and file_crc32c(file.path) == file.crc32c
     except (FileNotFoundError, NotADirectoryError):
         return False
+
+
+def _sync_data(fd: int) -> None:
+    """Put a file's bytes, and the size needed to read them back, on the disk (fdatasync; macOS has only fsync)."""
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def _remove_stale_parts(files: Sequence[PlannedFile]) -> None:

@@ -18,6 +18,7 @@ from runtool.demo.emulator import Emulator
 from runtool.errors import ReadOnlyError
 from runtool.models import Filters, RunCoordinate, SyncStatus
 from runtool.services import ServiceContainer, TransferError, TransferProgress
+from runtool.services import transfers as transfers_module
 from runtool.services.transfers import ALREADY_DOWNLOADED
 from runtool.storage import local_raw_dir, make_client, raw_bag_key
 from tests.conftest import make_config, write_toml
@@ -149,6 +150,22 @@ def test_object_changed_after_preview_is_not_taken(services: ServiceContainer, f
     assert leftovers(fresh_config) == []
 
 
+def test_each_file_is_whole_and_synced_before_it_gets_its_name(services: ServiceContainer, fresh_config: RuntoolConfig,
+                                                               content: dict[str, bytes],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    by_size = {len(data): name for name, data in content.items()}
+    synced: list[tuple[str, bool]] = []
+
+    def sync(fd: int) -> None:
+        name = by_size[os.fstat(fd).st_size]  # the whole object is in the temporary file
+        synced.append((name, local(fresh_config, name).exists()))
+        os.fsync(fd)
+
+    monkeypatch.setattr(transfers_module, "_sync_data", sync)
+    assert services.transfers.execute(services.transfers.plan_raw_download(RUN)).ok
+    assert sorted(synced) == [(name, False) for name in sorted(content)]  # each synced once, before the rename
+
+
 def test_cancel_leaves_no_partial_file(services: ServiceContainer, fresh_config: RuntoolConfig) -> None:
     cancel = threading.Event()
     result = services.transfers.execute(services.transfers.plan_raw_download(RUN), progress=lambda p: cancel.set(),
@@ -203,11 +220,11 @@ def test_emulator_killed_mid_download_then_resume(tmp_path: Path) -> None:
         services = ServiceContainer(config)
         services.transfers.workers = 1  # one file at a time, so some finish before the kill
 
-        def kill_after_first_file(progress: TransferProgress) -> None:
-            if progress.files_done >= 1 and private.process is not None:
+        def kill_in_second_file(progress: TransferProgress) -> None:
+            if progress.bytes_done >= 4_000_000 and private.process is not None:
                 private.stop()
 
-        result = services.transfers.execute(services.transfers.plan_raw_download(RUN), progress=kill_after_first_file)
+        result = services.transfers.execute(services.transfers.plan_raw_download(RUN), progress=kill_in_second_file)
     assert not result.ok and result.count("transferred") >= 1 and result.count("failed") >= 1
     failed = [o for o in result.outcomes if o.status == "failed"]
     assert all("could not be reached" in str(o.error) or "Connection" in str(o.error) for o in failed), failed

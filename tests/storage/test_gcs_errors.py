@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import requests
+import urllib3
 from google.api_core import exceptions as gexc
 
 from runtool.storage import (
@@ -26,6 +27,7 @@ from runtool.storage import (
         (gexc.Unauthorized("no credentials"), BucketAccessError, "refused"),
         (gexc.NotFound("no such bucket"), BucketNotFoundError, "was not found"),
         (requests.ConnectionError("connection refused"), StorageUnavailableError, "could not be reached"),
+        (urllib3.exceptions.ProtocolError("body cut short"), StorageUnavailableError, "could not be reached"),
         (gexc.InternalServerError("boom"), StorageError, "failed"),
     ],
 )

@@ -1,0 +1,124 @@
+"""stream_object against a real fake-gcs-server: chunks, the generation precondition, and a body cut short."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from google.api_core import exceptions as gexc
+
+from runtool.demo.emulator import Emulator
+from runtool.storage import make_client
+from runtool.storage.gcs import stream_object
+
+BUCKET = "stream-test"
+KEY = "acme/run/rosbag/_2025-08-01-08-00-20_0.bag"
+DATA = np.random.default_rng(5).bytes(3_000_000)
+
+
+class CuttingRelay:
+    """A TCP relay to the emulator that closes its first connection after ``cut_after`` bytes of response."""
+
+    def __init__(self, target_port: int, cut_after: int) -> None:
+        self.target_port, self.cut_after = target_port, cut_after
+        self.requests: list[bytes] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        first = True
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            limit = self.cut_after if first else None
+            first = False
+            threading.Thread(target=self._pump, args=(client, upstream, None, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, limit, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, limit: int | None, requests: bool) -> None:
+        passed = 0
+        try:
+            while data := source.recv(64 * 1024):
+                if requests:
+                    self.requests.append(data)
+                if limit is not None and passed + len(data) > limit:
+                    sink.sendall(data[: limit - passed])
+                    break
+                sink.sendall(data)
+                passed += len(data)
+        except OSError:
+            pass  # the other side closed
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+@pytest.fixture(scope="module")
+def generation(emulator: Emulator) -> int:
+    client = make_client(emulator_host=emulator.url)
+    bucket = client.bucket(BUCKET)
+    if not bucket.exists():
+        client.create_bucket(BUCKET)
+    blob = bucket.blob(KEY)
+    blob.upload_from_string(DATA)
+    return int(blob.generation or 0)
+
+
+@pytest.fixture
+def relay(emulator: Emulator) -> Iterator[CuttingRelay]:
+    server = CuttingRelay(int(emulator.url.rsplit(":", 1)[1]), cut_after=1_000_000)
+    yield server
+    server.close()
+
+
+def test_streams_every_byte_in_chunks(emulator: Emulator, generation: int) -> None:
+    chunks: list[bytes] = []
+    count = stream_object(make_client(emulator_host=emulator.url), BUCKET, KEY, generation, chunks.append,
+                          chunk_size=256 * 1024)
+    assert count == len(DATA) and b"".join(chunks) == DATA
+    assert max(len(chunk) for chunk in chunks) <= 256 * 1024 and len(chunks) >= len(DATA) // (256 * 1024)
+
+
+def test_a_replaced_object_is_refused(emulator: Emulator, generation: int) -> None:
+    client = make_client(emulator_host=emulator.url)
+    blob = client.bucket(BUCKET).blob("acme/replaced.bag")
+    blob.upload_from_string(b"the version in the plan")
+    planned = int(blob.generation or 0)
+    blob.upload_from_string(b"a newer version")
+    chunks: list[bytes] = []
+    with pytest.raises((gexc.NotFound, gexc.PreconditionFailed)):
+        stream_object(client, BUCKET, "acme/replaced.bag", planned, chunks.append)
+    assert chunks == []
+    stream_object(client, BUCKET, "acme/replaced.bag", 0, chunks.append)  # 0: the live version
+    assert chunks == [b"a newer version"]
+
+
+def test_a_body_cut_short_resumes_from_the_next_byte(relay: CuttingRelay, generation: int) -> None:
+    chunks: list[bytes] = []
+    count = stream_object(make_client(emulator_host=relay.url), BUCKET, KEY, generation, chunks.append, retry_s=10)
+    assert count == len(DATA) and b"".join(chunks) == DATA
+    media = [request for request in relay.requests if b"alt=media" in request]
+    assert len(media) == 2 and f"generation={generation}".encode() in media[1]
+    received = int(media[1].split(b"ange: bytes=", 1)[1].split(b"-", 1)[0])
+    assert 0 < received < len(DATA)
+
+
+def test_a_sink_error_ends_the_read(emulator: Emulator, generation: int) -> None:
+    def full(_: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        stream_object(make_client(emulator_host=emulator.url), BUCKET, KEY, generation, full)
