@@ -1042,7 +1042,7 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-preheat", action="store_true", help="start each page's kernel only when it is opened")
 
 
-_PIPE_CLOSED = 141
+PIPE_CLOSED = 141
 """What a shell reports for a command that SIGPIPE ended, as for ``ls | head``."""
 
 
@@ -1060,8 +1060,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         return code
     except BrokenPipeError:
-        _drop_stdout()
-        return _PIPE_CLOSED
+        drop_stdout()
+        return PIPE_CLOSED
     except (UsageError, CoordinateError, ConfigError) as exc:
         print(f"runtool: error: {printable(exc)}", file=sys.stderr)
         return 2
@@ -1080,7 +1080,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _drop_stdout() -> None:
+def drop_stdout() -> None:
     """Point stdout at /dev/null, so that the interpreter's flush at exit does not fail on the closed pipe again.
 
     See "Note on SIGPIPE" in the Python documentation of the signal module.
