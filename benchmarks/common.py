@@ -1,4 +1,5 @@
-"""Shared parts of the benchmarks: a synthetic fleet, the emulators it is served from, request counting.
+"""Shared parts of the benchmarks: a synthetic fleet, the emulators it is served from, request counting, and
+the seeded demo fleet the page benchmarks serve (:func:`seeded_demo`).
 
 Seeding a fleet of tens of thousands of objects takes minutes, so it is done once into fake-gcs-server's
 filesystem backend, whose folder (``benchmarks/.fleet-<N>/store``) is reused by later runs. Listing is then
@@ -12,10 +13,12 @@ import json
 import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,12 +27,17 @@ from typing import Any, Literal
 import requests
 from google.cloud import storage
 
+from runtool.config import RuntoolConfig
 from runtool.demo.emulator import Emulator
+from runtool.demo.fleet import FleetPlan, SeedReport, plan_fleet, seed_fleet
 from runtool.models import RunCoordinate
+from runtool.services import CacheInfo, ServiceContainer
 from runtool.storage import make_client, ml_file_key, raw_bag_key
 
 __all__ = [
     "BENCH_DIR",
+    "DEMO_PRESET",
+    "DEMO_SEED",
     "FLEET_VERSION",
     "ML_BUCKET",
     "RAW_BUCKET",
@@ -38,14 +46,18 @@ __all__ = [
     "Fleet",
     "PreloadedEmulator",
     "RequestCounter",
+    "SeededDemo",
     "build_fleet",
     "counted_client",
+    "demo_config",
     "ensure_fleet",
     "fleet_dir",
     "markdown_table",
     "median",
     "say",
+    "seeded_demo",
     "serve_fleet",
+    "write_config",
 ]
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -56,6 +68,8 @@ ML_BUCKET = "runtool-bench-ml"
 FLEET_VERSION = 1
 SEED_THREADS = 16
 Backend = Literal["memory", "filesystem"]
+DEMO_PRESET, DEMO_SEED = "small", 7
+"""The demo fleet the page benchmarks (page_render, kernel_memory, serving) serve: :func:`seeded_demo`."""
 
 # Hierarchy fan-out: 2 clients x 3 regions x 4 fields x 3 TWs x 3 laser boxes = 216 laser boxes.
 _CLIENTS, _REGIONS, _FIELDS, _TWS, _LBS = 2, 3, 4, 3, 3
@@ -249,3 +263,53 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def demo_config(root: Path, emulator_url: str, name: str) -> RuntoolConfig:
+    """A config with every folder under ``root`` and the buckets ``bench-<name>-raw`` and ``bench-<name>-ml``."""
+    return RuntoolConfig(
+        raw_bucket=f"bench-{name}-raw", ml_bucket=f"bench-{name}-ml", emulator_host=emulator_url, data_dir=root,
+        raw_root=root / "raw", processed_root=root / "processed", ml_root=root / "ML", cache_dir=root / "cache",
+    )
+
+
+def write_config(config: RuntoolConfig, path: Path) -> Path:
+    """``config``'s buckets, emulator and data folder as a runtool.toml, for processes the benchmark starts."""
+    path.write_text(
+        f'[buckets]\nraw = "{config.raw_bucket}"\nml = "{config.ml_bucket}"\n'
+        f'emulator_host = "{config.emulator_host}"\n[paths]\ndata_dir = "{config.data_dir}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+@dataclass(frozen=True)
+class SeededDemo:
+    """The demo fleet, seeded into a fresh emulator and scanned: see :func:`seeded_demo`."""
+
+    root: Path
+    """A temporary folder holding the data folder (``data/``) and ``runtool.toml``; the benchmark may use it."""
+    config_path: Path
+    plan: FleetPlan
+    report: SeedReport
+    seed_s: float
+    services: ServiceContainer
+    info: CacheInfo
+    """The inventory scan made before the benchmark starts anything."""
+
+
+@contextmanager
+def seeded_demo(name: str) -> Iterator[SeededDemo]:
+    """fake-gcs-server (memory backend) holding the ``DEMO_PRESET`` demo fleet, its local folders and a config
+    file in a temporary folder, and the inventory scanned; all of it goes when the block ends."""
+    with tempfile.TemporaryDirectory(prefix=f"runtool-{name}-bench-") as temp, Emulator() as emulator:
+        root = Path(temp)
+        config = demo_config(root / "data", emulator.url, name)
+        say(f"Seeding the {DEMO_PRESET} demo fleet into {emulator.url} ...")
+        started = time.perf_counter()
+        plan = plan_fleet(DEMO_PRESET, DEMO_SEED)
+        report = seed_fleet(config, plan, make_client(emulator_host=emulator.url))
+        seed_s = time.perf_counter() - started
+        config_path = write_config(config, root / "runtool.toml")
+        services = ServiceContainer.from_environment(config_path)
+        yield SeededDemo(root, config_path, plan, report, seed_s, services, services.inventory.refresh())

@@ -25,7 +25,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,16 +36,11 @@ import psutil
 from jupyter_client.manager import KernelManager
 from jupyter_client.provisioning import LocalProvisioner
 
-from benchmarks.common import RESULTS_DIR, markdown_table, median, say
-from runtool.config import RuntoolConfig
-from runtool.demo.emulator import Emulator
-from runtool.demo.fleet import LocalRaw, plan_fleet, seed_fleet
+from benchmarks.common import DEMO_PRESET, DEMO_SEED, RESULTS_DIR, markdown_table, median, say, seeded_demo
+from runtool.demo.fleet import LocalRaw
 from runtool.models import Filters
-from runtool.services import ServiceContainer
-from runtool.storage import make_client
 from runtool.ui.query import COVERAGE, DOWNLOAD_MANAGER, PER_RUN, selection_query
 
-PRESET, SEED = "small", 7
 MB = 1024 * 1024
 TIMEOUT_S = 300.0
 SETTLE_S = 2.0
@@ -93,22 +87,6 @@ class Case:
     pss: list[float] = field(default_factory=list)
     uss: list[float] = field(default_factory=list)
     modules: set[str] = field(default_factory=set)
-
-
-def _config(root: Path, emulator_url: str) -> RuntoolConfig:
-    return RuntoolConfig(
-        raw_bucket="bench-kernel-raw", ml_bucket="bench-kernel-ml", emulator_host=emulator_url, data_dir=root,
-        raw_root=root / "raw", processed_root=root / "processed", ml_root=root / "ML", cache_dir=root / "cache",
-    )
-
-
-def _write_toml(config: RuntoolConfig, path: Path) -> Path:
-    path.write_text(
-        f'[buckets]\nraw = "{config.raw_bucket}"\nml = "{config.ml_bucket}"\n'
-        f'emulator_host = "{config.emulator_host}"\n[paths]\ndata_dir = "{config.data_dir}"\n',
-        encoding="utf-8",
-    )
-    return path
 
 
 def _notebook_code(folder: Path, notebook: str) -> str:
@@ -226,14 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     notebooks = Path(str(files("runtool.notebooks")))
 
-    with tempfile.TemporaryDirectory(prefix="runtool-kernel-bench-") as temp, Emulator() as emulator:
-        root = Path(temp)
-        config = _config(root / "data", emulator.url)
-        say(f"Seeding the {PRESET} demo fleet into {emulator.url} ...")
-        plan = plan_fleet(PRESET, SEED)
-        report = seed_fleet(config, plan, make_client(emulator_host=emulator.url))
-        config_path = _write_toml(config, root / "runtool.toml")
-        info = ServiceContainer.from_environment(config_path).inventory.refresh()
+    with seeded_demo("kernel") as demo:
+        plan, config_path = demo.plan, demo.config_path
         cid = plan.runs[0].coordinate.cid
         # The per-run page opens on a run with its bags local, so its cards show local state too.
         local_run = next(run for run in plan.runs if run.local.raw is LocalRaw.COMPLETE and run.in_raw_bucket)
@@ -292,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     notes = [
-        f"- Fleet: demo preset `{PRESET}` (seed {SEED}): {report.runs} runs, {info.objects:,} objects; inventory "
-        "scanned before the kernels start, so a page loads its cache and does not list the buckets.",
+        f"- Fleet: demo preset `{DEMO_PRESET}` (seed {DEMO_SEED}): {demo.report.runs} runs, {demo.info.objects:,} "
+        "objects; inventory scanned before the kernels start, so a page loads its cache and does not list the buckets.",
         f"- Repeats: {args.repeats} kernels per case, cases interleaved, one kernel alive at a time: median "
         f"(min–max); PSS and the differences are medians. Memory read once RSS moved < {SETTLE_MB} MB over "
         f"{SETTLE_S:.0f} s. USS leaves out pages shared with any other process (this benchmark maps pandas, "

@@ -21,7 +21,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,39 +28,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, markdown_table, median, say
-from runtool.config import RuntoolConfig
-from runtool.demo.emulator import Emulator, free_port
-from runtool.demo.fleet import plan_fleet, seed_fleet
+from benchmarks.common import DEMO_PRESET, DEMO_SEED, RESULTS_DIR, markdown_table, median, say, seeded_demo
+from runtool.demo.emulator import free_port
 from runtool.demo.server import VoilaProcess
 from runtool.models import LEVELS, Filters
-from runtool.services import ServiceContainer
-from runtool.storage import make_client
 from tests.browser.conftest import VoilaServer
 from tests.conftest import CHROMIUM, LAUNCH_ARGS
 
-PRESET, SEED = "small", 7
 COVERAGE = "01_temporal_coverage.ipynb"
 BASELINE = "baseline.ipynb"
 TIMEOUT_MS = 120_000
 KERNEL_SETTLE_S = 0.5
 """Pause after closing a tab, so the previous page's kernel shutdown does not overlap the next GET."""
-
-
-def _config(root: Path, emulator_url: str) -> RuntoolConfig:
-    return RuntoolConfig(
-        raw_bucket="bench-page-raw", ml_bucket="bench-page-ml", emulator_host=emulator_url, data_dir=root,
-        raw_root=root / "raw", processed_root=root / "processed", ml_root=root / "ML", cache_dir=root / "cache",
-    )
-
-
-def _write_toml(config: RuntoolConfig, path: Path) -> Path:
-    path.write_text(
-        f'[buckets]\nraw = "{config.raw_bucket}"\nml = "{config.ml_bucket}"\n'
-        f'emulator_host = "{config.emulator_host}"\n[paths]\ndata_dir = "{config.data_dir}"\n',
-        encoding="utf-8",
-    )
-    return path
 
 
 def plain_voila_command(folder: Path, port: int) -> list[str]:
@@ -153,17 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory(prefix="runtool-page-bench-") as temp, Emulator() as emulator:
-        root = Path(temp)
-        config = _config(root / "data", emulator.url)
-        say(f"Seeding the {PRESET} demo fleet into {emulator.url} ...")
-        started = time.perf_counter()
-        report = seed_fleet(config, plan_fleet(PRESET, SEED), make_client(emulator_host=emulator.url))
-        seed_s = time.perf_counter() - started
-        config_path = _write_toml(config, root / "runtool.toml")
-        services = ServiceContainer.from_environment(config_path)
-        info = services.inventory.refresh()
-        data_state = services.data_state
+    with seeded_demo("page") as demo:
+        root, config_path, data_state = demo.root, demo.config_path, demo.services.data_state
         cid = data_state.filter_options(Filters())["cid"][0]
         boxes = data_state.laser_box_stats(Filters(cid=cid))
         busiest = max(boxes, key=lambda b: b.runs)
@@ -215,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     notes = [
-        f"- Fleet: demo preset `{PRESET}` (seed {SEED}): {report.runs} runs, {info.objects:,} objects, seeded in "
-        f"{seed_s:.1f} s; fake-gcs-server memory backend; inventory scanned before the server starts.",
+        f"- Fleet: demo preset `{DEMO_PRESET}` (seed {DEMO_SEED}): {demo.report.runs} runs, {demo.info.objects:,} "
+        f"objects, seeded in {demo.seed_s:.1f} s; fake-gcs-server memory backend; inventory scanned before the "
+        "server starts.",
         f"- Repeats: {args.repeats} per page, interleaved, each in a new browser context (so a new kernel), "
         f"after one unmeasured warm-up per page (warm-up: "
         + ", ".join(f"{c.warmup:.2f} s" for c in cases)

@@ -46,7 +46,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,23 +56,12 @@ from typing import Any
 import psutil
 import requests
 
-from benchmarks.common import RESULTS_DIR, markdown_table, median, say
-from benchmarks.page_render import (
-    BASELINE,
-    PRESET,
-    SEED,
-    _config,
-    _write_toml,
-    plain_voila_command,
-    write_baseline_notebook,
-)
-from runtool.demo.emulator import Emulator, free_port
-from runtool.demo.fleet import plan_fleet, seed_fleet
+from benchmarks.common import DEMO_PRESET, DEMO_SEED, RESULTS_DIR, markdown_table, median, say, seeded_demo
+from benchmarks.page_render import BASELINE, plain_voila_command, write_baseline_notebook
+from runtool.demo.emulator import free_port
 from runtool.demo.server import VoilaProcess
 from runtool.models import LEVELS, Filters
 from runtool.serve import PAGES, ServeOptions, serve_command, serve_environment
-from runtool.services import ServiceContainer
-from runtool.storage import make_client
 from runtool.ui.query import selection_query
 from tests.conftest import CHROMIUM, LAUNCH_ARGS
 
@@ -588,18 +576,11 @@ def main(argv: list[str] | None = None) -> int:
     started_at = datetime.now(UTC)
     blocks: list[str] = []
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="runtool-serving-bench-") as temp, Emulator() as emulator:
-        root = Path(temp)
+    with seeded_demo("serving") as demo:
+        root, config_path, data_state = demo.root, demo.config_path, demo.services.data_state
         if args.logs is not None:
             args.logs.mkdir(parents=True, exist_ok=True)
             root = args.logs.resolve()
-        config = _config(Path(temp) / "data", emulator.url)
-        say(f"Seeding the {PRESET} demo fleet into {emulator.url} ...")
-        report = seed_fleet(config, plan_fleet(PRESET, SEED), make_client(emulator_host=emulator.url))
-        config_path = _write_toml(config, Path(temp) / "runtool.toml")
-        services = ServiceContainer.from_environment(config_path)
-        info = services.inventory.refresh()
-        data_state = services.data_state
         cid = data_state.filter_options(Filters())["cid"][0]
         busiest = max(data_state.laser_box_stats(Filters(cid=cid)), key=lambda b: b.runs)
         lb_filters = Filters(**dict(zip(LEVELS, busiest.lb_key.split("/"), strict=True)))
@@ -609,8 +590,9 @@ def main(argv: list[str] | None = None) -> int:
             PER_RUN: (selection_query(run.to_filters()),),
             DOWNLOAD_MANAGER: (selection_query(lb_filters),),
         }
-        fleet_note = (f"- Fleet: demo preset `{PRESET}` (seed {SEED}): {report.runs} runs, {info.objects:,} "
-                      "objects; fake-gcs-server memory backend; inventory scanned before the servers start.")
+        fleet_note = (f"- Fleet: demo preset `{DEMO_PRESET}` (seed {DEMO_SEED}): {demo.report.runs} runs, "
+                      f"{demo.info.objects:,} objects; fake-gcs-server memory backend; inventory scanned before "
+                      "the servers start.")
         servers: dict[str, Server] = {}
         try:
             if "a" in parts or "d" in parts:
