@@ -7,7 +7,7 @@ As in :mod:`runtool.ui.charts`, marks are built once and updated in place; times
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import bqplot as bq
@@ -17,7 +17,7 @@ import numpy as np
 from runtool.ui.charts import _day_or_minute_format, _figure, _padded_span, _time_axis, _value_axis
 from runtool.ui.theme import TARGET_COLOUR
 
-__all__ = ["SERIES_COLOURS", "DistributionChart", "KpiSeries", "KpiTrendChart"]
+__all__ = ["OTHERS_COLOUR", "SERIES_COLOURS", "DistributionChart", "KpiSeries", "KpiTrendChart", "split_series"]
 
 SERIES_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 """One colour per laser box shown on its own (red is kept for regressions, grey for "others")."""
@@ -35,6 +35,18 @@ class KpiSeries:
     values: np.ndarray
     hover: tuple[str, ...]
     colour: str
+    title: str = ""
+    """The legend entry's hover text (the full names behind a shortened label)."""
+
+
+def split_series(run_counts: Mapping[str, int], limit: int) -> tuple[list[str], list[str]]:
+    """The laser boxes drawn in a colour of their own and those drawn together as "others".
+
+    At most ``limit`` have their own series: those with the most runs (ties in key order), so the legend
+    never grows past ``limit`` + 1 entries however many laser boxes the selection holds.
+    """
+    ordered = sorted(run_counts, key=lambda key: (-int(run_counts[key]), key))
+    return ordered[:limit], ordered[limit:]
 
 
 class KpiTrendChart:
@@ -62,13 +74,22 @@ class KpiTrendChart:
             tooltip=_tip(), display_legend=False, labels=["regressed (hover for why)"],
         )
         self.time_axis = _time_axis(self.x, "run start (UTC)")
+        self.time_axis.num_ticks = 8
         self.value_axis = _value_axis(self.y, "")
         self.figure = _figure("", [*self.series_marks, self.regressed], [self.time_axis, self.value_axis],
                               height=self.HEIGHT)
-        self.figure.legend_location = "top-left"
-        self.figure.legend_style = {"fill": "white", "opacity": 0.85}
-        self.figure.fig_margin = {"top": 36, "bottom": 40, "left": 70, "right": 20}
-        self.widget = widgets.VBox([self.figure]).add_class("rt-kpi-trend")
+        # The right margin leaves room for half of the last date label, which d3 centres on its tick.
+        self.figure.fig_margin = {"top": 36, "bottom": 40, "left": 70, "right": 44}
+        self.figure.layout.flex = "1 1 auto"
+        self.figure.layout.min_width = "0"
+        # The legend is HTML beside the plot, not bqplot's box inside it: that box hid the points under it and
+        # could not show a shortened name's full coordinate on hover.
+        self.legend = widgets.HTML(layout=widgets.Layout(width="250px", max_height="300px", overflow="auto",
+                                                         flex="0 0 auto", margin="36px 0 0 0"))
+        self.legend.add_class("rt-kpi-legend")
+        self.widget = widgets.HBox([self.figure, self.legend],
+                                   layout=widgets.Layout(width="100%", align_items="flex-start"))
+        self.widget.add_class("rt-kpi-trend")
         self.shown: list[KpiSeries] = []
         self.regressed_keys: tuple[str, ...] = ()
         self._keys: dict[int, tuple[str, ...]] = {}
@@ -110,16 +131,37 @@ class KpiTrendChart:
                 if index < len(series):
                     one = series[index]
                     mark.x, mark.y, mark.names = one.times, one.values, list(one.hover)
-                    mark.colors, mark.labels, mark.display_legend = [one.colour], [one.label], True
+                    mark.colors, mark.labels = [one.colour], [one.label]
                     self._keys[id(mark)] = one.keys
                 else:
                     mark.x, mark.y, mark.names = _EMPTY_TIMES, np.array([]), []
-                    mark.labels, mark.display_legend = [""], False
+                    mark.labels = [""]
         with self.regressed.hold_sync():
             self.regressed.x, self.regressed.y = regressed.times, regressed.values
             self.regressed.names = list(regressed.hover)
-            self.regressed.display_legend = bool(len(regressed.keys))
         self._keys[id(self.regressed)] = regressed.keys
+        self.legend.value = legend_html(series, len(regressed.keys))
+
+
+def legend_html(series: Sequence[KpiSeries], regressed: int) -> str:
+    """The legend: one line per series (colour, label, run count; full names on hover), then the red squares."""
+    lines = []
+    for one in series:
+        runs = f"{len(one.keys):,} run{'s' if len(one.keys) != 1 else ''}"
+        title = html.escape(one.title or one.label, quote=True)
+        lines.append(
+            f'<div class="rt-legend-item" title="{title}"><span class="rt-legend-dot" style="background:{one.colour}">'
+            f'</span><span class="rt-legend-label">{html.escape(one.label)}</span> '
+            f'<span class="rt-legend-count">{runs}</span></div>'
+        )
+    if regressed:
+        lines.append(
+            f'<div class="rt-legend-item rt-legend-regressed" title="Hover a red square on the chart for why">'
+            f'<span class="rt-legend-ring" style="border-color:{TARGET_COLOUR}"></span>'
+            f'<span class="rt-legend-label">regressed</span> <span class="rt-legend-count">{regressed:,} '
+            f'run{"s" if regressed != 1 else ""}</span></div>'
+        )
+    return "".join(lines)
 
 
 def _tip() -> widgets.HTML:

@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import html
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Literal
@@ -25,8 +26,15 @@ from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.services.kpis import REGRESSION_KPIS, KpiError, KpiTable
 from runtool.services.pipeline import PipelineOutcome, PipelinePlan, PipelineResult
-from runtool.ui.components import JobProgress, Kpi, KpiCards
-from runtool.ui.fleet_charts import OTHERS_COLOUR, SERIES_COLOURS, DistributionChart, KpiSeries, KpiTrendChart
+from runtool.ui.components import JobProgress, Kpi, KpiCards, MessageArea
+from runtool.ui.fleet_charts import (
+    OTHERS_COLOUR,
+    SERIES_COLOURS,
+    DistributionChart,
+    KpiSeries,
+    KpiTrendChart,
+    split_series,
+)
 from runtool.ui.formatting import format_count, format_time
 from runtool.ui.labels import laser_box_names, short_laser_box_names
 from runtool.ui.page import Page
@@ -96,10 +104,18 @@ KPI_CHOICES: tuple[KpiChoice, ...] = (
 )
 """What the KPI picker offers, in its order; the names are those of ``runtool analyze --json``."""
 _CHOICES = {choice.name: choice for choice in KPI_CHOICES}
+_STREAM_NAMES = {"detections": "Detection", "frames": "Frame", "tracking": "Tracking"}
 _NO_STREAM = {"detections": "no detection stream", "tracking": "no tracking stream", "frames": "no frame stream"}
 _NONE = ""
 _STYLE = """<style>
-.rt-runs-table td:first-child, .rt-compare td:first-child { white-space: nowrap; }
+.rt-runs-table td:first-child, .rt-compare td:first-child, .rt-runs-table th, .rt-compare th { white-space: nowrap; }
+.rt-kpi-legend { font-size: 13px; line-height: 18px; padding-left: 6px; }
+.rt-legend-item { display: flex; align-items: baseline; gap: 4px; margin: 2px 0; cursor: default; }
+.rt-legend-dot { flex: none; display: inline-block; width: 10px; height: 10px; border-radius: 50%; }
+.rt-legend-ring { flex: none; display: inline-block; width: 9px; height: 9px; border: 2px solid; }
+.rt-legend-label { overflow-wrap: anywhere; }
+.rt-legend-count { flex: none; color: #666; font-size: 12px; }
+.rt-runs-pager { gap: 8px; }
 .rt-chart-tip { background: #fff; border: 1px solid #999; border-radius: 4px; padding: 4px 6px; max-width: 460px;
                 font-size: 12px; line-height: 16px; white-space: normal; }
 </style>"""
@@ -115,6 +131,11 @@ def _run_keys(rows: pd.DataFrame) -> list[str]:
 
 def _utc(times: pd.Series) -> np.ndarray:
     return pd.to_datetime(times, utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ms]")
+
+
+def _count_of(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 run``, ``2 runs``, ``1,204 runs``: a count and its noun, singular for one."""
+    return f"{format_count(count)} {noun if count == 1 else plural or noun + 's'}"
 
 
 def _is_missing(value: object) -> bool:
@@ -133,7 +154,10 @@ class FleetKpiPage(Page):
     css_class = "rt-page-fleet-kpis"
     SERIES_LIMIT = 8
     """Laser boxes with a legend entry of their own; the others share one grey series."""
-    TABLE_LIMIT = 200
+    OTHERS_LISTED = 20
+    """Names of "others" listed when their legend entry is hovered."""
+    PAGE_ROWS = 25
+    """Runs per page of the runs table (newest first; the CSV has them all)."""
     COMPARE_LIMIT = 1000
     EMBED_CSV_LIMIT = 2000
     """Up to this many runs the CSV is embedded in the download link; beyond, it is built on request."""
@@ -168,9 +192,12 @@ class FleetKpiPage(Page):
         self.job = JobProgress()
         self.job.cancel_button.on_click(lambda _: self.cancel_analysis())
         self.analysis_result = widgets.HTML().add_class("rt-analysis-result")
+        # What the bulk analysis says (refusals, errors) shows under its button, not in the banner far above.
+        self.analysis_messages = MessageArea()
         self.analysis_task: BackgroundTask[PipelineResult] = BackgroundTask("fleet-kpis-analysis")
         self.analysis_row = widgets.HBox(layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
-        self.analysis_box = widgets.VBox([self.analysis_row, self.job.widget, self.analysis_result])
+        self.analysis_box = widgets.VBox([self.analysis_row, self.analysis_messages.widget, self.job.widget,
+                                          self.analysis_result])
         self.analysis_box.add_class("rt-analysis-box")
         # The chart and what hangs off it; built on the first selection with data.
         self.chart: KpiTrendChart | None = None
@@ -199,6 +226,19 @@ class FleetKpiPage(Page):
         self.csv_button.on_click(lambda _: self._prepare_csv())
         self.csv_row = widgets.HBox(layout=widgets.Layout(align_items="center"))
         self.runs_table = widgets.HTML().add_class("rt-runs-table")
+        self.runs_page = 0
+        self._runs_keys: tuple[str, ...] = ()
+        self._runs_order: list[int] = []
+        self._runs_columns: list[Column] = []
+        self._run_cells: Callable[[int], list[Cell]] = lambda _: []
+        self.runs_newer = widgets.Button(description="‹ Newer", layout=widgets.Layout(width="auto"))
+        self.runs_older = widgets.Button(description="Older ›", layout=widgets.Layout(width="auto"))
+        self.runs_newer.add_class("rt-runs-newer")
+        self.runs_older.add_class("rt-runs-older")
+        self.runs_newer.on_click(lambda _: self.show_runs_page(self.runs_page - 1))
+        self.runs_older.on_click(lambda _: self.show_runs_page(self.runs_page + 1))
+        self.runs_range = widgets.HTML().add_class("rt-caption")
+        self.runs_pager = widgets.HBox(layout=widgets.Layout(align_items="center")).add_class("rt-runs-pager")
         self.content: widgets.VBox | None = None
         self.body = widgets.VBox([self.empty_state])
         controls = widgets.HBox([self.kpi_picker, self.since, self.until],
@@ -322,7 +362,7 @@ class FleetKpiPage(Page):
         if not_analysed == 0:
             return (f"No run under {where} can be analysed: none has raw bags in the bucket or on disk "
                     "(labels only). Pick another selection or widen the dates.")
-        runs = f"{format_count(not_analysed)} run{'s' if not_analysed != 1 else ''}"
+        runs = _count_of(not_analysed, "run")
         if self.read_only:
             return (f"None of the {runs} under {where} is analysed yet, and this server is read-only: it shows "
                     "only analyses already cached. Ask an operator to run `runtool analyze` on this selection "
@@ -343,7 +383,7 @@ class FleetKpiPage(Page):
             self.analysis_note.value = ""
             self.analysis_row.children = []
             return
-        runs = f"{format_count(count)} run{'s' if count != 1 else ''}"
+        runs = _count_of(count, "run")
         verb = "is" if count == 1 else "are"
         if self.read_only:
             self.analysis_note.value = (
@@ -366,7 +406,8 @@ class FleetKpiPage(Page):
         values = rows[choice.name].astype("float64") if choice.name in rows else pd.Series(np.nan, index=rows.index)
         has_value = values.notna().to_numpy()
         on_kpi = [tuple(r for r in reasons if r.startswith(f"{choice.name} ")) for reasons in rows["regressions"]]
-        boxes = rows["lb_key"].nunique()
+        boxes = int(rows["lb_key"].nunique())
+        regressed = int(rows["regressed"].sum())
         self.caption.value = html.escape(self._describe(filters))
         shown = values[has_value]
         self.kpi_cards.show([
@@ -374,8 +415,8 @@ class FleetKpiPage(Page):
                 f"{format_count(table.not_analysed)} not analysed yet" if table.not_analysed else "every run"),
             Kpi("Laser boxes", format_count(boxes), "with analysed runs"),
             Kpi(f"{choice.label}, median", choice.format(float(shown.median()) if len(shown) else None),
-                f"over {format_count(len(shown))} runs"),
-            Kpi("Regressed runs", format_count(int(rows["regressed"].sum())),
+                f"over {_count_of(len(shown), 'run')}"),
+            Kpi("Regressed runs", format_count(regressed),
                 f"{format_count(sum(1 for r in on_kpi if r))} on this KPI"),
         ])
         self._draw_chart(filters, rows, keys, values, has_value, on_kpi)
@@ -399,6 +440,7 @@ class FleetKpiPage(Page):
                 self.runs_title,
                 self.csv_row,
                 self.runs_table,
+                self.runs_pager,
             ]).add_class("rt-view-chart")
         self.body.children = [self.content]
         self.view = "chart"
@@ -411,26 +453,24 @@ class FleetKpiPage(Page):
             self.chart.on_click(self.select_run)
         lb_keys = rows["lb_key"].to_numpy(dtype=object)
         counts = pd.Series(lb_keys[has_value]).value_counts()
-        ordered = sorted(counts.index, key=lambda key: (-int(counts[key]), key))
-        own = ordered if len(ordered) <= self.SERIES_LIMIT + 1 else ordered[: self.SERIES_LIMIT]
-        rest = [key for key in ordered if key not in set(own)]
+        own, rest = split_series({str(key): int(count) for key, count in counts.items()}, self.SERIES_LIMIT)
         short, full = short_laser_box_names(list(counts.index)), laser_box_names(list(counts.index), filters)
         times = _utc(rows["start_time"])
         chart_values = np.array([choice.chart_value(v) for v in values.to_numpy(dtype="float64")])
         labels = [f"{full.get(lb, lb)} · {format_time(t)} · {choice.format(v)}"
                   for lb, t, v in zip(lb_keys, rows["start_time"], values, strict=True)]
 
-        def series(label: str, mask: np.ndarray, colour: str) -> KpiSeries:
+        def series(label: str, mask: np.ndarray, colour: str, title: str) -> KpiSeries:
             index = np.flatnonzero(mask & has_value)
             return KpiSeries(label, tuple(keys[i] for i in index), times[index], chart_values[index],
-                             tuple(labels[i] for i in index), colour)
+                             tuple(labels[i] for i in index), colour, title)
 
-        drawn = [series(f"{short[lb]} ({format_count(counts[lb])})", lb_keys == lb, SERIES_COLOURS[i % 8])
-                 for i, lb in enumerate(own)]
+        drawn = [series(short[lb], lb_keys == lb, SERIES_COLOURS[i], full.get(lb, lb)) for i, lb in enumerate(own)]
         if rest:
-            in_rest = np.isin(lb_keys, rest)
-            drawn.append(series(f"others: {len(rest)} laser boxes ({format_count(int(counts[rest].sum()))})",
-                                in_rest, OTHERS_COLOUR))
+            listed = ", ".join(full.get(lb, lb) for lb in rest[: self.OTHERS_LISTED])
+            more = f" and {format_count(len(rest) - self.OTHERS_LISTED)} more" if len(rest) > self.OTHERS_LISTED else ""
+            drawn.append(series(f"others: {_count_of(len(rest), 'laser box', 'laser boxes')}",
+                                np.isin(lb_keys, rest), OTHERS_COLOUR, listed + more))
         flagged = np.array([bool(r) for r in on_kpi])
         index = np.flatnonzero(flagged & has_value)
         ring = KpiSeries("regressed", tuple(keys[i] for i in index), times[index], chart_values[index],
@@ -439,7 +479,8 @@ class FleetKpiPage(Page):
         notes = ["Each point is one analysed run; click a point to open it or to compare it."]
         if rest:
             notes.append(f"The {self.SERIES_LIMIT} laser boxes with the most runs have their own colour; the "
-                         f"other {len(rest)} are grey (“others”). Pick a region, field or TW above to see them apart.")
+                         f"other {format_count(len(rest))} are grey (“others”, hover it in the legend for their "
+                         "names). Pick a region, field or TW above to see them apart.")
         if choice.name in REGRESSION_KPIS:
             notes.append("Red squares: runs worse than the median of their laser box's previous runs by more than "
                          "the margin (hover for why).")
@@ -449,7 +490,8 @@ class FleetKpiPage(Page):
         if missing:
             stream = choice.name.split("_", 1)[0]
             why = _NO_STREAM.get(stream, "no value")
-            notes.append(f"{format_count(missing)} runs are not drawn: {why} for this KPI.")
+            notes.append(f"{_count_of(missing, 'run')} {'is' if missing == 1 else 'are'} not drawn: {why} for "
+                         "this KPI.")
         if not has_value.any():
             notes.insert(0, f"<b>No run of this selection has a value for {html.escape(choice.label)}.</b> "
                             "Pick another KPI.")
@@ -464,28 +506,48 @@ class FleetKpiPage(Page):
         self.runs_title.value = f"Analysed runs ({format_count(len(rows))}), newest first"
 
         def cells(i: int) -> list[Cell]:
-            reasons = rows["regressions"].iat[i]
-            if reasons:
-                flag = (f'<span class="rt-badge" style="background:#d62728" title="{html.escape("; ".join(reasons))}">'
-                        f'regressed{" on this KPI" if on_kpi[i] else ""}</span> '
-                        f'<span class="rt-caption">{html.escape("; ".join(reasons))}</span>')
-            else:
-                flag = ""
             return [link(run_url(RunCoordinate.parse(keys[i])), format_time(rows["start_time"].iat[i])),
                     text_cell(names.get(rows["lb_key"].iat[i], rows["lb_key"].iat[i])),
-                    text_cell(choice.format(values.iat[i])), Cell(flag)]
+                    text_cell(choice.format(values.iat[i])), _regression_cell(rows["regressions"].iat[i], on_kpi[i])]
 
-        self.runs_table.value = html_table(
-            [Column("Start (UTC)"), Column("Laser box"), Column(choice.label, True), Column("Regression")],
-            (cells(int(i)) for i in order), limit=self.TABLE_LIMIT,
-        )
+        self._run_cells = cells
+        self._runs_order = [int(i) for i in order]
+        self._runs_columns = [Column("Start (UTC)"), Column("Laser box"), Column(choice.label, True),
+                              Column("Regression")]
+        if tuple(keys) != self._runs_keys:  # another selection or dates: back to the newest runs
+            self._runs_keys = tuple(keys)
+            self.runs_page = 0
+        self._draw_runs_page()
         if len(rows) <= self.EMBED_CSV_LIMIT:
             self.csv_link.value = self._csv_link(table)
             self.csv_row.children = [self.csv_link]
         else:
             self.csv_link.value = ""
-            self.csv_button.description = f"Prepare CSV of {format_count(len(rows))} runs"
+            self.csv_button.description = f"Prepare CSV of {_count_of(len(rows), 'run')}"
             self.csv_row.children = [self.csv_button, self.csv_link]
+
+    @property
+    def runs_pages(self) -> int:
+        return max(1, math.ceil(len(self._runs_order) / self.PAGE_ROWS))
+
+    def show_runs_page(self, page: int) -> None:
+        """Show page ``page`` (0 = the newest runs) of the runs table, clipped to the pages there are."""
+        self.runs_page = min(max(page, 0), self.runs_pages - 1)
+        self._draw_runs_page()
+
+    def _draw_runs_page(self) -> None:
+        first = self.runs_page * self.PAGE_ROWS
+        shown = self._runs_order[first: first + self.PAGE_ROWS]
+        self.runs_table.value = html_table(self._runs_columns, (self._run_cells(i) for i in shown))
+        total = len(self._runs_order)
+        if total <= self.PAGE_ROWS:
+            self.runs_pager.children = []
+            return
+        self.runs_range.value = (f"Runs {format_count(first + 1)}–{format_count(first + len(shown))} of "
+                                 f"{format_count(total)} · page {self.runs_page + 1} of {self.runs_pages}")
+        self.runs_newer.disabled = self.runs_page == 0
+        self.runs_older.disabled = self.runs_page >= self.runs_pages - 1
+        self.runs_pager.children = [self.runs_newer, self.runs_range, self.runs_older]
 
     def _prepare_csv(self) -> None:
         if self.table is not None:
@@ -496,9 +558,8 @@ class FleetKpiPage(Page):
         """A download link carrying the whole table (every KPI) as CSV in a data: URI: works offline."""
         frame = pd.DataFrame.from_records(table.records())
         frame["regressions"] = frame["regressions"].map("; ".join)
-        payload = base64.b64encode(frame.to_csv(index=False).encode("utf-8")).decode("ascii")
-        return (f'<a class="rt-csv-link" download="fleet_kpis.csv" href="data:text/csv;charset=utf-8;base64,{payload}">'
-                f'Download CSV</a> <span class="rt-caption">({format_count(len(frame))} runs, every KPI)</span>')
+        return (_csv_anchor(frame, "fleet_kpis.csv", "Download CSV", "rt-csv-link")
+                + f' <span class="rt-caption">({_count_of(len(frame), "run")}, every KPI)</span>')
 
     # -- comparing two runs ------------------------------------------------------------------------
 
@@ -553,6 +614,7 @@ class FleetKpiPage(Page):
             return
         a, b = (table.rows.iloc[where[key]] for key in pair)
         body = []
+        records = []
         for choice in KPI_CHOICES:
             if choice.name not in table.rows:
                 continue
@@ -560,12 +622,17 @@ class FleetKpiPage(Page):
             delta = float(vb) - float(va) if not (_is_missing(va) or _is_missing(vb)) else math.nan
             body.append([text_cell(choice.label), text_cell(choice.format(va)), text_cell(choice.format(vb)),
                          text_cell(choice.format_delta(delta)), text_cell(_verdict(choice.name, delta))])
+            records.append({"kpi": choice.name, "label": choice.label, "a": va, "b": vb, "b_minus_a": delta,
+                            "b_is": _verdict(choice.name, delta)})
         label_a, label_b = (self._compare_labels.get(key, key) for key in pair)
+        csv = pd.DataFrame.from_records(records)
+        csv.insert(0, "run_b", pair[1])
+        csv.insert(0, "run_a", pair[0])
         self.compare_table.value = html_table(
             [Column("KPI"), Column(f"A: {label_a}", True), Column(f"B: {label_b}", True), Column("B − A", True),
              Column("B is")],
             body,
-        )
+        ) + _csv_anchor(csv, "fleet_kpis_compare.csv", "Download this comparison as CSV")
         self._show_distributions(pair, (label_a, label_b))
 
     def _show_distributions(self, pair: tuple[str, str], labels: tuple[str, str]) -> None:
@@ -608,23 +675,24 @@ class FleetKpiPage(Page):
         try:
             plan = services.pipeline.plan(self.selection, self.since.value, self.until.value)
         except Exception as exc:  # shown on the page; the page stays usable
-            self.messages.report(exc, "planning the analysis")
+            self.analysis_messages.report(exc, "planning the analysis")
             return
         analysed = set(_run_keys(self.table.rows)) if self.table is not None else set()
         todo = PipelinePlan(tuple((c, a) for c, a in plan.runs if c.to_path_str() not in analysed), plan.left_out)
         if not todo.runs:
-            self.messages.info("Every run of this selection is analysed already.")
+            self.analysis_messages.info("Every run of this selection is analysed already.")
             self.render()
             return
         total = len(todo.runs)
         self.analysis_result.value = ""
+        self.analysis_messages.clear()
         if self.analyse_button is not None:
             self.analyse_button.disabled = True
-        self.job.start(f"Analysing {format_count(total)} runs: downloading and extracting what is missing…",
+        self.job.start(f"Analysing {_count_of(total, 'run')}: downloading and extracting what is missing…",
                        cancellable=True)
 
         def progress(done: int, total: int, outcome: PipelineOutcome) -> None:
-            self.job.update(done / max(total, 1), f"{format_count(done)} of {format_count(total)} runs done "
+            self.job.update(done / max(total, 1), f"{format_count(done)} of {_count_of(total, 'run')} done "
                             f"(last: {outcome.coordinate.lbid} {format_time(outcome.coordinate.start_time)}, "
                             f"{outcome.status})", force=True)
 
@@ -651,10 +719,49 @@ class FleetKpiPage(Page):
 
     def _analysis_failed(self, exc: Exception) -> None:
         self.job.finish()
-        self.messages.report(exc, "analysing the runs")
+        self.analysis_messages.report(exc, "analysing the runs")
         self.analysis_result.value = ""
         self._refresh_table = True
         self.render()
+
+
+def _csv_anchor(frame: pd.DataFrame, filename: str, text: str, css_class: str = "rt-csv-compare") -> str:
+    """A link that downloads ``frame`` as CSV from a data: URI (no server round trip, works offline)."""
+    payload = base64.b64encode(frame.to_csv(index=False).encode("utf-8")).decode("ascii")
+    return (f'<a class="{css_class}" download="{filename}" href="data:text/csv;charset=utf-8;base64,{payload}">'
+            f'{html.escape(text)}</a>')
+
+
+def _kpi_label(name: str) -> str:
+    if name in _CHOICES:
+        return _CHOICES[name].label
+    stream, _, rest = name.partition("_")
+    if rest == "median_fps" and stream in _STREAM_NAMES:
+        return f"{_STREAM_NAMES[stream]} rate median"
+    return name
+
+
+def _readable_reason(reason: str) -> str:
+    """A regression reason with the KPI's label in place of its column name."""
+    name, _, rest = reason.partition(" ")
+    return f"{_kpi_label(name)} {rest}"
+
+
+def _regression_cell(reasons: tuple[str, ...], on_kpi: tuple[str, ...]) -> Cell:
+    """The reasons on the KPI shown in full; the other KPIs a run regressed on by name (all reasons on hover).
+
+    A run can regress on a dozen KPIs at once; every reason in full made one run a paragraph.
+    """
+    if not reasons:
+        return Cell("")
+    title = html.escape("\n".join(_readable_reason(r) for r in reasons), quote=True)
+    others = list(dict.fromkeys(_kpi_label(r.partition(" ")[0]) for r in reasons if r not in on_kpi))
+    text = "; ".join(_readable_reason(r) for r in on_kpi)
+    if others:
+        text += f"{' · also' if on_kpi else 'on'} {', '.join(others)}"
+    return Cell(f'<span class="rt-badge" style="background:#d62728" title="{title}">'
+                f'regressed{" on this KPI" if on_kpi else ""}</span> '
+                f'<span class="rt-caption" title="{title}">{html.escape(text)}</span>')
 
 
 def _column(table: pd.DataFrame, column: str) -> np.ndarray:

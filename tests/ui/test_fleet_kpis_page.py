@@ -18,6 +18,7 @@ from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.storage import processed_dir
 from runtool.ui import FleetKpiPage
+from runtool.ui.fleet_charts import OTHERS_COLOUR, split_series
 from runtool.ui.fleet_kpis import KPI_CHOICES
 from runtool.ui.query import selection_query
 from tests.conftest import SeededFleet
@@ -103,7 +104,9 @@ def test_the_chart_draws_the_tables_rows_for_the_picked_kpi(services: ServiceCon
         assert drawn.keys() == expected.keys(), choice.name
         for key, (time, value) in expected.items():
             assert drawn[key][0] == time and np.isclose(drawn[key][1], value), (choice.name, key)
-    assert [series.label for series in page.chart.shown] == [f"{analysed[0].lbid} (4)"]
+    assert page.chart is not None
+    assert [series.label for series in page.chart.shown] == [analysed[0].lbid]
+    assert "4 runs" in page.chart.legend.value
     assert page.kpis["Analysed runs"] == "4"
 
 
@@ -207,3 +210,125 @@ def test_compare_two_runs_and_export_csv(services: ServiceContainer, analysed: l
     csv = base64.b64decode(unquote(href.split("base64,", 1)[1])).decode()
     frame = pd.read_csv(pd.io.common.StringIO(csv))
     assert len(frame) == 4 and "detection_latency_p95_ms" in frame.columns
+
+
+# -- fleet scale -------------------------------------------------------------------------------------------
+
+
+def first_runs(services: ServiceContainer, boxes: int) -> list[RunCoordinate]:
+    """The first run with raw bags of each of ``boxes`` laser boxes (in coordinate order)."""
+    runs = services.data_state.all_runs()
+    runs = runs[runs["raw_bags"] > 0].sort_values(["cid", "regionid", "fieldid", "twid", "lbid", "timestamp"])
+    firsts = runs.groupby(["cid", "regionid", "fieldid", "twid", "lbid"], sort=False).head(1).head(boxes)
+    assert len(firsts) == boxes, f"the demo fleet has fewer than {boxes} laser boxes with raw bags"
+    return [RunCoordinate(*(str(row[c]) for c in ("cid", "regionid", "fieldid", "twid", "lbid", "timestamp")))
+            for _, row in firsts.iterrows()]
+
+
+def analyse(services: ServiceContainer, runs: list[RunCoordinate]) -> None:
+    for coord in runs:
+        extract(services, coord)
+        services.analytics.analyze_run(coord)
+
+
+def test_split_series_keeps_at_most_the_limit_with_the_most_runs() -> None:
+    assert split_series({"a": 1, "b": 3, "c": 2}, 8) == (["b", "c", "a"], [])
+    nine = {f"lb{i}": 1 for i in range(9)} | {"lb8": 5}
+    own, rest = split_series(nine, 8)
+    assert own[0] == "lb8" and len(own) == 8 and rest == ["lb7"]  # one more than the limit is "others" too
+    own, rest = split_series({f"lb{i:02}": i % 3 for i in range(40)}, 8)
+    assert len(own) == 8 and len(rest) == 32 and set(own).isdisjoint(rest)
+    assert all(i % 3 == 2 for i in (int(key[2:]) for key in own))
+
+
+def test_more_than_eight_laser_boxes_draw_eight_series_and_others(services: ServiceContainer) -> None:
+    runs = first_runs(services, 11)
+    second = laser_box_runs(services, 2)[1]  # one laser box with two runs: it comes first
+    analyse(services, [*runs, second])
+
+    page = open_page(services, Filters())
+    assert page.chart is not None
+    shown = page.chart.shown
+    assert len(shown) == FleetKpiPage.SERIES_LIMIT + 1 == 9
+    assert shown[0].keys == tuple(sorted(k for k in shown[0].keys)) and len(shown[0].keys) == 2
+    others = shown[-1]
+    assert others.label == "others: 3 laser boxes" and others.colour == OTHERS_COLOUR and len(others.keys) == 3
+    assert len({series.colour for series in shown}) == 9  # no colour twice
+    drawn = [key for series in shown for key in series.keys]
+    assert sorted(drawn) == sorted(c.to_path_str() for c in {*runs, second})
+    for key in others.keys:  # the others' full names are in their legend entry's hover text
+        assert RunCoordinate.parse(key).to_path_str().rsplit("/", 1)[0] in others.title
+
+    legend = page.chart.legend.value
+    assert legend.count('class="rt-legend-item"') == 9
+    assert "others: 3 laser boxes" in legend and "3 runs" in legend and "2 runs" in legend and "1 run<" in legend
+    assert "the other 3 are grey" in page.chart_note.value
+
+    single = open_page(services, lb_filters(runs[-1]))  # one of the others, on its own
+    assert single.chart is not None and [s.label for s in single.chart.shown] == [runs[-1].lbid]
+    assert "1 run<" in single.chart.legend.value and "others" not in single.chart.legend.value
+
+
+def test_one_run_reads_in_the_singular(services: ServiceContainer) -> None:
+    coord = first_runs(services, 1)[0]
+    analyse(services, [coord])
+    day = coord.start_time.date()
+    page = open_page(services, coord.to_filters().replace(timestamp=None))
+    page.set_dates(day, day)
+    captions = page.kpi_cards.captions
+    assert captions["Detection rate p5, median"] == "over 1 run"
+    assert not any("1 runs" in text for text in captions.values())
+    assert page.chart is not None and "1 run<" in page.chart.legend.value
+    assert "(1 run, every KPI)" in page.csv_link.value
+
+
+def test_the_runs_table_pages_and_names_regressions_by_kpi(services: ServiceContainer, analysed: list[RunCoordinate],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FleetKpiPage, "PAGE_ROWS", 3)
+    page = open_page(services, lb_filters(analysed[0]))
+    page.pick_kpi("detection_latency_p95_ms")
+    assert page.runs_pages == 2 and page.runs_page == 0
+    assert page.runs_table.value.count("<tr>") == 1 + 3
+    assert page.runs_newer in page.runs_pager.children and page.runs_newer.disabled and not page.runs_older.disabled
+    assert "Runs 1–3 of 4" in page.runs_range.value
+    # newest first: the regressed run (the last) is on the first page, with its reason on this KPI by label
+    cell = page.runs_table.value
+    assert "regressed on this KPI" in cell and "Detection latency p95 " in cell
+    assert "detection_latency_p95_ms" not in cell.split("title=")[0]
+    assert "also Detection latency p99" in cell
+
+    page.runs_older.click()
+    assert page.runs_page == 1 and page.runs_table.value.count("<tr>") == 1 + 1 and page.runs_older.disabled
+    assert "Runs 4–4 of 4" in page.runs_range.value
+    page.pick_kpi("tracks_per_minute")  # same runs: the page stays
+    assert page.runs_page == 1
+    page.show_runs_page(99)
+    assert page.runs_page == 1
+    page.runs_newer.click()
+    assert page.runs_page == 0
+
+    page.pick_kpi("frames_p5_fps")  # the regressed run did not regress on this KPI: the others are named
+    assert "regressed</span>" in page.runs_table.value and ">on Detection latency p95" in page.runs_table.value
+
+
+def test_the_comparison_downloads_as_csv(services: ServiceContainer, analysed: list[RunCoordinate]) -> None:
+    page = open_page(services, lb_filters(analysed[0]))
+    page.compare(analysed[0].to_path_str(), analysed[3].to_path_str())
+    href = page.compare_table.value.split('class="rt-csv-compare"', 1)[1].split('href="', 1)[1].split('"', 1)[0]
+    csv = base64.b64decode(href.split("base64,", 1)[1]).decode()
+    frame = pd.read_csv(pd.io.common.StringIO(csv))
+    assert list(frame.columns) == ["run_a", "run_b", "kpi", "label", "a", "b", "b_minus_a", "b_is"]
+    row = frame.set_index("kpi").loc["detection_latency_p95_ms"]
+    assert row["b_is"] == "worse" and row["b_minus_a"] > 0
+    assert row["run_b"] == analysed[3].to_path_str()
+
+
+def test_analysis_messages_show_under_the_analyse_button(services: ServiceContainer,
+                                                        analysed: list[RunCoordinate]) -> None:
+    days = sorted(c.start_time.date() for c in analysed)
+    page = open_page(services, lb_filters(analysed[0]))
+    page.set_dates(days[0], days[-1])
+    page.start_analysis()  # every run of these dates is analysed
+    assert [m.text for m in page.analysis_messages.messages] == ["Every run of this selection is analysed already."]
+    assert page.analysis_messages.widget in page.analysis_box.children
+    assert not page.messages.messages
