@@ -7,6 +7,7 @@ As in :mod:`runtool.ui.charts`, marks are built once and updated in place; times
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -17,11 +18,21 @@ import numpy as np
 from runtool.ui.charts import _day_or_minute_format, _figure, _padded_span, _time_axis, _value_axis
 from runtool.ui.theme import TARGET_COLOUR
 
-__all__ = ["OTHERS_COLOUR", "SERIES_COLOURS", "DistributionChart", "KpiSeries", "KpiTrendChart", "split_series"]
+__all__ = [
+    "DISTRIBUTION_COLOURS",
+    "OTHERS_COLOUR",
+    "SERIES_COLOURS",
+    "DistributionChart",
+    "KpiSeries",
+    "KpiTrendChart",
+    "split_series",
+]
 
 SERIES_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 """One colour per laser box shown on its own (red is kept for regressions, grey for "others")."""
 OTHERS_COLOUR = "#9e9e9e"
+DISTRIBUTION_COLOURS = ("#1f77b4", "#ff7f0e")
+"""Run A, run B."""
 _EMPTY_TIMES = np.array([], dtype="datetime64[ms]")
 
 
@@ -182,14 +193,15 @@ class DistributionChart:
 
     def __init__(self, title: str, axis_label: str) -> None:
         self.x = bq.LinearScale()
-        self.y = bq.LinearScale(min=0)
-        self.lines = bq.Lines(x=[], y=[[], []], scales={"x": self.x, "y": self.y}, colors=["#1f77b4", "#ff7f0e"],
-                              interpolation="step-after", labels=["A", "B"], display_legend=True)
+        # No padding below 0 (a share under 0 % means nothing); the top is set per pair, with room above it.
+        self.y = bq.LinearScale(min=0, max=1, allow_padding=False)
+        # No legend inside the plot (it covered the lines): the page says which colour is which run.
+        self.lines = bq.Lines(x=[], y=[[], []], scales={"x": self.x, "y": self.y}, colors=list(DISTRIBUTION_COLOURS),
+                              interpolation="step-after", labels=["A", "B"], display_legend=False)
         share_axis = _value_axis(self.y, "share of messages", ".0%")
         share_axis.num_ticks = 4
         self.figure = _figure(title, [self.lines], [bq.Axis(scale=self.x, label=axis_label, grid_lines="none"),
                                                    share_axis], height="260px")
-        self.figure.legend_location = "top-right"
         self.widget = self.figure
 
     def show(self, a: np.ndarray, b: np.ndarray, labels: tuple[str, str]) -> None:
@@ -205,6 +217,8 @@ class DistributionChart:
         for values in (a, b):
             counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)
             shares.append(counts / max(len(values), 1))
+        highest = max((float(share.max()) for share in shares if len(share)), default=0.0)
+        self.y.max = min(1.0, max(0.05, math.ceil(highest * 1.1 / 0.05) * 0.05))
         with self.lines.hold_sync():
             self.lines.x = edges[:-1]
             self.lines.y = np.vstack(shares)

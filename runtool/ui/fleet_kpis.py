@@ -28,6 +28,7 @@ from runtool.services.kpis import REGRESSION_KPIS, KpiError, KpiTable
 from runtool.services.pipeline import PipelineOutcome, PipelinePlan, PipelineResult
 from runtool.ui.components import JobProgress, Kpi, KpiCards, MessageArea
 from runtool.ui.fleet_charts import (
+    DISTRIBUTION_COLOURS,
     OTHERS_COLOUR,
     SERIES_COLOURS,
     DistributionChart,
@@ -220,6 +221,7 @@ class FleetKpiPage(Page):
         self.rate_distribution: DistributionChart | None = None
         self.latency_distribution: DistributionChart | None = None
         self.distributions = widgets.HBox(layout=widgets.Layout(width="100%")).add_class("rt-distributions")
+        self.distributions_legend = widgets.HTML().add_class("rt-distributions-legend")
         self.runs_title = _section()
         self.csv_link = widgets.HTML().add_class("rt-csv")
         self.csv_button = widgets.Button(description="Prepare CSV", layout=widgets.Layout(width="auto"))
@@ -436,6 +438,7 @@ class FleetKpiPage(Page):
                 widgets.HBox([self.compare_a, self.compare_b], layout=widgets.Layout(flex_flow="row wrap")),
                 self.compare_note,
                 self.compare_table,
+                self.distributions_legend,
                 self.distributions,
                 self.runs_title,
                 self.csv_row,
@@ -604,6 +607,7 @@ class FleetKpiPage(Page):
                                        "their KPIs side by side.")
             self.compare_table.value = ""
             self.distributions.children = []
+            self.distributions_legend.value = ""
             return
         keys = _run_keys(table.rows)
         where = {key: i for i, key in enumerate(keys)}
@@ -611,6 +615,7 @@ class FleetKpiPage(Page):
             self.compare_note.value = "One of the runs to compare is not in this selection any more; pick it again."
             self.compare_table.value = ""
             self.distributions.children = []
+            self.distributions_legend.value = ""
             return
         a, b = (table.rows.iloc[where[key]] for key in pair)
         body = []
@@ -642,6 +647,7 @@ class FleetKpiPage(Page):
             self.compare_note.value = ("The per-message series of one of these runs are not in its analysis cache, "
                                        "so only the KPIs are compared.")
             self.distributions.children = []
+            self.distributions_legend.value = ""
             return
         a, b = analyses
         assert a is not None and b is not None
@@ -653,7 +659,13 @@ class FleetKpiPage(Page):
         self.rate_distribution.show(_column(a.stream(stream), "rate_fps"), _column(b.stream(stream), "rate_fps"),
                                     labels)
         charts: list[widgets.Widget] = [self.rate_distribution.widget]
-        note = "Distributions from the analysis caches: share of messages per bin, A blue, B orange."
+        note = "Distributions from the analysis caches, as the share of messages per bin."
+        self.distributions_legend.value = "".join(
+            f'<span class="rt-legend-item" style="display:inline-flex;margin-right:16px">'
+            f'<span class="rt-legend-dot" style="background:{colour};border-radius:2px"></span>'
+            f'{side}: {html.escape(label)}</span>'
+            for side, colour, label in zip("AB", DISTRIBUTION_COLOURS, labels, strict=True)
+        )
         if a.has_detections and b.has_detections:
             self.latency_distribution.show(_column(a.detections, "latency_ms"), _column(b.detections, "latency_ms"),
                                            labels)

@@ -18,7 +18,7 @@ from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.storage import processed_dir
 from runtool.ui import FleetKpiPage
-from runtool.ui.fleet_charts import OTHERS_COLOUR, split_series
+from runtool.ui.fleet_charts import OTHERS_COLOUR, DistributionChart, split_series
 from runtool.ui.fleet_kpis import KPI_CHOICES
 from runtool.ui.query import selection_query
 from tests.conftest import SeededFleet
@@ -332,3 +332,18 @@ def test_analysis_messages_show_under_the_analyse_button(services: ServiceContai
     assert [m.text for m in page.analysis_messages.messages] == ["Every run of this selection is analysed already."]
     assert page.analysis_messages.widget in page.analysis_box.children
     assert not page.messages.messages
+
+
+def test_distributions_start_at_zero_with_their_runs_named_outside_the_plot(services: ServiceContainer,
+                                                                           analysed: list[RunCoordinate]) -> None:
+    chart = DistributionChart("Detection rate", "FPS")
+    chart.show(np.array([30.0, 30.0, 30.0, 29.0]), np.array([10.0, 30.0]), ("A", "B"))
+    assert chart.y.min == 0 and not chart.y.allow_padding  # no share below 0 % on the axis
+    assert 0.75 <= chart.y.max <= 1.0  # room above the highest bin (3 of 4 messages), never past 100 %
+    assert not chart.lines.display_legend
+
+    page = open_page(services, lb_filters(analysed[0]))
+    page.compare(analysed[0].to_path_str(), analysed[3].to_path_str())
+    legend = page.distributions_legend.value
+    assert legend.index("A: ") < legend.index("B: ") and legend.count(analysed[0].lbid) == 2
+    assert page.content is not None and page.distributions_legend in page.content.children
