@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import time
 import tomllib
 import urllib.request
 from collections.abc import Iterable
@@ -194,16 +195,21 @@ def test_serve_renders_a_page(installed: InstalledWheel, demo_fleet: SeededFleet
     write_toml(demo_fleet.config.with_overrides(data_dir=tmp_path / "data"), installed.work / "runtool.toml")
     port = free_port()
     log = tmp_path / "serve.log"
-    # --no-preheat: one kernel for the one request, on a machine the whole team shares.
-    server = VoilaProcess([str(installed.venv / "bin" / "runtool"), "serve", "--port", str(port), "--no-preheat"],
+    # Preheated, as a team runs it: the page comes from a kernel of the pool (one per page).
+    server = VoilaProcess([str(installed.venv / "bin" / "runtool"), "serve", "--port", str(port), "--pool-size", "1"],
                           port, log, env={**installed.env(), "RUNTOOL_CONFIG": str(installed.work / "runtool.toml")},
                           timeout=120)
     try:
+        filled = f"Kernel pool of {PAGE} is filled"
+        deadline = time.monotonic() + 300
+        while filled not in log.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.5)
         with urllib.request.urlopen(server.url(PAGE), timeout=300) as response:
             status, body = response.status, response.read().decode("utf-8")
     finally:
         server.stop()
     assert status == 200, log.read_text()
+    assert "Using pre-heated kernel" in log.read_text() and PAGE in log.read_text(), log.read_text()[-3000:]
     assert "application/vnd.jupyter.widget-view+json" in body, body[-3000:]
     assert "There was an error when executing cell" not in body and "Traceback" not in body, body[-3000:]
 

@@ -351,13 +351,25 @@ class DataStateService:
             issues.append(f"{what} {'size' if what == 'Bag' else 'count'} differs: {_few(differ)}")
         return SyncStatus.MISMATCH
 
-    def anomalies(self) -> pd.DataFrame:
-        """Cloud objects and local folders that do not fit the layout, with the reason."""
+    def anomalies(self, filters: Filters | None = None) -> pd.DataFrame:
+        """Cloud objects and local folders that do not fit the layout, with the reason.
+
+        With ``filters``, only those whose key starts with the selected levels (after the ML bucket's leading
+        ``raw/``): a key too broken to show its levels belongs to no selection, only to the whole fleet.
+        """
         cloud = self.inventory.snapshot.anomalies.assign(source=lambda f: f["role"].astype(str) + " bucket")
         local = pd.DataFrame(self.local.anomalies, columns=["key", "reason"]).assign(source="local", size=0)
-        return pd.concat(
+        table = pd.concat(
             [cloud[["source", "key", "size", "reason"]], local[["source", "key", "size", "reason"]]], ignore_index=True
         )
+        chosen = [(i, getattr(filters, level)) for i, level in enumerate(LEVELS) if filters and getattr(filters, level)]
+        if not chosen or table.empty:
+            return table
+        parts = table["key"].astype(str).str.replace(r"^raw/", "", regex=True).str.split("/")
+        keep = np.ones(len(table), dtype=bool)
+        for position, value in chosen:
+            keep &= (parts.str[position] == value).to_numpy(dtype=bool, na_value=False)
+        return table[keep].reset_index(drop=True)
 
 
 def _few(names: list[str]) -> str:

@@ -8,9 +8,12 @@ threshold change.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import ipywidgets as widgets
 
@@ -160,23 +163,33 @@ class CoveragePage(Page):
     ANOMALY_LIMIT = 200
     EXPECTED_PARAMETER = "expected_samples"
     THRESHOLD_PARAMETER = "under_labelled_pct"
+    SETTINGS: ClassVar[dict[str, tuple[str, tuple[float, float]]]] = {
+        EXPECTED_PARAMETER: ("expected samples per bag", (1.0, 1000.0)),
+        THRESHOLD_PARAMETER: ("under-labelled threshold", (0.0, 100.0)),
+    }
+    """Link parameter → (what it is, (lowest, highest) allowed)."""
 
-    def __init__(self, services: ServiceContainer | None = None, query: str | None = None) -> None:
-        super().__init__(services, query)
+    def __init__(
+        self, services: ServiceContainer | None = None, query: str | None = None, progressive: bool = False
+    ) -> None:
+        super().__init__(services, query, progressive)
         defaults = self.services.coverage_settings if self.services is not None else CoverageSettings()
-        self.expected_samples = widgets.BoundedFloatText(
-            value=defaults.expected_samples_per_bag, min=1, max=1000, step=1,
+        # Plain number fields checked here, not bounded ones: a bounded field silently turns 0 into 1.
+        self.expected_samples = widgets.FloatText(
+            value=defaults.expected_samples_per_bag, step=1,
             description="Expected samples/bag", style={"description_width": "initial"},
             layout=widgets.Layout(width="230px"),
         ).add_class("rt-expected-samples")
-        self.under_labelled_pct = widgets.BoundedFloatText(
-            value=defaults.under_labelled_pct, min=0, max=100, step=5,
+        self.under_labelled_pct = widgets.FloatText(
+            value=defaults.under_labelled_pct, step=5,
             description="Under-labelled below %", style={"description_width": "initial"},
             layout=widgets.Layout(width="230px"),
         ).add_class("rt-under-labelled-pct")
+        self.settings_note = widgets.HTML().add_class("rt-settings-note")
+        self._settings_quiet = False
         self._apply_link_settings()
         for control in (self.expected_samples, self.under_labelled_pct):
-            control.observe(lambda _change: self._selection_changed(), names="value")
+            control.observe(self._setting_changed, names="value")
         self.caption = widgets.HTML().add_class("rt-caption")
         self.kpi_cards = KpiCards()
         self.body = widgets.VBox([self.empty_state])
@@ -187,17 +200,17 @@ class CoveragePage(Page):
         self.anomalies.selected_index = None
         self.anomalies.add_class("rt-anomalies")
         settings_row = widgets.HBox(
-            [self.expected_samples, self.under_labelled_pct], layout=widgets.Layout(flex_flow="row wrap")
+            [self.expected_samples, self.under_labelled_pct, self.settings_note],
+            layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
         ).add_class("rt-settings")
         self.frame([settings_row, self.caption, self.kpi_cards.widget, self.body, self.anomalies])
         self.start()
 
     def _apply_link_settings(self) -> None:
         """Take E and the threshold from the link, so a shared link reproduces the view."""
-        for name, control, what in (
-            (self.EXPECTED_PARAMETER, self.expected_samples, "expected samples per bag"),
-            (self.THRESHOLD_PARAMETER, self.under_labelled_pct, "under-labelled threshold"),
-        ):
+        for name, control in ((self.EXPECTED_PARAMETER, self.expected_samples),
+                              (self.THRESHOLD_PARAMETER, self.under_labelled_pct)):
+            what, (low, high) = self.SETTINGS[name]
             text = self.link_parameters.get(name)
             if text is None:
                 continue
@@ -206,13 +219,39 @@ class CoveragePage(Page):
             except ValueError:
                 self.messages.error(f"The link's {what} {text!r} is not a number, so {control.value:g} is used.")
                 continue
-            if not control.min <= value <= control.max:
+            if not low <= value <= high:
                 self.messages.error(
-                    f"The link's {what} {value:g} is outside {control.min:g}–{control.max:g}, "
-                    f"so {control.value:g} is used."
+                    f"The link's {what} {value:g} is outside {low:g}–{high:g}, so {control.value:g} is used."
                 )
                 continue
             control.value = value
+
+    def _setting_changed(self, change: Mapping[str, Any]) -> None:
+        """Recompute for a value in range; otherwise say so beside the field and put the last value back."""
+        control = change["owner"]
+        name = self.EXPECTED_PARAMETER if control is self.expected_samples else self.THRESHOLD_PARAMETER
+        what, (low, high) = self.SETTINGS[name]
+        value = change["new"]
+        if not (isinstance(value, float | int) and math.isfinite(value) and low <= value <= high):
+            with self._quiet_settings():
+                control.value = change["old"]
+            self.settings_note.value = html.escape(
+                f"The {what} must be between {low:g} and {high:g}: {value:g} is not, so {change['old']:g} is kept."
+            )
+            return
+        if self._settings_quiet:
+            return
+        self.settings_note.value = ""
+        self._selection_changed()
+
+    @contextlib.contextmanager
+    def _quiet_settings(self) -> Iterator[None]:
+        """Put a refused value back without a redraw (the page still shows the kept value)."""
+        self._settings_quiet = True
+        try:
+            yield
+        finally:
+            self._settings_quiet = False
 
     def view_settings(self) -> dict[str, str]:
         """E and the threshold, when they differ from the configuration."""
@@ -303,12 +342,15 @@ class CoveragePage(Page):
                 Kpi("ML-only runs", format_count(stats.ml_only_runs), "labels without raw bags"),
             ]
         )
+        self.view = "single"
+        if not self.drawn:
+            self.body.children = [self.drawing_note]
+            return
         if self.single is None:
             self.single = SingleLaserBoxView()
         self.single.timeline.show(data)
         self.single.show(data.points, stats, settings)
         self.body.children = [self.single.widget]
-        self.view = "single"
 
     def _show_aggregated(
         self, data_state: DataStateService, filters: Filters, settings: CoverageSettings, stats: CoverageStatistics
@@ -332,19 +374,25 @@ class CoveragePage(Page):
                     f"below {settings.under_labelled_pct:g} %"),
             ]
         )
+        self.view = "aggregated"
+        if not self.drawn:
+            self.body.children = [self.drawing_note]
+            return
         if self.aggregated is None:
             self.aggregated = AggregatedView()
         self.aggregated.show(aggregated, boxes, filters)
         self.body.children = [self.aggregated.widget]
-        self.view = "aggregated"
 
     def _show_anomalies(self) -> None:
+        everywhere = 0
         if self.services is None:
             found = 0
             self.anomaly_table.value = ""
         else:
-            table = self.services.data_state.anomalies()
+            filters = dataclasses.replace(self.filters, timestamp=None)
+            table = self.services.data_state.anomalies(filters)
             found = len(table)
+            everywhere = len(self.services.data_state.anomalies()) if filters != Filters() else found
             self.anomaly_table.value = (
                 html_table(
                     [Column("Where"), Column("Key"), Column("Size", True), Column("Reason")],
@@ -358,4 +406,5 @@ class CoveragePage(Page):
                 if found
                 else '<div class="rt-caption">Every object fits the bucket layout.</div>'
             )
-        self.anomalies.titles = (f"Anomalies: objects that do not fit the layout ({format_count(found)})",)
+        where = f" under {self.filters.describe()}, {format_count(everywhere)} in all" if everywhere != found else ""
+        self.anomalies.titles = (f"Anomalies: objects that do not fit the layout ({format_count(found)}{where})",)

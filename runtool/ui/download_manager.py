@@ -49,8 +49,10 @@ class DownloadManagerPage(Page):
     css_class = "rt-page-download-manager"
     PLAN_DELAY_S = 0.6
 
-    def __init__(self, services: ServiceContainer | None = None, query: str | None = None) -> None:
-        super().__init__(services, query)
+    def __init__(
+        self, services: ServiceContainer | None = None, query: str | None = None, progressive: bool = False
+    ) -> None:
+        super().__init__(services, query, progressive)
         family = self.link_parameters.get("family", "raw")
         self.family = widgets.ToggleButtons(
             options=[("Raw bags", "raw"), ("ML samples", "ml")],
@@ -72,12 +74,9 @@ class DownloadManagerPage(Page):
         self.select_all_button.add_class("rt-select-all").on_click(lambda _: self.grid.select_all())
         self.clear_button = widgets.Button(description="Clear selection", icon="square")
         self.clear_button.on_click(lambda _: self.grid.clear())
-        self.table_view = widgets.VBox([
-            widgets.HBox([self.selection_line, self.select_all_button, self.clear_button],
-                         layout=widgets.Layout(align_items="center")),
-            self.grid.grid,
-            self.status_counts,
-        ]).add_class("rt-view-table")
+        self.selection_row = widgets.HBox([self.selection_line, self.select_all_button, self.clear_button],
+                                          layout=widgets.Layout(align_items="center"))
+        self.table_view = widgets.VBox().add_class("rt-view-table")
         self.body = widgets.VBox([self.empty_state])
         self.overview: pd.DataFrame | None = None
         self.rows = pd.DataFrame()
@@ -180,6 +179,8 @@ class DownloadManagerPage(Page):
         self._build_rows()
         self._show_totals()
         self._refilter()
+        self.table_view.children = [self.selection_row, self.grid.grid if self.drawn else self.drawing_note,
+                                    self.status_counts]
         self.body.children = [self.table_view]
         self.view = "table"
         if self.tabs is not None and self.tabs.selected_index == 2:

@@ -164,8 +164,10 @@ class FleetKpiPage(Page):
     """Up to this many runs the CSV is embedded in the download link; beyond, it is built on request."""
     KPI_PARAMETER = "kpi"
 
-    def __init__(self, services: ServiceContainer | None = None, query: str | None = None) -> None:
-        super().__init__(services, query)
+    def __init__(
+        self, services: ServiceContainer | None = None, query: str | None = None, progressive: bool = False
+    ) -> None:
+        super().__init__(services, query, progressive)
         self.kpi_picker = widgets.Dropdown(
             options=[(choice.label, choice.name) for choice in KPI_CHOICES], value=KPI_CHOICES[0].name,
             description="KPI", layout=widgets.Layout(width="320px"),

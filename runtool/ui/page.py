@@ -20,6 +20,7 @@ from runtool.errors import RuntoolError
 from runtool.models import LEVELS, Filters
 from runtool.services import CacheInfo, RefreshCancelled, ServiceContainer
 from runtool.ui.components import LEVEL_LABELS, FilterBar, MessageArea, PageHeader
+from runtool.ui.drawn import DrawnSignal
 from runtool.ui.formatting import format_count
 from runtool.ui.query import PageLink, page_url, query_parameters, read_selection
 from runtool.ui.tasks import BackgroundTask
@@ -35,13 +36,22 @@ class Page:
 
     ``services`` defaults to :meth:`ServiceContainer.from_environment`; ``query`` defaults to Voila's
     ``$QUERY_STRING``. Neither a bad configuration nor a bad link raises: both become messages.
+
+    ``progressive`` (for a page on its way to a browser, as :func:`runtool.ui.serving.open_page` builds it):
+    the page first shows its light parts and a "drawing" note where its heavy parts go (charts, the inventory
+    grid); once the browser has painted that (:class:`~runtool.ui.drawn.DrawnSignal`), it redraws with them.
+    A page built without it (JupyterLab, scripts, tests) is complete at once: :attr:`drawn` is always true.
     """
 
     link: ClassVar[PageLink]
     css_class: ClassVar[str]
 
-    def __init__(self, services: ServiceContainer | None = None, query: str | None = None) -> None:
+    def __init__(
+        self, services: ServiceContainer | None = None, query: str | None = None, progressive: bool = False
+    ) -> None:
         self.messages = MessageArea()
+        self.drawn_signal = DrawnSignal(self.render) if progressive else None
+        self.drawing_note = widgets.HTML("Drawing…").add_class("rt-caption").add_class("rt-drawing")
         self.link_parameters = query_parameters(query)
         selection = read_selection(query)
         if selection.error:
@@ -73,7 +83,11 @@ class Page:
     # -- building ------------------------------------------------------------------------------
 
     def frame(self, content: Sequence[widgets.Widget]) -> None:
-        """Lay the page out: header, filter bar and view link, ``content``, then the messages."""
+        """Lay the page out: header, filter bar and view link, the messages (newest first), then ``content``.
+
+        Messages sit above the content, where the eye is when a page opens (a rejected link, a bad configuration),
+        not below thousands of pixels of charts.
+        """
         filter_row = widgets.HBox(
             [self.filter_bar.widget, self.view_link],
             layout=widgets.Layout(align_items="center", flex_flow="row wrap", justify_content="space-between"),
@@ -82,12 +96,15 @@ class Page:
             widgets.HTML(STYLESHEET),
             self.header.widget,
             filter_row,
-            *content,
             self.messages.widget,
+            *content,
+            *([self.drawn_signal] if self.drawn_signal is not None else []),
         ]
 
     def start(self) -> None:
         """Show the selection from the link; with no inventory yet, start the first scan in the background."""
+        if self.drawn_signal is not None:
+            self.drawn_signal.arm()
         if self.services is not None:
             info = self.services.inventory.cache_info()
             if info.warning:
@@ -146,6 +163,11 @@ class Page:
 
     def _show(self) -> None:
         raise NotImplementedError
+
+    @property
+    def drawn(self) -> bool:
+        """Whether the page may show its heavy parts: the browser has drawn the rest, or it is not progressive."""
+        return self.drawn_signal is None or self.drawn_signal.fired
 
     @property
     def empty_text(self) -> str:

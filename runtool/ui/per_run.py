@@ -183,8 +183,10 @@ class PerRunPage(Page):
     link = PER_RUN
     css_class = "rt-page-per-run"
 
-    def __init__(self, services: ServiceContainer | None = None, query: str | None = None) -> None:
-        super().__init__(services, query)
+    def __init__(
+        self, services: ServiceContainer | None = None, query: str | None = None, progressive: bool = False
+    ) -> None:
+        super().__init__(services, query, progressive)
         self.run_picker = widgets.Dropdown(
             description="Run (UTC)", options=[], style={"description_width": "initial"},
             layout=widgets.Layout(width="320px"),
@@ -206,7 +208,8 @@ class PerRunPage(Page):
         self.result_line = widgets.HTML().add_class("rt-result")
         self.failed_bags = widgets.HTML().add_class("rt-failed-bags")
         self.report_link = widgets.HTML().add_class("rt-report-link")
-        self.analysis = AnalysisView()
+        self.analysis: AnalysisView | None = None
+        """Built when the first analysis is shown (23 charts: a page without one should not carry them)."""
         self.analysis_hint = widgets.HTML().add_class("rt-caption").add_class("rt-analysis-hint")
         self.analysis_area = widgets.VBox([self.analysis_hint])
         self.analysis_title = _section("Analysis")
@@ -275,7 +278,9 @@ class PerRunPage(Page):
     @property
     def kpis(self) -> dict[str, str]:
         """The analysis KPI cards shown: label → value text (empty without an analysis)."""
-        return self.analysis.kpis if self.analysis_result is not None else {}
+        if self.analysis is None or self.analysis_result is None:
+            return {}
+        return self.analysis.kpis
 
     @property
     def next_action_text(self) -> str:
@@ -355,10 +360,13 @@ class PerRunPage(Page):
         self._show_failed_bags()
         self._show_actions(state)
         self._show_analysis(state)
+        work = [self.download_section, self.extract_section, self.failed_bags]
+        analysis = [self.analysis_title, self.analysis_area]
+        # A run with nothing left to do reads its analysis first; until then the next piece of work comes first.
+        complete = state.next_action is NextAction.COMPLETE and self.analysis_result is not None
         self.run_view.children = [
             self.cards, self.issues, self.action_row, self.job.widget, self.result_line, self.report_link,
-            self.download_section,
-            self.extract_section, self.failed_bags, self.analysis_title, self.analysis_area,
+            *(analysis + work if complete else work + analysis),
         ]
         self.body.children = [self.run_view]
         self.view = "run"
@@ -532,7 +540,12 @@ class PerRunPage(Page):
 
     def _show_analysis(self, state: RunState) -> None:
         analysis = self.analysis_result
+        if analysis is not None and not self.drawn:
+            self.analysis_area.children = [self.drawing_note]
+            return
         if analysis is not None:
+            if self.analysis is None:
+                self.analysis = AnalysisView()
             if self.analysis.shown is not analysis:
                 self.analysis.show(analysis)
             self.analysis_area.children = [self.analysis.widget]

@@ -4,7 +4,7 @@ Under `runtool serve`, Voila keeps preheated kernels: each runs its page noteboo
 for the page. :func:`open_page` does the slow part then (imports, configuration, reading the inventory), waits
 for the viewer's request, and only then builds the page, from the request's URL query, so a link with a
 selection opens that selection. Outside a preheated kernel (a plain Voila kernel, JupyterLab) it builds the page
-at once.
+at once. Either way the page is progressive: what costs the browser most to draw comes after the first paint.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def open_page(page_class: type[P]) -> P:
     """``page_class`` built for the viewer's request, with the inventory read before the viewer came.
 
     If the inventory cache changed while the kernel waited (a refresh by another viewer or the CLI), the page
-    reads it again, so a preheated page is never older than its request.
+    reads it again, so a preheated page is never older than its request. The page is progressive: its charts
+    and grids come once the browser has drawn the rest (:class:`~runtool.ui.page.Page`).
     """
     try:
         services: ServiceContainer | None = ServiceContainer.from_environment()
@@ -45,14 +46,14 @@ def open_page(page_class: type[P]) -> P:
         services = None  # the page reads the configuration again and shows the error as a message
     if services is None:
         wait_for_viewer()
-        return page_class()
+        return page_class(progressive=True)
     # Stamped before reading, so a cache replaced during the read counts as changed.
     stamp = _stamp(services.inventory.cache_path)
     services.inventory.has_data  # noqa: B018 - reads the cache now, while no viewer waits
     wait_for_viewer()
     if _stamp(services.inventory.cache_path) != stamp:
         services = ServiceContainer.from_environment()
-    return page_class(services=services)
+    return page_class(services=services, progressive=True)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

@@ -111,7 +111,7 @@ def test_download_extract_and_analyse_a_run_by_clicking(page: Any, server: Voila
     next_action.click()
     expect(next_action).to_have_text("Complete", timeout=WAIT_S * 1000)
     tabs = page.locator(".rt-analysis-tabs")
-    expect(tabs).to_be_visible()
+    expect(tabs).to_be_visible(timeout=WAIT_S * 1000)  # its 23 charts are built when the first analysis comes
     assert_kpis(page, expected_kpis(services.analytics.analyze_run(coord).kpis))
     titles = tabs.locator(".lm-TabBar-tab")
     expect(titles).to_have_text(list(TAB_TITLES))

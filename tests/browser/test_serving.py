@@ -31,7 +31,7 @@ from tests.ui.test_per_run_page import pick_run
 
 pytestmark = pytest.mark.browser
 
-COVERAGE, PER_RUN = PAGES[:2]
+COVERAGE, PER_RUN, DOWNLOAD_MANAGER = PAGES[:3]
 BUSY_TEXT = "This runtool server is busy"
 WAIT_S = 90.0
 """How long a page or a kernel change may take on the shared, loaded machine (a bound, not a speed)."""
@@ -297,3 +297,22 @@ def test_the_request_guard_sees_a_request_off_the_host(browser: Any, voila: Voil
         assert guard.offsite == ["http://offsite.invalid/probe"]
     finally:
         guard.close()
+
+
+# -- 8. progressive pages: the browser's own message brings the charts ---------------------------------------
+
+
+def test_the_browser_tells_a_page_it_has_drawn_and_the_charts_follow(contexts: Contexts, config_path: Path) -> None:
+    """With the fallback clock out of reach, only the page's DrawnSignal view can bring the heavy parts."""
+    server = VoilaServer(config_path, False, "--pool-size", "1", env={"RUNTOOL_DRAWN_FALLBACK_S": "3600"})
+    try:
+        for page, heavy in ((COVERAGE, ".rt-view-aggregated .bqplot"), (DOWNLOAD_MANAGER, ".rt-inventory-grid")):
+            tab = contexts.new_page()
+            open_page(tab, server, page)
+            expect(tab.locator(".rt-kpi-value").first).to_be_visible(timeout=WAIT_S * 1000)
+            expect(tab.locator(heavy).first).to_be_visible(timeout=WAIT_S * 1000)
+            expect(tab.locator(".rt-drawing")).to_have_count(0)
+            tab.close()
+    finally:
+        survivors = server.stop()
+    assert not survivors, f"runtool serve left processes behind: {survivors}"

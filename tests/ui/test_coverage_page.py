@@ -197,6 +197,20 @@ def test_anomalies_are_listed_with_their_reason(services: ServiceContainer) -> N
     assert "wrong depth" in page.anomaly_table.value
 
 
+def test_anomalies_follow_the_selection(services: ServiceContainer) -> None:
+    """``raw/c1/README.md`` is under c1 only; ``c1/r1/f1/t1/lb01/notes.txt`` under its laser box and above."""
+    (deep,), (shallow,) = ANOMALIES["raw"], ANOMALIES["ml"]
+    page = CoveragePage(services, query="cid=c1&regionid=r1&fieldid=f1&twid=t1&lbid=lb01")
+    assert page.anomalies.titles == (
+        "Anomalies: objects that do not fit the layout (1 under c1 → r1 → f1 → t1 → lb01, 2 in all)",)
+    assert deep in page.anomaly_table.value and shallow not in page.anomaly_table.value
+    page.set_filters(Filters(cid="c1"))
+    assert page.anomalies.titles == ("Anomalies: objects that do not fit the layout (2)",)
+    page.set_filters(Filters(cid="c1", regionid="r1", fieldid="f1", twid="t1", lbid="lb02"))
+    assert page.anomalies.titles[0].startswith("Anomalies: objects that do not fit the layout (0 under")
+    assert deep not in page.anomaly_table.value
+
+
 def test_stable_dom_classes_for_browser_tests(services: ServiceContainer) -> None:
     page = CoveragePage(services, query="")
     for css in ("rt-page", "rt-header", "rt-refresh", "rt-filter-bar", "rt-view-link", "rt-kpis", "rt-kpi",
@@ -303,3 +317,21 @@ def test_days_cover_the_whole_calendar(services: ServiceContainer) -> None:
     first = min(s.coordinate.start_time.date() for s in FLEET)
     last = max(s.coordinate.start_time.date() for s in FLEET)
     assert [d.day for d in data.days] == [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+@pytest.mark.parametrize(("field", "typed", "what"), [
+    ("expected_samples", 0.0, "expected samples per bag must be between 1 and 1000: 0 is not"),
+    ("under_labelled_pct", 150.0, "under-labelled threshold must be between 0 and 100: 150 is not"),
+    ("under_labelled_pct", float("nan"), "under-labelled threshold must be between 0 and 100: nan is not"),
+])
+def test_a_setting_out_of_range_is_refused_beside_the_field(
+    services: ServiceContainer, field: str, typed: float, what: str
+) -> None:
+    page = CoveragePage(services)
+    control = getattr(page, field)
+    before, kpis = control.value, page.kpis
+    control.value = typed
+    assert control.value == before and page.kpis == kpis
+    assert what in page.settings_note.value and f"so {before:g} is kept" in page.settings_note.value
+    control.value = before + 1
+    assert page.settings_note.value == ""

@@ -148,6 +148,8 @@ def test_preview_download_extract_and_analyse_a_run(services: ServiceContainer) 
     coord = pick_run(services)
     page = open_page(services, coord)
     assert page.next_action is not None and page.download is not None
+    order = list(page.run_view.children)
+    assert order.index(page.download_section) < order.index(page.analysis_area)  # the work to do comes first
 
     page.next_action.click()  # "Preview download of 3 bags"
     run_idle(page)
@@ -182,6 +184,8 @@ def test_preview_download_extract_and_analyse_a_run(services: ServiceContainer) 
     assert analysis.from_cache
     assert page.kpis == expected_kpis(analysis.kpis)
     assert page.next_action_text == "Complete" and page.next_action.disabled
+    order = list(page.run_view.children)
+    assert order.index(page.analysis_area) < order.index(page.download_section)  # complete: the analysis first
     (tabs,) = with_class(page.widget, "rt-analysis-tabs")
     assert isinstance(tabs, widgets.Tab) and tabs.titles == TAB_TITLES
     assert with_class(page.widget, "rt-analysis-kpis")

@@ -1,0 +1,84 @@
+"""Progressive pages: light parts first, heavy parts (charts, the grid) once the browser says it has drawn.
+
+The browser's message is what a real page's DrawnSignal view sends (tests/browser/test_serving.py checks it comes
+from a real browser); here it is delivered by hand, to test the kernel side alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from runtool.services import ServiceContainer
+from runtool.ui import CoveragePage, DownloadManagerPage
+from runtool.ui.drawn import DrawnSignal
+from tests.ui.widget_tree import descendants
+
+DRAWN = {"event": "drawn"}
+
+
+def _browser_drew(signal: DrawnSignal | None) -> None:
+    assert signal is not None
+    signal._message(signal, DRAWN, [])
+
+
+def test_a_page_built_directly_is_complete_at_once(services: ServiceContainer) -> None:
+    page = CoveragePage(services=services)
+    assert page.drawn and page.drawn_signal is None
+    assert page.aggregated is not None and page.aggregated.widget in descendants(page.widget)
+
+
+def test_a_progressive_coverage_page_draws_its_charts_after_the_browser_drew_the_rest(
+    services: ServiceContainer,
+) -> None:
+    page = CoveragePage(services=services, progressive=True)
+    assert not page.drawn
+    assert page.kpis["Laser boxes"] != "" and page.view == "aggregated"
+    tree = descendants(page.widget)
+    assert page.drawing_note in tree and page.aggregated is None
+    assert page.drawn_signal in tree
+
+    _browser_drew(page.drawn_signal)
+
+    assert page.drawn and page.aggregated is not None
+    tree = descendants(page.widget)
+    assert page.aggregated.widget in tree and page.drawing_note not in tree
+
+
+def test_the_browser_message_draws_once(services: ServiceContainer) -> None:
+    page = CoveragePage(services=services, progressive=True)
+    _browser_drew(page.drawn_signal)
+    charts = page.aggregated
+    _browser_drew(page.drawn_signal)
+    assert page.aggregated is charts
+
+
+def test_other_messages_are_ignored(services: ServiceContainer) -> None:
+    page = CoveragePage(services=services, progressive=True)
+    assert page.drawn_signal is not None
+    page.drawn_signal._message(page.drawn_signal, {"event": "something else"}, [])
+    page.drawn_signal._message(page.drawn_signal, "drawn", [])
+    assert not page.drawn and page.aggregated is None
+
+
+def test_without_word_from_the_browser_the_fallback_draws_the_page(
+    services: ServiceContainer, monkeypatch
+) -> None:
+    monkeypatch.setenv("RUNTOOL_DRAWN_FALLBACK_S", "0.2")
+    page = DownloadManagerPage(services=services, progressive=True)
+    assert page.view == "table" and page.grid.grid not in descendants(page.widget)
+    deadline = time.monotonic() + 10
+    while page.grid.grid not in descendants(page.widget) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert page.drawn
+    assert page.grid.grid in descendants(page.widget) and page.drawing_note not in descendants(page.widget)
+    assert len(page.grid.rows) > 0
+
+
+def test_the_fallback_clock_starts_only_when_armed() -> None:
+    fired = threading.Event()
+    signal = DrawnSignal(fired.set, fallback_s=0.05)
+    time.sleep(0.2)
+    assert not fired.is_set()
+    signal.arm()
+    assert fired.wait(5)
