@@ -224,6 +224,11 @@ READY = {
     FLEET_KPIS: _text_visible(".rt-page-fleet-kpis .rt-kpi-value, .rt-page-fleet-kpis .rt-view-empty"),
 }
 ASYNC_READY = ".rt-page-coverage .rt-kpi-value"
+DRAWN = {
+    COVERAGE: ".rt-page-coverage .rt-view-aggregated .bqplot, .rt-page-coverage .rt-view-single .bqplot",
+    DOWNLOAD_MANAGER: ".rt-page-download-manager .rt-inventory-grid",
+}
+"""The heavy part a progressive page draws after its first content (pages not listed have none in (a))."""
 
 
 @dataclass
@@ -232,6 +237,8 @@ class Case:
     page: str
     query: str = ""
     seconds: list[float] = field(default_factory=list)
+    drawn: list[float] = field(default_factory=list)
+    """Seconds from the GET to the heavy part (``DRAWN``) visible, for pages that have one."""
     errors: int = 0
     failures: int = 0
 
@@ -283,6 +290,13 @@ def time_case(browser: Any, case: Case) -> None:
         case.failures += 1
     else:
         case.seconds.append(time.perf_counter() - started)
+        heavy = DRAWN.get(case.page)
+        if heavy is not None:
+            try:
+                page.locator(heavy).first.wait_for(state="visible", timeout=TIMEOUT_MS)
+                case.drawn.append(time.perf_counter() - started)
+            except Exception as exc:
+                say(f"  {case.server.name} {case.page} ?{case.query}: heavy part not drawn ({type(exc).__name__})")
         case.errors += errors_shown(page) if case.page != BASELINE else 0
     close_page(case.server, context, page)
 
@@ -354,14 +368,16 @@ def part_a(browser: Any, servers: dict[str, Server], queries: dict[str, tuple[st
 
     titles = {COVERAGE: "Coverage", PER_RUN: "Per-run", DOWNLOAD_MANAGER: "Download manager"}
     rows = [["Baseline: plain Voila, one-cell notebook printing \"ok\"", _spread(baseline.seconds), "1.00×",
-             "—", "—"]]
+             "—", "—", "—"]]
     for page in PAGES:
         for query in ("", *queries.get(page, ())):
             pre, cold = grid[("preheated", page, query)], grid[("no-preheat", page, query)]
             label = f"{titles.get(page, page)}, " + (f"`?{query}`" if query else "no query")
-            rows.append([label, _spread(pre.seconds), ratio(pre), _spread(cold.seconds), ratio(cold)])
+            rows.append([label, _spread(pre.seconds), ratio(pre), _spread(cold.seconds), ratio(cold),
+                         _spread(pre.drawn) if page in DRAWN else "—"])
     table_a = markdown_table(
-        ["GET → first content (s: median (min–max))", "preheated", "× baseline", "--no-preheat", "× baseline"],
+        ["GET → first content (s: median (min–max))", "preheated", "× baseline", "--no-preheat", "× baseline",
+         "preheated, charts/grid drawn"],
         rows,
     )
     table_burst = markdown_table(
@@ -388,7 +404,9 @@ def part_a(browser: Any, servers: dict[str, Server], queries: dict[str, tuple[st
         f"{servers['preheated'].resting_kernels} kernels; others: none): waited median {median(waits):.1f} s, "
         f"max {max(waits):.1f} s; {unsettled} of {len(waits)} waits hit the {SETTLE_LIMIT_S:.0f} s limit.",
         "- First content: coverage and download manager, a KPI value with text; per-run, the \"pick a run\" "
-        "sentence or, with a run in the query, its status cards; baseline, \"ok\". "
+        "sentence or, with a run in the query, its status cards; baseline, \"ok\". Pages draw progressively: "
+        "the last column is the GET to the coverage charts (a bqplot figure) or the download manager's grid "
+        "visible, the part a page draws once the browser has painted its first content. "
         f"Error messages or tracebacks seen on the pages: {errors}; opens without content within "
         f"{TIMEOUT_MS // 1000} s: {sum(c.failures for c in cases)}.",
         "- Burst: back-to-back opens of the coverage page (no query) on the preheated server, each closed "
