@@ -49,6 +49,7 @@ def boxes(page: Any, selector: str) -> list[dict[str, float]]:
 
 def assert_chart_reads_well(page: Any) -> None:
     """The legend is beside the plot (never over its points) and every axis label lies inside the chart."""
+    page.locator(".rt-kpi-trend .axis .tick text").last.wait_for(timeout=WAIT_MS)  # charts come after the rest
     (figure,) = boxes(page, ".rt-kpi-trend > .bqplot")
     (legend,) = boxes(page, ".rt-kpi-legend")
     assert figure["x"] + figure["width"] <= legend["x"] + 1, (figure, legend)
