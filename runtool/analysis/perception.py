@@ -87,6 +87,11 @@ FPS_TARGET = 25.0
 
 Stream = Literal["frames", "detections", "tracking"]
 STREAMS: tuple[Stream, ...] = ("frames", "detections", "tracking")
+
+
+def no_stream_text(stream: Stream) -> str:
+    """What a KPI of a stream without messages says, on the page and in the report: unknown, not 0 or 100 %."""
+    return f"no {stream.removesuffix('s')} stream"
 """The three message streams, named after their extraction CSV files."""
 
 MESSAGE_COLUMNS: dict[str, tuple[str, ...]] = {

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from runtool.analysis.perception import STREAMS, no_stream_text
 from runtool.config import load_config
 from runtool.errors import ReadOnlyError, RuntoolError
 from runtool.files import write_atomic
@@ -153,6 +154,7 @@ _STREAM_ROWS = (
     ("dropped_frames", "Dropped frames (frames: gap estimate; others: frames without a message)"),
 )
 _LATENCY_COLUMNS = (("detection_latency", "Detections"), ("tracking_latency", "Tracking"))
+_LATENCY_PREFIX = {"detections": "detection_latency", "tracking": "tracking_latency"}
 _LATENCY_ROWS = (("mean_ms", "Mean"), ("p50_ms", "Median (p50)"), ("p95_ms", "p95"), ("p99_ms", "p99"))
 _RUN_ROWS = (
     ("run_duration_s", "Recorded duration (s)"),
@@ -264,9 +266,15 @@ class RunReport:
         target = kpis.get("fps_target")
         shown: set[str] = set()
 
+        # A stream without messages has unknown figures, said as such (as on the page), never "–", 0 or 100 %.
+        absent = {prefix: no_stream_text(stream) for stream in STREAMS
+                  for prefix in (stream, _LATENCY_PREFIX.get(stream)) if prefix and not kpis.get(f"{stream}_messages")}
+
         def cell(name: str) -> str:
             shown.add(name)
-            return f'<td data-kpi="{html.escape(name)}">{html.escape(format_kpi(name, kpis.get(name)))}</td>'
+            prefix = next((p for p in absent if name.startswith(f"{p}_") and name != f"{p}_messages"), None)
+            text = absent[prefix] if prefix else format_kpi(name, kpis.get(name))
+            return f'<td data-kpi="{html.escape(name)}">{html.escape(text)}</td>'
 
         def label(key: str, text: str) -> str:
             if key == "share_below_target" and target is not None:

@@ -25,7 +25,15 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
-from runtool.analysis.perception import FPS_TARGET, RATE_WINDOW_S, STREAMS, Histogram, Stream, bag_starts_s
+from runtool.analysis.perception import (
+    FPS_TARGET,
+    RATE_WINDOW_S,
+    STREAMS,
+    Histogram,
+    Stream,
+    bag_starts_s,
+    no_stream_text,
+)
 from runtool.services.analytics import RunAnalysis
 from runtool.ui.components import Kpi, KpiCards
 from runtool.ui.formatting import format_count, format_decimal, format_pct, format_time
@@ -78,11 +86,6 @@ _HEIGHT = "250px"
 def no_data_text(stream: Stream) -> str:
     """What a part of a tab says when the run has no messages of ``stream``."""
     return f"No {STREAM_NAMES[stream].lower()} data in this run"
-
-
-def no_stream_text(stream: Stream) -> str:
-    """What a KPI card says for a stream without messages: its figures are unknown, not 0 or 100 %."""
-    return f"no {STREAM_NAMES[stream].lower()} stream"
 
 
 # -- data reduction --------------------------------------------------------------------------------

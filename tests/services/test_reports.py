@@ -9,8 +9,10 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import nbformat
@@ -343,3 +345,21 @@ def test_report_notebook_is_thin_and_tagged() -> None:
     assert 'coordinate = ""' in code[0].source and 'config_path = ""' in code[0].source
     assert all(not cell.outputs for cell in code)
     assert sum(len(cell.source.splitlines()) for cell in code) < 30
+
+
+def test_kpi_tables_say_which_stream_is_missing() -> None:
+    """Frames only: the detection and tracking cells say "no … stream" (as the page does), never "–", 0 or 100 %."""
+    stamps = 1000.0 + np.arange(60) / 30.0
+    frames = pd.DataFrame({"bag_file": "b0", "seq": np.arange(60), "bag_timestamp_s": stamps,
+                           "header_timestamp_s": stamps, "has_data": True})
+    kpis = analyze(ExtractionTables(frames=frames)).kpis.to_dict()
+    report = RunReport(RunCoordinate.parse("c/r/f/t/lb/2025_01_01T00:00:00Z"), None,  # type: ignore[arg-type]
+                       SimpleNamespace(kpis=kpis), datetime.now(UTC))  # type: ignore[arg-type]
+    cells = dict(re.findall(r'<td data-kpi="([^"]+)">([^<]*)</td>', report.kpi_html()))
+    assert cells["frames_median_fps"] == format_kpi("frames_median_fps", kpis["frames_median_fps"]) != "–"
+    assert cells["detections_messages"] == "0" and cells["tracking_messages"] == "0"
+    for name in ("detections_median_fps", "detections_dropped_frames", "detections_share_below_target",
+                 "detection_latency_p95_ms"):
+        assert cells[name] == "no detection stream", name
+    for name in ("tracking_p5_fps", "tracking_dropped_frames", "tracking_latency_p99_ms"):
+        assert cells[name] == "no tracking stream", name
