@@ -101,20 +101,31 @@ def daily_totals(runs: pd.DataFrame, settings: CoverageSettings) -> pd.DataFrame
 
 
 def laser_box_day_totals(runs: pd.DataFrame, settings: CoverageSettings) -> pd.DataFrame:
-    """One row per laser box and day it recorded: bags, labels and coverage (the fleet heatmap's cells)."""
-    columns = ["lb_key", "day", "raw_bags", "ml_labels", "coverage_pct"]
+    """One row per laser box and day it recorded: runs, bags, labels and coverage (the fleet heatmap's cells).
+
+    ``only_timestamp`` is the run's timestamp on a day with a single run (so a cell can open that run), else None.
+    """
+    columns = ["lb_key", "day", "runs", "raw_bags", "ml_labels", "coverage_pct", "only_timestamp"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
+    # The sum of row positions of a one-run group is that run's position.
     (lb_keys, days), sums = group_sums(
-        [runs["lb_key"].to_numpy(dtype=object), runs["day"].to_numpy(dtype="datetime64[ns]")], _counts(runs)
+        [runs["lb_key"].to_numpy(dtype=object), runs["day"].to_numpy(dtype="datetime64[ns]")],
+        {**_counts(runs), "position": np.arange(len(runs))},
     )
+    single = sums["size"] == 1
+    timestamps = runs["timestamp"].to_numpy(dtype=object)
+    only = np.full(len(single), None, dtype=object)
+    only[single] = timestamps[sums["position"][single].astype("int64")]
     return pd.DataFrame({
         "lb_key": lb_keys,
         "day": pd.DatetimeIndex(days, tz="UTC"),
+        "runs": sums["size"].astype("int64"),
         "raw_bags": sums["raw_bags"].astype("int64"),
         "ml_labels": sums["ml_labels"].astype("int64"),
         "coverage_pct": coverage_pct(sums["covered_labels"], sums["raw_bags"], settings.expected_samples_per_bag),
-    })
+        "only_timestamp": only,
+    })[columns]
 
 
 def laser_box_totals(runs: pd.DataFrame, settings: CoverageSettings) -> pd.DataFrame:

@@ -75,13 +75,18 @@ class DayCoverage:
 
 @dataclass(frozen=True)
 class LaserBoxDay:
-    """One cell of the fleet heatmap: a laser box on a day it recorded."""
+    """One cell of the fleet heatmap: a laser box on a day it recorded.
+
+    ``only_run`` is the day's run when the laser box recorded exactly one that day (a cell can open it).
+    """
 
     lb_key: str
     day: date
     raw_bags: int
     ml_labels: int
     coverage_pct: float | None
+    runs: int = 1
+    only_run: RunCoordinate | None = None
 
 
 @dataclass(frozen=True)

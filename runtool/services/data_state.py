@@ -204,7 +204,9 @@ class DataStateService:
                 for row in days.itertuples(index=False)
             ),
             tuple(
-                LaserBoxDay(row.lb_key, row.day.date(), int(row.raw_bags), int(row.ml_labels), _opt(row.coverage_pct))
+                LaserBoxDay(row.lb_key, row.day.date(), int(row.raw_bags), int(row.ml_labels), _opt(row.coverage_pct),
+                            int(row.runs), RunCoordinate.parse(f"{row.lb_key}/{row.only_timestamp}")
+                            if isinstance(row.only_timestamp, str) else None)
                 for row in cells.itertuples(index=False)
             ),
         )
