@@ -7,19 +7,19 @@ scale is a UTC scale, so every axis reads in UTC whatever the viewer's time zone
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
+from typing import Any
 
 import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
-from bqplot.traits import array_dimension_bounds, array_serialization
-from traittypes import Array
 
 from runtool.models import AggregatedTemporalData, LaserBoxStats, TemporalData
+from runtool.ui.formatting import format_count, format_pct
 from runtool.ui.theme import (
     COVERAGE_NONE,
-    EMPTY_CELL_COLOUR,
     LABELS_COLOUR,
     ML_FRAMES_COLOUR,
     RAW_BAGS_COLOUR,
@@ -27,7 +27,7 @@ from runtool.ui.theme import (
     coverage_stops,
 )
 
-__all__ = ["CoverageTimeline", "DailyCoverageChart", "FleetCalendar", "LaserBoxBars"]
+__all__ = ["CoverageTimeline", "DailyCoverageChart", "LaserBoxBars"]
 
 _MARGIN = {"top": 36, "bottom": 36, "left": 64, "right": 40}
 _PANEL_HEIGHT = "210px"
@@ -79,8 +79,17 @@ def _day_or_minute_format(times: np.ndarray) -> str:
 
 
 def _percent_scale() -> bq.LinearScale:
-    """0–105 % exactly: no automatic padding, so 100 % sits just below the top edge."""
-    return bq.LinearScale(min=0, max=105, allow_padding=False)
+    """-6–106 % exactly: no automatic padding, and room beyond 0 and 100 % so a point there is drawn whole
+    (the plot area clips marks at its edges)."""
+    return bq.LinearScale(min=-6, max=106, allow_padding=False)
+
+
+_PERCENT_TICKS = np.array([0, 20, 40, 60, 80, 100])
+
+
+def _percent_axis(scale: bq.Scale, side: str = "left") -> bq.Axis:
+    """A coverage % axis with ticks at 0–100 only (the scale reaches past both ends)."""
+    return bq.Axis(scale=scale, side=side, label="coverage %", tick_values=_PERCENT_TICKS)
 
 
 def _figure(title: str, marks: list[bq.Mark], axes: list[bq.Axis], height: str = _PANEL_HEIGHT) -> bq.Figure:
@@ -113,6 +122,14 @@ class _Threshold:
         with self.label.hold_sync():
             self.label.x, self.label.y = span[-1:], np.full(len(span[-1:]), float(threshold_pct))
             self.label.text = [f"under-labelled below {threshold_pct:g} %"] * len(span[-1:])
+
+    def show_vertical(self, threshold_pct: float) -> None:
+        """Draw the line top to bottom at ``threshold_pct`` (x on the value scale, y on a 0..1 scale)."""
+        with self.line.hold_sync():
+            self.line.x, self.line.y = np.full(2, float(threshold_pct)), np.array([0.0, 1.0])
+        with self.label.hold_sync():
+            self.label.x, self.label.y = np.array([float(threshold_pct)]), np.array([1.0])
+            self.label.text = [f"below {threshold_pct:g} %: under-labelled"]
 
 
 def _nan_if_none(values: Sequence[float | None]) -> np.ndarray:
@@ -159,7 +176,7 @@ class CoverageTimeline:
                     [self.time_axes[1], self.samples_axis]),
             _figure("Coverage per run (grey ×: ML only, no raw bags)",
                     [*self.threshold.marks, self.coverage, self.ml_only],
-                    [self.time_axes[2], _value_axis(pct_y, "coverage %")]),
+                    [self.time_axes[2], _percent_axis(pct_y)]),
         ]
         self.widget = widgets.VBox(self.figures).add_class("rt-timeline")
 
@@ -172,15 +189,16 @@ class CoverageTimeline:
         span = _padded_span(times)
         for axis in self.time_axes:
             axis.tick_format = _day_or_minute_format(times)
+        line_x, (bags, labels, frames) = _broken_at_gaps(
+            times, [[p.raw_bags for p in points], [p.ml_labels for p in points], [p.ml_frames for p in points]]
+        )
         with self.bags.hold_sync():
-            self.bags.x, self.bags.y = times, np.array([p.raw_bags for p in points], dtype="float64")
+            self.bags.x, self.bags.y = line_x, bags
         with self.samples.hold_sync():
-            self.samples.x = times
-            self.samples.y = np.array(
-                [[p.ml_labels for p in points], [p.ml_frames for p in points]], dtype="float64"
-            ).reshape(2, len(points))
-        _count_ticks(self.bags_axis, self.bags.y)
-        _count_ticks(self.samples_axis, self.samples.y)
+            self.samples.x = line_x
+            self.samples.y = np.vstack([labels, frames]).reshape(2, len(line_x))
+        _count_ticks(self.bags_axis, bags)
+        _count_ticks(self.samples_axis, np.concatenate([labels, frames]))
         with self.coverage.hold_sync():
             self.coverage.x = _utc_array([p.start_time for p in covered])
             self.coverage.y = _nan_if_none([p.coverage_pct for p in covered])
@@ -190,6 +208,24 @@ class CoverageTimeline:
             self.ml_only.y = np.zeros(len(ml_only))
         _set_threshold(self.colour_scale, threshold)
         self.threshold.show(span, threshold)
+
+
+LINE_GAP = np.timedelta64(36, "h")
+"""Runs further apart than this are not joined: a line means "the laser box kept recording"."""
+
+
+def _broken_at_gaps(times: np.ndarray, series: Sequence[Sequence[float]]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``times`` and each of ``series`` with a NaN point inserted into every gap longer than :data:`LINE_GAP`.
+
+    bqplot breaks a line at NaN, so runs days or weeks apart stand as separate points (or short lines for
+    consecutive days) instead of being joined across the gap.
+    """
+    values = [np.asarray(s, dtype="float64") for s in series]
+    if len(times) < 2:
+        return times, values
+    gaps = np.flatnonzero(np.diff(times) > LINE_GAP) + 1
+    midpoints = times[gaps - 1] + (times[gaps] - times[gaps - 1]) // 2
+    return np.insert(times, gaps, midpoints), [np.insert(v, gaps, np.nan) for v in values]
 
 
 def _padded_span(times: np.ndarray) -> np.ndarray:
@@ -236,7 +272,7 @@ class DailyCoverageChart:
             _figure("Labels (orange) and frames (light orange) per day", [self.frames, self.labels],
                     [_time_axis(self.x, "day (UTC)", "%Y-%m-%d"), self.samples_axis]),
             _figure("Coverage per day", [*self.threshold.marks, self.coverage],
-                    [_time_axis(self.x, "day (UTC)", "%Y-%m-%d"), _value_axis(pct_y, "coverage %")]),
+                    [_time_axis(self.x, "day (UTC)", "%Y-%m-%d"), _percent_axis(pct_y)]),
         ]
         self.widget = widgets.VBox(self.figures).add_class("rt-daily")
 
@@ -262,39 +298,90 @@ class DailyCoverageChart:
 
 
 class LaserBoxBars:
-    """Per laser box: bags, labels and coverage % as three bar charts side by side."""
+    """Per laser box: bags, labels and coverage % as three bar charts side by side.
+
+    A few laser boxes get upright bars with their names beneath; more than fit side by side turn the charts
+    on their side (one row per laser box, names at the left of the first chart), so every name reads level
+    and none overlaps another. Hovering a bar shows the laser box's full coordinate and its value.
+    """
+
+    PLOT_PX = 330
+    """The narrowest plot area of one chart (a third of the page at 1440 px, less the margins)."""
+    CHAR_PX = 7
+    """Roughly the width of one character of an axis label."""
+    ROW_PX = 20
+    """Height of one laser box's row when the bars lie horizontally."""
 
     def __init__(self) -> None:
         self.x = bq.OrdinalScale()
-        bags_y, labels_y, pct_y = bq.LinearScale(min=0), bq.LinearScale(min=0), _percent_scale()
         self.colour_scale = _coverage_scale(80.0)
-        self.bags = bq.Bars(x=[], y=[], scales={"x": self.x, "y": bags_y}, colors=[RAW_BAGS_COLOUR],
-                            label_display=True, label_display_format=",d")
-        self.labels = bq.Bars(x=[], y=[], scales={"x": self.x, "y": labels_y}, colors=[LABELS_COLOUR],
-                              label_display=True, label_display_format=",d")
-        self.coverage = bq.Bars(x=[], y=[], color=[], scales={"x": self.x, "y": pct_y, "color": self.colour_scale},
-                                label_display=True, label_display_format=".1f")
-        # The threshold spans the whole width on its own 0..1 scale (an ordinal scale has no edges).
-        self.threshold = _Threshold(bq.LinearScale(min=0, max=1), pct_y, np.array([], dtype="float64"))
+        self.horizontal = False
+        self.hover = widgets.HTML().add_class("rt-bar-hover")
+        self._keys: list[str] = []
+        self._names: list[str] = []
+        self.figures: list[bq.Figure] = []
+        self.widget = widgets.HBox(layout=widgets.Layout(width="100%")).add_class("rt-lb-bars")
+        self._build(horizontal=False)
 
-        self.bags_axis, self.labels_axis = _value_axis(bags_y, "bags", "d"), _value_axis(labels_y, "labels", "d")
+    def _build(self, horizontal: bool) -> None:
+        """(Re)build the three charts upright or on their side; the marks are updated in place afterwards."""
+        self.horizontal = horizontal
+        orientation = "horizontal" if horizontal else "vertical"
+        self.x = bq.OrdinalScale(reverse=horizontal)  # first laser box on top when lying down
+        bags_y, labels_y, pct_y = bq.LinearScale(min=0), bq.LinearScale(min=0), _percent_scale()
+        if horizontal:
+            pct_y = bq.LinearScale(min=0, max=106, allow_padding=False)
 
-        def figure(title: str, marks: list[bq.Mark], y_axis: bq.Axis) -> bq.Figure:
-            x_axis = bq.Axis(scale=self.x, label="laser box", tick_rotate=-30)
-            fig = _figure(title, marks, [x_axis, y_axis], height="280px")
-            fig.fig_margin = {**_MARGIN, "bottom": 70}
+        def bars(scales: dict[str, bq.Scale], value_format: str, **style: Any) -> bq.Bars:
+            mark = bq.Bars(x=[], y=[], scales={"x": self.x, **scales}, orientation=orientation,
+                           label_display=True, label_display_format=value_format, tooltip=self.hover, **style)
+            mark.on_hover(self._hovered)
+            return mark
+
+        self.bags = bars({"y": bags_y}, ",d", colors=[RAW_BAGS_COLOUR])
+        self.labels = bars({"y": labels_y}, ",d", colors=[LABELS_COLOUR])
+        self.coverage = bars({"y": pct_y, "color": self.colour_scale}, ".1f", color=[])
+        unit = bq.LinearScale(min=0, max=1)
+        # The threshold spans the whole chart on its own 0..1 scale (an ordinal scale has no edges).
+        self.threshold = (_Threshold(pct_y, unit, np.array([], dtype="float64")) if horizontal
+                          else _Threshold(unit, pct_y, np.array([], dtype="float64")))
+        value_side = "bottom" if horizontal else "left"
+        self.bags_axis = bq.Axis(scale=bags_y, side=value_side, label="bags", tick_format="d")
+        self.labels_axis = bq.Axis(scale=labels_y, side=value_side, label="labels", tick_format="d")
+        pct_axis = _percent_axis(pct_y, value_side)
+
+        def figure(title: str, marks: list[bq.Mark], value_axis: bq.Axis, names_shown: bool) -> bq.Figure:
+            if horizontal:
+                name_axis = bq.Axis(scale=self.x, side="left", grid_lines="none",
+                                    tick_style={} if names_shown else {"display": "none"})
+                fig = _figure(title, marks, [value_axis, name_axis], height=_PANEL_HEIGHT)
+                fig.fig_margin = {"top": 36, "bottom": 44, "left": 64 if names_shown else 12, "right": 40}
+            else:
+                name_axis = bq.Axis(scale=self.x, label="laser box", grid_lines="none")
+                fig = _figure(title, marks, [name_axis, value_axis], height="280px")
+                fig.fig_margin = {**_MARGIN, "bottom": 50}
+            fig.padding_y = 0.0 if horizontal else 0.05
             fig.layout.width = "33%"
             return fig
 
         self.figures = [
-            figure("Raw bags per laser box", [self.bags], self.bags_axis),
-            figure("Labels per laser box", [self.labels], self.labels_axis),
-            figure("Coverage per laser box", [*self.threshold.marks, self.coverage], _value_axis(pct_y, "coverage %")),
+            figure("Raw bags per laser box", [self.bags], self.bags_axis, True),
+            figure("Labels per laser box", [self.labels], self.labels_axis, False),
+            figure("Coverage per laser box", [*self.threshold.marks, self.coverage], pct_axis, False),
         ]
-        self.widget = widgets.HBox(self.figures, layout=widgets.Layout(width="100%")).add_class("rt-lb-bars")
+        self.widget.children = self.figures
+
+    def fits_upright(self, names: Sequence[str]) -> bool:
+        """Whether every name fits level under its own bar in the narrowest chart."""
+        widest = max((len(name) for name in names), default=0)
+        return len(names) * (widest * self.CHAR_PX + 12) <= self.PLOT_PX
 
     def show(self, stats: Sequence[LaserBoxStats], names: Sequence[str], threshold_pct: float) -> None:
-        """``names`` are the bar labels, one per entry of ``stats``."""
+        """``names`` are the bar labels, one per entry of ``stats`` (short; the hover shows the ``lb_key``)."""
+        horizontal = not self.fits_upright(names)
+        if horizontal != self.horizontal:
+            self._build(horizontal)
+        self._keys, self._names = [s.lb_key for s in stats], list(names)
         x = np.array(list(names), dtype="U")
         with self.bags.hold_sync():
             self.bags.x, self.bags.y = x, np.array([s.total_bags for s in stats], dtype="float64")
@@ -304,100 +391,28 @@ class LaserBoxBars:
         _count_ticks(self.labels_axis, self.labels.y)
         _set_threshold(self.colour_scale, threshold_pct)
         # A laser box without bags has no coverage: its slot stays empty rather than showing a 0 % bar.
-        covered = [(name, s.coverage_pct) for name, s in zip(names, stats, strict=True) if s.coverage_pct is not None]
-        pct = np.array([value for _, value in covered], dtype="float64")
+        pct = np.array([np.nan if s.coverage_pct is None else s.coverage_pct for s in stats], dtype="float64")
         with self.coverage.hold_sync():
-            self.coverage.x = np.array([name for name, _ in covered], dtype="U")
-            self.coverage.y, self.coverage.color = pct, pct
-        self.threshold.show(np.array([0.0, 1.0]), threshold_pct)
+            self.coverage.x = x[~np.isnan(pct)]
+            self.coverage.y, self.coverage.color = pct[~np.isnan(pct)], pct[~np.isnan(pct)]
+        if self.horizontal:
+            self.threshold.show_vertical(threshold_pct)
+            height = f"{max(170, 90 + self.ROW_PX * len(stats))}px"
+            self.figures[0].fig_margin = {**self.figures[0].fig_margin,
+                                          "left": 16 + self.CHAR_PX * max((len(n) for n in names), default=4)}
+            for fig in self.figures:
+                fig.layout.height = height
+        else:
+            self.threshold.show(np.array([0.0, 1.0]), threshold_pct)
 
-
-def _grid_to_json(grid: np.ndarray | None, widget: object) -> list[list[float | None]] | None:
-    """A 2-D grid as nested lists with ``null`` for NaN: bqplot paints ``null`` cells in ``null_color``
-    but sends NaN from binary arrays through the colour scale (as black)."""
-    if grid is None:
-        return None
-    return [[None if np.isnan(value) else float(value) for value in row] for row in grid]
-
-
-class _GridHeatMap(bq.GridHeatMap):
-    """bqplot's GridHeatMap with its arrays sent as they are.
-
-    bqplot squeezes ``row``, ``column`` and ``color``, so a single laser box (one row) or a single day
-    turns the colour grid 1-D (or 0-D), which bqplot's own JavaScript cannot draw; and it sends NaN
-    where an empty cell needs ``null``. The data here is always a full 2-D grid with NaN for empty.
-    """
-
-    row = Array(None, allow_none=True).tag(
-        sync=True, scaled=True, rtype="Number", atype="bqplot.Axis", **array_serialization
-    ).valid(array_dimension_bounds(1, 1))
-    column = Array(None, allow_none=True).tag(
-        sync=True, scaled=True, rtype="Number", atype="bqplot.Axis", **array_serialization
-    ).valid(array_dimension_bounds(1, 1))
-    color = Array(None, allow_none=True).tag(
-        sync=True, scaled=True, rtype="Color", atype="bqplot.ColorAxis",
-        to_json=_grid_to_json, from_json=array_serialization["from_json"],
-    ).valid(array_dimension_bounds(2, 2))
-
-
-class FleetCalendar:
-    """Laser boxes × calendar days, coloured by coverage; blank where a laser box recorded nothing.
-
-    Columns are every calendar day from the first to the last on a real (UTC) time axis, so a week
-    without recordings shows as a blank band across the fleet.
-    """
-
-    ROW_PX = 18
-    MAX_HEIGHT = "520px"
-    CHAR_PX = 7
-    """Roughly the width of one character of an axis label, to leave room for the row labels."""
-
-    def __init__(self) -> None:
-        self.rows = bq.OrdinalScale(reverse=True)
-        self.columns = bq.DateScale()
-        self.colour_scale = _coverage_scale(80.0)
-        self.heatmap = _GridHeatMap(
-            row=np.array(["–"]), column=np.array(["2000-01-01", "2000-01-02"], dtype="datetime64[ms]"),
-            color=np.full((1, 1), np.nan),
-            scales={"row": self.rows, "column": self.columns, "color": self.colour_scale},
-            null_color=EMPTY_CELL_COLOUR, stroke="#ffffff",
-            tooltip=bq.Tooltip(fields=["row", "column", "color"], formats=["", "%Y-%m-%d", ".1f"],
-                               labels=["laser box", "day", "coverage %"]),
-        )
-        self.figure = bq.Figure(
-            title="Coverage per laser box and day",
-            marks=[self.heatmap],
-            axes=[_time_axis(self.columns, "day (UTC)", "%Y-%m-%d"), _value_axis(self.rows, "")],
-            fig_margin={"top": 36, "bottom": 50, "left": 120, "right": 40},
-            title_style={"font-size": "14px"},
-            layout=widgets.Layout(width="100%", height="200px"),
-        )
-        self.widget = widgets.Box(
-            [self.figure], layout=widgets.Layout(max_height=self.MAX_HEIGHT, overflow="auto", width="100%")
-        ).add_class("rt-heatmap")
-
-    def show(self, data: AggregatedTemporalData, names: dict[str, str]) -> None:
-        """``names`` maps each ``lb_key`` to its row label."""
-        days = [d.day for d in data.days]
-        keys = sorted({cell.lb_key for cell in data.cells})
-        if not days or not keys:
-            return
-        day_index = {day: i for i, day in enumerate(days)}
-        key_index = {key: i for i, key in enumerate(keys)}
-        colour = np.full((len(keys), len(days)), np.nan)
-        for cell in data.cells:
-            if cell.coverage_pct is not None:
-                colour[key_index[cell.lb_key], day_index[cell.day]] = cell.coverage_pct
-        labels = [names.get(key, key) for key in keys]
-        # n + 1 day boundaries: each cell spans exactly its calendar day.
-        edges = _utc_array([*days, days[-1] + timedelta(days=1)])
-        _set_threshold(self.colour_scale, data.settings.under_labelled_pct)
-        with self.heatmap.hold_sync():
-            # bqplot checks row and column against the colour grid's shape, so the grid goes first.
-            self.heatmap.color = colour
-            self.heatmap.row = np.array(labels, dtype="U")
-            self.heatmap.column = edges
-        self.figure.fig_margin = {
-            "top": 36, "bottom": 50, "left": 24 + self.CHAR_PX * max(len(label) for label in labels), "right": 40
-        }
-        self.figure.layout.height = f"{max(170, 90 + self.ROW_PX * len(keys))}px"
+    def _hovered(self, mark: bq.Bars, event: dict[str, Any]) -> None:
+        """The hovered bar's full coordinate and value, in the tooltip."""
+        data = event.get("data", {})
+        name = str(data.get("x", ""))
+        key = self._keys[self._names.index(name)] if name in self._names else name
+        value = data.get("y")
+        if mark is self.coverage:
+            shown = format_pct(value)
+        else:
+            shown = f"{format_count(value)} {'bags' if mark is self.bags else 'labels'}"
+        self.hover.value = f"<b>{html.escape(name)}</b><br>{html.escape(key)}<br>{html.escape(shown)}"

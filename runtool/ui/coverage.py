@@ -13,32 +13,35 @@ import dataclasses
 import html
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
 import ipywidgets as widgets
 
 from runtool.models import (
-    LEVELS,
     AggregatedTemporalData,
     CoveragePoint,
     CoverageSettings,
     CoverageStatistics,
     Filters,
     LaserBoxStats,
+    TemporalData,
 )
 from runtool.services import DataStateService, ServiceContainer
-from runtool.ui.charts import CoverageTimeline, DailyCoverageChart, FleetCalendar, LaserBoxBars
+from runtool.ui.charts import CoverageTimeline, DailyCoverageChart, LaserBoxBars
 from runtool.ui.components import Kpi, KpiCards
+from runtool.ui.coverage_calendar import FleetCalendar, laser_box_filters
 from runtool.ui.formatting import format_bytes, format_count, format_decimal, format_pct, format_time
-from runtool.ui.labels import laser_box_names, short_laser_box_names
+from runtool.ui.labels import distinct_laser_box_names, laser_box_names
 from runtool.ui.page import Page
 from runtool.ui.query import COVERAGE, page_url, run_url
-from runtool.ui.tables import Cell, Column, badge, coverage_cell, html_table, link, text_cell
-from runtool.ui.theme import COVERAGE_NONE, StatusStyle
+from runtool.ui.tables import Cell, Column, badge, coverage_cell, csv_link, csv_text, html_table, link, text_cell
+from runtool.ui.theme import COVERAGE_NONE, COVERAGE_RED, StatusStyle
 
-__all__ = ["AggregatedView", "CoveragePage", "SingleLaserBoxView"]
+__all__ = ["AggregatedView", "CoveragePage", "RunTable", "SingleLaserBoxView"]
 
 ML_ONLY = StatusStyle("ML only", COVERAGE_NONE)
+UNDER_LABELLED = StatusStyle("under-labelled", COVERAGE_RED)
 
 
 def _section(title: str = "") -> widgets.HTML:
@@ -46,58 +49,118 @@ def _section(title: str = "") -> widgets.HTML:
 
 
 def _run_cell(point: CoveragePoint) -> Cell:
-    """The run's start time, linking to the per-run page on that run."""
-    return link(run_url(point.coordinate), format_time(point.start_time))
+    """The run's start time, linking to the per-run page on that run (full coordinate on hover)."""
+    return link(run_url(point.coordinate), format_time(point.start_time), point.coordinate.to_path_str())
+
+
+def _worst_first(point: CoveragePoint) -> tuple[bool, float, datetime]:
+    """Lowest coverage first; runs without coverage (no raw bags) last; then by start."""
+    return point.coverage_pct is None, point.coverage_pct or 0.0, point.start_time
+
+
+class RunTable:
+    """Every run of a laser box, worst coverage first, a page of rows at a time, with a filter and a CSV link.
+
+    Each start time opens the run on the per-run page; the CSV holds every run the filter keeps (all pages).
+    """
+
+    PAGE_ROWS = 25
+    FILTERS = ("all", "under-labelled", "ML only")
+
+    def __init__(self) -> None:
+        self.page = 0
+        self.title = _section()
+        self.filter = widgets.ToggleButtons(options=[("All runs", "all")], value="all",
+                                            style={"button_width": "auto"}).add_class("rt-run-filter")
+        self.filter.observe(lambda _: self._filter_changed(), names="value")
+        self.table = widgets.HTML().add_class("rt-runs")
+        self.previous = widgets.Button(description="◀ Worse", layout=widgets.Layout(width="auto"))
+        self.next = widgets.Button(description="Better ▶", layout=widgets.Layout(width="auto"))
+        self.range = widgets.HTML().add_class("rt-caption")
+        self.previous.on_click(lambda _: self.show_page(self.page - 1))
+        self.next.on_click(lambda _: self.show_page(self.page + 1))
+        self.pager = widgets.HBox().add_class("rt-pager")
+        self.csv = widgets.HTML().add_class("rt-csv")
+        self.widget = widgets.VBox([self.title, self.filter, self.table, self.pager, self.csv])
+        self._points: list[CoveragePoint] = []
+        self._shown: list[CoveragePoint] = []
+        self._threshold = 80.0
+        self._quiet = False
+
+    def show(self, points: Sequence[CoveragePoint], threshold: float) -> None:
+        self._points, self._threshold = sorted(points, key=_worst_first), threshold
+        counts = {"all": len(points), "under-labelled": sum(p.under_labelled for p in points),
+                  "ML only": sum(p.ml_only for p in points)}
+        labels = {"all": "All runs", "under-labelled": "Under-labelled", "ML only": "ML only"}
+        kept = self.filter.value if counts.get(self.filter.value) else "all"
+        self._quiet = True
+        try:
+            self.filter.options = [(f"{labels[name]} ({format_count(counts[name])})", name)
+                                   for name in self.FILTERS if name == "all" or counts[name]]
+            self.filter.value = kept
+        finally:
+            self._quiet = False
+        self._filter_changed()
+
+    def _filter_changed(self) -> None:
+        if self._quiet:
+            return
+        chosen = self.filter.value
+        self._shown = [p for p in self._points
+                       if chosen == "all" or (p.under_labelled if chosen == "under-labelled" else p.ml_only)]
+        what = {"all": "Runs", "under-labelled": "Under-labelled runs", "ML only": "ML-only runs"}[chosen]
+        self.title.value = html.escape(f"{what} ({format_count(len(self._shown))}), worst coverage first")
+        self.csv.value = csv_link(self.csv_text(), "coverage_runs.csv", "Download these runs as CSV")
+        self.show_page(0)
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(len(self._shown) / self.PAGE_ROWS))
+
+    def show_page(self, page: int) -> None:
+        """Show page ``page`` (0 = the worst runs), clipped to the pages there are."""
+        self.page = min(max(page, 0), self.pages - 1)
+        first = self.page * self.PAGE_ROWS
+        rows = self._shown[first: first + self.PAGE_ROWS]
+        self.table.value = html_table(
+            [Column("Start (UTC)"), Column("Bags", True), Column("Labels", True), Column("Frames", True),
+             Column("Coverage", True), Column("Flag")],
+            ([_run_cell(p), text_cell(format_count(p.raw_bags)), text_cell(format_count(p.ml_labels)),
+              text_cell(format_count(p.ml_frames)), coverage_cell(p.coverage_pct, self._threshold),
+              badge(ML_ONLY) if p.ml_only else badge(UNDER_LABELLED) if p.under_labelled else text_cell("")]
+             for p in rows),
+        )
+        if len(self._shown) <= self.PAGE_ROWS:
+            self.pager.children = []
+            return
+        self.range.value = html.escape(
+            f"Runs {format_count(first + 1)}–{format_count(first + len(rows))} of {format_count(len(self._shown))}"
+            f" · page {self.page + 1} of {self.pages}")
+        self.previous.disabled = self.page == 0
+        self.next.disabled = self.page >= self.pages - 1
+        self.pager.children = [self.previous, self.range, self.next]
+
+    def csv_text(self) -> str:
+        return csv_text(
+            ["run", "start_utc", "raw_bags", "ml_labels", "ml_frames", "coverage_pct", "flag"],
+            ([p.coordinate.to_path_str(), format_time(p.start_time), p.raw_bags, p.ml_labels, p.ml_frames,
+              None if p.coverage_pct is None else round(p.coverage_pct, 3),
+              "ML only" if p.ml_only else "under-labelled" if p.under_labelled else ""]
+             for p in self._shown),
+        )
 
 
 class SingleLaserBoxView:
-    """One laser box: the per-run timeline, the under-labelled runs worst first, the ML-only runs."""
-
-    TABLE_LIMIT = 100
+    """One laser box: the per-run timeline and every run, worst coverage first."""
 
     def __init__(self) -> None:
         self.timeline = CoverageTimeline()
-        self.under_labelled_title = _section()
-        self.under_labelled = widgets.HTML().add_class("rt-underlabelled")
-        self.ml_only_title = _section()
-        self.ml_only = widgets.HTML().add_class("rt-ml-only")
-        self.widget = widgets.VBox(
-            [self.timeline.widget, self.under_labelled_title, self.under_labelled, self.ml_only_title, self.ml_only]
-        ).add_class("rt-view-single")
+        self.runs = RunTable()
+        self.widget = widgets.VBox([self.timeline.widget, self.runs.widget]).add_class("rt-view-single")
 
-    def show(self, points: Sequence[CoveragePoint], stats: CoverageStatistics, settings: CoverageSettings) -> None:
-        threshold = settings.under_labelled_pct
-        worst = stats.under_labelled
-        self.under_labelled_title.value = f"Under-labelled runs ({format_count(len(worst))}), worst first"
-        if worst:
-            self.under_labelled.value = html_table(
-                [Column("Start (UTC)"), Column("Bags", True), Column("Labels", True), Column("Frames", True),
-                 Column("Coverage", True)],
-                (
-                    [_run_cell(p), text_cell(format_count(p.raw_bags)), text_cell(format_count(p.ml_labels)),
-                     text_cell(format_count(p.ml_frames)), coverage_cell(p.coverage_pct, threshold)]
-                    for p in worst
-                ),
-                limit=self.TABLE_LIMIT,
-            )
-        else:
-            self.under_labelled.value = (
-                f'<div class="rt-caption">None: every run with raw bags reaches {threshold:g} % coverage.</div>'
-            )
-        ml_only = [p for p in points if p.ml_only]
-        self.ml_only_title.value = f"ML-only runs ({format_count(len(ml_only))}): labels without raw bags"
-        if ml_only:
-            self.ml_only.value = html_table(
-                [Column("Start (UTC)"), Column("Labels", True), Column("Frames", True), Column("Flag")],
-                (
-                    [_run_cell(p), text_cell(format_count(p.ml_labels)), text_cell(format_count(p.ml_frames)),
-                     badge(ML_ONLY)]
-                    for p in ml_only
-                ),
-                limit=self.TABLE_LIMIT,
-            )
-        else:
-            self.ml_only.value = '<div class="rt-caption">None: every run with labels has its raw bags.</div>'
+    def show(self, data: TemporalData) -> None:
+        self.timeline.show(data)
+        self.runs.show(data.points, data.settings.under_labelled_pct)
 
 
 class AggregatedView:
@@ -107,6 +170,7 @@ class AggregatedView:
         self.daily = DailyCoverageChart()
         self.bars = LaserBoxBars()
         self.table = widgets.HTML().add_class("rt-lb-table")
+        self.table_csv = widgets.HTML().add_class("rt-csv")
         self.calendar = FleetCalendar()
         self.calendar_caption = widgets.HTML().add_class("rt-caption")
         self.widget = widgets.VBox(
@@ -115,40 +179,54 @@ class AggregatedView:
                 _section("Laser box breakdown"),
                 self.bars.widget,
                 self.table,
+                self.table_csv,
                 _section("Fleet calendar"),
                 self.calendar_caption,
                 self.calendar.widget,
             ]
         ).add_class("rt-view-aggregated")
 
-    def show(self, data: AggregatedTemporalData, stats: Sequence[LaserBoxStats], filters: Filters) -> None:
+    def show(self, data: AggregatedTemporalData, stats: Sequence[LaserBoxStats], filters: Filters,
+             settings_query: Mapping[str, str] | None = None) -> None:
+        """``settings_query`` (E, threshold when changed) travels in the links to one laser box."""
         keys = [s.lb_key for s in stats]
-        names, short_names = laser_box_names(keys, filters), short_laser_box_names(keys)
+        names, short_names = laser_box_names(keys, filters), distinct_laser_box_names(keys)
         threshold = data.settings.under_labelled_pct
         self.daily.show(data)
         self.bars.show(stats, [short_names[s.lb_key] for s in stats], threshold)
-        self.calendar.show(data, short_names)
+        self.calendar.show(data, short_names, settings_query)
         self.calendar_caption.value = (
-            "One row per laser box, one column per day, coloured by coverage: red at 0 %, amber at "
-            f"{threshold:g} % (the under-labelled threshold), green at 100 %. Blank cells are days the laser box "
-            "recorded nothing (or only ML samples); hover a cell for its value."
+            "One row per laser box, one column per day (UTC). A coloured cell is a day the laser box recorded: "
+            "hover it for the full coordinate and its numbers; click it to open the run (or, on a day with "
+            "several runs, the laser box)."
         )
         self.table.value = html_table(
             [Column("Laser box"), Column("Runs", True), Column("Bags", True), Column("Labels", True),
              Column("Coverage", True), Column("Active days", True), Column("Bags/day", True),
              Column("Labels/day", True)],
             (
-                [link(page_url(COVERAGE, _lb_filters(s.lb_key)), names[s.lb_key]), text_cell(format_count(s.runs)),
+                [link(page_url(COVERAGE, laser_box_filters(s.lb_key), settings_query), names[s.lb_key], s.lb_key),
+                 text_cell(format_count(s.runs)),
                  text_cell(format_count(s.total_bags)), text_cell(format_count(s.total_labels)),
                  coverage_cell(s.coverage_pct, threshold), text_cell(format_count(s.active_days)),
                  text_cell(format_decimal(s.avg_bags_per_day)), text_cell(format_decimal(s.avg_labels_per_day))]
                 for s in stats
             ),
         )
+        self.table_csv.value = csv_link(self.csv_text(stats), "coverage_laser_boxes.csv",
+                                        "Download the laser box breakdown as CSV")
 
-
-def _lb_filters(lb_key: str) -> Filters:
-    return Filters(**dict(zip(LEVELS, lb_key.split("/"), strict=True)))
+    @staticmethod
+    def csv_text(stats: Sequence[LaserBoxStats]) -> str:
+        return csv_text(
+            ["laser_box", "runs", "raw_bags", "ml_labels", "ml_frames", "coverage_pct", "active_days",
+             "bags_per_day", "labels_per_day"],
+            ([s.lb_key, s.runs, s.total_bags, s.total_labels, s.total_frames,
+              None if s.coverage_pct is None else round(s.coverage_pct, 3), s.active_days,
+              None if s.avg_bags_per_day is None else round(s.avg_bags_per_day, 3),
+              None if s.avg_labels_per_day is None else round(s.avg_labels_per_day, 3)]
+             for s in stats),
+        )
 
 
 class CoveragePage(Page):
@@ -348,8 +426,7 @@ class CoveragePage(Page):
             return
         if self.single is None:
             self.single = SingleLaserBoxView()
-        self.single.timeline.show(data)
-        self.single.show(data.points, stats, settings)
+        self.single.show(data)
         self.body.children = [self.single.widget]
 
     def _show_aggregated(
@@ -380,7 +457,7 @@ class CoveragePage(Page):
             return
         if self.aggregated is None:
             self.aggregated = AggregatedView()
-        self.aggregated.show(aggregated, boxes, filters)
+        self.aggregated.show(aggregated, boxes, filters, self.view_settings())
         self.body.children = [self.aggregated.widget]
 
     def _show_anomalies(self) -> None:
@@ -403,6 +480,8 @@ class CoveragePage(Page):
                     ),
                     limit=self.ANOMALY_LIMIT,
                 )
+                + csv_link(csv_text(["where", "key", "size_bytes", "reason"], table.itertuples(index=False)),
+                           "coverage_anomalies.csv", f"Download all {format_count(found)} as CSV")
                 if found
                 else '<div class="rt-caption">Every object fits the bucket layout.</div>'
             )

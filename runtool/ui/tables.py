@@ -7,14 +7,17 @@ Every function takes plain text and escapes it; only ``Cell.html`` carries ready
 
 from __future__ import annotations
 
+import base64
+import csv
 import html
+import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from runtool.ui.formatting import format_count, format_pct
 from runtool.ui.theme import StatusStyle, coverage_colour
 
-__all__ = ["Cell", "Column", "badge", "coverage_cell", "html_table", "link", "text_cell"]
+__all__ = ["Cell", "Column", "badge", "coverage_cell", "csv_link", "csv_text", "html_table", "link", "text_cell"]
 
 
 @dataclass(frozen=True)
@@ -32,12 +35,19 @@ class Cell:
     html: str
 
 
-def text_cell(text: object) -> Cell:
+def _title(title: str | None) -> str:
+    return f' title="{html.escape(title, quote=True)}"' if title else ""
+
+
+def text_cell(text: object, title: str | None = None) -> Cell:
+    """Plain text; ``title`` is shown on hover (the full coordinate behind a short name)."""
+    if title:
+        return Cell(f"<span{_title(title)}>{html.escape(str(text))}</span>")
     return Cell(html.escape(str(text)))
 
 
-def link(href: str, text: str) -> Cell:
-    return Cell(f'<a href="{html.escape(href, quote=True)}" target="_self">{html.escape(text)}</a>')
+def link(href: str, text: str, title: str | None = None) -> Cell:
+    return Cell(f'<a href="{html.escape(href, quote=True)}" target="_self"{_title(title)}>{html.escape(text)}</a>')
 
 
 def badge(style: StatusStyle) -> Cell:
@@ -76,3 +86,22 @@ def html_table(
     more = f'<div class="rt-more">… and {format_count(left_out)} more</div>' if left_out else ""
     table = f'<table class="rt-table {css_class}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     return table + more
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """CSV with a header line; ``None`` is an empty field."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(["" if value is None else value for value in row] for row in rows)
+    return buffer.getvalue()
+
+
+def csv_link(text_csv: str, filename: str, text: str = "Download CSV", css_class: str = "rt-csv") -> str:
+    """A link that downloads ``text_csv`` from a data: URI (no server round trip, works offline and read-only).
+
+    A pandas table goes in as ``frame.to_csv(index=False)``.
+    """
+    payload = base64.b64encode(text_csv.encode("utf-8")).decode("ascii")
+    return (f'<a class="{html.escape(css_class, quote=True)}" download="{html.escape(filename, quote=True)}" '
+            f'href="data:text/csv;charset=utf-8;base64,{payload}">{html.escape(text)}</a>')

@@ -149,6 +149,27 @@ table.rt-table td.rt-num, table.rt-table th.rt-num { text-align: right; font-var
               vertical-align: middle; }
 .rt-run-bar div { height: 100%; background: #1565c0; border-radius: 3px; }
 .rt-status-card { border: 1px solid #ddd; border-radius: 6px; padding: 6px 12px; min-width: 200px; }
+.rt-legend { display: flex; align-items: center; gap: 8px; font-size: 12px; color: #333; margin: 2px 0 14px 0; }
+.rt-legend-title { font-weight: 600; }
+.rt-legend-scale { position: relative; display: inline-block; width: 220px; height: 12px; margin-right: 12px; }
+.rt-legend-bar { display: block; width: 100%; height: 100%; border-radius: 2px; }
+.rt-legend-tick { position: absolute; top: 13px; transform: translateX(-50%); font-size: 10px; color: #555;
+                  white-space: nowrap; }
+.rt-swatch-empty { border: 1px solid #ccc; }
+.rt-cal-scroll { overflow-x: auto; max-width: 100%; }
+table.rt-cal { border-collapse: separate; border-spacing: 1px; font-size: 11px; }
+table.rt-cal td { width: 9px; min-width: 9px; height: 13px; padding: 0; background: #f4f4f4; }
+table.rt-cal td a { display: block; width: 100%; height: 100%; }
+table.rt-cal td:hover { outline: 2px solid #222; }
+table.rt-cal th { font-weight: 400; color: #444; padding: 0; white-space: nowrap; }
+table.rt-cal th.rt-cal-month { text-align: left; border-left: 1px solid #999; padding-left: 2px; }
+table.rt-cal th.rt-cal-day { position: relative; height: 14px; }
+table.rt-cal th.rt-cal-day span { position: absolute; left: 0; top: 0; font-size: 10px; color: #666; }
+table.rt-cal th.rt-cal-name { text-align: right; padding-right: 6px; }
+table.rt-cal th.rt-cal-name a { color: #1565c0; text-decoration: none; }
+table.rt-cal th.rt-cal-corner { text-align: right; padding-right: 6px; color: #777; vertical-align: bottom; }
+.rt-csv a, a.rt-csv { font-size: 12px; color: #1565c0; }
+.rt-pager { align-items: center; gap: 8px; }
 </style>
 """
 """CSS for the ``rt-*`` classes, shown once per page in an HTML widget (Voila applies ``<style>`` there)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import csv
+import io
 import re
 import threading
 from collections import defaultdict
@@ -17,12 +20,23 @@ from runtool.config import RuntoolConfig
 from runtool.models import Filters
 from runtool.services import ServiceContainer
 from runtool.ui import CoveragePage
+from runtool.ui.charts import LaserBoxBars
+from runtool.ui.coverage import RunTable
+from runtool.ui.labels import distinct_laser_box_names
+from runtool.ui.theme import COVERAGE_NONE
 
 from .conftest import ANOMALIES, EXPECTED_SAMPLES, FLEET, LB01, UNDER_LABELLED_PCT, RunSpec
 from .widget_tree import with_class
 
 LB01_QUERY = "cid=c1&regionid=r1&fieldid=f1&twid=t1&lbid=lb01"
 T1_QUERY = "cid=c1&regionid=r1&fieldid=f1&twid=t1"
+
+
+def csv_rows(link_html: str) -> list[list[str]]:
+    """The rows of the CSV a download link carries in its data: URI."""
+    payload = re.search(r'href="data:text/csv;charset=utf-8;base64,([^"]+)"', link_html)
+    assert payload, link_html
+    return list(csv.reader(io.StringIO(base64.b64decode(payload.group(1)).decode("utf-8"))))
 
 
 def run_coverage(spec: RunSpec, expected: float) -> float | None:
@@ -75,23 +89,73 @@ def test_a_laser_box_shows_its_timeline_kpis(services: ServiceContainer) -> None
     }
     assert page.kpi_cards.captions["Labelled samples"] == "19 frames"
     assert page.single is not None
-    assert len(page.single.timeline.bags.x) == 4
     assert list(page.single.timeline.coverage.y) == [100.0, 25.0, 75.0]
 
 
-def test_under_labelled_runs_are_listed_worst_first_and_link_to_the_run(services: ServiceContainer) -> None:
+def test_runs_days_apart_are_not_joined_by_lines(services: ServiceContainer) -> None:
+    """lb01 records on 08-01, twice on 08-03 and on 08-05: only the two runs of 08-03 share a line."""
     page = CoveragePage(services, query=LB01_QUERY)
     assert page.single is not None
-    table = page.single.under_labelled.value
-    worst, second = table.index("2025-08-03 09:30"), table.index("2025-08-03 14:00")
-    assert worst < second
-    assert (
-        'href="02_per_run_analysis.ipynb?cid=c1&amp;regionid=r1&amp;fieldid=f1&amp;twid=t1&amp;lbid=lb01'
-        '&amp;timestamp=2025_08_03T09:30:00Z"'
-    ) in table
-    assert "25.0 %" in table and "75.0 %" in table
-    ml_only = page.single.ml_only.value
-    assert "2025-08-05 10:00" in ml_only and "ML only" in ml_only
+    bags = page.single.timeline.bags
+    np.testing.assert_array_equal(bags.y, [2.0, np.nan, 3.0, 1.0, np.nan, 0.0])
+    starts = [np.datetime64(t, "ms") for t in ("2025-08-01T08:00", "2025-08-03T09:30", "2025-08-03T14:00",
+                                                "2025-08-05T10:00")]
+    assert [x for x, y in zip(bags.x, bags.y, strict=True) if not np.isnan(y)] == starts
+    samples = page.single.timeline.samples.y
+    np.testing.assert_array_equal(samples[0], [8.0, np.nan, 3.0, 3.0, np.nan, 2.0])  # labels
+    np.testing.assert_array_equal(samples[1], [10.0, np.nan, 3.0, 4.0, np.nan, 2.0])  # frames
+
+
+def test_a_zero_percent_point_is_drawn_whole(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query="cid=c1&regionid=r1&fieldid=f1&twid=t1&lbid=lb02")
+    assert page.single is not None
+    assert list(page.single.timeline.coverage.y) == [75.0, 0.0]
+    scale = page.single.timeline.coverage.scales["y"]
+    assert scale.min < 0 and scale.max > 100 and not scale.allow_padding
+
+
+def test_every_run_is_listed_worst_first_and_links_to_the_run(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query=LB01_QUERY)
+    assert page.single is not None
+    runs = page.single.runs
+    table = runs.table.value
+    # 25 %, 75 %, 100 % (a fully labelled run can be clicked too), then the ML-only run without coverage.
+    order = [table.index(t) for t in ("2025-08-03 09:30", "2025-08-03 14:00", "2025-08-01 08:00", "2025-08-05 10:00")]
+    assert order == sorted(order)
+    for timestamp in ("2025_08_03T09:30:00Z", "2025_08_01T08:00:00Z"):
+        assert (
+            'href="02_per_run_analysis.ipynb?cid=c1&amp;regionid=r1&amp;fieldid=f1&amp;twid=t1&amp;lbid=lb01'
+            f'&amp;timestamp={timestamp}"'
+        ) in table
+    assert 'title="c1/r1/f1/t1/lb01/2025_08_01T08:00:00Z"' in table
+    assert "25.0 %" in table and "100.0 %" in table and "ML only" in table
+    assert runs.title.value == "Runs (4), worst coverage first"
+    assert [label for label, _ in runs.filter.options] == ["All runs (4)", "Under-labelled (2)", "ML only (1)"]
+    runs.filter.value = "under-labelled"
+    assert runs.title.value == "Under-labelled runs (2), worst coverage first"
+    assert "2025-08-01 08:00" not in runs.table.value and "2025-08-03 14:00" in runs.table.value
+    runs.filter.value = "ML only"
+    assert "2025-08-05 10:00" in runs.table.value and "2025-08-03 09:30" not in runs.table.value
+
+
+def test_the_run_table_pages_at_fleet_scale(services: ServiceContainer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RunTable, "PAGE_ROWS", 3)
+    page = CoveragePage(services, query=LB01_QUERY)
+    assert page.single is not None
+    runs = page.single.runs
+    assert runs.pages == 2 and runs.pager.children
+    assert "Runs 1–3 of 4 · page 1 of 2" in runs.range.value and runs.previous.disabled
+    assert "2025-08-05 10:00" not in runs.table.value
+    runs.next.click()
+    assert runs.page == 1 and runs.next.disabled
+    assert "2025-08-05 10:00" in runs.table.value and "2025-08-03 09:30" not in runs.table.value
+    # The CSV has every run the filter keeps, not only the page shown.
+    assert csv_rows(runs.csv.value)[1:] == [
+        ["c1/r1/f1/t1/lb01/2025_08_03T09:30:00Z", "2025-08-03 09:30", "3", "3", "3", "25.0", "under-labelled"],
+        ["c1/r1/f1/t1/lb01/2025_08_03T14:00:00Z", "2025-08-03 14:00", "1", "3", "4", "75.0", "under-labelled"],
+        ["c1/r1/f1/t1/lb01/2025_08_01T08:00:00Z", "2025-08-01 08:00", "2", "8", "10", "100.0", ""],
+        ["c1/r1/f1/t1/lb01/2025_08_05T10:00:00Z", "2025-08-05 10:00", "0", "2", "2", "", "ML only"],
+    ]
 
 
 def test_changing_expected_samples_or_threshold_recomputes(services: ServiceContainer) -> None:
@@ -145,11 +209,40 @@ def test_the_calendar_keeps_days_without_runs_as_gaps(services: ServiceContainer
     days = [np.datetime64(f"2025-08-0{d}", "ms") for d in range(1, 7)]
     assert list(daily.bags.x) == days
     assert list(daily.bags.y) == [2.0, 2.0, 4.0, 0.0, 0.0, 1.0]  # 08-04 and 08-05 have no bags
-    heatmap = page.aggregated.calendar.heatmap
-    assert list(heatmap.row) == ["lb01", "lb02"]
-    assert list(heatmap.column) == [*days, days[-1] + np.timedelta64(1, "D")]
-    expected = np.array([[100, np.nan, 37.5, np.nan, np.nan, np.nan], [np.nan, 75, np.nan, np.nan, np.nan, 0]])
-    np.testing.assert_array_equal(heatmap.color, expected)
+    calendar = page.aggregated.calendar.table.value
+    rows = re.findall(r"<tr><th class=\"rt-cal-name\">.*?</tr>", calendar, re.S)
+    assert [re.search(r">([^<]+)</a></th>", row).group(1) for row in rows] == ["lb01", "lb02"]  # type: ignore[union-attr]
+    # One cell per calendar day; blank (no link) where the laser box recorded nothing; grey on lb01's ML-only day.
+    cells = [re.findall(r"<td.*?</td>", row, re.S) for row in rows]
+    assert [[bool(re.search(r"<a ", cell)) for cell in row] for row in cells] == [
+        [True, False, True, False, True, False], [False, True, False, False, False, True]]
+    assert f"background:{COVERAGE_NONE}" in cells[0][4] and "ML only (no raw bags)" in cells[0][4]
+
+
+def test_calendar_cells_open_the_run_or_the_laser_box_and_say_so_on_hover(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query=T1_QUERY)
+    assert page.aggregated is not None
+    calendar = page.aggregated.calendar.table.value
+    lb01 = "cid=c1&amp;regionid=r1&amp;fieldid=f1&amp;twid=t1&amp;lbid=lb01"
+    # 08-01: one run, so the cell opens it on the per-run page; 08-03: two runs, so the laser box.
+    assert f'href="02_per_run_analysis.ipynb?{lb01}&amp;timestamp=2025_08_01T08:00:00Z"' in calendar
+    assert f'href="01_temporal_coverage.ipynb?{lb01}" target="_self" title="lb01 · 2025-08-03' in calendar
+    assert "c1/r1/f1/t1/lb01\n2 runs, 4 bags, 6 labels, coverage 37.5 %\nClick to open this laser box" in calendar
+    assert "ML only" in page.aggregated.calendar.legend.value and "80 %" in page.aggregated.calendar.legend.value
+    assert csv_rows(page.aggregated.calendar.csv.value)[:3] == [
+        ["laser_box", "day", "runs", "raw_bags", "ml_labels", "coverage_pct", "run"],
+        ["c1/r1/f1/t1/lb01", "2025-08-01", "1", "2", "8", "100.0", "c1/r1/f1/t1/lb01/2025_08_01T08:00:00Z"],
+        ["c1/r1/f1/t1/lb01", "2025-08-03", "2", "4", "6", "37.5", ""],
+    ]
+
+
+def test_changed_settings_travel_in_the_links_to_a_laser_box(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query=T1_QUERY)
+    page.set_expected_samples(8)
+    assert page.aggregated is not None
+    href = f"01_temporal_coverage.ipynb?{T1_QUERY.replace('&', '&amp;')}&amp;lbid=lb02&amp;expected_samples=8"
+    assert f'href="{href}"' in page.aggregated.table.value
+    assert f'href="{href}"' in page.aggregated.calendar.table.value
 
 
 def test_the_laser_box_breakdown_lists_every_laser_box(services: ServiceContainer) -> None:
@@ -161,6 +254,38 @@ def test_the_laser_box_breakdown_lists_every_laser_box(services: ServiceContaine
     assert 'href="01_temporal_coverage.ipynb?cid=c1&amp;regionid=r1&amp;fieldid=f1&amp;twid=t1&amp;lbid=lb01"' in table
     assert list(page.aggregated.bars.bags.x) == ["lb01", "lb02", "lb03"]
     assert list(page.aggregated.bars.bags.y) == [6.0, 3.0, 1.0]
+    assert not page.aggregated.bars.horizontal
+    assert 'title="c1/r1/f1/t1/lb01"' in table
+    assert csv_rows(page.aggregated.table_csv.value) == [
+        ["laser_box", "runs", "raw_bags", "ml_labels", "ml_frames", "coverage_pct", "active_days", "bags_per_day",
+         "labels_per_day"],
+        ["c1/r1/f1/t1/lb01", "4", "6", "16", "19", "58.333", "2", "3.0", "7.0"],
+        ["c1/r1/f1/t1/lb02", "2", "3", "6", "6", "50.0", "2", "1.5", "3.0"],
+        ["c1/r1/f1/t2/lb03", "1", "1", "4", "4", "100.0", "1", "1.0", "4.0"],
+    ]
+
+
+def test_bars_lie_down_when_the_names_do_not_fit_and_hover_names_the_laser_box(services: ServiceContainer) -> None:
+    bars = LaserBoxBars()
+    stats = services.data_state.laser_box_stats(Filters(cid="c1"))
+    bars.show(stats, ["lb01", "lb02", "lb03"], 80.0)
+    assert not bars.horizontal and bars.bags.orientation == "vertical"
+    bars.show(stats, [f"a_rather_long_field_name · lb0{i}" for i in (1, 2, 3)], 80.0)
+    assert bars.horizontal and bars.bags.orientation == "horizontal" and bars.coverage.orientation == "horizontal"
+    assert list(bars.bags.y) == [6.0, 3.0, 1.0]
+    assert bars.figures[0].layout.height == "150px" or int(bars.figures[0].layout.height[:-2]) >= 150
+    bars._hovered(bars.coverage, {"data": {"x": "a_rather_long_field_name · lb02", "y": 50.0}})
+    assert "c1/r1/f1/t1/lb02" in bars.hover.value and "50.0 %" in bars.hover.value
+
+
+@pytest.mark.parametrize(("keys", "names"), [
+    (["c/r/f1/t1/lb01", "c/r/f1/t1/lb02"], ["lb01", "lb02"]),
+    # A laser box id repeated in two fields: every name says its field (not only the repeated ones).
+    (["c/r/f1/t1/lb01", "c/r/f2/t1/lb01", "c/r/f2/t1/lb02"], ["f1 · lb01", "f2 · lb01", "f2 · lb02"]),
+    (["c/r/f1/t1/lb01", "c/r/f1/t2/lb01"], ["t1 · lb01", "t2 · lb01"]),
+])
+def test_chart_names_use_the_same_levels_for_every_laser_box(keys: list[str], names: list[str]) -> None:
+    assert list(distinct_laser_box_names(keys).values()) == names
 
 
 def test_a_selection_without_runs_says_why_and_what_to_do(services: ServiceContainer) -> None:
@@ -219,7 +344,7 @@ def test_stable_dom_classes_for_browser_tests(services: ServiceContainer) -> Non
                 "rt-messages", *(f"rt-filter-{level}" for level in ("cid", "regionid", "fieldid", "twid", "lbid"))):
         assert with_class(page.widget, css), css
     page.set_filters(Filters.from_mapping(dict(part.split("=") for part in LB01_QUERY.split("&"))))
-    for css in ("rt-view-single", "rt-timeline", "rt-underlabelled", "rt-ml-only"):
+    for css in ("rt-view-single", "rt-timeline", "rt-runs", "rt-run-filter", "rt-csv"):
         assert with_class(page.widget, css), css
 
 
