@@ -1,7 +1,8 @@
 """Preview and execution of one transfer operation over many runs, as the download manager shows it.
 
 :class:`BulkPanel` draws a :class:`BulkPlan` (a line per run and the totals, runs left out with their
-reason), the Execute button named after what it will do, a progress bar per run and one overall while it
+reason; each run named as briefly as the plan's runs allow and linked to its per-run page, the full
+coordinate on hover), the Execute button named after what it will do, a progress bar per run and one overall while it
 runs, and the summary of the :class:`BulkResult`. It holds no services: the page plans and executes.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import html
 import threading
 import time
+from collections.abc import Iterable
 
 import ipywidgets as widgets
 
@@ -24,8 +26,10 @@ from runtool.services.transfers import (
     TransferResult,
 )
 from runtool.ui.components import JobProgress
-from runtool.ui.formatting import format_bytes, format_count, format_time
-from runtool.ui.tables import Cell, Column, html_table, text_cell
+from runtool.ui.formatting import format_bytes, format_count, format_count_of, format_time
+from runtool.ui.labels import distinct_laser_box_names
+from runtool.ui.query import run_url
+from runtool.ui.tables import Cell, Column, html_table, link, text_cell
 
 __all__ = ["BulkPanel"]
 
@@ -36,8 +40,25 @@ _CONFLICT_HELP = {
 }
 
 
-def _run_name(coordinate: RunCoordinate) -> str:
-    return f"{coordinate.lbid} · {format_time(coordinate.start_time)}"
+def _lb_key(coordinate: RunCoordinate) -> str:
+    return "/".join(coordinate.to_path_tuple()[:-1])
+
+
+class _RunNames:
+    """Names for the runs of one plan: the laser box as briefly as those runs allow, and the start time.
+
+    Two fields with an ``LB_0001`` give ``field_115 · LB_0001 · 2025-09-12 09:13``, not two equal names.
+    """
+
+    def __init__(self, coordinates: Iterable[RunCoordinate]) -> None:
+        self._boxes = distinct_laser_box_names(sorted({_lb_key(c) for c in coordinates}))
+
+    def name(self, coordinate: RunCoordinate) -> str:
+        return f"{self._boxes.get(_lb_key(coordinate), coordinate.lbid)} · {format_time(coordinate.start_time)}"
+
+    def cell(self, coordinate: RunCoordinate) -> Cell:
+        """The name as a link to the run's per-run page, the full coordinate on hover."""
+        return link(run_url(coordinate), self.name(coordinate), title=coordinate.to_path_str())
 
 
 def _bar(fraction: float) -> str:
@@ -74,6 +95,7 @@ class BulkPanel:
         self.widget = widgets.VBox([self.preview, self.progress.widget, self.run_bars, self.result])
         self._lock = threading.Lock()
         self._runs: list[TransferPlan] = []
+        self._names = _RunNames(())
         self._done: dict[int, int] = {}
         self._last = 0.0
 
@@ -92,9 +114,10 @@ class BulkPanel:
             self.preview.value = f'<p class="rt-caption">{html.escape(note)}</p>' if note else ""
             self._set_children(with_execute=False)
             return
+        self._names = names = _RunNames([*(p.coordinate for p in plan.plans), *(c for c, _ in plan.left_out)])
         rows = [
             [
-                text_cell(_run_name(p.coordinate)),
+                names.cell(p.coordinate),
                 text_cell(format_count(len(p.to_transfer))),
                 text_cell(format_bytes(p.bytes_to_transfer)),
                 text_cell(format_count(len(p.skipped))),
@@ -102,7 +125,7 @@ class BulkPanel:
             ]
             for p in plan.plans
         ]
-        rows += [[text_cell(_run_name(c)), text_cell("–"), text_cell("–"), text_cell("–"), text_cell(f"left out: {r}")]
+        rows += [[names.cell(c), text_cell("–"), text_cell("–"), text_cell("–"), text_cell(f"left out: {r}")]
                  for c, r in plan.left_out]
         table = html_table(
             [Column("Run"), Column("Files", True), Column("Size", True), Column("Skipped", True), Column("What")],
@@ -110,8 +133,9 @@ class BulkPanel:
             limit=self.PREVIEW_LIMIT,
         )
         totals = (
-            f"<p><b>{html.escape(plan.describe())}</b> — {format_count(len(plan.plans))} runs planned, "
-            f"{format_count(sum(len(p.skipped) for p in plan.plans))} files skipped.</p>"
+            f"<p><b>{html.escape(plan.describe())}</b> — {format_count_of(len(plan.plans), 'run')} planned, "
+            f"{format_count_of(sum(len(p.skipped) for p in plan.plans), 'file')} skipped. "
+            '<span class="rt-caption">A run\'s name opens it on the per-run page.</span></p>'
         )
         self.preview.value = totals + table
         todo = plan.files_to_transfer
@@ -153,7 +177,7 @@ class BulkPanel:
         rows = []
         for index, plan in enumerate(self._runs[: self.PREVIEW_LIMIT]):
             size = plan.bytes_to_transfer or 1
-            rows.append([text_cell(_run_name(plan.coordinate)), Cell(_bar(self._done.get(index, 0) / size))])
+            rows.append([self._names.cell(plan.coordinate), Cell(_bar(self._done.get(index, 0) / size))])
         self.run_bars.value = html_table([Column("Run"), Column("Progress")], rows) if rows else ""
 
     def finish(self, result: BulkResult) -> None:
@@ -161,13 +185,13 @@ class BulkPanel:
         self.progress.finish()
         self.run_bars.value = ""
         rows = [
-            [text_cell(_run_name(r.plan.coordinate)), text_cell(_result_words(r)), text_cell(_first_error(r))]
+            [self._names.cell(r.plan.coordinate), text_cell(_result_words(r)), text_cell(_first_error(r))]
             for r in result.results
             if not r.ok
         ]
-        rows += [[text_cell(_run_name(c)), text_cell("not started"), text_cell("")] for c in result.not_started]
+        rows += [[self._names.cell(c), text_cell("not started"), text_cell("")] for c in result.not_started]
         problems = html_table([Column("Run"), Column("Result"), Column("First error")], rows) if rows else ""
-        self.result.value = f"<p><b>{html.escape(result.summary())}</b></p>{problems}"
+        self.result.value = f"<p><b>{html.escape(_summary(result))}</b></p>{problems}"
         self.plan = None
         self.preview.value = ""
         self._set_children(with_execute=False)
@@ -176,6 +200,27 @@ class BulkPanel:
         self.progress.finish()
         self.run_bars.value = ""
         self.result.value = f"<p><b>{html.escape(text)}</b></p>"
+
+
+def _summary(result: BulkResult) -> str:
+    """:meth:`BulkResult.summary` in words for one reader: ``1 run complete``, zero counts of rare cases left out."""
+    done = sum(1 for r in result.results if r.ok)
+    failed = sum(1 for r in result.results if not r.ok)
+    nothing = sum(1 for p in result.plan.plans if not p.to_transfer)
+    parts = [f"{format_count_of(done, 'run')} complete", f"{format_count(failed)} with failures",
+             f"{format_count(len(result.not_started))} not started"]
+    if nothing:
+        parts.append(f"{format_count(nothing)} with nothing to transfer")
+    if result.plan.left_out:
+        parts.append(f"{format_count(len(result.plan.left_out))} left out")
+    size = sum(r.bytes for r in result.results)
+    return (
+        ", ".join(parts) + f" — {format_count_of(result.count('transferred'), 'file')}, {format_bytes(size)} in "
+        f"{result.seconds:.1f} s, {format_count(result.count('skipped'))} skipped, "
+        f"{format_count(result.count('failed'))} failed"
+        + (f", cancelled: {format_count_of(result.files_not_transferred, 'file')} not transferred"
+           if result.files_not_transferred else "")
+    )
 
 
 def _result_words(result: TransferResult) -> str:

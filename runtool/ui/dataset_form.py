@@ -1,19 +1,23 @@
 """The download manager's dataset fetch form: options, a live plan, and the Fetch button.
 
 The page plans again (in the background) whenever an option or the selection changes, and shows the
-plan here before anything is written: runs, samples, bytes, and the train/validation split by run.
+plan here before anything is written: runs, samples, bytes (images and labels apart), and the
+train/validation split by run. Dates are typed as ``YYYY-MM-DD`` like every date the app writes (a
+browser's date picker shows its locale's format instead). The result says in words what happened to
+each file: downloaded, copied from the labels planning read, already there and kept.
 """
 
 from __future__ import annotations
 
 import html
 from collections.abc import Callable, Mapping
+from datetime import date
 
 import ipywidgets as widgets
 
 from runtool.services.datasets import DatasetError, DatasetOptions, DatasetPlan, DatasetResult
-from runtool.ui.components import JobProgress
-from runtool.ui.formatting import format_bytes, format_count
+from runtool.ui.components import JobProgress, MessageArea
+from runtool.ui.formatting import format_bytes, format_count, format_count_of
 
 __all__ = ["DatasetForm"]
 
@@ -24,8 +28,12 @@ class DatasetForm:
     def __init__(self, on_change: Callable[[], None]) -> None:
         wide = {"description_width": "initial"}
         self.name = widgets.Text(value="dataset", description="Dataset name", style=wide)
-        self.since = widgets.DatePicker(description="Runs since", style=wide)
-        self.until = widgets.DatePicker(description="until", style=wide)
+        self.since = widgets.Text(placeholder="YYYY-MM-DD", description="Runs since", style=wide,
+                                  continuous_update=False, layout=widgets.Layout(width="200px"))
+        self.since.add_class("rt-dataset-since")
+        self.until = widgets.Text(placeholder="YYYY-MM-DD", description="until", style=wide,
+                                  continuous_update=False, layout=widgets.Layout(width="150px"))
+        self.until.add_class("rt-dataset-until")
         self.min_coverage = widgets.BoundedFloatText(
             value=0, min=0, max=100, step=5, description="Minimum run coverage %", style=wide,
             layout=widgets.Layout(width="240px"),
@@ -54,6 +62,8 @@ class DatasetForm:
         self.fetch_button.add_class("rt-dataset-fetch")
         self.progress = JobProgress()
         self.result = widgets.HTML().add_class("rt-dataset-result")
+        self.messages = MessageArea()
+        self.messages.widget.add_class("rt-dataset-messages")
         self.plan: DatasetPlan | None = None
         for control in (self.name, self.since, self.until, self.min_coverage, self.labelled_only, self.classes,
                         self.max_samples, self.val_fraction, self.seed):
@@ -65,6 +75,7 @@ class DatasetForm:
             widgets.HBox([self.max_samples, self.val_fraction, self.seed], layout=row),
             self.plan_text,
             widgets.HBox([self.fetch_button, self.conflict], layout=row),
+            self.messages.widget,
             self.progress.widget,
             self.result,
         ]).add_class("rt-dataset-form")
@@ -81,8 +92,8 @@ class DatasetForm:
             text = self.classes.value
             raise DatasetError(f"Classes must be whole numbers separated by commas, not {text!r}.") from exc
         return DatasetOptions(
-            since=self.since.value,
-            until=self.until.value,
+            since=_day(self.since.value, "Runs since"),
+            until=_day(self.until.value, "until"),
             min_coverage_pct=self.min_coverage.value or None,
             labelled_only=self.labelled_only.value,
             classes=classes,
@@ -100,17 +111,21 @@ class DatasetForm:
     def show_plan(self, plan: DatasetPlan) -> None:
         """Runs, samples, bytes and the split, and a Fetch button naming what it will do."""
         self.plan = plan
+        images = sum(s.frame_size for s in plan.samples)
+        labels = sum(s.label_size for s in plan.samples)
         lines = [
             f"<b>{html.escape(plan.describe())}</b>",
+            f"Size: {format_bytes(images)} of images and {format_bytes(labels)} of labels. The labels were read "
+            "while planning (to check them and filter by class), so fetching downloads only the images.",
             f"Train runs: {format_count(len(plan.runs_in('train')))}, validation runs: "
             f"{format_count(len(plan.runs_in('val')))}; "
-            f"{format_count(plan.runs_excluded)} runs excluded by the options.",
+            f"{format_count_of(plan.runs_excluded, 'run')} excluded by the options.",
             f"Into <code>{html.escape(str(plan.root))}</code>",
         ]
         lines += [f"Rejected label {html.escape(key)}: {html.escape(reason)}" for key, reason in plan.rejected[:5]]
         self.plan_text.value = "<br>".join(lines)
         self.fetch_button.description = (
-            f"Fetch {format_count(len(plan.samples))} samples ({format_bytes(plan.bytes)}) into {plan.name}"
+            f"Fetch {format_count_of(len(plan.samples), 'sample')} ({format_bytes(plan.bytes)}) into {plan.name}"
         )
         self.fetch_button.disabled = not plan.samples
 
@@ -119,7 +134,47 @@ class DatasetForm:
         self.progress.finish()
         self.fetch_button.disabled = not result.plan.samples
         failures = "".join(f"<br>{html.escape(path)}: {html.escape(error)}" for path, error in result.failed[:5])
-        self.result.value = f"<b>{html.escape(result.summary())}</b>{failures}"
+        self.result.value = f"<b>{html.escape(_headline(result))}</b><br>{html.escape(_details(result))}{failures}"
 
     def values(self) -> Mapping[str, object]:
         return {"name": self.name.value, **self.options().to_dict()}
+
+
+def _day(text: str, field: str) -> date | None:
+    """A ``YYYY-MM-DD`` date typed into ``field``; empty means no limit.
+
+    Raises:
+        DatasetError: the text is not such a date.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise DatasetError(f"“{field}” must be a date written YYYY-MM-DD (e.g. 2025-09-01), not {text!r}.") from exc
+
+
+def _headline(result: DatasetResult) -> str:
+    """Whether the folder now holds the dataset, and how long it took."""
+    samples = format_count_of(len(result.plan.samples), "sample")
+    if result.cancelled:
+        return f"Cancelled after {result.seconds:.1f} s: the dataset folder is incomplete and its manifest not updated."
+    if result.failed:
+        failed = format_count_of(len(result.failed), "file")
+        return f"{failed} could not be fetched; the other files of {samples} are in place."
+    return f"Done in {result.seconds:.1f} s: {result.plan.name} holds {samples}."
+
+
+def _details(result: DatasetResult) -> str:
+    """What happened to each file, in words; the counts that are zero are left out."""
+    parts = [
+        (result.downloaded, f"{format_count_of(result.downloaded, 'file')} downloaded ({format_bytes(result.bytes)})"),
+        (result.copied, f"{format_count_of(result.copied, 'label')} copied from the labels read while planning"),
+        (result.written, f"{format_count_of(result.written, 'empty label')} written for unlabelled frames"),
+        (result.kept, f"{format_count_of(result.kept, 'file')} already there with the right content, kept"),
+        (result.removed, f"{format_count_of(result.removed, 'file')} no longer in the dataset, removed"),
+        (len(result.failed), f"{format_count(len(result.failed))} failed"),
+    ]
+    said = [text for count, text in parts if count]
+    return ("; ".join(said) or "nothing to do: every file was already there") + "."

@@ -1,10 +1,13 @@
 """Page 3, download manager: every selected run's raw or ML state, and operations over many runs.
 
-The inventory table (an ipydatagrid: sortable, filterable, selectable rows) shows the selection for the
-raw or the ML side with a status filter; the totals sit above it. Below it, three tabs: transfer the
-selected runs (or every run shown when none is ticked) with preview → execute, upload a labelling export
-by its id, and fetch a training dataset with a live plan. Work runs in the background with per-run and
-overall progress and Cancel; the table redraws itself afterwards. Read-only servers show the table alone.
+The inventory table (an ipydatagrid: sortable by a header click, filterable, selectable rows) shows the
+selection for the raw or the ML side with a status filter; the totals sit above it, a CSV of the rows shown
+below it, and the selected runs' links to the per-run page beside the selection line. Below it, three tabs:
+transfer the selected runs (or every run shown when none is ticked) with preview → execute, upload a
+labelling export by its id, and fetch a training dataset with a live plan. Work runs in the background with
+per-run and overall progress and Cancel; the table redraws itself afterwards. What an action reports (a
+typo'd export id, a busy page) appears in its own tab, as a sentence, and goes when the tab changes.
+Read-only servers show the table alone.
 """
 
 from __future__ import annotations
@@ -23,21 +26,32 @@ from runtool.services import ServiceContainer, TransferProgress
 from runtool.services.datasets import DatasetPlan, DatasetResult
 from runtool.services.transfers import BulkResult
 from runtool.ui.bulk_panel import BulkPanel
-from runtool.ui.components import Kpi, KpiCards
+from runtool.ui.components import Kpi, KpiCards, MessageArea
 from runtool.ui.dataset_form import DatasetForm
-from runtool.ui.formatting import format_bytes, format_count
-from runtool.ui.inventory_grid import STATUS_FILTERS, InventoryGrid, filter_rows, inventory_rows
-from runtool.ui.labels import laser_box_names
+from runtool.ui.formatting import format_bytes, format_count, format_count_of
+from runtool.ui.inventory_grid import (
+    COLUMNS,
+    ISSUE_STATUSES,
+    STATUS_FILTERS,
+    STATUS_STYLES,
+    InventoryGrid,
+    filter_rows,
+    inventory_rows,
+)
+from runtool.ui.labels import distinct_laser_box_names
 from runtool.ui.page import Page
-from runtool.ui.query import DOWNLOAD_MANAGER
-from runtool.ui.tables import badge
+from runtool.ui.query import DOWNLOAD_MANAGER, run_url
+from runtool.ui.tables import badge, csv_link, link
 from runtool.ui.tasks import BackgroundTask, TaskBusyError
-from runtool.ui.theme import SYNC_STYLES
 
 __all__ = ["DownloadManagerPage"]
 
 T = TypeVar("T")
 Direction = Literal["download", "upload"]
+LINKED_RUNS = 5
+"""Up to this many selected runs get a link to the per-run page beside the selection line."""
+
+
 def _section(title: str) -> widgets.HTML:
     return widgets.HTML(f'<div class="rt-section-title">{title}</div>')
 
@@ -63,19 +77,26 @@ class DownloadManagerPage(Page):
         self.status_filter = widgets.ToggleButtons(
             options=STATUS_FILTERS[self.family.value],
             value=status if status in STATUS_FILTERS[self.family.value] else "All",
-            style={"button_width": "120px"},
+            style={"button_width": "auto"},
         ).add_class("rt-status-filter")
         self.kpi_cards = KpiCards()
         self.grid = InventoryGrid()
         self.grid.on_select(lambda _runs: self._selection_shown())
         self.selection_line = widgets.HTML().add_class("rt-selection-line")
         self.status_counts = widgets.HTML().add_class("rt-status-counts")
-        self.select_all_button = widgets.Button(description="Select all shown", icon="check-square")
+        self.run_links = widgets.HTML().add_class("rt-run-links")
+        self.select_all_button = widgets.Button(description="Select all shown", icon="check-square",
+                                                layout=widgets.Layout(width="auto"))
         self.select_all_button.add_class("rt-select-all").on_click(lambda _: self.grid.select_all())
-        self.clear_button = widgets.Button(description="Clear selection", icon="square")
-        self.clear_button.on_click(lambda _: self.grid.clear())
-        self.selection_row = widgets.HBox([self.selection_line, self.select_all_button, self.clear_button],
-                                          layout=widgets.Layout(align_items="center"))
+        self.clear_button = widgets.Button(description="Clear selection", icon="square",
+                                           layout=widgets.Layout(width="auto"))
+        self.clear_button.add_class("rt-clear-selection").on_click(lambda _: self.grid.clear())
+        # Selecting only chooses what an operation covers; a read-only page has none, so no bulk selection either.
+        buttons = [] if self.read_only else [self.select_all_button, self.clear_button]
+        self.selection_row = widgets.HBox([self.selection_line, *buttons],
+                                          layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
+        self.csv_row = widgets.HTML().add_class("rt-csv-row")
+        self.grid.grid.observe(lambda _change: self._update_csv(), names="_visible_rows")
         self.table_view = widgets.VBox().add_class("rt-view-table")
         self.body = widgets.VBox([self.empty_state])
         self.overview: pd.DataFrame | None = None
@@ -86,6 +107,11 @@ class DownloadManagerPage(Page):
         self._plan_timer: threading.Timer | None = None
         self._plan_wanted = False
         self.tabs: widgets.Tab | None = None
+        # Messages about an action, shown in its tab (the page's own area is for the page and its link).
+        self.transfer_messages = MessageArea()
+        self.transfer_messages.widget.add_class("rt-transfer-messages")
+        self.export_messages = MessageArea()
+        self.export_messages.widget.add_class("rt-export-messages")
         content: list[widgets.Widget] = [
             self.kpi_cards.widget,
             widgets.HBox([self.family, self.status_filter], layout=widgets.Layout(flex_flow="row wrap")),
@@ -114,6 +140,7 @@ class DownloadManagerPage(Page):
         transfer_tab = widgets.VBox([
             widgets.HBox([self.download_button, self.upload_button, self.transfer_panel.conflict, self.kinds],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
+            self.transfer_messages.widget,
             self.transfer_panel.widget,
         ])
 
@@ -131,6 +158,7 @@ class DownloadManagerPage(Page):
                          "<code>ML/raw/.export_tracking.json</code>.</span>"),
             widgets.HBox([self.export_id, self.export_button, self.export_panel.conflict],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
+            self.export_messages.widget,
             self.export_panel.widget,
         ])
 
@@ -179,8 +207,9 @@ class DownloadManagerPage(Page):
         self._build_rows()
         self._show_totals()
         self._refilter()
-        self.table_view.children = [self.selection_row, self.grid.grid if self.drawn else self.drawing_note,
-                                    self.status_counts]
+        self.table_view.children = [self.selection_row, self.run_links,
+                                    self.grid.grid if self.drawn else self.drawing_note,
+                                    self.status_counts, self.csv_row]
         self.body.children = [self.table_view]
         self.view = "table"
         if self.tabs is not None and self.tabs.selected_index == 2:
@@ -191,8 +220,10 @@ class DownloadManagerPage(Page):
         assert runs is not None
         family = self.family.value
         cloud, local = ("raw_bytes", "local_raw_bytes") if family == "raw" else ("ml_bytes", "local_ml_bytes")
-        issues = runs[f"{family}_sync"].isin(("mismatch", "missing"))
+        issues = runs[f"{family}_sync"].isin(ISSUE_STATUSES[family])
         side = "raw bags" if family == "raw" else "ML samples"
+        caption = ("runs whose raw bags mismatch or are missing" if family == "raw" else
+                   "runs whose ML samples differ between cloud and disk")
         self.kpi_cards.show([
             Kpi("Runs", format_count(len(runs))),
             Kpi("Bags cloud / local", f"{format_count(int(runs['raw_bags'].sum()))} / "
@@ -201,22 +232,23 @@ class DownloadManagerPage(Page):
                 f"{format_count(int(runs['local_labels'].sum()))}", "labels"),
             Kpi("Size cloud / local",
                 f"{format_bytes(int(runs[cloud].sum()))} / {format_bytes(int(runs[local].sum()))}", side),
-            Kpi("Issues", format_count(int(issues.sum())), f"runs whose {side} mismatch or are missing"),
+            Kpi("Issues", format_count(int(issues.sum())), caption),
         ])
 
     def _build_rows(self) -> None:
         """The display rows of the side shown, for every run of the selection (the status filter picks from them)."""
         assert self.overview is not None
-        names = laser_box_names(self.overview["lb_key"].unique().tolist(), self.filters)
+        names = distinct_laser_box_names(self.overview["lb_key"].astype(str).unique().tolist())
         self.side_rows = inventory_rows(self.overview, self.family.value, names)
 
     def _refilter(self) -> None:
         """Show the rows the status filter keeps (no service call, no rows rebuilt)."""
         if self.overview is None:
             return
-        self.rows = filter_rows(self.side_rows, self.status_filter.value)
+        self.rows = filter_rows(self.side_rows, self.status_filter.value, self.family.value)
         self.grid.show(self.rows)
         self.status_counts.value = _status_counts(self.rows, self.status_filter.value)
+        self._update_csv()
         self._update_links()
         self._selection_shown()
 
@@ -234,13 +266,22 @@ class DownloadManagerPage(Page):
             self._refilter()
 
     def _selection_shown(self) -> None:
-        chosen = len(self.grid.selected_runs())
+        selected = self.grid.selected_runs()
+        chosen = len(selected)
         shown = len(self.grid.rows)
-        self.selection_line.value = (
-            f"<b>{format_count(chosen)} of {format_count(shown)} runs selected</b>" if chosen else
-            f"{format_count(shown)} runs shown; none selected, so operations cover all of them. "
-            "Click rows to select (Shift/Ctrl for more)."
-        )
+        if self.read_only:
+            self.selection_line.value = (
+                f"<b>{format_count(chosen)} of {format_count_of(shown, 'run')} selected</b>" if chosen else
+                f"{format_count_of(shown, 'run')} shown. Click a row for its link to the per-run page; "
+                "click a column header to sort."
+            )
+        else:
+            self.selection_line.value = (
+                f"<b>{format_count(chosen)} of {format_count_of(shown, 'run')} selected</b>" if chosen else
+                f"{format_count_of(shown, 'run')} shown; none selected, so operations cover all of them. "
+                "Click rows to select (Shift/Ctrl for more), a column header to sort."
+            )
+        self.run_links.value = self._run_links(selected)
         if self.tabs is None:
             return
         directions: tuple[tuple[widgets.Button, Direction], ...] = (
@@ -250,8 +291,35 @@ class DownloadManagerPage(Page):
             fitting = self._fitting(direction)
             scope = chosen or shown
             verb = "Preview download" if direction == "download" else "Preview upload"
-            button.description = f"{verb} ({format_count(fitting)} of {format_count(scope)} runs)"
+            button.description = f"{verb} ({format_count(fitting)} of {format_count_of(scope, 'run')})"
             button.disabled = fitting == 0 or self.busy
+
+    def _run_links(self, selected: Sequence[str]) -> str:
+        """Links to the per-run page for the first selected runs (named as in the table, full coordinate on hover)."""
+        if not selected:
+            return ""
+        links = [
+            link(run_url(RunCoordinate.parse(path)),
+                 f"{self.rows.at[path, 'Laser box']} · {self.rows.at[path, 'Start (UTC)']}", title=path).html
+            for path in selected[:LINKED_RUNS]
+            if path in self.rows.index
+        ]
+        more = f" and {format_count(len(selected) - LINKED_RUNS)} more" if len(selected) > LINKED_RUNS else ""
+        return f'<span class="rt-caption">Open on the per-run page:</span> {", ".join(links)}{more}'
+
+    def _update_csv(self) -> None:
+        """A link downloading the rows as shown (status filter, the grid's sort) with full coordinates."""
+        if self.overview is None or self.rows.empty:
+            self.csv_row.value = ""
+            return
+        visible = self.grid._visible()
+        rows = self.rows.iloc[[i for i in visible if i < len(self.rows)]] if len(visible) else self.rows
+        table = rows[list(COLUMNS)].rename(columns={"Cloud size": "Cloud bytes", "Local size": "Local bytes"})
+        side = self.family.value
+        status = self.status_filter.value.lower().replace(" ", "_")
+        name = f"runs_{side}" + (f"_{status}" if status != "all" else "") + ".csv"
+        self.csv_row.value = csv_link(table.to_csv(index=False), name,
+                                      f"Download these {format_count_of(len(rows), 'run')} as CSV")
 
     def _fitting(self, direction: Direction) -> int:
         """How many runs of the scope have something to move in ``direction`` and are not in sync."""
@@ -268,22 +336,34 @@ class DownloadManagerPage(Page):
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def _refused(self, doing: str) -> bool:
+    def _refused(self, doing: str, area: MessageArea | None = None) -> bool:
         if self.read_only or self.services is None:
             self.messages.error(f"{doing} is not possible here: this server is read-only.")
             return True
         if self.busy:
-            self.messages.warning(f"{doing} has to wait: another operation is still running. Wait, or cancel it.")
+            (area or self.messages).warning(
+                f"{doing} has to wait: another operation is still running. Wait, or cancel it."
+            )
             return True
         return False
 
-    def _run_job(self, work: Callable[[threading.Event], T], done: Callable[[T], None],
-                 failed: Callable[[Exception], None], doing: str, redraw: bool = True) -> None:
-        """Run ``work(cancel)`` in the background, then ``done(result)``; errors become messages.
+    @staticmethod
+    def _report(area: MessageArea, exc: BaseException, doing: str) -> None:
+        """An expected error (runtool's own: a typo, a missing file) as its sentence alone; anything else with
+        the details a developer needs, one click away."""
+        if isinstance(exc, RuntoolError):
+            area.error(str(exc))
+        else:
+            area.report(exc, doing)
 
-        With ``redraw`` the table is drawn again afterwards (work that changed the state; a preview did not,
-        and keeps the rows selected).
+    def _run_job(self, work: Callable[[threading.Event], T], done: Callable[[T], None],
+                 failed: Callable[[Exception], None], doing: str, area: MessageArea, redraw: bool = True) -> None:
+        """Run ``work(cancel)`` in the background, then ``done(result)``; errors become messages in ``area``.
+
+        ``area`` is the message area of the tab the user acted in. With ``redraw`` the table is drawn again
+        afterwards (work that changed the state; a preview did not, and keeps the rows selected).
         """
+        area.clear()
 
         def job(cancel: threading.Event) -> Callable[[], None]:
             result = work(cancel)
@@ -294,7 +374,7 @@ class DownloadManagerPage(Page):
                 try:
                     continuation()
                 except Exception as exc:  # shown on the page; the table is redrawn below all the same
-                    self.messages.report(exc, doing)
+                    self._report(area, exc, doing)
             if redraw:
                 self.render()
             else:
@@ -302,14 +382,14 @@ class DownloadManagerPage(Page):
 
         def error(exc: Exception) -> None:
             failed(exc)
-            self.messages.report(exc, doing)
+            self._report(area, exc, doing)
             if redraw:
                 self.render()
 
         try:
             self.job_task.start(job, finished, error)
         except TaskBusyError:
-            self.messages.warning(f"{doing} has to wait: another operation is still running.")
+            area.warning(f"{doing} has to wait: another operation is still running.")
 
     def cancel_job(self) -> None:
         self.job_task.cancel.set()
@@ -323,7 +403,7 @@ class DownloadManagerPage(Page):
     def preview(self, direction: Direction, coords: Sequence[RunCoordinate] | None = None) -> None:
         """Plan ``direction`` for the scope (or ``coords``), per run, and show it with Execute."""
         doing = f"Planning the {direction}"
-        if self._refused(doing):
+        if self._refused(doing, self.transfer_messages):
             return
         assert self.services is not None
         operation = f"{self.family.value}_{direction}"
@@ -331,28 +411,30 @@ class DownloadManagerPage(Page):
         options: dict[str, object] = {"conflict": self.transfer_panel.conflict_mode}
         if self.family.value == "ml":
             if not self.kinds.value:
-                self.messages.warning("Choose frames, labels or both before planning an ML transfer.")
+                self.transfer_messages.warning("Choose frames, labels or both before planning an ML transfer.")
                 return
             options["kinds"] = tuple(self.kinds.value)
         transfers = self.services.transfers
-        self.transfer_panel.show_plan(None, f"Planning {format_count(len(runs))} runs…")
+        self.transfer_panel.show_plan(None, f"Planning {format_count_of(len(runs), 'run')}…")
         self._run_job(
             lambda _cancel: transfers.plan_bulk(operation, runs, **options),
             self.transfer_panel.show_plan,
-            lambda exc: self.transfer_panel.show_plan(None, str(exc)),
+            lambda _exc: self.transfer_panel.show_plan(None),
             doing,
+            self.transfer_messages,
             redraw=False,
         )
 
     def preview_export(self, export_id: str | None = None) -> None:
         """Plan the upload of every local ML run of a labelling export."""
         doing = "Planning the export upload"
-        if self._refused(doing):
+        if self._refused(doing, self.export_messages):
             return
         assert self.services is not None
         chosen = (export_id or self.export_id.value).strip()
         if not chosen:
-            self.messages.warning("Type or pick an export id first.")
+            self.export_messages.clear()
+            self.export_messages.warning("Type or pick an export id first.")
             return
         conflict = self.export_panel.conflict_mode
         transfers = self.services.transfers
@@ -360,8 +442,9 @@ class DownloadManagerPage(Page):
         self._run_job(
             lambda _cancel: transfers.plan_export_upload(chosen, conflict=conflict),
             self.export_panel.show_plan,
-            lambda exc: self.export_panel.show_plan(None, str(exc)),
+            lambda _exc: self.export_panel.show_plan(None),
             doing,
+            self.export_messages,
             redraw=False,
         )
 
@@ -369,7 +452,8 @@ class DownloadManagerPage(Page):
         """Execute the plan ``panel`` previewed, with per-run and overall progress and Cancel."""
         plan = panel.plan
         doing = "Transferring"
-        if plan is None or self._refused(doing):
+        area = self.export_messages if panel is getattr(self, "export_panel", None) else self.transfer_messages
+        if plan is None or self._refused(doing, area):
             return
         assert self.services is not None
         transfers = self.services.transfers
@@ -380,14 +464,16 @@ class DownloadManagerPage(Page):
 
         def done(result: BulkResult) -> None:
             panel.finish(result)
-            if not result.ok:
-                self.messages.warning(result.summary())
 
-        self._run_job(work, done, lambda exc: panel.failed(f"The transfer stopped: {exc}"), doing)
+        self._run_job(work, done, lambda _exc: panel.failed("The transfer stopped (the message above says why)."),
+                      doing, area)
 
     # -- export ids ----------------------------------------------------------------------------
 
     def _tab_changed(self, change: Mapping[str, object]) -> None:
+        # What a tab said was about an action there; it would only confuse beside another tab.
+        for area in (self.transfer_messages, self.export_messages, self.dataset.messages):
+            area.clear()
         if change["new"] == 1:
             self.load_export_ids()
         elif change["new"] == 2:
@@ -401,7 +487,8 @@ class DownloadManagerPage(Page):
             self.export_id.options = tuple(self.services.local.export_tracking())
         except RuntoolError as exc:
             self.export_id.options = ()
-            self.messages.report(exc, "reading the export tracking file")
+            self.export_messages.clear()
+            self.export_messages.error(str(exc))
 
     # -- datasets ------------------------------------------------------------------------------
 
@@ -449,14 +536,14 @@ class DownloadManagerPage(Page):
         """Execute the dataset plan shown, with progress and Cancel."""
         plan = self.dataset.plan
         doing = "Fetching the dataset"
-        if plan is None or self._refused(doing):
+        if plan is None or self._refused(doing, self.dataset.messages):
             return
         assert self.services is not None
         datasets = self.services.datasets
         form = self.dataset
         form.fetch_button.disabled = True
         form.result.value = ""
-        form.progress.start(f"Fetching {format_count(len(plan.samples))} samples…", cancellable=True)
+        form.progress.start(f"Fetching {format_count_of(len(plan.samples), 'sample')}…", cancellable=True)
 
         def progress(event: TransferProgress) -> None:
             total = event.bytes_total or 1
@@ -464,8 +551,6 @@ class DownloadManagerPage(Page):
 
         def done(result: DatasetResult) -> None:
             form.show_result(result)
-            if not result.ok:
-                self.messages.warning(f"Dataset {plan.name}: {result.summary()}")
 
         def failed(_exc: Exception) -> None:
             form.progress.finish()
@@ -476,7 +561,7 @@ class DownloadManagerPage(Page):
         def work(cancel: threading.Event) -> DatasetResult:
             return datasets.execute(plan, progress=progress, cancel=cancel, conflict=conflict)
 
-        self._run_job(work, done, failed, doing, redraw=False)  # the runs' sync state did not change
+        self._run_job(work, done, failed, doing, form.messages, redraw=False)  # the runs' sync state did not change
 
 
 def _status_counts(rows: pd.DataFrame, status_filter: str) -> str:
@@ -486,6 +571,6 @@ def _status_counts(rows: pd.DataFrame, status_filter: str) -> str:
     counts = rows["Status"].value_counts()
     return "Shown: " + " ".join(
         f"{badge(style).html} {format_count(int(counts[style.label]))}"
-        for style in SYNC_STYLES.values()
+        for style in STATUS_STYLES
         if style.label in counts
     )

@@ -14,11 +14,17 @@ __all__ = [
     "format_age",
     "format_bytes",
     "format_count",
+    "format_count_of",
     "format_day",
     "format_decimal",
     "format_pct",
     "format_time",
 ]
+
+
+def format_count_of(count: int, noun: str, plural: str | None = None) -> str:
+    """A count and its noun, singular for one: ``1 run``, ``2 runs``, ``1,204 runs`` (``plural`` if not noun + s)."""
+    return f"{format_count(count)} {noun if count == 1 else plural or noun + 's'}"
 
 
 def format_decimal(value: float | None, digits: int = 1) -> str:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
+import re
 import time
 
+import pandas as pd
 import pytest
 
 from runtool.config import RuntoolConfig
@@ -13,7 +17,9 @@ from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.storage import local_ml_dir, local_raw_dir, make_client, ml_file_key
 from runtool.ui import DownloadManagerPage
-from runtool.ui.inventory_grid import STATUS_FILTERS
+from runtool.ui.bulk_panel import _RunNames
+from runtool.ui.inventory_grid import COLUMNS, STATUS_FILTERS
+from runtool.ui.query import run_url
 
 from .conftest import FLEET, seed
 from .widget_tree import with_class
@@ -42,6 +48,10 @@ def test_the_table_shows_each_runs_state_for_the_side_chosen(services: ServiceCo
     assert list(page.rows["Start (UTC)"]) == sorted(page.rows["Start (UTC)"], reverse=True)
     assert len(page.grid.grid.data) == len(FLEET)
     assert page.status_filter.options == STATUS_FILTERS["raw"]
+    # Laser boxes named by what tells them apart (not c1/r1/f1/…), the full coordinate in the Run column.
+    assert set(page.rows["Laser box"]) == {"lb01", "lb02", "lb03"}
+    assert list(page.rows["Run"]) == list(page.rows.index)
+    assert page.kpis["Issues"] == "1"  # the ML-only run: no raw bags
 
     page.status_filter.value = "Issues"
     assert list(page.rows.index) == [ml_only]
@@ -49,6 +59,13 @@ def test_the_table_shows_each_runs_state_for_the_side_chosen(services: ServiceCo
 
     page.family.value = "ml"
     assert page.status_filter.options == STATUS_FILTERS["ml"] and page.status_filter.value == "All"
+    # A run nobody labelled yet is not an issue on the ML side: grey "no samples yet", not "missing".
+    unlabelled = next(s for s in FLEET if not s.labels and not s.frames).coordinate.to_path_str()
+    assert _statuses(page)[unlabelled] == "no samples yet"
+    assert page.kpis["Issues"] == "0"
+    page.status_filter.value = "Issues"
+    assert page.rows.empty
+    page.status_filter.value = "All"
     page.status_filter.value = "Not downloaded"
     assert len(page.rows) == len(WITH_ML)
     assert set(page.rows["Status"]) == {"not downloaded"}
@@ -73,6 +90,9 @@ def test_selected_runs_are_previewed_downloaded_and_turn_synced(services: Servic
     assert page.grid.selected_runs() == chosen
     assert "2 of" in page.selection_line.value
     assert page.download_button.description == "Preview download (2 of 2 runs)"
+    # Each selected run is a link away from its per-run page.
+    links = [html.unescape(href) for href in re.findall(r'href="([^"]+)"', page.run_links.value)]
+    assert links == [run_url(RunCoordinate.parse(c)) for c in chosen]
     page.preview("download")
     assert page.wait_idle(60)
     plan = page.transfer_panel.plan
@@ -81,6 +101,8 @@ def test_selected_runs_are_previewed_downloaded_and_turn_synced(services: Servic
     assert plan.files_to_transfer == bags
     assert page.transfer_panel.execute_button.description.startswith(f"Download {bags} files")
     assert page.grid.selected_runs() == chosen  # a preview changes nothing, so the rows stay ticked
+    preview = page.transfer_panel.preview.value
+    assert preview.count("02_per_run_analysis.ipynb?") == 2 and "lb01 · 2025-" in preview
 
     page.execute(page.transfer_panel)
     assert page.wait_idle(60)
@@ -138,7 +160,7 @@ def test_ml_samples_only_on_disk_are_uploaded_from_the_page(writable: ServiceCon
     assert page.wait_idle(60)
     assert page.transfer_panel.plan is not None and page.transfer_panel.plan.files_to_transfer == 0
     page.kinds.value = ("frames", "labels")
-    assert page.upload_button.description == "Preview upload (1 of 1 runs)"
+    assert page.upload_button.description == "Preview upload (1 of 1 run)"
     assert page.download_button.disabled
     page.preview("upload")
     assert page.wait_idle(60)
@@ -173,7 +195,13 @@ def test_an_export_is_uploaded_by_its_id(writable: ServiceContainer) -> None:
     page.preview_export("exp_9")
     assert page.wait_idle(30)
     assert page.export_panel.plan is None
-    assert "Unknown export id 'exp_9'" in html.unescape(page.export_panel.preview.value)
+    # An expected error: a sentence in the tab, no traceback, nothing in the page's banner.
+    [message] = page.export_messages.messages
+    assert message.text.startswith("Unknown export id 'exp_9'") and message.details is None
+    assert not page.messages.messages
+    page.tabs.selected_index = 0
+    assert not page.export_messages.messages
+    page.tabs.selected_index = 1
 
     page.preview_export("exp_3")
     assert page.wait_idle(30)
@@ -181,12 +209,12 @@ def test_an_export_is_uploaded_by_its_id(writable: ServiceContainer) -> None:
     assert plan is not None and [p.coordinate for p in plan.plans] == [LOCAL_RUN] and plan.files_to_transfer == 2
     page.execute(page.export_panel)
     assert page.wait_idle(60)
-    assert "1 runs complete, 0 with failures" in page.export_panel.result.value
+    assert "1 run complete, 0 with failures" in page.export_panel.result.value
 
     _write_tracking(writable.config, "{broken")
     page.load_export_ids()
     assert page.export_id.options == ()
-    assert "not valid JSON" in page.messages.messages[0].text
+    assert "not valid JSON" in page.export_messages.messages[0].text
 
 
 def test_the_dataset_form_shows_a_live_plan_then_fetches(services: ServiceContainer) -> None:
@@ -213,7 +241,10 @@ def test_the_dataset_form_shows_a_live_plan_then_fetches(services: ServiceContai
     images = sorted(p.name for p in root.glob("images/*/*"))
     assert len(images) == len(plan.samples)
     n = len(plan.samples)  # a frame downloaded and a label from the plan's cache each
-    assert f"{n} downloaded, {n} labels from the cache" in page.dataset.result.value
+    result = html.unescape(page.dataset.result.value)
+    assert "Done in" in result and f"weeds holds {n} samples" in result
+    assert f"{n} files downloaded" in result and f"{n} labels copied from the labels read while planning" in result
+    assert "kept" not in result  # nothing was there before
     assert json.loads((root / "manifest.json").read_text())["samples"]
 
 
@@ -235,6 +266,7 @@ def test_a_read_only_page_is_the_inventory_view_alone(fleet_config: RuntoolConfi
     assert page.view == "table" and len(page.rows) == len(FLEET)
     assert page.tabs is None
     assert not with_class(page.widget, "rt-action-tabs") and not with_class(page.widget, "rt-execute")
+    assert not with_class(page.widget, "rt-select-all") and "operations" not in page.selection_line.value
     page.preview("download")
     assert "read-only" in page.messages.messages[0].text
 
@@ -249,3 +281,59 @@ def test_a_run_on_disk_and_a_different_copy_in_the_cloud_is_a_mismatch(services:
     assert spec.coordinate.to_path_str() in page.rows.index
     assert page.rows.loc[spec.coordinate.to_path_str(), "Status"] == "mismatch"
     assert "Bag" in page.rows.loc[spec.coordinate.to_path_str(), "Issues"]
+
+
+def test_a_header_click_sorts_and_keeps_the_selection(services: ServiceContainer) -> None:
+    page = DownloadManagerPage(services, query="cid=c1")
+    grid = page.grid
+    chosen = list(page.rows.index[:1])
+    grid.select_runs(chosen)
+    # A click on the Status header: the grid reports it, then selects the whole column (= every row).
+    grid._cell_clicked({"region": "column-header", "column": "Status"})
+    grid.grid.selections = [{"r1": 0, "c1": 0, "r2": len(page.rows) - 1, "c2": len(COLUMNS) - 1}]
+    assert grid.selected_runs() == chosen
+    assert grid.sort == ("Status", False)
+    assert grid.grid._transforms == [{"type": "sort", "column": "Status", "desc": False}]
+    grid._cell_clicked({"region": "column-header", "column": "Status"})
+    assert grid.sort == ("Status", True)
+    # Select all shown still selects every row.
+    page.select_all_button.click()
+    assert len(grid.selected_runs()) == len(page.rows)
+
+
+def test_the_table_downloads_as_csv_as_shown(services: ServiceContainer) -> None:
+    page = DownloadManagerPage(services, query="cid=c1&status=Not+downloaded")
+    href = re.search(r'href="data:text/csv;charset=utf-8;base64,([^"]+)"', page.csv_row.value)
+    assert href is not None and f"Download these {len(page.rows)} runs as CSV" in page.csv_row.value
+    table = pd.read_csv(io.StringIO(base64.b64decode(href.group(1)).decode("utf-8")))
+    assert list(table["Run"]) == list(page.rows.index)
+    assert list(table["Status"]) == ["not downloaded"] * len(page.rows)
+    assert "Cloud bytes" in table.columns
+
+
+def test_a_run_only_on_disk_says_so(services: ServiceContainer) -> None:
+    folder = local_raw_dir(services.config.raw_root, LOCAL_RUN)
+    folder.mkdir(parents=True)
+    (folder / "rosbag_2025-09-01-08-00-00_0.bag").write_bytes(b"local")
+    services.local.scan()
+    page = DownloadManagerPage(services, query="cid=c1&status=Local+only")
+    assert list(page.rows.index) == [LOCAL_RUN.to_path_str()]
+    assert page.rows["Issues"].iloc[0] == "Only on this disk: 1 bags, none in the raw bucket"
+
+
+def test_bulk_previews_name_runs_apart_when_laser_box_ids_repeat() -> None:
+    a = RunCoordinate.parse("c1/r1/f1/t1/LB_0001/2025_09_12T09:13:00Z")
+    b = RunCoordinate.parse("c1/r1/f2/t1/LB_0001/2025_09_12T09:13:00Z")
+    names = _RunNames([a, b])
+    assert names.name(a) == "f1 · LB_0001 · 2025-09-12 09:13" and names.name(b) == "f2 · LB_0001 · 2025-09-12 09:13"
+    assert _RunNames([a]).name(a) == "LB_0001 · 2025-09-12 09:13"
+    assert f'title="{a.to_path_str()}"' in names.cell(a).html
+
+
+def test_dataset_dates_are_typed_as_iso(services: ServiceContainer) -> None:
+    page = DownloadManagerPage(services, query="cid=c1")
+    page.dataset.since.value = "08/01/2025"
+    page.plan_dataset()
+    assert "must be a date written YYYY-MM-DD" in html.unescape(page.dataset.plan_text.value)
+    page.dataset.since.value = "2025-08-04"
+    assert page.dataset.options().since is not None and page.dataset.options().since.isoformat() == "2025-08-04"
