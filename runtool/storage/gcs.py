@@ -182,11 +182,11 @@ def stream_object(
 
     One media GET of exactly ``generation`` (0: whatever generation is live), also under ``ifGenerationMatch``,
     so an object replaced meanwhile fails (NotFound for the version gone, or PreconditionFailed) instead of
-    mixing versions. ``Accept-Encoding: gzip``
-    keeps the stored bytes as stored (never decompressed), which is what the object's CRC32C covers. A body
-    cut short (connection reset, emulator restarted) is resumed from the next byte with a Range request under
-    the same precondition; transient failures are retried for up to ``retry_s`` seconds since the last byte
-    arrived. HTTP errors are raised as ``google.api_core`` exceptions (wrap the call in :func:`storage_errors`);
+    mixing versions. ``Accept-Encoding: gzip`` keeps the stored bytes as stored (never decompressed): they are
+    what the object's CRC32C covers. A body cut short (connection reset, emulator restarted) is resumed from the
+    next byte with a Range request for the same generation. Transient failures are retried for up to ``retry_s``
+    seconds, a budget that starts afresh whenever bytes have arrived, so a long download that breaks late is
+    resumed too. HTTP errors are raised as ``google.api_core`` exceptions (wrap the call in :func:`storage_errors`);
     whatever ``sink`` raises ends the read.
     """
     from google.api_core import exceptions as gexc
