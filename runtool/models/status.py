@@ -209,6 +209,8 @@ class RunState:
     raw_sync: SyncStatus
     ml_sync: SyncStatus
     issues: tuple[str, ...] = ()
+    differing_bags: tuple[str, ...] = ()
+    """Cloud names of the bags whose local copy has another size than the object: a bad or partial file."""
 
     @property
     def pipeline_status(self) -> DataStatus:
@@ -222,6 +224,10 @@ class RunState:
 
     @property
     def next_action(self) -> NextAction:
+        """The pipeline's next step; a local bag of the wrong size is downloaded again before anything else,
+        because extracting or analysing it would read a broken file."""
+        if self.differing_bags and self.cloud_raw.exists:
+            return NextAction.DOWNLOAD
         return {
             DataStatus.NOT_DOWNLOADED: NextAction.DOWNLOAD,
             DataStatus.DOWNLOADED: NextAction.EXTRACT,
@@ -243,6 +249,7 @@ class RunState:
             "raw_sync": self.raw_sync.value,
             "ml_sync": self.ml_sync.value,
             "issues": list(self.issues),
+            "differing_bags": list(self.differing_bags),
             "pipeline_status": self.pipeline_status.value,
             "next_action": self.next_action.value,
             "ready_for_analysis": self.ready_for_analysis,

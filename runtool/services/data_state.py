@@ -326,8 +326,12 @@ class DataStateService:
             issues.append(f"Sample size mismatch: cloud={cloud_ml.total_bytes:,} B, local={local.ml.total_bytes:,} B")
         if not cloud_raw.exists and cloud_ml.exists:
             issues.append("ML only: samples without raw bags")
+        differing = tuple(sorted(
+            name for name, size in local_cloud_names.items() if cloud_raw.bag_sizes.get(name, size) != size
+        ))
         return RunState(
-            coord, cloud_raw, cloud_ml, local.raw, local.ml, local.extraction, raw_sync, ml_sync, tuple(issues)
+            coord, cloud_raw, cloud_ml, local.raw, local.ml, local.extraction, raw_sync, ml_sync, tuple(issues),
+            differing,
         )
 
     @staticmethod

@@ -1,10 +1,10 @@
 """Bring runs up to date: download what is missing, extract, analyse; one run or a whole selection.
 
 :class:`RunPipeline` is the one place that knows the order of the per-run steps. It follows the run's next
-action (:class:`~runtool.models.NextAction`): a run without local bags is downloaded, a run with bags but
-no current extraction is extracted, and every run is analysed (a current analysis cache makes that a
-read). :class:`~runtool.services.reports.ReportService` runs it before executing its notebook; the CLI's
-``runtool analyze [filters] --yes`` runs it over a selection.
+action (:class:`~runtool.models.NextAction`): a run without local bags, or with a local bag of the wrong size,
+is downloaded (verifying what is there), a run with bags but no current extraction is extracted, and every
+run is analysed (a current analysis cache makes that a read). :class:`~runtool.services.reports.ReportService`
+runs it before executing its notebook; the CLI's ``runtool analyze [filters] --yes`` runs it over a selection.
 
 A selection runs on the :mod:`~runtool.services.executor`, one run per unit: a run that fails is reported
 with the step and the reason and the others go on; ``cancel`` leaves the runs not started untouched and
@@ -216,7 +216,9 @@ class RunPipeline:
         steps: list[PipelineStep] = []
         if state.next_action is NextAction.DOWNLOAD:
             with _step(coord, "download"):
-                plan = services.transfers.plan_raw_download(coord)
+                # Verify replaces a local bag of the wrong size, which skip would keep.
+                plan = services.transfers.plan_raw_download(coord, conflict="verify" if state.differing_bags
+                                                            else "skip")
                 notify("download", plan.describe())
                 result = services.transfers.execute(plan)
             if not result.ok:

@@ -34,6 +34,7 @@ def state(
     present: tuple[str, ...] = (),
     analyzed: bool = False,
     cloud_bags: dict[str, int] | None = None,
+    differing: tuple[str, ...] = (),
 ) -> RunState:
     return RunState(
         coordinate=COORD,
@@ -44,10 +45,12 @@ def state(
         extraction=ExtractionStatus(path="/data/processed/run", present=present, analyzed=analyzed),
         raw_sync=SyncStatus.CLOUD_ONLY,
         ml_sync=SyncStatus.MISSING,
+        differing_bags=differing,
     )
 
 
 LOCAL = {"rosbag_2025-08-25-08-59-57_0.bag": 100}
+CLOUD = {"_2025-08-25-08-59-57_0.bag": 120}
 
 
 @pytest.mark.parametrize(
@@ -67,6 +70,13 @@ LOCAL = {"rosbag_2025-08-25-08-59-57_0.bag": 100}
         # Extraction outputs stay useful after the bags were deleted locally.
         ({"present": ALL_FILES}, DataStatus.EXTRACTED, NextAction.ANALYZE, True),
         ({"present": ALL_FILES, "analyzed": True}, DataStatus.ANALYZED, NextAction.COMPLETE, True),
+        # A local bag of another size than its object is downloaded again, whatever comes after.
+        ({"local_bags": LOCAL, "cloud_bags": CLOUD, "differing": tuple(CLOUD)}, DataStatus.DOWNLOADED,
+         NextAction.DOWNLOAD, False),
+        ({"local_bags": LOCAL, "cloud_bags": CLOUD, "differing": tuple(CLOUD), "present": ALL_FILES,
+          "analyzed": True}, DataStatus.ANALYZED, NextAction.DOWNLOAD, True),
+        # ... unless the bucket no longer has it: there is nothing to download.
+        ({"local_bags": LOCAL, "differing": tuple(CLOUD)}, DataStatus.DOWNLOADED, NextAction.EXTRACT, False),
     ],
 )
 def test_pipeline_status_and_next_action(
@@ -127,8 +137,8 @@ def test_run_state_to_dict_is_json_and_complete() -> None:
     data = run.to_dict()
     decoded = json.loads(json.dumps(data))
     assert set(decoded) == {"coordinate", "cloud_raw", "cloud_ml", "local_raw", "local_ml", "extraction",
-                            "raw_sync", "ml_sync", "issues", "pipeline_status", "next_action",
-                            "ready_for_analysis"}
+                            "raw_sync", "ml_sync", "issues", "differing_bags", "pipeline_status",
+                            "next_action", "ready_for_analysis"}
     assert decoded["coordinate"] == {"cid": "client_001", "regionid": "region_a", "fieldid": "field_x",
                                      "twid": "TW_001", "lbid": "LB_0001", "timestamp": "2025_08_25T08:59:38Z"}
     assert decoded["raw_sync"] == "synced"
@@ -137,6 +147,7 @@ def test_run_state_to_dict_is_json_and_complete() -> None:
     assert decoded["next_action"] == "extract"
     assert decoded["ready_for_analysis"] is False
     assert decoded["issues"] == ["Not downloaded locally"]
+    assert decoded["differing_bags"] == []
     assert decoded["cloud_ml"]["frame_count"] == 17
     assert decoded["cloud_ml"]["label_count"] == 16
     assert decoded["local_ml"]["exists"] is False

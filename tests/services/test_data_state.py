@@ -171,6 +171,14 @@ def test_complete_run_state_compares_bag_by_bag(services: ServiceContainer) -> N
     assert synced.raw_sync is SyncStatus.SYNCED and synced.extraction.extracted
     assert synced.next_action is NextAction.ANALYZE
     assert services.data_state.get_complete_run_state(CLOUD_ONLY).next_action is NextAction.DOWNLOAD
+    assert state.differing_bags == () and synced.differing_bags == ()
+
+
+def test_a_local_bag_of_the_wrong_size_is_named_and_downloaded_again(services: ServiceContainer) -> None:
+    state = services.data_state.get_complete_run_state(SIZE_MISMATCH)
+    assert state.differing_bags == (bag(0), bag(1))  # cloud names, as the download picks them
+    assert f"Bag size differs: {bag(0)}, {bag(1)}" in state.issues
+    assert state.next_action is NextAction.DOWNLOAD
 
 
 def test_local_refresh_of_one_run(services: ServiceContainer) -> None:

@@ -64,6 +64,24 @@ def test_bring_up_to_date_downloads_extracts_and_analyses_then_reads_the_cache(
     assert again.steps == () and again.kpis == update.kpis
 
 
+def test_a_local_bag_of_the_wrong_size_is_downloaded_again_before_the_extraction(
+    demo_fleet: SeededFleet, tmp_path: Path
+) -> None:
+    services = fresh_services(demo_fleet, tmp_path)
+    (coord,) = runs_with_bags(services, 1)
+    services.transfers.execute(services.transfers.plan_raw_download(coord))
+    bags = sorted(local_raw_dir(services.config.raw_root, coord).glob("*.bag"))
+    sizes = {path.name: path.stat().st_size for path in bags}
+    bags[0].write_bytes(b"cut short")
+    services.local.refresh_run(coord)
+    assert services.data_state.get_complete_run_state(coord).next_action is NextAction.DOWNLOAD
+
+    update = services.pipeline.bring_up_to_date(coord)
+
+    assert update.steps == ("download", "extract", "analyze") and update.failed_bags == ()
+    assert {path.name: path.stat().st_size for path in bags} == sizes
+
+
 def test_an_ml_only_or_unknown_run_stops_at_the_check_step(demo_fleet: SeededFleet, tmp_path: Path) -> None:
     services = fresh_services(demo_fleet, tmp_path)
     unknown = RunCoordinate.parse("client_001/region_north/field_115/TW_001/LB_0003/2024_01_01T00:00:00Z")
