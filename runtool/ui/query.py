@@ -42,6 +42,8 @@ PER_RUN = PageLink("Per-run analysis", "02_per_run_analysis.ipynb")
 DOWNLOAD_MANAGER = PageLink("Download manager", "03_download_manager.ipynb")
 FLEET_KPIS = PageLink("Fleet KPIs", "04_fleet_kpis.ipynb")
 PAGES: tuple[PageLink, ...] = (COVERAGE, PER_RUN, DOWNLOAD_MANAGER, FLEET_KPIS)
+_PART_NAMES = {"cid": "client", "regionid": "region", "fieldid": "field", "twid": "TW", "lbid": "laser box",
+               "timestamp": "run time"}
 
 
 @dataclass(frozen=True)
@@ -65,16 +67,30 @@ def read_selection(query: str | None = None) -> QuerySelection:
     """The selection a URL query asks for (default query: ``$QUERY_STRING``).
 
     Keys other than the coordinate parts (Voila's own, a page's settings) are ignored. An invalid value
-    never raises: the whole selection falls back to All and ``error`` explains why, because a half-applied
-    link would show a view nobody asked for.
+    never raises: the levels above it are kept, it and the levels below it fall back to All (they only mean
+    something under it), and ``error`` says what was wrong and what is shown instead.
     """
-    values = query_parameters(query)
-    try:
-        return QuerySelection(Filters.from_mapping(values))
-    except CoordinateError as exc:
-        return QuerySelection(
-            Filters(), f"The selection in the link could not be used ({exc}), so all data is shown instead."
-        )
+    values = _set_values(query)
+    kept: dict[str, str] = {}
+    for name, value in values.items():
+        try:
+            Filters(**kept, **{name: value})
+        except CoordinateError as exc:
+            shown = Filters(**kept)
+            instead = f"{shown.describe()} is shown instead" if kept else "all data is shown instead"
+            return QuerySelection(
+                shown, f"The {_PART_NAMES[name]} in the link could not be used ({exc}), so {instead}."
+            )
+        kept[name] = value
+    return QuerySelection(Filters(**kept))
+
+
+def _set_values(query: str | None) -> dict[str, str]:
+    """The coordinate parts a query sets, top down (blank and "All" mean unset), not yet checked."""
+    parameters = query_parameters(query)
+    return {
+        name: parameters[name] for name in RunCoordinate.PARTS if parameters.get(name) not in (None, "", "All")
+    }
 
 
 def selection_query(filters: Filters, settings: Mapping[str, str] | None = None) -> str:

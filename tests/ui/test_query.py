@@ -30,13 +30,31 @@ def test_blank_all_and_foreign_keys_are_ignored() -> None:
     assert selection.error is None
 
 
-@pytest.mark.parametrize("query", ["cid=a%2Fb", "cid=c1&regionid=..", "cid=c1&timestamp=yesterday"])
-def test_an_invalid_value_falls_back_to_all_with_a_sentence(query: str) -> None:
+@pytest.mark.parametrize("query", ["cid=a%2Fb", "cid=..&regionid=r1"])
+def test_an_invalid_client_falls_back_to_all_with_a_sentence(query: str) -> None:
     selection = read_selection(query)
     assert selection.filters == Filters()
     assert selection.error is not None
-    assert selection.error.startswith("The selection in the link could not be used")
-    assert selection.error.endswith("all data is shown instead.")
+    assert selection.error.startswith("The client in the link could not be used (cid ")
+    assert selection.error.endswith("so all data is shown instead.")
+
+
+def test_an_invalid_level_keeps_the_levels_above_it_and_drops_those_below() -> None:
+    selection = read_selection("cid=c1&regionid=..&fieldid=f1")
+    assert selection.filters == Filters(cid="c1")
+    assert selection.error == (
+        "The region in the link could not be used (regionid '..' is not allowed), so c1 → All is shown instead."
+    )
+
+
+@pytest.mark.parametrize("timestamp", ["yesterday", "2025_13_45T08:59:38Z", "2025_08_25 08:59:38"])
+def test_a_malformed_run_time_keeps_the_laser_box_and_says_what_was_wrong(timestamp: str) -> None:
+    laser_box = Filters(cid="c1", regionid="r1", fieldid="f1", twid="t1", lbid="lb01")
+    selection = read_selection(f"{selection_query(laser_box)}&timestamp={timestamp}")
+    assert selection.filters == laser_box
+    assert selection.error is not None
+    assert selection.error.startswith(f"The run time in the link could not be used (bad timestamp {timestamp!r}")
+    assert selection.error.endswith("so c1 → r1 → f1 → t1 → lb01 is shown instead.")
 
 
 def test_the_default_query_is_voilas_query_string(monkeypatch: pytest.MonkeyPatch) -> None:
