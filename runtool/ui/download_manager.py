@@ -24,7 +24,8 @@ from runtool.errors import RuntoolError
 from runtool.models import RunCoordinate
 from runtool.services import ServiceContainer, TransferProgress
 from runtool.services.datasets import DatasetPlan, DatasetResult
-from runtool.services.transfers import BulkResult
+from runtool.services.local_state import ExportTrackingError
+from runtool.services.transfers import BulkPlan, BulkResult
 from runtool.ui.bulk_panel import BulkPanel
 from runtool.ui.components import Kpi, KpiCards, MessageArea
 from runtool.ui.dataset_form import DatasetForm
@@ -50,6 +51,8 @@ T = TypeVar("T")
 Direction = Literal["download", "upload"]
 LINKED_RUNS = 5
 """Up to this many selected runs get a link to the per-run page beside the selection line."""
+NO_EXPORTS = ("No labelling export is tracked on this server yet: there is no ML/raw/.export_tracking.json in its "
+              "ML folder, so there is no export to upload.")
 
 
 def _section(title: str) -> widgets.HTML:
@@ -62,6 +65,9 @@ class DownloadManagerPage(Page):
     link = DOWNLOAD_MANAGER
     css_class = "rt-page-download-manager"
     PLAN_DELAY_S = 0.6
+    EMBED_CSV_LIMIT = 2000
+    """Up to this many rows shown the CSV link is ready at once; beyond, it is built when asked for (it travels
+    to the browser inside the page)."""
 
     def __init__(
         self, services: ServiceContainer | None = None, query: str | None = None, progressive: bool = False
@@ -95,7 +101,10 @@ class DownloadManagerPage(Page):
         buttons = [] if self.read_only else [self.select_all_button, self.clear_button]
         self.selection_row = widgets.HBox([self.selection_line, *buttons],
                                           layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
-        self.csv_row = widgets.HTML().add_class("rt-csv-row")
+        self.csv_link = widgets.HTML().add_class("rt-csv-row")
+        self.csv_button = widgets.Button(icon="table", layout=widgets.Layout(width="auto")).add_class("rt-prepare-csv")
+        self.csv_button.on_click(lambda _: self._update_csv(prepare=True))
+        self.csv_row = widgets.HBox(layout=widgets.Layout(align_items="center"))
         self.grid.grid.observe(lambda _change: self._update_csv(), names="_visible_rows")
         self.table_view = widgets.VBox().add_class("rt-view-table")
         self.body = widgets.VBox([self.empty_state])
@@ -307,10 +316,17 @@ class DownloadManagerPage(Page):
         more = f" and {format_count(len(selected) - LINKED_RUNS)} more" if len(selected) > LINKED_RUNS else ""
         return f'<span class="rt-caption">Open on the per-run page:</span> {", ".join(links)}{more}'
 
-    def _update_csv(self) -> None:
-        """A link downloading the rows as shown (status filter, the grid's sort) with full coordinates."""
+    def _update_csv(self, prepare: bool = False) -> None:
+        """A link downloading the rows as shown (status filter, the grid's sort) with full coordinates.
+
+        Beyond :attr:`EMBED_CSV_LIMIT` rows a button builds it (``prepare``), so redrawing stays cheap.
+        """
         if self.overview is None or self.rows.empty:
-            self.csv_row.value = ""
+            self.csv_row.children = []
+            return
+        if len(self.rows) > self.EMBED_CSV_LIMIT and not prepare:
+            self.csv_button.description = f"Prepare a CSV of these {format_count_of(len(self.rows), 'run')}"
+            self.csv_row.children = [self.csv_button]
             return
         visible = self.grid._visible()
         rows = self.rows.iloc[[i for i in visible if i < len(self.rows)]] if len(visible) else self.rows
@@ -318,8 +334,9 @@ class DownloadManagerPage(Page):
         side = self.family.value
         status = self.status_filter.value.lower().replace(" ", "_")
         name = f"runs_{side}" + (f"_{status}" if status != "all" else "") + ".csv"
-        self.csv_row.value = csv_link(table.to_csv(index=False), name,
-                                      f"Download these {format_count_of(len(rows), 'run')} as CSV")
+        self.csv_link.value = csv_link(table.to_csv(index=False), name,
+                                       f"Download these {format_count_of(len(rows), 'run')} as CSV")
+        self.csv_row.children = [self.csv_link]
 
     def _fitting(self, direction: Direction) -> int:
         """How many runs of the scope have something to move in ``direction`` and are not in sync."""
@@ -439,8 +456,17 @@ class DownloadManagerPage(Page):
         conflict = self.export_panel.conflict_mode
         transfers = self.services.transfers
         self.export_panel.show_plan(None, f"Planning export {chosen}…")
+
+        def work(_cancel: threading.Event) -> BulkPlan:
+            try:
+                return transfers.plan_export_upload(chosen, conflict=conflict)
+            except ExportTrackingError as exc:
+                if isinstance(exc.__cause__, FileNotFoundError):
+                    raise ExportTrackingError(NO_EXPORTS) from exc
+                raise
+
         self._run_job(
-            lambda _cancel: transfers.plan_export_upload(chosen, conflict=conflict),
+            work,
             self.export_panel.show_plan,
             lambda _exc: self.export_panel.show_plan(None),
             doing,
@@ -488,7 +514,10 @@ class DownloadManagerPage(Page):
         except RuntoolError as exc:
             self.export_id.options = ()
             self.export_messages.clear()
-            self.export_messages.error(str(exc))
+            if isinstance(exc.__cause__, FileNotFoundError):  # no export yet: nothing is wrong
+                self.export_messages.info(NO_EXPORTS)
+            else:
+                self.export_messages.error(str(exc))
 
     # -- datasets ------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from playwright.sync_api import expect
 
@@ -19,8 +20,8 @@ from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.services.datasets import DatasetOptions
 from runtool.storage import local_raw_dir
-from runtool.ui.inventory_grid import inventory_rows
-from runtool.ui.query import selection_query
+from runtool.ui.inventory_grid import COLUMNS, inventory_rows
+from runtool.ui.query import run_url, selection_query
 from tests.browser.conftest import VoilaServer, screenshot
 from tests.browser.test_per_run_page import assert_no_traceback
 
@@ -31,6 +32,8 @@ WAIT_S = 60.0
 HEADER_PX = 20
 ROW_PX = 24
 """The grid's column header and row heights (ipydatagrid's base_column_header_size, our base_row_size)."""
+START_COLUMN_X = 190 + 65
+"""The middle of the "Start (UTC)" header, after the 190 px "Laser box" column (InventoryGrid's widths)."""
 
 
 def busiest_laser_box(services: ServiceContainer) -> Filters:
@@ -90,6 +93,10 @@ def test_filter_tick_preview_and_execute_turn_runs_synced(page: Any, server: Voi
     expect(execute).to_have_text(bulk.describe(), timeout=WAIT_S * 1000)
     preview_rows = page.locator(".rt-transfer-preview tbody tr")
     expect(preview_rows).to_have_count(2)
+    # Each preview line opens its run on the per-run page; the full coordinate is on hover.
+    first = preview_rows.first.locator("a")
+    expect(first).to_have_attribute("href", run_url(RunCoordinate.parse(chosen[0])))
+    expect(first).to_have_attribute("title", chosen[0])
     screenshot(page, "download-manager-preview")
 
     execute.click()
@@ -113,7 +120,8 @@ def test_read_only_is_the_inventory_view_alone(page: Any, config_path: Path, ser
         page.goto(reader.url(PAGE, selection_query(busiest_laser_box(services))))
         expect(page.locator(".rt-view-table")).to_be_visible(timeout=WAIT_S * 1000)
         expect(page.locator(".rt-inventory-grid canvas").first).to_be_visible()
-        for css in ("rt-action-tabs", "rt-preview-download", "rt-preview-upload", "rt-execute", "rt-dataset-fetch"):
+        for css in ("rt-action-tabs", "rt-preview-download", "rt-preview-upload", "rt-execute", "rt-dataset-fetch",
+                    "rt-select-all", "rt-clear-selection"):
             expect(page.locator(f".{css}")).to_have_count(0)
         assert_no_traceback(page)
         screenshot(page, "download-manager-read-only")
@@ -139,8 +147,65 @@ def test_the_dataset_tab_plans_live_and_fetches(page: Any, server: VoilaServer, 
     fetch.click()
     result = page.locator(".rt-dataset-result")
     n = format_count(len(plan.samples))
-    expect(result).to_contain_text(f"{n} downloaded, {n} labels from the cache", timeout=WAIT_S * 1000)
+    expect(result).to_contain_text(f"browser holds {n} samples", timeout=WAIT_S * 1000)
+    expect(result).to_contain_text(f"{n} labels copied from the labels read while planning")
     root = services.config.ml_root / "trainings" / "browser"
     assert len(list(root.glob("images/*/*"))) == len(plan.samples)
     assert_no_traceback(page)
     screenshot(page, "download-manager-dataset-fetched")
+
+
+def test_a_header_click_sorts_without_selecting_and_the_csv_is_the_table_shown(
+    page: Any, server: VoilaServer, services: ServiceContainer
+) -> None:
+    overview = services.data_state.state_overview(Filters())
+    page.goto(server.url(PAGE))
+    expect(page.locator(".rt-inventory-grid canvas").first).to_be_visible(timeout=WAIT_S * 1000)
+    line = page.locator(".rt-selection-line")
+    expect(line).to_contain_text(f"{format_count(len(overview))} runs shown; none selected")
+    box = page.locator(".rt-inventory-grid").bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + START_COLUMN_X, box["y"] + HEADER_PX / 2)  # oldest first
+    csv_link = page.locator("a.rt-csv")
+    expect(csv_link).to_have_text(f"Download these {format_count(len(overview))} runs as CSV")
+    starts = sorted(overview["start_time"].dt.strftime("%Y-%m-%d %H:%M"))
+
+    def downloaded() -> pd.DataFrame:
+        with page.expect_download() as download:
+            csv_link.click()
+        return pd.read_csv(download.value.path())
+
+    # The grid sorted (the CSV follows the order shown) and nothing was selected by the click.
+    table = downloaded()
+    assert list(table.columns) == [c.replace(" size", " bytes") for c in COLUMNS]
+    assert list(table["Start (UTC)"]) == starts
+    assert set(table["Run"]) == set(inventory_rows(overview, "raw", {}).index)
+    expect(line).to_contain_text("none selected")
+    page.mouse.click(box["x"] + START_COLUMN_X, box["y"] + HEADER_PX / 2)  # newest first
+    page.wait_for_timeout(1000)
+    expect(line).to_contain_text("none selected")
+    assert list(downloaded()["Start (UTC)"]) == starts[::-1]
+    # A row click still selects, and offers the run's per-run page.
+    click_row(page, 0)
+    expect(line).to_have_text(f"1 of {format_count(len(overview))} runs selected")
+    expect(page.locator(".rt-run-links a")).to_have_count(1)
+    assert_no_traceback(page)
+    screenshot(page, "download-manager-sorted-one-selected")
+
+
+def test_an_unknown_export_id_is_a_sentence_in_its_tab(page: Any, server: VoilaServer) -> None:
+    page.goto(server.url(PAGE))
+    expect(page.locator(".rt-view-table")).to_be_visible(timeout=WAIT_S * 1000)
+    page.locator(".rt-action-tabs .lm-TabBar-tab", has_text="Upload an export").click()
+    page.locator(".rt-export-id input").fill("exp_nope")
+    page.locator("button.rt-preview-export").click()
+    # This server tracks no export at all: the sentence says so, without a server path or a traceback.
+    message = page.locator(".rt-export-messages .rt-message-error")
+    expect(message).to_contain_text("No labelling export is tracked on this server yet", timeout=WAIT_S * 1000)
+    expect(message).not_to_contain_text("/tmp/")
+    expect(message.locator(".rt-message-details")).to_have_count(0)
+    expect(page.locator(".rt-page > .rt-messages .rt-message")).to_have_count(0)
+    assert "Traceback" not in page.content()
+    screenshot(page, "download-manager-export-unknown-id")
+    page.locator(".rt-action-tabs .lm-TabBar-tab", has_text="Transfer runs").click()
+    expect(page.locator(".rt-export-messages .rt-message")).to_have_count(0)

@@ -303,12 +303,19 @@ def test_a_header_click_sorts_and_keeps_the_selection(services: ServiceContainer
 
 def test_the_table_downloads_as_csv_as_shown(services: ServiceContainer) -> None:
     page = DownloadManagerPage(services, query="cid=c1&status=Not+downloaded")
-    href = re.search(r'href="data:text/csv;charset=utf-8;base64,([^"]+)"', page.csv_row.value)
-    assert href is not None and f"Download these {len(page.rows)} runs as CSV" in page.csv_row.value
+    href = re.search(r'href="data:text/csv;charset=utf-8;base64,([^"]+)"', page.csv_link.value)
+    assert href is not None and f"Download these {len(page.rows)} runs as CSV" in page.csv_link.value
     table = pd.read_csv(io.StringIO(base64.b64decode(href.group(1)).decode("utf-8")))
     assert list(table["Run"]) == list(page.rows.index)
     assert list(table["Status"]) == ["not downloaded"] * len(page.rows)
     assert "Cloud bytes" in table.columns
+    # Beyond the limit a button builds it, so redrawing a big selection stays cheap.
+    page.EMBED_CSV_LIMIT = 1
+    page.status_filter.value = "All"
+    assert list(page.csv_row.children) == [page.csv_button]
+    assert page.csv_button.description == f"Prepare a CSV of these {len(page.rows)} runs"
+    page.csv_button.click()
+    assert list(page.csv_row.children) == [page.csv_link] and f"{len(page.rows)} runs as CSV" in page.csv_link.value
 
 
 def test_a_run_only_on_disk_says_so(services: ServiceContainer) -> None:
@@ -337,3 +344,15 @@ def test_dataset_dates_are_typed_as_iso(services: ServiceContainer) -> None:
     assert "must be a date written YYYY-MM-DD" in html.unescape(page.dataset.plan_text.value)
     page.dataset.since.value = "2025-08-04"
     assert page.dataset.options().since is not None and page.dataset.options().since.isoformat() == "2025-08-04"
+
+
+def test_a_server_without_exports_says_so_without_its_paths(services: ServiceContainer) -> None:
+    page = DownloadManagerPage(services, query="cid=c1")
+    assert page.tabs is not None
+    page.tabs.selected_index = 1
+    [message] = page.export_messages.messages
+    assert message.level == "info" and message.text.startswith("No labelling export is tracked on this server yet")
+    page.preview_export("exp_1")
+    assert page.wait_idle(30)
+    [message] = page.export_messages.messages
+    assert message.level == "error" and str(services.config.ml_root) not in message.text and message.details is None
