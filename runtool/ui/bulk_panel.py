@@ -33,10 +33,10 @@ from runtool.ui.tables import Cell, Column, html_table, link, text_cell
 
 __all__ = ["BulkPanel"]
 
-_CONFLICT_HELP = {
-    "skip": "skip files already present with the same size",
-    "overwrite": "transfer every file again",
-    "verify": "skip only files whose checksum matches",
+_CONFLICT_LABELS = {
+    "skip": "Skip files already there (same size)",
+    "overwrite": "Overwrite: transfer every file again",
+    "verify": "Verify checksums, transfer what differs",
 }
 
 
@@ -77,7 +77,7 @@ class BulkPanel:
 
     def __init__(self, name: str) -> None:
         self.conflict = widgets.Dropdown(
-            options=[(f"{mode}: {_CONFLICT_HELP[mode]}", mode) for mode in CONFLICT_MODES],
+            options=[(_CONFLICT_LABELS[mode], mode) for mode in CONFLICT_MODES],
             value="skip",
             description="Existing files",
             style={"description_width": "initial"},

@@ -50,10 +50,10 @@ class DatasetForm:
         )
         self.seed = widgets.IntText(value=0, description="Seed", style=wide, layout=widgets.Layout(width="160px"))
         self.conflict = widgets.Dropdown(
-            options=[("verify: keep files whose checksum matches", "verify"),
-                     ("skip: keep files whose size matches", "skip"),
-                     ("overwrite: fetch every file again", "overwrite")],
-            value="verify", description="Files already there", style=wide, layout=widgets.Layout(width="420px"),
+            options=[("Verify checksums, fetch what differs", "verify"),
+                     ("Skip files already there (same size)", "skip"),
+                     ("Overwrite: fetch every file again", "overwrite")],
+            value="verify", description="Files already there", style=wide, layout=widgets.Layout(width="440px"),
         ).add_class("rt-dataset-conflict")
         self.plan_text = widgets.HTML().add_class("rt-dataset-plan")
         self.fetch_button = widgets.Button(

@@ -210,8 +210,8 @@ class InventoryGrid:
             header_visibility="column",
             base_row_size=self.ROW_PX,
             base_column_size=100,
-            column_widths={"Laser box": 190, "Start (UTC)": 130, "Status": 120, "Cloud bags": 90, "Local bags": 90,
-                           "Cloud labels": 100, "Local labels": 100, "Cloud size": 95, "Local size": 95,
+            column_widths={"Laser box": 190, "Start (UTC)": 130, "Status": 120, "Cloud bags": 105, "Local bags": 100,
+                           "Cloud labels": 112, "Local labels": 110, "Cloud size": 100, "Local size": 100,
                            "Issues": 360, "Run": 520},
             renderers={
                 "Status": TextRenderer(background_color=_status_colours(), text_color="#ffffff"),
