@@ -342,6 +342,11 @@ class ReportService:
         """``<processed_root>/<coord>/report``."""
         return processed_dir(self.services.config.processed_root, coord) / REPORT_DIR
 
+    def existing(self, coord: RunCoordinate) -> Path | None:
+        """The run's report HTML in :meth:`default_dir`, if one was rendered there (read-only services too)."""
+        path = self.default_dir(coord) / f"{report_stem(coord)}.html"
+        return path if path.is_file() else None
+
     def render(
         self,
         coord: RunCoordinate,

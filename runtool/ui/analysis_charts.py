@@ -79,6 +79,8 @@ BOUNDARY_COLOUR = "#999999"
 """Bag boundaries on the over-time charts: dotted grey lines."""
 TIME_LABEL = "Seconds since the run start"
 
+LABEL_FLIP = 0.6
+"""A vertical reference line past this share of its axis has its label on its left (a label is ~60 px wide)."""
 _MARGIN = {"top": 36, "bottom": 44, "left": 58, "right": 16}
 _HEIGHT = "250px"
 
@@ -222,8 +224,13 @@ class _Reference:
         )
         self.marks: list[bq.Mark] = [self.line, self.label]
 
-    def show(self, at: float | None, span: tuple[float, float], text: str) -> None:
-        """Draw the line at ``at`` across ``span`` (of the other axis); None hides it."""
+    def show(self, at: float | None, span: tuple[float, float], text: str,
+             within: tuple[float, float] | None = None) -> None:
+        """Draw the line at ``at`` across ``span`` (of the other axis); None hides it.
+
+        ``within`` is the range of the line's own axis: a vertical line in its right part gets its label on
+        its left, so the label stays inside the chart instead of running off its edge.
+        """
         if at is None:
             line_x = line_y = label_x = label_y = _empty()
             texts: list[str] = []
@@ -236,8 +243,12 @@ class _Reference:
             texts = [text]
         with self.line.hold_sync():
             self.line.x, self.line.y = line_x, line_y
+        left = (self.vertical and at is not None and within is not None
+                and at > within[0] + LABEL_FLIP * (within[1] - within[0]))
         with self.label.hold_sync():
             self.label.x, self.label.y, self.label.text = label_x, label_y, texts
+            if self.vertical:
+                self.label.align, self.label.x_offset = ("end", -4) if left else ("start", 4)
 
 
 class _HistogramChart:
@@ -284,7 +295,7 @@ class _HistogramChart:
                 line.x, line.y = np.array([value, value]), np.array([0.0, top])
         if label is None:
             label = "" if mean is None else f"μ={mean:.{self.mean_digits}f}"
-        self.mean.show(mean, (0.0, top), label)
+        self.mean.show(mean, (0.0, top), label, within=(first, last))
 
 
 class _SeriesChart:

@@ -19,12 +19,12 @@ import html
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar, get_args
 
 import ipywidgets as widgets
 
-from runtool.errors import RuntoolError
 from runtool.extract import ExtractionProgress, ExtractionStage, OutputError, RunMetadata
 from runtool.models import LEVELS, NextAction, RunCoordinate, RunState, parse_timestamp
 from runtool.services import ServiceContainer, TransferPlan, TransferProgress, TransferResult
@@ -41,7 +41,7 @@ from runtool.ui.tables import Column, html_table, text_cell
 from runtool.ui.tasks import BackgroundTask
 from runtool.ui.theme import sync_style
 
-__all__ = ["DownloadPanel", "JobProgress", "PerRunPage", "ReportUnreadable"]
+__all__ = ["DownloadPanel", "JobProgress", "PerRunPage", "object_name"]
 
 T = TypeVar("T")
 
@@ -54,13 +54,21 @@ BACKEND_LABELS: dict[str, tuple[str, str]] = {
     "local": ("In-process", "Read the bags in this server's Python process"),
     "docker": ("Docker", "Read the bags in a container built from runtool's Dockerfile"),
 }
-REPORT_LINK_LIMIT = 25 * 1024**2
-"""Reports up to this size are offered as a download link inside the page; larger ones by path only."""
+REPORT_LINK_LIMIT = 1_500_000
+"""Reports up to this size travel inside their download link (base64 keeps the link under chromium's 2 MB URL
+limit); a larger one is only named."""
 REPORT_STAGES: tuple[ReportStage, ...] = get_args(ReportStage)
 
 
-class ReportUnreadable(RuntoolError):
-    """A rendered report could not be read back to offer it in the page."""
+def object_name(name: str) -> str:
+    """A bag's name as its object in the raw bucket has it (``_…_0.bag``), from a local file name
+    (``rosbag_…_0.bag``) or the stem extraction records (``rosbag_…_0``).
+
+    A download stores object ``_X.bag`` as ``rosbag_X.bag``; the page names every bag the way the user saw it
+    first, in the bag picker.
+    """
+    name = name.removeprefix("rosbag") if name.startswith("rosbag_") else name
+    return name if name.endswith(".bag") else f"{name}.bag"
 
 
 def _section(title: str) -> widgets.HTML:
@@ -99,7 +107,7 @@ class DownloadPanel:
             options=[(CONFLICT_LABELS[mode][0], mode) for mode in CONFLICT_MODES],
             tooltips=[CONFLICT_LABELS[mode][1] for mode in CONFLICT_MODES],
             value="skip",
-            style={"button_width": "130px"},
+            style={"button_width": "150px"},
         ).add_class("rt-download-conflict")
         self.preview_button = widgets.Button(
             description="Preview", tooltip="List what the download would do, without downloading",
@@ -123,14 +131,14 @@ class DownloadPanel:
         if not self._quiet:
             self._on_change()
 
-    def set_bags(self, sizes: Mapping[str, int]) -> None:
-        """Offer the run's cloud bags (name → bytes), all chosen."""
+    def set_bags(self, sizes: Mapping[str, int], conflict: ConflictMode = "skip") -> None:
+        """Offer the run's cloud bags (name → bytes), all chosen, and start at ``conflict``."""
         self._quiet = True
         try:
             self.bags.options = [(f"{name} · {format_bytes(size)}", name) for name, size in sizes.items()]
             self.bags.rows = max(2, min(self.MAX_ROWS, len(sizes)))
             self.bags.value = tuple(sizes)
-            self.conflict.value = "skip"
+            self.conflict.value = conflict
         finally:
             self._quiet = False
 
@@ -159,7 +167,7 @@ class DownloadPanel:
         table = html_table(
             [Column("Bag"), Column("Size", True), Column("Action"), Column("Why")],
             (
-                [text_cell(file.name), text_cell(format_bytes(file.size)),
+                [text_cell(file.key.rsplit("/", 1)[-1]), text_cell(format_bytes(file.size)),
                  text_cell("download" if file.action == "transfer" else "skip"), text_cell(file.reason)]
                 for file in plan.files
             ),
@@ -208,6 +216,7 @@ class PerRunPage(Page):
         self.result_line = widgets.HTML().add_class("rt-result")
         self.failed_bags = widgets.HTML().add_class("rt-failed-bags")
         self.report_link = widgets.HTML().add_class("rt-report-link")
+        self.report_note = widgets.HTML().add_class("rt-caption").add_class("rt-report-note")
         self.analysis: AnalysisView | None = None
         """Built when the first analysis is shown (23 charts: a page without one should not carry them)."""
         self.analysis_hint = widgets.HTML().add_class("rt-caption").add_class("rt-analysis-hint")
@@ -223,7 +232,7 @@ class PerRunPage(Page):
             self._build_write_controls()
 
         self.action_row = widgets.HBox(
-            [w for w in (self.next_action, self.next_step, self.report_button) if w is not None],
+            [w for w in (self.next_action, self.next_step, self.report_button, self.report_note) if w is not None],
             layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
         ).add_class("rt-actions")
         self.download_section = widgets.VBox(
@@ -243,6 +252,8 @@ class PerRunPage(Page):
         self.plan: TransferPlan | None = None
         self.analysis_result: RunAnalysis | None = None
         self.report_path: Path | None = None
+        """The run's rendered report offered in :attr:`report_link` (None: the run has none)."""
+        self._report_shown: tuple[Path, int, int] | None = None
         self._next_step_action: Callable[[], None] | None = None
         self._options_version = 0
         self._picking = False
@@ -359,6 +370,7 @@ class PerRunPage(Page):
         self._show_cards(state)
         self._show_failed_bags()
         self._show_actions(state)
+        self._show_report(state)
         self._show_analysis(state)
         work = [self.download_section, self.extract_section, self.failed_bags]
         analysis = [self.analysis_title, self.analysis_area]
@@ -377,8 +389,6 @@ class PerRunPage(Page):
         self.plan = None
         self.analysis_result = None
         self.result_line.value = ""
-        self.report_link.value = ""
-        self.report_path = None
         if self.download is not None:
             self.download.show_plan(None)
 
@@ -471,7 +481,8 @@ class PerRunPage(Page):
             f'<div class="rt-section-title">Failed bags ({format_count(len(failed))}): not in the extraction '
             "or the analysis</div>"
             + html_table([Column("Bag"), Column("Error")],
-                         ([text_cell(bag.name), text_cell(bag.error or "no error recorded")] for bag in failed))
+                         ([text_cell(object_name(bag.name)), text_cell(bag.error or "no error recorded")]
+                          for bag in failed))
         )
 
     def _show_actions(self, state: RunState) -> None:
@@ -486,11 +497,13 @@ class PerRunPage(Page):
             complete = state.next_action is NextAction.COMPLETE and self.analysis_result is not None
             self.next_action.button_style = "success" if complete else "primary"
         if self.report_button is not None:
-            self.report_button.disabled = busy
+            reason = self._no_bags(state)
+            self.report_button.disabled = busy or reason is not None
+            self.report_note.value = html.escape(f"No report: {reason}" if reason else "")
         if self.download is not None:
             self.download_section.layout.display = None if state.cloud_raw.exists else "none"
             if self._download_bags_changed(state):
-                self.download.set_bags(self._cloud_bags(state))
+                self.download.set_bags(self._cloud_bags(state), "verify" if state.differing_bags else "skip")
             self.download.preview_button.disabled = busy
             self.download.execute_button.disabled = busy or self.plan is None or not self.plan.to_transfer
         if self.extract_button is not None:
@@ -512,6 +525,10 @@ class PerRunPage(Page):
                 return "Nothing to download: the raw bucket has no bags for this run", None
             if self.plan is not None and self.plan.coordinate == state.coordinate:
                 return self.plan.describe(), self.start_download if self.plan.to_transfer else None
+            if state.differing_bags:
+                # Verify replaces the bags whose size differs; skip would keep them as they are.
+                bad = _plural(len(state.differing_bags), "bag")
+                return f"Preview re-download of {bad} (size differs)", lambda: self.preview_download(conflict="verify")
             return f"Preview download of {_plural(state.cloud_raw.bag_count, 'bag')}", self.preview_download
         if action is NextAction.EXTRACT:
             return f"Extract {_plural(state.local_raw.bag_count, 'bag')}", self.start_extract
@@ -520,6 +537,51 @@ class PerRunPage(Page):
         if self.analysis_result is None:
             return "Analyse again (the analysis is out of date)", self.start_analyze
         return "Complete", None
+
+    @staticmethod
+    def _no_bags(state: RunState) -> str | None:
+        """Why the run cannot be analysed or reported (None: it can), as the pipeline would refuse it."""
+        if state.cloud_raw.exists or state.local_raw.exists or state.extraction.extracted:
+            return None
+        if state.cloud_ml.exists or state.local_ml.exists:
+            return "this run has ML samples but no raw bags, so there is nothing to analyse."
+        return "this run has no raw bags, so there is nothing to analyse."
+
+    def _show_report(self, state: RunState) -> None:
+        """Offer the run's rendered report, if it has one (read-only viewers too: reading it writes nothing)."""
+        if self.services is None:
+            return
+        path = self.services.reports.existing(state.coordinate)
+        try:
+            stat = path.stat() if path is not None else None
+        except OSError:
+            stat = None
+        if path is None or stat is None:
+            self.report_path, self._report_shown, self.report_link.value = None, None, ""
+            return
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key == self._report_shown:
+            return
+        self.report_path, self._report_shown = path, key
+        when = format_time(datetime.fromtimestamp(stat.st_mtime, UTC))
+        if stat.st_size > REPORT_LINK_LIMIT:
+            self.report_link.value = html.escape(
+                f"This run's report ({path.name}, {format_bytes(stat.st_size)}, rendered {when} UTC) is too large "
+                "to download from the page; it is on the server, in the run's processed folder."
+            )
+            return
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            self.report_link.value = html.escape(f"This run's report ({path.name}) cannot be read: {exc.strerror}.")
+            return
+        data = base64.b64encode(content).decode("ascii")
+        # A download link: chromium opens no data: URL as a page, but saves it under the name given here.
+        self.report_link.value = (
+            f'<a href="data:text/html;base64,{data}" download="{html.escape(path.name, quote=True)}">'
+            f"Download the report ({format_bytes(len(content))}, rendered {html.escape(when)} UTC)</a>"
+            f'<span class="rt-caption"> · a self-contained HTML file: open it in any browser, offline too</span>'
+        )
 
     def _take_next_step(self) -> None:
         if self._next_step_action is not None:
@@ -551,7 +613,10 @@ class PerRunPage(Page):
             self.analysis_area.children = [self.analysis.widget]
             return
         coord = state.coordinate.to_path_str()
-        if not state.extraction.extracted:
+        no_bags = self._no_bags(state)
+        if no_bags is not None:
+            text = f"No analysis: {no_bags}"
+        elif not state.extraction.extracted:
             text = ("Not extracted yet, so there is nothing to analyse." if self.read_only
                     else "Download and extract the run to analyse it.")
         elif self.read_only:
@@ -704,7 +769,8 @@ class PerRunPage(Page):
             self.job.update(
                 fraction,
                 f"{format_count(event.files_done)} of {_plural(event.files_total, 'bag')} · "
-                f"{format_bytes(event.bytes_done)} of {format_bytes(event.bytes_total)} · {event.current}",
+                f"{format_bytes(event.bytes_done)} of {format_bytes(event.bytes_total)} · "
+                f"{object_name(event.current)}",
                 force=event.files_done == event.files_total,
             )
 
@@ -721,12 +787,12 @@ class PerRunPage(Page):
         self._show_result(coordinate, result.summary())
         failures = [outcome for outcome in result.outcomes if outcome.status == "failed"]
         if failures:
-            names = ", ".join(outcome.file.name for outcome in failures[:5])
+            names = ", ".join(object_name(outcome.file.name) for outcome in failures[:5])
             more = f" and {format_count(len(failures) - 5)} more" if len(failures) > 5 else ""
             self.messages.error(
                 f"{_plural(len(failures), 'bag')} of {coordinate} could not be downloaded ({names}{more}). "
                 "Bags that arrived are kept; preview and download again to fetch the rest.",
-                "\n".join(f"{outcome.file.name}: {outcome.error}" for outcome in failures),
+                "\n".join(f"{object_name(outcome.file.name)}: {outcome.error}" for outcome in failures),
             )
         if result.cancelled:
             self.messages.info(
@@ -761,7 +827,7 @@ class PerRunPage(Page):
             state = " failed" if event.stage is ExtractionStage.BAG_FAILED else ""
             self.job.update(
                 (event.bags_done + within) / total,
-                f"Bag {format_count(current)} of {format_count(total)}: {event.bag or ''}{state} · "
+                f"Bag {format_count(current)} of {format_count(total)}: {object_name(event.bag or '')}{state} · "
                 f"{format_count(event.messages)} of {format_count(event.messages_total)} messages",
                 force=event.stage is not ExtractionStage.READING,
             )
@@ -821,32 +887,12 @@ class PerRunPage(Page):
             step = REPORT_STAGES.index(event.stage)
             self.job.update(step / (len(REPORT_STAGES) - 1), event.message, force=True)
 
-        def work(_cancel: threading.Event) -> tuple[ReportResult, bytes]:
-            result = reports.render(coordinate, progress=progress)
-            try:
-                size = result.html.stat().st_size
-                return result, result.html.read_bytes() if size <= REPORT_LINK_LIMIT else b""
-            except OSError as exc:
-                raise ReportUnreadable(
-                    f"The report was rendered to {result.html}, but it cannot be read: {exc}"
-                ) from exc
+        def work(_cancel: threading.Event) -> ReportResult:
+            return reports.render(coordinate, progress=progress)
 
-        def done(job_coordinate: RunCoordinate, report: tuple[ReportResult, bytes]) -> None:
-            result, content = report
+        def done(job_coordinate: RunCoordinate, result: ReportResult) -> None:
+            # The link comes with the redraw after the job, from the report now on disk (_show_report).
             self._show_result(job_coordinate, f"Report rendered in {result.seconds:.1f} s: {result.html.name}")
-            if job_coordinate != self.coordinate:
-                return
-            self.report_path = result.html
-            # The server shows no files but the notebooks, so the report travels inside the link itself.
-            where = f'<span class="rt-caption">saved as {html.escape(str(result.html))}</span>'
-            if content:
-                data = base64.b64encode(content).decode("ascii")
-                self.report_link.value = (
-                    f'<a href="data:text/html;base64,{data}" download="{html.escape(result.html.name, quote=True)}">'
-                    f"Download the report ({format_bytes(len(content))})</a> · {where}"
-                )
-            else:
-                self.report_link.value = f"The report is too large to offer here; it is {where}"
 
         self._run_job("Rendering the report…", work, done, "rendering the report", cancellable=False)
 

@@ -120,7 +120,7 @@ STYLESHEET = """
 .rt-header { align-items: center; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 .rt-title { font-size: 18px; font-weight: 700; margin-right: 12px; }
 .rt-nav a { margin: 0 6px; text-decoration: none; color: #1565c0; }
-.rt-view-link a, table.rt-table a { color: #1565c0; }
+.rt-view-link a, table.rt-table a, .rt-report-link a { color: #1565c0; }
 .rt-nav .rt-nav-current { margin: 0 6px; font-weight: 700; color: #222; }
 .rt-cache-age { color: #555; margin: 0 8px; }
 .rt-caption { color: #555; font-size: 13px; }
@@ -148,6 +148,7 @@ table.rt-table td.rt-num, table.rt-table th.rt-num { text-align: right; font-var
 .rt-run-bar { display: inline-block; width: 160px; height: 10px; background: #eee; border-radius: 3px;
               vertical-align: middle; }
 .rt-run-bar div { height: 100%; background: #1565c0; border-radius: 3px; }
+.rt-page .jupyter-widgets.rt-analysis-tabs > .lm-TabBar .lm-TabBar-tab { flex: 0 0 auto; }
 .rt-status-card { border: 1px solid #ddd; border-radius: 6px; padding: 6px 12px; min-width: 200px; }
 .rt-legend { display: flex; align-items: center; gap: 8px; font-size: 12px; color: #333; margin: 2px 0 14px 0; }
 .rt-legend-title { font-weight: 600; }
@@ -157,7 +158,7 @@ table.rt-table td.rt-num, table.rt-table th.rt-num { text-align: right; font-var
                   white-space: nowrap; }
 .rt-swatch-empty { border: 1px solid #ccc; }
 .rt-cal-scroll { overflow-x: auto; max-width: 100%; }
-table.rt-cal { border-collapse: separate; border-spacing: 1px; font-size: 11px; }
+table.rt-cal { border-collapse: separate; border-spacing: 1px; font-size: 11px; line-height: 13px; }
 table.rt-cal td { width: 9px; min-width: 9px; height: 13px; padding: 0; background: #f4f4f4; }
 table.rt-cal td a { display: block; width: 100%; height: 100%; }
 table.rt-cal td:hover { outline: 2px solid #222; }

@@ -21,7 +21,7 @@ from runtool.services import ServiceContainer
 from runtool.storage import local_raw_dir
 from runtool.ui.analysis_charts import TAB_TITLES
 from runtool.ui.query import selection_query
-from tests.browser.conftest import VoilaServer, screenshot
+from tests.browser.conftest import Contexts, VoilaServer, screenshot
 from tests.ui.test_per_run_page import download_and_extract, drop_tracking, expected_kpis, pick_run
 
 pytestmark = pytest.mark.browser
@@ -29,6 +29,36 @@ pytestmark = pytest.mark.browser
 PER_RUN = "02_per_run_analysis.ipynb"
 WAIT_S = 60.0
 """How long a job (download, extraction, analysis of a few small bags) and its redraw may take."""
+
+
+@pytest.fixture
+def page(contexts: Contexts) -> Any:
+    """A tab at the size the issue was seen at (1440×900)."""
+    return contexts.new_page(viewport={"width": 1440, "height": 900})
+
+
+def assert_tab_titles_whole(page: Any) -> None:
+    """No tab title is cut off (an ellipsis: its text wider than its box)."""
+    cut = page.eval_on_selector_all(
+        ".rt-analysis-tabs .lm-TabBar-tabLabel",
+        "labels => labels.filter(l => l.scrollWidth > l.clientWidth + 1).map(l => l.innerText)",
+    )
+    assert cut == []
+
+
+def assert_labels_inside_their_charts(page: Any, panel: Any) -> None:
+    """Every reference label (μ=, median, Mean:, target) of the panel's charts lies inside its chart's svg."""
+    outside = panel.evaluate(
+        """panel => [...panel.querySelectorAll('.bqplot.figure')].flatMap(figure => {
+            const svg = figure.querySelector('svg').getBoundingClientRect();
+            return [...figure.querySelectorAll('svg text')]
+                .filter(t => /^(μ=|median |Mean: |target )/.test(t.textContent))
+                .filter(t => { const r = t.getBoundingClientRect();
+                               return r.left < svg.left - 0.5 || r.right > svg.right + 0.5; })
+                .map(t => t.textContent);
+        })"""
+    )
+    assert outside == []
 
 
 def read_kpis(page: Any) -> dict[str, str]:
@@ -115,6 +145,7 @@ def test_download_extract_and_analyse_a_run_by_clicking(page: Any, server: Voila
     assert_kpis(page, expected_kpis(services.analytics.analyze_run(coord).kpis))
     titles = tabs.locator(".lm-TabBar-tab")
     expect(titles).to_have_text(list(TAB_TITLES))
+    assert_tab_titles_whole(page)
     expect(page.locator(".rt-no-data")).to_have_count(0)
     assert_no_traceback(page)
     screenshot(page, "per-run-analysed")
@@ -126,14 +157,25 @@ def test_download_extract_and_analyse_a_run_by_clicking(page: Any, server: Voila
         expect(panel).to_be_visible()
         expect(panel.locator(".bqplot.figure")).to_have_count(figures)
         expect(panel.locator("svg text", has_text=label).first).to_be_visible()
+        assert_labels_inside_their_charts(page, panel)
         screenshot(page, f"per-run-tab-{name}")
 
     page.locator("button.rt-report").click()
-    expect(page.locator(".rt-report-link a")).to_have_text(re.compile(r"^Download the report \(.+\)$"),
-                                                           timeout=WAIT_S * 1000)
+    link = page.locator(".rt-report-link a")
+    expect(link).to_have_text(re.compile(r"^Download the report \(.+, rendered .+ UTC\)$"), timeout=WAIT_S * 1000)
     expect(result).to_contain_text("Report rendered in ")
     assert_no_traceback(page)
     screenshot(page, "per-run-report")
+    assert_report_downloads(page, services.reports.existing(coord))
+
+
+def assert_report_downloads(page: Any, path: Path | None) -> None:
+    """Clicking the report link saves the report itself, under its own name (chromium keeps data: downloads)."""
+    assert path is not None
+    with page.expect_download() as download:
+        page.locator(".rt-report-link a").click()
+    assert download.value.suggested_filename == path.name
+    assert Path(download.value.path()).read_bytes() == path.read_bytes()
 
 
 def test_read_only_shows_the_cached_analysis_and_no_write_controls(
@@ -143,6 +185,7 @@ def test_read_only_shows_the_cached_analysis_and_no_write_controls(
     services.transfers.execute(services.transfers.plan_raw_download(coord))
     services.extraction.extract(coord)
     kpis = services.analytics.analyze_run(coord).kpis
+    report = services.reports.render(coord).html
     reader = VoilaServer(config_path, read_only=True)
     try:
         open_run(page, reader, coord)
@@ -157,7 +200,10 @@ def test_read_only_shows_the_cached_analysis_and_no_write_controls(
         assert page.eval_on_selector_all(
             ".rt-page-per-run button", "buttons => buttons.filter(b => !b.closest('.bqplot')).length") == 0
         assert_no_traceback(page)
+        # A reader cannot render a report, but opens the one rendered before.
+        expect(page.locator(".rt-report-link a")).to_have_text(re.compile(r"^Download the report \("))
         screenshot(page, "per-run-read-only")
+        assert_report_downloads(page, report)
     finally:
         reader.stop()
 
@@ -178,3 +224,37 @@ def test_a_run_without_tracking_shows_no_data_sentences(page: Any, server: Voila
     expect(page.locator(".rt-tab-tracks .bqplot.figure")).to_have_count(0)
     assert_no_traceback(page)
     screenshot(page, "per-run-no-tracking")
+
+
+def test_a_bad_bag_an_ml_only_run_and_a_bad_run_time_say_what_to_do(page: Any, server: VoilaServer,
+                                                                   services: ServiceContainer) -> None:
+    runs = services.data_state.all_runs()
+    coord = pick_run(services, bags=int(runs["raw_bags"][runs["raw_bags"] > 0].min()))
+    services.transfers.execute(services.transfers.plan_raw_download(coord))
+    bad = sorted(local_raw_dir(services.config.raw_root, coord).glob("rosbag_*.bag"))[0]
+    bad.write_bytes(b"cut short")
+    services.local.refresh_run(coord)
+    open_run(page, server, coord)
+    expect(page.locator("button.rt-next-action")).to_have_text("Preview re-download of 1 bag (size differs)")
+    expect(page.locator(".rt-download-conflict button.mod-active")).to_have_text("Verify checksums")
+    cut = page.eval_on_selector_all(".rt-download-conflict button",
+                                    "buttons => buttons.filter(b => b.scrollWidth > b.clientWidth + 1).length")
+    assert cut == 0
+    assert_no_traceback(page)
+    screenshot(page, "per-run-bag-size-differs")
+
+    ml_only = runs[(runs["raw_bags"] == 0) & (runs["ml_labels"] > 0)].iloc[0]
+    ml_coord = RunCoordinate(*(str(ml_only[c]) for c in ("cid", "regionid", "fieldid", "twid", "lbid", "timestamp")))
+    open_run(page, server, ml_coord)
+    expect(page.locator("button.rt-report")).to_be_disabled()
+    expect(page.locator(".rt-report-note")).to_have_text(
+        "No report: this run has ML samples but no raw bags, so there is nothing to analyse.")
+    screenshot(page, "per-run-ml-only")
+
+    page.goto(server.url(PER_RUN, selection_query(coord.to_filters().replace(timestamp=None)) + "&timestamp=noon"))
+    error = page.locator(".rt-message-error")
+    expect(error).to_contain_text("The run time in the link could not be used (bad timestamp 'noon'")
+    expect(page.locator(".rt-view-run")).to_be_visible(timeout=WAIT_S * 1000)
+    expect(page.locator(".rt-run-count")).to_contain_text(f"for {coord.lbid} in {coord.fieldid}")
+    assert error.bounding_box()["y"] < 900
+    screenshot(page, "per-run-bad-run-time")

@@ -158,8 +158,10 @@ def test_preview_download_extract_and_analyse_a_run(services: ServiceContainer) 
     assert plan.describe() == services.transfers.plan_raw_download(coord).describe()
     assert page.next_action_text == plan.describe() == page.download.execute_button.description
     assert plan.describe().startswith("Download 3 bags, ")
+    # Bags are named as their objects are, in the picker and in the preview alike.
     for file in plan.files:
-        assert file.name in page.download.preview.value
+        assert file.key.rsplit("/", 1)[-1] in page.download.preview.value
+    assert "rosbag_" not in page.download.preview.value
     assert with_class(page.widget, "rt-download-execute")
 
     page.download.execute_button.click()
@@ -247,7 +249,7 @@ def test_a_bag_that_cannot_be_read_is_listed_with_its_error(services: ServiceCon
     assert page.result_text.startswith("Extracted 2 bags (1 failed) in ")
     assert "2 bags read, 1 failed (listed below)" in cards(page)["extraction"]
     failed = page.failed_bags_text
-    assert bags[1].stem in failed and "Failed bags (1)" in failed
+    assert bags[1].name.removeprefix("rosbag") in failed and "rosbag_" not in failed and "Failed bags (1)" in failed
     page.start_analyze()
     run_idle(page)
     assert page.kpis["Failed bags"] == "1"
@@ -268,8 +270,48 @@ def test_the_report_button_renders_the_report_in_the_background_and_links_to_it(
     assert page.result_text.startswith("Report rendered in ") and page.result_text.endswith(f" s: {path.name}")
     link = page.report_link.value
     assert 'href="data:text/html;base64,' in link and f'download="{path.name}"' in link
+    assert str(path.parent) not in link  # no server path: the link is the report
     # The report brought the run up to date on the way.
     assert page.next_action_text == "Complete"
+    # A reader who cannot render reports still opens the one rendered before.
+    reader = open_page(ServiceContainer(services.config, read_only=True), coord)
+    assert reader.report_path == path and reader.report_link.value == link
+
+
+def test_a_run_without_raw_bags_offers_no_report_and_says_why(services: ServiceContainer) -> None:
+    runs = services.data_state.all_runs()
+    row = runs[(runs["raw_bags"] == 0) & (runs["ml_labels"] > 0)].iloc[0]
+    coord = RunCoordinate(*(str(row[c]) for c in ("cid", "regionid", "fieldid", "twid", "lbid", "timestamp")))
+    page = open_page(services, coord)
+    assert page.report_button is not None and page.report_button.disabled
+    assert page.report_note.value == (
+        "No report: this run has ML samples but no raw bags, so there is nothing to analyse.")
+    assert page.report_link.value == ""
+    assert page.analysis_hint.value == (
+        "No analysis: this run has ML samples but no raw bags, so there is nothing to analyse.")
+
+
+def test_a_local_bag_of_the_wrong_size_is_downloaded_again_not_extracted(services: ServiceContainer) -> None:
+    coord = pick_run(services)
+    services.transfers.execute(services.transfers.plan_raw_download(coord))
+    bags = sorted(local_raw_dir(services.config.raw_root, coord).glob("rosbag_*.bag"))
+    size = bags[1].stat().st_size
+    bags[1].write_bytes(b"cut short")
+    services.local.refresh_run(coord)
+
+    page = open_page(services, coord)
+    assert page.next_action_text == "Preview re-download of 1 bag (size differs)"
+    assert page.download is not None and page.download.conflict.value == "verify"
+    assert page.next_action is not None
+    page.next_action.click()
+    run_idle(page)
+    assert page.plan is not None and page.plan.conflict == "verify"
+    assert [file.path for file in page.plan.to_transfer] == [bags[1]]
+    assert page.next_action_text == page.plan.describe()
+    page.next_action.click()
+    run_idle(page)
+    assert bags[1].stat().st_size == size
+    assert ">synced</span>" in cards(page)["local"] and page.next_action_text == "Extract 3 bags"
 
 
 # -- read-only and errors --------------------------------------------------------------------------
@@ -337,7 +379,7 @@ def test_an_extraction_error_is_a_sentence_with_details(services: ServiceContain
     error = page.messages.messages[0]
     assert error.level == "error" and error.text.startswith(f"None of the 2 bags of {coord} could be read")
     assert error.details and "Traceback" in error.details
-    assert page.next_action_text == "Extract 2 bags" and not page.busy
+    assert page.next_action_text == "Preview re-download of 2 bags (size differs)" and not page.busy
 
 
 # -- chart helpers ---------------------------------------------------------------------------------
