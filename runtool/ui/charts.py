@@ -62,13 +62,15 @@ def _value_axis(scale: bq.Scale, label: str, tick_format: str | None = None) -> 
 
 
 def _count_ticks(axis: bq.Axis, values: np.ndarray) -> None:
-    """Whole-number ticks on a count axis.
+    """Whole-number ticks on a count axis, few enough that their labels never touch.
 
     On a small range d3 puts ticks at halves, which a whole-number format prints twice (0, 1, 1, 2);
-    larger ranges already get whole-number ticks, so they stay automatic.
+    larger ranges already get whole-number ticks, so they stay automatic (at most about six of them: a
+    short panel with d3's default ten stacks its labels on each other).
     """
     largest = float(np.nanmax(values)) if len(values) else 0.0
     axis.tick_values = np.arange(0, int(largest) + 1) if largest < 6 else None
+    axis.num_ticks = 6
 
 
 def _day_or_minute_format(times: np.ndarray) -> str:
@@ -329,12 +331,19 @@ class LaserBoxBars:
         orientation = "horizontal" if horizontal else "vertical"
         self.x = bq.OrdinalScale(reverse=horizontal)  # first laser box on top when lying down
         bags_y, labels_y, pct_y = bq.LinearScale(min=0), bq.LinearScale(min=0), _percent_scale()
-        if horizontal:
-            pct_y = bq.LinearScale(min=0, max=106, allow_padding=False)
+        self.count_scales = (bags_y, labels_y)
+        if horizontal:  # room past 100 % for the value written beyond a bar's end
+            pct_y = bq.LinearScale(min=0, max=118, allow_padding=False)
+
+        # Lying down, a bar's value goes just past its end (inside, a short bar's value would be cut off).
+        value_labels: dict[str, Any] = (
+            {"label_font_style": {"text-anchor": "start", "font-size": "11px"},
+             "label_display_horizontal_offset": 3} if horizontal else {})
 
         def bars(scales: dict[str, bq.Scale], value_format: str, **style: Any) -> bq.Bars:
             mark = bq.Bars(x=[], y=[], scales={"x": self.x, **scales}, orientation=orientation,
-                           label_display=True, label_display_format=value_format, tooltip=self.hover, **style)
+                           label_display=True, label_display_format=value_format, tooltip=self.hover,
+                           **value_labels, **style)
             mark.on_hover(self._hovered)
             return mark
 
@@ -396,6 +405,10 @@ class LaserBoxBars:
             self.coverage.x = x[~np.isnan(pct)]
             self.coverage.y, self.coverage.color = pct[~np.isnan(pct)], pct[~np.isnan(pct)]
         if self.horizontal:
+            # Room past the longest bar for its value (padding would also move 0 off the axis).
+            for scale, values in zip(self.count_scales, (self.bags.y, self.labels.y), strict=True):
+                scale.max = max(1.0, float(np.max(values, initial=0.0))) * 1.15
+                scale.allow_padding = False
             self.threshold.show_vertical(threshold_pct)
             height = f"{max(170, 90 + self.ROW_PX * len(stats))}px"
             self.figures[0].fig_margin = {**self.figures[0].fig_margin,

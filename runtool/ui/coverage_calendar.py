@@ -31,8 +31,10 @@ def coverage_legend(threshold_pct: float) -> str:
     """The coverage scale as a gradient bar with its three stops named, plus the grey and blank cells."""
     stops, colours = coverage_stops(threshold_pct)
     gradient = ", ".join(f"{colour} {stop:g}%" for stop, colour in zip(stops, colours, strict=True))
+    # The threshold's own tick only where it leaves room for the end ticks (the note names it anyway).
     ticks = "".join(
-        f'<span class="rt-legend-tick" style="left:{stop:g}%">{stop:g} %</span>' for stop in stops
+        f'<span class="rt-legend-tick" style="left:{stop:g}%">{stop:g} %</span>'
+        for index, stop in enumerate(stops) if index != 1 or 12 <= stop <= 88
     )
     return (
         '<div class="rt-legend">'
@@ -77,7 +79,7 @@ class FleetCalendar:
         """``names`` maps each ``lb_key`` to its row label; ``settings_query`` travels in the coverage links."""
         threshold = data.settings.under_labelled_pct
         days = [d.day for d in data.days]
-        keys = sorted({cell.lb_key for cell in data.cells}, key=lambda k: (names.get(k, k), k))
+        keys = sorted({cell.lb_key for cell in data.cells})  # the order of the bars and the table above
         self.legend.value = coverage_legend(threshold)
         if not days or not keys:
             self.table.value = '<div class="rt-caption">No laser box recorded in this selection.</div>'

@@ -159,7 +159,7 @@ table.rt-table td.rt-num, table.rt-table th.rt-num { text-align: right; font-var
 .rt-swatch-empty { border: 1px solid #ccc; }
 .rt-cal-scroll { overflow-x: auto; max-width: 100%; }
 table.rt-cal { border-collapse: separate; border-spacing: 1px; font-size: 11px; line-height: 13px; }
-table.rt-cal td { width: 9px; min-width: 9px; height: 13px; padding: 0; background: #f4f4f4; }
+table.rt-cal td { width: 10px; min-width: 10px; height: 13px; padding: 0; background: #f4f4f4; }
 table.rt-cal td a { display: block; width: 100%; height: 100%; }
 table.rt-cal td:hover { outline: 2px solid #222; }
 table.rt-cal th { font-weight: 400; color: #444; padding: 0; white-space: nowrap; }
