@@ -8,6 +8,7 @@ scale is a UTC scale, so every axis reads in UTC whatever the viewer's time zone
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
@@ -65,12 +66,17 @@ def _count_ticks(axis: bq.Axis, values: np.ndarray) -> None:
     """Whole-number ticks on a count axis, few enough that their labels never touch.
 
     On a small range d3 puts ticks at halves, which a whole-number format prints twice (0, 1, 1, 2);
-    larger ranges already get whole-number ticks, so they stay automatic (at most about six of them: a
-    short panel with d3's default ten stacks its labels on each other).
+    larger ranges get round steps, at most six ticks (a short panel with d3's default ten stacks its labels).
     """
     largest = float(np.nanmax(values)) if len(values) else 0.0
-    axis.tick_values = np.arange(0, int(largest) + 1) if largest < 6 else None
-    axis.num_ticks = 6
+    if largest < 6:
+        axis.tick_values = np.arange(0, int(largest) + 1)
+        return
+    # A round step (1, 2 or 5 × 10^k) giving at most six ticks from 0, none beyond the data (it would be
+    # drawn outside the plot).
+    magnitude = 10.0 ** math.floor(math.log10(largest / 5))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if largest / (m * magnitude) <= 5)
+    axis.tick_values = np.arange(0, math.floor(largest / step) * step + step / 2, step)
 
 
 def _day_or_minute_format(times: np.ndarray) -> str:
