@@ -126,8 +126,10 @@ class DownloadManagerPage(Page):
             widgets.HBox([self.family, self.status_filter], layout=widgets.Layout(flex_flow="row wrap")),
             self.body,
         ]
-        if not self.read_only:
-            content.append(self._build_actions())
+        # The operations (three tabs of forms) come with the grid, once the browser has drawn the rest.
+        self.actions = self._build_actions() if not self.read_only else None
+        self.actions_slot = widgets.VBox()
+        content.append(self.actions_slot)
         self.family.observe(self._family_changed, names="value")
         self.status_filter.observe(lambda _change: self._refilter(), names="value")
         self.frame(content)
@@ -203,6 +205,8 @@ class DownloadManagerPage(Page):
     # -- drawing -------------------------------------------------------------------------------
 
     def _show(self) -> None:
+        if self.actions is not None and self.drawn and not self.actions_slot.children:
+            self.actions_slot.children = [self.actions]
         reason = self.unavailable_reason()
         if reason is not None or self.services is None:
             self._show_empty(reason or "")

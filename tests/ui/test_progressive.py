@@ -67,11 +67,13 @@ def test_without_word_from_the_browser_the_fallback_draws_the_page(
     monkeypatch.setenv("RUNTOOL_DRAWN_FALLBACK_S", "0.2")
     page = DownloadManagerPage(services=services, progressive=True)
     assert page.view == "table" and page.grid.grid not in descendants(page.widget)
+    assert page.actions is not None and page.actions not in descendants(page.widget)
     deadline = time.monotonic() + 10
     while page.grid.grid not in descendants(page.widget) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert page.drawn
     assert page.grid.grid in descendants(page.widget) and page.drawing_note not in descendants(page.widget)
+    assert page.actions in descendants(page.widget)
     assert len(page.grid.rows) > 0
 
 
