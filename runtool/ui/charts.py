@@ -135,9 +135,9 @@ class _Threshold:
         """Draw the line top to bottom at ``threshold_pct`` (x on the value scale, y on a 0..1 scale)."""
         with self.line.hold_sync():
             self.line.x, self.line.y = np.full(2, float(threshold_pct)), np.array([0.0, 1.0])
+        # No label on the line: at the top it would sit on the first bar; the chart's title names it.
         with self.label.hold_sync():
-            self.label.x, self.label.y = np.array([float(threshold_pct)]), np.array([1.0])
-            self.label.text = [f"below {threshold_pct:g} %: under-labelled"]
+            self.label.x, self.label.y, self.label.text = np.array([], dtype="float64"), [], []
 
 
 def _nan_if_none(values: Sequence[float | None]) -> np.ndarray:
@@ -372,7 +372,7 @@ class LaserBoxBars:
                 fig = _figure(title, marks, [value_axis, name_axis], height=_PANEL_HEIGHT)
                 fig.fig_margin = {"top": 36, "bottom": 44, "left": 64 if names_shown else 12, "right": 40}
             else:
-                name_axis = bq.Axis(scale=self.x, label="laser box", grid_lines="none")
+                name_axis = bq.Axis(scale=self.x, label="laser box", grid_lines="none", label_offset="36px")
                 fig = _figure(title, marks, [name_axis, value_axis], height="280px")
                 fig.fig_margin = {**_MARGIN, "bottom": 50}
             fig.padding_y = 0.0 if horizontal else 0.05
@@ -416,6 +416,7 @@ class LaserBoxBars:
                 scale.max = max(1.0, float(np.max(values, initial=0.0))) * 1.15
                 scale.allow_padding = False
             self.threshold.show_vertical(threshold_pct)
+            self.figures[2].title = f"Coverage per laser box (dashed: under-labelled below {threshold_pct:g} %)"
             height = f"{max(170, 90 + self.ROW_PX * len(stats))}px"
             self.figures[0].fig_margin = {**self.figures[0].fig_margin,
                                           "left": 16 + self.CHAR_PX * max((len(n) for n in names), default=4)}
