@@ -5,7 +5,8 @@ from __future__ import annotations
 import errno
 from datetime import UTC, datetime
 
-__all__ = ["format_bytes", "format_count", "format_os_error", "format_pct", "format_time", "printable"]
+__all__ = ["format_bytes", "format_count", "format_count_of", "format_os_error", "format_pct", "format_time",
+           "printable"]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -25,6 +26,11 @@ def format_bytes(size: float | None) -> str:
 def format_count(count: float | None) -> str:
     """Thousands separators: ``12,345``."""
     return "–" if count is None else f"{int(count):,}"
+
+
+def format_count_of(count: int, noun: str, plural: str | None = None) -> str:
+    """A count and its noun, singular for one: ``1 run``, ``2 runs``, ``1,204 runs`` (``plural`` if not noun + s)."""
+    return f"{format_count(count)} {noun if count == 1 else plural or noun + 's'}"
 
 
 def format_pct(pct: float | None) -> str:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError
 from runtool.files import LockWaitStopped, exclusive_lock
-from runtool.formatting import format_bytes, format_count, format_os_error
+from runtool.formatting import format_bytes, format_count, format_count_of, format_os_error
 from runtool.models import CoordinateError, Filters, RunCoordinate
 from runtool.services.executor import Executor, LocalExecutor, RunOutcome, RunTask, executor_from_config
 from runtool.services.inventory import CloudInventoryService
@@ -278,10 +278,10 @@ class BulkPlan:
         """e.g. ``Download 123 files, 4.5 GiB over 7 runs (2 runs left out)``."""
         verb = "Upload" if self.operation.endswith("_upload") else "Download"
         text = (
-            f"{verb} {format_count(self.files_to_transfer)} files, {format_bytes(self.bytes_to_transfer)} over "
-            f"{format_count(sum(1 for p in self.plans if p.to_transfer))} runs"
+            f"{verb} {format_count_of(self.files_to_transfer, 'file')}, {format_bytes(self.bytes_to_transfer)} over "
+            f"{format_count_of(sum(1 for p in self.plans if p.to_transfer), 'run')}"
         )
-        return text + (f" ({format_count(len(self.left_out))} runs left out)" if self.left_out else "")
+        return text + (f" ({format_count_of(len(self.left_out), 'run')} left out)" if self.left_out else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {

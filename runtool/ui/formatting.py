@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from runtool.formatting import format_bytes, format_count, format_pct, format_time
+from runtool.formatting import format_bytes, format_count, format_count_of, format_pct, format_time
 
 __all__ = [
     "format_age",
@@ -20,11 +20,6 @@ __all__ = [
     "format_pct",
     "format_time",
 ]
-
-
-def format_count_of(count: int, noun: str, plural: str | None = None) -> str:
-    """A count and its noun, singular for one: ``1 run``, ``2 runs``, ``1,204 runs`` (``plural`` if not noun + s)."""
-    return f"{format_count(count)} {noun if count == 1 else plural or noun + 's'}"
 
 
 def format_decimal(value: float | None, digits: int = 1) -> str:

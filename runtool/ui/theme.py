@@ -170,6 +170,7 @@ table.rt-cal th.rt-cal-name { text-align: right; padding-right: 6px; }
 table.rt-cal th.rt-cal-name a { color: #1565c0; text-decoration: none; }
 table.rt-cal th.rt-cal-corner { text-align: right; padding-right: 6px; color: #777; vertical-align: bottom; }
 .rt-csv a, a.rt-csv { font-size: 12px; color: #1565c0; }
+.rt-run-links a { color: #1565c0; }
 .rt-pager { align-items: center; gap: 8px; }
 </style>
 """

@@ -51,7 +51,7 @@ def test_bulk_download_mixed_states(services: ServiceContainer) -> None:
     assert [p.coordinate for p in bulk.plans] == RUNS
     assert [c for c, _ in bulk.left_out] == [ML_ONLY] and "No bags" in bulk.left_out[0][1]
     assert bulk.files_to_transfer == 2 + 3  # the first run's bag is skipped
-    assert bulk.describe() == "Download 5 files, 97.7 KiB over 2 runs (1 runs left out)"
+    assert bulk.describe() == "Download 5 files, 97.7 KiB over 2 runs (1 run left out)"
     result = services.transfers.execute_bulk(bulk)
     assert result.ok and len(result.results) == 2
     rows = {RunCoordinate.from_dict(r): r for r in services.data_state.run_records(Filters(lbid="LB_0001"))}
