@@ -154,15 +154,28 @@ class CoverageTimeline:
     def __init__(self) -> None:
         self.x = bq.DateScale()
         bags_y = bq.LinearScale(min=0)
+        # Lines broken at gaps (NaN) and the runs as dots of their own: bqplot draws a line's marker for a
+        # NaN point in the plot's corner.
         self.bags = bq.Lines(
             x=np.array([], dtype="datetime64[ms]"), y=[], scales={"x": self.x, "y": bags_y},
-            colors=[RAW_BAGS_COLOUR], marker="circle", marker_size=20, labels=["raw bags"],
+            colors=[RAW_BAGS_COLOUR], labels=["raw bags"],
         )
         ml_y = bq.LinearScale(min=0)
         self.samples = bq.Lines(
             x=np.array([], dtype="datetime64[ms]"), y=[[], []], scales={"x": self.x, "y": ml_y},
-            colors=[LABELS_COLOUR, ML_FRAMES_COLOUR], marker="circle", marker_size=20, labels=["labels", "frames"],
+            colors=[LABELS_COLOUR, ML_FRAMES_COLOUR], labels=["labels", "frames"],
         )
+
+        def dots(y: bq.Scale, colour: str, what: str) -> bq.Scatter:
+            return bq.Scatter(
+                x=np.array([], dtype="datetime64[ms]"), y=[], scales={"x": self.x, "y": y}, colors=[colour],
+                default_size=20, tooltip=bq.Tooltip(fields=["x", "y"], formats=["%Y-%m-%d %H:%M", ",d"],
+                                                    labels=["start", what]),
+            )
+
+        self.bag_dots = dots(bags_y, RAW_BAGS_COLOUR, "bags")
+        self.frame_dots = dots(ml_y, ML_FRAMES_COLOUR, "frames")
+        self.label_dots = dots(ml_y, LABELS_COLOUR, "labels")
         pct_y = _percent_scale()
         self.colour_scale = _coverage_scale(80.0)
         self.coverage = bq.Scatter(
@@ -179,8 +192,9 @@ class CoverageTimeline:
         self.time_axes = [_time_axis(self.x, "run start (UTC)") for _ in range(3)]
         self.bags_axis, self.samples_axis = _value_axis(bags_y, "bags", "d"), _value_axis(ml_y, "samples", "d")
         self.figures = [
-            _figure("Raw bags per run", [self.bags], [self.time_axes[0], self.bags_axis]),
-            _figure("Labels (orange) and frames (light orange) per run", [self.samples],
+            _figure("Raw bags per run", [self.bags, self.bag_dots], [self.time_axes[0], self.bags_axis]),
+            _figure("Labels (orange) and frames (light orange) per run",
+                    [self.samples, self.frame_dots, self.label_dots],
                     [self.time_axes[1], self.samples_axis]),
             _figure("Coverage per run (grey ×: ML only, no raw bags)",
                     [*self.threshold.marks, self.coverage, self.ml_only],
@@ -205,6 +219,11 @@ class CoverageTimeline:
         with self.samples.hold_sync():
             self.samples.x = line_x
             self.samples.y = np.vstack([labels, frames]).reshape(2, len(line_x))
+        for mark, values in ((self.bag_dots, [p.raw_bags for p in points]),
+                             (self.frame_dots, [p.ml_frames for p in points]),
+                             (self.label_dots, [p.ml_labels for p in points])):
+            with mark.hold_sync():
+                mark.x, mark.y = times, np.array(values, dtype="float64")
         _count_ticks(self.bags_axis, bags)
         _count_ticks(self.samples_axis, np.concatenate([labels, frames]))
         with self.coverage.hold_sync():

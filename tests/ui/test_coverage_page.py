@@ -101,6 +101,9 @@ def test_runs_days_apart_are_not_joined_by_lines(services: ServiceContainer) -> 
     starts = [np.datetime64(t, "ms") for t in ("2025-08-01T08:00", "2025-08-03T09:30", "2025-08-03T14:00",
                                                 "2025-08-05T10:00")]
     assert [x for x, y in zip(bags.x, bags.y, strict=True) if not np.isnan(y)] == starts
+    # Every run is a dot of its own (a line's marker at a NaN break would be drawn in the plot's corner).
+    assert list(page.single.timeline.bag_dots.x) == starts
+    assert list(page.single.timeline.bag_dots.y) == [2.0, 3.0, 1.0, 0.0]
     samples = page.single.timeline.samples.y
     np.testing.assert_array_equal(samples[0], [8.0, np.nan, 3.0, 3.0, np.nan, 2.0])  # labels
     np.testing.assert_array_equal(samples[1], [10.0, np.nan, 3.0, 4.0, np.nan, 2.0])  # frames
