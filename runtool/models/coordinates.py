@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -18,7 +19,9 @@ LEVELS: tuple[str, ...] = ("cid", "regionid", "fieldid", "twid", "lbid")
 _TIMESTAMP = re.compile(r"([0-9]{4})[_-]([0-9]{2})[_-]([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
 
 
-_CONTROL = re.compile(r"[\x00-\x1f]")
+_INVISIBLE = frozenset({"Cc", "Cf"})
+"""Unicode categories a level may not contain: control (``\\x1b``, ``\\x7f``, C1) and format characters
+(U+202E RIGHT-TO-LEFT OVERRIDE reverses the text after it, U+200B ZERO WIDTH SPACE hides a difference)."""
 
 NAME_MAX = 255
 """Bytes in one file or folder name on the file systems runtool writes to (ext4, xfs, btrfs, tmpfs)."""
@@ -52,11 +55,16 @@ def check_part(level: str, value: str) -> str:
         raise CoordinateError(f"{level} {value!r} contains a path separator")
     if value in (".", ".."):
         raise CoordinateError(f"{level} {value!r} is not allowed")
-    if value != value.strip() or _CONTROL.search(value):
-        raise CoordinateError(f"{level} {value!r} has surrounding blanks or control characters")
+    if value != value.strip() or _has_invisible(value):
+        raise CoordinateError(f"{level} {value!r} has surrounding blanks, control or format characters")
     if len(value.encode("utf-8", "surrogateescape")) > NAME_MAX:
         raise CoordinateError(f"{level} {value[:40]!r}… is too long for a folder name (at most {NAME_MAX} bytes)")
     return value
+
+
+def _has_invisible(value: str) -> bool:
+    """Whether ``value`` has a control or format character (``isprintable`` first: most names are plain)."""
+    return not value.isprintable() and any(unicodedata.category(c) in _INVISIBLE for c in value)
 
 
 @dataclass(frozen=True, order=False)

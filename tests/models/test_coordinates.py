@@ -174,7 +174,16 @@ def test_coordinate_error_is_a_value_error() -> None:
         make(cid="")
 
 
-@pytest.mark.parametrize("value", ["...", "a..b", ".hidden", "LB 0001", "All", "ü"])
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("value", ["client\u202e", "a\u200bb", "\ufeffbom", "del\x7f", "c1\x9b2J", "esc\x1b[2J"])
+def test_coordinate_rejects_control_and_format_characters_at_every_level(level: str, value: str) -> None:
+    with pytest.raises(CoordinateError, match="control or format characters"):
+        make(**{level: value})
+    with pytest.raises(CoordinateError, match="control or format characters"):
+        Filters(**{level: value})
+
+
+@pytest.mark.parametrize("value", ["...", "a..b", ".hidden", "LB 0001", "All", "ü", "عميل", "a\u00a0b"])
 def test_check_part_accepts_ordinary_segments(value: str) -> None:
     assert check_part("cid", value) == value
 
@@ -294,7 +303,8 @@ def test_describe() -> None:
 
 # --- hypothesis properties -----------------------------------------------------------------------------------------
 
-_part_chars = st.characters(codec="utf-8", min_codepoint=32, exclude_characters="/\\")
+_part_chars = st.characters(codec="utf-8", min_codepoint=32, exclude_characters="/\\",
+                            exclude_categories=("Cc", "Cf"))
 parts = st.text(alphabet=_part_chars, min_size=1, max_size=12).filter(
     lambda s: s == s.strip() and s not in (".", "..")
 )

@@ -39,6 +39,16 @@ def test_an_invalid_client_falls_back_to_all_with_a_sentence(query: str) -> None
     assert selection.error.endswith("so all data is shown instead.")
 
 
+@pytest.mark.parametrize("character", ["%E2%80%AE", "%E2%80%8B", "%1B", "%C2%9B"])
+def test_a_format_or_control_character_in_a_link_is_refused_and_not_echoed_raw(character: str) -> None:
+    selection = read_selection(f"cid=c1&regionid=region{character}&fieldid=f1")
+    assert selection.filters == Filters(cid="c1")
+    assert selection.error is not None
+    assert selection.error.startswith("The region in the link could not be used (regionid 'region\\")
+    assert "has surrounding blanks, control or format characters), so c1 → All is shown instead." in selection.error
+    assert selection.error.isprintable()
+
+
 def test_an_invalid_level_keeps_the_levels_above_it_and_drops_those_below() -> None:
     selection = read_selection("cid=c1&regionid=..&fieldid=f1")
     assert selection.filters == Filters(cid="c1")
@@ -82,7 +92,7 @@ def test_query_parameters_keep_the_first_of_repeated_values() -> None:
 
 
 _part = st.text(
-    alphabet=st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="/\\"), min_size=1, max_size=12
+    alphabet=st.characters(blacklist_categories=("Cc", "Cf", "Cs"), blacklist_characters="/\\"), min_size=1, max_size=12
 ).filter(lambda s: s == s.strip() and s not in (".", "..", "All"))
 
 
