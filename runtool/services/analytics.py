@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -55,6 +56,7 @@ __all__ = [
     "AnalyticsService",
     "FailedBag",
     "RunAnalysis",
+    "checked_kpis",
     "extraction_fingerprint",
     "flatten_legacy_messages",
 ]
@@ -296,6 +298,11 @@ class AnalyticsService:
             log.info("Run %s was re-extracted since its analysis; it will be recomputed.", coord)
             return None
         try:
+            kpis = checked_kpis(document.get("kpis"))
+        except ValueError as exc:
+            log.warning("The analysis cache of run %s is unreadable (%s); it will be recomputed.", coord, exc)
+            return None
+        try:
             series = {stream: pd.read_parquet(cache / _SERIES_FILES[stream]) for stream in STREAMS}
             tracks = pd.read_parquet(cache / _TRACKS_FILE)
             histograms = {name: Histogram.from_dict(document["histograms"][name]) for name in _HISTOGRAMS}
@@ -311,7 +318,7 @@ class AnalyticsService:
                 track_confidence=histograms["track_confidence"],
                 track_density=histograms["track_density"],
                 tracks=tracks,
-                kpis=dict(document["kpis"]),
+                kpis=kpis,
                 failed_bags=tuple(FailedBag(b["name"], b["error"]) for b in document["failed_bags"]),
                 has_detections=bool(document["has_detections"]),
                 has_tracking=bool(document["has_tracking"]),
@@ -319,6 +326,41 @@ class AnalyticsService:
         except (OSError, KeyError, TypeError, ValueError, pa.ArrowException) as exc:
             log.warning("The analysis cache of run %s is damaged (%s); it will be recomputed.", coord, exc)
             return None
+
+
+_INT64 = 2**63
+"""A count KPI must fit an int64 column (the KPI table, Parquet)."""
+
+
+def checked_kpis(kpis: object) -> dict[str, float | int | None]:
+    """The ``kpis`` object of an analysis cache, if every value is a finite number or null (a bool is not a number).
+
+    The analysis writes only such values (``allow_nan=False``); anything else was written by hand or damaged,
+    and the cache counts as unreadable, exactly like one that is not JSON.
+
+    Raises:
+        ValueError: ``kpis`` is not an object, or one of its values is not a finite number or null (named).
+    """
+    if not isinstance(kpis, dict):
+        raise ValueError(f"its KPIs are {_shown(kpis)}, not an object")
+    for name, value in kpis.items():
+        if value is None or (isinstance(value, float) and math.isfinite(value)):
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64:
+            continue
+        kind = ("a finite number" if isinstance(value, float)
+                else "a number in range" if isinstance(value, int) and not isinstance(value, bool) else "a number")
+        raise ValueError(f"KPI {_shown(name)} is {_shown(value)}, not {kind} or null")
+    return dict(kpis)
+
+
+def _shown(value: object) -> str:
+    """A cache value in a message: its JSON spelling, cut short (a hand-edited cache may hold anything)."""
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else f"{text[:39]}…"
 
 
 def extraction_fingerprint(folder: Path) -> str:

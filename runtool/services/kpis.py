@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 from runtool.config import RuntoolConfig
 from runtool.errors import RuntoolError
 from runtool.models import LEVELS, Filters
-from runtool.services.analytics import CACHE_VERSION, extraction_fingerprint
+from runtool.services.analytics import CACHE_VERSION, checked_kpis, extraction_fingerprint
 from runtool.services.data_state import DataStateService
 from runtool.services.local_state import ANALYSIS_MARKER
 
@@ -73,7 +73,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "kpi_index.parquet"
-_INDEX_FORMAT = "1"
+_INDEX_FORMAT = "2"
+"""2: KPI values are checked when a cache is read, so an index of format 1 may hold text or lists as KPIs."""
 _COORD = (*LEVELS, "timestamp")
 _STAMP = ("ino", "mtime_ns", "size")
 _COUNT_SUFFIXES = ("_messages", "_dropped_frames", "failed_bags", "total_tracks")
@@ -134,7 +135,7 @@ class KpiTable:
             record["start_time"] = record["start_time"].isoformat()
             for name in self.kpi_names:
                 value = record[name]
-                if value is None or (isinstance(value, float) and math.isnan(value)):
+                if value is None or (isinstance(value, float) and not math.isfinite(value)):
                     record[name] = None
                 elif name in counts:
                     record[name] = int(value)
@@ -267,10 +268,17 @@ class KpiService:
             log.warning("The analysis cache of run %s is unreadable (%s); it counts as not analysed.", key, exc)
             return entry
         if (not isinstance(document, dict) or document.get("version") != CACHE_VERSION
-                or document.get("coordinate") != key or not isinstance(document.get("kpis"), dict)
-                or document.get("fingerprint") != extraction_fingerprint(folder)):
+                or document.get("coordinate") != key or document.get("fingerprint") != extraction_fingerprint(folder)):
             return entry
-        kpis = {name: (np.nan if value is None else value) for name, value in document["kpis"].items()}
+        try:
+            kpis = checked_kpis(document.get("kpis"))
+            clash = next((name for name in kpis if name in _INDEX_COLUMNS or name in _FLAG_COLUMNS), None)
+            if clash is not None:
+                raise ValueError(f"KPI {clash!r} has the name of a column of the KPI table")
+        except ValueError as exc:
+            log.warning("The analysis cache of run %s is unreadable (%s); it counts as not analysed.", key, exc)
+            return entry
+        kpis = {name: (np.nan if value is None else value) for name, value in kpis.items()}
         return {**entry, **kpis, "current": True, "analysed_at": document.get("analysed_at")}
 
     def _load_index(self) -> tuple[pd.DataFrame, pd.DataFrame | None]:

@@ -332,6 +332,45 @@ def test_a_damaged_cache_is_recomputed(
     assert not service.analyze_run(RUN).from_cache
 
 
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ('"abc"', 'KPI "detection_latency_p95_ms" is "abc", not a number or null'),
+        ("[1, 2]", 'KPI "detection_latency_p95_ms" is [1, 2], not a number or null'),
+        ("true", 'KPI "detection_latency_p95_ms" is true, not a number or null'),
+        ("Infinity", 'KPI "detection_latency_p95_ms" is Infinity, not a finite number or null'),
+        ("NaN", 'KPI "detection_latency_p95_ms" is NaN, not a finite number or null'),
+        ("1" + "0" * 30, "not a number in range or null"),
+    ],
+)
+def test_a_cache_with_a_kpi_that_is_not_a_number_is_unreadable_and_recomputed(
+    config: RuntoolConfig, extracted: Path, caplog: pytest.LogCaptureFixture, bad: str, reason: str
+) -> None:
+    service = AnalyticsService(config)
+    first = service.analyze_run(RUN)
+    path = extracted / "analysis" / "kpis.json"
+    good = json.dumps(first.kpis["detection_latency_p95_ms"])
+    text = path.read_text(encoding="utf-8")
+    assert f'"detection_latency_p95_ms": {good}' in text
+    path.write_text(text.replace(f'"detection_latency_p95_ms": {good}', f'"detection_latency_p95_ms": {bad}'),
+                    encoding="utf-8")  # still JSON (Python's reader takes Infinity and NaN), same fingerprint
+    with caplog.at_level(logging.WARNING, logger="runtool.services.analytics"):
+        assert service.load_cached(RUN) is None
+    assert f"The analysis cache of run {RUN} is unreadable (" in caplog.text and reason in caplog.text
+    again = service.analyze_run(RUN)
+    assert not again.from_cache and again.kpis == first.kpis
+    assert service.analyze_run(RUN).from_cache
+
+
+def test_a_cache_whose_kpis_are_not_an_object_is_recomputed(config: RuntoolConfig, extracted: Path) -> None:
+    service = AnalyticsService(config)
+    service.analyze_run(RUN)
+    path = extracted / "analysis" / "kpis.json"
+    path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), "kpis": [1]}), encoding="utf-8")
+    assert service.load_cached(RUN) is None
+    assert not service.analyze_run(RUN).from_cache
+
+
 def test_local_state_is_refreshed_after_analysing(config: RuntoolConfig, extracted: Path) -> None:
     local = LocalStateService(config)
     assert not local.run(RUN).extraction.analyzed

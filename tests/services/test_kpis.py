@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -132,6 +133,48 @@ def test_a_cache_rewritten_after_the_index_was_saved_is_read_again_and_flagged(s
     assert list(rows["detection_latency_p95_ms"]) == [pytest.approx(worse - 1_000.125), pytest.approx(worse)]
     assert list(rows["regressed"]) == [False, True]
     assert any(reason.startswith("detection_latency_p95_ms") for reason in rows["regressions"].iloc[1])
+
+
+@pytest.mark.parametrize("bad", ["abc", [1, 2], True, {"x": 1}, float("inf"), float("nan"), 10**30])
+def test_a_cache_with_a_kpi_that_is_not_a_number_counts_as_not_analysed(
+    services: ServiceContainer, caplog: pytest.LogCaptureFixture, bad: object
+) -> None:
+    assert len(services.kpis.table().rows) == 2
+    marker = processed_dir(services.config.processed_root, RUNS[1]) / ANALYSIS_MARKER
+    document = json.loads(marker.read_text(encoding="utf-8"))
+    document["kpis"]["detection_latency_p95_ms"] = bad
+    marker.write_text(json.dumps(document), encoding="utf-8")  # Infinity and NaN as Python's json writes them
+
+    with caplog.at_level(logging.WARNING, logger="runtool.services.kpis"):
+        table = services.kpis.table(refresh=True)
+    fresh = ServiceContainer(services.config, read_only=True).kpis.table()
+
+    assert [r["timestamp"] for r in table.records()] == [RUNS[0].timestamp] == [
+        r["timestamp"] for r in fresh.records()]
+    assert table.not_analysed == fresh.not_analysed == 3
+    assert f"The analysis cache of run {RUNS[1]} is unreadable (KPI \"detection_latency_p95_ms\" is " in caplog.text
+    assert "it counts as not analysed" in caplog.text
+    # Analysing it again repairs it (the analysis reader refuses it the same way), and the table takes it back.
+    assert not services.analytics.analyze_run(RUNS[1]).from_cache
+    assert len(services.kpis.table(refresh=True).rows) == 2
+
+
+def test_a_kpi_named_like_a_column_of_the_table_counts_as_not_analysed(services: ServiceContainer) -> None:
+    marker = processed_dir(services.config.processed_root, RUNS[1]) / ANALYSIS_MARKER
+    document = json.loads(marker.read_text(encoding="utf-8"))
+    document["kpis"]["cid"] = 1
+    marker.write_text(json.dumps(document), encoding="utf-8")
+    table = services.kpis.table(refresh=True)
+    assert [(r["cid"], r["timestamp"]) for r in table.records()] == [("acme", RUNS[0].timestamp)]
+
+
+def test_records_write_null_for_a_kpi_that_is_not_finite() -> None:
+    rows = frame({"LB_1": [1.0, float("inf"), float("-inf"), float("nan")]})
+    rows = rows.assign(cid="c", regionid="r", fieldid="f", twid="t", timestamp="ts", analysed_at=None)
+    table = kpis_module.KpiTable(_flag_regressions(rows, ["detection_latency_p95_ms"], RegressionRule()),
+                                 ("detection_latency_p95_ms",), 0)
+    assert [r["detection_latency_p95_ms"] for r in table.records()] == [1.0, None, None, None]
+    json.dumps(table.records(), allow_nan=False)
 
 
 def test_a_deleted_cache_leaves_the_table_of_a_new_process(services: ServiceContainer) -> None:
