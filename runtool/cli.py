@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -22,12 +23,13 @@ from typing import Any
 from runtool import __version__
 from runtool.config import ConfigError, RuntoolConfig, load_config
 from runtool.errors import ReadOnlyError, RuntoolError, UsageError
-from runtool.formatting import format_bytes, format_count, format_os_error, format_pct, printable
+from runtool.formatting import format_bytes, format_count, format_count_of, format_os_error, format_pct, printable
 from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, RunCoordinate, SyncStatus, to_jsonable
 from runtool.serve import ServeOptions, serve
 from runtool.services import CONFLICT_MODES, RefreshProgress, ServiceContainer, TransferPlan, TransferProgress
 from runtool.services.executor import DaskExecutor, executor_from_config
 from runtool.services.pipeline import RUNS_AT_ONCE as PIPELINE_RUNS_AT_ONCE
+from runtool.services.pipeline import PipelineResult
 from runtool.services.transfers import BULK_RUNS_AT_ONCE, BulkPlan, BulkResult, TransferError
 
 __all__ = ["main"]
@@ -638,7 +640,7 @@ def _analyze_selection(args: argparse.Namespace, services: ServiceContainer) -> 
         raise UsageError("give a COORD, or filters (--cid … --lbid, --since, --until) to analyse many runs")
     _check_dates(args)
     _ensure_inventory(services)
-    plan = services.pipeline.plan(filters, args.since, args.until)
+    plan = services.pipeline.plan(filters, args.since, args.until, force=args.force)
     if args.json and args.dry_run:
         _print_json(plan.to_dict())
         return 0
@@ -648,7 +650,11 @@ def _analyze_selection(args: argparse.Namespace, services: ServiceContainer) -> 
         print(f"  {coord}: {action.value}", file=preview)
     for coord, reason in plan.left_out:
         print(f"  {coord}: left out — {printable(reason)}", file=preview)
-    if args.dry_run or not plan.runs:
+    if args.dry_run:
+        return 0
+    if not plan.runs:  # every run up to date (or left out): nothing to run, and the result says so
+        if args.json:
+            _print_json(PipelineResult((), 0.0, plan.left_out).to_dict())
         return 0
     if not args.yes and not _confirm(f"{plan.describe()}?"):
         print("Not confirmed; nothing done (use --yes to run without asking).", file=sys.stderr)
@@ -710,11 +716,15 @@ def cmd_kpis(args: argparse.Namespace, services: ServiceContainer) -> int:
         ]
         print(_table(rows, ["LB", "run", *(_KPI_HEADERS[name] for name in shown), "regressions"]))
     if table.not_analysed:
-        options = [f"--{level} {printable(value)}" for level, value in filters.to_dict().items()]
+        options = [f"--{level} {printable(shlex.quote(value))}" for level, value in filters.to_dict().items()]
         options += [f"--{name} {getattr(args, name)}" for name in ("since", "until") if getattr(args, name)]
-        # `analyze` refuses an empty selection (it would download the whole fleet): the hint narrows it.
-        command = f"runtool analyze {' '.join(options or ['--cid CID'])} --yes"
-        print(f"{table.not_analysed} runs not analysed yet; run `{command}`", file=sys.stderr if args.json else None)
+        if not options and table.first_not_analysed is not None:
+            # `analyze` refuses a selection of the whole fleet without a date: from the earliest run not analysed
+            # on is the same runs left to analyse, and a selection it takes.
+            options = [f"--since {table.first_not_analysed.isoformat()}"]
+        command = f"runtool analyze {' '.join(options)} --yes"
+        print(f"{format_count_of(table.not_analysed, 'run')} not analysed yet; run `{command}`",
+              file=sys.stderr if args.json else None)
     return 0
 
 

@@ -124,6 +124,8 @@ class KpiTable:
     rows: pd.DataFrame
     kpi_names: tuple[str, ...]
     not_analysed: int
+    first_not_analysed: date | None = None
+    """The start day (UTC) of the earliest run of the selection that is not analysed, if any."""
 
     def records(self) -> list[dict[str, Any]]:
         """The rows as flat JSON-ready objects: coordinate parts, start time, KPIs (null where none), flags."""
@@ -196,7 +198,9 @@ class KpiService:
             kpi_names = self._kpi_names
         selected = _select(flagged, filters, since, until)
         analysable = _select(runs[_analysable(runs)], filters, since, until)
-        return KpiTable(selected.reset_index(drop=True), kpi_names, len(analysable) - len(selected))
+        missing = analysable[~np.isin(_paths(analysable), _paths(selected))]
+        first = pd.to_datetime(missing["start_time"], utc=True).min().date() if len(missing) else None
+        return KpiTable(selected.reset_index(drop=True), kpi_names, len(missing), first)
 
     def _current(self, runs: pd.DataFrame, refresh: bool) -> pd.DataFrame:
         """The flagged table of current caches, after a sweep when one is due."""
