@@ -6,6 +6,8 @@ formats, never from the page classes, so a page that shows other numbers than th
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import time
 from collections.abc import Iterator
@@ -17,17 +19,21 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import expect
 
+from runtool.demo.emulator import Emulator
 from runtool.formatting import format_count, format_pct, format_time
 from runtool.models import LEVELS, CoverageSettings, CoverageStatistics, Filters, LaserBoxStats
 from runtool.services import ServiceContainer
+from runtool.storage import make_client
+from runtool.ui.query import selection_query
 from tests.browser.conftest import VoilaServer, screenshot
+from tests.conftest import make_config, write_toml
 
 pytestmark = pytest.mark.browser
 
 COVERAGE = "01_temporal_coverage.ipynb"
 PER_RUN = "02_per_run_analysis.ipynb"
-TABLE_CAP = 100
-"""The under-labelled table shows at most this many rows (then "… and N more")."""
+PAGE_ROWS = 25
+"""The run table of one laser box shows this many runs a page."""
 WAIT_S = 30.0
 """How long a widget update may take to reach the browser (the kernel answers in well under a second)."""
 
@@ -128,9 +134,9 @@ def expect_options(page: Any, level: str, values: list[str]) -> None:
 
 
 def assert_under_labelled_table(page: Any, stats: CoverageStatistics) -> Any:
-    """The table lists the under-labelled runs worst first; returns the first row's link."""
-    rows = page.locator(".rt-underlabelled table tbody tr")
-    expect(rows).to_have_count(min(len(stats.under_labelled), TABLE_CAP), timeout=WAIT_S * 1000)
+    """The run table lists every run, worst first (a page of them); returns the first row's link."""
+    rows = page.locator(".rt-runs table tbody tr")
+    expect(rows).to_have_count(min(stats.total_runs, PAGE_ROWS), timeout=WAIT_S * 1000)
     worst = stats.under_labelled[0]
     first = rows.first.locator("td")
     expect(first.nth(0)).to_have_text(format_time(worst.start_time))
@@ -181,7 +187,7 @@ def test_laser_box_all_shows_the_aggregated_view_of_the_tw(
     select(page, "lbid").select_option(label="All")
     page.wait_for_selector(".rt-view-aggregated", state="visible")
     expect(page.locator(".rt-heatmap")).to_be_visible()
-    expect(page.locator(".rt-heatmap svg").first).to_be_visible()
+    expect(page.locator(".rt-heatmap table.rt-cal")).to_be_visible()
     expect(page.locator(".rt-view-single")).to_have_count(0)
 
     boxes: list[LaserBoxStats] = data_state.laser_box_stats(box.tw)
@@ -330,3 +336,157 @@ def test_read_only_server_has_no_refresh_button(
     expect(page.locator(".rt-header button")).to_have_count(0)
     assert_no_traceback(page)
     screenshot(page, "coverage-read-only")
+
+
+# -- fleet scale: the medium demo fleet, "All" at every level ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def medium_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The medium demo fleet (51 laser boxes, laser box ids repeated across fields, ~40,000 objects).
+
+    On an emulator of its own with the filesystem backend: the memory backend slows down with every object a
+    bucket holds, and would take most of an hour to take this fleet.
+    """
+    from runtool.demo.fleet import plan_fleet, seed_fleet
+
+    root = tmp_path_factory.mktemp("coverage-medium")
+    with Emulator(data_dir=root / "gcs") as emulator:
+        config = make_config(root, emulator.url, raw="coverage-medium-raw", ml="coverage-medium-ml")
+        seed_fleet(config, plan_fleet("medium", 7), make_client(emulator_host=emulator.url))
+        path = write_toml(config, root / "runtool.toml")
+        # Listing 40,000 objects from disk on a loaded machine takes longer than the usual 3 s a request.
+        path.write_text(path.read_text(encoding="utf-8").replace("request_retry_s = 3\n", "request_retry_s = 120\n"),
+                        encoding="utf-8")
+        ServiceContainer.from_environment(path).inventory.refresh()
+        yield path
+
+
+@pytest.fixture(scope="module")
+def medium_services(medium_config: Path) -> ServiceContainer:
+    return ServiceContainer.from_environment(medium_config)
+
+
+@pytest.fixture(scope="module")
+def medium_voila(medium_config: Path) -> Iterator[VoilaServer]:
+    server = VoilaServer(medium_config)
+    yield server
+    server.stop()
+
+
+MEDIUM_TIMEOUT_S = 1800
+"""The first medium test also seeds the fleet (about 5 minutes alone, 8 on a loaded machine)."""
+
+OVERLAPS = """() => {
+    // Pairs of tick labels of one axis whose boxes intersect (hidden labels have no box).
+    const found = [];
+    for (const axis of document.querySelectorAll('.rt-view-aggregated svg .axis')) {
+        const boxes = [...axis.querySelectorAll('.tick text')]
+            .map(t => [t.textContent, t.getBoundingClientRect()]).filter(([, r]) => r.width > 0);
+        for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+            const [a, r] = boxes[i], [b, q] = boxes[j];
+            if (r.left < q.right - 0.5 && q.left < r.right - 0.5 && r.top < q.bottom - 0.5 && q.top < r.bottom - 0.5)
+                found.push(`${a} / ${b}`);
+        }
+    }
+    return found;
+}"""
+
+
+def csv_of(page: Any, link: Any) -> list[list[str]]:
+    """The rows of the CSV file the browser downloads from ``link``."""
+    with page.expect_download() as download:
+        link.click()
+    return list(csv.reader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+
+
+@pytest.mark.timeout(MEDIUM_TIMEOUT_S)
+def test_at_fleet_scale_every_label_reads_and_every_table_downloads(
+    page: Any, medium_voila: VoilaServer, medium_services: ServiceContainer
+) -> None:
+    boxes = medium_services.data_state.laser_box_stats(Filters())
+    page.set_viewport_size({"width": 1440, "height": 900})
+    open_coverage(page, medium_voila)
+    page.wait_for_selector(".rt-view-aggregated", state="visible")
+    expect(page.locator(".rt-lb-bars .axis .tick text").first).to_be_attached(timeout=WAIT_S * 2000)
+    assert_kpis(page, {"Laser boxes": format_count(len(boxes))})
+    # Every laser box has a bar label of its own, and no two tick labels of any axis overlap.
+    ticks = page.locator(".rt-lb-bars .bqplot").first.locator(".axis .tick text")
+    expect(ticks.filter(has_text=" · ")).to_have_count(len(boxes), timeout=WAIT_S * 1000)
+    page.wait_for_timeout(1000)  # bqplot lays the labels out after the marks arrive
+    assert page.evaluate(OVERLAPS) == []
+    # Names use the same levels for every box (field · laser box: ids repeat across fields), numbers the rest.
+    shown = [t for t in ticks.all_inner_texts() if not t.replace(",", "").isdigit()]
+    assert len(set(shown)) == len(boxes) and all(" · " in name for name in shown), shown
+
+    # The laser box table: full coordinate on hover, and its CSV holds the same laser boxes and numbers.
+    rows = page.locator(".rt-lb-table table tbody tr")
+    expect(rows).to_have_count(len(boxes))
+    titles = [rows.nth(i).locator("a").get_attribute("title") for i in range(len(boxes))]
+    assert titles == [b.lb_key for b in boxes]
+    table_csv = csv_of(page, page.locator(".rt-view-aggregated .rt-csv a").first)
+    assert [row[:3] for row in table_csv[1:]] == [[b.lb_key, str(b.runs), str(b.total_bags)] for b in boxes]
+    assert [row[1] for row in table_csv[1:]] == [t.replace(",", "") for t in
+                                                 rows.locator("td:nth-child(2)").all_inner_texts()]
+
+    # The calendar: a legend, one row per laser box, and a CSV of its cells.
+    expect(page.locator(".rt-heatmap .rt-legend")).to_be_visible()
+    expect(page.locator(".rt-heatmap table.rt-cal tbody tr")).to_have_count(len(boxes))
+    calendar_csv = csv_of(page, page.locator(".rt-heatmap .rt-csv a"))
+    cells = medium_services.data_state.aggregated_coverage(Filters()).cells
+    assert len(calendar_csv) - 1 == len(cells) == page.locator(".rt-heatmap table.rt-cal td a").count()
+    assert_no_traceback(page)
+    screenshot(page, "coverage-medium-all")
+
+
+@pytest.mark.timeout(MEDIUM_TIMEOUT_S)
+def test_a_calendar_cell_opens_its_run_on_the_per_run_page(
+    page: Any, medium_voila: VoilaServer, medium_services: ServiceContainer
+) -> None:
+    cell = next(c for c in medium_services.data_state.aggregated_coverage(Filters()).cells if c.only_run is not None)
+    run = cell.only_run
+    assert run is not None
+    open_coverage(page, medium_voila)
+    link = page.locator(f'.rt-heatmap td a[href="{PER_RUN}?{selection_query(run.to_filters())}"]')
+    expect(link).to_have_count(1, timeout=WAIT_S * 2000)
+    assert run.to_path_str().rsplit("/", 1)[0] in (link.get_attribute("title") or "")
+    link.click()
+    page.wait_for_url(f"**/{PER_RUN}?*")
+    page.wait_for_selector(".rt-page-per-run .rt-view-run", state="visible")
+    expect(page.locator(".rt-run-picker select option:checked")).to_have_text(format_time(run.start_time))
+    for level in LEVELS:
+        expect(select(page, level)).to_have_value(getattr(run, level))
+    assert_no_traceback(page)
+
+
+@pytest.mark.timeout(MEDIUM_TIMEOUT_S)
+def test_a_busy_laser_box_lists_every_run_a_page_at_a_time(
+    page: Any, medium_voila: VoilaServer, medium_services: ServiceContainer
+) -> None:
+    data_state = medium_services.data_state
+    stats = {b.lb_key: b for b in data_state.laser_box_stats(Filters())}
+    busiest = max(stats.values(), key=lambda b: b.runs)
+    filters = Filters(**dict(zip(LEVELS, busiest.lb_key.split("/"), strict=True)))
+    points = data_state.temporal_coverage(filters).points
+    best = max((p for p in points if p.coverage_pct is not None), key=lambda p: (p.coverage_pct, p.start_time))
+    open_coverage(page, medium_voila, selection_query(filters))
+    page.wait_for_selector(".rt-view-single", state="visible")
+    rows = page.locator(".rt-runs table tbody tr")
+    expect(rows).to_have_count(min(busiest.runs, PAGE_ROWS), timeout=WAIT_S * 2000)
+    expect(page.locator(".rt-runs").locator("xpath=..").locator(".rt-section-title").first).to_have_text(
+        f"Runs ({format_count(busiest.runs)}), worst coverage first")
+    # The best-covered run is on the last page (worst first) and opens like any other.
+    pager = page.locator(".rt-pager")
+    if busiest.runs > PAGE_ROWS:
+        expect(pager).to_contain_text(f"of {format_count(busiest.runs)}")
+        for _ in range((busiest.runs - 1) // PAGE_ROWS):
+            pager.locator("button", has_text="Better").click()
+        expect(pager).to_contain_text(f"{format_count(busiest.runs)} of {format_count(busiest.runs)}")
+    link = page.locator(f'.rt-runs a[title="{best.coordinate.to_path_str()}"]')
+    expect(link).to_have_count(1, timeout=WAIT_S * 1000)
+    assert parse_qs(urlsplit(link.get_attribute("href")).query)["timestamp"] == [best.coordinate.timestamp]
+    runs_csv = csv_of(page, page.locator(".rt-view-single .rt-csv a"))
+    assert len(runs_csv) - 1 == busiest.runs
+    assert {row[0] for row in runs_csv[1:]} == {p.coordinate.to_path_str() for p in points}
+    assert_no_traceback(page)
+    screenshot(page, "coverage-medium-single")
