@@ -211,6 +211,8 @@ class RunState:
     issues: tuple[str, ...] = ()
     differing_bags: tuple[str, ...] = ()
     """Cloud names of the bags whose local copy has another size than the object: a bad or partial file."""
+    missing_bags: tuple[str, ...] = ()
+    """Cloud names of the bags with no local copy while others of the run have one: a partial download."""
 
     @property
     def pipeline_status(self) -> DataStatus:
@@ -224,9 +226,10 @@ class RunState:
 
     @property
     def next_action(self) -> NextAction:
-        """The pipeline's next step; a local bag of the wrong size is downloaded again before anything else,
-        because extracting or analysing it would read a broken file."""
-        if self.differing_bags and self.cloud_raw.exists:
+        """The pipeline's next step; a local bag of the wrong size is downloaded again, and the bags missing from a
+        partial local copy are downloaded, before anything else: extracting or analysing then would read a broken
+        file or only part of the run."""
+        if (self.differing_bags or self.missing_bags) and self.cloud_raw.exists:
             return NextAction.DOWNLOAD
         return {
             DataStatus.NOT_DOWNLOADED: NextAction.DOWNLOAD,
@@ -250,6 +253,7 @@ class RunState:
             "ml_sync": self.ml_sync.value,
             "issues": list(self.issues),
             "differing_bags": list(self.differing_bags),
+            "missing_bags": list(self.missing_bags),
             "pipeline_status": self.pipeline_status.value,
             "next_action": self.next_action.value,
             "ready_for_analysis": self.ready_for_analysis,

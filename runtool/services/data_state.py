@@ -329,9 +329,12 @@ class DataStateService:
         differing = tuple(sorted(
             name for name, size in local_cloud_names.items() if cloud_raw.bag_sizes.get(name, size) != size
         ))
+        # Only a partial copy: a run with no local bag at all is downloaded anyway, or was extracted and its
+        # bags deliberately removed.
+        missing = tuple(sorted(set(cloud_raw.bag_sizes) - set(local_cloud_names))) if local_cloud_names else ()
         return RunState(
             coord, cloud_raw, cloud_ml, local.raw, local.ml, local.extraction, raw_sync, ml_sync, tuple(issues),
-            differing,
+            differing, missing,
         )
 
     @staticmethod

@@ -1,8 +1,9 @@
 """Bring runs up to date: download what is missing, extract, analyse; one run or a whole selection.
 
 :class:`RunPipeline` is the one place that knows the order of the per-run steps. It follows the run's next
-action (:class:`~runtool.models.NextAction`): a run without local bags, or with a local bag of the wrong size,
-is downloaded (verifying what is there), a run with bags but no current extraction is extracted, and every
+action (:class:`~runtool.models.NextAction`): a run without local bags, with bags the cloud has but the local
+copy lacks, or with a local bag of the wrong size, is downloaded (the bags already there are skipped, or
+verified when one has the wrong size), a run with bags but no current extraction is extracted, and every
 run is analysed (a current analysis cache makes that a read). :class:`~runtool.services.reports.ReportService`
 runs it before executing its notebook; the CLI's ``runtool analyze [filters] --yes`` runs it over a selection.
 
@@ -26,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError
-from runtool.models import LEVELS, Filters, NextAction, RunCoordinate, RunState
+from runtool.formatting import format_count_of
+from runtool.models import LEVELS, Filters, NextAction, RunCoordinate, RunState, SyncStatus
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -119,10 +121,12 @@ class PipelineOutcome:
 
 @dataclass(frozen=True)
 class PipelinePlan:
-    """The runs of a selection to bring up to date, each with its next step, and the runs left out with why."""
+    """The runs of a selection to bring up to date, each with its next step; the runs already up to date (a
+    current analysis, nothing to download), which are not run again; and the runs left out with why."""
 
     runs: tuple[tuple[RunCoordinate, NextAction], ...]
     left_out: tuple[tuple[RunCoordinate, str], ...] = ()
+    up_to_date: tuple[RunCoordinate, ...] = ()
 
     @property
     def coordinates(self) -> list[RunCoordinate]:
@@ -135,11 +139,16 @@ class PipelinePlan:
         parts = [f"{self.count(action)} to {action.value}" for action in
                  (NextAction.DOWNLOAD, NextAction.EXTRACT, NextAction.ANALYZE) if self.count(action)]
         detail = f" ({', '.join(parts)})" if parts else ""
-        left = f"; {len(self.left_out)} left out" if self.left_out else ""
-        return f"Bring {len(self.runs)} runs up to date{detail}{left}"
+        done = f"{format_count_of(len(self.up_to_date), 'run')} up to date already" if self.up_to_date else ""
+        left = f"{format_count_of(len(self.left_out), 'run')} left out" if self.left_out else ""
+        if not self.runs:
+            return "; ".join(["Nothing to do", *(text for text in (done, left) if text)])
+        return "; ".join(text for text in (f"Bring {format_count_of(len(self.runs), 'run')} up to date{detail}",
+                                           done, left) if text)
 
     def to_dict(self) -> dict[str, Any]:
         return {"runs": [{"coordinate": c.to_path_str(), "next_step": a.value} for c, a in self.runs],
+                "up_to_date": [c.to_path_str() for c in self.up_to_date],
                 "left_out": [{"coordinate": c.to_path_str(), "reason": r} for c, r in self.left_out]}
 
 
@@ -244,23 +253,43 @@ class RunPipeline:
         return RunUpdate(coord, tuple(steps), dict(analysis.kpis), tuple(bag.name for bag in analysis.failed_bags),
                          time.perf_counter() - started)
 
-    def plan(self, filters: Filters, since: date | None = None, until: date | None = None) -> PipelinePlan:
-        """The runs of a selection with their next step; runs with no raw bags anywhere are left out."""
-        runs = select_runs(self.services.data_state.runs(filters), since, until)
+    def plan(
+        self, filters: Filters, since: date | None = None, until: date | None = None, force: bool = False
+    ) -> PipelinePlan:
+        """The runs of a selection with their next step, as :meth:`bring_up_to_date` would take it.
+
+        A run with a partial local copy or a local bag of the wrong size is downloaded first (its
+        :attr:`~runtool.models.RunState.next_action`); an extracted run whose analysis cache is current (the KPI
+        index's check: version, run and fingerprint) is up to date and not planned, unless ``force`` (then it is
+        analysed again). Runs with no raw bags anywhere are left out.
+        """
+        data_state = self.services.data_state
+        runs = select_runs(data_state.runs(filters), since, until)
+        current: set[str] = set()
+        if not force and bool(runs["extracted"].any()):
+            rows = self.services.kpis.table(filters, since, until, refresh=True).rows
+            current = {f"{lb}/{ts}" for lb, ts in zip(rows["lb_key"], rows["timestamp"], strict=True)}
         planned: list[tuple[RunCoordinate, NextAction]] = []
+        up_to_date: list[RunCoordinate] = []
         left_out: list[tuple[RunCoordinate, str]] = []
-        columns = [*LEVELS, "timestamp", "raw_bags", "local_bags", "extracted"]
-        for *parts, raw_bags, local_bags, extracted in runs[columns].itertuples(index=False):
+        columns = [*LEVELS, "timestamp", "raw_bags", "local_bags", "extracted", "raw_sync"]
+        for *parts, raw_bags, local_bags, extracted, raw_sync in runs[columns].itertuples(index=False):
             coord = RunCoordinate(*(str(part) for part in parts))
-            if extracted:
-                planned.append((coord, NextAction.ANALYZE))
+            if raw_sync == SyncStatus.MISMATCH and raw_bags > 0 and local_bags > 0 and \
+                    data_state.get_complete_run_state(coord).next_action is NextAction.DOWNLOAD:
+                planned.append((coord, NextAction.DOWNLOAD))  # bags missing locally, or of the wrong size
+            elif extracted:
+                if coord.to_path_str() in current:
+                    up_to_date.append(coord)
+                else:
+                    planned.append((coord, NextAction.ANALYZE))
             elif local_bags > 0:
                 planned.append((coord, NextAction.EXTRACT))
             elif raw_bags > 0:
                 planned.append((coord, NextAction.DOWNLOAD))
             else:
                 left_out.append((coord, "no raw bags in the raw bucket or locally: nothing to analyse"))
-        return PipelinePlan(tuple(planned), tuple(left_out))
+        return PipelinePlan(tuple(planned), tuple(left_out), tuple(up_to_date))
 
     def update_many(
         self,

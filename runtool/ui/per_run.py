@@ -529,6 +529,9 @@ class PerRunPage(Page):
                 # Verify replaces the bags whose size differs; skip would keep them as they are.
                 bad = _plural(len(state.differing_bags), "bag")
                 return f"Preview re-download of {bad} (size differs)", lambda: self.preview_download(conflict="verify")
+            if state.missing_bags:
+                missing = _plural(len(state.missing_bags), "missing bag")
+                return f"Preview download of {missing}", self.preview_download
             return f"Preview download of {_plural(state.cloud_raw.bag_count, 'bag')}", self.preview_download
         if action is NextAction.EXTRACT:
             return f"Extract {_plural(state.local_raw.bag_count, 'bag')}", self.start_extract

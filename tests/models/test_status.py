@@ -35,6 +35,7 @@ def state(
     analyzed: bool = False,
     cloud_bags: dict[str, int] | None = None,
     differing: tuple[str, ...] = (),
+    missing: tuple[str, ...] = (),
 ) -> RunState:
     return RunState(
         coordinate=COORD,
@@ -46,6 +47,7 @@ def state(
         raw_sync=SyncStatus.CLOUD_ONLY,
         ml_sync=SyncStatus.MISSING,
         differing_bags=differing,
+        missing_bags=missing,
     )
 
 
@@ -75,6 +77,12 @@ CLOUD = {"_2025-08-25-08-59-57_0.bag": 120}
          NextAction.DOWNLOAD, False),
         ({"local_bags": LOCAL, "cloud_bags": CLOUD, "differing": tuple(CLOUD), "present": ALL_FILES,
           "analyzed": True}, DataStatus.ANALYZED, NextAction.DOWNLOAD, True),
+        # Bags the cloud has and a partial local copy lacks are downloaded before extracting or analysing.
+        ({"local_bags": LOCAL, "cloud_bags": {**CLOUD, "_2025-08-25-09-00-57_1.bag": 90},
+          "missing": ("_2025-08-25-09-00-57_1.bag",)}, DataStatus.DOWNLOADED, NextAction.DOWNLOAD, False),
+        ({"local_bags": LOCAL, "cloud_bags": {**CLOUD, "_2025-08-25-09-00-57_1.bag": 90},
+          "missing": ("_2025-08-25-09-00-57_1.bag",), "present": ALL_FILES, "analyzed": True},
+         DataStatus.ANALYZED, NextAction.DOWNLOAD, True),
         # ... unless the bucket no longer has it: there is nothing to download.
         ({"local_bags": LOCAL, "differing": tuple(CLOUD)}, DataStatus.DOWNLOADED, NextAction.EXTRACT, False),
     ],
@@ -137,7 +145,7 @@ def test_run_state_to_dict_is_json_and_complete() -> None:
     data = run.to_dict()
     decoded = json.loads(json.dumps(data))
     assert set(decoded) == {"coordinate", "cloud_raw", "cloud_ml", "local_raw", "local_ml", "extraction",
-                            "raw_sync", "ml_sync", "issues", "differing_bags", "pipeline_status",
+                            "raw_sync", "ml_sync", "issues", "differing_bags", "missing_bags", "pipeline_status",
                             "next_action", "ready_for_analysis"}
     assert decoded["coordinate"] == {"cid": "client_001", "regionid": "region_a", "fieldid": "field_x",
                                      "twid": "TW_001", "lbid": "LB_0001", "timestamp": "2025_08_25T08:59:38Z"}

@@ -166,12 +166,13 @@ def test_complete_run_state_compares_bag_by_bag(services: ServiceContainer) -> N
     assert state.raw_sync is SyncStatus.MISMATCH
     assert "Bag count mismatch: cloud=16, local=1" in state.issues
     assert any(issue.startswith("Bags not downloaded: 15") for issue in state.issues)
-    assert state.next_action is NextAction.EXTRACT
+    # 15 of its 16 bags are not here: they are downloaded before any extraction (which would read one bag).
+    assert len(state.missing_bags) == 15 and state.next_action is NextAction.DOWNLOAD
     synced = services.data_state.get_complete_run_state(SYNCED)
     assert synced.raw_sync is SyncStatus.SYNCED and synced.extraction.extracted
     assert synced.next_action is NextAction.ANALYZE
     assert services.data_state.get_complete_run_state(CLOUD_ONLY).next_action is NextAction.DOWNLOAD
-    assert state.differing_bags == () and synced.differing_bags == ()
+    assert state.differing_bags == () and synced.differing_bags == () and synced.missing_bags == ()
 
 
 def test_a_local_bag_of_the_wrong_size_is_named_and_downloaded_again(services: ServiceContainer) -> None:

@@ -82,6 +82,41 @@ def test_a_local_bag_of_the_wrong_size_is_downloaded_again_before_the_extraction
     assert {path.name: path.stat().st_size for path in bags} == sizes
 
 
+def test_bags_missing_from_a_partial_local_copy_are_downloaded_before_the_extraction(
+    demo_fleet: SeededFleet, tmp_path: Path
+) -> None:
+    """A run with 1 of its 4 bags locally (raw sync "mismatch") is downloaded first, the bag already there kept,
+    then extracted and analysed from all four: extracting the one local bag would give KPIs that look normal."""
+    services = fresh_services(demo_fleet, tmp_path)
+    runs = services.data_state.all_runs()
+    row = runs[runs["raw_bags"] == 4].sort_values(COLUMNS).iloc[0]
+    coord = RunCoordinate(*(str(row[c]) for c in COLUMNS))
+    services.transfers.execute(services.transfers.plan_raw_download(coord))
+    bags = sorted(local_raw_dir(services.config.raw_root, coord).glob("*.bag"))
+    assert len(bags) == 4
+    sizes = {path.name: path.stat().st_size for path in bags}
+    for path in bags[1:]:
+        path.unlink()
+    kept = bags[0].stat()
+    services.local.refresh_run(coord)
+    state = services.data_state.get_complete_run_state(coord)
+    assert state.raw_sync == "mismatch" and len(state.missing_bags) == 3 and state.differing_bags == ()
+    assert state.next_action is NextAction.DOWNLOAD
+    plan = services.pipeline.plan(Filters(lbid=coord.lbid), since=coord.start_time.date(),
+                                  until=coord.start_time.date())
+    assert (coord, NextAction.DOWNLOAD) in plan.runs
+
+    result = services.pipeline.update_many(plan, executor=LocalExecutor(1))
+
+    outcome = next(o for o in result.outcomes if o.coordinate == coord)
+    assert outcome.update is not None and outcome.update.steps == ("download", "extract", "analyze")
+    assert {path.name: path.stat().st_size for path in bags} == sizes
+    assert bags[0].stat().st_mtime_ns == kept.st_mtime_ns and bags[0].stat().st_ino == kept.st_ino  # skipped
+    tables = services.analytics.load_tables(coord)
+    assert len(tables.bags) == 4 and tables.frames["bag_file"].nunique() == 4
+    assert services.data_state.get_complete_run_state(coord).next_action is NextAction.COMPLETE
+
+
 def test_an_ml_only_or_unknown_run_stops_at_the_check_step(demo_fleet: SeededFleet, tmp_path: Path) -> None:
     services = fresh_services(demo_fleet, tmp_path)
     unknown = RunCoordinate.parse("client_001/region_north/field_115/TW_001/LB_0003/2024_01_01T00:00:00Z")
@@ -171,10 +206,31 @@ def test_plan_gives_each_run_its_next_step_and_leaves_out_runs_without_bags(
     plan = services.pipeline.plan(selection)
 
     actions = dict(plan.runs)
-    assert actions[first] is NextAction.ANALYZE and actions[second] is NextAction.DOWNLOAD
+    # The first run's analysis is current: it is up to date, not planned (the preview counts only the work).
+    assert first not in actions and plan.up_to_date == (first,) and actions[second] is NextAction.DOWNLOAD
+    assert "; 1 run up to date already" in plan.describe()
     runs = services.data_state.runs(selection)
     without_bags = int(((runs["raw_bags"] == 0) & (runs["local_bags"] == 0)).sum())
-    assert len(plan.left_out) == without_bags and len(plan.runs) == len(runs) - without_bags
+    assert len(plan.left_out) == without_bags and len(plan.runs) == len(runs) - without_bags - 1
+    assert dict(services.pipeline.plan(selection, force=True).runs)[first] is NextAction.ANALYZE
+    shutil.rmtree(processed_dir(services.config.processed_root, first) / ANALYSIS_DIR)
+    assert dict(services.pipeline.plan(selection).runs)[first] is NextAction.ANALYZE
+
+
+def test_a_run_brought_up_to_date_is_planned_again_as_nothing_to_do(demo_fleet: SeededFleet, tmp_path: Path) -> None:
+    services = fresh_services(demo_fleet, tmp_path)
+    coords = runs_with_bags(services, 2)
+    day = coords[0].start_time.date()
+    selection = Filters(lbid=coords[0].lbid)
+    plan = services.pipeline.plan(selection, since=day, until=day)
+    assert plan.runs and not plan.up_to_date
+
+    result = services.pipeline.update_many(plan, executor=LocalExecutor(1))
+    assert result.ok
+
+    again = services.pipeline.plan(selection, since=day, until=day)
+    assert again.runs == () and set(again.up_to_date) == set(plan.coordinates)
+    assert again.describe().startswith("Nothing to do; ")
 
 
 def test_a_worker_keeps_its_services_between_runs_and_still_sees_what_changed(
