@@ -14,7 +14,9 @@ Voila 0.5 it:
   only this machine read the request info a preheated kernel waits for;
 - takes the token from the environment (``RUNTOOL_SERVE_TOKEN``), never from its command line;
 - replaces a preheated kernel that died or was restarted before a viewer took it (a kernel restarted by Jupyter's
-  restarter keeps its id but not its page: Voila would hand it to the next viewer, who got an empty page).
+  restarter keeps its id but not its page: Voila would hand it to the next viewer, who got an empty page);
+- stops a viewer's kernel no browser ever connected to once it has been idle ``unclaimed_s`` (a tab closed or
+  reloaded before its page loaded sends no leave beacon: such kernels held places under the cap for minutes).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import re
 import sys
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -149,6 +152,11 @@ class KernelWebsocketHandler(VoilaKernelWebsocketHandler):
             return
         await super().get(kernel_id)
 
+    async def open(self, kernel_id: str) -> None:
+        """The channel is open (the browser authenticated and loaded the page): the kernel is claimed."""
+        self.settings["runtool_app"].kernel_claimed(kernel_id)
+        await super().open(kernel_id)
+
     def on_message(self, message: str | bytes) -> None:
         if isinstance(message, str) or v1_offsets(message) is None:
             self.log.warning("closing kernel websocket %s: a frame that is not a v1 kernel message", self.kernel_id)
@@ -246,6 +254,8 @@ class RuntoolVoila(Voila):
     pages = Unicode("", config=True, help="The notebooks served as pages, by commas; any other file is not found.")
     pool_size = Int(1, config=True, help="Preheated kernels kept ready per page.")
     pool_check_s = Int(10, config=True, help="How often dead preheated kernels are looked for, in seconds.")
+    unclaimed_s = Int(60, config=True, help="A viewer's kernel no browser ever connected to is stopped once idle "
+                                            "this long (the viewer left before the page loaded).")
 
     def initialize(self, argv: list[str] | None = None) -> None:
         token = os.environ.pop(TOKEN_VARIABLE, None)
@@ -265,6 +275,8 @@ class RuntoolVoila(Voila):
         self.voila_configuration.file_allowlist = []
         self.voila_configuration.multi_kernel_manager_class = RuntoolKernelManager
         self.lost_pool_kernels: set[str] = set()
+        self.claimed_kernels: set[str] = set()
+        """Kernels a browser has connected to (their page loaded)."""
         self.unpooled_kernels: set[str] = set()
         """Preheated kernels replaced in their pool and still to be stopped."""
         # A preheated kernel fetches its request's info from this server: at an address the server listens on.
@@ -280,7 +292,33 @@ class RuntoolVoila(Voila):
     def start(self) -> None:
         if self.voila_configuration.preheat_kernel:
             PeriodicCallback(self._replace_dead_pool_kernels, self.pool_check_s * 1000).start()
+        PeriodicCallback(self._stop_unclaimed_kernels, max(1, min(10, self.unclaimed_s // 3)) * 1000).start()
         super().start()
+
+    def kernel_claimed(self, kernel_id: str) -> None:
+        """A browser opened the kernel's channel: the page loaded, so the leave beacon or culling ends it."""
+        self.claimed_kernels.add(kernel_id)
+
+    async def _stop_unclaimed_kernels(self) -> None:
+        """Stop viewers' kernels no browser connected to, idle for ``unclaimed_s`` since their page was rendered.
+
+        A tab closed (or reloaded) before its page loaded never sends the leave beacon; without this its kernel
+        would hold a place under the cap until the idle culling, minutes later.
+        """
+        manager = self.kernel_manager
+        live = set(manager.list_kernel_ids())
+        self.claimed_kernels &= live
+        now = datetime.now(UTC)
+        for kernel_id in self.viewer_kernels() - self.claimed_kernels:
+            kernel = manager.get_kernel(kernel_id)
+            idle_s = (now - kernel.last_activity).total_seconds()
+            if kernel.execution_state == "idle" and idle_s >= self.unclaimed_s:
+                self.log.info("stopping kernel %s: its page was never opened in a browser (idle %.0f s)",
+                              kernel_id, idle_s)
+                try:
+                    await ensure_async(manager.shutdown_kernel(kernel_id, now=True))
+                except Exception:  # retried at the next check
+                    self.log.warning("could not stop the unclaimed kernel %s yet", kernel_id, exc_info=True)
 
     def pooled_kernels(self) -> set[str]:
         """The preheated kernels waiting for a viewer."""
