@@ -22,7 +22,7 @@ from runtool.services.datasets import DatasetOptions
 from runtool.storage import local_raw_dir
 from runtool.ui.inventory_grid import COLUMNS, inventory_rows
 from runtool.ui.query import run_url, selection_query
-from tests.browser.conftest import VoilaServer, screenshot
+from tests.browser.conftest import VoilaServer, poll, screenshot
 from tests.browser.test_per_run_page import assert_no_traceback
 
 pytestmark = pytest.mark.browser
@@ -170,21 +170,25 @@ def test_a_header_click_sorts_without_selecting_and_the_csv_is_the_table_shown(
     expect(csv_link).to_have_text(f"Download these {format_count(len(overview))} runs as CSV")
     starts = sorted(overview["start_time"].dt.strftime("%Y-%m-%d %H:%M"))
 
-    def downloaded() -> pd.DataFrame:
-        with page.expect_download() as download:
-            csv_link.click()
-        return pd.read_csv(download.value.path())
+    def downloaded(order: list[str]) -> pd.DataFrame:
+        """The CSV once it lists the runs in ``order`` (the grid reports its new order a moment after sorting)."""
+        def attempt() -> list[pd.DataFrame]:
+            with page.expect_download() as download:
+                csv_link.click()
+            table = pd.read_csv(download.value.path())
+            return [table] if list(table["Start (UTC)"]) == order else []
+
+        return poll(attempt, WAIT_S, interval=1.0, what="the CSV in the order the grid shows")[0]
 
     # The grid sorted (the CSV follows the order shown) and nothing was selected by the click.
-    table = downloaded()
+    table = downloaded(starts)
     assert list(table.columns) == [c.replace(" size", " bytes") for c in COLUMNS]
-    assert list(table["Start (UTC)"]) == starts
     assert set(table["Run"]) == set(inventory_rows(overview, "raw", {}).index)
     expect(line).to_contain_text("none selected")
     page.mouse.click(box["x"] + START_COLUMN_X, box["y"] + HEADER_PX / 2)  # newest first
     page.wait_for_timeout(1000)
     expect(line).to_contain_text("none selected")
-    assert list(downloaded()["Start (UTC)"]) == starts[::-1]
+    downloaded(starts[::-1])
     # A row click still selects, and offers the run's per-run page.
     click_row(page, 0)
     expect(line).to_have_text(f"1 of {format_count(len(overview))} runs selected")
