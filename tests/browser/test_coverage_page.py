@@ -416,7 +416,7 @@ def test_at_fleet_scale_every_label_reads_and_every_table_downloads(
     page.wait_for_timeout(1000)  # bqplot lays the labels out after the marks arrive
     assert page.evaluate(OVERLAPS) == []
     # Names use the same levels for every box (field · laser box: ids repeat across fields), numbers the rest.
-    shown = [t for t in ticks.all_inner_texts() if not t.replace(",", "").isdigit()]
+    shown = [t for t in ticks.all_text_contents() if not t.replace(",", "").isdigit()]  # SVG: no innerText
     assert len(set(shown)) == len(boxes) and all(" · " in name for name in shown), shown
 
     # The laser box table: full coordinate on hover, and its CSV holds the same laser boxes and numbers.
