@@ -9,6 +9,7 @@ Only the interpreter's own start-up and the light ``runtool`` package run before
 
 from __future__ import annotations
 
+import signal
 import sys
 
 TYPE_CHECKING = False  # as in runtool/__init__.py: typing itself takes milliseconds to import
@@ -20,6 +21,9 @@ INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A command started in the background by a script inherits SIGINT ignored; runtool still takes SIGINT as
+    # "cancel" (as `runtool serve` does), so a Ctrl-C sent on purpose is never lost.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         from runtool import cli
 

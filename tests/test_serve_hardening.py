@@ -96,10 +96,12 @@ def connect(server: ServeProcess, kernel_id: str, **options: Any) -> websocket.W
 def test_a_viewer_that_never_connects_is_culled(serve: Callable[..., ServeProcess]) -> None:
     server = serve("--no-preheat", "--cull-idle", "10")
     kernel = open_page(server)  # a plain GET: no websocket, no leave beacon, ever
-    assert kernel in server.kernels(), "the page's kernel should run right after the page was served"
     server.wait_kernels(lambda kernels: kernel not in kernels, 90,
                         "the silent viewer's kernel culled (--cull-idle 10)")
-    assert re.search(rf"[Cc]ull\w* .*{kernel}", server.log_text()), "Voila's log should say it culled the kernel"
+    # Two rules stop it after 10 s idle here, whichever checks first: the culling, and the stop of a page no
+    # browser opened (a quarter of --cull-idle, at least 10 s; tests/browser/test_serving.py tells them apart).
+    assert re.search(rf"[Cc]ull\w* .*{kernel}|stopping kernel {kernel}: its page was never opened",
+                     server.log_text()), "Voila's log should say why it stopped the kernel"
 
 
 def test_a_viewer_closing_the_tab_mid_render_leaves_no_kernel(serve: Callable[..., ServeProcess]) -> None:

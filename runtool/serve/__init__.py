@@ -109,7 +109,8 @@ class ServeOptions:
 
 UNCLAIMED_S = 60
 """A page kernel no browser connected to is stopped once idle this long (or a quarter of the culling time, if
-shorter): its viewer left before the page loaded (tab closed, reload), so no leave beacon will come."""
+shorter, but never under 10 s: a browser needs a few seconds to load a page): its viewer left before the page
+loaded (tab closed, reload), so no leave beacon will come."""
 
 
 def serve_command(options: ServeOptions) -> list[str]:
@@ -132,7 +133,7 @@ def serve_command(options: ServeOptions) -> list[str]:
         f"--RuntoolVoila.pool_size={options.pool_size}",
         f"--RuntoolVoila.max_kernels={options.max_kernels}",
         f"--RuntoolVoila.allowed_hosts={','.join(options.allowed_hosts)}",
-        f"--RuntoolVoila.unclaimed_s={min(UNCLAIMED_S, max(1, int(options.cull_idle_s) // 4))}",
+        f"--RuntoolVoila.unclaimed_s={min(UNCLAIMED_S, max(10, int(options.cull_idle_s) // 4))}",
         f"--MappingKernelManager.cull_idle_timeout={int(options.cull_idle_s)}",
         f"--MappingKernelManager.cull_interval={max(1, min(60, int(options.cull_idle_s) // 4))}",
         "--MappingKernelManager.cull_connected=False",
