@@ -363,6 +363,8 @@ class FleetKpiPage(Page):
 
     def _no_analysed_text(self, filters: Filters, not_analysed: int) -> str:
         where = self._describe(filters)
+        if not_analysed == 0 and not self._runs_in_dates(filters):
+            return f"No run under {where}: none started in these dates. Widen the dates, or clear them."
         if not_analysed == 0:
             return (f"No run under {where} can be analysed: none has raw bags in the bucket or on disk "
                     "(labels only). Pick another selection or widen the dates.")
@@ -373,6 +375,14 @@ class FleetKpiPage(Page):
                     "with --yes, then reload this page.")
         return (f"None of the {runs} under {where} is analysed yet. Press “Analyse {runs}” above to download, "
                 "extract and analyse them in the background, or pick another selection.")
+
+    def _runs_in_dates(self, filters: Filters) -> bool:
+        """Whether any run of the selection (analysed or not, labels only included) started within the dates."""
+        if self.services is None:
+            return False
+        days = self.services.data_state.runs(filters)["start_time"].dt.date
+        since, until = self.since.value, self.until.value
+        return bool(((days >= since) if since else days.notna()).mul((days <= until) if until else True).any())
 
     def _show_empty(self, text: str) -> None:
         self.empty_state.value = html.escape(text)

@@ -347,3 +347,10 @@ def test_distributions_start_at_zero_with_their_runs_named_outside_the_plot(serv
     legend = page.distributions_legend.value
     assert legend.index("A: ") < legend.index("B: ") and legend.count(analysed[0].lbid) == 2
     assert page.content is not None and page.distributions_legend in page.content.children
+
+
+def test_dates_before_every_run_say_so(services: ServiceContainer, analysed: list[RunCoordinate]) -> None:
+    """Not "none has raw bags" (the runs have them): no run of the selection started in those dates."""
+    page = FleetKpiPage(services=services, query="until=1999-01-01")
+    assert page.view == "empty"
+    assert "none started in these dates" in page.empty_text and "raw bags" not in page.empty_text
