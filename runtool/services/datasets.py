@@ -50,7 +50,7 @@ from runtool.services.inventory import COORD_COLUMNS
 from runtool.services.transfers import CONFLICT_MODES, ConflictMode, PlannedFile, TransferProgress
 from runtool.storage import ml_file_key, storage_errors
 from runtool.storage.checksums import Crc32cChecker, file_crc32c
-from runtool.storage.gcs import retry_policy
+from runtool.storage.gcs import ObjectChangedError, ObjectNotFoundError, retry_policy
 
 if TYPE_CHECKING:  # the container builds this service, so importing it at run time would be circular
     # google-cloud-storage loads with the first client (storage.gcs): the download manager imports this
@@ -425,24 +425,26 @@ class DatasetService:
             from google.api_core import exceptions as gexc
 
             key, generation, crc = label
-            blob = self.client.bucket(self.config.ml_bucket).blob(key)
-            with storage_errors(self.config.ml_bucket, "reading"):
-                try:
-                    # One byte past the cap tells an object that outgrew its listing from one that fits.
-                    data = blob.download_as_bytes(
-                        start=0,
-                        end=cap,
-                        checksum=None,  # a ranged read has no whole-object checksum; the CRC32C is checked below
-                        if_generation_match=generation or None,
-                        retry=retry_policy(self.config.request_retry_s),
-                        timeout=60,
-                    )
-                except gexc.RequestRangeNotSatisfiable:
-                    data = b""  # the object is empty now; its CRC32C tells whether it was when listed
-                except gexc.NotFound:
-                    return key, "no longer in the bucket; refresh the inventory"
-                except gexc.PreconditionFailed:
-                    return key, "changed since the inventory was scanned; refresh the inventory"
+            bucket = self.config.ml_bucket
+            blob = self.client.bucket(bucket).blob(key)
+            try:
+                with storage_errors(bucket, "reading", key, generation, self.client):
+                    try:
+                        # One byte past the cap tells an object that outgrew its listing from one that fits.
+                        data = blob.download_as_bytes(
+                            start=0,
+                            end=cap,
+                            checksum=None,  # a ranged read has no whole-object checksum; the CRC32C is checked below
+                            if_generation_match=generation or None,
+                            retry=retry_policy(self.config.request_retry_s),
+                            timeout=60,
+                        )
+                    except gexc.RequestRangeNotSatisfiable:
+                        data = b""  # the object is empty now; its CRC32C tells whether it was when listed
+            except ObjectNotFoundError:
+                return key, "no longer in the bucket; refresh the inventory"
+            except ObjectChangedError:
+                return key, "changed since the inventory was scanned; refresh the inventory"
             if len(data) > cap:
                 return key, _too_large(f"over {format_bytes(cap)}", cap)
             if _crc(data) != crc:

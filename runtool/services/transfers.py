@@ -52,7 +52,7 @@ from runtool.storage import (
     storage_errors,
 )
 from runtool.storage.checksums import ChecksumMismatch, IntegrityChecker, checkers_for, file_crc32c
-from runtool.storage.gcs import retry_policy, stream_object
+from runtool.storage.gcs import ObjectChangedError, ObjectNotFoundError, retry_policy, stream_object
 from runtool.storage.layout import FRAME_SUFFIXES, LABEL_SUFFIX
 
 if TYPE_CHECKING:
@@ -774,7 +774,7 @@ class TransferService:
             file.path.parent.mkdir(parents=True, exist_ok=True)
             checkers = checkers_for(file.size, file.crc32c, file.md5)
             out = tmp.open("wb")
-            with storage_errors(bucket, "downloading from"):
+            with storage_errors(bucket, "downloading from", file.key, file.generation, self.client):
                 stream_object(self.client, bucket, file.key, file.generation,
                               _VerifyingWriter(out, checkers, counted, cancel), retry_s=self.config.request_retry_s)
             for checker in checkers:
@@ -790,10 +790,7 @@ class TransferService:
                 error = _changed_since_preview(file)
             return FileOutcome(file, "failed", received, time.perf_counter() - started, error)
         except (RuntoolError, OSError, gexc.GoogleAPIError) as exc:
-            error = _explain(exc, file)
-            if isinstance(exc.__cause__, gexc.NotFound) and self._current_generation(bucket, file) is not None:
-                error = _changed_since_preview(file)  # the planned generation is gone, a newer one is live
-            return FileOutcome(file, "failed", received, time.perf_counter() - started, error)
+            return FileOutcome(file, "failed", received, time.perf_counter() - started, _explain(exc, file))
         finally:
             if out is not None:  # the download failed or stopped: remove what it wrote
                 with contextlib.suppress(OSError):  # closing flushes; a disk-full error has already failed the file
@@ -837,7 +834,7 @@ class TransferService:
         try:
             if file_crc32c(file.path) != file.crc32c:
                 raise ChecksumMismatch(f"{file.path} changed on disk since the preview")
-            with storage_errors(bucket, "uploading to"):
+            with storage_errors(bucket, "uploading to", file.key, file.generation, self.client):
                 blob.upload_from_filename(
                     str(file.path),
                     if_generation_match=file.generation,
@@ -853,7 +850,7 @@ class TransferService:
             return FileOutcome(file, "failed", 0, time.perf_counter() - started, f"Checksum mismatch: {exc}")
         except (RuntoolError, OSError, gexc.GoogleAPIError) as exc:
             error = _explain(exc, file)
-            if isinstance(exc.__cause__, gexc.PreconditionFailed):
+            if isinstance(exc, ObjectChangedError):
                 current = self._current_blob(bucket, file)
                 if current is not None and current.crc32c == file.crc32c:
                     return FileOutcome(file, "skipped", 0, time.perf_counter() - started, reason=ALREADY_UPLOADED)
@@ -1066,13 +1063,10 @@ def _check_kinds(kinds: Sequence[str]) -> None:
 
 def _explain(exc: BaseException, file: PlannedFile) -> str:
     """A sentence a user can act on, naming the file."""
-    from google.api_core import exceptions as gexc
-
-    cause = exc.__cause__
-    if isinstance(cause, gexc.PreconditionFailed) or isinstance(exc, gexc.PreconditionFailed):
+    if isinstance(exc, ObjectChangedError):
         return _changed_since_preview(file)
-    if isinstance(cause, gexc.NotFound):
-        return f"{file.key} no longer exists in the cloud (deleted or replaced since the preview)."
+    if isinstance(exc, ObjectNotFoundError):
+        return f"{file.key} no longer exists in the cloud (deleted since the preview)."
     if isinstance(exc, ChecksumMismatch):
         return f"Checksum mismatch, file rejected: {exc}"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):

@@ -22,12 +22,15 @@ if TYPE_CHECKING:
 __all__ = [
     "BucketAccessError",
     "BucketNotFoundError",
+    "ObjectChangedError",
+    "ObjectNotFoundError",
     "ObjectRecord",
     "StorageError",
     "StorageUnavailableError",
     "iter_objects",
     "list_prefixes",
     "make_client",
+    "storage_error",
     "storage_errors",
     "stream_object",
 ]
@@ -41,11 +44,12 @@ _LIST_FIELDS = "items(name,size,generation,crc32c),nextPageToken,prefixes"
 
 
 class StorageError(RuntoolError):
-    """A bucket operation failed."""
+    """A bucket operation failed; ``key`` names the object when the operation was on one."""
 
-    def __init__(self, message: str, bucket: str | None = None) -> None:
+    def __init__(self, message: str, bucket: str | None = None, key: str | None = None) -> None:
         super().__init__(message)
         self.bucket = bucket
+        self.key = key
 
 
 class BucketNotFoundError(StorageError):
@@ -53,7 +57,26 @@ class BucketNotFoundError(StorageError):
 
 
 class BucketAccessError(StorageError):
-    """Credentials are missing or the bucket refuses access."""
+    """Credentials are missing or the bucket (or the object) refuses access (HTTP 401/403)."""
+
+
+class ObjectNotFoundError(StorageError):
+    """The bucket exists but the object (or the generation of it asked for) does not, and none replaced it."""
+
+
+class ObjectChangedError(StorageError):
+    """The object is not the generation the caller pinned: replaced, or created where none was expected.
+
+    HTTP 412 (a generation precondition failed), or a 404 for a pinned generation while another one is live.
+    ``generation`` is the one asked for (0: the object was expected not to exist), ``live`` the one found, if known.
+    """
+
+    def __init__(
+        self, message: str, bucket: str, key: str, generation: int | None, live: int | None = None
+    ) -> None:
+        super().__init__(message, bucket, key)
+        self.generation = generation
+        self.live = live
 
 
 class StorageUnavailableError(StorageError):
@@ -98,8 +121,18 @@ def make_client(project: str | None = None, emulator_host: str | None = None) ->
 
 
 @contextmanager
-def storage_errors(bucket: str, action: str) -> Iterator[None]:
-    """Map client and HTTP errors raised inside the block to :class:`StorageError` subclasses."""
+def storage_errors(
+    bucket: str,
+    action: str,
+    key: str | None = None,
+    generation: int | None = None,
+    client: storage.Client | None = None,
+) -> Iterator[None]:
+    """Raise what :func:`storage_error` makes of a client or HTTP error raised inside the block, from it.
+
+    ``key`` (and the ``generation`` pinned, if any) name the object the block works on; without them a 404 is the
+    bucket's. ``client`` lets a 404 on an object be told apart from a missing bucket or a replaced generation.
+    """
     import http.client
 
     import requests
@@ -109,20 +142,84 @@ def storage_errors(bucket: str, action: str) -> Iterator[None]:
 
     try:
         yield
-    except gexc.NotFound as exc:
-        raise BucketNotFoundError(f"The bucket `{bucket}` was not found ({action})", bucket) from exc
-    except (gexc.Forbidden, gexc.Unauthorized, GoogleAuthError) as exc:
-        raise BucketAccessError(f"Access to the bucket `{bucket}` was refused ({action}): {exc}", bucket) from exc
     except (
+        gexc.GoogleAPIError, GoogleAuthError, requests.ConnectionError, requests.Timeout,
+        urllib3.exceptions.HTTPError, http.client.HTTPException,
+    ) as exc:
+        raise storage_error(exc, bucket, action, key, generation, client) from exc
+
+
+def storage_error(
+    exc: BaseException,
+    bucket: str,
+    action: str,
+    key: str | None = None,
+    generation: int | None = None,
+    client: storage.Client | None = None,
+) -> StorageError:
+    """The one mapping of google-cloud-storage, google-api-core and transport errors to runtool's.
+
+    Every message names the bucket, and the object when ``key`` is given; ``action`` says what was being done
+    ("downloading from", "listing"). A 404 on an object needs a look at the bucket to say what is missing:
+    fake-gcs-server (and GCS for media downloads) answers a plain "Not Found" for a missing bucket, a missing
+    object and a pinned generation that is gone alike. With ``client`` that look is taken, after the failure only.
+    """
+    import http.client
+
+    import requests
+    import urllib3
+    from google.api_core import exceptions as gexc
+    from google.auth.exceptions import GoogleAuthError
+
+    where = f"`{key}` in the bucket `{bucket}`" if key else f"the bucket `{bucket}`"
+    if isinstance(exc, gexc.NotFound):
+        return _not_found(exc, bucket, action, key, generation, client)
+    if isinstance(exc, gexc.PreconditionFailed) and key:
+        found = f"it is no longer generation {generation}" if generation else "it exists now, where none was expected"
+        return ObjectChangedError(f"The object {where} changed ({action}): {found}", bucket, key, generation)
+    if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized, GoogleAuthError)):
+        return BucketAccessError(f"Access to {where} was refused ({action}): {exc}", bucket, key)
+    if isinstance(exc, (
         requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError, http.client.HTTPException,
         gexc.ServiceUnavailable, gexc.RetryError,
-    ) as exc:
-        raise StorageUnavailableError(
-            f"The storage service could not be reached while {action} `{bucket}`: {exc.__class__.__name__}",
-            bucket,
-        ) from exc
-    except gexc.GoogleAPIError as exc:
-        raise StorageError(f"The storage service failed while {action} `{bucket}`: {exc}", bucket) from exc
+    )):
+        return StorageUnavailableError(
+            f"The storage service could not be reached while {action} {where}: {exc.__class__.__name__}", bucket, key
+        )
+    return StorageError(f"The storage service failed while {action} {where}: {exc}", bucket, key)
+
+
+def _not_found(
+    exc: BaseException, bucket: str, action: str, key: str | None, generation: int | None,
+    client: storage.Client | None,
+) -> StorageError:
+    bucket_missing = BucketNotFoundError(f"The bucket `{bucket}` was not found ({action})", bucket, key)
+    # GCS's JSON API says so when the bucket is missing; media downloads and fake-gcs-server do not.
+    if key is None or "bucket does not exist" in str(exc).lower():
+        return bucket_missing
+    import requests
+    from google.api_core import exceptions as gexc
+    from google.auth.exceptions import GoogleAuthError
+
+    live: int | None = None
+    if client is not None:
+        try:
+            blob = client.bucket(bucket).get_blob(key, timeout=10, retry=None)
+            if blob is None and not client.bucket(bucket).exists(timeout=10, retry=None):
+                return bucket_missing
+            if blob is not None and blob.generation:
+                live = int(blob.generation)
+        except (gexc.GoogleAPIError, GoogleAuthError, requests.RequestException, OSError):
+            pass  # the look only refines the message; the 404 it would explain is raised all the same
+    if generation and live is not None and live != generation:
+        return ObjectChangedError(
+            f"The object `{key}` in the bucket `{bucket}` changed ({action}): generation {generation} was asked "
+            f"for, {live} is live now", bucket, key, generation, live,
+        )
+    gone = f" (generation {generation})" if generation else ""
+    return ObjectNotFoundError(
+        f"The object `{key}`{gone} was not found in the bucket `{bucket}` ({action})", bucket, key
+    )
 
 
 def iter_objects(
@@ -186,8 +283,9 @@ def stream_object(
     what the object's CRC32C covers. A body cut short (connection reset, emulator restarted) is resumed from the
     next byte with a Range request for the same generation. Transient failures are retried for up to ``retry_s``
     seconds, a budget that starts afresh whenever bytes have arrived, so a long download that breaks late is
-    resumed too. HTTP errors are raised as ``google.api_core`` exceptions (wrap the call in :func:`storage_errors`);
-    whatever ``sink`` raises ends the read.
+    resumed too. HTTP errors are raised as ``google.api_core`` exceptions (wrap the call in :func:`storage_errors`
+    with the key, generation and client, so a replaced object is told from a missing one); whatever ``sink`` raises
+    ends the read.
     """
     from google.api_core import exceptions as gexc
 
