@@ -15,10 +15,11 @@ refused. One execution per dataset name runs at a time (a cross-process lock und
 Executing is incremental: a file whose bytes already have the planned CRC32C is kept, only missing files are
 fetched (frames downloaded in parallel, verified, temp file + rename, through the transfer engine; labels,
 which planning already read, copied from its cache when their CRC32C matches, else downloaded too), files of
-samples no longer selected are deleted, and ``manifest.json`` is rewritten atomically last. Re-running the
-same plan therefore downloads nothing, and an interrupted run never leaves a half-written file at a final
-path. The manifest records each file's size and mtime as it was found complete, so a re-run only stats the
-files that still match it and reads (CRC32C) the others.
+samples no longer selected are deleted, and ``data.yaml`` and ``manifest.json`` are written atomically last,
+each only when its content differs from what is there. Re-running the same plan therefore writes nothing at all
+(no file's mtime or inode changes), and an interrupted run never leaves a half-written file at a final path.
+The manifest records each file's size and mtime as it was found complete, so a re-run only stats the files that
+still match it and reads (CRC32C) the others.
 """
 
 from __future__ import annotations
@@ -594,8 +595,8 @@ class DatasetService:
                 if mtime is not None:
                     found[str(file.path.relative_to(root))] = mtime
             removed = _remove_unlisted(root, plan.samples)
-            write_atomic(root / "data.yaml", _data_yaml(plan).encode("utf-8"))
-            write_atomic(root / MANIFEST, _manifest(plan, found).encode("utf-8"))
+            _write_if_changed(root / "data.yaml", _data_yaml(plan))
+            _write_if_changed(root / MANIFEST, _manifest(plan, found))
         return DatasetResult(
             plan,
             downloaded=sum(1 for o in outcomes if o.status == "transferred"),
@@ -834,6 +835,18 @@ def _remove_unlisted(root: Path, samples: Iterable[DatasetSample]) -> int:
                     os.unlink(entry.path)
                     removed += 1
     return removed
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically unless the file already holds exactly it (compared only when the
+    sizes agree), so tools watching the dataset's mtimes see no change when there is none."""
+    data = text.encode("utf-8")
+    try:
+        same = path.stat().st_size == len(data) and path.read_bytes() == data
+    except FileNotFoundError:
+        same = False
+    if not same:
+        write_atomic(path, data)
 
 
 def _data_yaml(plan: DatasetPlan) -> str:

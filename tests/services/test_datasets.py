@@ -480,3 +480,42 @@ def test_a_label_that_grew_after_the_listing_is_read_no_further_than_the_cap(ser
     cache = services.config.ml_root / "trainings" / datasets_module.LABELS_CACHE
     assert all(p.stat().st_size < 1024 for p in cache.iterdir())
     assert key not in {s.label_key for s in plan.samples} and len(plan.samples) == 9
+
+
+def stamps(root: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime_ns) of every file and folder under ``root``, the root included."""
+    paths = [root, *root.rglob("*")]
+    return {str(p.relative_to(root)): (os.stat(p).st_ino, os.stat(p).st_mtime_ns) for p in paths}
+
+
+def test_an_identical_fetch_writes_nothing(datasets: DatasetService) -> None:
+    first = datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions())
+    assert datasets.execute(first).ok
+    root = first.root
+    before = stamps(root.parent)  # the dataset and the label cache beside it
+    yaml_text, manifest_text = (root / "data.yaml").read_text(), (root / "manifest.json").read_text()
+
+    again = datasets.execute(datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions()))
+    assert again.ok and (again.downloaded, again.copied, again.written, again.removed) == (0, 0, 0, 0)
+    assert stamps(root.parent) == before
+    assert (root / "data.yaml").read_text() == yaml_text and (root / "manifest.json").read_text() == manifest_text
+
+
+def test_a_changed_plan_rewrites_only_what_changed(datasets: DatasetService) -> None:
+    assert datasets.execute(datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions())).ok
+    root = datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions()).root
+    names = ("data.yaml", "manifest.json")
+    old = {name: stamps(root)[name] for name in names}
+
+    # Another validation share: the manifest records it, data.yaml (paths and classes) stays as it was.
+    assert datasets.execute(datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions(val_fraction=0.5))).ok
+    now = {name: stamps(root)[name] for name in names}
+    assert now["data.yaml"] == old["data.yaml"]
+    assert now["manifest.json"][0] != old["manifest.json"][0]  # a new file renamed into place
+    assert '"val_fraction": 0.5' in (root / "manifest.json").read_text()
+
+    # Runs from June on have classes 0 and 1 only: both files change.
+    assert datasets.execute(datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions(since=date(2025, 6, 1)))).ok
+    later = {name: stamps(root)[name] for name in names}
+    assert all(later[name][0] != now[name][0] for name in names)
+    assert "nc: 2" in (root / "data.yaml").read_text()
