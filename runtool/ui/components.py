@@ -7,21 +7,26 @@ the cache age and the refresh progress. That keeps them reusable by every page a
 from __future__ import annotations
 
 import html
+import logging
+import re
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import ipywidgets as widgets
 
 from runtool.errors import RuntoolError
-from runtool.models import LEVELS, Filters
+from runtool.models import LEVELS, Filters, RunCoordinate
 from runtool.services import CacheInfo, RefreshProgress
-from runtool.ui.formatting import format_age, format_count
-from runtool.ui.query import PAGES, PageLink, page_url
+from runtool.ui.formatting import format_age, format_count, format_count_of, format_time
+from runtool.ui.query import PAGES, PER_RUN, PageLink, page_url, run_url
+
+if TYPE_CHECKING:
+    from runtool.services.run_search import RunSearchResult, SearchHit
 
 __all__ = [
     "ALL",
@@ -48,6 +53,8 @@ ALL = ""
 """The dropdown value meaning "All" (a level value is never empty, so this cannot collide)."""
 NO_DATA = "no data"
 """The label of a level that has nothing under the levels above it."""
+
+log = logging.getLogger(__name__)
 
 
 def close_tree(widget: widgets.Widget) -> None:
@@ -177,17 +184,27 @@ class PageHeader:
 
 
 class FilterBar:
-    """Five cascading dropdowns, Client to Laser box, with "All" at every level.
+    """Five cascading dropdowns, Client to Laser box, with "All" at every level, and a run search box.
 
     Changing a level resets every level below it (and the run timestamp); a level with nothing under
     the levels above is disabled and says "no data". A value that is selected but unknown (from an
     old link, say) stays selected and is marked, so the page can say why it shows nothing.
+
+    Given ``search`` (text → :class:`~runtool.services.run_search.RunSearchResult`), a search box finds runs
+    from a typed or pasted part of their coordinate and lists the matches as buttons. Picking a run selects
+    it, timestamp included: the per-run page shows it, the other pages show its laser box and link to the
+    run on the per-run page. Picking a level set (a field, a laser box) sets the levels down to it. A text
+    that is a whole coordinate (a pasted path, key or link) opens its run at once; Enter picks the first match.
     """
+
+    SEARCH_PLACEHOLDER = "Find a run: paste or type its coordinate"
 
     def __init__(
         self,
         options: Callable[[Filters], Mapping[str, Sequence[str]]],
         filters: Filters | None = None,
+        search: Callable[[str], RunSearchResult] | None = None,
+        page: PageLink | None = None,
     ) -> None:
         self._options = options
         self._filters = filters or Filters()
@@ -204,7 +221,29 @@ class FilterBar:
             ).add_class(f"rt-filter-{level}")
             dropdown.observe(self._changed(level), names="value")
             self.dropdowns[level] = dropdown
-        self.widget = widgets.HBox(list(self.dropdowns.values()), layout=widgets.Layout(flex_flow="row wrap"))
+        self._search = search
+        self._page = page
+        self._result: RunSearchResult | None = None
+        self._hit_buttons: list[widgets.Button] = []
+        self.search_box: widgets.Text | None = None
+        self.search_status = widgets.HTML().add_class("rt-run-search-status")
+        self.search_more = widgets.HTML().add_class("rt-run-search-more")
+        self.search_results = widgets.VBox(layout=widgets.Layout(align_items="flex-start"))
+        self.search_results.add_class("rt-run-search-results")
+        row: list[widgets.Widget] = list(self.dropdowns.values())
+        if search is not None:
+            self.search_box = widgets.Text(
+                placeholder=self.SEARCH_PLACEHOLDER,
+                tooltip=self._search_tooltip(),
+                continuous_update=True,
+                layout=widgets.Layout(width="320px"),
+            ).add_class("rt-run-search")
+            self.search_box.observe(self._search_typed, names="value")
+            # Enter arrives as the Text view's "submit" message (on_submit, its only other door, is deprecated).
+            self.search_box.on_msg(self._search_message)
+            row += [self.search_box, self.search_status]
+        levels = widgets.HBox(row, layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        self.widget = widgets.VBox([levels, self.search_results])
         self.widget.add_class("rt-filter-bar")
         self.refresh_options()
 
@@ -258,12 +297,148 @@ class FilterBar:
             if self._quiet:
                 return
             value = str(change["new"] or "") or None
-            self._filters = self._filters.replace(**{level: value})
-            self.refresh_options()
-            for callback in self._listeners:
-                callback(self._filters)
+            self._select(self._filters.replace(**{level: value}))
 
         return observer
+
+    def _select(self, filters: Filters) -> None:
+        self._filters = filters
+        self.refresh_options()
+        for callback in self._listeners:
+            callback(self._filters)
+
+    # -- run search ------------------------------------------------------------------------------
+
+    @property
+    def search_text(self) -> str:
+        """What the search box says about the last search (no match, refused, what was opened), as text."""
+        return html.unescape(re.sub(r"<[^>]+>", "", self.search_status.value))
+
+    @property
+    def search_hits(self) -> tuple[SearchHit, ...]:
+        """The matches listed under the box (none once one is picked)."""
+        return self._result.hits if self._result is not None and self.search_results.children else ()
+
+    def search(self, text: str) -> None:
+        """Type ``text`` into the search box, as a user would."""
+        if self.search_box is None:
+            raise RuntimeError("this filter bar has no search box")
+        self.search_box.value = text
+
+    def pick(self, hit: SearchHit) -> None:
+        """Open a match as a click on its button does: a run is selected, a level set sets the levels down to it."""
+        self._list_hits(None)
+        if hit.filters != self._filters:
+            self._select(hit.filters)
+        self.search_status.value = self._opened_text(hit)
+
+    def _search_tooltip(self) -> str:
+        opens = (
+            "A run opens on this page."
+            if self._page == PER_RUN
+            else "A run selects its laser box here, with a link to the run on the per-run page."
+        )
+        return (
+            "A full coordinate (client/region/field/TW/laser box/time), a bucket key or path of a bag, a page link, "
+            f"or part of one (LB_0011, field_115/TW_001, 2025-09-12 09:13). Pick a match below: {opens} "
+            "A client, field or laser box sets the filters down to it. Enter picks the first match."
+        )
+
+    def _search_typed(self, change: Mapping[str, object]) -> None:
+        text = str(change["new"])
+        result = self._run_search(text)
+        if result is None:
+            return
+        self._result = result
+        if result.exact is not None and result.exact.is_run:
+            self.pick(result.exact)
+        elif not text.strip():
+            self.search_status.value = ""
+            self._list_hits(None)
+        elif not result.hits:
+            self.search_status.value = f"No run matches “{html.escape(text.strip())}”."
+            self._list_hits(None)
+        else:
+            self.search_status.value = ""
+            self._list_hits(result)
+
+    def _run_search(self, text: str) -> RunSearchResult | None:
+        """The search's result, or None after saying next to the box why there is none."""
+        assert self._search is not None
+        try:
+            return self._search(text)
+        except RuntoolError as exc:  # a refused text or no inventory: the error is the sentence to show
+            message = html.escape(str(exc))
+        except Exception as exc:  # a bug: said next to the box, logged with its traceback for a developer
+            log.exception("run search for %r failed", text)
+            message = f"The search failed unexpectedly ({html.escape(type(exc).__name__)}). Try other text."
+        self._result = None
+        self._list_hits(None)
+        self.search_status.value = f'<span class="rt-run-search-error">{message}</span>'
+        return None
+
+    def _search_message(self, _widget: Any, content: Mapping[str, object], _buffers: object) -> None:
+        if content.get("event") != "submit" or self._result is None:
+            return
+        hit = self._result.exact or (self._result.hits[0] if self._result.hits else None)
+        if hit is not None:
+            self.pick(hit)
+
+    def _list_hits(self, result: RunSearchResult | None) -> None:
+        """Show ``result``'s matches as buttons (reused from search to search), and how many more there are."""
+        if result is None or not result.hits:
+            self.search_results.children = ()
+            return
+        while len(self._hit_buttons) < len(result.hits):
+            button = widgets.Button(layout=widgets.Layout(width="auto", max_width="100%"))
+            button.add_class("rt-run-search-hit")
+            button.on_click(self._hit_clicked(len(self._hit_buttons)))
+            self._hit_buttons.append(button)
+        for button, hit in zip(self._hit_buttons, result.hits, strict=False):
+            button.description = self._hit_label(hit)
+            button.tooltip = ("Open run " if hit.is_run else "Select ") + hit.path
+        self.search_more.value = self._more_text(result)
+        more = (self.search_more,) if self.search_more.value else ()
+        self.search_results.children = (*self._hit_buttons[: len(result.hits)], *more)
+
+    def _hit_clicked(self, position: int) -> Callable[[widgets.Button], None]:
+        def clicked(_button: widgets.Button) -> None:
+            hits = self.search_hits
+            if position < len(hits):
+                self.pick(hits[position])
+
+        return clicked
+
+    @staticmethod
+    def _hit_label(hit: SearchHit) -> str:
+        if hit.is_run:
+            coordinate = RunCoordinate.from_filters(hit.filters)
+            laser_box = "/".join(coordinate.to_path_tuple()[:-1])
+            return f"Run {laser_box} · {format_time(coordinate.start_time)}"
+        return f"{LEVEL_LABELS[hit.level]} {hit.path} · {format_count_of(hit.runs, 'run')}"
+
+    @staticmethod
+    def _more_text(result: RunSearchResult) -> str:
+        more = []
+        if result.more_runs > 0:
+            more.append(format_count_of(result.more_runs, "more run"))
+        if result.more_sets > 0:
+            more.append(f"{format_count(result.more_sets)} more clients, fields or laser boxes")
+        return f"…and {' and '.join(more)}: type more of the coordinate to narrow the list." if more else ""
+
+    def _opened_text(self, hit: SearchHit) -> str:
+        if not hit.is_run:
+            label = LEVEL_LABELS[hit.level]
+            return html.escape(f"Showing {label if label.isupper() else label.lower()} {hit.path}.")
+        coordinate = RunCoordinate.from_filters(hit.filters)
+        shown = html.escape(f"Run {coordinate.lbid} · {format_time(coordinate.start_time)}")
+        if self._page == PER_RUN:
+            return f"{shown} is shown."
+        href = html.escape(run_url(coordinate), quote=True)
+        return (
+            f'{shown}: its laser box is selected. <a href="{href}" target="_self" class="rt-run-search-open" '
+            f'title="{html.escape(coordinate.to_path_str(), quote=True)}">Open the run on the per-run page</a>'
+        )
 
 
 # -- KPI cards ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from runtool.config import ConfigError
 from runtool.errors import RuntoolError
 from runtool.models import LEVELS, Filters
 from runtool.services import CacheInfo, RefreshCancelled, ServiceContainer
+from runtool.services.run_search import RunSearch
 from runtool.ui.components import LEVEL_LABELS, FilterBar, MessageArea, PageHeader
 from runtool.ui.drawn import DrawnSignal
 from runtool.ui.formatting import format_count
@@ -61,7 +62,7 @@ class Page:
         self.header = PageHeader(self.link, read_only=self.read_only)
         self.header.on_refresh(self.refresh)
         self.header.on_cancel(self.cancel_refresh)
-        self.filter_bar = FilterBar(self._filter_options, selection.filters)
+        self.filter_bar = FilterBar(self._filter_options, selection.filters, RunSearch(self.services).search, self.link)
         self.filter_bar.on_change(lambda _filters: self._selection_changed())
         self.view_link = widgets.HTML().add_class("rt-view-link")
         self.refresh_task: BackgroundTask[CacheInfo] = BackgroundTask(f"refresh-{self.link.notebook}")
