@@ -297,6 +297,9 @@ class FilterBar:
             if self._quiet:
                 return
             value = str(change["new"] or "") or None
+            # What the search box said about its last pick no longer describes the selection.
+            self.search_status.value = ""
+            self._list_hits(None)
             self._select(self._filters.replace(**{level: value}))
 
         return observer
@@ -437,6 +440,7 @@ class FilterBar:
         href = html.escape(run_url(coordinate), quote=True)
         return (
             f'{shown}: its laser box is selected. <a href="{href}" target="_self" class="rt-run-search-open" '
+            'style="color: #1565c0" '
             f'title="{html.escape(coordinate.to_path_str(), quote=True)}">Open the run on the per-run page</a>'
         )
 

@@ -200,3 +200,13 @@ def test_a_page_without_inventory_says_so_next_to_the_box(empty_config: object) 
     page = CoveragePage(ServiceContainer(empty_config, read_only=True), query="")  # type: ignore[arg-type]
     page.filter_bar.search("lb01")
     assert page.filter_bar.search_text == "There are no runs to search yet: the buckets have not been scanned."
+
+
+def test_changing_a_level_by_hand_clears_what_the_box_said(selected: list[Filters]) -> None:
+    bar = make_bar(selected)
+    bar.search(str(LB01_RUN))
+    assert bar.search_text
+    bar.search("lb0")
+    bar.select("lbid", "lb02")
+    assert bar.search_text == "" and bar.search_results.children == ()
+    assert selected[-1] == Filters("c1", "r1", "f1", "t1", "lb02")
