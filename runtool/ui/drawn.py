@@ -24,6 +24,8 @@ _ESM = """
 export default {
   render({ model, el }) {
     el.style.display = "none";
+    // The live page is drawing: the static copy sent before it (runtool.ui.snapshot) goes.
+    document.querySelectorAll(".rts-snapshot").forEach((copy) => copy.remove());
     // The frame after this one is painted with the page drawn so far; tell the kernel then.
     requestAnimationFrame(() => setTimeout(() => model.send({ event: "drawn" }), 0));
   },

@@ -17,8 +17,9 @@ from typing import TypeVar
 from runtool.config import ConfigError
 from runtool.services import ServiceContainer
 from runtool.ui.page import Page
+from runtool.ui.snapshot import snapshot_html
 
-__all__ = ["open_page", "wait_for_viewer"]
+__all__ = ["open_page", "show_page", "wait_for_viewer"]
 
 log = logging.getLogger(__name__)
 P = TypeVar("P", bound=Page)
@@ -54,6 +55,19 @@ def open_page(page_class: type[P]) -> P:
     if _stamp(services.inventory.cache_path) != stamp:
         services = ServiceContainer.from_environment()
     return page_class(services=services, progressive=True)
+
+
+def show_page(page_class: type[P]) -> P:
+    """Display :func:`open_page`'s page: its first screen as static HTML at once, then the live widgets.
+
+    The static copy (:func:`~runtool.ui.snapshot.snapshot_html`) shows as soon as the browser shows the page;
+    the live page takes its place once the browser has loaded its widgets.
+    """
+    from IPython.display import HTML, display
+
+    page = open_page(page_class)
+    display(HTML(snapshot_html(page.widget)), page.widget)
+    return page
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

@@ -7,6 +7,7 @@ comes from the ``contexts`` fixture, so any request that leaves 127.0.0.1 fails 
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import urllib.error
@@ -335,3 +336,36 @@ def test_a_page_left_before_it_loaded_frees_its_kernel_long_before_the_culling(
     server.wait_kernels(gone(left), 30, "the kernel of a page no browser opened")
     assert "never opened in a browser" in server.log_text()
     assert kept in server.kernels()
+
+
+# -- 9. a page's first screen comes as static HTML; the live widgets take its place ------------------------
+
+
+SNAPSHOT_KPI = re.compile(r'class="[^"]*\brts-kpi-value\b[^"]*"[^>]*><div class="widget-html-content">([^<]*)<')
+CELL_OUTPUT = re.compile(r'<script type="application/vnd.voila.cell-output\+json">(.*?)</script>', re.DOTALL)
+
+
+def cell_outputs(document: str) -> list[dict[str, Any]]:
+    """The outputs of the page's cell, in order, as Voila puts them into the page for its script to draw."""
+    return [json.loads(text)["data"] for text in CELL_OUTPUT.findall(document)]
+
+
+def test_a_page_shows_its_first_screen_as_html_and_the_live_page_replaces_it(
+    contexts: Contexts, serve: Callable[..., ServeProcess]
+) -> None:
+    server = serve("--pool-size", "1")
+    waiting_pool(server, len(PAGES))
+    for page in (COVERAGE, DOWNLOAD_MANAGER):
+        tab = contexts.new_page()
+        response = tab.goto(server.url(page))
+        # The copy comes first among the page's outputs, before the live page's widget, with the KPI values ...
+        copy, live_page = cell_outputs(response.text())
+        copied = SNAPSHOT_KPI.findall(copy["text/html"])
+        assert copied and all(value.strip() for value in copied), copy
+        assert "application/vnd.jupyter.widget-view+json" in live_page
+        # ... which the live page shows too, once the copy is gone: one page, never two.
+        live = tab.locator(".rt-kpi-value")
+        expect(live.first).to_be_visible(timeout=WAIT_S * 1000)
+        expect(tab.locator(".rts-snapshot")).to_have_count(0)
+        expect(live).to_have_text(copied)
+        tab.close()

@@ -26,6 +26,6 @@ def test_a_page_notebook_only_displays_its_page(name: str, page: str) -> None:
     assert notebook.metadata.kernelspec.name == "python3"
     (cell,) = notebook.cells
     assert cell.cell_type == "code" and cell.outputs == [] and cell.execution_count is None
-    expected = f"from runtool.ui import {page}\nfrom runtool.ui.serving import open_page\n\nopen_page({page}).widget"
+    expected = f"from runtool.ui import {page}\nfrom runtool.ui.serving import show_page\n\nshow_page({page});"
     assert cell.source == expected
     assert hasattr(runtool.ui, page)
