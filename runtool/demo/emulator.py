@@ -52,13 +52,21 @@ class Emulator:
     """A fake-gcs-server child process on 127.0.0.1.
 
     ``data_dir`` keeps objects on disk (the filesystem backend) so they survive restarts; without it
-    the memory backend is used.
+    the memory backend is used. ``preload`` is a folder the server loads before it answers (its ``-data``
+    option): each subfolder a bucket, each file below it an object keyed by its relative path, with
+    size, CRC32C and MD5 computed by the server (see :func:`runtool.demo.fleet.write_fleet_tree`).
+    Give :meth:`start` time for it: the filesystem backend takes ~1.5 ms a file, while the memory
+    backend's time grows with the square of a bucket's objects (~9 minutes for 30,000).
     """
 
-    def __init__(self, port: int | None = None, data_dir: Path | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, data_dir: Path | None = None, log: Path | None = None,
+        preload: Path | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
         self.log = log
+        self.preload = preload
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +79,8 @@ class Emulator:
             backend = ["-backend", "filesystem", "-filesystem-root", str(self.data_dir)]
         return [
             str(emulator_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
-            *backend, "-external-url", self.url, "-log-level", "error",
+            *backend, *(["-data", str(self.preload)] if self.preload is not None else []),
+            "-external-url", self.url, "-log-level", "error",
         ]
 
     def start(self, timeout: float = 20.0) -> Emulator:

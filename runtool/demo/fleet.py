@@ -54,6 +54,7 @@ __all__ = [
     "is_seeded",
     "plan_fleet",
     "seed_fleet",
+    "write_fleet_tree",
 ]
 
 _NS = 1_000_000_000
@@ -671,59 +672,52 @@ def seed_fleet(
         StorageError: a bucket could not be created or an upload failed.
     """
     started = time.perf_counter()
-    raw_bucket = _ensure_bucket(client, config.raw_bucket, config.request_retry_s)
-    ml_bucket = _ensure_bucket(client, config.ml_bucket, config.request_retry_s)
-    raw_anomalies = [a for a in plan.anomalies if a.bucket == "raw"]
-    ml_anomalies = [a for a in plan.anomalies if a.bucket == "ml"]
-    totals = {
-        "raw": sum(len(run.bags) for run in plan.runs if run.in_raw_bucket) + len(raw_anomalies),
-        "ml": sum(b.samples + b.labels for run in plan.runs if run.ml.in_ml_bucket for b in run.ml.bags)
-        + len(ml_anomalies),
-        "local": sum(1 for run in plan.runs if run.local.any),
+    buckets = {
+        "raw": _ensure_bucket(client, config.raw_bucket, config.request_retry_s),
+        "ml": _ensure_bucket(client, config.ml_bucket, config.request_retry_s),
     }
+    totals = _totals(plan)
+    bag_files: dict[tuple[int, str], Path] = {}
+    stamps: dict[tuple[int, str], tuple[int, ...]] = {}
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="runtool-seed-") as tmp, ThreadPoolExecutor(
         workers, thread_name_prefix="seed"
     ) as pool:
         uploads = _Uploads(pool, workers, totals, progress, config.request_retry_s)
         try:
-            bag_files: dict[tuple[int, str], Path] = {}
-            stamps: dict[tuple[int, str], tuple[int, ...]] = {}
-            for index, run in enumerate(plan.runs):
-                if run.in_raw_bucket or run.local.raw is not LocalRaw.NONE:
-                    _write_run_bags(index, run, Path(tmp), bag_files, stamps)
-                if run.in_raw_bucket:
-                    for bag in run.bags:
-                        payload = bag_files.get((index, bag.name), b"")
-                        uploads.submit("raw", raw_bucket, raw_bag_key(run.coordinate, bag.name), payload)
-            for anomaly in raw_anomalies:
-                uploads.submit("raw", raw_bucket, anomaly.key, anomaly.data)
-            for index, run in enumerate(plan.runs):
-                if run.ml.in_ml_bucket:
-                    for bag_dir, kind, name, data in _samples(index, run, stamps):
-                        uploads.submit("ml", ml_bucket, ml_file_key(run.coordinate, bag_dir, kind, name), data)
-            for anomaly in ml_anomalies:
-                uploads.submit("ml", ml_bucket, anomaly.key, anomaly.data)
+            for bucket, key, payload in _bucket_objects(plan, Path(tmp), bag_files, stamps):
+                uploads.submit(bucket, buckets[bucket], key, payload)
             uploads.drain()
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-        local_done = 0
-        for index, run in enumerate(plan.runs):
-            if run.local.any:
-                _write_local(config, index, run, bag_files, stamps)
-                local_done += 1
-                if progress is not None:
-                    progress("local", local_done, totals["local"])
-        _write_export_tracking(config, plan)
-    return SeedReport(
-        runs=len(plan.runs),
-        raw_objects=totals["raw"],
-        ml_objects=totals["ml"],
-        anomaly_objects=len(plan.anomalies),
-        local_runs=totals["local"],
-        bytes_uploaded=uploads.bytes,
-        seconds=time.perf_counter() - started,
-    )
+        _write_local_copies(config, plan, bag_files, stamps, progress, totals["local"])
+    return _report(plan, totals, uploads.bytes, started)
+
+
+def write_fleet_tree(config: RuntoolConfig, plan: FleetPlan, folder: Path, work_dir: Path | None = None) -> SeedReport:
+    """Write the plan's objects as files ``folder/<bucket>/<key>``, and its local copies as :func:`seed_fleet` does.
+
+    This is the folder fake-gcs-server preloads (``Emulator(preload=folder)``, its ``-data`` option): the
+    server then holds the objects :func:`seed_fleet` would upload, with sizes and checksums it computes
+    itself, without one HTTP request per object. On 2 cores the medium fleet (~37,000 objects) takes
+    ~15 s to write and ~50 s to preload into the filesystem backend, against ~150 s of uploads.
+    ``bytes_uploaded`` counts the bytes written under ``folder``.
+
+    Raises:
+        FleetError: the plan contradicts itself (e.g. a local copy of a placeholder bag).
+    """
+    started = time.perf_counter()
+    names = {"raw": config.raw_bucket, "ml": config.ml_bucket}
+    totals = _totals(plan)
+    bag_files: dict[tuple[int, str], Path] = {}
+    stamps: dict[tuple[int, str], tuple[int, ...]] = {}
+    written = 0
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="runtool-seed-") as tmp:
+        for bucket, key, payload in _bucket_objects(plan, Path(tmp), bag_files, stamps):
+            _place(folder / names[bucket] / key, payload)
+            written += payload.stat().st_size if isinstance(payload, Path) else len(payload)
+        _write_local_copies(config, plan, bag_files, stamps, None, totals["local"])
+    return _report(plan, totals, written, started)
 
 
 def is_seeded(client: storage.Client, config: RuntoolConfig) -> bool:
@@ -738,6 +732,74 @@ def _ensure_bucket(client: storage.Client, name: str, retry_s: float) -> storage
     with storage_errors(name, "creating"):
         bucket = client.lookup_bucket(name, retry=retry_policy(retry_s))
         return bucket if bucket is not None else client.create_bucket(name, retry=retry_policy(retry_s))
+
+
+def _totals(plan: FleetPlan) -> dict[str, int]:
+    """Objects per bucket (malformed ones included) and runs with a local copy."""
+    return {
+        "raw": sum(len(run.bags) for run in plan.runs if run.in_raw_bucket)
+        + sum(1 for a in plan.anomalies if a.bucket == "raw"),
+        "ml": sum(b.samples + b.labels for run in plan.runs if run.ml.in_ml_bucket for b in run.ml.bags)
+        + sum(1 for a in plan.anomalies if a.bucket == "ml"),
+        "local": sum(1 for run in plan.runs if run.local.any),
+    }
+
+
+def _report(plan: FleetPlan, totals: dict[str, int], written: int, started: float) -> SeedReport:
+    return SeedReport(
+        runs=len(plan.runs),
+        raw_objects=totals["raw"],
+        ml_objects=totals["ml"],
+        anomaly_objects=len(plan.anomalies),
+        local_runs=totals["local"],
+        bytes_uploaded=written,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _bucket_objects(
+    plan: FleetPlan,
+    folder: Path,
+    bag_files: dict[tuple[int, str], Path],
+    stamps: dict[tuple[int, str], tuple[int, ...]],
+) -> Iterator[tuple[Literal["raw", "ml"], str, Payload]]:
+    """Every object of both buckets, produced lazily: (bucket, key, bytes or the file holding them).
+
+    Real bags (also those only copied locally) are written under ``folder`` as their run comes up and
+    noted in ``bag_files`` and ``stamps``; the ML samples come after all bags, since they use the bags'
+    camera stamps.
+    """
+    for index, run in enumerate(plan.runs):
+        if run.in_raw_bucket or run.local.raw is not LocalRaw.NONE:
+            _write_run_bags(index, run, folder, bag_files, stamps)
+        if run.in_raw_bucket:
+            for bag in run.bags:
+                yield "raw", raw_bag_key(run.coordinate, bag.name), bag_files.get((index, bag.name), b"")
+    yield from (("raw", a.key, a.data) for a in plan.anomalies if a.bucket == "raw")
+    for index, run in enumerate(plan.runs):
+        if run.ml.in_ml_bucket:
+            for bag_dir, kind, name, data in _samples(index, run, stamps):
+                yield "ml", ml_file_key(run.coordinate, bag_dir, kind, name), data
+    yield from (("ml", a.key, a.data) for a in plan.anomalies if a.bucket == "ml")
+
+
+def _write_local_copies(
+    config: RuntoolConfig,
+    plan: FleetPlan,
+    bag_files: dict[tuple[int, str], Path],
+    stamps: dict[tuple[int, str], tuple[int, ...]],
+    progress: ProgressCallback | None,
+    total: int,
+) -> None:
+    """Write every run's local copy and the export tracking file (after :func:`_bucket_objects` ran)."""
+    done = 0
+    for index, run in enumerate(plan.runs):
+        if run.local.any:
+            _write_local(config, index, run, bag_files, stamps)
+            done += 1
+            if progress is not None:
+                progress("local", done, total)
+    _write_export_tracking(config, plan)
 
 
 def _write_run_bags(
