@@ -104,8 +104,6 @@ class Page:
 
     def start(self) -> None:
         """Show the selection from the link; with no inventory yet, start the first scan in the background."""
-        if self.drawn_signal is not None:
-            self.drawn_signal.arm()
         if self.services is not None:
             info = self.services.inventory.cache_info()
             if info.warning:
@@ -116,6 +114,14 @@ class Page:
             self.refresh()
         else:
             self.render()
+
+    def sent(self) -> None:
+        """The page is on its way to a viewer: start the clock of the heavy parts' fallback, and bring the
+        header's inventory age up to date (a preheated page may have been built minutes before)."""
+        if self.drawn_signal is not None:
+            self.drawn_signal.arm()
+        if self.services is not None:
+            self.header.set_cache(self.services.inventory.cache_info())
 
     # -- selection -----------------------------------------------------------------------------
 

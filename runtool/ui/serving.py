@@ -1,10 +1,11 @@
 """Opening a page in its notebook, preheated or not.
 
 Under `runtool serve`, Voila keeps preheated kernels: each runs its page notebook up to the moment a viewer asks
-for the page. :func:`open_page` does the slow part then (imports, configuration, reading the inventory), waits
-for the viewer's request, and only then builds the page, from the request's URL query, so a link with a
-selection opens that selection. Outside a preheated kernel (a plain Voila kernel, JupyterLab) it builds the page
-at once. Either way the page is progressive: what costs the browser most to draw comes after the first paint.
+for the page. :func:`open_page` does the slow part then (imports, configuration, reading the inventory, the page
+of a link without a query), waits for the viewer's request, and builds the page again if the request's URL query
+asks for another selection, so a link with a selection opens that selection. Outside a preheated kernel (a plain
+Voila kernel, JupyterLab) it builds the page at once. Either way the page is progressive: what costs the browser
+most to draw comes after the first paint; and :func:`show_page` sends its first screen as static HTML first.
 """
 
 from __future__ import annotations
@@ -16,18 +17,24 @@ from typing import TypeVar
 
 from runtool.config import ConfigError
 from runtool.services import ServiceContainer
+from runtool.ui.components import close_tree
 from runtool.ui.page import Page
 from runtool.ui.snapshot import snapshot_html
 
-__all__ = ["open_page", "show_page", "wait_for_viewer"]
+__all__ = ["open_page", "preheated", "show_page", "wait_for_viewer"]
 
 log = logging.getLogger(__name__)
 P = TypeVar("P", bound=Page)
 
 
+def preheated() -> bool:
+    """Whether this kernel is one of Voila's preheated kernels (it runs its page before any viewer asks)."""
+    return os.environ.get("VOILA_PREHEAT") == "True"
+
+
 def wait_for_viewer() -> None:
     """In a preheated Voila kernel, block until a viewer's request arrives and its URL query is set."""
-    if os.environ.get("VOILA_PREHEAT") != "True":
+    if not preheated():
         return
     from voila.utils import wait_for_request  # only a preheated kernel needs Voila's client side
 
@@ -35,26 +42,37 @@ def wait_for_viewer() -> None:
 
 
 def open_page(page_class: type[P]) -> P:
-    """``page_class`` built for the viewer's request, with the inventory read before the viewer came.
+    """``page_class`` built for the viewer's request, with as much as possible done before the viewer came.
 
-    If the inventory cache changed while the kernel waited (a refresh by another viewer or the CLI), the page
-    reads it again, so a preheated page is never older than its request. The page is progressive: its charts
-    and grids come once the browser has drawn the rest (:class:`~runtool.ui.page.Page`).
+    A preheated kernel builds the page of a link without a query before the request arrives; a request without
+    a query (most of them) gets that page, and any other finds every code path warm (a fresh kernel's first page
+    takes several times longer than its next). If the inventory cache changed while the kernel waited (a
+    refresh by another viewer or the CLI), the page is built again from it, so a preheated page is never older
+    than its request. The page is progressive: its charts and grids come once the browser has drawn the rest
+    (:class:`~runtool.ui.page.Page`).
     """
     try:
         services: ServiceContainer | None = ServiceContainer.from_environment()
     except ConfigError:
         services = None  # the page reads the configuration again and shows the error as a message
-    if services is None:
+    if not preheated() or services is None or not services.inventory.has_data:
+        # Without an inventory a page starts a scan: only for a viewer.
         wait_for_viewer()
-        return page_class(progressive=True)
-    # Stamped before reading, so a cache replaced during the read counts as changed.
-    stamp = _stamp(services.inventory.cache_path)
-    services.inventory.has_data  # noqa: B018 - reads the cache now, while no viewer waits
-    wait_for_viewer()
-    if _stamp(services.inventory.cache_path) != stamp:
-        services = ServiceContainer.from_environment()
-    return page_class(services=services, progressive=True)
+        page = page_class(services=services, progressive=True)
+    else:
+        # Stamped before reading, so a cache replaced during the build counts as changed.
+        stamp = _stamp(services.inventory.cache_path)
+        ready = page_class(services=services, query="", progressive=True)
+        wait_for_viewer()
+        changed = _stamp(services.inventory.cache_path) != stamp
+        if changed or os.environ.get("QUERY_STRING"):
+            close_tree(ready.widget)
+            page = page_class(services=ServiceContainer.from_environment() if changed else services,
+                              progressive=True)
+        else:
+            page = ready
+    page.sent()
+    return page
 
 
 def show_page(page_class: type[P]) -> P:

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from runtool.services import ServiceContainer
-from runtool.ui import CoveragePage, DownloadManagerPage
+from runtool.ui import CoveragePage, DownloadManagerPage, serving
 from runtool.ui.drawn import DrawnSignal
+from tests.conftest import write_toml
 from tests.ui.widget_tree import descendants
 
 DRAWN = {"event": "drawn"}
@@ -62,11 +67,13 @@ def test_other_messages_are_ignored(services: ServiceContainer) -> None:
 
 
 def test_without_word_from_the_browser_the_fallback_draws_the_page(
-    services: ServiceContainer, monkeypatch
+    services: ServiceContainer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RUNTOOL_DRAWN_FALLBACK_S", "0.2")
     page = DownloadManagerPage(services=services, progressive=True)
+    time.sleep(0.5)  # nothing waits before the page is sent
     assert page.view == "table" and page.grid.grid not in descendants(page.widget)
+    page.sent()
     assert page.actions is not None and page.actions not in descendants(page.widget)
     deadline = time.monotonic() + 10
     while page.grid.grid not in descendants(page.widget) and time.monotonic() < deadline:
@@ -84,3 +91,40 @@ def test_the_fallback_clock_starts_only_when_armed() -> None:
     assert not fired.is_set()
     signal.arm()
     assert fired.wait(5)
+
+
+# -- a preheated kernel builds the page of a link without a query before the viewer comes ------------------
+
+
+@pytest.mark.parametrize(("query", "refresh", "reused"),
+                         [("", False, True), ("cid=nowhere", False, False), ("", True, False)])
+def test_a_preheated_kernel_builds_the_plain_page_before_the_request(
+    services: ServiceContainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, query: str, refresh: bool,
+    reused: bool,
+) -> None:
+    """The page built before the request is the viewer's unless the link has a query or the inventory cache was
+    replaced meanwhile. Voila's wait for the request is replaced by setting the query it would set (the browser
+    tests run the real one: tests/browser/test_serving.py)."""
+    monkeypatch.setenv("RUNTOOL_CONFIG", str(write_toml(services.config, tmp_path / "runtool.toml")))
+    monkeypatch.setenv("VOILA_PREHEAT", "True")
+    monkeypatch.setenv("RUNTOOL_DRAWN_FALLBACK_S", "3600")
+    built: list[CoveragePage] = []
+
+    class Counted(CoveragePage):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    def viewer_asks() -> None:
+        # Built, not sent: the fallback clock is not running while the kernel waits.
+        assert len(built) == 1 and built[0].drawn_signal is not None and built[0].drawn_signal._timer is None
+        if refresh:
+            services.inventory.refresh()  # another viewer's refresh, or the CLI's
+        monkeypatch.setenv("QUERY_STRING", query)
+
+    monkeypatch.setattr(serving, "wait_for_viewer", viewer_asks)
+    page = serving.open_page(Counted)
+    assert (page is built[0]) is reused and len(built) == (1 if reused else 2)
+    assert page.filters.cid == ("nowhere" if query else None)
+    assert page.drawn_signal is not None and page.drawn_signal._timer is not None  # armed once sent
+    page.drawn_signal.fire()
