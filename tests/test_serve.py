@@ -12,8 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 
 from runtool.demo.emulator import free_port
+from runtool.errors import UsageError
 from runtool.serve import ServeOptions, serve_command
 
 
@@ -21,6 +23,17 @@ def test_the_voila_command_line_hides_tracebacks_and_holds_no_token() -> None:
     command = serve_command(ServeOptions(ip="0.0.0.0"))
     assert "--show_tracebacks=False" in command and "--Voila.ip=0.0.0.0" in command
     assert not any("token" in part for part in command)
+
+
+@pytest.mark.parametrize("base_url", ["/a#b/", "/a?x=1/", "/a b/", "/%2e%2e/", "/../", "/a/./", "runtool/", "/a//b/"])
+def test_a_base_url_that_is_not_a_plain_path_prefix_is_refused(base_url: str) -> None:
+    with pytest.raises(UsageError, match="--base-url"):
+        ServeOptions(base_url=base_url).validated()
+
+
+@pytest.mark.parametrize("base_url", ["/", "/runtool/", "/team-a/runtool_1.2/"])
+def test_a_plain_base_url_is_taken(base_url: str) -> None:
+    assert ServeOptions(base_url=base_url).validated().base_url == base_url
 
 
 def get(url: str, wait_s: float = 60.0) -> tuple[int, str]:

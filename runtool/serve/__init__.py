@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import signal
 import socket
@@ -38,6 +39,10 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "share"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 IOPUB_TIMEOUT_S = 120
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+BASE_URL = re.compile(r"/(?:(?!\.\.?/)[A-Za-z0-9._~-]+/)*")
+"""A path prefix a reverse proxy forwards: plain path segments (no ``?``, ``#``, ``%``, spaces or ``..``)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,9 @@ class ServeOptions:
             raise UsageError(f"--ip {self.ip!r} is not an address to listen on")
         if not (self.base_url.startswith("/") and self.base_url.endswith("/")) or "//" in self.base_url:
             raise UsageError(f"--base-url {self.base_url!r} must start and end with / (e.g. /runtool/)")
+        if not BASE_URL.fullmatch(self.base_url):
+            raise UsageError(f"--base-url {self.base_url!r} may hold only letters, digits and - . _ ~ between its "
+                             "slashes (a path prefix, no query, fragment, space or %)")
         if not 10 <= self.cull_idle_s <= 7 * 86400:
             raise UsageError(f"--cull-idle {self.cull_idle_s} must be within 10 s..7 days")
         if not 1 <= self.max_kernels <= 1000:
