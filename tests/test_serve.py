@@ -79,15 +79,41 @@ def test_sigterm_right_after_start_leaves_no_voila_behind(tmp_path: Path) -> Non
     process = subprocess.Popen([runtool, "serve", "--port", str(port)], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True, cwd=tmp_path,
                                env={**os.environ, "RUNTOOL_DATA_DIR": str(tmp_path)})
-    assert process.stdout is not None
-    process.stdout.readline()  # "Serving runtool at …": the handler is installed, Voila is starting
+    deadline = time.monotonic() + 60
+    while not voilas(port) and time.monotonic() < deadline:  # Voila is starting (not listening yet)
+        time.sleep(0.05)
+    assert voilas(port), "Voila never started"
     process.terminate()
     process.wait(timeout=30)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        alive = [p.pid for p in psutil.process_iter(["cmdline"])
-                 if "voila" in " ".join(p.info["cmdline"] or []) and f"--port={port}" in (p.info["cmdline"] or [])]
-        if not alive:
-            break
+    while voilas(port) and time.monotonic() < deadline:
         time.sleep(0.3)
-    assert not alive, f"voila still running: {alive}"
+    assert not voilas(port), f"voila still running: {voilas(port)}"
+
+
+def voilas(port: int) -> list[int]:
+    """The Voila processes serving ``port``."""
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if "voila" in " ".join(p.info["cmdline"] or []).lower() and f"--port={port}" in (p.info["cmdline"] or [])]
+
+
+def test_of_two_servers_started_at_once_on_one_port_only_the_one_listening_says_serving(tmp_path: Path) -> None:
+    port = free_port()
+    runtool = str(Path(sys.executable).with_name("runtool"))
+    both = [subprocess.Popen([runtool, "serve", "--port", str(port), "--no-preheat"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                             env={**os.environ, "RUNTOOL_DATA_DIR": str(tmp_path)}) for _ in range(2)]
+    try:
+        # Both pass the port check; one Voila gets the port, the other exits with an error.
+        deadline = time.monotonic() + 120
+        while all(p.poll() is None for p in both) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (loser,) = [p for p in both if p.poll() is not None]
+        (winner,) = [p for p in both if p is not loser]
+        out, err = loser.communicate(timeout=30)
+        assert loser.returncode != 0 and "Serving" not in out and "in use" in err, (out, err)
+        assert winner.stdout is not None and "Serving runtool at" in winner.stdout.readline()
+    finally:
+        for process in both:
+            process.terminate()
+            process.wait(timeout=30)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from runtool.config import RuntoolConfig
 from runtool.errors import RuntoolError, UsageError
 from runtool.notebooks import NOTEBOOKS_DIR
@@ -176,10 +178,15 @@ def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> 
     previous = {sig: signal.signal(sig, lambda signum, _frame: stopping.append(signum)) for sig in STOP_SIGNALS}
     try:
         mode = " (read-only)" if options.read_only else ""
-        print(f"Serving runtool{mode} at {options.page_url(token)}", flush=True)
         process = subprocess.Popen(serve_command(options), env=serve_environment(options, token, extra_env))
+        # The URL is printed once Voila listens: a second server started at the same moment on the same port
+        # passed check_port too, and only one of them gets the port.
+        announced = False
         while process.poll() is None and not stopping:
-            time.sleep(0.2)
+            if not announced and listening(process.pid, options.port):
+                print(f"Serving runtool{mode} at {options.page_url(token)}", flush=True)
+                announced = True
+            time.sleep(0.1 if not announced else 0.2)
         if not stopping:
             code = process.wait()
             if code:
@@ -214,6 +221,15 @@ def check_port(options: ServeOptions) -> None:
                     raise RuntoolError(f"port {options.port} on {options.ip} is in use by another program: "
                                        "stop it or choose another --port") from exc
                 raise RuntoolError(f"cannot listen on {options.ip} port {options.port}: {exc.strerror}") from exc
+
+
+def listening(pid: int, port: int) -> bool:
+    """Whether process ``pid`` listens on TCP ``port``."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
 
 
 def stop(process: subprocess.Popen[Any], grace_s: float) -> None:
