@@ -5,6 +5,8 @@ from __future__ import annotations
 from runtool.storage.gcs import (
     BucketAccessError,
     BucketNotFoundError,
+    ObjectChangedError,
+    ObjectNotFoundError,
     ObjectRecord,
     StorageError,
     StorageUnavailableError,
@@ -35,6 +37,8 @@ __all__ = [
     "BucketAccessError",
     "BucketNotFoundError",
     "MLFileEntry",
+    "ObjectChangedError",
+    "ObjectNotFoundError",
     "ObjectRecord",
     "RawBagEntry",
     "StorageError",

@@ -440,7 +440,6 @@ class FilterBar:
         href = html.escape(run_url(coordinate), quote=True)
         return (
             f'{shown}: its laser box is selected. <a href="{href}" target="_self" class="rt-run-search-open" '
-            'style="color: #1565c0" '
             f'title="{html.escape(coordinate.to_path_str(), quote=True)}">Open the run on the per-run page</a>'
         )
 
