@@ -310,13 +310,18 @@ class RuntoolVoila(Voila):
         self.claimed_kernels &= live
         now = datetime.now(UTC)
         for kernel_id in self.viewer_kernels() - self.claimed_kernels:
-            kernel = manager.get_kernel(kernel_id)
+            try:
+                kernel = manager.get_kernel(kernel_id)
+            except KeyError:  # stopped meanwhile (its viewer left, the culling, a shutdown below)
+                continue
             idle_s = (now - kernel.last_activity).total_seconds()
             if kernel.execution_state == "idle" and idle_s >= self.unclaimed_s:
                 self.log.info("stopping kernel %s: its page was never opened in a browser (idle %.0f s)",
                               kernel_id, idle_s)
                 try:
                     await ensure_async(manager.shutdown_kernel(kernel_id, now=True))
+                except KeyError:
+                    pass  # another path stopped it first: gone either way
                 except Exception:  # retried at the next check
                     self.log.warning("could not stop the unclaimed kernel %s yet", kernel_id, exc_info=True)
 
