@@ -16,7 +16,10 @@ Voila 0.5 it:
 - replaces a preheated kernel that died or was restarted before a viewer took it (a kernel restarted by Jupyter's
   restarter keeps its id but not its page: Voila would hand it to the next viewer, who got an empty page);
 - stops a viewer's kernel no browser ever connected to once it has been idle ``unclaimed_s`` (a tab closed or
-  reloaded before its page loaded sends no leave beacon: such kernels held places under the cap for minutes).
+  reloaded before its page loaded sends no leave beacon: such kernels held places under the cap for minutes);
+- serves the rendered run reports (:class:`ReportsHandler`): ``runtool/reports/`` lists them, newest first (the
+  pages' query, ``?cid=…&lbid=…``, narrows the list), ``runtool/reports/<cid>/…/<timestamp>/report/<name>.html``
+  is one report. Behind the pages' authentication, read-only servers too (reading a report writes nothing).
 """
 
 from __future__ import annotations
@@ -26,12 +29,17 @@ import json
 import os
 import re
 import sys
+import urllib.parse
 from collections.abc import Awaitable
 from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
 from typing import Any
 
 from jupyter_core.utils import ensure_async
+from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Int, Unicode
@@ -41,7 +49,10 @@ from voila.tornado.handler import TornadoVoilaHandler
 from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 from voila.tornado.treehandler import TornadoVoilaTreeHandler
 
-__all__ = ["TOKEN_VARIABLE", "V1_PROTOCOL", "RuntoolVoila", "allowed_host", "main", "v1_header", "v1_offsets"]
+__all__ = [
+    "REPORTS_PATH", "TOKEN_VARIABLE", "V1_PROTOCOL", "ReportsHandler", "RuntoolVoila", "allowed_host", "main",
+    "v1_header", "v1_offsets",
+]
 
 TOKEN_VARIABLE = "RUNTOOL_SERVE_TOKEN"
 V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
@@ -52,6 +63,20 @@ BUSY_PAGE = """<!doctype html>
 <p>{open} pages are open, the most this server runs at once. Try again in a minute, or close a runtool tab you
 no longer need.</p><p><a href="">Try again</a></p></body></html>
 """
+REPORTS_PATH = "runtool/reports/"
+"""Where the reports are served, under the base URL."""
+REPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; base-uri 'none'; "
+              "form-action 'none'; frame-ancestors 'self'; sandbox allow-popups allow-popups-to-escape-sandbox")
+"""A report is a static page (inline CSS, embedded images): no script runs, nothing loads from elsewhere, and the
+sandbox gives it no access to this server's cookies."""
+INDEX_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>runtool: reports</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;color:#1f2933}}
+table{{border-collapse:collapse}}td,th{{padding:.25em .8em;text-align:left;border-bottom:1px solid #d9e2ec}}
+code{{font-size:.9em}}.note{{color:#52606d}}</style></head>
+<body><h1>Run reports</h1><p class="note">{summary}</p>{body}</body></html>
+"""
+_SELECTION = ("cid", "regionid", "fieldid", "twid", "lbid", "timestamp")
 _MAX_V1_PARTS = 4096
 """More parts than any kernel message has (header, parent, metadata, content and a few buffers)."""
 
@@ -206,6 +231,76 @@ class FirstPageHandler(web.RequestHandler):
         self.redirect(f"{app.base_url}voila/render/{app.page_names[0]}")
 
 
+class ReportsHandler(JupyterHandler):
+    """The rendered reports: an index (``path`` empty) or one report page, read from the processed folder.
+
+    Authenticated as the pages are (a token-protected server protects its reports). Only what
+    :func:`runtool.services.reports.find_report` accepts is served: a ``.html`` file in a run's report folder,
+    inside the processed root after symlinks; anything else is not found.
+    """
+
+    @property
+    def content_security_policy(self) -> str:
+        return REPORT_CSP
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Cache-Control", "no-cache")  # a report rendered again keeps its name
+        self.set_header("Referrer-Policy", "same-origin")
+
+    @web.authenticated
+    def get(self, path: str = "") -> None:
+        from runtool.config import ConfigError, load_config
+        from runtool.services.reports import find_report, list_reports
+
+        try:
+            root = load_config().processed_root
+        except ConfigError as exc:
+            self.log.error("reports: %s", exc)
+            raise web.HTTPError(500, "runtool's configuration cannot be read") from exc
+        if not path:
+            self._index(root, list_reports)
+            return
+        report = find_report(root, path)
+        if report is None:
+            raise web.HTTPError(404)
+        try:
+            content = report.read_bytes()
+        except OSError as exc:
+            raise web.HTTPError(404) from exc
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(content)
+
+    def _index(self, root: Path, list_reports: Any) -> None:
+        from runtool.models import CoordinateError, Filters
+
+        query = {name: self.get_query_argument(name, "") for name in _SELECTION}
+        try:
+            selection = Filters(**{name: value for name, value in query.items() if value})
+        except CoordinateError as exc:
+            raise web.HTTPError(400, f"not a selection: {exc}") from exc
+        reports = list_reports(root, selection)
+        rows = "".join(
+            f'<tr><td><code>{escape(str(report.coordinate))}</code></td>'
+            f"<td>{report.coordinate.start_time:%Y-%m-%d %H:%M}</td>"
+            f"<td>{report.modified:%Y-%m-%d %H:%M}</td>"
+            f'<td><a href="{escape(urllib.parse.quote(report.relative), quote=True)}">{escape(report.path.name)}</a>'
+            "</td></tr>"
+            for report in reports
+        )
+        where = f" under {escape(selection.describe())}" if not selection.is_empty() else ""
+        noun = "report" if len(reports) == 1 else "reports"
+        summary = f"{len(reports):,} {noun}{where}, newest first; times in UTC."
+        body = (
+            "<table><thead><tr><th>Run</th><th>Run start</th><th>Rendered</th><th>Report</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+            if reports else "<p>No reports yet: render one with the Report button on a run's page, or with "
+                            "<code>runtool report COORD</code>.</p>"
+        )
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(INDEX_PAGE.format(summary=summary, body=body))
+
+
 def _is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback
@@ -284,7 +379,13 @@ class RuntoolVoila(Voila):
 
     def init_handlers(self) -> list[Any]:
         handlers = []
-        for pattern, handler, *kwargs in super().init_handlers():
+        reports: list[Any] = [
+            (url_path_join(self.server_url, REPORTS_PATH.rstrip("/")), web.RedirectHandler,
+             {"url": url_path_join(self.server_url, REPORTS_PATH)}),
+            (url_path_join(self.server_url, REPORTS_PATH), ReportsHandler),
+            (url_path_join(self.server_url, REPORTS_PATH, "(.+)"), ReportsHandler),
+        ]
+        for pattern, handler, *kwargs in [*reports, *super().init_handlers()]:
             guarded = type(handler.__name__, (_HostCheck, _REPLACED.get(handler, handler)), {})
             handlers.append((pattern, guarded, *kwargs))
         return handlers

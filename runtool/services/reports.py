@@ -20,6 +20,7 @@ format checkers compile a grammar), a sixth of a whole report.
 
 from __future__ import annotations
 
+import glob
 import html
 import tempfile
 import time
@@ -34,7 +35,7 @@ from runtool.config import load_config
 from runtool.errors import ReadOnlyError, RuntoolError
 from runtool.files import write_atomic
 from runtool.formatting import format_bytes, format_count
-from runtool.models import Filters, RunCoordinate, RunState
+from runtool.models import CoordinateError, Filters, RunCoordinate, RunState
 from runtool.notebooks import REPORT_NOTEBOOK
 from runtool.services.analytics import RunAnalysis
 from runtool.storage import processed_dir
@@ -50,12 +51,15 @@ __all__ = [
     "REPORT_NOTEBOOK",
     "ReportError",
     "ReportFailure",
+    "ReportFile",
     "ReportProgress",
     "ReportResult",
     "ReportService",
     "ReportStage",
     "RunReport",
+    "find_report",
     "format_kpi",
+    "list_reports",
     "report_stem",
 ]
 
@@ -141,6 +145,73 @@ class ReportFailure:
 def report_stem(coord: RunCoordinate) -> str:
     """``<cid>_<regionid>_<fieldid>_<twid>_<lbid>_<timestamp>`` with ``:`` as ``-`` (valid on every disk)."""
     return "_".join(coord.to_path_tuple()).replace(":", "-")
+
+
+@dataclass(frozen=True)
+class ReportFile:
+    """A rendered report page on disk, in its run's report folder under the processed root."""
+
+    coordinate: RunCoordinate
+    path: Path
+    relative: str
+    """``<cid>/<regionid>/<fieldid>/<twid>/<lbid>/<timestamp>/report/<name>.html`` (``/``-separated): the
+    report's path under the processed root, and under ``runtool/reports/`` on a served app."""
+    modified: datetime
+    """When the file was last written (UTC): when the report was rendered."""
+    size: int
+
+
+def find_report(processed_root: Path, relative: str) -> Path | None:
+    """The report page at ``relative`` (as :attr:`ReportFile.relative`) under ``processed_root``, or None.
+
+    None unless ``relative`` names a visible ``.html`` file in a run's ``report`` folder, by a valid run
+    coordinate, with no empty, ``.`` or ``..`` part, no backslash or NUL, and the file, symlinks followed, a
+    regular file inside ``processed_root``. Untrusted input (a URL path) is safe to pass.
+    """
+    if not relative or "\\" in relative or "\0" in relative or relative.startswith("/"):
+        return None
+    parts = relative.split("/")
+    if len(parts) != 8 or parts[6] != REPORT_DIR or any(part in ("", ".", "..") for part in parts):
+        return None
+    name = parts[7]
+    if name.startswith(".") or not name.endswith(".html"):
+        return None
+    try:
+        RunCoordinate(*parts[:6])
+    except CoordinateError:
+        return None
+    try:
+        root = processed_root.resolve()
+        real = root.joinpath(*parts).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    if not real.is_relative_to(root) or real.suffix != ".html" or not real.is_file():
+        return None
+    return real
+
+
+def list_reports(processed_root: Path, selection: RunCoordinate | Filters | None = None) -> list[ReportFile]:
+    """The report pages under ``processed_root`` of one run or of a selection (None: every run), newest first.
+
+    A report page is a ``.html`` file in a run's ``report`` folder (:data:`REPORT_DIR`) that
+    :func:`find_report` accepts; the listing reads only the folders the selection can match.
+    """
+    filters = selection.to_filters() if isinstance(selection, RunCoordinate) else selection or Filters()
+    pattern = [glob.escape(getattr(filters, part)) if getattr(filters, part) else "*" for part in RunCoordinate.PARTS]
+    found: list[ReportFile] = []
+    for candidate in processed_root.glob("/".join((*pattern, REPORT_DIR, "*.html"))):
+        relative = candidate.relative_to(processed_root).as_posix()
+        path = find_report(processed_root, relative)
+        if path is None:
+            continue
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # removed since the listing
+        found.append(ReportFile(RunCoordinate(*relative.split("/")[:6]), candidate, relative,
+                                datetime.fromtimestamp(stat.st_mtime, UTC), stat.st_size))
+    found.sort(key=lambda report: (report.modified, report.relative), reverse=True)
+    return found
 
 
 # -- what the notebook shows ----------------------------------------------------------------------
@@ -346,6 +417,11 @@ class ReportService:
         """The run's report HTML in :meth:`default_dir`, if one was rendered there (read-only services too)."""
         path = self.default_dir(coord) / f"{report_stem(coord)}.html"
         return path if path.is_file() else None
+
+    def listing(self, selection: RunCoordinate | Filters | None = None) -> list[ReportFile]:
+        """The report pages of a run or a selection in the processed folder, newest first (read-only services
+        too); see :func:`list_reports`."""
+        return list_reports(self.services.config.processed_root, selection)
 
     def render(
         self,
