@@ -50,6 +50,7 @@ class RuntoolConfig:
     under_labelled_pct: float = 80.0
     list_workers: int = 8
     request_retry_s: float = 30.0
+    sliced_download_bytes: int = 128 * 1024 * 1024
     read_only: bool = False
     dask_scheduler: str | None = None
     serve_cull_idle_s: float = 300.0
@@ -77,6 +78,10 @@ class RuntoolConfig:
             )
         if not 0 < self.request_retry_s <= 600:
             raise ConfigError(f"request_retry_s = {self.request_retry_s} must be within 0..600 s ({self.source})")
+        if self.sliced_download_bytes < 1:
+            raise ConfigError(
+                f"transfers sliced_above_bytes = {self.sliced_download_bytes} must be at least 1 ({self.source})"
+            )
         if not 1 <= self.list_workers <= 64:
             raise ConfigError(f"list_workers = {self.list_workers} must be within 1..64 ({self.source})")
         if not 1 <= self.max_label_bytes <= 1 << 30:
@@ -141,6 +146,7 @@ _SETTINGS: dict[str, tuple[str, str, str | None]] = {
     "under_labelled_pct": ("coverage", "under_labelled_pct", "RUNTOOL_UNDER_LABELLED_PCT"),
     "list_workers": ("inventory", "list_workers", "RUNTOOL_LIST_WORKERS"),
     "request_retry_s": ("buckets", "request_retry_s", "RUNTOOL_REQUEST_RETRY_S"),
+    "sliced_download_bytes": ("transfers", "sliced_above_bytes", "RUNTOOL_SLICED_ABOVE_BYTES"),
     "read_only": ("server", "read_only", "RUNTOOL_READ_ONLY"),
     "dask_scheduler": ("executor", "dask_scheduler", "RUNTOOL_DASK_SCHEDULER"),
     "serve_cull_idle_s": ("serve", "cull_idle_s", "RUNTOOL_SERVE_CULL_IDLE_S"),

@@ -52,7 +52,13 @@ from runtool.storage import (
     storage_errors,
 )
 from runtool.storage.checksums import ChecksumMismatch, IntegrityChecker, checkers_for, file_crc32c
-from runtool.storage.gcs import ObjectChangedError, ObjectNotFoundError, retry_policy, stream_object
+from runtool.storage.gcs import (
+    ObjectChangedError,
+    ObjectNotFoundError,
+    download_sliced,
+    retry_policy,
+    stream_object,
+)
 from runtool.storage.layout import FRAME_SUFFIXES, LABEL_SUFFIX
 
 if TYPE_CHECKING:
@@ -376,6 +382,13 @@ class _VerifyingWriter:
         for checker in self.checkers:
             checker.update(chunk)
         self.on_bytes(len(chunk))
+
+    def count(self, written: int) -> None:
+        """Report bytes written elsewhere (a sliced download's slices), or stop them at a cancel."""
+        if self.cancel.is_set():
+            raise _Cancelled
+        if written:
+            self.on_bytes(written)
 
 
 @dataclass(frozen=True)
@@ -775,8 +788,17 @@ class TransferService:
             checkers = checkers_for(file.size, file.crc32c, file.md5)
             out = tmp.open("wb")
             with storage_errors(bucket, "downloading from", file.key, file.generation, self.client):
-                stream_object(self.client, bucket, file.key, file.generation,
-                              _VerifyingWriter(out, checkers, counted, cancel), retry_s=self.config.request_retry_s)
+                if file.generation and file.crc32c and file.size >= self.config.sliced_download_bytes:
+                    # Ranged GETs in parallel into the preallocated file (a full disk fails here, before any
+                    # byte moves); download_sliced verifies the whole object's CRC32C before it returns.
+                    os.posix_fallocate(out.fileno(), 0, file.size)
+                    download_sliced(self.client, bucket, file.key, file.generation, file.size, file.crc32c,
+                                    out.fileno(), _VerifyingWriter(out, (), counted, cancel).count,
+                                    retry_s=self.config.request_retry_s)
+                    checkers = []
+                else:
+                    stream_object(self.client, bucket, file.key, file.generation,
+                                  _VerifyingWriter(out, checkers, counted, cancel), retry_s=self.config.request_retry_s)
             for checker in checkers:
                 checker.verify(file.key)
             fetched = _Fetched(file, tmp, out, received, started)
