@@ -27,6 +27,7 @@ from runtool.demo.emulator import free_port
 __all__ = ["NetworkRelay", "NetworkShape"]
 
 _READ = 64 * 1024
+_CATCH_UP_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,10 @@ def _serve(port: int, upstream: int, shape: NetworkShape, counters: _Counters, r
                 passed += len(data)
                 if shape.stream_bytes_per_s:
                     now = loop.time()
-                    due = max(due, now) + len(data) / shape.stream_bytes_per_s
+                    # Credit for up to _CATCH_UP_S of idle time: a sleep that overshoots (a busy machine) is
+                    # made up by the next writes instead of lowering the rate, while a stream idle for longer
+                    # (between requests) does not bank a burst.
+                    due = max(due, now - _CATCH_UP_S) + len(data) / shape.stream_bytes_per_s
                     if due > now:
                         await asyncio.sleep(due - now)
             client_writer.close()
