@@ -2,21 +2,21 @@
 
 The page plans again (in the background) whenever an option or the selection changes, and shows the
 plan here before anything is written: runs, samples, bytes (images and labels apart), and the
-train/validation split by run. Dates are typed as ``YYYY-MM-DD`` like every date the app writes (a
-browser's date picker shows its locale's format instead). The result says in words what happened to
-each file: downloaded, copied from the labels planning read, already there and kept.
+train/validation split by run. Dates are typed as ``YYYY-MM-DD`` (:mod:`runtool.ui.date_fields`). The
+result says in words what happened to each file: downloaded, copied from the labels planning read,
+already there and kept.
 """
 
 from __future__ import annotations
 
 import html
 from collections.abc import Callable, Mapping
-from datetime import date
 
 import ipywidgets as widgets
 
 from runtool.services.datasets import DatasetError, DatasetOptions, DatasetPlan, DatasetResult
 from runtool.ui.components import JobProgress, MessageArea
+from runtool.ui.date_fields import DateFieldError, iso_date_field, parse_iso_date
 from runtool.ui.formatting import format_bytes, format_count, format_count_of
 
 __all__ = ["DatasetForm"]
@@ -28,12 +28,8 @@ class DatasetForm:
     def __init__(self, on_change: Callable[[], None]) -> None:
         wide = {"description_width": "initial"}
         self.name = widgets.Text(value="dataset", description="Dataset name", style=wide)
-        self.since = widgets.Text(placeholder="YYYY-MM-DD", description="Runs since", style=wide,
-                                  continuous_update=False, layout=widgets.Layout(width="200px"))
-        self.since.add_class("rt-dataset-since")
-        self.until = widgets.Text(placeholder="YYYY-MM-DD", description="until", style=wide,
-                                  continuous_update=False, layout=widgets.Layout(width="150px"))
-        self.until.add_class("rt-dataset-until")
+        self.since = iso_date_field("Runs since", "200px", "rt-dataset-since")
+        self.until = iso_date_field("until", "150px", "rt-dataset-until")
         self.min_coverage = widgets.BoundedFloatText(
             value=0, min=0, max=100, step=5, description="Minimum run coverage %", style=wide,
             layout=widgets.Layout(width="240px"),
@@ -91,9 +87,13 @@ class DatasetForm:
         except ValueError as exc:
             text = self.classes.value
             raise DatasetError(f"Classes must be whole numbers separated by commas, not {text!r}.") from exc
+        try:
+            since, until = parse_iso_date(self.since.value, "Runs since"), parse_iso_date(self.until.value, "until")
+        except DateFieldError as exc:
+            raise DatasetError(str(exc)) from exc
         return DatasetOptions(
-            since=_day(self.since.value, "Runs since"),
-            until=_day(self.until.value, "until"),
+            since=since,
+            until=until,
             min_coverage_pct=self.min_coverage.value or None,
             labelled_only=self.labelled_only.value,
             classes=classes,
@@ -138,21 +138,6 @@ class DatasetForm:
 
     def values(self) -> Mapping[str, object]:
         return {"name": self.name.value, **self.options().to_dict()}
-
-
-def _day(text: str, field: str) -> date | None:
-    """A ``YYYY-MM-DD`` date typed into ``field``; empty means no limit.
-
-    Raises:
-        DatasetError: the text is not such a date.
-    """
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise DatasetError(f"“{field}” must be a date written YYYY-MM-DD (e.g. 2025-09-01), not {text!r}.") from exc
 
 
 def _headline(result: DatasetResult) -> str:

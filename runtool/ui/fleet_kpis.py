@@ -27,6 +27,7 @@ from runtool.services import ServiceContainer
 from runtool.services.kpis import REGRESSION_KPIS, KpiError, KpiTable
 from runtool.services.pipeline import PipelineOutcome, PipelinePlan, PipelineResult
 from runtool.ui.components import JobProgress, Kpi, KpiCards, MessageArea
+from runtool.ui.date_fields import DateFieldError, date_field_message, iso_date_field, parse_iso_date
 from runtool.ui.fleet_charts import (
     DISTRIBUTION_COLOURS,
     OTHERS_COLOUR,
@@ -172,13 +173,13 @@ class FleetKpiPage(Page):
             options=[(choice.label, choice.name) for choice in KPI_CHOICES], value=KPI_CHOICES[0].name,
             description="KPI", layout=widgets.Layout(width="320px"),
         ).add_class("rt-kpi-picker")
-        self.since = widgets.DatePicker(description="From", layout=widgets.Layout(width="220px"))
-        self.since.add_class("rt-since")
-        self.until = widgets.DatePicker(description="to", layout=widgets.Layout(width="200px"))
-        self.until.add_class("rt-until")
+        self.since = iso_date_field("From", "180px", "rt-since")
+        self.until = iso_date_field("to", "140px", "rt-until")
+        self.date_message = widgets.HTML().add_class("rt-date-message")
         self._apply_link_settings()
-        for control in (self.kpi_picker, self.since, self.until):
-            control.observe(lambda _change: self._selection_changed(), names="value")
+        self.kpi_picker.observe(lambda _change: self._selection_changed(), names="value")
+        for control in (self.since, self.until):
+            control.observe(lambda _change: self._dates_changed(), names="value")
         self.caption = widgets.HTML().add_class("rt-caption")
         self.kpi_cards = KpiCards()
         self.table: KpiTable | None = None
@@ -245,7 +246,7 @@ class FleetKpiPage(Page):
         self.runs_pager = widgets.HBox(layout=widgets.Layout(align_items="center")).add_class("rt-runs-pager")
         self.content: widgets.VBox | None = None
         self.body = widgets.VBox([self.empty_state])
-        controls = widgets.HBox([self.kpi_picker, self.since, self.until],
+        controls = widgets.HBox([self.kpi_picker, self.since, self.until, self.date_message],
                                 layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
         self.frame([controls.add_class("rt-settings"), self.caption, self.kpi_cards.widget, self.analysis_box,
                     self.body])
@@ -267,18 +268,40 @@ class FleetKpiPage(Page):
             if not text:
                 continue
             try:
-                control.value = date.fromisoformat(text)
-            except ValueError:
+                parse_iso_date(text, name)
+            except DateFieldError:
                 self.messages.error(f"The link's {name} date {text!r} is not a YYYY-MM-DD date, so it is not used.")
+            else:
+                control.value = text.strip()
 
     def view_settings(self) -> dict[str, str]:
         settings = {}
         if self.kpi_picker.value != KPI_CHOICES[0].name:
             settings[self.KPI_PARAMETER] = str(self.kpi_picker.value)
-        for name, control in (("since", self.since), ("until", self.until)):
-            if control.value is not None:
-                settings[name] = control.value.isoformat()
+        for name, day in (("since", self.since_date), ("until", self.until_date)):
+            if day is not None:
+                settings[name] = day.isoformat()
         return settings
+
+    @property
+    def since_date(self) -> date | None:
+        """The "From" date; ``None`` when empty or not a ``YYYY-MM-DD`` date (said next to the field)."""
+        return _typed_date(self.since, "From")
+
+    @property
+    def until_date(self) -> date | None:
+        """The "to" date; ``None`` when empty or not a ``YYYY-MM-DD`` date (said next to the field)."""
+        return _typed_date(self.until, "to")
+
+    def _dates_changed(self) -> None:
+        errors = []
+        for control, field in ((self.since, "From"), (self.until, "to")):
+            try:
+                parse_iso_date(control.value, field)
+            except DateFieldError as exc:
+                errors.append(date_field_message(exc, "It is not used until corrected."))
+        self.date_message.value = "<br>".join(errors)
+        self._selection_changed()
 
     # -- readable state and controls ---------------------------------------------------------------
 
@@ -300,7 +323,8 @@ class FleetKpiPage(Page):
 
     def set_dates(self, since: date | None, until: date | None) -> None:
         with self.since.hold_trait_notifications(), self.until.hold_trait_notifications():
-            self.since.value, self.until.value = since, until
+            self.since.value = since.isoformat() if since else ""
+            self.until.value = until.isoformat() if until else ""
 
     def select_run(self, key: str) -> None:
         """What a click on a run's point does: show its "Open run" link and the compare buttons."""
@@ -340,7 +364,7 @@ class FleetKpiPage(Page):
             self._show_not_analysed(0)
             return
         try:
-            table = self.services.kpis.table(filters, self.since.value, self.until.value, refresh=self._refresh_table)
+            table = self.services.kpis.table(filters, self.since_date, self.until_date, refresh=self._refresh_table)
         except KpiError as exc:
             self._show_empty(f"{exc} Change the dates, or clear them to see every run.")
             self._show_not_analysed(0)
@@ -354,7 +378,7 @@ class FleetKpiPage(Page):
         self._show_table(filters, table)
 
     def _describe(self, filters: Filters) -> str:
-        since, until = self.since.value, self.until.value
+        since, until = self.since_date, self.until_date
         if since is None and until is None:
             dates = "all dates"
         else:
@@ -381,7 +405,7 @@ class FleetKpiPage(Page):
         if self.services is None:
             return False
         days = self.services.data_state.runs(filters)["start_time"].dt.date
-        since, until = self.since.value, self.until.value
+        since, until = self.since_date, self.until_date
         return bool(((days >= since) if since else days.notna()).mul((days <= until) if until else True).any())
 
     def _show_empty(self, text: str) -> None:
@@ -697,7 +721,7 @@ class FleetKpiPage(Page):
             return
         services = self.services
         try:
-            plan = services.pipeline.plan(self.selection, self.since.value, self.until.value)
+            plan = services.pipeline.plan(self.selection, self.since_date, self.until_date)
         except Exception as exc:  # shown on the page; the page stays usable
             self.analysis_messages.report(exc, "planning the analysis")
             return
@@ -747,6 +771,13 @@ class FleetKpiPage(Page):
         self.analysis_result.value = ""
         self._refresh_table = True
         self.render()
+
+
+def _typed_date(field: widgets.Text, name: str) -> date | None:
+    try:
+        return parse_iso_date(field.value, name)
+    except DateFieldError:  # said next to the field by _dates_changed; the page runs without this limit
+        return None
 
 
 def _csv_anchor(frame: pd.DataFrame, filename: str, text: str, css_class: str = "rt-csv-compare") -> str:

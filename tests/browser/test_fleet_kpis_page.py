@@ -133,3 +133,16 @@ def test_a_laser_box_selection(contexts: Contexts, server: VoilaServer, analysed
     assert_chart_reads_well(page)
     assert_no_traceback(page)
     screenshot(page, "fleet_kpis_laser_box")
+
+    # Dates are typed as ISO; the whole date fits its box; a US-style date is said next to the field.
+    until = page.locator(".rt-until input")
+    until.fill("2099-12-31")
+    until.press("Enter")
+    assert until.evaluate("e => e.scrollWidth <= e.clientWidth"), "the date is cut in its box"
+    since = page.locator(".rt-since input")
+    since.fill("01/02/2025")
+    since.press("Enter")
+    expect(page.locator(".rt-date-message")).to_contain_text("must be a date written YYYY-MM-DD", timeout=WAIT_MS)
+    expect(page.locator(".rt-view-chart")).to_be_visible()
+    assert_no_traceback(page)
+    screenshot(page, "fleet_kpis_bad_date")

@@ -354,3 +354,34 @@ def test_dates_before_every_run_say_so(services: ServiceContainer, analysed: lis
     page = FleetKpiPage(services=services, query="until=1999-01-01")
     assert page.view == "empty"
     assert "none started in these dates" in page.empty_text and "raw bags" not in page.empty_text
+
+
+def test_dates_are_typed_as_iso_and_a_bad_one_is_said_next_to_the_field(services: ServiceContainer,
+                                                                         analysed: list[RunCoordinate]) -> None:
+    days = sorted(c.start_time.date() for c in analysed)
+    page = FleetKpiPage(services=services, query=f"{selection_query(lb_filters(analysed[0]))}&since={days[-1]}")
+    assert page.since.value == days[-1].isoformat() and page.since.placeholder == "YYYY-MM-DD"
+    assert page.since_date == days[-1] and page.view_settings()["since"] == days[-1].isoformat()
+    assert page.table is not None
+    assert set(page.table.rows["start_time"].dt.date) == {days[-1]}
+
+    page.since.value = days[-1].strftime("%m/%d/%Y")  # as an en-US date picker would write it
+    assert "“From” must be a date written YYYY-MM-DD" in page.date_message.value
+    assert "It is not used" in page.date_message.value
+    assert page.since_date is None and "since" not in page.view_settings()
+    assert not page.messages.messages  # next to the field, not in the banner; no traceback
+    assert page.view == "chart" and page.table is not None and len(page.table.rows) == len(analysed)
+
+    page.set_dates(days[0], days[0])
+    assert page.date_message.value == ""
+    assert page.view_settings() == {"since": days[0].isoformat(), "until": days[0].isoformat()}
+    assert page.table is not None and set(page.table.rows["start_time"].dt.date) == {days[0]}
+
+
+def test_a_links_bad_date_is_not_used_and_said_in_the_banner(services: ServiceContainer,
+                                                             analysed: list[RunCoordinate]) -> None:
+    page = FleetKpiPage(services=services, query=f"{selection_query(lb_filters(analysed[0]))}&until=01/01/1999")
+    assert page.until.value == "" and page.until_date is None
+    (message,) = page.messages.messages
+    assert message.level == "error" and "'01/01/1999' is not a YYYY-MM-DD date" in message.text
+    assert page.view == "chart"
