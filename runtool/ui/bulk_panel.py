@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import ipywidgets as widgets
 
@@ -22,6 +22,7 @@ from runtool.services.transfers import (
     BulkPlan,
     BulkResult,
     ConflictMode,
+    PlannedFile,
     TransferPlan,
     TransferResult,
 )
@@ -31,12 +32,15 @@ from runtool.ui.labels import distinct_laser_box_names
 from runtool.ui.query import run_url
 from runtool.ui.tables import Cell, Column, html_table, link, text_cell
 
-__all__ = ["BulkPanel"]
+__all__ = ["BulkPanel", "skipped_size_differences"]
 
-_CONFLICT_LABELS = {
-    "skip": "Skip files already there (same size)",
-    "overwrite": "Overwrite: transfer every file again",
-    "verify": "Verify checksums, transfer what differs",
+_CONFLICT_NAMES: dict[ConflictMode, str] = {"skip": "Skip existing", "overwrite": "Overwrite",
+                                             "verify": "Verify checksums"}
+# "Skip" keeps a file that is there whatever its size or content; only "verify" compares.
+_CONFLICT_LABELS: dict[ConflictMode, str] = {
+    "skip": f"{_CONFLICT_NAMES['skip']}: keep files already there",
+    "overwrite": f"{_CONFLICT_NAMES['overwrite']}: transfer every file again",
+    "verify": f"{_CONFLICT_NAMES['verify']}: transfer what differs",
 }
 
 
@@ -59,6 +63,38 @@ class _RunNames:
     def cell(self, coordinate: RunCoordinate) -> Cell:
         """The name as a link to the run's per-run page, the full coordinate on hover."""
         return link(run_url(coordinate), self.name(coordinate), title=coordinate.to_path_str())
+
+
+def skipped_size_differences(
+    plan: BulkPlan, local_bag_sizes: Callable[[RunCoordinate], Mapping[str, int]]
+) -> dict[str, int]:
+    """Object key → local size of every bag a raw download plan skips although its local copy has another size.
+
+    ``local_bag_sizes`` gives a run's local bags (file name → bytes) as the local index knows them. Only
+    "Skip existing" skips such a bag ("Verify checksums" transfers it), keeping a truncated copy.
+    """
+    if plan.operation != "raw_download":
+        return {}
+    found: dict[str, int] = {}
+    for run in plan.plans:
+        if not run.skipped:
+            continue
+        sizes = local_bag_sizes(run.coordinate)
+        for file in run.skipped:
+            local = sizes.get(file.name)
+            if local is not None and local != file.size:
+                found[file.key] = local
+    return found
+
+
+def _size_differs(files: list[PlannedFile], differing: Mapping[str, int]) -> str:
+    """What the preview says of bags kept although their size differs, naming a few with both sizes."""
+    named = "; ".join(f"{f.name} (local {format_bytes(differing[f.key])}, cloud {format_bytes(f.size)})"
+                      for f in files[:3])
+    more = f" and {format_count(len(files) - 3)} more" if len(files) > 3 else ""
+    return (f"{format_count_of(len(files), 'bag')} whose size differs — {named}{more}: skipped by "
+            f"“{_CONFLICT_NAMES['skip']}”, choose “{_CONFLICT_NAMES['overwrite']}” (or "
+            f"“{_CONFLICT_NAMES['verify']}”) to replace {'it' if len(files) == 1 else 'them'}")
 
 
 def _bar(fraction: float) -> str:
@@ -105,8 +141,13 @@ class BulkPanel:
 
     # -- preview -----------------------------------------------------------------------------------
 
-    def show_plan(self, plan: BulkPlan | None, note: str = "") -> None:
-        """The per-run lines and totals of ``plan`` and an Execute button naming what it does."""
+    def show_plan(self, plan: BulkPlan | None, note: str = "", differing: Mapping[str, int] | None = None) -> None:
+        """The per-run lines and totals of ``plan`` and an Execute button naming what it does.
+
+        ``differing`` (from :func:`skipped_size_differences`) names the skipped files whose local copy has
+        another size: they are listed and counted, so a wrong local copy never reads as "nothing to download".
+        """
+        differing = differing or {}
         self.plan = plan
         self.result.value = ""
         self.run_bars.value = ""
@@ -121,7 +162,7 @@ class BulkPanel:
                 text_cell(format_count(len(p.to_transfer))),
                 text_cell(format_bytes(p.bytes_to_transfer)),
                 text_cell(format_count(len(p.skipped))),
-                text_cell(p.describe()),
+                text_cell(_what(p, differing)),
             ]
             for p in plan.plans
         ]
@@ -132,14 +173,18 @@ class BulkPanel:
             rows,
             limit=self.PREVIEW_LIMIT,
         )
+        wrong = [f for p in plan.plans for f in p.skipped if f.key in differing]
+        warning = (f' <b class="rt-size-differs" style="color:#b71c1c">{html.escape(_size_differs(wrong, differing))}'
+                   ".</b>" if wrong else "")
         totals = (
             f"<p><b>{html.escape(plan.describe())}</b> — {format_count_of(len(plan.plans), 'run')} planned, "
-            f"{format_count_of(sum(len(p.skipped) for p in plan.plans), 'file')} skipped. "
+            f"{format_count_of(sum(len(p.skipped) for p in plan.plans), 'file')} skipped.{warning} "
             '<span class="rt-caption">A run\'s name opens it on the per-run page.</span></p>'
         )
         self.preview.value = totals + table
         todo = plan.files_to_transfer
-        self.execute_button.description = plan.describe() if todo else "Nothing to transfer"
+        self.execute_button.description = plan.describe() if todo else (
+            f"Nothing to transfer with “{_CONFLICT_NAMES[self.conflict_mode]}”" if wrong else "Nothing to transfer")
         self.execute_button.disabled = todo == 0
         self._set_children(with_execute=True)
 
@@ -200,6 +245,15 @@ class BulkPanel:
         self.progress.finish()
         self.run_bars.value = ""
         self.result.value = f"<p><b>{html.escape(text)}</b></p>"
+
+
+def _what(plan: TransferPlan, differing: Mapping[str, int]) -> str:
+    """A run's line: what Execute does for it, and the bags it keeps although their size differs."""
+    wrong = [f for f in plan.skipped if f.key in differing]
+    if not wrong:
+        return plan.describe()
+    done = f"{plan.describe()}; " if plan.to_transfer else ""
+    return done + _size_differs(wrong, differing)
 
 
 def _summary(result: BulkResult) -> str:

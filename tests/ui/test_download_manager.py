@@ -356,3 +356,42 @@ def test_a_server_without_exports_says_so_without_its_paths(services: ServiceCon
     assert page.wait_idle(30)
     [message] = page.export_messages.messages
     assert message.level == "error" and str(services.config.ml_root) not in message.text and message.details is None
+
+
+def test_skip_existing_names_local_bags_whose_size_differs(services: ServiceContainer) -> None:
+    """A truncated local bag is kept by "Skip existing": the preview says so instead of "Nothing to download"."""
+    spec = next(s for s in WITH_BAGS if s.bags >= 2)
+    key = spec.coordinate.to_path_str()
+    page = DownloadManagerPage(services, query="cid=c1")
+    page.preview("download", [spec.coordinate])
+    assert page.wait_idle(60)
+    page.execute(page.transfer_panel)
+    assert page.wait_idle(60)
+    folder = local_raw_dir(services.config.raw_root, spec.coordinate)
+    bag = sorted(folder.glob("*.bag"))[0]
+    full = bag.stat().st_size
+    with bag.open("r+b") as handle:  # an interrupted copy made outside runtool
+        handle.truncate(full // 2)
+    services.local.refresh_run(spec.coordinate)
+
+    assert page.transfer_panel.conflict_mode == "skip"  # the default
+    page.preview("download", [spec.coordinate])
+    assert page.wait_idle(60)
+    preview = html.unescape(page.transfer_panel.preview.value)
+    assert "Nothing to download" not in preview
+    assert (f"1 bag whose size differs — {bag.name} (local {full // 2 / 1024:.1f} KiB" in preview
+            or f"1 bag whose size differs — {bag.name} (local {full // 2} B" in preview), preview
+    assert "skipped by “Skip existing”, choose “Overwrite” (or “Verify checksums”) to replace it" in preview
+    assert preview.count("whose size differs") == 2  # in the summary line and in the run's line
+    assert page.transfer_panel.execute_button.description == "Nothing to transfer with “Skip existing”"
+    assert page.transfer_panel.execute_button.disabled
+    plan = page.transfer_panel.plan
+    assert plan is not None and plan.files_to_transfer == 0  # the mode itself is unchanged
+    assert key in preview
+
+    page.transfer_panel.conflict.value = "verify"
+    page.preview("download", [spec.coordinate])
+    assert page.wait_idle(60)
+    preview = html.unescape(page.transfer_panel.preview.value)
+    assert "whose size differs" not in preview  # verify transfers it: nothing kept wrong
+    assert page.transfer_panel.execute_button.description.startswith("Download 1 file")
