@@ -162,6 +162,7 @@ def serve_environment(
     env = {**os.environ, **(extra_env or {})}
     env["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(TEMPLATES_DIR), env.get("JUPYTER_PATH", "")) if p)
     env[TOKEN_VARIABLE] = token or ""
+    env["RUNTOOL_SERVED"] = "1"  # pages link to the reports this server serves (runtool/reports/)
     if options.read_only:
         env["RUNTOOL_READ_ONLY"] = "1"
     return env

@@ -253,7 +253,7 @@ class PerRunPage(Page):
         self.analysis_result: RunAnalysis | None = None
         self.report_path: Path | None = None
         """The run's rendered report offered in :attr:`report_link` (None: the run has none)."""
-        self._report_shown: tuple[Path, int, int] | None = None
+        self._report_shown: tuple[object, ...] | None = None
         self._next_step_action: Callable[[], None] | None = None
         self._options_version = 0
         self._picking = False
@@ -551,8 +551,17 @@ class PerRunPage(Page):
         return "this run has no raw bags, so there is nothing to analyse."
 
     def _show_report(self, state: RunState) -> None:
-        """Offer the run's rendered report, if it has one (read-only viewers too: reading it writes nothing)."""
+        """Offer the run's rendered report, if it has one (read-only viewers too: reading it writes nothing).
+
+        On `runtool serve` (``RUNTOOL_SERVED``) the server serves the reports: links open them in a new tab.
+        Elsewhere (JupyterLab) no server does: the newest report travels inside a download link.
+        """
         if self.services is None:
+            return
+        import os
+
+        if os.environ.get("RUNTOOL_SERVED") == "1":
+            self._show_served_reports(state.coordinate)
             return
         path = self.services.reports.existing(state.coordinate)
         try:
@@ -584,6 +593,34 @@ class PerRunPage(Page):
             f'<a href="data:text/html;base64,{data}" download="{html.escape(path.name, quote=True)}">'
             f"Download the report ({format_bytes(len(content))}, rendered {html.escape(when)} UTC)</a>"
             f'<span class="rt-caption"> · a self-contained HTML file: open it in any browser, offline too</span>'
+        )
+
+    def _show_served_reports(self, coord: RunCoordinate) -> None:
+        """Links to the run's reports as the server serves them (``runtool/reports/``, relative to the page at
+        ``{base_url}voila/render/<page>``, so a ``--base-url`` works), newest first, each opening in a new tab."""
+        from urllib.parse import quote, urlencode
+
+        assert self.services is not None
+        reports = self.services.reports.listing(coord)
+        key = tuple((report.relative, report.modified, report.size) for report in reports)
+        if key == self._report_shown:
+            return
+        self.report_path, self._report_shown = (reports[0].path if reports else None), key
+        if not reports:
+            self.report_link.value = ""
+            return
+        served = "../../runtool/reports/"
+        items = "".join(
+            f'<li><a class="rt-open-report" href="{html.escape(served + quote(report.relative), quote=True)}" '
+            f'target="_blank" rel="noopener">Open report</a><span class="rt-caption"> · rendered '
+            f"{html.escape(format_time(report.modified))} UTC · {format_bytes(report.size)} · "
+            f"{html.escape(report.path.name)}</span></li>"
+            for report in reports
+        )
+        box = urlencode(dict(zip(LEVELS, coord.to_path_tuple(), strict=False)))
+        self.report_link.value = (
+            f'<ul class="rt-report-list">{items}</ul><a href="{html.escape(served, quote=True)}?'
+            f'{html.escape(box, quote=True)}" target="_blank" rel="noopener">All reports of this laser box</a>'
         )
 
     def _take_next_step(self) -> None:

@@ -7,7 +7,6 @@ extraction land there. Expected values come from a ServiceContainer on the same 
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from runtool.storage import local_raw_dir
 from runtool.ui.analysis_charts import TAB_TITLES
 from runtool.ui.query import selection_query
 from tests.browser.conftest import Contexts, VoilaServer, screenshot
+from tests.browser.test_reports_served import assert_report_opens
 from tests.ui.test_per_run_page import download_and_extract, drop_tracking, expected_kpis, pick_run
 
 pytestmark = pytest.mark.browser
@@ -161,21 +161,11 @@ def test_download_extract_and_analyse_a_run_by_clicking(page: Any, server: Voila
         screenshot(page, f"per-run-tab-{name}")
 
     page.locator("button.rt-report").click()
-    link = page.locator(".rt-report-link a")
-    expect(link).to_have_text(re.compile(r"^Download the report \(.+, rendered .+ UTC\)$"), timeout=WAIT_S * 1000)
+    expect(page.locator("a.rt-open-report")).to_have_text("Open report", timeout=WAIT_S * 1000)
     expect(result).to_contain_text("Report rendered in ")
     assert_no_traceback(page)
     screenshot(page, "per-run-report")
-    assert_report_downloads(page, services.reports.existing(coord))
-
-
-def assert_report_downloads(page: Any, path: Path | None) -> None:
-    """Clicking the report link saves the report itself, under its own name (chromium keeps data: downloads)."""
-    assert path is not None
-    with page.expect_download() as download:
-        page.locator(".rt-report-link a").click()
-    assert download.value.suggested_filename == path.name
-    assert Path(download.value.path()).read_bytes() == path.read_bytes()
+    assert_report_opens(page, services.reports.existing(coord), coord)
 
 
 def test_read_only_shows_the_cached_analysis_and_no_write_controls(
@@ -201,9 +191,9 @@ def test_read_only_shows_the_cached_analysis_and_no_write_controls(
             ".rt-page-per-run button", "buttons => buttons.filter(b => !b.closest('.bqplot')).length") == 0
         assert_no_traceback(page)
         # A reader cannot render a report, but opens the one rendered before.
-        expect(page.locator(".rt-report-link a")).to_have_text(re.compile(r"^Download the report \("))
+        expect(page.locator("a.rt-open-report")).to_have_text("Open report")
         screenshot(page, "per-run-read-only")
-        assert_report_downloads(page, report)
+        assert_report_opens(page, report, coord)
     finally:
         reader.stop()
 

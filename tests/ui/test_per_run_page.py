@@ -278,6 +278,26 @@ def test_the_report_button_renders_the_report_in_the_background_and_links_to_it(
     assert reader.report_path == path and reader.report_link.value == link
 
 
+def test_a_served_page_links_to_the_served_reports_read_only_too(
+    services: ServiceContainer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from runtool.services.reports import REPORT_DIR, report_stem
+
+    coord = pick_run(services)
+    monkeypatch.setenv("RUNTOOL_SERVED", "1")
+    assert open_page(services, coord).report_link.value == ""
+    folder = services.config.processed_root.joinpath(*coord.to_path_tuple(), REPORT_DIR)
+    folder.mkdir(parents=True)
+    (folder / f"{report_stem(coord)}.html").write_text("<title>report</title>", encoding="utf-8")
+    reader = open_page(ServiceContainer(services.config, read_only=True), coord)
+    assert reader.report_button is None
+    link = reader.report_link.value
+    href = f"../../runtool/reports/{coord.to_path_str().replace(':', '%3A')}/{REPORT_DIR}/{report_stem(coord)}.html"
+    assert f'href="{href}" target="_blank" rel="noopener">Open report</a>' in link
+    assert "data:" not in link and str(folder) not in link
+    assert reader.report_path == folder / f"{report_stem(coord)}.html"
+
+
 def test_a_run_without_raw_bags_offers_no_report_and_says_why(services: ServiceContainer) -> None:
     runs = services.data_state.all_runs()
     row = runs[(runs["raw_bags"] == 0) & (runs["ml_labels"] > 0)].iloc[0]
