@@ -137,6 +137,15 @@ def test_render_downloads_extracts_and_analyses_then_writes_both_files(
     assert result.seconds > 0 and result.to_dict()["coordinate"] == RUN.to_path_str()
 
 
+def test_the_rendered_report_is_listed_for_its_run_and_its_selection(
+    rendered: Rendered, services: ServiceContainer,
+) -> None:
+    listed = ReportService(ServiceContainer(services.config, read_only=True)).listing(RUN)
+    assert [(r.coordinate, r.path) for r in listed] == [(RUN, rendered.result.html)]
+    assert listed[0].relative == rendered.result.html.relative_to(services.config.processed_root).as_posix()
+    assert RUN in [r.coordinate for r in ReportService(services).listing(Filters(cid=RUN.cid))]
+
+
 def test_ipynb_has_the_injected_parameters_and_no_error(rendered: Rendered) -> None:
     notebook = nbformat.read(rendered.result.ipynb, as_version=4)
     tags = [cell.metadata.get("tags", []) for cell in notebook.cells]
