@@ -17,8 +17,9 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
-from runtool.models import AggregatedTemporalData, LaserBoxStats, TemporalData
-from runtool.ui.formatting import format_count, format_pct
+from runtool.models import AggregatedTemporalData, LaserBoxStats, RunCoordinate, TemporalData
+from runtool.ui.formatting import format_count, format_pct, format_time
+from runtool.ui.query import run_url
 from runtool.ui.theme import (
     COVERAGE_NONE,
     LABELS_COLOUR,
@@ -28,7 +29,7 @@ from runtool.ui.theme import (
     coverage_stops,
 )
 
-__all__ = ["CoverageTimeline", "DailyCoverageChart", "LaserBoxBars"]
+__all__ = ["CoverageTimeline", "DailyCoverageChart", "LaserBoxBars", "point_index"]
 
 _MARGIN = {"top": 36, "bottom": 36, "left": 64, "right": 40}
 _PANEL_HEIGHT = "210px"
@@ -140,6 +141,13 @@ class _Threshold:
             self.label.x, self.label.y, self.label.text = np.array([], dtype="float64"), [], []
 
 
+def point_index(event: dict[str, object]) -> int | None:
+    """The point index of a bqplot mark event (``{"data": {"index": i, ...}}``, or ``index`` at the top)."""
+    data = event.get("data")
+    index = data.get("index") if isinstance(data, dict) else event.get("index")
+    return index if isinstance(index, int) else None
+
+
 def _nan_if_none(values: Sequence[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype="float64")
 
@@ -149,7 +157,11 @@ class CoverageTimeline:
 
     Coverage points are coloured on the coverage scale; the under-labelled threshold is a dashed line.
     ML-only runs (labels without bags) have no coverage and are marked with grey crosses at 0 %.
+    Clicking a run's point shows a link to its per-run page under that panel (a kernel cannot send the
+    browser anywhere by itself); :attr:`clicked_run` is the run.
     """
+
+    HINT = "Click a point to open its run on the per-run page."
 
     def __init__(self) -> None:
         self.x = bq.DateScale()
@@ -200,7 +212,32 @@ class CoverageTimeline:
                     [*self.threshold.marks, self.coverage, self.ml_only],
                     [self.time_axes[2], _percent_axis(pct_y)]),
         ]
-        self.widget = widgets.VBox(self.figures).add_class("rt-timeline")
+        self.clicked = widgets.HTML(f'<span class="rt-caption">{html.escape(self.HINT)}</span>')
+        self.clicked.add_class("rt-clicked-run")
+        self.clicked_run: RunCoordinate | None = None
+        # Per clickable mark: the panel it is drawn in and the run of each of its points (set by show).
+        self._runs: dict[int, tuple[int, list[RunCoordinate]]] = {}
+        for mark in (self.bag_dots, self.frame_dots, self.label_dots, self.coverage, self.ml_only):
+            mark.on_element_click(self._clicked)
+        self.widget = widgets.VBox([*self.figures, self.clicked]).add_class("rt-timeline")
+
+    def _clicked(self, mark: bq.Scatter, event: dict[str, object]) -> None:
+        panel, runs = self._runs.get(id(mark), (0, []))
+        index = point_index(event)
+        if index is not None and 0 <= index < len(runs):
+            self.open_link(runs[index], panel)
+
+    def open_link(self, coordinate: RunCoordinate, panel: int = 2) -> None:
+        """Show "Open <run> on the per-run page" right under panel ``panel`` (0 bags, 1 samples, 2 coverage)."""
+        self.clicked_run = coordinate
+        href = html.escape(run_url(coordinate), quote=True)
+        name = f"{coordinate.lbid} · {format_time(coordinate.start_time)}"
+        self.clicked.value = (
+            f'<a class="rt-open-run" href="{href}" target="_self" style="color:#1565c0" '
+            f'title="{html.escape(coordinate.to_path_str())}">'
+            f"Open {html.escape(name)} on the per-run page</a>"
+        )
+        self.widget.children = [*self.figures[: panel + 1], self.clicked, *self.figures[panel + 1:]]
 
     def show(self, data: TemporalData) -> None:
         points = data.points
@@ -233,6 +270,14 @@ class CoverageTimeline:
         with self.ml_only.hold_sync():
             self.ml_only.x = _utc_array([p.start_time for p in ml_only])
             self.ml_only.y = np.zeros(len(ml_only))
+        everyone = [p.coordinate for p in points]
+        self._runs = {id(self.bag_dots): (0, everyone), id(self.frame_dots): (1, everyone),
+                      id(self.label_dots): (1, everyone), id(self.coverage): (2, [p.coordinate for p in covered]),
+                      id(self.ml_only): (2, [p.coordinate for p in ml_only])}
+        if self.clicked_run is not None and self.clicked_run not in everyone:
+            self.clicked_run = None
+            self.clicked.value = f'<span class="rt-caption">{html.escape(self.HINT)}</span>'
+            self.widget.children = [*self.figures, self.clicked]
         _set_threshold(self.colour_scale, threshold)
         self.threshold.show(span, threshold)
 

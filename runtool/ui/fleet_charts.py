@@ -15,7 +15,7 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
-from runtool.ui.charts import _day_or_minute_format, _figure, _padded_span, _time_axis, _value_axis
+from runtool.ui.charts import _day_or_minute_format, _figure, _padded_span, _time_axis, _value_axis, point_index
 from runtool.ui.theme import TARGET_COLOUR
 
 __all__ = [
@@ -114,14 +114,14 @@ class KpiTrendChart:
 
     def _clicked(self, mark: bq.Scatter, event: dict[str, object]) -> None:
         keys = self._keys.get(id(mark), ())
-        index = _index(event)
+        index = point_index(event)
         if index is not None and 0 <= index < len(keys):
             for callback in self._listeners:
                 callback(keys[index])
 
     def _hovered(self, mark: bq.Scatter, event: dict[str, object]) -> None:
         names = list(mark.names) if mark.names is not None else []
-        index = _index(event)
+        index = point_index(event)
         if index is not None and 0 <= index < len(names) and isinstance(mark.tooltip, widgets.HTML):
             mark.tooltip.value = f'<div class="rt-chart-tip">{html.escape(str(names[index]))}</div>'
 
@@ -177,13 +177,6 @@ def legend_html(series: Sequence[KpiSeries], regressed: int) -> str:
 
 def _tip() -> widgets.HTML:
     return widgets.HTML().add_class("rt-chart-tip-box")
-
-
-def _index(event: dict[str, object]) -> int | None:
-    """The point index of a bqplot mark event (``{"data": {"index": i, ...}}``, or ``index`` at the top)."""
-    data = event.get("data")
-    index = data.get("index") if isinstance(data, dict) else event.get("index")
-    return index if isinstance(index, int) else None
 
 
 class DistributionChart:

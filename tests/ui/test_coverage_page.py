@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
 import io
 import re
 import threading
@@ -23,6 +24,7 @@ from runtool.ui import CoveragePage
 from runtool.ui.charts import LaserBoxBars
 from runtool.ui.coverage import RunTable
 from runtool.ui.labels import distinct_laser_box_names
+from runtool.ui.query import run_url
 from runtool.ui.theme import COVERAGE_NONE
 
 from .conftest import ANOMALIES, EXPECTED_SAMPLES, FLEET, LB01, UNDER_LABELLED_PCT, RunSpec
@@ -107,6 +109,36 @@ def test_runs_days_apart_are_not_joined_by_lines(services: ServiceContainer) -> 
     samples = page.single.timeline.samples.y
     np.testing.assert_array_equal(samples[0], [8.0, np.nan, 3.0, 3.0, np.nan, 2.0])  # labels
     np.testing.assert_array_equal(samples[1], [10.0, np.nan, 3.0, 4.0, np.nan, 2.0])  # frames
+
+
+def test_a_click_on_a_runs_point_links_to_the_run_under_its_panel(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query=LB01_QUERY)
+    assert page.single is not None
+    timeline = page.single.timeline
+    assert timeline.clicked in timeline.widget.children and "Click a point to open its run" in timeline.clicked.value
+    runs = {spec.timestamp: spec.coordinate for spec in FLEET if spec.lb == LB01}
+
+    # bqplot sends {"event": "element_click", "data": {"index": i, ...}}; the ML-only run is a cross at 0 %.
+    timeline._clicked(timeline.ml_only, {"event": "element_click", "data": {"index": 0, "x": 0, "y": 0}})
+    ml_only = runs["2025_08_05T10:00:00Z"]
+    assert timeline.clicked_run == ml_only
+    assert f'href="{html.escape(run_url(ml_only), quote=True)}"' in timeline.clicked.value
+    assert "Open lb01 · 2025-08-05 10:00 on the per-run page" in timeline.clicked.value
+    children = list(timeline.widget.children)
+    assert children.index(timeline.clicked) == children.index(timeline.figures[2]) + 1  # right under the panel
+
+    timeline._clicked(timeline.bag_dots, {"event": "element_click", "data": {"index": 1}})
+    assert timeline.clicked_run == runs["2025_08_03T09:30:00Z"]
+    children = list(timeline.widget.children)
+    assert children.index(timeline.clicked) == children.index(timeline.figures[0]) + 1
+    timeline._clicked(timeline.coverage, {"event": "element_click", "data": {"index": 2}})
+    assert timeline.clicked_run == runs["2025_08_03T14:00:00Z"]  # the third run with bags (75 %)
+    timeline._clicked(timeline.coverage, {"event": "element_click", "data": {"index": 9}})  # stale: ignored
+    assert timeline.clicked_run == runs["2025_08_03T14:00:00Z"]
+
+    page.set_filters(Filters(cid="c1", regionid="r1", fieldid="f1", twid="t1", lbid="lb02"))
+    assert page.single.timeline is timeline and timeline.clicked_run is None  # another laser box: link gone
+    assert "Click a point to open its run" in timeline.clicked.value
 
 
 def test_a_zero_percent_point_is_drawn_whole(services: ServiceContainer) -> None:
