@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -17,8 +17,15 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
-from runtool.models import AggregatedTemporalData, LaserBoxStats, RunCoordinate, TemporalData
-from runtool.ui.formatting import format_count, format_pct, format_time
+from runtool.models import (
+    AggregatedTemporalData,
+    CoveragePoint,
+    DayCoverage,
+    LaserBoxStats,
+    RunCoordinate,
+    TemporalData,
+)
+from runtool.ui.formatting import format_count, format_count_of, format_day, format_pct, format_time
 from runtool.ui.query import run_url
 from runtool.ui.theme import (
     COVERAGE_NONE,
@@ -178,27 +185,29 @@ class CoverageTimeline:
             colors=[LABELS_COLOUR, ML_FRAMES_COLOUR], labels=["labels", "frames"],
         )
 
-        def dots(y: bq.Scale, colour: str, what: str) -> bq.Scatter:
+        # One HTML tooltip filled on hover (as the laser box bars do): a served page could not draw bqplot's
+        # field tooltips ("Could not create a view", shown as a javascript error box over the chart).
+        self.hover = widgets.HTML().add_class("rt-point-hover")
+
+        def dots(y: bq.Scale, colour: str) -> bq.Scatter:
             return bq.Scatter(
                 x=np.array([], dtype="datetime64[ms]"), y=[], scales={"x": self.x, "y": y}, colors=[colour],
-                default_size=20, tooltip=bq.Tooltip(fields=["x", "y"], formats=["%Y-%m-%d %H:%M", ",d"],
-                                                    labels=["start", what]),
+                default_size=20, tooltip=self.hover,
             )
 
-        self.bag_dots = dots(bags_y, RAW_BAGS_COLOUR, "bags")
-        self.frame_dots = dots(ml_y, ML_FRAMES_COLOUR, "frames")
-        self.label_dots = dots(ml_y, LABELS_COLOUR, "labels")
+        self.bag_dots = dots(bags_y, RAW_BAGS_COLOUR)
+        self.frame_dots = dots(ml_y, ML_FRAMES_COLOUR)
+        self.label_dots = dots(ml_y, LABELS_COLOUR)
         pct_y = _percent_scale()
         self.colour_scale = _coverage_scale(80.0)
         self.coverage = bq.Scatter(
             x=np.array([], dtype="datetime64[ms]"), y=[], color=[],
             scales={"x": self.x, "y": pct_y, "color": self.colour_scale},
-            default_size=48, stroke="#555", labels=["coverage"],
-            tooltip=bq.Tooltip(fields=["x", "y"], formats=["%Y-%m-%d %H:%M", ".1f"], labels=["start", "coverage %"]),
+            default_size=48, stroke="#555", labels=["coverage"], tooltip=self.hover,
         )
         self.ml_only = bq.Scatter(
             x=np.array([], dtype="datetime64[ms]"), y=[], scales={"x": self.x, "y": pct_y},
-            marker="cross", colors=[COVERAGE_NONE], default_size=48, labels=["ML only"],
+            marker="cross", colors=[COVERAGE_NONE], default_size=48, labels=["ML only"], tooltip=self.hover,
         )
         self.threshold = _Threshold(self.x, pct_y, np.array([], dtype="datetime64[ms]"))
         self.time_axes = [_time_axis(self.x, "run start (UTC)") for _ in range(3)]
@@ -215,17 +224,36 @@ class CoverageTimeline:
         self.clicked = widgets.HTML(f'<span class="rt-caption">{html.escape(self.HINT)}</span>')
         self.clicked.add_class("rt-clicked-run")
         self.clicked_run: RunCoordinate | None = None
-        # Per clickable mark: the panel it is drawn in and the run of each of its points (set by show).
-        self._runs: dict[int, tuple[int, list[RunCoordinate]]] = {}
+        # Per run mark: the panel it is drawn in, what its value says, and the run of each point (set by show).
+        self._what: dict[int, tuple[int, Callable[[CoveragePoint], str]]] = {
+            id(self.bag_dots): (0, lambda p: format_count_of(p.raw_bags, "raw bag")),
+            id(self.frame_dots): (1, lambda p: format_count_of(p.ml_frames, "frame")),
+            id(self.label_dots): (1, lambda p: format_count_of(p.ml_labels, "label")),
+            id(self.coverage): (2, lambda p: f"coverage {format_pct(p.coverage_pct)}"),
+            id(self.ml_only): (2, lambda p: "ML only: labels without raw bags"),
+        }
+        self._points: dict[int, list[CoveragePoint]] = {}
         for mark in (self.bag_dots, self.frame_dots, self.label_dots, self.coverage, self.ml_only):
             mark.on_element_click(self._clicked)
+            mark.on_hover(self._hovered)
         self.widget = widgets.VBox([*self.figures, self.clicked]).add_class("rt-timeline")
 
-    def _clicked(self, mark: bq.Scatter, event: dict[str, object]) -> None:
-        panel, runs = self._runs.get(id(mark), (0, []))
+    def _point(self, mark: bq.Scatter, event: dict[str, object]) -> CoveragePoint | None:
+        points = self._points.get(id(mark), [])
         index = point_index(event)
-        if index is not None and 0 <= index < len(runs):
-            self.open_link(runs[index], panel)
+        return points[index] if index is not None and 0 <= index < len(points) else None
+
+    def _clicked(self, mark: bq.Scatter, event: dict[str, object]) -> None:
+        point = self._point(mark, event)
+        if point is not None:
+            self.open_link(point.coordinate, self._what[id(mark)][0])
+
+    def _hovered(self, mark: bq.Scatter, event: dict[str, object]) -> None:
+        point = self._point(mark, event)
+        if point is not None:
+            name = f"{point.coordinate.lbid} · {format_time(point.start_time)}"
+            self.hover.value = (f"<b>{html.escape(name)}</b><br>{html.escape(self._what[id(mark)][1](point))}"
+                                '<br><span class="rt-caption">click for a link to the run</span>')
 
     def open_link(self, coordinate: RunCoordinate, panel: int = 2) -> None:
         """Show "Open <run> on the per-run page" right under panel ``panel`` (0 bags, 1 samples, 2 coverage)."""
@@ -270,11 +298,10 @@ class CoverageTimeline:
         with self.ml_only.hold_sync():
             self.ml_only.x = _utc_array([p.start_time for p in ml_only])
             self.ml_only.y = np.zeros(len(ml_only))
-        everyone = [p.coordinate for p in points]
-        self._runs = {id(self.bag_dots): (0, everyone), id(self.frame_dots): (1, everyone),
-                      id(self.label_dots): (1, everyone), id(self.coverage): (2, [p.coordinate for p in covered]),
-                      id(self.ml_only): (2, [p.coordinate for p in ml_only])}
-        if self.clicked_run is not None and self.clicked_run not in everyone:
+        everyone = list(points)
+        self._points = {id(self.bag_dots): everyone, id(self.frame_dots): everyone, id(self.label_dots): everyone,
+                        id(self.coverage): covered, id(self.ml_only): ml_only}
+        if self.clicked_run is not None and self.clicked_run not in {p.coordinate for p in points}:
             self.clicked_run = None
             self.clicked.value = f'<span class="rt-caption">{html.escape(self.HINT)}</span>'
             self.widget.children = [*self.figures, self.clicked]
@@ -334,9 +361,10 @@ class DailyCoverageChart:
         self.coverage = bq.Scatter(
             x=np.array([], dtype="datetime64[ms]"), y=[], color=[],
             scales={"x": self.x, "y": pct_y, "color": self.colour_scale},
-            default_size=48, stroke="#555",
-            tooltip=bq.Tooltip(fields=["x", "y"], formats=["%Y-%m-%d", ".1f"], labels=["day", "coverage %"]),
+            default_size=48, stroke="#555", tooltip=widgets.HTML().add_class("rt-point-hover"),
         )
+        self._covered: list[DayCoverage] = []
+        self.coverage.on_hover(self._hovered)
         self.threshold = _Threshold(self.x, pct_y, np.array([], dtype="datetime64[ms]"))
         self.bags_axis, self.samples_axis = _value_axis(bags_y, "bags", "d"), _value_axis(ml_y, "samples", "d")
         self.figures = [
@@ -361,12 +389,20 @@ class DailyCoverageChart:
             self.labels.x, self.labels.y = times, np.array([d.ml_labels for d in days], dtype="float64")
         _count_ticks(self.bags_axis, self.bags.y)
         _count_ticks(self.samples_axis, np.concatenate([self.frames.y, self.labels.y]))
+        self._covered = covered
         with self.coverage.hold_sync():
             self.coverage.x = _utc_array([d.day for d in covered])
             self.coverage.y = _nan_if_none([d.coverage_pct for d in covered])
             self.coverage.color = _nan_if_none([d.coverage_pct for d in covered])
         _set_threshold(self.colour_scale, threshold)
         self.threshold.show(_padded_span(times), threshold)
+
+    def _hovered(self, mark: bq.Scatter, event: dict[str, object]) -> None:
+        index = point_index(event)
+        if index is not None and 0 <= index < len(self._covered) and isinstance(mark.tooltip, widgets.HTML):
+            day = self._covered[index]
+            mark.tooltip.value = (f"<b>{format_day(day.day)}</b><br>{format_count_of(day.runs, 'run')}, "
+                                  f"coverage {format_pct(day.coverage_pct)}")
 
 
 class LaserBoxBars:

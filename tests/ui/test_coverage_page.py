@@ -127,6 +127,9 @@ def test_a_click_on_a_runs_point_links_to_the_run_under_its_panel(services: Serv
     children = list(timeline.widget.children)
     assert children.index(timeline.clicked) == children.index(timeline.figures[2]) + 1  # right under the panel
 
+    timeline._hovered(timeline.coverage, {"event": "hover", "data": {"index": 1}})
+    assert "lb01 · 2025-08-03 09:30" in timeline.hover.value and "coverage 25.0 %" in timeline.hover.value
+    assert timeline.coverage.tooltip is timeline.hover
     timeline._clicked(timeline.bag_dots, {"event": "element_click", "data": {"index": 1}})
     assert timeline.clicked_run == runs["2025_08_03T09:30:00Z"]
     children = list(timeline.widget.children)
@@ -139,6 +142,15 @@ def test_a_click_on_a_runs_point_links_to_the_run_under_its_panel(services: Serv
     page.set_filters(Filters(cid="c1", regionid="r1", fieldid="f1", twid="t1", lbid="lb02"))
     assert page.single.timeline is timeline and timeline.clicked_run is None  # another laser box: link gone
     assert "Click a point to open its run" in timeline.clicked.value
+
+
+def test_a_days_coverage_point_says_its_day_on_hover(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query=T1_QUERY)
+    assert page.aggregated is not None
+    daily = page.aggregated.daily
+    daily._hovered(daily.coverage, {"event": "hover", "data": {"index": 0}})
+    assert daily.coverage.tooltip.value.startswith("<b>2025-08-01</b><br>")
+    assert "coverage" in daily.coverage.tooltip.value
 
 
 def test_a_zero_percent_point_is_drawn_whole(services: ServiceContainer) -> None:
