@@ -33,8 +33,7 @@ import urllib.parse
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from html import escape
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.base.handlers import JupyterHandler
@@ -48,6 +47,10 @@ from voila.request_info_handler import RequestInfoSocketHandler
 from voila.tornado.handler import TornadoVoilaHandler
 from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 from voila.tornado.treehandler import TornadoVoilaTreeHandler
+
+if TYPE_CHECKING:
+    from runtool.models import Filters
+    from runtool.services.reports import ReportFile
 
 __all__ = [
     "REPORTS_PATH", "TOKEN_VARIABLE", "V1_PROTOCOL", "ReportsHandler", "RuntoolVoila", "allowed_host", "main",
@@ -249,8 +252,9 @@ class ReportsHandler(JupyterHandler):
         self.set_header("Referrer-Policy", "same-origin")
 
     @web.authenticated
-    def get(self, path: str = "") -> None:
+    async def get(self, path: str = "") -> None:
         from runtool.config import ConfigError, load_config
+        from runtool.models import CoordinateError, Filters
         from runtool.services.reports import find_report, list_reports
 
         try:
@@ -258,47 +262,47 @@ class ReportsHandler(JupyterHandler):
         except ConfigError as exc:
             self.log.error("reports: %s", exc)
             raise web.HTTPError(500, "runtool's configuration cannot be read") from exc
+        loop = IOLoop.current()
+        self.set_header("Content-Type", "text/html; charset=utf-8")
         if not path:
-            self._index(root, list_reports)
+            query = {name: self.get_query_argument(name, "") for name in _SELECTION}
+            try:
+                selection = Filters(**{name: value for name, value in query.items() if value})
+            except CoordinateError as exc:
+                raise web.HTTPError(400, f"not a selection: {exc}") from exc
+            # Off the server's loop: the listing walks every run folder the selection matches.
+            self.finish(_index_page(selection, await loop.run_in_executor(None, list_reports, root, selection)))
             return
-        report = find_report(root, path)
+        report = await loop.run_in_executor(None, find_report, root, path)
         if report is None:
             raise web.HTTPError(404)
         try:
-            content = report.read_bytes()
+            content = await loop.run_in_executor(None, report.read_bytes)
         except OSError as exc:
             raise web.HTTPError(404) from exc
-        self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(content)
 
-    def _index(self, root: Path, list_reports: Any) -> None:
-        from runtool.models import CoordinateError, Filters
 
-        query = {name: self.get_query_argument(name, "") for name in _SELECTION}
-        try:
-            selection = Filters(**{name: value for name, value in query.items() if value})
-        except CoordinateError as exc:
-            raise web.HTTPError(400, f"not a selection: {exc}") from exc
-        reports = list_reports(root, selection)
-        rows = "".join(
-            f'<tr><td><code>{escape(str(report.coordinate))}</code></td>'
-            f"<td>{report.coordinate.start_time:%Y-%m-%d %H:%M}</td>"
-            f"<td>{report.modified:%Y-%m-%d %H:%M}</td>"
-            f'<td><a href="{escape(urllib.parse.quote(report.relative), quote=True)}">{escape(report.path.name)}</a>'
-            "</td></tr>"
-            for report in reports
-        )
-        where = f" under {escape(selection.describe())}" if not selection.is_empty() else ""
-        noun = "report" if len(reports) == 1 else "reports"
-        summary = f"{len(reports):,} {noun}{where}, newest first; times in UTC."
-        body = (
-            "<table><thead><tr><th>Run</th><th>Run start</th><th>Rendered</th><th>Report</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>"
-            if reports else "<p>No reports yet: render one with the Report button on a run's page, or with "
-                            "<code>runtool report COORD</code>.</p>"
-        )
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(INDEX_PAGE.format(summary=summary, body=body))
+def _index_page(selection: Filters, reports: list[ReportFile]) -> str:
+    """The reports list: run, run start, rendered (UTC) and a link relative to ``runtool/reports/``."""
+    rows = "".join(
+        f'<tr><td><code>{escape(str(report.coordinate))}</code></td>'
+        f"<td>{report.coordinate.start_time:%Y-%m-%d %H:%M}</td>"
+        f"<td>{report.modified:%Y-%m-%d %H:%M}</td>"
+        f'<td><a href="{escape(urllib.parse.quote(report.relative), quote=True)}">{escape(report.path.name)}</a>'
+        "</td></tr>"
+        for report in reports
+    )
+    where = f" under {escape(selection.describe())}" if not selection.is_empty() else ""
+    noun = "report" if len(reports) == 1 else "reports"
+    summary = f"{len(reports):,} {noun}{where}, newest first; times in UTC."
+    body = (
+        "<table><thead><tr><th>Run</th><th>Run start</th><th>Rendered</th><th>Report</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        if reports else "<p>No reports yet: render one with the Report button on a run's page, or with "
+                        "<code>runtool report COORD</code>.</p>"
+    )
+    return INDEX_PAGE.format(summary=summary, body=body)
 
 
 def _is_loopback(address: str) -> bool:
