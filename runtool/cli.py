@@ -842,7 +842,21 @@ def _serve_options(args: argparse.Namespace, config: RuntoolConfig) -> ServeOpti
 
 
 def cmd_serve(args: argparse.Namespace, services: ServiceContainer) -> int:
-    return serve(_serve_options(args, services.config))
+    return serve(_serve_options(args, services.config), _page_environment(args, services.config))
+
+
+def _page_environment(args: argparse.Namespace, config: RuntoolConfig) -> dict[str, str]:
+    """What the page kernels need to load the configuration this command loaded.
+
+    Voila starts each kernel in the notebooks' folder, not here: the config file (``--config``,
+    ``$RUNTOOL_CONFIG`` or ``./runtool.toml``) and the data folder (relative to this working directory when it
+    comes from the defaults or the environment) go as absolute paths.
+    """
+    named = args.config or os.environ.get("RUNTOOL_CONFIG") or "runtool.toml"
+    env = {"RUNTOOL_DATA_DIR": str(config.data_dir.resolve())}  # the value this command computed, whatever its source
+    if Path(named).is_file():
+        env["RUNTOOL_CONFIG"] = str(Path(named).resolve())
+    return env
 
 
 def cmd_demo_up(args: argparse.Namespace, _: ServiceContainer | None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from runtool.demo.emulator import free_port
 from runtool.errors import UsageError
 from runtool.serve import ServeOptions, serve_command
+from tests.conftest import SeededFleet, write_toml
 
 
 def test_the_voila_command_line_hides_tracebacks_and_holds_no_token() -> None:
@@ -34,6 +36,9 @@ def test_a_base_url_that_is_not_a_plain_path_prefix_is_refused(base_url: str) ->
 @pytest.mark.parametrize("base_url", ["/", "/runtool/", "/team-a/runtool_1.2/"])
 def test_a_plain_base_url_is_taken(base_url: str) -> None:
     assert ServeOptions(base_url=base_url).validated().base_url == base_url
+
+
+CELL_OUTPUT = re.compile(r'<script type="application/vnd.voila.cell-output\+json">(.*?)</script>', re.DOTALL)
 
 
 def get(url: str, wait_s: float = 60.0) -> tuple[int, str]:
@@ -117,3 +122,31 @@ def test_of_two_servers_started_at_once_on_one_port_only_the_one_listening_says_
         for process in both:
             process.terminate()
             process.wait(timeout=30)
+
+
+def test_the_pages_load_the_configuration_the_serve_command_was_given(demo_fleet: SeededFleet, tmp_path: Path) -> None:
+    """`runtool --config FILE serve` from any folder: the page kernels (started in the notebooks' folder) read FILE."""
+    from runtool.services import ServiceContainer
+    from runtool.ui import CoveragePage
+
+    config = write_toml(demo_fleet.config.with_overrides(data_dir=tmp_path / "data"), tmp_path / "elsewhere.toml")
+    services = ServiceContainer.from_environment(config)
+    services.inventory.refresh()
+    expected = list(CoveragePage(services=services).kpis.values())
+    port = free_port()
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTOOL_")}
+    process = subprocess.Popen([str(Path(sys.executable).with_name("runtool")), "--config", str(config), "serve",
+                                "--port", str(port), "--no-preheat"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, cwd=elsewhere, env=env)
+    try:
+        get(f"http://127.0.0.1:{port}/voila/static/", 120)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/voila/render/01_temporal_coverage.ipynb",
+                                    timeout=180) as response:
+            outputs = [json.loads(text)["data"] for text in CELL_OUTPUT.findall(response.read().decode())]
+        first_screen = outputs[0]["text/html"]  # the page's static first screen (runtool.ui.snapshot)
+        assert re.findall(r'rts-kpi-value"><div class="widget-html-content">([^<]*)<', first_screen) == expected
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
