@@ -84,6 +84,10 @@ class Emulator:
         ]
 
     def start(self, timeout: float = 20.0) -> Emulator:
+        """Start the server and wait until it answers; a server this object already runs is kept (so
+        ``with emulator.start(timeout=...):`` does not leave a second one behind)."""
+        if self.process is not None and self.process.poll() is None:
+            return self
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         output = self.log.open("ab") if self.log else subprocess.DEVNULL

@@ -1,4 +1,5 @@
-"""Tests for :func:`write_fleet_tree`: a tree preloaded into fake-gcs-server holds what seeding uploads.
+"""Tests for :func:`write_fleet_tree`: a tree preloaded into fake-gcs-server holds what seeding uploads
+(and for the emulator start that preloading relies on).
 
 Both paths start from the same plan; the buckets are compared through plain ``client.list_blobs`` (names,
 sizes and the checksums each server computed) and the local roots by a walk of their files.
@@ -66,12 +67,9 @@ def test_a_preloaded_tree_holds_what_seeding_uploads(
     tree_config = fleet_config(tmp_path / "written", preloaded)
     written = write_fleet_tree(tree_config, plan, tmp_path / "tree")
     started = time.perf_counter()
-    preloaded.start(timeout=120)  # not `with`: entering would start a second server
-    try:
+    with preloaded.start(timeout=120):
         print(f"\npreloading the small fleet took {time.perf_counter() - started:.1f} s: {written}")
         actual = listing(make_client(emulator_host=preloaded.url), tree_config)
-    finally:
-        preloaded.stop()
 
     assert actual == expected
     assert replace(written, seconds=0) == replace(seeded, seconds=0)
@@ -84,3 +82,12 @@ def test_a_preloaded_tree_holds_what_seeding_uploads(
         base64.b64encode(google_crc32c.Checksum(data).digest()).decode(),
         base64.b64encode(hashlib.md5(data).digest()).decode(),
     )
+
+
+def test_entering_a_started_emulator_keeps_its_server() -> None:
+    emulator = Emulator()
+    with emulator.start() as entered:
+        assert entered is emulator
+        process = emulator.process
+        assert process is not None and emulator.start().process is process
+    assert emulator.process is None and process.poll() is not None
