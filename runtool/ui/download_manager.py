@@ -126,8 +126,9 @@ class DownloadManagerPage(Page):
             widgets.HBox([self.family, self.status_filter], layout=widgets.Layout(flex_flow="row wrap")),
             self.body,
         ]
-        # The operations (three tabs of forms) come with the grid, once the browser has drawn the rest.
-        self.actions = self._build_actions() if not self.read_only else None
+        # The operations (three tabs of forms, ~150 widget models) are built with the grid, once the browser has
+        # drawn the rest; a read-only page has none.
+        self.actions: widgets.Widget | None = None
         self.actions_slot = widgets.VBox()
         content.append(self.actions_slot)
         self.family.observe(self._family_changed, names="value")
@@ -205,7 +206,8 @@ class DownloadManagerPage(Page):
     # -- drawing -------------------------------------------------------------------------------
 
     def _show(self) -> None:
-        if self.actions is not None and self.drawn and not self.actions_slot.children:
+        if self.actions is None and self.drawn and not self.read_only:
+            self.actions = self._build_actions()
             self.actions_slot.children = [self.actions]
         reason = self.unavailable_reason()
         if reason is not None or self.services is None:
