@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +25,6 @@ from runtool.demo.emulator import Emulator
 from runtool.formatting import format_count, format_pct, format_time
 from runtool.models import LEVELS, CoverageSettings, CoverageStatistics, Filters, LaserBoxStats
 from runtool.services import ServiceContainer
-from runtool.storage import make_client
 from runtool.ui.query import selection_query
 from tests.browser.conftest import VoilaServer, screenshot
 from tests.conftest import make_config, write_toml
@@ -341,21 +342,31 @@ def test_read_only_server_has_no_refresh_button(
 # -- fleet scale: the medium demo fleet, "All" at every level ---------------------------------------------
 
 
+def tmpfs_folder() -> str | None:
+    """``/dev/shm`` when it has room for an emulator's objects, else None (the system temp folder)."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and shutil.disk_usage(shm).free >= 2**30 else None
+
+
 @pytest.fixture(scope="module")
 def medium_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The medium demo fleet (51 laser boxes, laser box ids repeated across fields, ~40,000 objects).
+    """The medium demo fleet (51 laser boxes, laser box ids repeated across fields, ~37,000 objects).
 
-    On an emulator of its own with the filesystem backend: the memory backend slows down with every object a
-    bucket holds, and would take most of an hour to take this fleet.
+    Written as files and preloaded by an emulator of its own (fake-gcs-server's ``-data``) rather than
+    uploaded: the uploads alone took 2-3 minutes (2 cores). The filesystem backend, because the memory
+    backend's load time grows with the square of a bucket's objects (~4 minutes for this fleet); its root
+    on tmpfs when there is room, because the backend fsyncs every object it writes (minutes on a busy disk).
     """
-    from runtool.demo.fleet import plan_fleet, seed_fleet
+    from runtool.demo.fleet import plan_fleet, write_fleet_tree
 
     root = tmp_path_factory.mktemp("coverage-medium")
-    with Emulator(data_dir=root / "gcs") as emulator:
-        config = make_config(root, emulator.url, raw="coverage-medium-raw", ml="coverage-medium-ml")
-        seed_fleet(config, plan_fleet("medium", 7), make_client(emulator_host=emulator.url))
-        path = write_toml(config, root / "runtool.toml")
-        # Listing 40,000 objects from disk on a loaded machine takes longer than the usual 3 s a request.
+    buckets = {"raw": "coverage-medium-raw", "ml": "coverage-medium-ml"}
+    write_fleet_tree(make_config(root, **buckets), plan_fleet("medium", 7), root / "buckets")
+    with tempfile.TemporaryDirectory(prefix="coverage-medium-gcs-", dir=tmpfs_folder()) as gcs, Emulator(
+        data_dir=Path(gcs), preload=root / "buckets"
+    ).start(timeout=MEDIUM_TIMEOUT_S / 2) as emulator:
+        path = write_toml(make_config(root, emulator.url, **buckets), root / "runtool.toml")
+        # Listing 37,000 objects from the filesystem backend on a loaded machine takes longer than 3 s a request.
         path.write_text(path.read_text(encoding="utf-8").replace("request_retry_s = 3\n", "request_retry_s = 120\n"),
                         encoding="utf-8")
         ServiceContainer.from_environment(path).inventory.refresh()
@@ -375,7 +386,7 @@ def medium_voila(medium_config: Path) -> Iterator[VoilaServer]:
 
 
 MEDIUM_TIMEOUT_S = 1800
-"""The first medium test also seeds the fleet (about 5 minutes alone, 8 on a loaded machine)."""
+"""The first medium test also sets up the fleet (about 1 minute on 2 cores, 3 on a heavily loaded machine)."""
 
 OVERLAPS = """() => {
     // Pairs of tick labels of one axis whose boxes intersect (hidden labels have no box).
