@@ -40,7 +40,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.common import RESULTS_DIR, markdown_table, median, say
+from benchmarks.common import RESULTS_DIR, markdown_table, median, say, spread
 from runtool.config import RuntoolConfig
 from runtool.demo.emulator import Emulator
 from runtool.demo.fleet import LocalRaw, plan_fleet, seed_fleet
@@ -127,10 +127,6 @@ def total_cpu(leave_out: frozenset[int] = frozenset()) -> float:
             continue
         total += times.user + times.system + times.children_user + times.children_system
     return total
-
-
-def _spread(values: list[float]) -> str:
-    return f"{median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
 
 
 def _commit() -> str:
@@ -236,7 +232,7 @@ def main() -> None:
     for name, values in times.items():
         seconds = [s for s in in_runs[name] if not math.isnan(s)]
         rows.append([
-            name, _spread(values), f"{len(coords) / median(values):.1f}", f"{baseline / median(values):.2f}×",
+            name, spread(values), f"{len(coords) / median(values):.1f}", f"{baseline / median(values):.2f}×",
             f"{median(seconds):.2f}" if seconds else "—", f"{median(cpu[name]):.2f}",
         ])
     table = markdown_table(

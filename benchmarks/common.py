@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,10 +54,12 @@ __all__ = [
     "ensure_fleet",
     "fleet_dir",
     "markdown_table",
+    "measured_commit",
     "median",
     "say",
     "seeded_demo",
     "serve_fleet",
+    "spread",
     "write_config",
 ]
 
@@ -257,6 +260,22 @@ def counted_client(url: str) -> tuple[storage.Client, RequestCounter]:
     """A fresh client for one measured method (no connections or state carried over) and its counter."""
     client = make_client(emulator_host=url)
     return client, RequestCounter(client)
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    """The median with the range of the repeats: ``2.31 (2.10–2.95)``; "—" for none."""
+    if not values:
+        return "—"
+    return f"{median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+def measured_commit(measured: Sequence[str]) -> str:
+    """The short commit, with " + uncommitted changes" when any of the ``measured`` paths differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=BENCH_DIR.parent, capture_output=True, text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *measured)
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if dirty else "")
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:

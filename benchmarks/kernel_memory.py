@@ -36,7 +36,7 @@ import psutil
 from jupyter_client.manager import KernelManager
 from jupyter_client.provisioning import LocalProvisioner
 
-from benchmarks.common import DEMO_PRESET, DEMO_SEED, RESULTS_DIR, markdown_table, median, say, seeded_demo
+from benchmarks.common import DEMO_PRESET, DEMO_SEED, RESULTS_DIR, markdown_table, median, say, seeded_demo, spread
 from runtool.demo.fleet import LocalRaw
 from runtool.models import Filters
 from runtool.ui.query import COVERAGE, DOWNLOAD_MANAGER, PER_RUN, selection_query
@@ -193,11 +193,6 @@ def _modules_uss(base: list[str], modules: list[str], env: dict[str, str]) -> fl
     return int(out.split()[-1]) / MB
 
 
-def _spread(values: list[float]) -> str:
-    """The median with the range of the repeats: ``205.1 (201.4–205.2)``."""
-    return f"{median(values):.1f} ({min(values):.1f}–{max(values):.1f})"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="kernels measured per case (default 3)")
@@ -240,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base_rss, base_uss = median(baseline.rss), median(baseline.uss)
     rows = [
-        [case.name, _spread(case.rss), _spread(case.uss), f"{median(case.pss):.1f}",
+        [case.name, spread(case.rss, 1), spread(case.uss, 1), f"{median(case.pss):.1f}",
          f"{median(case.rss) - base_rss:+.1f}", f"{median(case.uss) - base_uss:+.1f}",
          f"{median(case.uss) / base_uss:.2f}×"]
         for case in cases

@@ -27,7 +27,6 @@ import gzip
 import json
 import os
 import re
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,15 +38,16 @@ import requests
 from google.cloud import storage
 
 from benchmarks.common import (
-    BENCH_DIR,
     ML_BUCKET,
     RAW_BUCKET,
     RESULTS_DIR,
     SEED_THREADS,
     build_fleet,
     markdown_table,
+    measured_commit,
     median,
     say,
+    spread,
 )
 from runtool.demo.emulator import Emulator
 from runtool.storage import ObjectRecord, iter_objects, make_client
@@ -157,18 +157,6 @@ def seed(url: str, keys: list[tuple[str, str]]) -> float:
     return time.perf_counter() - started
 
 
-def spread(values: list[float]) -> str:
-    return f"{median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
-
-
-def commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=BENCH_DIR.parent, capture_output=True, text=True).stdout.strip()
-
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *MEASURED)
-    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if dirty else "")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=10_000)
@@ -209,7 +197,7 @@ def main() -> None:
     rows = [
         [method.name, f"{objects:,}", f"{int(median([float(n) for n in method.requests])):,} + "
          f"{int(median([float(n) for n in method.other])):,}",
-         f"{median([float(b) for b in method.received]) / objects:,.0f}", spread(method.seconds)]
+         f"{median([float(b) for b in method.received]) / objects:,.0f}", spread(method.seconds, 3)]
         for method, _ in methods.values()
     ]
     emulator_table = markdown_table(
@@ -231,10 +219,11 @@ def main() -> None:
         ["what GCS would send (from the emulator's pages)", "JSON bytes per object", "gzip bytes per object"],
         estimate)
     fields = sorted({k for page in pages for item in page.get("items", []) for k in item if k != "acl"})
+    commit = measured_commit(MEASURED)
     header = (
         f"`python -m benchmarks.listing --objects {args.objects} --repeats {args.repeats}`; fake-gcs-server (memory "
         f"backend) on loopback, {fleet.describe()} (seeded in {seed_s:.0f} s); both buckets listed single-stream per "
-        f"method and repeat; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit()}, {os.cpu_count()} cores, "
+        f"method and repeat; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}, {os.cpu_count()} cores, "
         f"load average (1/5/15 min) {'/'.join(f'{v:.1f}' for v in load_start)} at the start, "
         f"{'/'.join(f'{v:.1f}' for v in load_end)} at the end."
     )

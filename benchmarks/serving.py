@@ -56,7 +56,16 @@ from typing import Any
 import psutil
 import requests
 
-from benchmarks.common import DEMO_PRESET, DEMO_SEED, RESULTS_DIR, markdown_table, median, say, seeded_demo
+from benchmarks.common import (
+    DEMO_PRESET,
+    DEMO_SEED,
+    RESULTS_DIR,
+    markdown_table,
+    median,
+    say,
+    seeded_demo,
+    spread,
+)
 from benchmarks.page_render import BASELINE, plain_voila_command, write_baseline_notebook
 from runtool.demo.emulator import free_port
 from runtool.demo.server import VoilaProcess
@@ -333,10 +342,6 @@ class Load:
         return f"1-min load average {min(self.samples):.1f}–{max(self.samples):.1f} (sampled {len(self.samples)}×)"
 
 
-def _spread(values: list[float]) -> str:
-    return f"{median(values):.2f} ({min(values):.2f}–{max(values):.2f})" if values else "—"
-
-
 def part_a(browser: Any, servers: dict[str, Server], queries: dict[str, tuple[str, ...]], repeats: int, burst: int,
            load: Load) -> tuple[list[str], list[str]]:
     """(a) and issue 12: every page, preheated or not, against the baseline; before/after the guards."""
@@ -385,14 +390,14 @@ def part_a(browser: Any, servers: dict[str, Server], queries: dict[str, tuple[st
         return f"{median(case.seconds) / base:.2f}×" if case.seconds else "—"
 
     titles = {COVERAGE: "Coverage", PER_RUN: "Per-run", DOWNLOAD_MANAGER: "Download manager"}
-    rows = [["Baseline: plain Voila, one-cell notebook printing \"ok\"", _spread(baseline.seconds), "1.00×",
+    rows = [["Baseline: plain Voila, one-cell notebook printing \"ok\"", spread(baseline.seconds), "1.00×",
              "—", "—", "—", "—"]]
     for page in PAGES:
         for query in ("", *queries.get(page, ())):
             pre, cold = grid[("preheated", page, query)], grid[("no-preheat", page, query)]
             label = f"{titles.get(page, page)}, " + (f"`?{query}`" if query else "no query")
-            rows.append([label, _spread(pre.seconds), ratio(pre), _spread(cold.seconds), ratio(cold),
-                         _spread(pre.live), _spread(pre.drawn) if page in DRAWN else "—"])
+            rows.append([label, spread(pre.seconds), ratio(pre), spread(cold.seconds), ratio(cold),
+                         spread(pre.live), spread(pre.drawn) if page in DRAWN else "—"])
     table_a = markdown_table(
         ["GET → first content (s: median (min–max))", "preheated", "× baseline", "--no-preheat", "× baseline",
          "preheated, live widgets", "preheated, charts/grid drawn"],
@@ -406,7 +411,7 @@ def part_a(browser: Any, servers: dict[str, Server], queries: dict[str, tuple[st
     for page in PAGES:
         after = grid[("no-preheat", page, "")]
         both = after.seconds and before[page].seconds
-        rows_12.append([titles.get(page, page), _spread(before[page].seconds), _spread(after.seconds),
+        rows_12.append([titles.get(page, page), spread(before[page].seconds), spread(after.seconds),
                         f"{median(after.seconds) / median(before[page].seconds):.2f}×" if both else "—"])
     table_12 = markdown_table(
         ["First render, no query (s: median (min–max))", "before: plain Voila, same options, no guards",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 
-from benchmarks.common import BENCH_DIR, RESULTS_DIR, markdown_table, median, say
+from benchmarks.common import RESULTS_DIR, markdown_table, measured_commit, median, say, spread
 from benchmarks.relay import NetworkRelay, NetworkShape
 from runtool.config import RuntoolConfig
 from runtool.demo.emulator import Emulator
@@ -74,18 +73,6 @@ def plain_case(url: str, target: Path) -> Callable[[], None]:
         make_client(emulator_host=url).bucket(BUCKET).blob(KEY).download_to_filename(str(target))
 
     return go
-
-
-def spread(values: list[float]) -> str:
-    return f"{median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
-
-
-def commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=BENCH_DIR.parent, capture_output=True, text=True).stdout.strip()
-
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *MEASURED)
-    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if dirty else "")
 
 
 def crc_costs(path: Path, size: int, slice_bytes: int) -> tuple[float, float]:
@@ -164,10 +151,11 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_end = os.getloadavg()
+    commit = measured_commit(MEASURED)
     header = (
         f"`python -m benchmarks.sliced --mib {args.mib} --repeats {args.repeats} --latency-ms {args.latency_ms:g} "
         f"--stream-mbps {args.stream_mbps:g} --streams {args.streams} --slice-mib {args.slice_mib}`; one object, "
-        f"fake-gcs-server (memory backend); {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit()}, "
+        f"fake-gcs-server (memory backend); {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}, "
         f"{os.cpu_count()} cores, load average (1/5/15 min) {'/'.join(f'{v:.1f}' for v in load_start)} at the "
         f"start, {'/'.join(f'{v:.1f}' for v in load_end)} at the end; {args.repeats} repeats, every case once per "
         f"repeat. Goal: sliced ≥ {GOAL:g}× the single stream through the relay."

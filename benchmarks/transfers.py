@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from google.cloud import storage
 
-from benchmarks.common import BENCH_DIR, RESULTS_DIR, markdown_table, median, say
+from benchmarks.common import RESULTS_DIR, markdown_table, measured_commit, median, say, spread
 from runtool.config import RuntoolConfig
 from runtool.demo.emulator import Emulator
 from runtool.models import RunCoordinate
@@ -94,18 +93,6 @@ def runtool_cli(config: RuntoolConfig, run: RunCoordinate) -> Callable[[], None]
         assert result.ok, result.summary()
 
     return go
-
-
-def spread(values: list[float]) -> str:
-    return f"{median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
-
-
-def commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=BENCH_DIR.parent, capture_output=True, text=True).stdout.strip()
-
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *MEASURED)
-    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if dirty else "")
 
 
 def main() -> None:
@@ -171,10 +158,11 @@ def main() -> None:
         title = f"{files} files × {mib} MiB" + (" (one run, the CLI's path)" if group == "cli" else "")
         sections.append(f"**{title}**\n\n" + markdown_table(
             ["method", "seconds: median (min–max)", "MB/s (median)", "vs baseline (medians)"], rows))
+    commit = measured_commit(MEASURED)
     header = (
         f"`python -m benchmarks.transfers --files {args.files} --mib {args.mib} --cli-files {args.cli_files} "
         f"--cli-mib {args.cli_mib} --repeats {args.repeats}`; fake-gcs-server (memory backend) on loopback; "
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit()}, {os.cpu_count()} cores, load average "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}, {os.cpu_count()} cores, load average "
         f"(1/5/15 min) {'/'.join(f'{v:.1f}' for v in load_start)} at the start, "
         f"{'/'.join(f'{v:.1f}' for v in load_end)} at the end; {args.repeats} repeats, every case once per repeat."
     )
