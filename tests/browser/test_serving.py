@@ -129,6 +129,23 @@ def test_opening_and_closing_pages_leaves_no_kernel(contexts: Contexts, serve: C
     record_property("voila_rss_mb", report)
 
 
+def test_a_closed_tab_stops_its_preheated_kernel_and_the_pool_refills(
+    contexts: Contexts, serve: Callable[..., ServeProcess]
+) -> None:
+    """With preheating (the default), closing the tab stops the page's kernel by the leave beacon, not by the
+    culling (10 min away); the pool has a new kernel for the next viewer. Counting kernels alone would hide a
+    leak here: the refill replaces the taken kernel, so the kernel's own id is followed."""
+    server = serve("--pool-size", "1", "--cull-idle", "600")
+    waiting_pool(server, len(PAGES))
+    for page in (COVERAGE, PAGES[3]):
+        tab = contexts.new_page()
+        kernel = open_page(tab, server, page)
+        tab.close(run_before_unload=True)
+        server.wait_kernels(gone(kernel), 30, f"the preheated kernel of a closed {page} tab stopped")
+        assert f"Kernel shutdown: {kernel}" in server.log_text()
+    waiting_pool(server, len(PAGES))
+
+
 # -- 4. the kernel cap -----------------------------------------------------------------------------------------
 
 
