@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -39,6 +40,16 @@ def test_a_plain_base_url_is_taken(base_url: str) -> None:
 
 
 CELL_OUTPUT = re.compile(r'<script type="application/vnd.voila.cell-output\+json">(.*?)</script>', re.DOTALL)
+
+
+def test_the_printed_url_is_one_the_server_answers_to() -> None:
+    assert ServeOptions(ip="::1").url_host == "[::1]"  # not 127.0.0.1: another server may listen there
+    assert ServeOptions(ip="localhost").url_host == "127.0.0.1"
+    # On every interface: the first allowed host name, else an address (the host check takes any IP address,
+    # but not this machine's name unless it is allowed).
+    assert ServeOptions(ip="0.0.0.0", allowed_hosts=("runtool.example.org",)).url_host == "runtool.example.org"
+    ipaddress.ip_address(ServeOptions(ip="0.0.0.0").url_host)
+    ipaddress.ip_address(ServeOptions(ip="::").url_host.strip("[]"))
 
 
 def get(url: str, wait_s: float = 60.0) -> tuple[int, str]:

@@ -83,8 +83,10 @@ class ServeOptions:
             raise UsageError(f"--port {self.port} is not a TCP port (1..65535)")
         if not self.ip or any(c.isspace() or c in "/[]" for c in self.ip):
             raise UsageError(f"--ip {self.ip!r} is not an address to listen on")
-        if not (self.base_url.startswith("/") and self.base_url.endswith("/")) or "//" in self.base_url:
+        if not (self.base_url.startswith("/") and self.base_url.endswith("/")):
             raise UsageError(f"--base-url {self.base_url!r} must start and end with / (e.g. /runtool/)")
+        if "//" in self.base_url or {".", ".."} & set(self.base_url.split("/")):
+            raise UsageError(f"--base-url {self.base_url!r} may not hold an empty, . or .. segment (e.g. /runtool/)")
         if not BASE_URL.fullmatch(self.base_url):
             raise UsageError(f"--base-url {self.base_url!r} may hold only letters, digits and - . _ ~ between its "
                              "slashes (a path prefix, no query, fragment, space or %)")
@@ -104,11 +106,15 @@ class ServeOptions:
 
     @property
     def url_host(self) -> str:
-        """The address to print for the pages (this machine's for a server on every interface)."""
+        """The address to print for the pages, one the server answers to: for a server on every interface the
+        first ``--allowed-host``, else this machine's address on its default route (an IP address passes the host
+        check; the machine's name may not)."""
+        if self.ip == "::1":
+            return "[::1]"
         if self.loopback:
             return "127.0.0.1"
         if self.ip in ("0.0.0.0", "::"):
-            return socket.gethostname()
+            return self.allowed_hosts[0] if self.allowed_hosts else _default_address(self.ip == "::")
         return f"[{self.ip}]" if ":" in self.ip else self.ip
 
     def page_url(self, token: str | None, page: str = PAGES[0]) -> str:
@@ -121,6 +127,19 @@ UNCLAIMED_S = 60
 """A page kernel no browser connected to is stopped once idle this long (or a quarter of the culling time, if
 shorter, but never under 10 s: a browser needs a few seconds to load a page): its viewer left before the page
 loaded (tab closed, reload), so no leave beacon will come."""
+
+
+def _default_address(ipv6: bool) -> str:
+    """This machine's address on its default route (no packet is sent); the loopback address without one."""
+    family, probe, loopback = (socket.AF_INET6, "2001:db8::1", "[::1]") if ipv6 else (
+        socket.AF_INET, "192.0.2.1", "127.0.0.1")
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((probe, 9))
+            address = str(sock.getsockname()[0])
+    except OSError:
+        return loopback
+    return f"[{address}]" if ipv6 else address
 
 
 def serve_command(options: ServeOptions) -> list[str]:

@@ -24,6 +24,7 @@ Voila 0.5 it:
 
 from __future__ import annotations
 
+import html
 import ipaddress
 import json
 import os
@@ -250,6 +251,14 @@ class ReportsHandler(JupyterHandler):
         super().set_default_headers()
         self.set_header("Cache-Control", "no-cache")  # a report rendered again keeps its name
         self.set_header("Referrer-Policy", "same-origin")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """A short page saying what went wrong (Jupyter's error template needs settings Voila does not have)."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        reason = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(f"<!doctype html><title>{status_code}</title><p>{html.escape(str(reason))} "
+                    f'(<a href="{html.escape(self.base_url, quote=True)}{REPORTS_PATH}">all reports</a>)</p>')
 
     @web.authenticated
     async def get(self, path: str = "") -> None:
