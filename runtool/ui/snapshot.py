@@ -23,7 +23,11 @@ import ipywidgets as widgets
 __all__ = ["SNAPSHOT_CLASS", "snapshot_html"]
 
 SNAPSHOT_CLASS = "rts-snapshot"
-_HIDE_WHEN_LIVE = f"<style>body:has(.rt-page) .{SNAPSHOT_CLASS} {{ display: none; }}</style>"
+_HIDE_WHEN_LIVE = (
+    f"<style>body:has(.rt-page) .{SNAPSHOT_CLASS} {{ display: none; }}"
+    # An HTML output keeps 20 px on its right that a widget output does not: the copy takes the live page's width.
+    f".jp-RenderedHTMLCommon:has(> .{SNAPSHOT_CLASS}) {{ padding-right: 0; }}</style>"
+)
 _CLASS_ATTRIBUTE = re.compile(r"""\bclass=(["'])(.*?)\1""", re.DOTALL)
 _RT_CLASS = re.compile(r"(?<![\w-])rt-")
 _RT_SELECTOR = re.compile(r"\.rt-")
@@ -71,12 +75,17 @@ def _render(widget: widgets.Widget) -> Iterator[str]:
         yield _inline(widget, "widget-checkbox", f'<input type="checkbox" disabled{checked}>')
     elif isinstance(widget, widgets.Text | widgets.Textarea | widgets.IntText | widgets.FloatText
                     | widgets.BoundedIntText | widgets.BoundedFloatText | widgets.DatePicker):
-        value = "" if widget.value is None else str(widget.value)
+        value = "" if widget.value is None else _number(widget.value)
         placeholder = html.escape(str(getattr(widget, "placeholder", "") or ""), quote=True)
         yield _inline(widget, "widget-text",
                       f'<input type="text" disabled value="{html.escape(value, quote=True)}" '
                       f'placeholder="{placeholder}">')
     # Anything else (charts, grids, outputs, signals) has no static form: the live page brings it.
+
+
+def _number(value: object) -> str:
+    """A field's value as the live field shows it: 17.0 as 17."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _box(widget: widgets.Widget, kind: str, children: tuple[widgets.Widget, ...] | list[widgets.Widget]
