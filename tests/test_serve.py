@@ -98,9 +98,10 @@ def test_sigterm_right_after_start_leaves_no_voila_behind(tmp_path: Path) -> Non
     deadline = time.monotonic() + 60
     while not voilas(port) and time.monotonic() < deadline:  # Voila is starting (not listening yet)
         time.sleep(0.05)
-    assert voilas(port), "Voila never started"
+    started = bool(voilas(port))
     process.terminate()
     process.wait(timeout=30)
+    assert started, "Voila never started"
     deadline = time.monotonic() + 20
     while voilas(port) and time.monotonic() < deadline:
         time.sleep(0.3)
