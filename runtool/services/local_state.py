@@ -188,6 +188,13 @@ class LocalStateService:
             self._runs, self._table, self.anomalies = runs, None, anomalies
             self.version += 1
 
+    def rescan(self) -> bool:
+        """Scan again; whether anything changed since the last scan (a download, an extraction, a deletion)."""
+        with self._lock:
+            before = self._runs
+        self.scan()
+        return self._runs != before
+
     def refresh_run(self, coord: RunCoordinate) -> LocalRun:
         """Re-read one run after an operation changed it."""
         run = self._read_run(coord)

@@ -47,9 +47,9 @@ def open_page(page_class: type[P]) -> P:
     A preheated kernel builds the page of a link without a query before the request arrives; a request without
     a query (most of them) gets that page, and any other finds every code path warm (a fresh kernel's first page
     takes several times longer than its next). If the inventory cache changed while the kernel waited (a
-    refresh by another viewer or the CLI), the page is built again from it, so a preheated page is never older
-    than its request. The page is progressive: its charts and grids come once the browser has drawn the rest
-    (:class:`~runtool.ui.page.Page`).
+    refresh by another viewer or the CLI), the page is built again from it; the local copies are scanned again
+    (a download meanwhile redraws the page). So a preheated page is never older than its request. The page is
+    progressive: its charts and grids come once the browser has drawn the rest (:class:`~runtool.ui.page.Page`).
     """
     try:
         services: ServiceContainer | None = ServiceContainer.from_environment()
@@ -65,12 +65,16 @@ def open_page(page_class: type[P]) -> P:
         ready = page_class(services=services, query="", progressive=True)
         wait_for_viewer()
         changed = _stamp(services.inventory.cache_path) != stamp
+        # Local copies may have changed while the kernel waited (a download by the CLI or another viewer).
+        local_changed = services.local.rescan()
         if changed or os.environ.get("QUERY_STRING"):
             close_tree(ready.widget)
             page = page_class(services=ServiceContainer.from_environment() if changed else services,
                               progressive=True)
         else:
             page = ready
+            if local_changed:
+                page.render()
     page.sent()
     return page
 

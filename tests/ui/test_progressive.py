@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from runtool.models import LEVELS, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.ui import CoveragePage, DownloadManagerPage, serving
 from runtool.ui.drawn import DrawnSignal
@@ -127,4 +128,28 @@ def test_a_preheated_kernel_builds_the_plain_page_before_the_request(
     assert (page is built[0]) is reused and len(built) == (1 if reused else 2)
     assert page.filters.cid == ("nowhere" if query else None)
     assert page.drawn_signal is not None and page.drawn_signal._timer is not None  # armed once sent
+    page.drawn_signal.fire()
+
+
+def test_a_download_while_the_kernel_waited_shows_on_the_page_built_before(
+    services: ServiceContainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Local copies change without an inventory refresh (the CLI downloads a run): the page built before the
+    request must not show them as they were."""
+    monkeypatch.setenv("RUNTOOL_CONFIG", str(write_toml(services.config, tmp_path / "runtool.toml")))
+    monkeypatch.setenv("VOILA_PREHEAT", "True")
+    monkeypatch.setenv("RUNTOOL_DRAWN_FALLBACK_S", "3600")
+    runs = services.data_state.all_runs()
+    coord = RunCoordinate(*(str(runs[runs["raw_bags"] > 0].iloc[0][level]) for level in (*LEVELS, "timestamp")))
+    before = DownloadManagerPage(services=services).kpis["Bags cloud / local"]
+
+    def download_meanwhile() -> None:
+        services.transfers.execute(services.transfers.plan_raw_download(coord))
+        monkeypatch.setenv("QUERY_STRING", "")
+
+    monkeypatch.setattr(serving, "wait_for_viewer", download_meanwhile)
+    page = serving.open_page(DownloadManagerPage)
+    local = int(page.kpis["Bags cloud / local"].split(" / ")[1].replace(",", ""))
+    assert local == int(before.split(" / ")[1].replace(",", "")) + int(runs[runs["raw_bags"] > 0].iloc[0]["raw_bags"])
+    assert page.drawn_signal is not None
     page.drawn_signal.fire()
