@@ -118,11 +118,11 @@ def test_an_open_page_leaves_out_what_it_does_not_show(
     """The page's own notebook, run as Voila runs it (query in QUERY_STRING), over a scanned inventory."""
     notebook = json.loads(files("runtool.notebooks").joinpath(page.notebook).read_text(encoding="utf-8"))
     cells = ast.parse("\n".join("".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"))
-    # The notebook ends with the page's widget, which Voila displays: keep it, to check the page was built.
+    # The notebook ends by showing its page (show_page returns it): keep it, to check the page was built.
     shown = cells.body[-1]
     assert isinstance(shown, ast.Expr)
-    cells.body[-1] = ast.Assign(targets=[ast.Name("widget", ast.Store())], value=shown.value)
-    code = ast.unparse(ast.fix_missing_locations(cells)) + "\nassert widget.children, 'the page built nothing'"
+    cells.body[-1] = ast.Assign(targets=[ast.Name("page", ast.Store())], value=shown.value)
+    code = ast.unparse(ast.fix_missing_locations(cells)) + "\nassert page.widget.children, 'the page built nothing'"
     query = selection_query(FLEET[0].coordinate.to_filters() if page is PER_RUN else Filters(cid=LB01.split("/")[0]))
     env = {**os.environ, "RUNTOOL_CONFIG": str(write_toml(services.config, tmp_path / "runtool.toml")),
            "QUERY_STRING": query}
