@@ -55,13 +55,13 @@ def open_page(page_class: type[P]) -> P:
         services: ServiceContainer | None = ServiceContainer.from_environment()
     except ConfigError:
         services = None  # the page reads the configuration again and shows the error as a message
+    # Stamped before the cache is read, so a cache replaced while it is read counts as changed.
+    stamp = _stamp(services.inventory.cache_path) if services is not None else None
     if not preheated() or services is None or not services.inventory.has_data:
         # Without an inventory a page starts a scan: only for a viewer.
         wait_for_viewer()
         page = page_class(services=services, progressive=True)
     else:
-        # Stamped before reading, so a cache replaced during the build counts as changed.
-        stamp = _stamp(services.inventory.cache_path)
         ready = page_class(services=services, query="", progressive=True)
         wait_for_viewer()
         changed = _stamp(services.inventory.cache_path) != stamp
