@@ -14,7 +14,8 @@ Voila 0.5 it:
   only this machine read the request info a preheated kernel waits for;
 - takes the token from the environment (``RUNTOOL_SERVE_TOKEN``), never from its command line;
 - replaces a preheated kernel that died or was restarted before a viewer took it (a kernel restarted by Jupyter's
-  restarter keeps its id but not its page: Voila would hand it to the next viewer, who got an empty page);
+  restarter keeps its id but not its page: Voila would hand it to the next viewer, who got an empty page), and
+  stops a viewer's kernel that died instead of letting the restarter bring it back empty;
 - stops a viewer's kernel no browser ever connected to once it has been idle ``unclaimed_s`` (a tab closed or
   reloaded before its page loaded sends no leave beacon: such kernels held places under the cap for minutes);
 - serves the rendered run reports (:class:`ReportsHandler`): ``runtool/reports/`` lists them, newest first (the
@@ -339,10 +340,10 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
     async def start_kernel(self, *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
         kernel_id: str = await super().start_kernel(*args, **kwargs)
         app = self.parent
-        if isinstance(app, RuntoolVoila) and (kwargs.get("env") or {}).get("VOILA_PREHEAT") == "True":
+        if isinstance(app, RuntoolVoila):
             kernel = self.get_kernel(kernel_id)
             for event in ("restart", "dead"):
-                kernel.add_restart_callback(lambda: app.preheated_kernel_lost(kernel_id), event)
+                kernel.add_restart_callback(lambda: app.kernel_lost(kernel_id), event)
         return kernel_id
 
 
@@ -386,7 +387,7 @@ class RuntoolVoila(Voila):
         self.claimed_kernels: set[str] = set()
         """Kernels a browser has connected to (their page loaded)."""
         self.unpooled_kernels: set[str] = set()
-        """Preheated kernels replaced in their pool and still to be stopped."""
+        """Kernels still to be stopped: preheated ones replaced in their pool, viewers' ones that died."""
         # A preheated kernel fetches its request's info from this server: at an address the server listens on.
         os.environ["VOILA_APP_IP"] = "127.0.0.1" if served_ip in ("0.0.0.0", "::", "") else served_ip
 
@@ -404,8 +405,7 @@ class RuntoolVoila(Voila):
         return handlers
 
     def start(self) -> None:
-        if self.voila_configuration.preheat_kernel:
-            PeriodicCallback(self._replace_dead_pool_kernels, self.pool_check_s * 1000).start()
+        PeriodicCallback(self._replace_dead_pool_kernels, self.pool_check_s * 1000).start()
         PeriodicCallback(self._stop_unclaimed_kernels, max(1, min(10, self.unclaimed_s // 3)) * 1000).start()
         super().start()
 
@@ -453,15 +453,22 @@ class RuntoolVoila(Voila):
         stopping: set[str] = getattr(self.kernel_manager, "stopping", set())
         return set(self.kernel_manager.list_kernel_ids()) - self.pooled_kernels() - stopping
 
-    def preheated_kernel_lost(self, kernel_id: str) -> None:
-        """Called when a preheated kernel restarted or died: if no viewer has it yet, it is replaced at once."""
-        self.lost_pool_kernels.add(kernel_id)
+    def kernel_lost(self, kernel_id: str) -> None:
+        """Called when a kernel restarted or died. A preheated one no viewer has yet is replaced at once. A viewer's
+        is stopped: Jupyter's restarter brings it back empty, and the viewer's page already says the session ended
+        (kept, it would hold a place under the cap until the idle culling)."""
+        if kernel_id in self.pooled_kernels():
+            self.lost_pool_kernels.add(kernel_id)
+        else:
+            self.log.warning("the kernel %s of a viewer stopped; it is not restarted", kernel_id)
+            self.unpooled_kernels.add(kernel_id)
         IOLoop.current().add_callback(self._replace_dead_pool_kernels)
         # The restart is under way now: the replaced kernel can be stopped once it is over.
         IOLoop.current().call_later(5, self._replace_dead_pool_kernels)
 
     async def _replace_dead_pool_kernels(self) -> None:
-        """Drop a preheated kernel whose page stopped or was lost before a viewer came, and refill its pool."""
+        """Drop a preheated kernel whose page stopped or was lost before a viewer came, and refill its pool; stop
+        the kernels marked to be stopped."""
         manager = self.kernel_manager
         stopped = []
         for notebook, pool in list(getattr(manager, "_pools", {}).items()):

@@ -189,6 +189,10 @@ def test_a_killed_page_kernel_shows_the_session_notice(contexts: Contexts, serve
     expect(notice).to_be_visible(timeout=WAIT_S * 1000)
     expect(notice).to_contain_text("Reload the page")
     screenshot(tab, "serve-kernel-died")
+    # Jupyter's restarter brings the kernel back empty under the same id: the server stops it, so it holds no
+    # place under the cap until the idle culling.
+    poll(lambda: kernel not in server.kernels(), WAIT_S, what="the dead viewer's kernel stopped, not restarted")
+    assert "it is not restarted" in server.log_text()
 
 
 def test_a_killed_preheated_kernel_is_replaced_and_its_page_still_opens(
