@@ -105,7 +105,7 @@ class DownloadManagerPage(Page):
         self.csv_button = widgets.Button(icon="table", layout=widgets.Layout(width="auto")).add_class("rt-prepare-csv")
         self.csv_button.on_click(lambda _: self._update_csv(prepare=True))
         self.csv_row = widgets.HBox(layout=widgets.Layout(align_items="center"))
-        self.grid.grid.observe(lambda _change: self._update_csv(), names="_visible_rows")
+        self.grid.on_view_change(self._update_csv)
         self.table_view = widgets.VBox().add_class("rt-view-table")
         self.body = widgets.VBox([self.empty_state])
         self.overview: pd.DataFrame | None = None

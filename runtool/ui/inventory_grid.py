@@ -204,54 +204,79 @@ class InventoryGrid:
 
     def __init__(self) -> None:
         self.rows = pd.DataFrame(columns=[*COLUMNS, "sync", "can_download", "can_upload"])
-        self.grid = DataGrid(
-            self.rows[list(COLUMNS)],
-            selection_mode="row",
-            header_visibility="column",
-            base_row_size=self.ROW_PX,
-            base_column_size=100,
-            column_widths={"Laser box": 190, "Start (UTC)": 130, "Status": 120, "Cloud bags": 105, "Local bags": 100,
-                           "Cloud labels": 112, "Local labels": 110, "Cloud size": 100, "Local size": 100,
-                           "Issues": 360, "Run": 520},
-            renderers={
-                "Status": TextRenderer(background_color=_status_colours(), text_color="#ffffff"),
-                **{name: TextRenderer(format=",d", horizontal_alignment="right") for name in COLUMNS[3:7]},
-                **{name: TextRenderer(text_value=_size_text(), horizontal_alignment="right") for name in SIZE_COLUMNS},
-            },
-            layout={"height": f"{self.CHROME_PX + self.ROW_PX}px", "width": "100%"},
-        ).add_class("rt-inventory-grid")
+        self._grid: DataGrid | None = None
         self._on_select: list[Callable[[list[str]], None]] = []
+        self._on_view: list[Callable[[], None]] = []
         self._sort: tuple[str, bool] | None = None
         self._header_clicked = float("-inf")
         self._kept: list[dict[str, Any]] = []
-        self.grid.observe(self._selection_changed, names="selections")
-        self.grid.on_cell_click(self._cell_clicked)
+
+    @property
+    def created(self) -> bool:
+        """Whether the grid widget exists (until it is shown, its model and JavaScript are not sent to a browser)."""
+        return self._grid is not None
+
+    @property
+    def grid(self) -> DataGrid:
+        """The ipydatagrid, created at first use with the rows, sort and callbacks given so far."""
+        if self._grid is None:
+            self._grid = DataGrid(
+                self.rows[list(COLUMNS)],
+                selection_mode="row",
+                header_visibility="column",
+                base_row_size=self.ROW_PX,
+                base_column_size=100,
+                column_widths={"Laser box": 190, "Start (UTC)": 130, "Status": 120, "Cloud bags": 105,
+                               "Local bags": 100, "Cloud labels": 112, "Local labels": 110, "Cloud size": 100,
+                               "Local size": 100, "Issues": 360, "Run": 520},
+                renderers={
+                    "Status": TextRenderer(background_color=_status_colours(), text_color="#ffffff"),
+                    **{name: TextRenderer(format=",d", horizontal_alignment="right") for name in COLUMNS[3:7]},
+                    **{name: TextRenderer(text_value=_size_text(), horizontal_alignment="right")
+                       for name in SIZE_COLUMNS},
+                },
+                layout={"height": self._height(), "width": "100%"},
+            ).add_class("rt-inventory-grid")
+            self._grid.observe(self._selection_changed, names="selections")
+            self._grid.observe(lambda _change: [callback() for callback in self._on_view], names="_visible_rows")
+            self._grid.on_cell_click(self._cell_clicked)
+            if self._sort is not None:
+                self._apply_sort()
+        return self._grid
+
+    def _height(self) -> str:
+        return f"{min(self.MAX_HEIGHT_PX, self.CHROME_PX + self.ROW_PX * max(1, len(self.rows)))}px"
 
     def show(self, rows: pd.DataFrame) -> None:
         """Show ``rows`` (from :func:`inventory_rows`); the selection is cleared, a header sort stays."""
         self.rows = rows
-        self.grid.selections = []
-        self.grid.data = rows[list(COLUMNS)]
+        if self._grid is None:
+            return  # the grid is made with these rows when it is first used
+        self._grid.selections = []
+        self._grid.data = rows[list(COLUMNS)]
         if self._sort is not None:
             self._apply_sort()
-        height = min(self.MAX_HEIGHT_PX, self.CHROME_PX + self.ROW_PX * max(1, len(rows)))
-        self.grid.layout.height = f"{height}px"
+        self._grid.layout.height = self._height()
 
     def on_select(self, callback: Callable[[list[str]], None]) -> None:
         self._on_select.append(callback)
+
+    def on_view_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the grid's own sorting or filtering changes the rows it shows."""
+        self._on_view.append(callback)
 
     def _visible(self) -> Sequence[int]:
         """Data row positions in the order the grid shows them (after its own sorting and filtering).
 
         ipydatagrid exposes that order only as this synced trait.
         """
-        return self.grid._visible_rows or range(len(self.rows))
+        return (self._grid._visible_rows if self._grid is not None else None) or range(len(self.rows))
 
     def selected_runs(self) -> list[str]:
         """Paths of the selected runs, in the order the grid shows them."""
         visible = self._visible()
         chosen: list[int] = []
-        for rect in self.grid.selections:
+        for rect in self._grid.selections if self._grid is not None else []:
             for position in range(int(rect["r1"]), int(rect["r2"]) + 1):
                 if 0 <= position < len(visible) and visible[position] < len(self.rows):
                     chosen.append(int(visible[position]))
@@ -271,7 +296,8 @@ class InventoryGrid:
         self.grid.selections = [{"r1": r, "c1": 0, "r2": r, "c2": len(COLUMNS) - 1} for r in rows]
 
     def clear(self) -> None:
-        self.grid.selections = []
+        if self._grid is not None:
+            self._grid.selections = []
 
     @property
     def sort(self) -> tuple[str, bool] | None:
@@ -281,7 +307,8 @@ class InventoryGrid:
     def sort_by(self, column: str) -> None:
         """Sort by ``column``: ascending first, descending when it already sorts ascending by it."""
         self._sort = (column, self._sort == (column, False))
-        self._apply_sort()
+        if self._grid is not None:
+            self._apply_sort()
 
     def _apply_sort(self) -> None:
         assert self._sort is not None
