@@ -4,7 +4,10 @@
 action (:class:`~runtool.models.NextAction`): a run without local bags, with bags the cloud has but the local
 copy lacks, or with a local bag of the wrong size, is downloaded (the bags already there are skipped, or
 verified when one has the wrong size), a run with bags but no current extraction is extracted, and every
-run is analysed (a current analysis cache makes that a read). :class:`~runtool.services.reports.ReportService`
+run is analysed (a current analysis cache makes that a read). ``cancel`` stops one run's update in its
+download or extraction, or between steps, with :class:`PipelineCancelled`: the transfer and extraction services
+write through temporary files renamed into place, so the bags already complete are kept and nothing is half
+written. :class:`~runtool.services.reports.ReportService`
 runs it before executing its notebook; the CLI's ``runtool analyze [filters] --yes`` runs it over a selection.
 
 A selection runs on the :mod:`~runtool.services.executor`, one run per unit: a run that fails is reported
@@ -27,8 +30,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError
-from runtool.formatting import format_count_of
+from runtool.formatting import format_bytes, format_count_of
 from runtool.models import LEVELS, Filters, NextAction, RunCoordinate, RunState, SyncStatus
+from runtool.services.extraction import ExtractionCancelled
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,9 +40,11 @@ if TYPE_CHECKING:
     from runtool.extract.outputs import ExtractionProgress
     from runtool.services.container import ServiceContainer
     from runtool.services.executor import Executor, RunOutcome
+    from runtool.services.transfers import TransferProgress
 
 __all__ = [
     "RUNS_AT_ONCE",
+    "PipelineCancelled",
     "PipelineError",
     "PipelineFailure",
     "PipelineOutcome",
@@ -69,13 +75,19 @@ class PipelineError(RuntoolError):
         self.step = step
 
 
+class PipelineCancelled(PipelineError):
+    """A run's update was cancelled; ``step`` is the step it stopped in or before. What the steps before it
+    completed is kept (complete bags, a complete extraction); the stopped step left nothing half written."""
+
+
 @dataclass(frozen=True)
 class PipelineProgress:
-    """One step of one run."""
+    """One step of one run; ``fraction`` is how far the step is (0-1) when it is known (download, extraction)."""
 
     coordinate: RunCoordinate
     step: PipelineStep
     message: str
+    fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -202,34 +214,55 @@ class RunPipeline:
         self.services = services
 
     def bring_up_to_date(
-        self, coord: RunCoordinate, progress: PipelineProgressCallback | None = None, force: bool = False
+        self,
+        coord: RunCoordinate,
+        progress: PipelineProgressCallback | None = None,
+        force: bool = False,
+        cancel: threading.Event | None = None,
     ) -> RunUpdate:
         """Download what is missing, extract, analyse (``force`` recomputes a current analysis).
 
+        ``cancel`` is passed to the download and the extraction, which stop at their next chunk or bag, and is
+        checked before each step; once the analysis has started it runs to its end (it takes seconds).
+
         Raises:
             ReadOnlyError: the services are read-only.
+            PipelineCancelled: ``cancel`` was set; the message names the step and what is kept.
             PipelineError: the run has no raw bags anywhere, or a step failed (named with its cause).
         """
         self._refuse_read_only()
         services = self.services
         started = time.perf_counter()
 
-        def notify(step: PipelineStep, message: str) -> None:
+        def notify(step: PipelineStep, message: str, fraction: float | None = None) -> None:
             if progress is not None:
-                progress(PipelineProgress(coord, step, message))
+                progress(PipelineProgress(coord, step, message, fraction))
 
+        def check_cancel(step: PipelineStep, kept: str) -> None:
+            if cancel is not None and cancel.is_set():
+                raise PipelineCancelled(f"Bringing {coord} up to date was cancelled before the {step} step; "
+                                        f"{kept}.", coord, step)
+
+        check_cancel("check", "nothing was changed")
         notify("check", "Checking the run's state")
         with _step(coord, "check"):
             state = services.data_state.get_complete_run_state(coord)
             check_has_bags(state, services.config)
         steps: list[PipelineStep] = []
         if state.next_action is NextAction.DOWNLOAD:
+            check_cancel("download", "nothing was changed")
             with _step(coord, "download"):
                 # Verify replaces a local bag of the wrong size, which skip would keep.
                 plan = services.transfers.plan_raw_download(coord, conflict="verify" if state.differing_bags
                                                             else "skip")
-                notify("download", plan.describe())
-                result = services.transfers.execute(plan)
+                notify("download", plan.describe(), 0.0)
+                result = services.transfers.execute(plan, progress=_download_notifier(notify), cancel=cancel)
+            if result.cancelled:
+                kept = result.count("transferred") + result.count("skipped")
+                raise PipelineCancelled(
+                    f"Bringing {coord} up to date was cancelled during the download: "
+                    f"{format_count_of(kept, 'complete bag')} kept of {len(plan.files)}, no partial file left; "
+                    "bring it up to date again to resume.", coord, "download")
             if not result.ok:
                 failed = [o for o in result.outcomes if o.status in ("failed", "cancelled")]
                 details = "; ".join(f"{o.file.name}: {o.error or o.status}" for o in failed)
@@ -237,14 +270,24 @@ class RunPipeline:
                                     f"bags: {details}", coord, "download")
             steps.append("download")
         if state.next_action in (NextAction.DOWNLOAD, NextAction.EXTRACT):
-            notify("extract", "Extracting the bags")
+            check_cancel("extract", "the downloaded bags are kept" if steps else "nothing was changed")
+            notify("extract", "Extracting the bags", 0.0)
 
             def extraction(event: ExtractionProgress) -> None:
-                notify("extract", f"Extracting: {event.bags_done} of {event.bags_total} bags done")
+                total = max(event.bags_total, 1)
+                notify("extract", f"Extracting: {event.bags_done} of {event.bags_total} bags done",
+                       min(1.0, event.bags_done / total))
 
             with _step(coord, "extract"):
-                services.extraction.extract(coord, progress=extraction)
+                try:
+                    services.extraction.extract(coord, progress=extraction, cancel=cancel)
+                except ExtractionCancelled as exc:
+                    left = ("the downloaded bags and any previous extraction are kept" if steps
+                            else "any previous extraction is kept")
+                    raise PipelineCancelled(f"Bringing {coord} up to date was cancelled during the extraction; "
+                                            f"{left}, nothing half written.", coord, "extract") from exc
             steps.append("extract")
+        check_cancel("analyze", "the steps done so far are kept" if steps else "nothing was changed")
         notify("analyze", "Analysing")
         with _step(coord, "analyze"):
             analysis = services.analytics.analyze_run(coord, force=force)
@@ -413,6 +456,27 @@ def _update_with(pipeline: RunPipeline, force: bool, coord: RunCoordinate) -> Ru
         return pipeline.bring_up_to_date(coord, force=force)
     except PipelineError as exc:
         return PipelineFailure(coord, exc.step, str(exc))
+
+
+def _download_notifier(
+    notify: Callable[[PipelineStep, str, float | None], None], interval_s: float = 0.25
+) -> Callable[[TransferProgress], None]:
+    """Transfer progress (from the transfer's worker threads, at every chunk) as download steps: at most one every
+    ``interval_s``, and one whenever a file completes, so a callback that redraws or prints is not flooded."""
+    lock = threading.Lock()
+    last = [0.0, -1.0]  # time of the last event sent, files done then
+
+    def on_bytes(event: TransferProgress) -> None:
+        with lock:
+            now = time.monotonic()
+            if event.files_done == last[1] and now - last[0] < interval_s:
+                return
+            last[0], last[1] = now, float(event.files_done)
+        fraction = event.bytes_done / event.bytes_total if event.bytes_total else 0.0
+        notify("download", f"Downloading: {event.files_done} of {format_count_of(event.files_total, 'bag')} done, "
+                           f"{format_bytes(event.bytes_done)} of {format_bytes(event.bytes_total)}", fraction)
+
+    return on_bytes
 
 
 def _outcome(run: RunOutcome) -> PipelineOutcome:

@@ -10,11 +10,20 @@ from pathlib import Path
 import pytest
 
 from runtool.errors import ReadOnlyError
+from runtool.formatting import format_bytes
 from runtool.models import Filters, NextAction, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.services.analytics import ANALYSIS_DIR
 from runtool.services.executor import DaskExecutor, LocalExecutor
-from runtool.services.pipeline import PipelineError, PipelineOutcome, RunUpdate, _worker_pipeline, update_run
+from runtool.services.pipeline import (
+    PipelineCancelled,
+    PipelineError,
+    PipelineOutcome,
+    PipelineProgress,
+    RunUpdate,
+    _worker_pipeline,
+    update_run,
+)
 from runtool.storage import local_raw_dir, processed_dir
 from tests.conftest import SeededFleet
 
@@ -134,6 +143,86 @@ def test_read_only_refuses_before_any_work(demo_fleet: SeededFleet, tmp_path: Pa
     with pytest.raises(ReadOnlyError):
         reader.pipeline.update_many(coords)
     assert not services.config.raw_root.exists()
+
+
+def test_a_cancel_set_before_the_start_changes_nothing(demo_fleet: SeededFleet, tmp_path: Path) -> None:
+    services = fresh_services(demo_fleet, tmp_path)
+    (coord,) = runs_with_bags(services, 1)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(PipelineCancelled, match="cancelled before the check step; nothing was changed") as caught:
+        services.pipeline.bring_up_to_date(coord, cancel=cancel)
+    assert caught.value.step == "check" and caught.value.coordinate == coord
+    assert not services.config.raw_root.exists() and not services.config.processed_root.exists()
+
+
+def test_cancel_reaches_the_download_which_keeps_no_partial_file(demo_fleet: SeededFleet, tmp_path: Path) -> None:
+    """Cancel as the download starts (its first progress event, sent before the transfer runs): the transfer gets
+    the cancel and moves nothing; a pipeline that did not pass it on would download every bag and stop later."""
+    services = fresh_services(demo_fleet, tmp_path)
+    (coord,) = runs_with_bags(services, 1)
+    cancel = threading.Event()
+    steps: list[str] = []
+
+    def progress(event: PipelineProgress) -> None:
+        steps.append(event.step)
+        if event.step == "download":
+            cancel.set()
+
+    with pytest.raises(PipelineCancelled, match="cancelled during the download: 0 complete bags kept") as caught:
+        services.pipeline.bring_up_to_date(coord, progress=progress, cancel=cancel)
+
+    assert caught.value.step == "download" and "extract" not in steps
+    raw = local_raw_dir(services.config.raw_root, coord)
+    assert not raw.exists() or not [path for path in raw.rglob("*") if path.is_file()]
+    assert services.data_state.get_complete_run_state(coord).next_action is NextAction.DOWNLOAD
+
+
+def test_cancel_during_the_extraction_keeps_the_bags_and_writes_no_output(
+    demo_fleet: SeededFleet, tmp_path: Path
+) -> None:
+    """Cancel at the extraction's first progress event: the extraction stops at its next one and its temporary
+    folder is removed; without the cancel passed on it would finish and the update would stop before the analysis."""
+    services = fresh_services(demo_fleet, tmp_path)
+    (coord,) = runs_with_bags(services, 1)
+    cancel = threading.Event()
+
+    def progress(event: PipelineProgress) -> None:
+        if event.step == "extract" and event.message.startswith("Extracting:"):
+            cancel.set()
+
+    with pytest.raises(PipelineCancelled, match="cancelled during the extraction; the downloaded bags and any "
+                                                "previous extraction are kept") as caught:
+        services.pipeline.bring_up_to_date(coord, progress=progress, cancel=cancel)
+
+    assert caught.value.step == "extract"
+    state = services.data_state.get_complete_run_state(coord)
+    assert state.local_raw.bag_count == state.cloud_raw.bag_count and state.missing_bags == ()
+    assert state.differing_bags == () and state.next_action is NextAction.EXTRACT
+    output = processed_dir(services.config.processed_root, coord)
+    assert not output.exists() and not list(output.parent.glob("*"))  # no temporary folder left behind
+    # Bringing it up to date again resumes where the cancel stopped it.
+    update = services.pipeline.bring_up_to_date(coord)
+    assert update.steps == ("extract", "analyze")
+
+
+def test_download_progress_says_bags_and_bytes_with_the_fraction_done(demo_fleet: SeededFleet, tmp_path: Path) -> None:
+    services = fresh_services(demo_fleet, tmp_path)
+    (coord,) = runs_with_bags(services, 1)
+    cloud = services.data_state.get_complete_run_state(coord).cloud_raw
+    bags, size = cloud.bag_count, format_bytes(cloud.total_size)
+    events: list[PipelineProgress] = []
+
+    services.pipeline.bring_up_to_date(coord, progress=events.append)
+
+    downloads = [event for event in events if event.step == "download"]
+    assert downloads[0].fraction == 0.0 and downloads[0].message.startswith(f"Download {bags} bag")
+    assert downloads[-1].fraction == 1.0
+    assert downloads[-1].message == f"Downloading: {bags} of {bags} bags done, {size} of {size}"
+    fractions = [event.fraction for event in downloads if event.fraction is not None]
+    assert fractions == sorted(fractions)
+    extracts = [event for event in events if event.step == "extract"]
+    assert extracts[-1].fraction == 1.0 and extracts[-1].message == f"Extracting: {bags} of {bags} bags done"
 
 
 def block_download(services: ServiceContainer, coord: RunCoordinate) -> Path:
