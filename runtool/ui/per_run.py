@@ -3,6 +3,8 @@
 The page shows four status cards (cloud, local, extraction, analysis) and one button for the next step of
 the pipeline, named by what it does. Downloads go plan → preview → execute *that* plan; extraction and
 analysis follow; the analysis shows as KPI cards and four tabs of charts (:mod:`runtool.ui.analysis_charts`).
+"Bring up to date" takes every remaining step in one job through the run pipeline
+(:meth:`~runtool.services.pipeline.RunPipeline.bring_up_to_date`, as ``runtool analyze`` and the reports do).
 
 Every step runs in one background job at a time (:class:`~runtool.ui.tasks.BackgroundTask`), so the
 kernel keeps answering the page: the run picker and the tabs stay usable while bags download. A job
@@ -30,6 +32,7 @@ from runtool.models import LEVELS, NextAction, RunCoordinate, RunState, parse_ti
 from runtool.services import ServiceContainer, TransferPlan, TransferProgress, TransferResult
 from runtool.services.analytics import RunAnalysis
 from runtool.services.extraction import BACKENDS, ExtractionCancelled, ExtractionResult
+from runtool.services.pipeline import PipelineCancelled, PipelineProgress, PipelineStep, RunUpdate
 from runtool.services.reports import ReportProgress, ReportResult, ReportStage
 from runtool.services.transfers import CONFLICT_MODES, ConflictMode
 from runtool.ui.analysis_charts import AnalysisView
@@ -58,6 +61,18 @@ REPORT_LINK_LIMIT = 1_500_000
 """Reports up to this size travel inside their download link (base64 keeps the link under chromium's 2 MB URL
 limit); a larger one is only named."""
 REPORT_STAGES: tuple[ReportStage, ...] = get_args(ReportStage)
+UPDATE_STEPS: dict[NextAction, tuple[PipelineStep, ...]] = {
+    NextAction.DOWNLOAD: ("download", "extract", "analyze"),
+    NextAction.EXTRACT: ("extract", "analyze"),
+    NextAction.ANALYZE: ("analyze",),
+}
+"""The steps "Bring up to date" takes from each next step of a run (the order of the run pipeline)."""
+STEP_WORDS: dict[PipelineStep, tuple[str, str]] = {
+    "check": ("check", "checked"),
+    "download": ("download", "downloaded"),
+    "extract": ("extract", "extracted"),
+    "analyze": ("analyse", "analysed"),
+}
 
 
 def object_name(name: str) -> str:
@@ -87,6 +102,11 @@ def _card_html(title: str, lines: Sequence[str]) -> str:
 
 def _plural(count: int, noun: str) -> str:
     return f"{format_count(count)} {noun}{'' if count == 1 else 's'}"
+
+
+def _listed(words: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(words) if len(words) < 3 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 class DownloadPanel:
@@ -224,6 +244,8 @@ class PerRunPage(Page):
         self.analysis_title = _section("Analysis")
 
         self.next_action: widgets.Button | None = None
+        self.update_button: widgets.Button | None = None
+        """"Bring up to date": every remaining step in one job (absent in read-only mode)."""
         self.report_button: widgets.Button | None = None
         self.download: DownloadPanel | None = None
         self.backend: widgets.ToggleButtons | None = None
@@ -232,7 +254,8 @@ class PerRunPage(Page):
             self._build_write_controls()
 
         self.action_row = widgets.HBox(
-            [w for w in (self.next_action, self.next_step, self.report_button, self.report_note) if w is not None],
+            [w for w in (self.next_action, self.update_button, self.next_step, self.report_button, self.report_note)
+             if w is not None],
             layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
         ).add_class("rt-actions")
         self.download_section = widgets.VBox(
@@ -267,6 +290,9 @@ class PerRunPage(Page):
         self.next_action = widgets.Button(button_style="primary", layout=widgets.Layout(width="auto"))
         self.next_action.add_class("rt-next-action")
         self.next_action.on_click(lambda _: self._take_next_step())
+        self.update_button = widgets.Button(icon="forward", layout=widgets.Layout(width="auto"))
+        self.update_button.add_class("rt-bring-up-to-date")
+        self.update_button.on_click(lambda _: self.bring_up_to_date())
         self.download = DownloadPanel(self._download_options_changed)
         self.download.preview_button.on_click(lambda _: self.preview_download())
         self.download.execute_button.on_click(lambda _: self.start_download())
@@ -496,6 +522,13 @@ class PerRunPage(Page):
             self.next_action.disabled = action is None or busy
             complete = state.next_action is NextAction.COMPLETE and self.analysis_result is not None
             self.next_action.button_style = "success" if complete else "primary"
+        if self.update_button is not None:
+            steps = self._update_steps(state)
+            self.update_button.layout.display = None if steps else "none"
+            self.update_button.description = f"Bring up to date: {', '.join(STEP_WORDS[s][0] for s in steps)}"
+            self.update_button.tooltip = (f"{_listed([STEP_WORDS[s][0] for s in steps]).capitalize()} in one go, "
+                                          "with progress and Cancel")
+            self.update_button.disabled = busy
         if self.report_button is not None:
             reason = self._no_bags(state)
             self.report_button.disabled = busy or reason is not None
@@ -540,6 +573,14 @@ class PerRunPage(Page):
         if self.analysis_result is None:
             return "Analyse again (the analysis is out of date)", self.start_analyze
         return "Complete", None
+
+    def _update_steps(self, state: RunState) -> tuple[PipelineStep, ...]:
+        """The steps "Bring up to date" would take for ``state`` (none: nothing to do, or nothing it could do)."""
+        if self._no_bags(state) is not None:
+            return ()
+        if state.next_action is NextAction.DOWNLOAD and not state.cloud_raw.exists:
+            return ()
+        return UPDATE_STEPS.get(state.next_action, ())
 
     @staticmethod
     def _no_bags(state: RunState) -> str | None:
@@ -714,7 +755,7 @@ class PerRunPage(Page):
 
         def failed(exc: Exception) -> None:
             self.job.finish()
-            if isinstance(exc, ExtractionCancelled):
+            if isinstance(exc, (ExtractionCancelled, PipelineCancelled)):
                 self.messages.info(str(exc))
             else:
                 self.messages.report(exc, doing)
@@ -727,7 +768,7 @@ class PerRunPage(Page):
 
     def _show_busy(self) -> None:
         """Disable the action buttons while a job runs (the redraw after the job enables them again)."""
-        for button in (self.next_action, self.report_button, self.extract_button):
+        for button in (self.next_action, self.update_button, self.report_button, self.extract_button):
             if button is not None:
                 button.disabled = True
         if self.download is not None:
@@ -912,6 +953,54 @@ class PerRunPage(Page):
             self._show_result(job_coordinate, f"Analysis {source} in {time.monotonic() - started:.1f} s")
 
         self._run_job("Analysing…", work, done, "analysing the run", cancellable=False)
+
+    # -- all remaining steps ---------------------------------------------------------------------
+
+    def bring_up_to_date(self) -> None:
+        """Download what is missing, extract and analyse in one background job, with progress and Cancel.
+
+        The run pipeline takes the steps (:meth:`~runtool.services.pipeline.RunPipeline.bring_up_to_date`);
+        a cancel stops the download or extraction under way and keeps what the steps before it completed.
+        """
+        if self._refused("Bringing the run up to date") or self.services is None or self.run_state is None:
+            return
+        steps = self._update_steps(self.run_state)
+        if not steps:
+            self.messages.info("This run has nothing to bring up to date.")
+            return
+        pipeline = self.services.pipeline
+        coordinate = self.coordinate
+        assert coordinate is not None
+        # The pipeline plans its own download: a previewed plan would be stale once it ran.
+        self.plan = None
+        if self.download is not None:
+            self.download.show_plan(None)
+
+        def progress(event: PipelineProgress) -> None:
+            index = steps.index(event.step) if event.step in steps else 0
+            fraction = event.fraction or 0.0
+            self.job.update(
+                (index + fraction) / len(steps),
+                f"Step {index + 1} of {len(steps)}: {event.message}",
+                force=event.fraction is None or fraction in (0.0, 1.0),
+            )
+
+        def work(cancel: threading.Event) -> RunUpdate:
+            return pipeline.bring_up_to_date(coordinate, progress=progress, cancel=cancel)
+
+        def done(job_coordinate: RunCoordinate, update: RunUpdate) -> None:
+            if job_coordinate == self.coordinate:
+                self.analysis_result = None  # the redraw reads the new analysis from its cache
+            if update.steps:
+                text = f"Up to date in {update.seconds:.1f} s: {_listed([STEP_WORDS[s][1] for s in update.steps])}"
+            else:
+                text = f"Already up to date: the analysis was read from its cache in {update.seconds:.1f} s"
+            if update.failed_bags:
+                text += f" ({_plural(len(update.failed_bags), 'bag')} could not be read, listed below)"
+            self._show_result(job_coordinate, text)
+
+        self._run_job(f"Bringing the run up to date: {_listed([STEP_WORDS[s][0] for s in steps])}…", work, done,
+                      "bringing the run up to date")
 
     # -- report ----------------------------------------------------------------------------------
 

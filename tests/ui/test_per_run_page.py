@@ -7,6 +7,8 @@ independently, so a page that shows other numbers than the services fails.
 
 from __future__ import annotations
 
+import html
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -19,7 +21,7 @@ from runtool.config import RuntoolConfig
 from runtool.formatting import format_bytes
 from runtool.models import RunCoordinate
 from runtool.services import ServiceContainer
-from runtool.storage import local_raw_dir
+from runtool.storage import local_raw_dir, processed_dir
 from runtool.ui import PerRunPage
 from runtool.ui.analysis_charts import TAB_TITLES, downsample, width_histogram
 from runtool.ui.query import selection_query
@@ -211,6 +213,106 @@ def test_preview_download_extract_and_analyse_a_run(services: ServiceContainer) 
     assert again.next_action_text == "Complete"
 
 
+def job_texts(page: PerRunPage, on_text: Callable[[str], None] | None = None) -> list[str]:
+    """Every progress line the page's job shows from now on (``on_text`` hears each as it is shown)."""
+    texts: list[str] = []
+
+    def shown(change: Mapping[str, object]) -> None:
+        text = html.unescape(str(change["new"]))
+        texts.append(text)
+        if on_text is not None:
+            on_text(text)
+
+    page.job.text.observe(shown, names="value")
+    return texts
+
+
+def update_button(page: PerRunPage) -> widgets.Button:
+    assert page.update_button is not None
+    (button,) = with_class(page.widget, "rt-bring-up-to-date")
+    assert button is page.update_button
+    return button
+
+
+def test_bring_up_to_date_takes_a_cloud_only_run_to_its_analysis_in_one_click(services: ServiceContainer) -> None:
+    coord = pick_run(services)
+    page = open_page(services, coord)
+    button = update_button(page)
+    assert button.layout.display is None and not button.disabled
+    assert button.description == "Bring up to date: download, extract, analyse"
+    assert page.next_action_text == "Preview download of 3 bags"  # the single steps stay
+    texts = job_texts(page)
+
+    button.click()
+    run_idle(page)
+
+    analysis = services.analytics.analyze_run(coord)
+    assert analysis.from_cache  # the page's job computed and cached it
+    assert page.kpis == expected_kpis(analysis.kpis)
+    assert page.next_action_text == "Complete" and button.layout.display == "none"
+    assert ">synced</span>" in cards(page)["local"] and "3 bags read, 0 failed" in cards(page)["extraction"]
+    assert "not analysed" not in cards(page)["analysis"]
+    assert page.result_text.startswith("Up to date in ")
+    assert page.result_text.endswith(" s: downloaded, extracted and analysed")
+    # Progress lines from the pipeline, step by step, the download in bags and bytes.
+    assert texts[0] == "Bringing the run up to date: download, extract and analyse…"
+    size = format_bytes(services.data_state.get_complete_run_state(coord).cloud_raw.total_size)
+    for line in ("Step 1 of 3: Checking the run's state",
+                 f"Step 1 of 3: Downloading: 3 of 3 bags done, {size} of {size}",
+                 "Step 2 of 3: Extracting: 3 of 3 bags done", "Step 3 of 3: Analysing"):
+        assert line in texts, (line, texts)
+    order = list(page.run_view.children)
+    assert order.index(page.analysis_area) < order.index(page.download_section)
+
+
+def test_cancel_while_bringing_up_to_date_keeps_the_bags_and_says_cancelled(services: ServiceContainer) -> None:
+    """Cancel pressed as the extraction starts: the downloaded bags stay, no extraction output appears, and the
+    page offers the remaining steps."""
+    coord = pick_run(services)
+    page = open_page(services, coord)
+
+    def cancel_at_the_extraction(text: str) -> None:
+        if text.startswith("Step 2 of 3: Extracting"):
+            page.job.cancel_button.click()
+
+    job_texts(page, cancel_at_the_extraction)
+    update_button(page).click()
+    run_idle(page)
+
+    assert not page.busy
+    (note,) = [m.text for m in page.messages.messages if m.level == "info"]
+    assert note == (f"Bringing {coord} up to date was cancelled during the extraction; the downloaded bags and any "
+                    "previous extraction are kept, nothing half written.")
+    state = services.data_state.get_complete_run_state(coord)
+    assert state.local_raw.bag_count == 3 and state.missing_bags == () and state.differing_bags == ()
+    assert ">synced</span>" in cards(page)["local"] and "not extracted" in cards(page)["extraction"]
+    output = processed_dir(services.config.processed_root, coord)
+    assert not output.exists() and not list(output.parent.glob("*"))
+    assert page.kpis == {} and page.next_action_text == "Extract 3 bags"
+    assert update_button(page).description == "Bring up to date: extract, analyse"
+    assert not update_button(page).disabled and not page.next_action.disabled  # type: ignore[union-attr]
+
+
+def test_a_failing_step_of_bring_up_to_date_shows_its_reason(demo_fleet: SeededFleet, tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the raw root should be", encoding="utf-8")
+    services = ServiceContainer(private_config(demo_fleet, tmp_path / "data").with_overrides(raw_root=blocked))
+    services.inventory.refresh()
+    coord = pick_run(services)
+    page = open_page(services, coord)
+
+    update_button(page).click()
+    assert page.wait_idle(WAIT_S)
+
+    (error,) = page.messages.messages
+    assert error.level == "error"
+    assert error.text.startswith(f"The download of {coord} failed for 3 of 3 bags: ")
+    assert "Not a directory" in error.text or blocked.name in error.text
+    assert error.details and "PipelineError" in error.details
+    assert not page.busy and page.kpis == {} and "not extracted" in cards(page)["extraction"]
+    assert page.next_action_text == "Preview download of 3 bags" and not update_button(page).disabled
+
+
 def drop_tracking(services: ServiceContainer, coord: RunCoordinate) -> None:
     """Empty an extracted run's tracking tables, as a run recorded without the tracking topic has them."""
     folder = services.extraction.output_dir(coord)
@@ -352,8 +454,8 @@ def test_read_only_shows_state_and_the_cached_analysis_without_any_button(
     page = open_page(reader, analysed)
     assert page.kpis == expected_kpis(kpis)
     assert [w for w in descendants(page.widget) if isinstance(w, widgets.Button)] == []
-    for css in ("rt-next-action", "rt-download-preview", "rt-download-execute", "rt-extract", "rt-report",
-                "rt-cancel"):
+    for css in ("rt-next-action", "rt-bring-up-to-date", "rt-download-preview", "rt-download-execute", "rt-extract",
+                "rt-report", "rt-cancel"):
         assert not with_class(page.widget, css), css
     assert page.next_action_text == "The run is complete: downloaded, extracted and analysed."
 
@@ -363,6 +465,9 @@ def test_read_only_shows_state_and_the_cached_analysis_without_any_button(
     assert page.next_action_text == "Next step: analyze (not available here: this server is read-only)."
     page.start_extract()
     assert page.messages.messages[0].text == "Extracting is not possible here: this server is read-only."
+    page.bring_up_to_date()
+    assert page.messages.messages[0].text == ("Bringing the run up to date is not possible here: this server is "
+                                              "read-only.")
 
 
 def test_download_failures_become_a_message_with_details(demo_fleet: SeededFleet, tmp_path: Path) -> None:
