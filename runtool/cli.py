@@ -27,6 +27,7 @@ from runtool.formatting import format_bytes, format_count, format_count_of, form
 from runtool.models import LEVELS, CoordinateError, CoverageSettings, Filters, RunCoordinate, SyncStatus, to_jsonable
 from runtool.serve import ServeOptions, serve
 from runtool.services import CONFLICT_MODES, RefreshProgress, ServiceContainer, TransferPlan, TransferProgress
+from runtool.services.conflicts import conflict_help
 from runtool.services.executor import DaskExecutor, executor_from_config
 from runtool.services.pipeline import RUNS_AT_ONCE as PIPELINE_RUNS_AT_ONCE
 from runtool.services.pipeline import PipelineResult
@@ -990,8 +991,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of runs in the validation split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--conflict", choices=CONFLICT_MODES, default="verify",
-                   help="files already there: keep when the checksum matches (verify, default), when the size "
-                        "matches (skip), or fetch them again (overwrite)")
+                   help=f"files already there (default verify): {conflict_help(by_name=True)}")
     p.add_argument("--dry-run", action="store_true", help="show the plan only")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask before fetching")
     p.add_argument("--json", action="store_true")
@@ -1040,7 +1040,7 @@ def _add_date_range(p: argparse.ArgumentParser) -> None:
 
 def _add_transfer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conflict", choices=CONFLICT_MODES, default="skip",
-                   help="skip: keep existing files; overwrite: replace them; verify: replace what differs (CRC32C)")
+                   help=f"files already at the destination (default skip): {conflict_help(by_name=True)}")
     p.add_argument("--dry-run", action="store_true", help="show the plan only")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask before transferring")
     p.add_argument("--json", action="store_true")

@@ -47,8 +47,9 @@ from runtool.errors import ReadOnlyError, RuntoolError, UsageError
 from runtool.files import LockWaitStopped, exclusive_lock, replacing, write_atomic
 from runtool.formatting import format_bytes, format_count
 from runtool.models import Filters, RunCoordinate
+from runtool.services.conflicts import CONFLICT_MODES, ConflictDecision, ConflictMode, decide
 from runtool.services.inventory import COORD_COLUMNS
-from runtool.services.transfers import CONFLICT_MODES, ConflictMode, PlannedFile, TransferProgress
+from runtool.services.transfers import PlannedFile, TransferProgress
 from runtool.storage import ml_file_key, storage_errors
 from runtool.storage.checksums import Crc32cChecker, file_crc32c
 from runtool.storage.gcs import ObjectChangedError, ObjectNotFoundError, retry_policy
@@ -77,6 +78,7 @@ SPLITS: tuple[Split, ...] = ("train", "val")
 TRAININGS = "trainings"
 LABELS_CACHE = ".labels-cache"
 MANIFEST = "manifest.json"
+NOT_IN_DATASET = "not in the dataset"
 NAME_MAX = 100
 _NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX - 1}}}")
 # File names keep these characters of the coordinate, bag and stem; any run of others becomes one "-".
@@ -258,6 +260,9 @@ class DatasetResult:
     seconds: float
     copied: int = 0
     """Labels copied from the label cache that planning filled (checked against their CRC32C), not downloaded."""
+    replaced: int = 0
+    """Of the files fetched (downloaded or copied), those that replaced a file already there that the conflict mode
+    did not keep (its size or CRC32C differed, or ``overwrite``)."""
 
     @property
     def ok(self) -> bool:
@@ -269,11 +274,13 @@ class DatasetResult:
         return self.downloaded + self.copied
 
     def summary(self) -> str:
-        """One line: ``3 downloaded, 3 labels from the cache, 0 empty labels, 17 kept, 2 removed, 0 failed (…)``."""
+        """One line: ``3 downloaded, 3 labels from the cache, 0 empty labels, 17 kept, 2 removed, 1 replaced, 0 failed
+        (…)``; the replaced files are among the downloaded and copied ones."""
         text = (
             f"{format_count(self.downloaded)} downloaded, {format_count(self.copied)} labels from the cache, "
             f"{format_count(self.written)} empty labels, "
             f"{format_count(self.kept)} kept, {format_count(self.removed)} removed, "
+            f"{format_count(self.replaced)} replaced, "
             f"{format_count(len(self.failed))} failed ({format_bytes(self.bytes)} in {self.seconds:.1f} s)"
         )
         return text + (", cancelled: the manifest was not updated" if self.cancelled else "")
@@ -285,6 +292,7 @@ class DatasetResult:
             "plan": self.plan.to_dict(),
             "downloaded": self.downloaded,
             "copied": self.copied,
+            "replaced": self.replaced,
             "written": self.written,
             "kept": self.kept,
             "removed": self.removed,
@@ -492,9 +500,11 @@ class DatasetService:
     ) -> DatasetResult:
         """Make the folder match the plan: fetch what is missing, delete what is no longer selected, manifest last.
 
-        ``conflict`` says what to do with a file already at its place: ``verify`` (the default) keeps it when
-        it holds the planned object (size and CRC32C; a file the manifest recorded with this size and mtime
-        is not read again), ``skip`` keeps it when its size is right, ``overwrite`` fetches every file again.
+        ``conflict`` says what to do with a file already at its place, as for every transfer (see
+        :mod:`runtool.services.conflicts`): ``verify`` (the default) keeps it when it holds the planned object
+        (size and CRC32C; a file the manifest recorded with this size and mtime is not read again), ``skip``
+        keeps it when its size is right, ``overwrite`` fetches every file again. A file that is not kept is
+        fetched again and replaces the one there (counted in :attr:`DatasetResult.replaced`).
 
         Only one execution per dataset name runs at a time, across processes: another waits up to
         :attr:`lock_wait_s` seconds for it (a cancel stops the wait), then is refused.
@@ -561,25 +571,28 @@ class DatasetService:
                 kept += 1
             for key, relative, size, crc, generation in targets:
                 path = root / relative
-                mtime = _present(path, size, crc, recorded.get(relative), conflict)
+                decision, mtime = _present(path, size, crc, recorded.get(relative), conflict)
                 if mtime is not None:
                     kept += 1
                     # The manifest vouches only for checked files: one kept on its size alone is not recorded.
                     if conflict != "skip" or recorded.get(relative) == (crc, size, mtime):
                         found[relative] = mtime
                     continue
-                file = PlannedFile(key, path, size, crc, None, generation, "transfer", "not in the dataset")
+                file = PlannedFile(
+                    key, path, size, crc, None, generation, "transfer", decision.reason, decision.replaces
+                )
                 cached = self._cached_label(key, generation, crc, size) if relative == sample.label_path else None
                 if cached is not None:
                     copies.append((file, cached))
                 else:
                     todo.append(file)
-        copied = 0
+        copied = replaced = 0
         for file, data in copies:
             if cancel.is_set():
                 break
             write_atomic(file.path, data)
             copied += 1
+            replaced += file.replaces
         outcomes = self.services.transfers.move_files(self.config.ml_bucket, todo, progress=progress, cancel=cancel)
         for path in empty:
             write_atomic(path, b"")
@@ -608,6 +621,7 @@ class DatasetService:
             bytes=sum(o.bytes for o in outcomes),
             seconds=time.perf_counter() - started,
             copied=copied,
+            replaced=replaced + sum(1 for o in outcomes if o.status == "transferred" and o.file.replaces),
         )
 
 
@@ -785,17 +799,24 @@ def _recorded(root: Path) -> dict[str, tuple[str, int, int]]:
 
 def _present(
     path: Path, size: int, crc: str, recorded: tuple[str, int, int] | None, conflict: ConflictMode
-) -> int | None:
-    """The file's mtime (ns) if ``conflict`` keeps it (see :meth:`DatasetService.execute`), else None."""
-    if conflict == "overwrite":
-        return None
-    if conflict == "skip":
-        try:
-            stat = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return stat.st_mtime_ns if S_ISREG(stat.st_mode) and stat.st_size == size else None
-    return _complete(path, size, crc, recorded)
+) -> tuple[ConflictDecision, int | None]:
+    """How ``conflict`` decides the file at ``path`` (see :meth:`DatasetService.execute`), and the file's mtime
+    (ns) when it is kept."""
+    try:
+        stat = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        stat = None
+    if stat is None or not S_ISREG(stat.st_mode):
+        return decide(conflict, size, None, lambda: False, missing=NOT_IN_DATASET), None
+    decision = decide(
+        conflict,
+        size,
+        stat.st_size,
+        # The mtime was taken before the file is read, so a change made while it is checked is seen next time.
+        lambda: recorded == (crc, size, stat.st_mtime_ns) or file_crc32c(path) == crc,
+        missing=NOT_IN_DATASET,
+    )
+    return decision, (stat.st_mtime_ns if decision.action == "skip" else None)
 
 
 def _complete(path: Path, size: int, crc: str, recorded: tuple[str, int, int] | None) -> int | None:

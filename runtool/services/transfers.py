@@ -1,6 +1,7 @@
 """Transfers between the buckets and the local roots: plan → preview → execute the previewed plan.
 
-A plan lists every file with its source, target, size, checksum, generation, action and reason. Executing
+A plan lists every file with its source, target, size, checksum, generation, action and reason; what happens to a
+file already at its destination is decided by :mod:`runtool.services.conflicts`, as for dataset fetches. Executing
 it downloads each file (exactly the planned generation) to a temporary name beside its target, verifies size
 and CRC32C (or MD5) while the bytes stream, syncs the file's data to disk and only then renames it into
 place: a file at its final path is always complete, also after a crash, and a failed or cancelled transfer
@@ -25,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
@@ -34,6 +35,7 @@ from runtool.errors import ReadOnlyError, RuntoolError
 from runtool.files import LockWaitStopped, exclusive_lock
 from runtool.formatting import format_bytes, format_count, format_count_of, format_os_error
 from runtool.models import CoordinateError, Filters, RunCoordinate
+from runtool.services.conflicts import CONFLICT_MODES, ConflictMode, decide, regular_file_size
 from runtool.services.executor import Executor, LocalExecutor, RunOutcome, RunTask, executor_from_config
 from runtool.services.inventory import CloudInventoryService
 from runtool.services.local_state import LocalStateService
@@ -81,8 +83,6 @@ __all__ = [
     "execute_run_plan",
 ]
 
-ConflictMode = Literal["skip", "overwrite", "verify"]
-CONFLICT_MODES: tuple[ConflictMode, ...] = ("skip", "overwrite", "verify")
 PART_MARKER = ".part-"
 BULK_RUNS_AT_ONCE = 4
 """Runs a bulk transfer executes at once on the default thread executor; they share the service's file workers."""
@@ -109,6 +109,9 @@ class PlannedFile:
     generation: int
     action: Literal["transfer", "skip"]
     reason: str
+    replaces: bool = False
+    """Whether the transfer replaces a file already at the destination (the reason says why: it differs, or
+    ``overwrite`` asked for it); see :mod:`runtool.services.conflicts`."""
 
     @property
     def name(self) -> str:
@@ -124,6 +127,7 @@ class PlannedFile:
             "generation": self.generation,
             "action": self.action,
             "reason": self.reason,
+            "replaces": self.replaces,
         }
 
 
@@ -151,11 +155,16 @@ class TransferPlan:
         return tuple(f for f in self.files if f.action == "skip")
 
     @property
+    def replaced(self) -> tuple[PlannedFile, ...]:
+        """The files to transfer that replace one already at their destination (each reason says why)."""
+        return tuple(f for f in self.to_transfer if f.replaces)
+
+    @property
     def bytes_to_transfer(self) -> int:
         return sum(f.size for f in self.to_transfer)
 
     def describe(self) -> str:
-        """What Execute will do, e.g. ``Download 14 bags, 6.8 GiB (2 skipped)``."""
+        """What Execute will do, e.g. ``Download 14 bags, 6.8 GiB (1 replaced, 2 skipped)``."""
         todo = self.to_transfer
         noun = "bag" if self.operation.startswith("raw") else "file"
         verb = "Upload" if self.uploads else "Download"
@@ -163,7 +172,9 @@ class TransferPlan:
             return f"Nothing to {verb.lower()}: all {format_count(len(self.files))} {noun}s are present"
         text = f"{verb} {format_count(len(todo))} {noun}{'' if len(todo) == 1 else 's'}, "
         text += format_bytes(self.bytes_to_transfer)
-        return text + (f" ({format_count(len(self.skipped))} skipped)" if self.skipped else "")
+        notes = [f"{format_count(len(files))} {word}" for files, word in ((self.replaced, "replaced"),
+                                                                          (self.skipped, "skipped")) if files]
+        return text + (f" ({', '.join(notes)})" if notes else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -175,6 +186,7 @@ class TransferPlan:
             "files_to_transfer": len(self.to_transfer),
             "bytes_to_transfer": self.bytes_to_transfer,
             "files_skipped": len(self.skipped),
+            "files_replaced": len(self.replaced),
             "files": [f.to_dict() for f in self.files],
         }
 
@@ -280,20 +292,28 @@ class BulkPlan:
     def bytes_to_transfer(self) -> int:
         return sum(plan.bytes_to_transfer for plan in self.plans)
 
+    @property
+    def files_replaced(self) -> int:
+        """Files to transfer that replace one already at their destination (see :attr:`TransferPlan.replaced`)."""
+        return sum(len(plan.replaced) for plan in self.plans)
+
     def describe(self) -> str:
-        """e.g. ``Download 123 files, 4.5 GiB over 7 runs (2 runs left out)``."""
+        """e.g. ``Download 123 files, 4.5 GiB over 7 runs (3 replaced, 2 runs left out)``."""
         verb = "Upload" if self.operation.endswith("_upload") else "Download"
         text = (
             f"{verb} {format_count_of(self.files_to_transfer, 'file')}, {format_bytes(self.bytes_to_transfer)} over "
             f"{format_count_of(sum(1 for p in self.plans if p.to_transfer), 'run')}"
         )
-        return text + (f" ({format_count_of(len(self.left_out), 'run')} left out)" if self.left_out else "")
+        notes = [f"{format_count(self.files_replaced)} replaced"] if self.files_replaced else []
+        notes += [f"{format_count_of(len(self.left_out), 'run')} left out"] if self.left_out else []
+        return text + (f" ({', '.join(notes)})" if notes else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "operation": self.operation,
             "files_to_transfer": self.files_to_transfer,
             "bytes_to_transfer": self.bytes_to_transfer,
+            "files_replaced": self.files_replaced,
             "plans": [p.to_dict() for p in self.plans],
             "left_out": [{"coordinate": str(c), "reason": r} for c, r in self.left_out],
         }
@@ -563,24 +583,8 @@ class TransferService:
                 b.name: b
                 for b in self.client.list_blobs(bucket, prefix=prefix, retry=retry_policy(self.config.request_retry_s))
             }
-        planned = []
-        action: Literal["transfer", "skip"]
-        for path, key in files:
-            blob = existing.get(key)
-            # Reading the file for its checksum is skipped when skip mode keeps the cloud object anyway.
-            crc = "" if blob is not None and conflict == "skip" else file_crc32c(path)
-            if blob is None:
-                action, reason, generation = "transfer", "not uploaded", 0
-            elif conflict == "skip":
-                action, reason = "skip", "already in the cloud (skip keeps existing objects)"
-            elif conflict == "verify" and blob.crc32c == crc:
-                action, reason = "skip", "verified identical (CRC32C)"
-            else:
-                action, reason = "transfer", "overwrite requested" if conflict == "overwrite" else "CRC32C differs"
-            if blob is not None:
-                generation = int(blob.generation or 0)
-            planned.append(PlannedFile(key, path, path.stat().st_size, crc, None, generation, action, reason))
-        return TransferPlan(operation, coord, bucket, conflict, tuple(planned))
+        planned = tuple(self._decide_upload(path, key, existing.get(key), conflict) for path, key in files)
+        return TransferPlan(operation, coord, bucket, conflict, planned)
 
     @staticmethod
     def _select(
@@ -608,24 +612,23 @@ class TransferService:
         return list(dict.fromkeys(chosen))
 
     @staticmethod
+    def _decide_upload(path: Path, key: str, blob: storage.Blob | None, conflict: ConflictMode) -> PlannedFile:
+        """One upload, decided against the object the bucket holds now (``blob``, None if there is none)."""
+        local_crc32c = cache(partial(file_crc32c, path))  # read only when the decision or the upload needs it
+        size, target_size = path.stat().st_size, None if blob is None else int(blob.size or 0)
+        decision = decide(conflict, size, target_size, lambda: blob is not None and blob.crc32c == local_crc32c(),
+                          upload=True, missing="not uploaded")
+        crc = local_crc32c() if decision.action == "transfer" else ""
+        generation = int(blob.generation or 0) if blob is not None else 0
+        return PlannedFile(key, path, size, crc, None, generation, decision.action, decision.reason, decision.replaces)
+
+    @staticmethod
     def _decide(blob: storage.Blob, target: Path, conflict: ConflictMode) -> PlannedFile:
+        """One download, decided against the local file at ``target``."""
         size, crc, md5, generation = int(blob.size or 0), blob.crc32c or "", blob.md5_hash, int(blob.generation or 0)
-
-        def planned(action: Literal["transfer", "skip"], reason: str) -> PlannedFile:
-            return PlannedFile(blob.name, target, size, crc, md5, generation, action, reason)
-
-        if not target.exists():
-            return planned("transfer", "not downloaded")
-        if conflict == "overwrite":
-            return planned("transfer", "overwrite requested")
-        if conflict == "skip":
-            return planned("skip", "already present (skip keeps existing files)")
-        local_size = target.stat().st_size
-        if local_size != size:
-            return planned("transfer", f"size differs (local {local_size:,} B, cloud {size:,} B)")
-        if crc and file_crc32c(target) != crc:
-            return planned("transfer", "CRC32C differs")
-        return planned("skip", "verified identical (size and CRC32C)")
+        decision = decide(conflict, size, regular_file_size(target), lambda: bool(crc) and file_crc32c(target) == crc)
+        return PlannedFile(blob.name, target, size, crc, md5, generation, decision.action, decision.reason,
+                           decision.replaces)
 
     # -- execution -----------------------------------------------------------------------------
 

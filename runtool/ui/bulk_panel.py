@@ -17,15 +17,8 @@ import ipywidgets as widgets
 
 from runtool.models import RunCoordinate
 from runtool.services import TransferProgress
-from runtool.services.transfers import (
-    CONFLICT_MODES,
-    BulkPlan,
-    BulkResult,
-    ConflictMode,
-    PlannedFile,
-    TransferPlan,
-    TransferResult,
-)
+from runtool.services.conflicts import CONFLICT_LABELS, CONFLICT_MODES, ConflictMode, conflict_help
+from runtool.services.transfers import BulkPlan, BulkResult, PlannedFile, TransferPlan, TransferResult
 from runtool.ui.components import JobProgress
 from runtool.ui.formatting import format_bytes, format_count, format_count_of, format_time
 from runtool.ui.labels import distinct_laser_box_names
@@ -34,14 +27,6 @@ from runtool.ui.tables import Cell, Column, html_table, link, text_cell
 
 __all__ = ["BulkPanel", "skipped_size_differences"]
 
-_CONFLICT_NAMES: dict[ConflictMode, str] = {"skip": "Skip existing", "overwrite": "Overwrite",
-                                             "verify": "Verify checksums"}
-# "Skip" keeps a file that is there whatever its size or content; only "verify" compares.
-_CONFLICT_LABELS: dict[ConflictMode, str] = {
-    "skip": f"{_CONFLICT_NAMES['skip']}: keep files already there",
-    "overwrite": f"{_CONFLICT_NAMES['overwrite']}: transfer every file again",
-    "verify": f"{_CONFLICT_NAMES['verify']}: transfer what differs",
-}
 
 
 def _lb_key(coordinate: RunCoordinate) -> str:
@@ -93,8 +78,8 @@ def _size_differs(files: list[PlannedFile], differing: Mapping[str, int]) -> str
                       for f in files[:3])
     more = f" and {format_count(len(files) - 3)} more" if len(files) > 3 else ""
     return (f"{format_count_of(len(files), 'bag')} whose size differs — {named}{more}: skipped by "
-            f"“{_CONFLICT_NAMES['skip']}”, choose “{_CONFLICT_NAMES['overwrite']}” (or "
-            f"“{_CONFLICT_NAMES['verify']}”) to replace {'it' if len(files) == 1 else 'them'}")
+            f"“{CONFLICT_LABELS['skip'][0]}”, choose “{CONFLICT_LABELS['overwrite'][0]}” (or "
+            f"“{CONFLICT_LABELS['verify'][0]}”) to replace {'it' if len(files) == 1 else 'them'}")
 
 
 def _bar(fraction: float) -> str:
@@ -113,7 +98,8 @@ class BulkPanel:
 
     def __init__(self, name: str) -> None:
         self.conflict = widgets.Dropdown(
-            options=[(_CONFLICT_LABELS[mode], mode) for mode in CONFLICT_MODES],
+            options=[(CONFLICT_LABELS[mode][0], mode) for mode in CONFLICT_MODES],
+            tooltip=conflict_help(),
             value="skip",
             description="Existing files",
             style={"description_width": "initial"},
@@ -184,7 +170,7 @@ class BulkPanel:
         self.preview.value = totals + table
         todo = plan.files_to_transfer
         self.execute_button.description = plan.describe() if todo else (
-            f"Nothing to transfer with “{_CONFLICT_NAMES[self.conflict_mode]}”" if wrong else "Nothing to transfer")
+            f"Nothing to transfer with “{CONFLICT_LABELS[self.conflict_mode][0]}”" if wrong else "Nothing to transfer")
         self.execute_button.disabled = todo == 0
         self._set_children(with_execute=True)
 

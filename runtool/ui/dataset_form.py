@@ -14,12 +14,16 @@ from collections.abc import Callable, Mapping
 
 import ipywidgets as widgets
 
+from runtool.services.conflicts import CONFLICT_LABELS, ConflictMode, conflict_help
 from runtool.services.datasets import DatasetError, DatasetOptions, DatasetPlan, DatasetResult
 from runtool.ui.components import JobProgress, MessageArea
 from runtool.ui.date_fields import DateFieldError, iso_date_field, parse_iso_date
 from runtool.ui.formatting import format_bytes, format_count, format_count_of
 
 __all__ = ["DatasetForm"]
+
+_CONFLICT_ORDER: tuple[ConflictMode, ...] = ("verify", "skip", "overwrite")
+"""The dataset's default, verify, first."""
 
 
 class DatasetForm:
@@ -46,9 +50,8 @@ class DatasetForm:
         )
         self.seed = widgets.IntText(value=0, description="Seed", style=wide, layout=widgets.Layout(width="160px"))
         self.conflict = widgets.Dropdown(
-            options=[("Verify checksums, fetch what differs", "verify"),
-                     ("Skip files already there (same size)", "skip"),
-                     ("Overwrite: fetch every file again", "overwrite")],
+            options=[(CONFLICT_LABELS[mode][0], mode) for mode in _CONFLICT_ORDER],
+            tooltip=conflict_help(_CONFLICT_ORDER),
             value="verify", description="Files already there", style=wide, layout=widgets.Layout(width="440px"),
         ).add_class("rt-dataset-conflict")
         self.plan_text = widgets.HTML().add_class("rt-dataset-plan")

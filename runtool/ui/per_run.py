@@ -31,10 +31,10 @@ from runtool.extract import ExtractionProgress, ExtractionStage, OutputError, Ru
 from runtool.models import LEVELS, NextAction, RunCoordinate, RunState, parse_timestamp
 from runtool.services import ServiceContainer, TransferPlan, TransferProgress, TransferResult
 from runtool.services.analytics import RunAnalysis
+from runtool.services.conflicts import CONFLICT_LABELS, CONFLICT_MODES, ConflictMode
 from runtool.services.extraction import BACKENDS, ExtractionCancelled, ExtractionResult
 from runtool.services.pipeline import PipelineCancelled, PipelineProgress, PipelineStep, RunUpdate
 from runtool.services.reports import ReportProgress, ReportResult, ReportStage
-from runtool.services.transfers import CONFLICT_MODES, ConflictMode
 from runtool.ui.analysis_charts import AnalysisView
 from runtool.ui.components import JobProgress
 from runtool.ui.formatting import format_bytes, format_count, format_time
@@ -48,11 +48,6 @@ __all__ = ["DownloadPanel", "JobProgress", "PerRunPage", "object_name"]
 
 T = TypeVar("T")
 
-CONFLICT_LABELS: dict[ConflictMode, tuple[str, str]] = {
-    "skip": ("Skip existing", "Keep every bag that is already on disk"),
-    "overwrite": ("Overwrite", "Download every chosen bag again, replacing the local copy"),
-    "verify": ("Verify checksums", "Compare size and CRC32C; download only bags that differ"),
-}
 BACKEND_LABELS: dict[str, tuple[str, str]] = {
     "local": ("In-process", "Read the bags in this server's Python process"),
     "docker": ("Docker", "Read the bags in a container built from runtool's Dockerfile"),

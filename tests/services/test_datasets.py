@@ -239,11 +239,28 @@ def test_conflict_modes_decide_what_happens_to_files_already_there(datasets: Dat
     skipped = datasets.execute(plan, conflict="skip")
     assert skipped.ok and skipped.fetched == 0 and image.read_bytes() != original  # skip trusts the size
     verified = datasets.execute(plan)  # verify (the default) reads the file the manifest does not vouch for
-    assert verified.ok and verified.fetched == 1 and image.read_bytes() == original
+    assert verified.ok and verified.fetched == verified.replaced == 1 and image.read_bytes() == original
     again = datasets.execute(plan, conflict="overwrite")
-    assert again.ok and again.fetched == 20 and again.kept == 0
+    assert again.ok and again.fetched == again.replaced == 20 and again.kept == 0
     with pytest.raises(DatasetError, match="Unknown conflict mode 'merge'"):
         datasets.execute(plan, conflict="merge")  # type: ignore[arg-type]
+
+
+def test_skip_replaces_a_file_of_another_size_and_leaves_one_of_the_same_size(datasets: DatasetService) -> None:
+    plan = datasets.plan_dataset_fetch("sizes", ALL, DatasetOptions())
+    assert datasets.execute(plan).ok
+    cut = plan.root / plan.samples[0].image_path
+    original = cut.read_bytes()
+    cut.write_bytes(original[:5])  # cut short
+    same = plan.root / plan.samples[1].image_path
+    same.write_bytes(bytes(same.stat().st_size))  # same size, other bytes
+    os.utime(same, ns=(1_000_000_000, 1_000_000_000))
+    result = datasets.execute(plan, conflict="skip")
+    assert result.ok and (result.downloaded, result.replaced) == (1, 1), result.summary()
+    assert "1 replaced" in result.summary() and result.to_dict()["replaced"] == 1
+    assert cut.read_bytes() == original
+    assert same.stat().st_mtime_ns == 1_000_000_000  # skip keeps a file of the right size without reading it
+    assert not [p for p in plan.root.rglob("*") if ".part-" in p.name]
 
 
 def test_bad_input_is_refused_clearly(datasets: DatasetService) -> None:
@@ -273,7 +290,8 @@ def test_cli_dataset_fetch(services: ServiceContainer, tmp_path: Path, capsys: p
     assert main(["--config", str(toml), "dataset", "fetch", "weeds", "--yes"]) == 0
     assert "\n0 downloaded" in capsys.readouterr().out  # same parameters: a no-op
     assert main(["--config", str(toml), "dataset", "fetch", "weeds", "--yes", "--conflict", "overwrite"]) == 0
-    assert "10 downloaded, 10 labels from the cache, 0 empty labels, 0 kept" in capsys.readouterr().out
+    assert "10 downloaded, 10 labels from the cache, 0 empty labels, 0 kept, 0 removed, 20 replaced" in (
+        capsys.readouterr().out)
     with pytest.raises(SystemExit) as bad_date:
         main(["--config", str(toml), "dataset", "fetch", "weeds", "--since", "yesterday"])
     assert bad_date.value.code == 2

@@ -16,6 +16,7 @@ from runtool.cli import main
 from runtool.config import RuntoolConfig
 from runtool.demo.emulator import Emulator
 from runtool.errors import ReadOnlyError
+from runtool.formatting import format_bytes
 from runtool.models import Filters, RunCoordinate, SyncStatus
 from runtool.services import ServiceContainer, TransferError, TransferProgress
 from runtool.services import transfers as transfers_module
@@ -90,16 +91,61 @@ def test_conflict_modes(services: ServiceContainer, content: dict[str, bytes]) -
     tampered.write_bytes(b"X" + content[BAGS[1]][1:])  # same size, different bytes
     local(services.config, BAGS[2]).write_bytes(content[BAGS[2]][:100])  # truncated
     skip = services.transfers.plan_raw_download(RUN, conflict="skip")
-    assert [f.action for f in skip.files] == ["skip"] * 4
+    assert [f.action for f in skip.files] == ["skip", "skip", "transfer", "skip"]  # the size tells them apart
     verify = services.transfers.plan_raw_download(RUN, conflict="verify")
     assert [f.action for f in verify.files] == ["skip", "transfer", "transfer", "skip"]
-    assert verify.files[1].reason == "CRC32C differs" and "size differs" in verify.files[2].reason
+    assert verify.files[1].reason == "replaced: CRC32C differs" and "size differs" in verify.files[2].reason
+    assert [f.replaces for f in verify.files] == [False, True, True, False]
     overwrite = services.transfers.plan_raw_download(RUN, conflict="overwrite")
     assert [f.action for f in overwrite.files] == ["transfer"] * 4
+    assert {f.reason for f in overwrite.files} == {"replaced: overwrite requested"}
     result = services.transfers.execute(verify)
     assert result.count("transferred") == 2 and result.count("skipped") == 2
     assert tampered.read_bytes() == content[BAGS[1]]
     assert local(services.config, BAGS[2]).read_bytes() == content[BAGS[2]]
+
+
+def test_skip_replaces_a_local_file_of_another_size_and_the_plan_says_so(services: ServiceContainer,
+                                                                         content: dict[str, bytes]) -> None:
+    services.transfers.execute(services.transfers.plan_raw_download(RUN))
+    cut = local(services.config, BAGS[2])
+    cut.write_bytes(content[BAGS[2]][:1000])  # a copy cut short outside runtool
+    plan = services.transfers.plan_raw_download(RUN, conflict="skip")
+    [replaced] = plan.replaced
+    assert replaced.path == cut and replaced.action == "transfer"
+    assert replaced.reason == f"replaced: size differs (local 1,000 B, cloud {len(content[BAGS[2]]):,} B)"
+    assert plan.describe() == f"Download 1 bag, {format_bytes(len(content[BAGS[2]]))} (1 replaced, 3 skipped)"
+    assert plan.to_dict()["files_replaced"] == 1 and plan.to_dict()["files"][2]["replaces"] is True
+    result = services.transfers.execute(plan)
+    assert result.ok and result.count("transferred") == 1
+    assert cut.read_bytes() == content[BAGS[2]] and leftovers(services.config) == []
+
+
+def test_skip_leaves_a_local_file_of_the_same_size_untouched(services: ServiceContainer,
+                                                             content: dict[str, bytes]) -> None:
+    services.transfers.execute(services.transfers.plan_raw_download(RUN))
+    other = local(services.config, BAGS[0])
+    other.write_bytes(bytes(len(content[BAGS[0]])))  # same size, other bytes: skip does not read it
+    os.utime(other, ns=(1_000_000_000, 1_000_000_000))
+    plan = services.transfers.plan_raw_download(RUN, conflict="skip")
+    assert plan.to_transfer == () and plan.files[0].reason == "already there with the same size (skip keeps it)"
+    result = services.transfers.execute(plan)
+    assert result.ok and result.count("skipped") == 4
+    assert other.stat().st_mtime_ns == 1_000_000_000 and other.read_bytes() == bytes(len(content[BAGS[0]]))
+
+
+def test_verify_replaces_a_local_file_of_the_same_size_with_other_bytes(services: ServiceContainer,
+                                                                        content: dict[str, bytes]) -> None:
+    services.transfers.execute(services.transfers.plan_raw_download(RUN))
+    other = local(services.config, BAGS[3])
+    other.write_bytes(content[BAGS[3]][::-1])
+    untouched = local(services.config, BAGS[0])
+    os.utime(untouched, ns=(1_000_000_000, 1_000_000_000))
+    plan = services.transfers.plan_raw_download(RUN, conflict="verify")
+    assert [f.path for f in plan.replaced] == [other] and plan.replaced[0].reason == "replaced: CRC32C differs"
+    assert services.transfers.execute(plan).ok
+    assert other.read_bytes() == content[BAGS[3]]
+    assert untouched.stat().st_mtime_ns == 1_000_000_000  # verified identical: left alone
 
 
 def test_a_file_another_job_downloaded_meanwhile_is_skipped(services: ServiceContainer,

@@ -149,3 +149,35 @@ def test_cli_uploads(services: ServiceContainer, fresh_config: RuntoolConfig, tm
     assert "Upload 7 files" in capsys.readouterr().out
     assert main(["--config", toml, "ml", "upload", RUN.to_path_str(), "--yes"]) == 0
     assert "7 files" in capsys.readouterr().out
+
+
+def test_skip_replaces_a_cloud_object_of_another_size_and_the_plan_says_so(services: ServiceContainer) -> None:
+    services.transfers.execute(services.transfers.plan_raw_upload(RUN))
+    bags = sorted(local_raw_dir(services.config.raw_root, RUN).glob("rosbag_*.bag"))
+    bucket = make_client(emulator_host=services.config.emulator_host).bucket(services.config.raw_bucket)
+    cut = bucket.blob(raw_bag_key(RUN, "_2025-08-02-09-00-25_0.bag"))
+    cut.upload_from_string(b"cut short")  # an interrupted upload made outside runtool
+    kept = bucket.get_blob(raw_bag_key(RUN, "_2025-08-02-09-00-26_1.bag"))
+    assert kept is not None
+    plan = services.transfers.plan_raw_upload(RUN, conflict="skip")
+    [replaced] = plan.replaced
+    assert replaced.path == bags[0] and replaced.reason == "replaced: size differs (local 50,000 B, cloud 9 B)"
+    assert plan.skipped[0].reason == "already in the cloud with the same size (skip keeps it)"
+    assert plan.describe().endswith("(1 replaced, 1 skipped)")
+    assert services.transfers.execute(plan).ok
+    assert cut.download_as_bytes() == bags[0].read_bytes()
+    again = bucket.get_blob(kept.name)
+    assert again is not None and again.generation == kept.generation  # same size: left untouched
+
+
+def test_verify_replaces_a_cloud_object_of_the_same_size_with_other_bytes(services: ServiceContainer) -> None:
+    services.transfers.execute(services.transfers.plan_raw_upload(RUN))
+    bags = sorted(local_raw_dir(services.config.raw_root, RUN).glob("rosbag_*.bag"))
+    bucket = make_client(emulator_host=services.config.emulator_host).bucket(services.config.raw_bucket)
+    other = bucket.blob(raw_bag_key(RUN, "_2025-08-02-09-00-26_1.bag"))
+    other.upload_from_string(b"y" * 50_000)
+    assert services.transfers.plan_raw_upload(RUN, conflict="skip").to_transfer == ()  # skip trusts the size
+    plan = services.transfers.plan_raw_upload(RUN, conflict="verify")
+    assert [(f.path, f.reason) for f in plan.replaced] == [(bags[1], "replaced: CRC32C differs")]
+    assert services.transfers.execute(plan).ok
+    assert other.download_as_bytes() == bags[1].read_bytes()

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from runtool.config import RuntoolConfig
+from runtool.formatting import format_bytes
 from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.storage import local_ml_dir, local_raw_dir, make_client, ml_file_key
@@ -358,40 +359,34 @@ def test_a_server_without_exports_says_so_without_its_paths(services: ServiceCon
     assert message.level == "error" and str(services.config.ml_root) not in message.text and message.details is None
 
 
-def test_skip_existing_names_local_bags_whose_size_differs(services: ServiceContainer) -> None:
-    """A truncated local bag is kept by "Skip existing": the preview says so instead of "Nothing to download"."""
+def test_skip_existing_replaces_local_bags_whose_size_differs(services: ServiceContainer) -> None:
+    """A truncated local bag is not the cloud's bag: "Skip existing" downloads it again and the preview says so."""
     spec = next(s for s in WITH_BAGS if s.bags >= 2)
-    key = spec.coordinate.to_path_str()
     page = DownloadManagerPage(services, query="cid=c1")
     page.preview("download", [spec.coordinate])
     assert page.wait_idle(60)
     page.execute(page.transfer_panel)
     assert page.wait_idle(60)
     folder = local_raw_dir(services.config.raw_root, spec.coordinate)
-    bag = sorted(folder.glob("*.bag"))[0]
-    full = bag.stat().st_size
-    with bag.open("r+b") as handle:  # an interrupted copy made outside runtool
-        handle.truncate(full // 2)
+    bags = sorted(folder.glob("*.bag"))
+    content = bags[0].read_bytes()
+    with bags[0].open("r+b") as handle:  # an interrupted copy made outside runtool
+        handle.truncate(len(content) // 2)
+    untouched = bags[1].stat().st_mtime_ns
     services.local.refresh_run(spec.coordinate)
 
     assert page.transfer_panel.conflict_mode == "skip"  # the default
     page.preview("download", [spec.coordinate])
     assert page.wait_idle(60)
     preview = html.unescape(page.transfer_panel.preview.value)
-    assert "Nothing to download" not in preview
-    assert (f"1 bag whose size differs — {bag.name} (local {full // 2 / 1024:.1f} KiB" in preview
-            or f"1 bag whose size differs — {bag.name} (local {full // 2} B" in preview), preview
-    assert "skipped by “Skip existing”, choose “Overwrite” (or “Verify checksums”) to replace it" in preview
-    assert preview.count("whose size differs") == 2  # in the summary line and in the run's line
-    assert page.transfer_panel.execute_button.description == "Nothing to transfer with “Skip existing”"
-    assert page.transfer_panel.execute_button.disabled
+    assert "Nothing to download" not in preview and "whose size differs" not in preview
+    assert page.transfer_panel.execute_button.description.startswith("Download 1 file, ")
+    assert page.transfer_panel.execute_button.description.endswith(" over 1 run (1 replaced)")
+    assert f"Download 1 bag, {format_bytes(len(content))} (1 replaced, {spec.bags - 1} skipped)" in preview
     plan = page.transfer_panel.plan
-    assert plan is not None and plan.files_to_transfer == 0  # the mode itself is unchanged
-    assert key in preview
-
-    page.transfer_panel.conflict.value = "verify"
-    page.preview("download", [spec.coordinate])
+    assert plan is not None and plan.files_to_transfer == plan.files_replaced == 1
+    [replaced] = plan.plans[0].replaced
+    assert replaced.path == bags[0] and replaced.reason.startswith("replaced: size differs (local ")
+    page.execute(page.transfer_panel)
     assert page.wait_idle(60)
-    preview = html.unescape(page.transfer_panel.preview.value)
-    assert "whose size differs" not in preview  # verify transfers it: nothing kept wrong
-    assert page.transfer_panel.execute_button.description.startswith("Download 1 file")
+    assert bags[0].read_bytes() == content and bags[1].stat().st_mtime_ns == untouched
