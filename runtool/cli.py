@@ -421,13 +421,20 @@ def _preview_and_execute_bulk(args: argparse.Namespace, services: ServiceContain
     return _confirm_and_execute(args, services, bulk)
 
 
+def _confirmed(args: argparse.Namespace, what: str) -> bool:
+    """Whether to go ahead: --yes, or the user says yes to ``what``; says so when not."""
+    if args.yes or _confirm(f"{what}?"):
+        sys.stdout.flush()  # the preview is out before a second Ctrl-C may end the process without flushing
+        return True
+    print("Not confirmed; nothing transferred (use --yes to run without asking).", file=sys.stderr)
+    return False
+
+
 def _confirm_and_execute(args: argparse.Namespace, services: ServiceContainer, bulk: BulkPlan) -> int:
     """Ask (unless --yes), execute the previewed plans, each run as its own unit, on the configured executor
     (``RUNTOOL_DASK_SCHEDULER``: a Dask cluster; unset: a few runs at once here); non-zero if anything failed."""
-    if not args.yes and not _confirm(f"{bulk.describe()}?"):
-        print("Not confirmed; nothing transferred (use --yes to run without asking).", file=sys.stderr)
+    if not _confirmed(args, bulk.describe()):
         return 1
-    sys.stdout.flush()  # the preview is out before a second Ctrl-C may end the process without flushing
     progress = _BulkByteProgress(bulk)
     with _cancel_on_interrupt() as cancel:
         try:
@@ -437,6 +444,26 @@ def _confirm_and_execute(args: argparse.Namespace, services: ServiceContainer, b
                 result = services.transfers.execute_bulk(bulk, progress=progress, cancel=cancel, executor=executor)
         finally:
             progress.close()
+    return _reported(args, result, cancel)
+
+
+def _confirm_and_execute_run(args: argparse.Namespace, services: ServiceContainer, plan: TransferPlan) -> int:
+    """Ask (unless --yes), then execute one run's previewed plan here, the way the per-run page does
+    (:meth:`TransferService.execute`: the run's lock, files in parallel, the run's state refreshed); the output
+    and exit code are those of a bulk transfer of that one run."""
+    if not _confirmed(args, plan.describe()):
+        return 1
+    progress = _ByteProgress()
+    with _cancel_on_interrupt() as cancel:
+        try:
+            result = services.transfers.execute(plan, progress=progress, cancel=cancel)
+        finally:
+            progress.close()
+    return _reported(args, BulkResult(BulkPlan(plan.operation, (plan,)), (result,), (), result.seconds), cancel)
+
+
+def _reported(args: argparse.Namespace, result: BulkResult, cancel: threading.Event) -> int:
+    """Print ``result`` (JSON or words); the exit code: 130 after a cancel, else 0 only if all went well."""
     if args.json:
         _print_json(result.to_dict())
     else:
@@ -509,7 +536,7 @@ def _preview_and_execute(args: argparse.Namespace, services: ServiceContainer, p
         print(f"  … {len(plan.files) - len(shown)} more files")
     if args.dry_run or not plan.to_transfer:
         return 0
-    return _confirm_and_execute(args, services, BulkPlan(plan.operation, (plan,)))
+    return _confirm_and_execute_run(args, services, plan)
 
 
 def cmd_dataset_fetch(args: argparse.Namespace, services: ServiceContainer) -> int:

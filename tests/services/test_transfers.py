@@ -20,6 +20,7 @@ from runtool.formatting import format_bytes
 from runtool.models import Filters, RunCoordinate, SyncStatus
 from runtool.services import ServiceContainer, TransferError, TransferProgress
 from runtool.services import transfers as transfers_module
+from runtool.services.executor import DASK_SCHEDULER_ENV
 from runtool.services.transfers import ALREADY_DOWNLOADED
 from runtool.storage import local_raw_dir, make_client, raw_bag_key
 from tests.conftest import make_config, write_toml
@@ -312,6 +313,30 @@ def test_disk_full_keeps_the_previous_good_file(services: ServiceContainer, fres
     assert out.stdout.startswith("failed Not enough disk space"), out.stdout
     assert good.read_bytes() == content[BAGS[0]]
     assert leftovers(fresh_config) == []
+
+
+def test_cli_single_run_download_executes_the_plan_as_the_page_does(
+    services: ServiceContainer, content: dict[str, bytes], fresh_config: RuntoolConfig, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`download COORD` runs plan → execute in this process; only a selection goes through the executor, so an
+    executor address that cannot work stops the selection and not the single run."""
+    toml = str(write_toml(fresh_config, tmp_path / "runtool.toml"))
+    monkeypatch.setenv(DASK_SCHEDULER_ENV, "no-such-scheduler")
+    assert main(["--config", toml, "download", "--lbid", RUN.lbid, "--yes"]) == 1
+    assert "no-such-scheduler" in capsys.readouterr().err and not local(fresh_config, BAGS[0]).exists()
+    local(fresh_config, BAGS[1]).parent.mkdir(parents=True)
+    local(fresh_config, BAGS[1]).write_bytes(b"cut")
+    assert main(["--config", toml, "download", RUN.to_path_str(), "--yes", "--json"]) == 0
+    out = capsys.readouterr().out  # the preview, then the result (the same document as a selection's)
+    assert "replaced: size differs (local 3 B" in out
+    result = json.loads(out[out.index("\n{") :])
+    assert (result["transferred"], result["skipped"], result["not_started"]) == (4, 0, [])
+    [run] = result["runs"]
+    assert run["ok"] and run["refresh_error"] is None
+    assert all(local(fresh_config, name).read_bytes() == data for name, data in content.items())
+    assert main(["--config", toml, "download", RUN.to_path_str(), "--yes"]) == 0
+    assert "Nothing to download: all 4 bags are present" in capsys.readouterr().out
 
 
 def test_cli_download(services: ServiceContainer, fresh_config: RuntoolConfig, tmp_path: Path,
