@@ -40,8 +40,8 @@ from runtool.demo.emulator import Emulator
 from runtool.services import ServiceContainer
 from runtool.services.transfers import PlannedFile
 from runtool.storage import make_client
-from runtool.storage.checksums import file_crc32c
-from runtool.storage.gcs import crc32c_combine, plan_slices
+from runtool.storage.checksums import crc32c_combine, file_crc32c
+from runtool.storage.gcs import plan_slices
 
 BUCKET = "bench-sliced"
 KEY = "bench/region/field/TW_1/LB_0001/2025_08_01T08:00:00Z/rosbag/_2025-08-01-08-00-20_0.bag"

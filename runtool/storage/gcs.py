@@ -28,7 +28,6 @@ __all__ = [
     "ObjectRecord",
     "StorageError",
     "StorageUnavailableError",
-    "crc32c_combine",
     "download_sliced",
     "iter_objects",
     "list_prefixes",
@@ -338,47 +337,6 @@ the streams that finish early something to take over, so one slow stream does no
 SLICE_STREAMS = 8
 """Ranged GETs of one object in flight at once; below the client session's pool of 10 connections."""
 
-_CRC32C_POLY = 0x82F63B78  # Castagnoli, bit-reversed as the CRC is computed
-
-
-def _multmodp(a: int, b: int) -> int:
-    """a·b modulo the CRC32C polynomial, in the bit-reversed representation (zlib's multmodp)."""
-    m, p = 1 << 31, 0
-    while True:
-        if a & m:
-            p ^= b
-            if not a & (m - 1):
-                return p
-        m >>= 1
-        b = (b >> 1) ^ _CRC32C_POLY if b & 1 else b >> 1
-
-
-def _x2n_table() -> tuple[int, ...]:
-    table, p = [], 1 << 30  # x^1
-    for _ in range(32):
-        table.append(p)
-        p = _multmodp(p, p)
-    return tuple(table)
-
-
-_X2N = _x2n_table()  # x^(2^n) modulo the polynomial
-
-
-def crc32c_combine(crc1: int, crc2: int, length2: int) -> int:
-    """The CRC32C of ``A + B`` from the CRC32C of A, that of B and B's length (zlib's crc32_combine).
-
-    Multiplies ``crc1`` by x^(8·length2) modulo the polynomial: ~32 carry-less multiplications whatever the length,
-    so combining the slices of a 1 GiB object costs microseconds, where reading it again costs a pass over it.
-    """
-    p, n, k = 1 << 31, length2, 3  # x^0; a byte is x^8 = x^(2^3)
-    while n:
-        if n & 1:
-            p = _multmodp(_X2N[k & 31], p)
-        n >>= 1
-        k += 1
-    return _multmodp(p, crc1) ^ crc2
-
-
 def plan_slices(size: int, slice_bytes: int = SLICE_BYTES) -> list[tuple[int, int]]:
     """``(start, length)`` of each slice of an object of ``size`` bytes, in order; one empty slice for 0 bytes."""
     if slice_bytes < 1:
@@ -413,12 +371,13 @@ def download_sliced(
     written at its offset with ``os.pwrite``, so the slices need no ordering and no buffering. A slice whose
     connection breaks resumes from its next byte with a narrower Range, under the same retry budget as
     :func:`stream_object` (``retry_s``, renewed whenever bytes arrive). Every slice keeps the CRC32C of its bytes;
-    the whole object's CRC32C is combined from them (:func:`crc32c_combine`) and compared with ``crc32c`` (base64,
-    as GCS spells it), raising :class:`~runtool.storage.checksums.ChecksumMismatch` if they differ. ``fd`` should be
-    preallocated to ``size`` by the caller, which alone decides whether the file is kept: this function writes into
-    it and never renames. ``on_bytes`` gets each chunk's length, from the slices' threads one at a time; what it
-    raises (a cancel) ends every slice and is raised here. The first failure of any slice is raised (HTTP errors as
-    ``google.api_core`` exceptions, as from :func:`stream_object`); the other slices stop at their next chunk.
+    the whole object's CRC32C is combined from them (:func:`~runtool.storage.checksums.crc32c_combine`) and
+    compared with ``crc32c`` (base64, as GCS spells it), raising :class:`~runtool.storage.checksums.ChecksumMismatch`
+    if they differ. ``fd`` should be preallocated to ``size`` by the caller, which alone decides whether the file is
+    kept: this function writes into it and never renames. ``on_bytes`` gets each chunk's length, from the slices'
+    threads one at a time; what it raises (a cancel) ends every slice and is raised here. The first failure of any
+    slice is raised (HTTP errors as ``google.api_core`` exceptions, as from :func:`stream_object`); the other slices
+    stop at their next chunk.
     """
     from concurrent.futures import ThreadPoolExecutor
     from threading import Event, Lock
@@ -426,7 +385,7 @@ def download_sliced(
     import google_crc32c
     from google.api_core import exceptions as gexc
 
-    from runtool.storage.checksums import ChecksumMismatch
+    from runtool.storage.checksums import ChecksumMismatch, crc32c_combine
 
     if generation <= 0:
         raise ValueError(f"a sliced download of {key} needs a pinned generation, not {generation}")

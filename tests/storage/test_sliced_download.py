@@ -21,8 +21,8 @@ from runtool.models import RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.services.transfers import PART_MARKER
 from runtool.storage import local_raw_dir, make_client, raw_bag_key
-from runtool.storage.checksums import ChecksumMismatch
-from runtool.storage.gcs import crc32c_combine, download_sliced, plan_slices
+from runtool.storage.checksums import ChecksumMismatch, crc32c_combine
+from runtool.storage.gcs import download_sliced, plan_slices
 
 BUCKET = "sliced-test"
 MIB = 1024 * 1024
