@@ -1,42 +1,40 @@
 """Bulk ML download of many small files: runtool's bulk plan + execute against the legacy sequential download.
 
-Run: ``.venv/bin/python -m benchmarks.bulk_ml [--runs 20] [--samples 65] [--repeats 3] [--latency-ms 0]``. The ML
+Run: ``.venv/bin/python -m benchmarks.bulk_ml [--runs 20] [--samples 65] [--repeats 3] [--latency-ms 0]
+[--stream-mb-s 0]``. The ML
 bucket (frames of 2-6 KiB and their YOLO labels, 2 bags per run) is written as a fake-gcs-server ``-data`` folder
 and served by a memory-backend emulator started here; both methods download every file of every run into a fresh
-folder, in turns, in this one process. ``--latency-ms`` puts a relay in front of the emulator that delays every
-request, as the network to a real bucket does. The table goes to stdout and ``benchmarks/results/bulk_ml.md``.
+folder, in turns, in this one process. ``--latency-ms`` (and ``--stream-mb-s``) put ``benchmarks/relay.py``'s
+:class:`NetworkRelay` in front of the emulator, which delays every request (and caps each connection's rate), as
+the network to a real bucket does. The table goes to stdout and ``benchmarks/results/bulk_ml.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
-import multiprocessing
 import os
 import platform
 import shutil
-import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 import psutil
 
 from benchmarks.common import ML_BUCKET, RAW_BUCKET, RESULTS_DIR, PreloadedEmulator, markdown_table, median, say
 from benchmarks.legacy_ml_download import download_runs
+from benchmarks.relay import NetworkRelay, NetworkShape
 from runtool.config import RuntoolConfig
 from runtool.demo.bags import yolo_label_lines
-from runtool.demo.emulator import free_port
 from runtool.models import RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.storage import make_client, ml_file_key, raw_bag_key
 
-__all__ = ["LatencyRelay", "MLStore", "bench_config", "machine", "tree", "write_ml_store"]
+__all__ = ["MLStore", "bench_config", "machine", "tree", "write_ml_store"]
 
 GOAL = 5.0
 _FIRST_DAY = datetime(2025, 6, 2, 7, 0, tzinfo=UTC)
@@ -111,67 +109,6 @@ def write_ml_store(folder: Path, runs: int, samples_per_bag: int, unlabelled_eve
                 _put(folder / ML_BUCKET / ml_file_key(coord, stem, "labels", f"{name}.txt"), label)
                 labels, size = labels + 1, size + len(label)
     return MLStore(folder, tuple(coords), frames, labels, size)
-
-
-def _relay(port: int, upstream: int, latency_s: float) -> None:
-    """Serve ``port``, passing each connection on to ``upstream``; what a client sends waits ``latency_s`` first."""
-
-    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
-        try:
-            while data := await reader.read(1 << 16):
-                await asyncio.sleep(delay)
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
-
-    async def connect(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", upstream)
-        await asyncio.gather(
-            pump(client_reader, server_writer, latency_s), pump(server_reader, client_writer, 0), return_exceptions=True
-        )
-
-    async def serve() -> None:
-        server = await asyncio.start_server(connect, "127.0.0.1", port)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(serve())
-
-
-class LatencyRelay:
-    """A TCP relay, in its own process, that holds each request ``latency_ms`` before the emulator sees it.
-
-    On loopback a request costs the client and the emulator CPU only, so downloading in parallel on a 2-core
-    machine mostly shares the same CPU; against a real bucket each request also waits for the network, which
-    is what parallel downloads overlap. The relay adds that wait, the same for every method.
-    """
-
-    def __init__(self, upstream_port: int, latency_ms: float) -> None:
-        self.port = free_port()
-        context = multiprocessing.get_context("spawn")
-        self._process = context.Process(target=_relay, args=(self.port, upstream_port, latency_ms / 1000), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LatencyRelay:
-        self._process.start()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                if time.monotonic() > deadline or not self._process.is_alive():
-                    self._process.terminate()
-                    raise
-                time.sleep(0.05)
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._process.terminate()
-        self._process.join()
 
 
 def bench_config(url: str, work: Path) -> RuntoolConfig:
@@ -265,7 +202,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=65, help="frames per bag, all labelled (default 65)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every request (default 0)")
+    parser.add_argument("--stream-mb-s", type=float, default=0.0,
+                        help="with --latency-ms: cap each connection's responses at this many MB/s (default 0: no cap)")
     args = parser.parse_args(argv)
+    shape = (NetworkShape(args.latency_ms, args.stream_mb_s * 1e6 or None)
+             if args.latency_ms or args.stream_mb_s else None)
     work = Path(tempfile.mkdtemp(prefix="runtool-bench-bulk-ml-"))
     try:
         store = write_ml_store(work / "store", args.runs, args.samples)
@@ -274,8 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         emulator.start(timeout=3600)  # loading is quadratic in the objects: about a minute at 20,000
         try:
             load = os.getloadavg()[0]
-            if args.latency_ms:
-                with LatencyRelay(emulator.port, args.latency_ms) as relay:
+            if shape is not None:
+                with NetworkRelay(emulator.port, shape) as relay:
                     timings = measure(relay.url, work, store, args.repeats)
             else:
                 timings = measure(emulator.url, work, store, args.repeats)
@@ -308,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown_table(["method (median)", "files", "MB", "seconds", "files/s", "MB/s", "vs legacy"], rows)
     details = [
         f"- Data: {store.describe()}, in a fake-gcs-server memory backend loaded with `-data`; "
-        + (f"every request delayed {args.latency_ms:g} ms by a relay." if args.latency_ms else "on loopback."),
+        + (f"through a relay (`benchmarks/relay.py`): {shape.describe()}." if shape else "on loopback."),
         f"- runtool: plan {median(timings.plan):.2f} s (one listing per run), execute {median(timings.execute):.2f} s "
         f"(parallel downloads, CRC32C verified, temp file + fsync + rename); the legacy lists each run too.",
         f"- Goal ≥ {GOAL:.0f}×: {'met' if base / ours_s >= GOAL else '**not met**'} ({base / ours_s:.2f}×). "
@@ -321,9 +262,11 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS_DIR.mkdir(exist_ok=True)
     command = (
         f".venv/bin/python -m benchmarks.bulk_ml --runs {args.runs} --samples {args.samples} --repeats {args.repeats}"
-        f" --latency-ms {args.latency_ms:g}"
+        f" --latency-ms {args.latency_ms:g}" + (f" --stream-mb-s {args.stream_mb_s:g}" if args.stream_mb_s else "")
     )
-    name = f"bulk_ml-latency-{args.latency_ms:g}ms.md" if args.latency_ms else "bulk_ml.md"
+    name = "bulk_ml.md"
+    if shape:
+        name = f"bulk_ml-latency-{args.latency_ms:g}ms{f'-{args.stream_mb_s:g}MBs' if args.stream_mb_s else ''}.md"
     (RESULTS_DIR / name).write_text(f"# Bulk ML download\n\n`{command}`\n\n{text}")
 
 
