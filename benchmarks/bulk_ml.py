@@ -1,10 +1,10 @@
 """Bulk ML download of many small files: runtool's bulk plan + execute against the legacy sequential download.
 
 Run: ``.venv/bin/python -m benchmarks.bulk_ml [--runs 20] [--samples 65] [--repeats 3] [--latency-ms 0]
-[--stream-mb-s 0]``. The ML
+[--stream-mbps 0]``. The ML
 bucket (frames of 2-6 KiB and their YOLO labels, 2 bags per run) is written as a fake-gcs-server ``-data`` folder
 and served by a memory-backend emulator started here; both methods download every file of every run into a fresh
-folder, in turns, in this one process. ``--latency-ms`` (and ``--stream-mb-s``) put ``benchmarks/relay.py``'s
+folder, in turns, in this one process. ``--latency-ms`` (and ``--stream-mbps``) put ``benchmarks/relay.py``'s
 :class:`NetworkRelay` in front of the emulator, which delays every request (and caps each connection's rate), as
 the network to a real bucket does. The table goes to stdout and ``benchmarks/results/bulk_ml.md``.
 """
@@ -202,11 +202,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=65, help="frames per bag, all labelled (default 65)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every request (default 0)")
-    parser.add_argument("--stream-mb-s", type=float, default=0.0,
+    parser.add_argument("--stream-mbps", type=float, default=0.0,
                         help="with --latency-ms: cap each connection's responses at this many MB/s (default 0: no cap)")
     args = parser.parse_args(argv)
-    shape = (NetworkShape(args.latency_ms, args.stream_mb_s * 1e6 or None)
-             if args.latency_ms or args.stream_mb_s else None)
+    shape = (NetworkShape(args.latency_ms, args.stream_mbps * 1e6 or None)
+             if args.latency_ms or args.stream_mbps else None)
     work = Path(tempfile.mkdtemp(prefix="runtool-bench-bulk-ml-"))
     try:
         store = write_ml_store(work / "store", args.runs, args.samples)
@@ -262,11 +262,11 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS_DIR.mkdir(exist_ok=True)
     command = (
         f".venv/bin/python -m benchmarks.bulk_ml --runs {args.runs} --samples {args.samples} --repeats {args.repeats}"
-        f" --latency-ms {args.latency_ms:g}" + (f" --stream-mb-s {args.stream_mb_s:g}" if args.stream_mb_s else "")
+        f" --latency-ms {args.latency_ms:g}" + (f" --stream-mbps {args.stream_mbps:g}" if args.stream_mbps else "")
     )
     name = "bulk_ml.md"
     if shape:
-        name = f"bulk_ml-latency-{args.latency_ms:g}ms{f'-{args.stream_mb_s:g}MBs' if args.stream_mb_s else ''}.md"
+        name = f"bulk_ml-latency-{args.latency_ms:g}ms{f'-{args.stream_mbps:g}MBs' if args.stream_mbps else ''}.md"
     (RESULTS_DIR / name).write_text(f"# Bulk ML download\n\n`{command}`\n\n{text}")
 
 
