@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from benchmarks.relay import NetworkRelay, NetworkShape
 from runtool.config import RuntoolConfig
 from runtool.demo.emulator import Emulator
 from runtool.models import RunCoordinate
-from runtool.services import ServiceContainer
+from runtool.services import ServiceContainer, TransferProgress
 from runtool.services.transfers import PART_MARKER
 from runtool.storage import local_raw_dir, make_client, raw_bag_key
 from runtool.storage.checksums import ChecksumMismatch, crc32c_combine
@@ -208,4 +209,34 @@ def test_a_full_disk_mid_download_leaves_nothing(
     assert outcome.status == "failed"
     assert outcome.error is not None and outcome.error.startswith("Not enough disk space to write")
     assert landed(services.config) == []
+    assert not any(PART_MARKER in p.name for p in services.config.raw_root.rglob("*"))
+
+
+@pytest.mark.parametrize("before", [None, b"an older, shorter copy"])
+def test_a_cancel_mid_download_leaves_no_file_and_no_temporary_file(
+    sliced_services: tuple[ServiceContainer, bytes], before: bytes | None
+) -> None:
+    """Cancelled after the first MiB of the sliced download: nothing new at the final path (a file there before,
+    which skip replaces because its size differs, is kept as it was) and no temporary file behind."""
+    services, data = sliced_services
+    target = local_raw_dir(services.config.raw_root, RUN) / f"rosbag{BAG}"
+    if before is not None:
+        target.parent.mkdir(parents=True)
+        target.write_bytes(before)
+    plan = services.transfers.plan_raw_download(RUN)
+    assert [f.replaces for f in plan.to_transfer] == [before is not None]
+    cancel = threading.Event()
+    seen: list[int] = []
+
+    def progress(event: TransferProgress) -> None:
+        seen.append(event.bytes_done)
+        if event.bytes_done:
+            cancel.set()
+
+    result = services.transfers.execute(plan, progress=progress, cancel=cancel)
+    assert result.cancelled and [o.status for o in result.outcomes] == ["cancelled"]
+    assert 0 < max(seen) < len(data)  # stopped mid-way, after some bytes had arrived
+    assert landed(services.config) == ([] if before is None else [target.name])
+    if before is not None:
+        assert target.read_bytes() == before
     assert not any(PART_MARKER in p.name for p in services.config.raw_root.rglob("*"))
