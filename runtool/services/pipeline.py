@@ -462,19 +462,26 @@ def _download_notifier(
     notify: Callable[[PipelineStep, str, float | None], None], interval_s: float = 0.25
 ) -> Callable[[TransferProgress], None]:
     """Transfer progress (from the transfer's worker threads, at every chunk) as download steps: at most one every
-    ``interval_s``, and one whenever a file completes, so a callback that redraws or prints is not flooded."""
+    ``interval_s``, and one whenever a file completes, so a callback that redraws or prints is not flooded.
+
+    The workers send their snapshots outside the transfer's lock, so one may arrive after a newer one: it is
+    dropped, and the last event sent is the download's end (every file done).
+    """
     lock = threading.Lock()
-    last = [0.0, -1.0]  # time of the last event sent, files done then
+    last: list[Any] = [0.0, (-1, -1)]  # when the last event was sent, and its (files done, bytes done)
 
     def on_bytes(event: TransferProgress) -> None:
+        position = (event.files_done, event.bytes_done)
         with lock:
             now = time.monotonic()
-            if event.files_done == last[1] and now - last[0] < interval_s:
+            if position <= last[1] or (event.files_done == last[1][0] and now - last[0] < interval_s):
                 return
-            last[0], last[1] = now, float(event.files_done)
-        fraction = event.bytes_done / event.bytes_total if event.bytes_total else 0.0
-        notify("download", f"Downloading: {event.files_done} of {format_count_of(event.files_total, 'bag')} done, "
-                           f"{format_bytes(event.bytes_done)} of {format_bytes(event.bytes_total)}", fraction)
+            last[0], last[1] = now, position
+            fraction = event.bytes_done / event.bytes_total if event.bytes_total else 0.0
+            # Sent under the lock, so the events reach the callback in the order checked here.
+            notify("download", f"Downloading: {event.files_done} of {format_count_of(event.files_total, 'bag')} "
+                               f"done, {format_bytes(event.bytes_done)} of {format_bytes(event.bytes_total)}",
+                   fraction)
 
     return on_bytes
 
