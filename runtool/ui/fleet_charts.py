@@ -15,7 +15,14 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
-from runtool.ui.charts import _day_or_minute_format, _figure, _padded_span, _time_axis, _value_axis, point_index
+from runtool.ui.charts import (
+    _day_or_minute_format,
+    _figure,
+    _padded_span,
+    _time_axis,
+    _value_axis,
+    point_index,
+)
 from runtool.ui.theme import TARGET_COLOUR
 
 __all__ = [
@@ -26,6 +33,7 @@ __all__ = [
     "KpiSeries",
     "KpiTrendChart",
     "split_series",
+    "whole_number_ticks",
 ]
 
 SERIES_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
@@ -86,11 +94,13 @@ class KpiTrendChart:
         )
         self.time_axis = _time_axis(self.x, "run start (UTC)")
         self.time_axis.num_ticks = 8
+        # Below the date labels with a gap: at d3's default offset the title touched them.
+        self.time_axis.label_offset = "38px"
         self.value_axis = _value_axis(self.y, "")
         self.figure = _figure("", [*self.series_marks, self.regressed], [self.time_axis, self.value_axis],
                               height=self.HEIGHT)
         # The right margin leaves room for half of the last date label, which d3 centres on its tick.
-        self.figure.fig_margin = {"top": 36, "bottom": 40, "left": 70, "right": 44}
+        self.figure.fig_margin = {"top": 36, "bottom": 50, "left": 70, "right": 44}
         self.figure.layout.flex = "1 1 auto"
         self.figure.layout.min_width = "0"
         # The legend is HTML beside the plot, not bqplot's box inside it: that box hid the points under it and
@@ -125,8 +135,13 @@ class KpiTrendChart:
         if index is not None and 0 <= index < len(names) and isinstance(mark.tooltip, widgets.HTML):
             mark.tooltip.value = f'<div class="rt-chart-tip">{html.escape(str(names[index]))}</div>'
 
-    def show(self, title: str, axis_label: str, series: Sequence[KpiSeries], regressed: KpiSeries) -> None:
-        """Draw ``series`` (at most ``series_limit + 1``) and the regression rings of ``regressed``."""
+    def show(self, title: str, axis_label: str, series: Sequence[KpiSeries], regressed: KpiSeries,
+             whole_numbers: bool = False) -> None:
+        """Draw ``series`` (at most ``series_limit + 1``) and the regression rings of ``regressed``.
+
+        ``whole_numbers``: the KPI is a count, so the value axis has whole-number ticks only (d3 would put a
+        count of 0 or 1 failed bags on ticks 0, 0.1, … 0.9).
+        """
         self.shown = list(series)
         self.regressed_keys = regressed.keys
         all_times = np.concatenate([s.times for s in series]) if series else _EMPTY_TIMES
@@ -136,6 +151,8 @@ class KpiTrendChart:
             self.x.min, self.x.max = (span[0], span[-1]) if len(span) else (None, None)
         self.figure.title = title
         self.value_axis.label = axis_label
+        values = np.concatenate([np.asarray(s.values, dtype="float64") for s in series]) if series else np.array([])
+        self.value_axis.tick_values = whole_number_ticks(values) if whole_numbers else None
         self._keys = {}
         for index, mark in enumerate(self.series_marks):
             with mark.hold_sync():
@@ -152,6 +169,20 @@ class KpiTrendChart:
             self.regressed.names = list(regressed.hover)
         self._keys[id(self.regressed)] = regressed.keys
         self.legend.value = legend_html(series, len(regressed.keys))
+
+
+def whole_number_ticks(values: np.ndarray) -> np.ndarray | None:
+    """Whole-number ticks within the range of ``values`` (the axis is scaled to the data, not from 0): every
+    number on a range under 6, else round steps (1, 2 or 5 × 10^k), at most six; None (d3's) without values."""
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return None
+    low, high = math.floor(float(finite.min())), math.ceil(float(finite.max()))
+    if high - low < 6:
+        return np.arange(low, high + 1)
+    magnitude = 10.0 ** math.floor(math.log10((high - low) / 5))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if (high - low) / (m * magnitude) <= 5)
+    return np.arange(math.ceil(low / step) * step, math.floor(high / step) * step + step / 2, step)
 
 
 def legend_html(series: Sequence[KpiSeries], regressed: int) -> str:

@@ -514,7 +514,7 @@ class FleetKpiPage(Page):
         index = np.flatnonzero(flagged & has_value)
         ring = KpiSeries("regressed", tuple(keys[i] for i in index), times[index], chart_values[index],
                          tuple(f"{labels[i]}: {'; '.join(on_kpi[i])}" for i in index), "")
-        self.chart.show(f"{choice.label} per run", choice.axis_label, drawn, ring)
+        self.chart.show(f"{choice.label} per run", choice.axis_label, drawn, ring, whole_numbers=choice.unit == "count")
         notes = ["Each point is one analysed run; click a point to open it or to compare it."]
         if rest:
             notes.append(f"The {self.SERIES_LIMIT} laser boxes with the most runs have their own colour; the "

@@ -4,11 +4,18 @@ A few runs of one laser box are analysed through the real services before the pa
 written by the analytics tests' helper, the fourth run's detections 50 ms late, so it regresses), and one run of
 each of nine more laser boxes, so "All" has more laser boxes than the legend has colours; the module's own data
 folder keeps them away from the other browser tests.
+
+At fleet scale the page runs on the medium demo fleet (51 laser boxes, ids repeated across fields) with every
+run analysed: synthetic analysis caches of the current version (:func:`write_analyses`), since extracting ~400
+runs' bags would take an hour; the page reads only the caches' KPIs.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -17,8 +24,12 @@ from playwright.sync_api import expect
 
 from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
+from runtool.services.analytics import CACHE_VERSION, extraction_fingerprint
+from runtool.services.local_state import ANALYSIS_MARKER
+from runtool.storage import processed_dir
 from runtool.ui.query import selection_query
 from tests.browser.conftest import Contexts, VoilaServer, screenshot
+from tests.browser.test_coverage_page import MEDIUM_TIMEOUT_S, medium_config  # noqa: F401 (a fixture)
 from tests.ui.test_fleet_kpis_page import analyse, extract, first_runs, laser_box_runs
 
 pytestmark = pytest.mark.browser
@@ -146,3 +157,122 @@ def test_a_laser_box_selection(contexts: Contexts, server: VoilaServer, analysed
     expect(page.locator(".rt-view-chart")).to_be_visible()
     assert_no_traceback(page)
     screenshot(page, "fleet_kpis_bad_date")
+
+
+# -- fleet scale: the medium demo fleet, every run analysed, "All" at every level ---------------------------
+
+
+def write_analyses(processed_root: Path, coords: Sequence[RunCoordinate]) -> None:
+    """A current analysis cache for each run (an extraction's files and ``analysis/kpis.json``), KPIs varied by
+    laser box and run; every laser box's seventh run has its detection latency 60 ms higher (a regression)."""
+    by_box: dict[str, int] = {}
+    for coord in sorted(coords, key=lambda c: c.start_time):
+        folder = processed_dir(processed_root, coord)
+        if (folder / ANALYSIS_MARKER).exists():
+            continue
+        box = "/".join(coord.to_path_tuple()[:5])
+        nth = by_box[box] = by_box.get(box, -1) + 1
+        seed = sum(map(ord, box)) % 97
+        (folder / "analysis").mkdir(parents=True, exist_ok=True)
+        (folder / "metadata.yaml").write_text(f"run: {coord}\nbags: []\n", encoding="utf-8")
+        for name in ("frames.csv", "detections.csv", "tracking.csv"):
+            (folder / name).write_text("bag_file,bag_timestamp_s,header_timestamp_s\n", encoding="utf-8")
+        wobble = ((seed * 7 + nth * 13) % 11) / 10  # 0.0 .. 1.0, small against the regression margins
+        latency = 38.0 + seed / 4 + 1.5 * wobble + (60.0 if nth == 6 else 0.0)
+        duration = 600.0 + 40 * nth
+        kpis: dict[str, float | int | None] = {
+            "run_duration_s": duration, "fps_target": 25.0, "failed_bags": int(nth % 9 == 8),
+            "mean_detections_per_frame": 3.0 + seed / 20 + wobble, "mean_tracks_per_frame": 2.0 + wobble,
+            "avg_detection_confidence": 0.7, "avg_track_confidence": 0.65, "total_tracks": 900 + 10 * seed,
+            "avg_track_lifetime": 3.5, "mean_track_density": 1.5, "tracks_per_minute": 40.0 + seed / 3 + 5 * wobble,
+        }
+        for index, stream in enumerate(("frames", "detections", "tracking")):
+            p5 = 29.0 - index * 1.5 - seed / 40 - 0.4 * wobble
+            kpis |= {f"{stream}_messages": int(duration * 30), f"{stream}_median_fps": 30.0 - index * 0.2,
+                     f"{stream}_p5_fps": p5, f"{stream}_share_below_target": max(0.0, (26.0 - p5) / 20),
+                     f"{stream}_dropped_frames": (seed // 3 + nth % 2) * index}
+        for prefix, extra in (("detection_latency", 0.0), ("tracking_latency", 12.0)):
+            kpis |= {f"{prefix}_mean_ms": latency + extra - 8, f"{prefix}_p50_ms": latency + extra - 10,
+                     f"{prefix}_p95_ms": latency + extra, f"{prefix}_p99_ms": latency + extra + 25}
+        document = {"version": CACHE_VERSION, "coordinate": str(coord), "fingerprint": extraction_fingerprint(folder),
+                    "analysed_at": "2025-09-01T08:00:00+00:00", "has_detections": True, "has_tracking": True,
+                    "kpis": kpis, "histograms": {}, "failed_bags": []}
+        (folder / ANALYSIS_MARKER).write_text(json.dumps(document), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def medium_analysed(medium_config: Path) -> Path:  # noqa: F811 (the fixture imported above)
+    """The medium fleet's config, every run with raw bags analysed (synthetic caches)."""
+    services = ServiceContainer.from_environment(medium_config)
+    runs = services.data_state.all_runs()
+    runs = runs[runs["raw_bags"] > 0]
+    columns = ["cid", "regionid", "fieldid", "twid", "lbid", "timestamp"]
+    write_analyses(services.config.processed_root,
+                   [RunCoordinate(*(str(part) for part in row)) for row in runs[columns].itertuples(index=False)])
+    return medium_config
+
+
+@pytest.fixture(scope="module")
+def medium_kpi_voila(medium_analysed: Path) -> Iterator[VoilaServer]:
+    server = VoilaServer(medium_analysed)
+    yield server
+    server.stop()
+
+
+TICK_OVERLAPS = """() => {
+    // Pairs of texts of the trend chart's axes (tick labels and the axis titles) whose boxes intersect.
+    const found = [];
+    for (const axis of document.querySelectorAll('.rt-kpi-trend svg .axis')) {
+        const boxes = [...axis.querySelectorAll('text')]
+            .map(t => [t.textContent, t.getBoundingClientRect()]).filter(([s, r]) => s && r.width > 0);
+        for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+            const [a, r] = boxes[i], [b, q] = boxes[j];
+            if (r.left < q.right - 0.5 && q.left < r.right - 0.5 && r.top < q.bottom - 0.5 && q.top < r.bottom - 0.5)
+                found.push(`${a} / ${b}`);
+        }
+    }
+    return found;
+}"""
+
+
+def value_ticks(page: Any) -> list[str]:
+    """The value axis's tick labels, bottom to top (every tick label of the trend chart that is not a date)."""
+    ticks: list[list[Any]] = page.eval_on_selector_all(
+        ".rt-kpi-trend svg .axis .tick text",
+        "els => els.map(t => [t.textContent, t.getBoundingClientRect().y]).sort((a, b) => b[1] - a[1])",
+    )
+    return [text for text, _ in ticks if not re.fullmatch(r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2})?", text)]
+
+
+@pytest.mark.timeout(MEDIUM_TIMEOUT_S)
+def test_at_fleet_scale_with_all_at_every_level_the_chart_reads(contexts: Contexts, medium_analysed: Path,
+                                                                medium_kpi_voila: VoilaServer) -> None:
+    """The medium fleet, every run analysed, "All" everywhere: 51 laser boxes in 8 colours and "others", no axis
+    text over another (the axis title sat on the date labels), and a count KPI on whole-number ticks (Failed
+    bags, 0 or 1 per run, was drawn on ticks 0, 0.1, … 0.9, 1)."""
+    services = ServiceContainer.from_environment(medium_analysed)
+    table = services.kpis.table(Filters())
+    boxes = int(table.rows["lb_key"].nunique())
+    assert boxes > 40 and len(table.rows) > 300  # the fleet scale this test is about
+    page = open_fleet_page(contexts, medium_kpi_voila)
+    expect(page.locator(".rt-kpis")).to_contain_text(re.compile(rf"{len(table.rows):,}\s*Analysed runs"))
+    legend = page.locator(".rt-kpi-legend .rt-legend-item")
+    expect(legend).to_have_count(9, timeout=WAIT_MS)
+    expect(legend.last).to_contain_text(f"others: {boxes - 8} laser boxes")
+    assert_chart_reads_well(page)
+    assert page.evaluate(TICK_OVERLAPS) == []
+    assert_no_traceback(page)
+    screenshot(page, "fleet_kpis_medium_all")
+
+    page.locator(".rt-kpi-picker select").select_option(label="Failed bags")
+    expect(page.locator(".rt-kpi-trend")).to_contain_text("Failed bags per run", timeout=WAIT_MS)
+    expect(page.locator(".rt-kpi-legend .rt-legend-regressed")).to_be_visible(timeout=WAIT_MS)
+    assert set(table.rows["failed_bags"]) == {0, 1}
+    # The axis redraws after the title: wait until its ticks are the new KPI's.
+    page.wait_for_function("() => ![...document.querySelectorAll('.rt-kpi-trend svg .axis .tick text')]"
+                           ".some(t => t.textContent.includes('.'))", timeout=WAIT_MS)
+    assert value_ticks(page) == ["0", "1"]
+    assert page.evaluate(TICK_OVERLAPS) == []
+    assert_chart_reads_well(page)
+    assert_no_traceback(page)
+    screenshot(page, "fleet_kpis_medium_failed_bags")
