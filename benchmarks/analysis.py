@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmarks.common import RESULTS_DIR, markdown_table, median, say
+from benchmarks.common import RESULTS_DIR, markdown_table, measured_commit, median, say
 from runtool.analysis.perception import (
     DETECTION_CONFIDENCE_BINS,
     FPS_TARGET,
@@ -418,7 +418,9 @@ class Samples:
                        [a + b for a, b in zip(self.cpu, other.cpu, strict=True)])
 
     def show(self) -> str:
-        return f"{median(self.wall):.3f} s (CPU {median(self.cpu):.3f} s)"
+        """The wall-clock median with the rounds' range, and the CPU median: ``0.344 s (0.310–0.402; CPU 0.088 s)``."""
+        low, high = min(self.wall), max(self.wall)
+        return f"{median(self.wall):.3f} s ({low:.3f}–{high:.3f}; CPU {median(self.cpu):.3f} s)"
 
 
 def speedup(baseline: Samples, runtool: Samples) -> tuple[float, str]:
@@ -494,12 +496,14 @@ def main() -> None:
     ]
     objects = len(tables["detection_objects"]) + len(tables["tracked_objects"])
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    commit = measured_commit(["runtool/analysis", "runtool/services/analytics.py", "benchmarks/analysis.py"])
     lines = [
         "# Analytics benchmark",
         "",
         f"`.venv/bin/python -m benchmarks.analysis --minutes {args.minutes:g} --rounds {args.rounds}`",
         "",
-        markdown_table(["Measure (median)", "runtool", "loop baseline", "ratio", "goal", "met"], rows),
+        markdown_table(["Measure (median, min–max of the rounds)", "runtool", "loop baseline", "ratio", "goal", "met"],
+                       rows),
         "",
         f"- Run: {args.minutes:g} min in {len(bags) - 1} bags (+1 failed): {len(tables['frames']):,} frames, "
         f"{len(tables['detections']):,} detection and {len(tables['tracking']):,} tracking messages, "
@@ -517,6 +521,8 @@ def main() -> None:
         "work, so CPU seconds (less sensitive to that load) are shown beside the wall times.",
         "- Reading `*_full.json` is `json.load` bound for runtool and the legacy alike; runtool pays it once, "
         "then serves the cache.",
+        f"- Commit {commit}; metrics as corrected in issue 9 (rates "
+        "are windowed throughput, dropped frames are frames no message of the stream refers to).",
         f"- Machine: {len(os.sched_getaffinity(0))} cores, load average {load} at the end, "
         f"Python {platform.python_version()}, pandas {pd.__version__}, numpy {np.__version__}, "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
