@@ -8,6 +8,7 @@ from runtool.analysis.coverage import (
     daily_totals,
     group_sums,
     laser_box_day_totals,
+    laser_box_keys,
     laser_box_totals,
     with_coverage,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "daily_totals",
     "group_sums",
     "laser_box_day_totals",
+    "laser_box_keys",
     "laser_box_totals",
     "with_coverage",
 ]

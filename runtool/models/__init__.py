@@ -11,6 +11,7 @@ from runtool.models.coverage import (
     DayCoverage,
     LaserBoxDay,
     LaserBoxStats,
+    RowSequence,
     TemporalData,
 )
 from runtool.models.serialize import to_jsonable
@@ -48,6 +49,7 @@ __all__ = [
     "LocalRawStatus",
     "NextAction",
     "ProcessingStatus",
+    "RowSequence",
     "RunCoordinate",
     "RunState",
     "SyncStatus",

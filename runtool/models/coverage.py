@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TypeVar, overload
 
 from runtool.models.coordinates import Filters, RunCoordinate
 
@@ -15,8 +17,54 @@ __all__ = [
     "DayCoverage",
     "LaserBoxDay",
     "LaserBoxStats",
+    "RowSequence",
     "TemporalData",
 ]
+
+T = TypeVar("T")
+
+
+class RowSequence(Sequence[T]):
+    """A read-only sequence whose items are built from a result table's row when they are read.
+
+    A fleet-wide view can hold 100,000 rows; building a model object per row up front costs seconds, while a page
+    shows a count and a few hundred of them.
+    """
+
+    def __init__(self, length: int, make: Callable[[int], T]) -> None:
+        self._length = length
+        self._make = make
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[T, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> T | tuple[T, ...]:
+        if isinstance(index, slice):
+            return tuple(self._make(i) for i in range(self._length)[index])
+        position = index + self._length if index < 0 else index
+        if not 0 <= position < self._length:
+            raise IndexError(f"row {index} of {self._length}")
+        return self._make(position)
+
+    def __iter__(self) -> Iterator[T]:
+        return (self._make(i) for i in range(self._length))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"RowSequence({self._length} rows)"
 
 
 @dataclass(frozen=True)
@@ -57,7 +105,7 @@ class TemporalData:
 
     filters: Filters
     settings: CoverageSettings
-    points: tuple[CoveragePoint, ...]
+    points: Sequence[CoveragePoint]
 
 
 @dataclass(frozen=True)
@@ -96,7 +144,7 @@ class AggregatedTemporalData:
     filters: Filters
     settings: CoverageSettings
     days: tuple[DayCoverage, ...]
-    cells: tuple[LaserBoxDay, ...]
+    cells: Sequence[LaserBoxDay]
 
     @property
     def active_days(self) -> int:
@@ -119,7 +167,7 @@ class CoverageStatistics:
     expected_samples: float
     overall_coverage_pct: float | None
     average_coverage_pct: float | None
-    under_labelled: tuple[CoveragePoint, ...]
+    under_labelled: Sequence[CoveragePoint]
     ml_only_runs: int
     average_bags_per_run: float | None
     average_labels_per_run: float | None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
@@ -29,7 +30,9 @@ def to_jsonable(value: Any) -> Any:
         return None  # NaN and ±Infinity are not JSON
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
+    if isinstance(value, list | tuple | set | frozenset) or (
+        isinstance(value, Sequence) and not isinstance(value, str | bytes)
+    ):
         return [to_jsonable(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         return to_jsonable(value.item())

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from runtool.analysis import daily_totals, laser_box_day_totals, laser_box_totals, with_coverage
+from runtool.analysis import daily_totals, laser_box_day_totals, laser_box_keys, laser_box_totals, with_coverage
 from runtool.models import (
     LEVELS,
     AggregatedTemporalData,
@@ -22,6 +22,7 @@ from runtool.models import (
     Filters,
     LaserBoxDay,
     LaserBoxStats,
+    RowSequence,
     RunCoordinate,
     RunState,
     SyncStatus,
@@ -61,26 +62,48 @@ def _sync(cloud_count: np.ndarray, local_count: np.ndarray, same: np.ndarray) ->
     )
 
 
-def _issues(row: Any, under_labelled_pct: float) -> str:
-    """Human-readable problems of one run (a row of the run table), '; '-joined."""
-    found: list[str] = []
-    if row.raw_bags and row.local_bags and row.raw_bags != row.local_bags:
-        found.append(f"Bag count mismatch: cloud={row.raw_bags}, local={row.local_bags}")
-    elif row.raw_bags and row.local_bags and row.raw_bytes != row.local_raw_bytes:
-        found.append(f"Bag size mismatch: cloud={row.raw_bytes:,} B, local={row.local_raw_bytes:,} B")
-    cloud_ml, local_ml = row.ml_frames + row.ml_labels, row.local_frames + row.local_labels
-    if cloud_ml and local_ml and (cloud_ml != local_ml or row.ml_bytes != row.local_ml_bytes):
-        found.append(
-            f"ML sample mismatch: cloud={row.ml_frames} frames/{row.ml_labels} labels, "
-            f"local={row.local_frames} frames/{row.local_labels} labels"
-        )
-    if row.ml_only:
-        found.append("ML only: samples without raw bags")
-    if row.under_labelled:
-        found.append(f"Under-labelled: {row.coverage_pct:.1f} % < {under_labelled_pct:g} %")
-    if row.ml_frames > row.ml_labels and row.raw_bags:
-        found.append(f"{row.ml_frames - row.ml_labels} frames without labels")
-    return "; ".join(found)
+def _issues(runs: pd.DataFrame, under_labelled_pct: float) -> np.ndarray:
+    """Human-readable problems of each run (rows of the run table with coverage), '; '-joined, vectorised.
+
+    Each kind of problem is tested on whole columns; only the rows that have it format its text.
+    """
+    column = {name: runs[name].to_numpy() for name in (
+        "raw_bags", "local_bags", "raw_bytes", "local_raw_bytes", "ml_frames", "ml_labels", "local_frames",
+        "local_labels", "ml_bytes", "local_ml_bytes", "ml_only", "under_labelled", "coverage_pct")}
+    raw, local = column["raw_bags"], column["local_bags"]
+    both = (raw > 0) & (local > 0)
+    cloud_ml = column["ml_frames"] + column["ml_labels"]
+    local_ml = column["local_frames"] + column["local_labels"]
+    ml_differs = (cloud_ml > 0) & (local_ml > 0) & (
+        (cloud_ml != local_ml) | (column["ml_bytes"] != column["local_ml_bytes"])
+    )
+    column["unlabelled"] = column["ml_frames"] - column["ml_labels"]
+
+    def texts(mask: np.ndarray, make: Callable[..., str], *names: str) -> tuple[np.ndarray, list[str]]:
+        rows = np.flatnonzero(mask)
+        if not names:
+            return rows, [make()] * len(rows)
+        values = [column[name][rows].tolist() for name in names]
+        return rows, [make(*args) for args in zip(*values, strict=True)]
+
+    found = np.full(len(runs), "", dtype=object)
+    for rows, parts in (
+        texts(both & (raw != local), lambda c, lo: f"Bag count mismatch: cloud={c}, local={lo}",
+              "raw_bags", "local_bags"),
+        texts(both & (raw == local) & (column["raw_bytes"] != column["local_raw_bytes"]),
+              lambda c, lo: f"Bag size mismatch: cloud={c:,} B, local={lo:,} B", "raw_bytes", "local_raw_bytes"),
+        texts(ml_differs, lambda f, la, lf, ll: f"ML sample mismatch: cloud={f} frames/{la} labels, "
+              f"local={lf} frames/{ll} labels", "ml_frames", "ml_labels", "local_frames", "local_labels"),
+        texts(column["ml_only"], lambda: "ML only: samples without raw bags"),
+        texts(column["under_labelled"], lambda pct: f"Under-labelled: {pct:.1f} % < {under_labelled_pct:g} %",
+              "coverage_pct"),
+        texts((column["unlabelled"] > 0) & (raw > 0), lambda n: f"{n} frames without labels", "unlabelled"),
+    ):
+        if not len(rows):
+            continue
+        before = found[rows]
+        found[rows] = np.where(before == "", parts, before + "; " + np.asarray(parts, dtype=object))
+    return found
 
 
 class DataStateService:
@@ -126,6 +149,7 @@ class DataStateService:
         same_ml = (cloud_ml == local_ml) & (merged["ml_bytes"] == merged["local_ml_bytes"])
         merged["raw_sync"] = _sync(merged["raw_bags"].to_numpy(), merged["local_bags"].to_numpy(), same_raw.to_numpy())
         merged["ml_sync"] = _sync(cloud_ml.to_numpy(), local_ml.to_numpy(), same_ml.to_numpy())
+        merged["lb_key"] = laser_box_keys(merged)  # once here, not on every query of the table
         return merged.sort_values([*LEVELS, "start_time"], ignore_index=True)
 
     def runs(self, filters: Filters | None = None, settings: CoverageSettings | None = None) -> pd.DataFrame:
@@ -159,7 +183,8 @@ class DataStateService:
 
     def generate_coordinates_from_filters(self, filters: Filters) -> list[RunCoordinate]:
         runs = self.runs(filters)
-        return [RunCoordinate(*parts) for parts in runs[list(COORD_COLUMNS)].astype(str).itertuples(index=False)]
+        parts = [runs[column].astype(str).tolist() for column in COORD_COLUMNS]
+        return [RunCoordinate.from_checked_parts(*run) for run in zip(*parts, strict=True)]
 
     # -- coverage ------------------------------------------------------------------------------
 
@@ -167,20 +192,33 @@ class DataStateService:
         """Every selected run as a point in start-time order (the single-laser-box timeline)."""
         settings = settings or self.settings
         runs = self.runs(filters, settings).sort_values("start_time")
-        return TemporalData(filters, settings, tuple(self._points(runs)))
+        return TemporalData(filters, settings, self._points(runs))
 
     @staticmethod
-    def _points(runs: pd.DataFrame) -> Iterable[CoveragePoint]:
-        for row in runs.itertuples(index=False):
-            yield CoveragePoint(
-                coordinate=RunCoordinate(row.cid, row.regionid, row.fieldid, row.twid, row.lbid, row.timestamp),
-                start_time=row.start_time.to_pydatetime(),
-                raw_bags=int(row.raw_bags),
-                ml_frames=int(row.ml_frames),
-                ml_labels=int(row.ml_labels),
-                coverage_pct=None if np.isnan(row.coverage_pct) else float(row.coverage_pct),
-                under_labelled=bool(row.under_labelled),
+    def _points(runs: pd.DataFrame, rows: np.ndarray | None = None) -> RowSequence[CoveragePoint]:
+        """The runs (those at positions ``rows``, in that order, if given) as coverage points, each built when it
+        is read: nothing is converted per run up front, and the parts come from the parsed inventory."""
+        order = np.arange(len(runs)) if rows is None else rows
+        parts = [runs[column] for column in COORD_COLUMNS]
+        starts = runs["start_time"].to_numpy(dtype="datetime64[ns]")  # UTC
+        counts = [runs[column].to_numpy() for column in ("raw_bags", "ml_frames", "ml_labels")]
+        pct = runs["coverage_pct"].to_numpy(dtype="float64")
+        under = runs["under_labelled"].to_numpy(dtype=bool)
+
+        def point(i: int) -> CoveragePoint:
+            row = int(order[i])
+            cid, regionid, fieldid, twid, lbid, timestamp = (str(part.iat[row]) for part in parts)
+            return CoveragePoint(
+                coordinate=RunCoordinate.from_checked_parts(cid, regionid, fieldid, twid, lbid, timestamp),
+                start_time=pd.Timestamp(starts[row], tz="UTC").to_pydatetime(),
+                raw_bags=int(counts[0][row]),
+                ml_frames=int(counts[1][row]),
+                ml_labels=int(counts[2][row]),
+                coverage_pct=None if np.isnan(pct[row]) else float(pct[row]),
+                under_labelled=bool(under[row]),
             )
+
+        return RowSequence(len(order), point)
 
     def aggregated_coverage(self, filters: Filters, settings: CoverageSettings | None = None) -> AggregatedTemporalData:
         """Per-day totals over all laser boxes of a selection, plus laser-box × day cells for a heatmap."""
@@ -203,35 +241,57 @@ class DataStateService:
                 )
                 for row in days.itertuples(index=False)
             ),
-            tuple(
-                LaserBoxDay(row.lb_key, row.day.date(), int(row.raw_bags), int(row.ml_labels), _opt(row.coverage_pct),
-                            int(row.runs), RunCoordinate.parse(f"{row.lb_key}/{row.only_timestamp}")
-                            if isinstance(row.only_timestamp, str) else None)
-                for row in cells.itertuples(index=False)
-            ),
+            self._cells(cells),
         )
+
+    @staticmethod
+    def _cells(cells: pd.DataFrame) -> RowSequence[LaserBoxDay]:
+        """Heatmap cells, each built when it is read (one per laser box and day: up to one per run)."""
+        keys = cells["lb_key"].to_numpy(dtype=object)
+        days = pd.DatetimeIndex(cells["day"]).date if len(cells) else np.array([], dtype=object)
+        counts = [cells[column].to_numpy() for column in ("raw_bags", "ml_labels", "runs")]
+        pct = cells["coverage_pct"].to_numpy(dtype="float64")
+        only = cells["only_timestamp"].to_numpy(dtype=object)
+
+        def cell(i: int) -> LaserBoxDay:
+            key = str(keys[i])
+            stamp = only[i]
+            return LaserBoxDay(
+                key, days[i], int(counts[0][i]), int(counts[1][i]), None if np.isnan(pct[i]) else float(pct[i]),
+                int(counts[2][i]),
+                RunCoordinate.from_checked_parts(*_levels(key), str(stamp)) if isinstance(stamp, str) else None,
+            )
+
+        return RowSequence(len(cells), cell)
 
     def coverage_statistics(self, filters: Filters, settings: CoverageSettings | None = None) -> CoverageStatistics:
         settings = settings or self.settings
         runs = self.runs(filters, settings)
-        with_bags = runs[runs["raw_bags"] > 0]
-        total_bags = int(with_bags["raw_bags"].sum())
+        bags = runs["raw_bags"].to_numpy()
+        has_bags = bags > 0
+        labels = runs["ml_labels"].to_numpy()
+        with_bags = int(has_bags.sum())
+        total_bags = int(bags.sum())
         expected = total_bags * settings.expected_samples_per_bag
-        covered = int(with_bags["ml_labels"].sum())
-        worst = runs[runs["under_labelled"]].sort_values(["coverage_pct", "start_time"])
+        covered = int(labels[has_bags].sum())
+        under = np.flatnonzero(runs["under_labelled"].to_numpy())
+        starts = runs["start_time"].to_numpy(dtype="datetime64[ns]")[under]
+        pct = runs["coverage_pct"].to_numpy(dtype="float64")
+        # Worst first, then oldest: the page lists the first few, so points are built only as they are read.
+        worst = under[np.lexsort((starts, pct[under]))]
         return CoverageStatistics(
             total_runs=len(runs),
-            runs_with_bags=len(with_bags),
+            runs_with_bags=with_bags,
             total_bags=total_bags,
             total_frames=int(runs["ml_frames"].sum()),
-            total_labels=int(runs["ml_labels"].sum()),
+            total_labels=int(labels.sum()),
             expected_samples=expected,
             overall_coverage_pct=min(100.0, 100.0 * covered / expected) if expected else None,
-            average_coverage_pct=_opt(with_bags["coverage_pct"].mean()) if len(with_bags) else None,
-            under_labelled=tuple(self._points(worst)),
+            average_coverage_pct=_opt(pct[has_bags].mean()) if with_bags else None,
+            under_labelled=self._points(runs, worst),
             ml_only_runs=int(runs["ml_only"].sum()),
-            average_bags_per_run=total_bags / len(with_bags) if len(with_bags) else None,
-            average_labels_per_run=covered / len(with_bags) if len(with_bags) else None,
+            average_bags_per_run=total_bags / with_bags if with_bags else None,
+            average_labels_per_run=covered / with_bags if with_bags else None,
         )
 
     def laser_box_stats(self, filters: Filters, settings: CoverageSettings | None = None) -> list[LaserBoxStats]:
@@ -258,9 +318,8 @@ class DataStateService:
     def state_overview(self, filters: Filters, settings: CoverageSettings | None = None) -> pd.DataFrame:
         """The selected runs with sync statuses and an ``issues`` text column."""
         settings = settings or self.settings
-        runs = self.runs(filters, settings).copy()
-        runs["issues"] = [_issues(row, settings.under_labelled_pct) for row in runs.itertuples(index=False)]
-        return runs
+        runs = self.runs(filters, settings)
+        return runs.assign(issues=_issues(runs, settings.under_labelled_pct))
 
     def run_records(self, filters: Filters, settings: CoverageSettings | None = None) -> list[dict[str, Any]]:
         """JSON-ready rows of :meth:`state_overview` (what ``runtool runs --json`` prints)."""
@@ -379,6 +438,12 @@ class DataStateService:
         for position, value in chosen:
             keep &= (parts.str[position] == value).to_numpy(dtype=bool, na_value=False)
         return table[keep].reset_index(drop=True)
+
+
+def _levels(lb_key: str) -> tuple[str, str, str, str, str]:
+    """The five levels of a laser-box key (no level holds a '/')."""
+    cid, regionid, fieldid, twid, lbid = lb_key.split("/")
+    return cid, regionid, fieldid, twid, lbid
 
 
 def _few(names: list[str]) -> str:
