@@ -1,10 +1,15 @@
 """The cloud inventory: one flat, sharded, parallel listing per bucket, kept as a Parquet cache.
 
 The cache is one Parquet file holding every raw bag, every ML frame and label, and every object whose
-key does not fit the layout (an anomaly, with its reason). It is replaced atomically, so a failed or
-cancelled scan never touches the previous inventory. Writers take turns under a cross-process lock beside the
-cache, and a refresh of one prefix merges into the cache as it is on disk then, so refreshes of different
-prefixes in different processes all land.
+key does not fit the layout (an anomaly, with its reason), plus a small delta file beside it: the fresh rows of
+the prefixes refreshed since the big file was written, which replace that file's rows under those prefixes when
+the cache is read. A one-run refresh rewrites only the delta (milliseconds, where the big file of a
+100,000-run fleet takes seconds); once the delta holds many prefixes or rows, a refresh writes the big file
+again and the delta goes. The delta names the big file it belongs to (an id written into both), so a delta left
+over from before a full rewrite is ignored. Each file is replaced atomically, so a failed or cancelled scan
+never touches the previous inventory. Writers take turns under a cross-process lock beside the cache, and a
+refresh of one prefix merges into the cache as it is on disk then, so refreshes of different prefixes in
+different processes all land.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -20,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -60,9 +67,15 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = "2"
 CACHE_FILE = "inventory.parquet"
+DELTA_FILE = "inventory.delta.parquet"
 LOCK_FILE = ".inventory.lock"
 COORD_COLUMNS: tuple[str, ...] = (*LEVELS, "timestamp")
 Role = Literal["raw", "ml"]
+# A refresh writes the whole cache again instead of the delta beyond this many prefixes (each is a mask over
+# every row when the cache is read) or rows (a share of the cache, at least _DELTA_MIN_ROWS).
+_DELTA_MAX_SCOPES = 64
+_DELTA_MIN_ROWS, _DELTA_ROW_SHARE = 20_000, 0.05
+_MAX_SLICES = 64
 # How deep shard discovery may go (levels below the bucket's coordinate root) and how many shards it aims for.
 _MAX_SHARD_DEPTH = 3
 
@@ -125,10 +138,10 @@ class CacheInfo:
 class InventorySnapshot:
     """An immutable inventory: the object table plus derived per-run totals (computed once)."""
 
-    def __init__(self, objects: pd.DataFrame, scanned_at: datetime) -> None:
+    def __init__(self, objects: pd.DataFrame, scanned_at: datetime, runs: pd.DataFrame | None = None) -> None:
         self.objects = objects
         self.scanned_at = scanned_at
-        self._runs: pd.DataFrame | None = None
+        self._runs = runs
         self._lock = threading.Lock()
 
     @property
@@ -150,35 +163,72 @@ class InventorySnapshot:
         """
         with self._lock:
             if self._runs is None:
-                self._runs = _run_totals(self.entries)
+                self._runs = _run_totals(self.objects)
             return self._runs
 
 
-def _run_totals(entries: pd.DataFrame) -> pd.DataFrame:
-    keys = list(COORD_COLUMNS)
-    frame = entries.assign(
-        is_bag=(entries["kind"] == "bag").astype("int64"),
-        is_frame=(entries["kind"] == "frame").astype("int64"),
-        is_label=(entries["kind"] == "label").astype("int64"),
-    )
-    frame = frame.assign(
-        bag_bytes=frame["size"] * frame["is_bag"],
-        ml_bytes=frame["size"] * (1 - frame["is_bag"]),
-        ml_bag=frame["bag"].where(frame["role"] == "ml"),
-    )
-    grouped = frame.groupby(keys, observed=True, sort=False)
-    runs = grouped.agg(
-        raw_bags=("is_bag", "sum"),
-        raw_bytes=("bag_bytes", "sum"),
-        ml_bags=("ml_bag", "nunique"),
-        ml_frames=("is_frame", "sum"),
-        ml_labels=("is_label", "sum"),
-        ml_bytes=("ml_bytes", "sum"),
-    ).reset_index()
-    for column in keys:
+def _codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes and the values they stand for (a categorical's own; others are factorised)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy(), column.cat.categories
+    codes, uniques = pd.factorize(column.to_numpy())
+    return codes, pd.Index(uniques)
+
+
+def _run_totals(objects: pd.DataFrame) -> pd.DataFrame:
+    """Per-run totals of the objects that fit the layout, on integer codes (no groupby over a million rows)."""
+    rows = np.flatnonzero(objects["reason"].isna().to_numpy())
+    run_ids = np.zeros(len(rows), dtype=np.int64)
+    levels = []
+    span = 1
+    for column in COORD_COLUMNS:
+        codes, values = _codes(objects[column])
+        codes = codes[rows].astype(np.int64)
+        levels.append((codes, values))
+        if span * (len(values) + 1) >= 2**62:
+            # Compacted before the combined code could overflow: then it stays below the number of rows.
+            run_ids, _ = pd.factorize(run_ids)
+            span = len(rows) + 1
+        run_ids = run_ids * (len(values) + 1) + codes
+        span *= len(values) + 1
+    run_ids, _ = pd.factorize(run_ids)
+    count = int(run_ids.max()) + 1 if len(run_ids) else 0
+    kind_codes, kinds = _codes(objects["kind"])
+    kind = kind_codes[rows]
+    role_codes, roles = _codes(objects["role"])
+    is_ml = role_codes[rows] == (roles.get_loc("ml") if "ml" in roles else -2)
+    size = objects["size"].to_numpy()[rows]
+
+    def per_run(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        chosen = None if weights is None else weights[mask]
+        return np.bincount(run_ids[mask], weights=chosen, minlength=count).astype(np.int64)
+
+    def is_kind(name: str) -> np.ndarray:
+        return kind == (kinds.get_loc(name) if name in kinds else -2)
+
+    bag = is_kind("bag")
+    bag_codes, _ = objects["bag"].take(rows[is_ml]).factorize()
+    ml_bag_pairs = np.unique(run_ids[is_ml] * (int(bag_codes.max()) + 2 if len(bag_codes) else 1) + bag_codes + 1)
+    first = np.zeros(count, dtype=np.int64)
+    first[run_ids[::-1]] = np.arange(len(run_ids))[::-1]
+    runs = pd.DataFrame({
+        column: np.asarray(values, dtype=object)[codes[first]] for column, (codes, values) in zip(
+            COORD_COLUMNS, levels, strict=True)
+    })
+    for column in COORD_COLUMNS:
         runs[column] = runs[column].astype(str)
-    stamps = runs["timestamp"].str.replace("_", "-", regex=False)
-    runs.insert(6, "start_time", pd.to_datetime(stamps, format="%Y-%m-%dT%H:%M:%SZ", utc=True))
+    runs["raw_bags"] = per_run(bag)
+    runs["raw_bytes"] = per_run(bag, size)
+    runs["ml_bags"] = np.bincount(
+        ml_bag_pairs // (int(bag_codes.max()) + 2 if len(bag_codes) else 1), minlength=count
+    ).astype(np.int64)
+    runs["ml_frames"] = per_run(is_kind("frame"))
+    runs["ml_labels"] = per_run(is_kind("label"))
+    runs["ml_bytes"] = per_run(~bag, size)
+    stamp_codes, stamps = pd.factorize(runs["timestamp"].to_numpy())
+    parsed = pd.to_datetime(pd.Index(stamps, dtype=object).str.replace("_", "-", regex=False),
+                            format="%Y-%m-%dT%H:%M:%SZ", utc=True)
+    runs.insert(6, "start_time", parsed.take(stamp_codes) if len(stamps) else pd.to_datetime([], utc=True))
     return runs.sort_values([*LEVELS, "start_time"], ignore_index=True)
 
 
@@ -196,8 +246,9 @@ def _objects_frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
     for name in ("size", "generation"):
         frame[name] = frame[name].astype("int64")
     for name in ("bag", "name", "crc32c", "reason"):
-        # Text columns stay text even when empty (an empty list would make them float).
-        frame[name] = frame[name].astype(object)
+        # Text columns stay text even when empty (an empty list would make them float), of the type a read of the
+        # cache gives them: concatenating other types would convert a million values on a one-run refresh.
+        frame[name] = frame[name].astype("str")
     return frame
 
 
@@ -247,10 +298,14 @@ class CloudInventoryService:
         self._client: storage.Client | None = None
         self.read_only = read_only
         self.cache_path = config.cache_dir / CACHE_FILE
+        self.delta_path = config.cache_dir / DELTA_FILE
         self.lock_path = config.cache_dir / LOCK_FILE
         self._snapshot: InventorySnapshot | None = None
-        self._stamp: tuple[int, int, int] | None = None
-        """(inode, size, mtime) of the cache file the snapshot was read from or written to."""
+        self._stamp: tuple[tuple[int, int, int], tuple[int, int, int] | None] | None = None
+        """(inode, size, mtime) of the cache file and of the delta the snapshot was read from or written to."""
+        self._base_id: str | None = None
+        """The id of the cache file the snapshot was read from or written to (None: no delta may refer to it)."""
+        self._delta = _Delta(_empty_objects(), [])
         self._loaded = False
         self.warning: str | None = None
         self._refresh_lock = threading.Lock()
@@ -285,12 +340,14 @@ class CloudInventoryService:
         try:
             # Stamped before reading: if the file is replaced meanwhile, the stamp is the older one's, so the
             # next merge reads the file again rather than missing the change.
-            stamp = _file_stamp(self.cache_path)
+            stamp = (_file_stamp(self.cache_path), _delta_stamp(self.delta_path))
             table = pq.read_table(self.cache_path)
             info = _cache_metadata(table.schema.metadata)
             objects = table.to_pandas()
+            delta = _Delta(_empty_objects(), [])
             if info["version"] == CACHE_VERSION and set(objects.columns) == set(_COLUMNS):
                 _check_rows(objects)
+                delta = _read_delta(self.delta_path, info.get("base_id"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, pa.ArrowException) as exc:
@@ -313,7 +370,9 @@ class CloudInventoryService:
             )
             log.warning(self.warning)
             return None
-        self._stamp = stamp
+        self._stamp, self._base_id, self._delta = stamp, info.get("base_id"), delta
+        if delta.scopes:
+            objects = _merge(objects, delta.objects, delta.scopes)
         return InventorySnapshot(objects, info["scanned_at"])
 
     def cache_info(self) -> CacheInfo:
@@ -369,13 +428,22 @@ class CloudInventoryService:
             fresh = _objects_frame(columns)
             try:
                 with exclusive_lock(self.lock_path, cancel):
-                    if partial:
+                    parts = scope.prefix_parts()
+                    if partial and parts:
                         assert previous is not None
                         base = self._latest(previous)
-                        fresh = _merge(base.objects, fresh, scope)
-                        started = base.scanned_at
-                    snapshot = InventorySnapshot(fresh, started)
-                    self._write(snapshot)
+                        snapshot = InventorySnapshot(
+                            _merge(base.objects, fresh, [parts]), base.scanned_at,
+                            _replace_runs(base.runs(), fresh, parts),
+                        )
+                        self._write_delta(snapshot, fresh, parts)
+                    else:
+                        if partial:
+                            assert previous is not None
+                            base = self._latest(previous)
+                            fresh, started = _merge(base.objects, fresh, [parts]), base.scanned_at
+                        snapshot = InventorySnapshot(fresh, started)
+                        self._write(snapshot)
             except LockWaitStopped as exc:
                 raise RefreshCancelled("Inventory refresh cancelled; the previous inventory is kept.") from exc
             except OSError as exc:
@@ -395,26 +463,105 @@ class CloudInventoryService:
         for ``loaded``, as a refresh without a usable cache would have been.
         """
         try:
-            if _file_stamp(self.cache_path) == self._stamp:
+            if (_file_stamp(self.cache_path), _delta_stamp(self.delta_path)) == self._stamp:
                 return loaded
         except FileNotFoundError:
             return loaded
-        return self._load() or loaded
+        replaced = self._load()
+        if replaced is None:
+            self._base_id = None  # the next write is a whole cache: no delta can refer to the unusable file
+        return replaced or loaded
 
     def _write(self, snapshot: InventorySnapshot) -> None:
         """Write the cache to a temporary file beside it, then rename it over the old one (under the cache lock)."""
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        base_id = secrets.token_hex(8)
         info = {
             "version": CACHE_VERSION,
             "raw_bucket": self.config.raw_bucket,
             "ml_bucket": self.config.ml_bucket,
             "scanned_at": snapshot.scanned_at.isoformat(),
+            "base_id": base_id,
         }
-        table = pa.Table.from_pandas(snapshot.objects, preserve_index=False)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), "runtool": json.dumps(info)})
         with replacing(self.cache_path) as tmp:
-            pq.write_table(table, tmp, compression="zstd")
-        self._stamp = _file_stamp(self.cache_path)
+            pq.write_table(_with_metadata(snapshot.objects, info), tmp, compression="zstd")
+        # A delta left behind (a crash before this unlink) names the previous id and is ignored on reading.
+        self.delta_path.unlink(missing_ok=True)
+        self._base_id, self._delta = base_id, _Delta(_empty_objects(), [])
+        self._stamp = (_file_stamp(self.cache_path), None)
+
+    def _write_delta(self, snapshot: InventorySnapshot, fresh: pd.DataFrame, parts: tuple[str, ...]) -> None:
+        """Record a refreshed prefix in the delta file (under the cache lock); the whole cache is written instead
+        when there is no usable cache file to refer to or the delta has grown too big."""
+        scopes = [*(scope for scope in self._delta.scopes if scope[: len(parts)] != parts), parts]
+        rows = _merge(self._delta.objects, fresh, [parts])
+        limit = max(_DELTA_MIN_ROWS, int(_DELTA_ROW_SHARE * len(snapshot.objects)))
+        if self._base_id is None or len(scopes) > _DELTA_MAX_SCOPES or len(rows) > limit:
+            self._write(snapshot)
+            return
+        info = {"version": CACHE_VERSION, "base_id": self._base_id, "scopes": [list(scope) for scope in scopes]}
+        with replacing(self.delta_path) as tmp:
+            pq.write_table(_with_metadata(rows, info), tmp, compression="zstd")
+        # Readers that watch only the cache file's stamp (a preheated page, a pipeline worker) see the change.
+        os.utime(self.cache_path)
+        self._delta = _Delta(rows, scopes)
+        self._stamp = (_file_stamp(self.cache_path), _delta_stamp(self.delta_path))
+
+
+@dataclass(frozen=True)
+class _Delta:
+    """The delta file's rows and the prefixes (coordinate parts) they replace in the cache file."""
+
+    objects: pd.DataFrame
+    scopes: list[tuple[str, ...]]
+
+
+def _with_metadata(objects: pd.DataFrame, info: dict[str, Any]) -> pa.Table:
+    table = pa.Table.from_pandas(objects, preserve_index=False)
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), "runtool": json.dumps(info)})
+
+
+def _delta_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        return _file_stamp(path)
+    except FileNotFoundError:
+        return None
+
+
+def _read_delta(path: Path, base_id: str | None) -> _Delta:
+    """The delta that belongs to the cache file ``base_id`` (empty when there is none or it is older).
+
+    Raises ValueError (or an OSError / ArrowException) when the delta cannot be used, like the cache file.
+    """
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        return _Delta(_empty_objects(), [])
+    text = (table.schema.metadata or {}).get(b"runtool")
+    if text is None:
+        raise ValueError(f"its delta {path.name} has no runtool metadata")
+    info = json.loads(text)
+    if not isinstance(info, dict) or info.get("version") != CACHE_VERSION:
+        raise ValueError(f"its delta {path.name} has metadata of the wrong shape")
+    if base_id is None or info.get("base_id") != base_id:
+        return _Delta(_empty_objects(), [])
+    scopes = info.get("scopes")
+    if not isinstance(scopes, list) or not all(
+        isinstance(scope, list) and 0 < len(scope) <= len(COORD_COLUMNS) and all(isinstance(p, str) for p in scope)
+        for scope in scopes
+    ):
+        raise ValueError(f"its delta {path.name} lists prefixes of the wrong shape")
+    objects = table.to_pandas()
+    if set(objects.columns) != set(_COLUMNS):
+        raise ValueError(f"its delta {path.name} has other columns")
+    _check_rows(objects)
+    for scope in scopes:
+        for column, value in zip(COORD_COLUMNS, scope, strict=False):
+            if column == "timestamp":
+                parse_timestamp(value)
+            else:
+                check_part(column, value)
+    return _Delta(objects, [tuple(scope) for scope in scopes])
 
 
 def _file_stamp(path: Path) -> tuple[int, int, int]:
@@ -447,11 +594,11 @@ _KINDS = frozenset({"bag", "frame", "label", "anomaly"})
 def _check_rows(objects: pd.DataFrame) -> None:
     """ValueError naming the first value of the cache a scan could not have written (checked per distinct value)."""
     for column, allowed in (("role", {"raw", "ml"}), ("kind", _KINDS)):
-        strange = set(objects[column].dropna().unique()) - allowed
+        strange = set(_distinct(objects[column])) - allowed
         if strange:
             raise ValueError(f"its {column} column holds {sorted(map(str, strange))[0]!r}")
     for column in COORD_COLUMNS:
-        for value in objects[column].dropna().unique():
+        for value in _distinct(objects[column]):
             if not isinstance(value, str):
                 raise ValueError(f"its {column} column holds {value!r}, not text")
             if column == "timestamp":
@@ -462,24 +609,94 @@ def _check_rows(objects: pd.DataFrame) -> None:
         raise ValueError("its name column holds values that are not object names")
 
 
-def _merge(previous: pd.DataFrame, fresh: pd.DataFrame, scope: Filters) -> pd.DataFrame:
-    """Replace the rows under the scanned prefix with the fresh ones."""
-    parts = scope.prefix_parts()
-    inside = pd.Series(True, index=previous.index)
-    for column, value in zip(COORD_COLUMNS, parts, strict=False):
-        inside &= previous[column] == value
-    prefixes = (raw_prefix(scope), ml_prefix(scope))
-    stray = previous["reason"].notna() & previous["name"].str.startswith(prefixes)
-    kept = previous[~(inside | stray)]
+def _inside(objects: pd.DataFrame, scopes: list[tuple[str, ...]]) -> np.ndarray:
+    """Which rows lie under any of the prefixes (compared on the columns' integer codes)."""
+    inside = np.zeros(len(objects), dtype=bool)
+    codes: dict[str, tuple[np.ndarray, pd.Index]] = {}
+    for parts in scopes:
+        mask = np.ones(len(objects), dtype=bool)
+        for column, value in zip(COORD_COLUMNS, parts, strict=False):
+            if column not in codes:
+                codes[column] = _codes(objects[column])
+            column_codes, values = codes[column]
+            position = int(values.get_indexer([value])[0])
+            if position < 0:  # -1 is also the code of an anomaly's missing value: nothing matches
+                mask[:] = False
+                break
+            mask &= column_codes == position
+        inside |= mask
+    return inside
+
+
+def _distinct(column: pd.Series) -> list[Any]:
+    """The distinct values of a column: a categorical's categories (a superset of those in use), not a scan of
+    a million rows."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return list(column.cat.categories)
+    return list(column.dropna().unique())
+
+
+def _merge(previous: pd.DataFrame, fresh: pd.DataFrame, scopes: list[tuple[str, ...]]) -> pd.DataFrame:
+    """Replace the rows under the scanned prefixes (coordinate parts) with the fresh ones."""
+    inside = _inside(previous, scopes)
+    prefixes = tuple(
+        prefix for parts in scopes for prefix in (raw_prefix(_prefix_filters(parts)), ml_prefix(_prefix_filters(parts)))
+    )
+    anomalies = np.flatnonzero(previous["reason"].notna().to_numpy())
+    if len(anomalies):
+        names = previous["name"].take(anomalies)
+        inside[anomalies[names.str.startswith(prefixes).to_numpy(dtype=bool)]] = True
+    keep = ~inside
+    if fresh.empty and keep.all():
+        return previous
+    # The rows of a prefix are a few contiguous blocks (listings come in key order), so what is kept is a few
+    # slices, which cost nothing, instead of a copy of a million rows.
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], keep, [False])).astype(np.int8)))
+    if len(edges) <= 2 * _MAX_SLICES:
+        pieces = [previous.iloc[start:stop] for start, stop in zip(edges[::2], edges[1::2], strict=True)]
+    else:
+        pieces = [previous[keep]]
+    pieces = [piece for piece in (*pieces, fresh) if len(piece)]
+    if len(pieces) <= 1:
+        return (pieces[0] if pieces else fresh).reset_index(drop=True)
     merged: dict[str, Any] = {}
-    if fresh.empty or kept.empty:
-        return (kept if fresh.empty else fresh).reset_index(drop=True)
     for name in _COLUMNS:
-        if isinstance(kept[name].dtype, pd.CategoricalDtype):
-            merged[name] = union_categoricals([kept[name], fresh[name]], ignore_order=True)
+        columns = [piece[name] for piece in pieces]
+        if isinstance(columns[0].dtype, pd.CategoricalDtype):
+            merged[name] = union_categoricals(columns, ignore_order=True)
         else:
-            merged[name] = pd.concat([kept[name], fresh[name]], ignore_index=True)
+            merged[name] = pd.concat(columns, ignore_index=True)
     return pd.DataFrame(merged)
+
+
+def _prefix_filters(parts: tuple[str, ...]) -> Filters:
+    return Filters(**dict(zip(COORD_COLUMNS, parts, strict=False)))
+
+
+def _replace_runs(runs: pd.DataFrame, fresh: pd.DataFrame, parts: tuple[str, ...]) -> pd.DataFrame:
+    """The run totals with the runs under the prefix replaced by those of the fresh rows (no full recount)."""
+    inside = np.ones(len(runs), dtype=bool)
+    for column, value in zip(COORD_COLUMNS, parts, strict=False):
+        inside &= (runs[column] == value).to_numpy(dtype=bool)
+    added = _run_totals(fresh)
+    replaced = np.flatnonzero(inside)
+    if len(replaced) == len(added) == 1:
+        # One run refreshed in place (the usual case after an operation): its position in the order is the same.
+        updated = runs.copy()
+        for column in added.columns:
+            updated[column] = _with_value(updated[column], int(replaced[0]), added[column].iloc[0])
+        return updated
+    if added.empty:
+        return runs[~inside].reset_index(drop=True)
+    return pd.concat([runs[~inside], added], ignore_index=True).sort_values([*LEVELS, "start_time"], ignore_index=True)
+
+
+def _with_value(column: pd.Series, position: int, value: Any) -> pd.Series:
+    if column.iloc[position] == value:
+        return column
+    values = column.copy()
+    values.iloc[position] = value
+    return values
 
 
 class _Scan:

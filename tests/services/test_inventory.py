@@ -16,6 +16,7 @@ from runtool.demo.emulator import Emulator
 from runtool.errors import ReadOnlyError
 from runtool.models import Filters
 from runtool.services import CloudInventoryService, InventoryError, RefreshCancelled, ServiceContainer
+from runtool.services import inventory as inventory_module
 from runtool.storage import make_client
 from tests.conftest import SeededFleet, make_config
 
@@ -403,3 +404,100 @@ def test_names_too_long_for_a_local_file_are_anomalies(fresh_config: RuntoolConf
     assert sorted(f.path.name for f in plan.files) == sorted(["rosbag_2025-08-25-09-00-00_0.bag", "rosbag" + fits])
     result = services.transfers.execute(plan)
     assert result.ok and all(f.path.exists() for f in plan.files)
+
+
+RUN_FILTERS = Filters.from_mapping(dict(zip(["cid", "regionid", "fieldid", "twid", "lbid", "timestamp"],
+                                            RUN.split("/"), strict=True)))
+
+
+def test_one_run_refresh_writes_the_delta_not_the_whole_cache(fresh_config: RuntoolConfig) -> None:
+    small_fleet(fresh_config)
+    service = inventory(fresh_config)
+    service.refresh()
+    before = service.cache_path.read_bytes()
+    upload(fresh_config, [f"{RUN}/rosbag/_2025-08-25-09-00-09_9.bag", f"{RUN2}/rosbag/_2025-08-25-09-00-19_9.bag"], [])
+    service.refresh(RUN_FILTERS)
+    assert service.cache_path.read_bytes() == before  # the big file is not rewritten
+    assert service.delta_path.exists()
+    again = inventory(fresh_config)  # another process reads the cache file and its delta
+    runs = again.snapshot.runs().set_index("lbid")
+    assert runs.loc["LB_0001", "raw_bags"] == 4 and runs.loc["LB_0002", "raw_bags"] == 2
+    assert again.cache_info().anomalies == 3
+    assert again.snapshot.runs().equals(service.snapshot.runs())  # the in-memory update matches a full read
+    service.refresh()
+    assert not service.delta_path.exists()
+    assert inventory(fresh_config).snapshot.runs().set_index("lbid").loc["LB_0002", "raw_bags"] == 3
+
+
+def test_a_refresh_that_fails_while_writing_the_delta_keeps_the_previous_cache(
+    fresh_config: RuntoolConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_fleet(fresh_config)
+    service = inventory(fresh_config)
+    service.refresh()
+    service.refresh(RUN_FILTERS)  # a delta exists already
+    files = {path: path.read_bytes() for path in (service.cache_path, service.delta_path)}
+    upload(fresh_config, [f"{RUN}/rosbag/_2025-08-25-09-00-09_9.bag"], [])
+    real_write = inventory_module.pq.write_table
+
+    def write_half_then_fail(table: object, where: object, **kwargs: object) -> None:
+        real_write(table, where, **kwargs)
+        Path(str(where)).write_bytes(Path(str(where)).read_bytes()[:40])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(inventory_module.pq, "write_table", write_half_then_fail)
+    with pytest.raises(InventoryError, match="No space left.*previous inventory is kept"):
+        service.refresh(RUN_FILTERS)
+    monkeypatch.undo()
+    assert {path: path.read_bytes() for path in files} == files
+    assert sorted(p.name for p in fresh_config.cache_dir.iterdir() if p.name.startswith(".inventory.")) == [
+        ".inventory.lock"]  # no temporary file left
+    reread = inventory(fresh_config)
+    assert reread.warning is None
+    assert reread.snapshot.runs().set_index("lbid").loc["LB_0001", "raw_bags"] == 3
+
+
+def test_a_corrupt_delta_means_rebuild_with_a_warning(fresh_config: RuntoolConfig) -> None:
+    small_fleet(fresh_config)
+    service = inventory(fresh_config)
+    service.refresh()
+    service.refresh(RUN_FILTERS)
+    service.delta_path.write_bytes(b"PAR1 not parquet either")
+    broken = inventory(fresh_config)
+    assert not broken.has_data
+    assert broken.warning is not None and "unreadable" in broken.warning
+    assert broken.refresh().runs == 2
+    assert not broken.delta_path.exists() and inventory(fresh_config).has_data
+
+
+def test_a_delta_left_from_before_a_full_rewrite_is_ignored(fresh_config: RuntoolConfig) -> None:
+    small_fleet(fresh_config)
+    service = inventory(fresh_config)
+    service.refresh()
+    upload(fresh_config, [f"{RUN}/rosbag/_2025-08-25-09-00-09_9.bag"], [])
+    service.refresh(RUN_FILTERS)
+    stale = service.delta_path.read_bytes()
+    make_client(emulator_host=fresh_config.emulator_host).bucket(fresh_config.raw_bucket).blob(
+        f"{RUN}/rosbag/_2025-08-25-09-00-09_9.bag").delete()
+    service.refresh()  # a crash after this rewrite but before the delta's removal would leave the old delta
+    service.delta_path.write_bytes(stale)
+    reread = inventory(fresh_config)
+    assert reread.warning is None
+    assert reread.snapshot.runs().set_index("lbid").loc["LB_0001", "raw_bags"] == 3
+
+
+def test_a_delta_with_too_many_prefixes_is_folded_into_the_cache(
+    fresh_config: RuntoolConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_fleet(fresh_config)
+    monkeypatch.setattr(inventory_module, "_DELTA_MAX_SCOPES", 1)
+    service = inventory(fresh_config)
+    service.refresh()
+    service.refresh(RUN_FILTERS)
+    assert service.delta_path.exists()
+    before = service.cache_path.read_bytes()
+    upload(fresh_config, [f"{RUN2}/rosbag/_2025-08-25-09-00-19_9.bag"], [])
+    service.refresh(Filters.from_mapping(dict(zip(["cid", "regionid", "fieldid", "twid", "lbid", "timestamp"],
+                                                  RUN2.split("/"), strict=True))))
+    assert not service.delta_path.exists() and service.cache_path.read_bytes() != before
+    assert inventory(fresh_config).snapshot.runs().set_index("lbid").loc["LB_0002", "raw_bags"] == 3
