@@ -98,6 +98,12 @@ class ServeProcess:
                 time.sleep(0.2)
         else:
             raise ServerError(f"runtool serve did not answer on {self.base} within {timeout:.0f} s: {self.log_text()}")
+        # `runtool serve` prints its URL (with the token) once it has seen Voila listen, a moment after Voila
+        # answers: read the token only from that line (read earlier, a token server's token was missed).
+        while "Serving runtool" not in self.log_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise ServerError(f"runtool serve answered but never said where: {self.log_text()}")
+            time.sleep(0.05)
         match = re.search(r"\?token=([\w-]+)", self.log_text())
         self.token = match.group(1) if match else None
 
@@ -279,10 +285,18 @@ class Contexts:
             with contextlib.suppress(Exception):  # closed meanwhile
                 tab.close(run_before_unload=True)
         with contextlib.suppress(AssertionError):
-            poll(lambda: all(tab.is_closed() for tab in tabs), 10, interval=0.1, what="tabs closed")
+            poll(lambda: self._all_closed(tabs), 10, interval=0.1, what="tabs closed")
         for context in self.opened:
             with contextlib.suppress(Exception):  # already closed by the test
                 context.close()
+
+    def _all_closed(self, tabs: list[Any]) -> bool:
+        # Playwright's sync API takes in events (a tab that closed) only during a call to the browser: without
+        # one, is_closed() stayed False and every test's teardown waited the whole 10 s.
+        for context in self.opened:
+            with contextlib.suppress(Exception):  # closed by the test
+                context.cookies()
+        return all(tab.is_closed() for tab in tabs)
 
     @property
     def offsite(self) -> list[str]:

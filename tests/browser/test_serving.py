@@ -98,7 +98,7 @@ def waiting_pool(server: ServeProcess, size: int) -> dict[str, psutil.Process]:
 
 @pytest.mark.parametrize(
     ("how", "cycles", "cull"),
-    [("tab closed", 6, "600"), ("browser gone", 4, "10")],
+    [("tab closed", 3, "600"), ("browser gone", 2, "10")],
     ids=["tab-closed-beacon", "browser-gone-culled"],
 )
 def test_opening_and_closing_pages_leaves_no_kernel(contexts: Contexts, serve: Callable[..., ServeProcess],
