@@ -59,22 +59,26 @@ def laser_box_keys(runs: pd.DataFrame) -> pd.Series:
     return key
 
 
-def group_sums(keys: list[np.ndarray], values: dict[str, np.ndarray]) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+def group_sums(
+    keys: list[np.ndarray | pd.Series], values: dict[str, np.ndarray]
+) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
     """Sum ``values`` per distinct key tuple (sorted), with numpy: pandas' groupby costs tens of milliseconds
     of fixed overhead per call, which dominates on the few hundred runs a page shows.
 
-    Keys are factorised by hashing (sorting only the distinct values): sorting 100,000 text keys themselves
-    costs a hundred milliseconds.
+    Keys are factorised by hashing (sorting only the distinct values; a text column stays in Arrow, a Series is
+    factorised there): sorting 100,000 text keys themselves costs a hundred milliseconds.
     """
     combined = np.zeros(len(keys[0]) if keys else 0, dtype=np.int64)
+    factorised = []
     for key in keys:
-        code, unique = pd.factorize(np.asarray(key), sort=True)
+        code, unique = pd.factorize(key if isinstance(key, pd.Series) else np.asarray(key), sort=True)
+        factorised.append((code, unique))
         # Re-factorised after each level, so the combined code stays below the number of rows (no overflow).
         combined, _ = pd.factorize(combined * len(unique) + code, sort=True)
     groups, inverse = np.unique(combined, return_inverse=True)
     first = np.full(len(groups), -1, dtype=np.int64)
     first[inverse[::-1]] = np.arange(len(inverse))[::-1]
-    group_keys = [np.asarray(key)[first] for key in keys]
+    group_keys = [np.asarray(unique)[code[first]] for code, unique in factorised]
     sums = {name: np.bincount(inverse, weights=np.asarray(v, dtype="float64"), minlength=len(groups))
             for name, v in values.items()}
     sums["size"] = np.bincount(inverse, minlength=len(groups)).astype("float64")
@@ -92,7 +96,7 @@ def daily_totals(runs: pd.DataFrame, settings: CoverageSettings) -> pd.DataFrame
         return pd.DataFrame(columns=columns)
     days = runs["day"].to_numpy(dtype="datetime64[ns]")
     (day_keys,), sums = group_sums([days], _counts(runs))
-    (pair_days, _), _ = group_sums([days, runs["lb_key"].to_numpy(dtype=object)], {})
+    (pair_days, _), _ = group_sums([days, runs["lb_key"]], {})
     boxes = pd.Series(pair_days).value_counts()
     totals = pd.DataFrame({name: sums[name].astype("int64") for name in ("raw_bags", "ml_frames", "ml_labels",
                                                                          "covered_labels")},
@@ -117,13 +121,12 @@ def laser_box_day_totals(runs: pd.DataFrame, settings: CoverageSettings) -> pd.D
         return pd.DataFrame(columns=columns)
     # The sum of row positions of a one-run group is that run's position.
     (lb_keys, days), sums = group_sums(
-        [runs["lb_key"].to_numpy(dtype=object), runs["day"].to_numpy(dtype="datetime64[ns]")],
+        [runs["lb_key"], runs["day"].to_numpy(dtype="datetime64[ns]")],
         {**_counts(runs), "position": np.arange(len(runs))},
     )
     single = sums["size"] == 1
-    timestamps = runs["timestamp"].to_numpy(dtype=object)
     only = np.full(len(single), None, dtype=object)
-    only[single] = timestamps[sums["position"][single].astype("int64")]
+    only[single] = runs["timestamp"].take(sums["position"][single].astype("int64")).to_numpy(dtype=object)
     return pd.DataFrame({
         "lb_key": lb_keys,
         "day": pd.DatetimeIndex(days, tz="UTC"),
@@ -141,8 +144,8 @@ def laser_box_totals(runs: pd.DataFrame, settings: CoverageSettings) -> pd.DataF
                "active_days", "avg_bags_per_day", "avg_labels_per_day"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    lb = runs["lb_key"].to_numpy(dtype=object)
-    (lb_keys, lbids), sums = group_sums([lb, runs["lbid"].to_numpy(dtype=object)], _counts(runs))
+    lb = runs["lb_key"]
+    (lb_keys, lbids), sums = group_sums([lb, runs["lbid"]], _counts(runs))
     active = runs["raw_bags"].to_numpy() > 0
     (active_lbs, _), _ = group_sums([lb[active], runs["day"].to_numpy(dtype="datetime64[ns]")[active]], {})
     active_days = pd.Series(active_lbs).value_counts().reindex(lb_keys, fill_value=0).to_numpy()

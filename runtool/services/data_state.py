@@ -83,6 +83,10 @@ def _issues(runs: pd.DataFrame, under_labelled_pct: float) -> np.ndarray:
         rows = np.flatnonzero(mask)
         if not names:
             return rows, [make()] * len(rows)
+        if len(names) == 1:
+            # One text per distinct value (a coverage % or a count: few distinct values over 100,000 runs).
+            distinct, inverse = np.unique(column[names[0]][rows], return_inverse=True)
+            return rows, np.asarray([make(value) for value in distinct.tolist()], dtype=object)[inverse].tolist()
         values = [column[name][rows].tolist() for name in names]
         return rows, [make(*args) for args in zip(*values, strict=True)]
 

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -501,3 +502,28 @@ def test_a_delta_with_too_many_prefixes_is_folded_into_the_cache(
                                                   RUN2.split("/"), strict=True))))
     assert not service.delta_path.exists() and service.cache_path.read_bytes() != before
     assert inventory(fresh_config).snapshot.runs().set_index("lbid").loc["LB_0002", "raw_bags"] == 3
+
+
+def test_a_corrupt_cache_of_100000_runs_is_rebuilt_with_a_warning(fresh_config: RuntoolConfig) -> None:
+    runs = 100_000
+    coords = [f"client_a/region_1/field_{n % 40}/TW_{n % 7}/LB_{n % 3:04d}/2025_08_{1 + n % 28:02d}T"
+              f"{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z" for n in range(runs)]
+    parts = [coord.split("/") for coord in coords]
+    columns: dict[str, list[object]] = {
+        "role": ["raw"] * runs, "bag": [f"_b{n}_0" for n in range(runs)], "kind": ["bag"] * runs,
+        "name": [f"_b{n}_0.bag" for n in range(runs)], "size": [n for n in range(runs)], "generation": [1] * runs,
+        "crc32c": ["AAAAAA=="] * runs, "reason": [None] * runs,
+    }
+    for position, column in enumerate(inventory_module.COORD_COLUMNS):
+        columns[column] = [part[position] for part in parts]
+    big = inventory(fresh_config)
+    big._write(inventory_module.InventorySnapshot(inventory_module._objects_frame(columns), datetime.now(UTC)))
+    assert inventory(fresh_config).cache_info().runs == len(set(coords))
+    data = big.cache_path.read_bytes()
+    big.cache_path.write_bytes(data[: len(data) // 2] + bytes(1000) + data[len(data) // 2 + 1000 :])  # a torn write
+    broken = inventory(fresh_config)
+    assert not broken.has_data
+    assert broken.warning is not None and "unreadable" in broken.warning and "rebuilt" in broken.warning
+    small_fleet(fresh_config)
+    assert broken.refresh().runs == 2  # rebuilt from the buckets
+    assert inventory(fresh_config).has_data and inventory(fresh_config).warning is None
