@@ -152,7 +152,17 @@ class KpiTrendChart:
         self.figure.title = title
         self.value_axis.label = axis_label
         values = np.concatenate([np.asarray(s.values, dtype="float64") for s in series]) if series else np.array([])
-        self.value_axis.tick_values = whole_number_ticks(values) if whole_numbers else None
+        flat = _flat_value(values)
+        with self.y.hold_sync():
+            if flat is None:
+                self.y.min = self.y.max = None
+                self.value_axis.tick_values = whole_number_ticks(values) if whole_numbers else None
+            else:
+                # A span of its own around the value, and one tick at it: d3 drew a flat series' points mid-plot
+                # between two ticks labelled with the same rounded number (5 at the top, 5 at the bottom).
+                pad = max(abs(flat) * 0.1, 1.0)
+                self.y.min, self.y.max = flat - pad, flat + pad
+                self.value_axis.tick_values = np.array([flat])
         self._keys = {}
         for index, mark in enumerate(self.series_marks):
             with mark.hold_sync():
@@ -183,6 +193,14 @@ def whole_number_ticks(values: np.ndarray) -> np.ndarray | None:
     magnitude = 10.0 ** math.floor(math.log10((high - low) / 5))
     step = next(m * magnitude for m in (1, 2, 5, 10) if (high - low) / (m * magnitude) <= 5)
     return np.arange(math.ceil(low / step) * step, math.floor(high / step) * step + step / 2, step)
+
+
+def _flat_value(values: np.ndarray) -> float | None:
+    """The value every point has, when they all have the same one (None: no values, or more than one)."""
+    finite = values[np.isfinite(values)]
+    if len(finite) and float(np.ptp(finite)) <= 1e-9 * max(1.0, float(np.abs(finite).max())):
+        return float(finite[0])
+    return None
 
 
 def legend_html(series: Sequence[KpiSeries], regressed: int) -> str:

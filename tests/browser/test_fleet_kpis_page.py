@@ -135,13 +135,21 @@ def test_pick_a_kpi_follow_a_run_and_compare_two(contexts: Contexts, server: Voi
     screenshot(page, "fleet_kpis_compare")
 
 
-def test_a_laser_box_selection(contexts: Contexts, server: VoilaServer, analysed: list[RunCoordinate]) -> None:
+def test_a_laser_box_selection(contexts: Contexts, server: VoilaServer, services: ServiceContainer,
+                               analysed: list[RunCoordinate]) -> None:
     page = open_fleet_page(contexts, server, selection_query(analysed[0].to_filters().replace(timestamp=None)))
     expect(page.locator(".rt-kpis")).to_contain_text("Analysed runs")
     expect(page.locator(".rt-kpi-legend .rt-legend-item")).to_have_count(1, timeout=WAIT_MS)
     expect(page.locator(".rt-kpi-legend")).to_contain_text(f"{analysed[0].lbid} 4 runs")
     expect(page.locator(".rt-kpi-legend")).not_to_contain_text("others")
     assert_chart_reads_well(page)
+    # Its runs share one detection rate p5: one tick, level with the points (d3 labelled the ends of a flat scale
+    # "5" and "5", with the points halfway between).
+    rows = services.kpis.table(analysed[0].to_filters().replace(timestamp=None)).rows
+    assert rows["detections_p5_fps"].nunique() == 1
+    (tick,) = value_ticks(page)
+    dots = {round(box["y"] + box["height"] / 2) for box in boxes(page, ".rt-kpi-trend .dot")}
+    assert len(dots) == 1 and abs(dots.pop() - tick[1]) <= 3, (dots, tick)
     assert_no_traceback(page)
     screenshot(page, "fleet_kpis_laser_box")
 
@@ -235,13 +243,15 @@ TICK_OVERLAPS = """() => {
 }"""
 
 
-def value_ticks(page: Any) -> list[str]:
-    """The value axis's tick labels, bottom to top (every tick label of the trend chart that is not a date)."""
+def value_ticks(page: Any) -> list[tuple[str, float]]:
+    """The value axis's tick labels with the y of their centres, bottom to top (the trend chart's tick labels that
+    are not dates)."""
     ticks: list[list[Any]] = page.eval_on_selector_all(
         ".rt-kpi-trend svg .axis .tick text",
-        "els => els.map(t => [t.textContent, t.getBoundingClientRect().y]).sort((a, b) => b[1] - a[1])",
+        "els => els.map(t => { const r = t.getBoundingClientRect(); return [t.textContent, r.y + r.height / 2]; })"
+        ".sort((a, b) => b[1] - a[1])",
     )
-    return [text for text, _ in ticks if not re.fullmatch(r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2})?", text)]
+    return [(text, y) for text, y in ticks if not re.fullmatch(r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2})?", text)]
 
 
 @pytest.mark.timeout(MEDIUM_TIMEOUT_S)
@@ -271,7 +281,7 @@ def test_at_fleet_scale_with_all_at_every_level_the_chart_reads(contexts: Contex
     # The axis redraws after the title: wait until its ticks are the new KPI's.
     page.wait_for_function("() => ![...document.querySelectorAll('.rt-kpi-trend svg .axis .tick text')]"
                            ".some(t => t.textContent.includes('.'))", timeout=WAIT_MS)
-    assert value_ticks(page) == ["0", "1"]
+    assert [text for text, _ in value_ticks(page)] == ["0", "1"]
     assert page.evaluate(TICK_OVERLAPS) == []
     assert_chart_reads_well(page)
     assert_no_traceback(page)
