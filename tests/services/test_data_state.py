@@ -225,3 +225,27 @@ def test_export_tracking_both_shapes_and_errors(tmp_path: Path) -> None:
     target.write_text("{not json")
     with pytest.raises(ExportTrackingError, match="not valid JSON"):
         read_export_tracking(tmp_path)
+
+
+def test_issue_texts_join_every_problem_of_a_run_in_order() -> None:
+    import pandas as pd
+
+    from runtool.analysis import with_coverage
+    from runtool.services.data_state import _issues
+
+    counts = {  # run 0: size mismatch, under-labelled, unlabelled frames; run 1: ML only; run 2: none
+        "raw_bags": [2, 0, 1], "local_bags": [2, 0, 1], "raw_bytes": [1000, 0, 5], "local_raw_bytes": [999, 0, 5],
+        "ml_frames": [7, 3, 17], "ml_labels": [4, 3, 17], "local_frames": [0, 0, 17], "local_labels": [0, 0, 17],
+        "ml_bytes": [70, 30, 9], "local_ml_bytes": [0, 0, 9],
+    }
+    runs = pd.DataFrame({
+        "cid": ["c"] * 3, "regionid": ["r"] * 3, "fieldid": ["f"] * 3, "twid": ["t"] * 3, "lbid": ["l"] * 3,
+        "timestamp": ["2025_08_25T08:59:38Z"] * 3,
+        "start_time": pd.to_datetime(["2025-08-25T08:59:38Z"] * 3, utc=True), **counts,
+    })
+    texts = _issues(with_coverage(runs, CoverageSettings()), 80.0).tolist()
+    assert texts == [
+        "Bag size mismatch: cloud=1,000 B, local=999 B; Under-labelled: 11.8 % < 80 %; 3 frames without labels",
+        "ML only: samples without raw bags",
+        "",
+    ]
