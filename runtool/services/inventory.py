@@ -109,6 +109,7 @@ class CacheInfo:
     runs: int
     anomalies: int
     size_bytes: int
+    """The cache file and its delta."""
     raw_bucket: str
     ml_bucket: str
     warning: str | None = None
@@ -385,7 +386,7 @@ class CloudInventoryService:
             objects=len(snap.objects) - anomalies,
             runs=len(snap.runs()),
             anomalies=anomalies,
-            size_bytes=self.cache_path.stat().st_size if self.cache_path.exists() else 0,
+            size_bytes=sum(path.stat().st_size for path in (self.cache_path, self.delta_path) if path.exists()),
             raw_bucket=self.config.raw_bucket,
             ml_bucket=self.config.ml_bucket,
             warning=self.warning,
