@@ -2,7 +2,8 @@
 
 The inventory table (an ipydatagrid: sortable by a header click, filterable, selectable rows) shows the
 selection for the raw or the ML side with a status filter; the totals sit above it, a CSV of the rows shown
-below it, and the selected runs' links to the per-run page beside the selection line. Below it, three tabs:
+below it. A click on a run's start time opens it on the per-run page; the selected runs' links to that page sit
+beside the selection line. Below it, three tabs:
 transfer the selected runs (or every run shown when none is ticked) with preview → execute, upload a
 labelling export by its id, and fetch a training dataset with a live plan. Work runs in the background with
 per-run and overall progress and Cancel; the table redraws itself afterwards. What an action reports (a
@@ -40,6 +41,7 @@ from runtool.ui.inventory_grid import (
     inventory_rows,
 )
 from runtool.ui.labels import distinct_laser_box_names
+from runtool.ui.opener import PageOpener
 from runtool.ui.page import Page
 from runtool.ui.query import DOWNLOAD_MANAGER, run_url
 from runtool.ui.tables import badge, csv_link, link
@@ -88,6 +90,8 @@ class DownloadManagerPage(Page):
         self.kpi_cards = KpiCards()
         self.grid = InventoryGrid()
         self.grid.on_select(lambda _runs: self._selection_shown())
+        self.grid.on_open(self.open_run)
+        self.opener: PageOpener | None = None
         self.selection_line = widgets.HTML().add_class("rt-selection-line")
         self.status_counts = widgets.HTML().add_class("rt-status-counts")
         self.run_links = widgets.HTML().add_class("rt-run-links")
@@ -222,9 +226,10 @@ class DownloadManagerPage(Page):
         self._build_rows()
         self._show_totals()
         self._refilter()
-        self.table_view.children = [self.selection_row, self.run_links,
-                                    self.grid.grid if self.drawn else self.drawing_note,
-                                    self.status_counts, self.csv_row]
+        if self.drawn and self.opener is None:
+            self.opener = PageOpener()
+        grid = [self.grid.grid, self.opener] if self.drawn and self.opener is not None else [self.drawing_note]
+        self.table_view.children = [self.selection_row, self.run_links, *grid, self.status_counts, self.csv_row]
         self.body.children = [self.table_view]
         self.view = "table"
         if self.tabs is not None and self.tabs.selected_index == 2:
@@ -287,14 +292,14 @@ class DownloadManagerPage(Page):
         if self.read_only:
             self.selection_line.value = (
                 f"<b>{format_count(chosen)} of {format_count_of(shown, 'run')} selected</b>" if chosen else
-                f"{format_count_of(shown, 'run')} shown. Click a row for its link to the per-run page; "
-                "click a column header to sort."
+                f"{format_count_of(shown, 'run')} shown. Click a start time to open its run on the per-run page, "
+                "a header to sort."
             )
         else:
             self.selection_line.value = (
                 f"<b>{format_count(chosen)} of {format_count_of(shown, 'run')} selected</b>" if chosen else
                 f"{format_count_of(shown, 'run')} shown; none selected, so operations cover all of them. "
-                "Click rows to select (Shift/Ctrl for more), a column header to sort."
+                "Click a start time to open its run, a row to select it (Shift/Ctrl: more), a header to sort."
             )
         self.run_links.value = self._run_links(selected)
         if self.tabs is None:
@@ -308,6 +313,11 @@ class DownloadManagerPage(Page):
             verb = "Preview download" if direction == "download" else "Preview upload"
             button.description = f"{verb} ({format_count(fitting)} of {format_count_of(scope, 'run')})"
             button.disabled = fitting == 0 or self.busy
+
+    def open_run(self, path: str) -> None:
+        """Send the browser to ``path``'s run on the per-run page (its start time in the grid was clicked)."""
+        if self.opener is not None:
+            self.opener.go(run_url(RunCoordinate.parse(path)))
 
     def _run_links(self, selected: Sequence[str]) -> str:
         """Links to the per-run page for the first selected runs (named as in the table, full coordinate on hover)."""

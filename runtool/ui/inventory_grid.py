@@ -4,14 +4,15 @@
 200 ms), :func:`filter_rows` applies a status filter, and :class:`InventoryGrid` shows them in a
 sortable, filterable grid whose selected rows map back to run coordinates whatever the grid's own
 sorting and filtering did to the row order. A click on a column header sorts by that column (the grid
-itself would select every row, so the next operation would cover them all).
+itself would select every row, so the next operation would cover them all); a click on a start time opens
+that run (the time is drawn as a link); a click anywhere else in a row selects it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -87,6 +88,12 @@ COLUMNS = (
 )
 """The grid's columns; sizes are bytes (shown in KiB/MiB/GiB, sorted as numbers), ``Run`` the full coordinate."""
 SIZE_COLUMNS = ("Cloud size", "Local size")
+OPEN_COLUMN = "Start (UTC)"
+"""Clicking a cell of this column opens the run: with the laser box beside it, the start time names the run."""
+LINK_COLOUR = "#1565c0"
+"""The colour of the app's links (runtool.ui.theme's stylesheet)."""
+CHAR_PX = 7.2
+"""About the width of a character of the grid's 12 px sans-serif font, to size text columns to their content."""
 
 
 def inventory_rows(runs: pd.DataFrame, family: Family, lb_names: Mapping[str, str]) -> pd.DataFrame:
@@ -197,8 +204,16 @@ class InventoryGrid:
 
     MAX_HEIGHT_PX = 420
     ROW_PX = 24
-    CHROME_PX = 40
-    """The column header and the horizontal scroll bar."""
+    CHROME_PX = 46
+    """The column header (20 px), the horizontal scroll bar (16 px) and the grid's border and padding: with less,
+    the last row of a short table hides under the scroll bar."""
+    WIDTHS: ClassVar[dict[str, int]] = {
+        "Laser box": 190, "Start (UTC)": 130, "Status": 120, "Cloud bags": 100, "Local bags": 95, "Cloud labels": 105,
+        "Local labels": 105, "Cloud size": 95, "Local size": 95, "Issues": 360, "Run": 520,
+    }
+    """Column widths before the rows are known; the text columns then fit their longest text (see :meth:`widths`)."""
+    FITTED: ClassVar[dict[str, tuple[int, int]]] = {"Laser box": (120, 330), "Issues": (160, 720), "Run": (240, 620)}
+    """Text columns sized to their longest text, within these bounds (px)."""
     HEADER_CLICK_S = 2.0
     """How long after a header click a selection of every row is taken as the grid's reaction to that click."""
 
@@ -207,6 +222,7 @@ class InventoryGrid:
         self._grid: DataGrid | None = None
         self._on_select: list[Callable[[list[str]], None]] = []
         self._on_view: list[Callable[[], None]] = []
+        self._on_open: list[Callable[[str], None]] = []
         self._sort: tuple[str, bool] | None = None
         self._header_clicked = float("-inf")
         self._kept: list[dict[str, Any]] = []
@@ -226,10 +242,9 @@ class InventoryGrid:
                 header_visibility="column",
                 base_row_size=self.ROW_PX,
                 base_column_size=100,
-                column_widths={"Laser box": 190, "Start (UTC)": 130, "Status": 120, "Cloud bags": 105,
-                               "Local bags": 100, "Cloud labels": 112, "Local labels": 110, "Cloud size": 100,
-                               "Local size": 100, "Issues": 360, "Run": 520},
+                column_widths=self.widths(self.rows),
                 renderers={
+                    OPEN_COLUMN: TextRenderer(text_color=LINK_COLOUR),
                     "Status": TextRenderer(background_color=_status_colours(), text_color="#ffffff"),
                     **{name: TextRenderer(format=",d", horizontal_alignment="right") for name in COLUMNS[3:7]},
                     **{name: TextRenderer(text_value=_size_text(), horizontal_alignment="right")
@@ -247,6 +262,20 @@ class InventoryGrid:
     def _height(self) -> str:
         return f"{min(self.MAX_HEIGHT_PX, self.CHROME_PX + self.ROW_PX * max(1, len(self.rows)))}px"
 
+    @classmethod
+    def widths(cls, rows: pd.DataFrame) -> dict[str, int]:
+        """Column widths for ``rows``: the text columns as wide as their longest text (or header), within bounds.
+
+        A fixed width cut the issues of a mismatch ("Bag size mismatch: cloud=1,686,440 B, local=1,58…") and left
+        room for a laser box name only as long as ``field · laser box``.
+        """
+        widths = dict(cls.WIDTHS)
+        for column, (low, high) in cls.FITTED.items():
+            if column in rows and len(rows):
+                longest = max(len(column), int(rows[column].astype(str).str.len().max()))
+                widths[column] = int(min(high, max(low, longest * CHAR_PX + 24)))
+        return widths
+
     def show(self, rows: pd.DataFrame) -> None:
         """Show ``rows`` (from :func:`inventory_rows`); the selection is cleared, a header sort stays."""
         self.rows = rows
@@ -254,12 +283,17 @@ class InventoryGrid:
             return  # the grid is made with these rows when it is first used
         self._grid.selections = []
         self._grid.data = rows[list(COLUMNS)]
+        self._grid.column_widths = self.widths(rows)
         if self._sort is not None:
             self._apply_sort()
         self._grid.layout.height = self._height()
 
     def on_select(self, callback: Callable[[list[str]], None]) -> None:
         self._on_select.append(callback)
+
+    def on_open(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback`` with a run's path when its start time is clicked."""
+        self._on_open.append(callback)
 
     def on_view_change(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when the grid's own sorting or filtering changes the rows it shows."""
@@ -316,11 +350,25 @@ class InventoryGrid:
         self.grid.transform([{"type": "sort", "column": column, "desc": descending}])
 
     def _cell_clicked(self, cell: Mapping[str, Any]) -> None:
+        if cell.get("region") == "body" and cell.get("column") == OPEN_COLUMN:
+            path = self._clicked_run(cell)
+            if path is not None:
+                for callback in self._on_open:
+                    callback(path)
+            return
         if cell.get("region") != "column-header" or cell.get("column") not in COLUMNS:
             return
         # The grid selects the whole column on this click, which in row mode is every row: undo that below.
         self._header_clicked = time.monotonic()
         self.sort_by(str(cell["column"]))
+
+    def _clicked_run(self, cell: Mapping[str, Any]) -> str | None:
+        """The path of the run in the clicked body cell's row (``row`` is its position as shown, after sorting)."""
+        visible = self._visible()
+        row = cell.get("row")
+        if not isinstance(row, int) or not 0 <= row < len(visible) or visible[row] >= len(self.rows):
+            return None
+        return str(self.rows.index[int(visible[row])])
 
     def _every_row(self, selections: Sequence[Mapping[str, Any]]) -> bool:
         last = len(self.rows) - 1

@@ -15,12 +15,13 @@ import pandas as pd
 import pytest
 from playwright.sync_api import expect
 
-from runtool.formatting import format_count
+from runtool.formatting import format_count, format_time
 from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.services.datasets import DatasetOptions
 from runtool.storage import local_raw_dir
-from runtool.ui.inventory_grid import COLUMNS, inventory_rows
+from runtool.ui.inventory_grid import COLUMNS, InventoryGrid, inventory_rows
+from runtool.ui.labels import distinct_laser_box_names
 from runtool.ui.query import run_url, selection_query
 from tests.browser.conftest import VoilaServer, poll, screenshot
 from tests.browser.test_per_run_page import assert_no_traceback
@@ -28,12 +29,18 @@ from tests.browser.test_per_run_page import assert_no_traceback
 pytestmark = pytest.mark.browser
 
 PAGE = "03_download_manager.ipynb"
+PER_RUN = "02_per_run_analysis.ipynb"
 WAIT_S = 60.0
 HEADER_PX = 20
 ROW_PX = 24
 """The grid's column header and row heights (ipydatagrid's base_column_header_size, our base_row_size)."""
-START_COLUMN_X = 190 + 65
-"""The middle of the "Start (UTC)" header, after the 190 px "Laser box" column (InventoryGrid's widths)."""
+
+
+def start_column_x(overview: pd.DataFrame) -> float:
+    """The middle of the "Start (UTC)" column, after the "Laser box" column (as wide as its longest name)."""
+    names = distinct_laser_box_names(overview["lb_key"].astype(str).unique().tolist())
+    widths = InventoryGrid.widths(inventory_rows(overview, "raw", names))
+    return widths["Laser box"] + widths["Start (UTC)"] / 2
 
 
 def busiest_laser_box(services: ServiceContainer) -> Filters:
@@ -165,7 +172,8 @@ def test_a_header_click_sorts_without_selecting_and_the_csv_is_the_table_shown(
     expect(line).to_contain_text(f"{format_count(len(overview))} runs shown; none selected")
     box = page.locator(".rt-inventory-grid").bounding_box()
     assert box is not None
-    page.mouse.click(box["x"] + START_COLUMN_X, box["y"] + HEADER_PX / 2)  # oldest first
+    start_x = box["x"] + start_column_x(overview)
+    page.mouse.click(start_x, box["y"] + HEADER_PX / 2)  # oldest first
     csv_link = page.locator("a.rt-csv")
     expect(csv_link).to_have_text(f"Download these {format_count(len(overview))} runs as CSV")
     starts = sorted(overview["start_time"].dt.strftime("%Y-%m-%d %H:%M"))
@@ -185,16 +193,25 @@ def test_a_header_click_sorts_without_selecting_and_the_csv_is_the_table_shown(
     assert list(table.columns) == [c.replace(" size", " bytes") for c in COLUMNS]
     assert set(table["Run"]) == set(inventory_rows(overview, "raw", {}).index)
     expect(line).to_contain_text("none selected")
-    page.mouse.click(box["x"] + START_COLUMN_X, box["y"] + HEADER_PX / 2)  # newest first
+    page.mouse.click(start_x, box["y"] + HEADER_PX / 2)  # newest first
     page.wait_for_timeout(1000)
     expect(line).to_contain_text("none selected")
-    downloaded(starts[::-1])
+    second = RunCoordinate.parse(downloaded(starts[::-1])["Run"].iloc[1])
     # A row click still selects, and offers the run's per-run page.
     click_row(page, 0)
     expect(line).to_have_text(f"1 of {format_count(len(overview))} runs selected")
     expect(page.locator(".rt-run-links a")).to_have_count(1)
     assert_no_traceback(page)
     screenshot(page, "download-manager-sorted-one-selected")
+    # One click on a start time opens that run (the second row: the sort, not the data order, decides which).
+    box = page.locator(".rt-inventory-grid").bounding_box()  # moved down: the selected run's link is above it
+    assert box is not None
+    page.mouse.click(box["x"] + start_column_x(overview), box["y"] + HEADER_PX + ROW_PX * 1.5)
+    page.wait_for_url(lambda url: f"/{PER_RUN}?" in url, wait_until="commit", timeout=WAIT_S * 1000)
+    assert page.url.endswith(f"/{run_url(second)}"), (page.url, run_url(second))
+    expect(page.locator(".rt-page-per-run .rt-view-run")).to_be_visible(timeout=WAIT_S * 1000)
+    expect(page.locator(".rt-run-picker select option:checked")).to_have_text(
+        format_time(second.start_time))
 
 
 def test_an_unknown_export_id_is_a_sentence_in_its_tab(page: Any, server: VoilaServer) -> None:

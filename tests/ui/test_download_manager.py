@@ -302,6 +302,35 @@ def test_a_header_click_sorts_and_keeps_the_selection(services: ServiceContainer
     assert len(grid.selected_runs()) == len(page.rows)
 
 
+def test_a_click_on_a_start_time_opens_that_run_and_other_cells_do_not(services: ServiceContainer) -> None:
+    page = DownloadManagerPage(services, query="cid=c1")
+    assert page.opener is not None and page.opener in page.table_view.children
+    page.grid._cell_clicked({"region": "body", "column": "Status", "row": 0})
+    page.grid._cell_clicked({"region": "column-header", "column": "Start (UTC)", "row": 0})
+    assert page.opener.opened == []
+    # The clicked row is the one shown there: the grid sorted oldest first shows the last data row at the top.
+    page.grid._cell_clicked({"region": "column-header", "column": "Start (UTC)", "row": 0})
+    page.grid.grid._visible_rows = list(range(len(page.rows)))[::-1]
+    page.grid._cell_clicked({"region": "body", "column": "Start (UTC)", "row": 0})
+    assert page.opener.opened == [run_url(RunCoordinate.parse(page.rows.index[-1]))]
+
+
+def test_text_columns_fit_their_longest_text_within_bounds(services: ServiceContainer) -> None:
+    page = DownloadManagerPage(services, query="cid=c1")
+    grid = page.grid
+    widths = grid.grid.column_widths
+    longest = int(page.rows["Run"].str.len().max())
+    low, high = grid.FITTED["Run"]
+    assert low < widths["Run"] < high and widths["Run"] >= longest * 7
+    rows = page.rows.copy()
+    rows["Issues"] = "x" * 500
+    grid.show(rows)
+    assert grid.grid.column_widths["Issues"] == grid.FITTED["Issues"][1]
+    # A short table is as tall as its rows, header and scroll bar: no row hides under the scroll bar.
+    grid.show(rows.iloc[:2])
+    assert grid.grid.layout.height == f"{grid.CHROME_PX + 2 * grid.ROW_PX}px"
+
+
 def test_the_table_downloads_as_csv_as_shown(services: ServiceContainer) -> None:
     page = DownloadManagerPage(services, query="cid=c1&status=Not+downloaded")
     href = re.search(r'href="data:text/csv;charset=utf-8;base64,([^"]+)"', page.csv_link.value)
