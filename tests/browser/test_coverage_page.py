@@ -469,6 +469,23 @@ def test_a_calendar_cell_opens_its_run_on_the_per_run_page(
         expect(select(page, level)).to_have_value(getattr(run, level))
     assert_no_traceback(page)
 
+    # Part of another run's coordinate (field to minute, the time as the tables write it) finds that run among
+    # the fleet's and opens it here.
+    target = next(c for c in medium_services.data_state.generate_coordinates_from_filters(Filters())
+                  if c.fieldid != run.fieldid)
+    page.locator(".rt-run-search input").fill(
+        f"{target.fieldid}/{target.twid}/{target.lbid}/{format_time(target.start_time)}")
+    hit = page.locator(".rt-run-search-hit").first
+    expect(hit).to_have_text(f"Run {'/'.join(target.to_path_tuple()[:-1])} · {format_time(target.start_time)}",
+                             timeout=WAIT_S * 1000)
+    hit.click()
+    expect(page.locator(".rt-run-picker select option:checked")).to_have_text(
+        format_time(target.start_time), timeout=WAIT_S * 1000)
+    for level in LEVELS:
+        expect(select(page, level)).to_have_value(getattr(target, level))
+    assert_no_traceback(page)
+    screenshot(page, "run-search-medium-per-run")
+
 
 @pytest.mark.timeout(MEDIUM_TIMEOUT_S)
 def test_a_busy_laser_box_lists_every_run_a_page_at_a_time(
