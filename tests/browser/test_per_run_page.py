@@ -7,6 +7,7 @@ extraction land there. Expected values come from a ServiceContainer on the same 
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,28 @@ def assert_labels_inside_their_charts(page: Any, panel: Any) -> None:
     assert outside == []
 
 
+def hover_every_chart(page: Any, panel: Any) -> None:
+    """Moves the mouse across the plot area of every chart of the panel and over a few points of each scatter."""
+    for figure in panel.locator(".bqplot.figure").all():
+        figure.scroll_into_view_if_needed()
+        box = figure.bounding_box()
+        assert box is not None
+        for step in range(1, 8):
+            page.mouse.move(box["x"] + box["width"] * step / 8, box["y"] + box["height"] / 2)
+        dots = figure.locator("path.dot")
+        for index in range(0, dots.count(), max(1, dots.count() // 3)):
+            dot = dots.nth(index).bounding_box()
+            if dot is not None:
+                page.mouse.move(dot["x"] + dot["width"] / 2, dot["y"] + dot["height"] / 2)
+                page.wait_for_timeout(100)
+
+
+def view_errors(errors: list[str]) -> list[str]:
+    """The browser's errors about widgets or scripts, without bqplot's complaints about figures in hidden tabs
+    (a negative width or height while a tab is not shown)."""
+    return [e for e in errors if "A negative value is not valid" not in e]
+
+
 def read_kpis(page: Any) -> dict[str, str]:
     """Label → value of every analysis KPI card shown."""
     return dict(
@@ -102,6 +125,8 @@ def test_download_extract_and_analyse_a_run_by_clicking(page: Any, server: Voila
     state = services.data_state.get_complete_run_state(coord)
     next_action = page.locator("button.rt-next-action")
     result = page.locator(".rt-result")
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
 
     open_run(page, server, coord)
     expect(page.locator(".rt-run-picker select")).to_have_value(format_time(coord.start_time))
@@ -150,6 +175,9 @@ def test_download_extract_and_analyse_a_run_by_clicking(page: Any, server: Voila
     assert_no_traceback(page)
     screenshot(page, "per-run-analysed")
     # Each tab draws its figures (legacy grid: 3×3, 2×3, 2×2, 2×2), with the means and targets written out.
+    # Hovering over every chart raises no error (a bqplot field tooltip that cannot be drawn logs "Could not create
+    # a view" and shows "Click to show javascript error." in its place).
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
     for index, (name, figures, label) in enumerate((("fps", 9, "target 25 FPS"), ("detections", 6, "μ="),
                                                     ("latency", 4, "Mean: "), ("tracks", 4, "μ="))):
         titles.nth(index).click()
@@ -158,7 +186,13 @@ def test_download_extract_and_analyse_a_run_by_clicking(page: Any, server: Voila
         expect(panel.locator(".bqplot.figure")).to_have_count(figures)
         expect(panel.locator("svg text", has_text=label).first).to_be_visible()
         assert_labels_inside_their_charts(page, panel)
+        hover_every_chart(page, panel)
+        if name == "tracks":  # the last point hovered is a track of the scatter: its tooltip shows its values
+            expect(page.locator(".bqplot_tooltip_div", has_text="AvgConf")).to_contain_text(
+                re.compile(r"AvgConf\s*[0-9.]+\s*Span\s*\d+\s*Density\s*[0-9.]+"))
+        expect(page.get_by_text("Click to show javascript error.")).to_have_count(0)
         screenshot(page, f"per-run-tab-{name}")
+    assert view_errors(errors) == []
 
     page.locator("button.rt-report").click()
     expect(page.locator("a.rt-open-report")).to_have_text("Open report", timeout=WAIT_S * 1000)
