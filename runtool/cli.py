@@ -709,6 +709,8 @@ def _analyze_selection(args: argparse.Namespace, services: ServiceContainer) -> 
             if outcome.status == "failed":
                 step = f" at the {outcome.step} step" if outcome.step else ""
                 print(f"  failed{step}: {outcome.coordinate}: {printable(outcome.error)}", file=sys.stderr)
+            elif outcome.status == "cancelled" and outcome.step is not None:
+                print(f"  cancelled at the {outcome.step} step: {outcome.coordinate}: {printable(outcome.error)}")
             elif outcome.status == "cancelled":
                 print(f"  not started: {outcome.coordinate}")
             elif outcome.update is not None:

@@ -64,7 +64,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ANALYSIS_DIR, KPIS_FILE = ANALYSIS_MARKER.split("/")
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 """Bump when a formula or the cache layout changes, so older caches are recomputed.
 
 2: rates are windowed throughputs and dropped detection/tracking frames are unanswered camera frames

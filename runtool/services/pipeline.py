@@ -107,17 +107,19 @@ class RunUpdate:
 
 @dataclass(frozen=True)
 class PipelineFailure:
-    """What a worker sends back for a run whose step failed (a plain value, so it pickles from any worker)."""
+    """What a worker sends back for a run whose step failed (a plain value, so it pickles from any worker);
+    ``cancelled``: the step stopped because the selection was cancelled, not because it failed."""
 
     coordinate: RunCoordinate
     step: PipelineStep
     error: str
+    cancelled: bool = False
 
 
 @dataclass(frozen=True)
 class PipelineOutcome:
     """What became of one run of a selection: ``ok`` with its update, ``failed`` with the step (when known) and
-    the reason, or ``cancelled`` (never started)."""
+    the reason, or ``cancelled`` (never started, or stopped in ``step`` with the reason saying what was kept)."""
 
     coordinate: RunCoordinate
     status: Literal["ok", "failed", "cancelled"]
@@ -180,10 +182,14 @@ class PipelineResult:
         return [outcome for outcome in self.outcomes if outcome.status == status]
 
     def summary(self) -> str:
-        done, failed, cancelled = (len(self.with_status(s)) for s in ("ok", "failed", "cancelled"))
-        text = f"{done} runs up to date, {failed} failed"
-        if cancelled:
-            text += f", {cancelled} not started (cancelled)"
+        done, failed = len(self.with_status("ok")), len(self.with_status("failed"))
+        stopped = sum(1 for outcome in self.with_status("cancelled") if outcome.step is not None)
+        not_started = len(self.with_status("cancelled")) - stopped
+        text = f"{format_count_of(done, 'run')} up to date, {failed} failed"
+        if stopped:
+            text += f", {stopped} stopped in flight (cancelled)"
+        if not_started:
+            text += f", {not_started} not started (cancelled)"
         return f"{text} in {self.seconds:.1f} s"
 
     def to_dict(self) -> dict[str, Any]:
@@ -366,7 +372,7 @@ class RunPipeline:
                                             workers=min(RUNS_AT_ONCE, len(coords) or 1))
         func: Callable[[RunCoordinate], RunUpdate | PipelineFailure]
         if isinstance(executor, LocalExecutor) and executor.kind == "thread":
-            func = partial(_update_with, self, force)
+            func = partial(_update_with, self, force, cancel=cancel)
         else:
             func = partial(update_run, self.services.config, force)
         index_of = {coord: index for index, coord in enumerate(coords)}
@@ -375,7 +381,7 @@ class RunPipeline:
         def finished(done: int, total: int, run: RunOutcome) -> None:
             outcome = _outcome(run)
             outcomes[index_of[run.coordinate]] = outcome
-            if outcome.status != "cancelled":
+            if outcome.status != "cancelled" or outcome.step is not None:  # a run stopped in flight kept steps
                 self.services.local.refresh_run(run.coordinate)
             if progress is not None:
                 progress(done, total, outcome)
@@ -450,12 +456,18 @@ def _worker_pipeline(config: RuntoolConfig, coord: RunCoordinate) -> RunPipeline
     return pipeline
 
 
-def _update_with(pipeline: RunPipeline, force: bool, coord: RunCoordinate) -> RunUpdate | PipelineFailure:
-    """A step's failure comes back as a value naming the step; anything else raises and the executor reports it."""
+def _update_with(
+    pipeline: RunPipeline, force: bool, coord: RunCoordinate, cancel: threading.Event | None = None
+) -> RunUpdate | PipelineFailure:
+    """A step's failure comes back as a value naming the step; anything else raises and the executor reports it.
+
+    ``cancel`` (threads only: an event does not cross processes) stops a run in flight at its download's next
+    chunk or its extraction's next bag, keeping what its finished steps made.
+    """
     try:
-        return pipeline.bring_up_to_date(coord, force=force)
+        return pipeline.bring_up_to_date(coord, force=force, cancel=cancel)
     except PipelineError as exc:
-        return PipelineFailure(coord, exc.step, str(exc))
+        return PipelineFailure(coord, exc.step, str(exc), cancelled=isinstance(exc, PipelineCancelled))
 
 
 def _download_notifier(
@@ -494,7 +506,8 @@ def _outcome(run: RunOutcome) -> PipelineOutcome:
         reason = (run.error or "failed").splitlines()[0]
         return PipelineOutcome(run.coordinate, "failed", error=reason)
     if isinstance(run.value, PipelineFailure):
-        return PipelineOutcome(run.coordinate, "failed", step=run.value.step, error=run.value.error)
+        status: Literal["failed", "cancelled"] = "cancelled" if run.value.cancelled else "failed"
+        return PipelineOutcome(run.coordinate, status, step=run.value.step, error=run.value.error)
     return PipelineOutcome(run.coordinate, "ok", update=run.value)
 
 

@@ -419,6 +419,21 @@ def test_run_kpis_combine_the_tables() -> None:
     assert kpis["tracking_latency_p95_ms"] is None
 
 
+def test_a_run_shorter_than_the_rate_window_has_no_tracks_per_minute() -> None:
+    frames = messages([0.0, 0.05])  # 50 ms of recording, 2 frames
+    tracking = frames.assign(image_timestamp_s=frames["header_timestamp_s"], num_tracked=[2, 2])
+    tables = ExtractionTables(
+        frames=frames, detections=tracking.head(0).rename(columns={"num_tracked": "num_detections"}),
+        tracking=tracking, detection_objects=pd.DataFrame({"score": []}),
+        tracked_objects=tracked([("bag_0", 1, 1, 0.9), ("bag_0", 1, 2, 0.8)]),
+        bags=pd.DataFrame({"name": ["bag_0"], "status": ["ok"], "error": [None]}),
+    )
+    kpis = analyze(tables).kpis.to_dict()
+    assert kpis["run_duration_s"] == pytest.approx(0.05) and kpis["total_tracks"] == 2
+    assert kpis["tracks_per_minute"] is None  # not 2,400 per minute
+    assert kpis["tracking_median_fps"] is None  # as the rate: no full window recorded
+
+
 # -- empty input --------------------------------------------------------------------------------------
 
 

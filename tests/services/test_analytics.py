@@ -207,7 +207,7 @@ def test_a_cache_of_an_older_version_is_recomputed(
     first = service.analyze_run(RUN)
     path = extracted / "analysis" / "kpis.json"
     document = json.loads(path.read_text())
-    assert document["version"] == CACHE_VERSION == 2
+    assert document["version"] == CACHE_VERSION == 3
     old_kpis = {**document["kpis"], "detections_median_fps": 36.1, "detections_dropped_frames": 29}
     path.write_text(json.dumps({**document, "version": 1, "kpis": old_kpis}), encoding="utf-8")
     with caplog.at_level(logging.INFO, logger="runtool.services.analytics"):
@@ -217,7 +217,7 @@ def test_a_cache_of_an_older_version_is_recomputed(
     assert not again.from_cache
     assert again.kpis["detections_dropped_frames"] == 0 and again.kpis["detections_median_fps"] == 5.0
     assert again.kpis == first.kpis
-    assert json.loads(path.read_text())["version"] == 2
+    assert json.loads(path.read_text())["version"] == CACHE_VERSION
     assert service.analyze_run(RUN).from_cache
 
 

@@ -284,6 +284,34 @@ def test_cancel_in_the_middle_leaves_the_remaining_runs_not_started(demo_fleet: 
     assert "2 not started (cancelled)" in result.summary()
 
 
+def test_cancel_stops_a_run_in_flight_not_only_the_runs_not_started(
+    demo_fleet: SeededFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or the page's Cancel) while a run extracts: that run stops at its extraction's next bag, keeping its
+    bags, instead of being downloaded, extracted and analysed to the end while the user waits."""
+    services = fresh_services(demo_fleet, tmp_path)
+    coords = runs_with_bags(services, 2)
+    cancel = threading.Event()
+    extract = services.extraction.extract
+
+    def cancelled_as_it_starts(*args: object, **kwargs: object) -> object:
+        cancel.set()  # the real extraction, with the cancel arriving as it begins
+        return extract(*args, **kwargs)
+
+    monkeypatch.setattr(services.extraction, "extract", cancelled_as_it_starts)
+    result = services.pipeline.update_many(coords, cancel=cancel, executor=LocalExecutor(1))
+
+    first, second = result.outcomes
+    assert (first.status, first.step) == ("cancelled", "extract"), first
+    assert first.error is not None and "cancelled during the extraction" in first.error
+    assert (second.status, second.error) == ("cancelled", "not started (cancelled)")
+    state = services.data_state.get_complete_run_state(coords[0])
+    assert state.local_raw.bag_count == state.cloud_raw.bag_count and state.next_action is NextAction.EXTRACT
+    assert not processed_dir(services.config.processed_root, coords[0]).exists()
+    assert "0 runs up to date, 0 failed, 1 stopped in flight (cancelled), 1 not started (cancelled)" in \
+        result.summary()
+
+
 def test_plan_gives_each_run_its_next_step_and_leaves_out_runs_without_bags(
     demo_fleet: SeededFleet, tmp_path: Path
 ) -> None:
