@@ -157,12 +157,15 @@ class KpiTrendChart:
             if flat is None:
                 self.y.min = self.y.max = None
                 self.value_axis.tick_values = whole_number_ticks(values) if whole_numbers else None
+                self.value_axis.tick_format = None
             else:
                 # A span of its own around the value, and one tick at it: d3 drew a flat series' points mid-plot
                 # between two ticks labelled with the same rounded number (5 at the top, 5 at the bottom).
                 pad = max(abs(flat) * 0.1, 1.0)
                 self.y.min, self.y.max = flat - pad, flat + pad
                 self.value_axis.tick_values = np.array([flat])
+                # d3's default for a lone tick is exponential ("3e+1" for 28): the value as a table writes it.
+                self.value_axis.tick_format = ",.4~g"
         self._keys = {}
         for index, mark in enumerate(self.series_marks):
             with mark.hold_sync():
