@@ -11,21 +11,21 @@ from __future__ import annotations
 import html
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 
 import ipywidgets as widgets
 
 from runtool.models import RunCoordinate
 from runtool.services import TransferProgress
 from runtool.services.conflicts import CONFLICT_LABELS, CONFLICT_MODES, ConflictMode, conflict_help
-from runtool.services.transfers import BulkPlan, BulkResult, PlannedFile, TransferPlan, TransferResult
+from runtool.services.transfers import BulkPlan, BulkResult, TransferPlan, TransferResult
 from runtool.ui.components import JobProgress
 from runtool.ui.formatting import format_bytes, format_count, format_count_of, format_time
 from runtool.ui.labels import distinct_laser_box_names
 from runtool.ui.query import run_url
 from runtool.ui.tables import Cell, Column, html_table, link, text_cell
 
-__all__ = ["BulkPanel", "skipped_size_differences"]
+__all__ = ["BulkPanel"]
 
 
 
@@ -48,38 +48,6 @@ class _RunNames:
     def cell(self, coordinate: RunCoordinate) -> Cell:
         """The name as a link to the run's per-run page, the full coordinate on hover."""
         return link(run_url(coordinate), self.name(coordinate), title=coordinate.to_path_str())
-
-
-def skipped_size_differences(
-    plan: BulkPlan, local_bag_sizes: Callable[[RunCoordinate], Mapping[str, int]]
-) -> dict[str, int]:
-    """Object key → local size of every bag a raw download plan skips although its local copy has another size.
-
-    ``local_bag_sizes`` gives a run's local bags (file name → bytes) as the local index knows them. Only
-    "Skip existing" skips such a bag ("Verify checksums" transfers it), keeping a truncated copy.
-    """
-    if plan.operation != "raw_download":
-        return {}
-    found: dict[str, int] = {}
-    for run in plan.plans:
-        if not run.skipped:
-            continue
-        sizes = local_bag_sizes(run.coordinate)
-        for file in run.skipped:
-            local = sizes.get(file.name)
-            if local is not None and local != file.size:
-                found[file.key] = local
-    return found
-
-
-def _size_differs(files: list[PlannedFile], differing: Mapping[str, int]) -> str:
-    """What the preview says of bags kept although their size differs, naming a few with both sizes."""
-    named = "; ".join(f"{f.name} (local {format_bytes(differing[f.key])}, cloud {format_bytes(f.size)})"
-                      for f in files[:3])
-    more = f" and {format_count(len(files) - 3)} more" if len(files) > 3 else ""
-    return (f"{format_count_of(len(files), 'bag')} whose size differs — {named}{more}: skipped by "
-            f"“{CONFLICT_LABELS['skip'][0]}”, choose “{CONFLICT_LABELS['overwrite'][0]}” (or "
-            f"“{CONFLICT_LABELS['verify'][0]}”) to replace {'it' if len(files) == 1 else 'them'}")
 
 
 def _bar(fraction: float) -> str:
@@ -127,13 +95,12 @@ class BulkPanel:
 
     # -- preview -----------------------------------------------------------------------------------
 
-    def show_plan(self, plan: BulkPlan | None, note: str = "", differing: Mapping[str, int] | None = None) -> None:
+    def show_plan(self, plan: BulkPlan | None, note: str = "") -> None:
         """The per-run lines and totals of ``plan`` and an Execute button naming what it does.
 
-        ``differing`` (from :func:`skipped_size_differences`) names the skipped files whose local copy has
-        another size: they are listed and counted, so a wrong local copy never reads as "nothing to download".
+        A file whose copy at the destination differs is replaced (:mod:`runtool.services.conflicts`): the run's
+        line and the totals count it as "replaced", so a wrong local copy never reads as "nothing to download".
         """
-        differing = differing or {}
         self.plan = plan
         self.result.value = ""
         self.run_bars.value = ""
@@ -148,7 +115,7 @@ class BulkPanel:
                 text_cell(format_count(len(p.to_transfer))),
                 text_cell(format_bytes(p.bytes_to_transfer)),
                 text_cell(format_count(len(p.skipped))),
-                text_cell(_what(p, differing)),
+                text_cell(p.describe()),
             ]
             for p in plan.plans
         ]
@@ -159,18 +126,14 @@ class BulkPanel:
             rows,
             limit=self.PREVIEW_LIMIT,
         )
-        wrong = [f for p in plan.plans for f in p.skipped if f.key in differing]
-        warning = (f' <b class="rt-size-differs" style="color:#b71c1c">{html.escape(_size_differs(wrong, differing))}'
-                   ".</b>" if wrong else "")
         totals = (
             f"<p><b>{html.escape(plan.describe())}</b> — {format_count_of(len(plan.plans), 'run')} planned, "
-            f"{format_count_of(sum(len(p.skipped) for p in plan.plans), 'file')} skipped.{warning} "
+            f"{format_count_of(sum(len(p.skipped) for p in plan.plans), 'file')} skipped. "
             '<span class="rt-caption">A run\'s name opens it on the per-run page.</span></p>'
         )
         self.preview.value = totals + table
         todo = plan.files_to_transfer
-        self.execute_button.description = plan.describe() if todo else (
-            f"Nothing to transfer with “{CONFLICT_LABELS[self.conflict_mode][0]}”" if wrong else "Nothing to transfer")
+        self.execute_button.description = plan.describe() if todo else "Nothing to transfer"
         self.execute_button.disabled = todo == 0
         self._set_children(with_execute=True)
 
@@ -231,15 +194,6 @@ class BulkPanel:
         self.progress.finish()
         self.run_bars.value = ""
         self.result.value = f"<p><b>{html.escape(text)}</b></p>"
-
-
-def _what(plan: TransferPlan, differing: Mapping[str, int]) -> str:
-    """A run's line: what Execute does for it, and the bags it keeps although their size differs."""
-    wrong = [f for f in plan.skipped if f.key in differing]
-    if not wrong:
-        return plan.describe()
-    done = f"{plan.describe()}; " if plan.to_transfer else ""
-    return done + _size_differs(wrong, differing)
 
 
 def _summary(result: BulkResult) -> str:

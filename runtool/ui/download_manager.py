@@ -27,7 +27,7 @@ from runtool.services import ServiceContainer, TransferProgress
 from runtool.services.datasets import DatasetPlan, DatasetResult
 from runtool.services.local_state import ExportTrackingError
 from runtool.services.transfers import BulkPlan, BulkResult
-from runtool.ui.bulk_panel import BulkPanel, skipped_size_differences
+from runtool.ui.bulk_panel import BulkPanel
 from runtool.ui.components import Kpi, KpiCards, MessageArea
 from runtool.ui.dataset_form import DatasetForm
 from runtool.ui.formatting import format_bytes, format_count, format_count_of
@@ -447,16 +447,15 @@ class DownloadManagerPage(Page):
                 self.transfer_messages.warning("Choose frames, labels or both before planning an ML transfer.")
                 return
             options["kinds"] = tuple(self.kinds.value)
-        transfers, local = self.services.transfers, self.services.local
+        transfers = self.services.transfers
         self.transfer_panel.show_plan(None, f"Planning {format_count_of(len(runs), 'run')}…")
 
-        def work(_cancel: threading.Event) -> tuple[BulkPlan, dict[str, int]]:
-            plan = transfers.plan_bulk(operation, runs, **options)
-            return plan, skipped_size_differences(plan, lambda coord: local.run(coord).raw.bag_sizes)
+        def work(_cancel: threading.Event) -> BulkPlan:
+            return transfers.plan_bulk(operation, runs, **options)
 
         self._run_job(
             work,
-            lambda planned: self.transfer_panel.show_plan(planned[0], differing=planned[1]),
+            self.transfer_panel.show_plan,
             lambda _exc: self.transfer_panel.show_plan(None),
             doing,
             self.transfer_messages,
