@@ -108,6 +108,22 @@ KPI_CHOICES: tuple[KpiChoice, ...] = (
 _CHOICES = {choice.name: choice for choice in KPI_CHOICES}
 _STREAM_NAMES = {"detections": "Detection", "frames": "Frame", "tracking": "Tracking"}
 _NO_STREAM = {"detections": "no detection stream", "tracking": "no tracking stream", "frames": "no frame stream"}
+
+
+def _not_drawn(kpi: str, rows: pd.DataFrame, missing: np.ndarray) -> list[str]:
+    """Why the runs without a value of ``kpi`` are not drawn: the stream is absent (no message at all), or it is
+    there but gave no value (a run shorter than the 1 s rate window has a detection stream but no rate)."""
+    stream = kpi.split("_", 1)[0]
+    counted = f"{stream}_messages"
+    absent = missing & (rows[counted].fillna(0).to_numpy() == 0) if stream in _NO_STREAM and counted in rows \
+        else np.zeros(len(missing), dtype=bool)
+    notes = []
+    for count, why in ((int(absent.sum()), f"{_NO_STREAM.get(stream, '')} for this KPI"),
+                       (int((missing & ~absent).sum()), "no value for this KPI" + (
+                           " (e.g. a run shorter than the 1 s rate window)" if stream in _NO_STREAM else ""))):
+        if count:
+            notes.append(f"{_count_of(count, 'run')} {'is' if count == 1 else 'are'} not drawn: {why}.")
+    return notes
 _NONE = ""
 _STYLE = """<style>
 .rt-runs-table td:first-child, .rt-compare td:first-child, .rt-runs-table th, .rt-compare th { white-space: nowrap; }
@@ -525,12 +541,7 @@ class FleetKpiPage(Page):
                          "the margin (hover for why).")
         else:
             notes.append(f"{choice.label} is not checked for regressions.")
-        missing = int((~has_value).sum())
-        if missing:
-            stream = choice.name.split("_", 1)[0]
-            why = _NO_STREAM.get(stream, "no value")
-            notes.append(f"{_count_of(missing, 'run')} {'is' if missing == 1 else 'are'} not drawn: {why} for "
-                         "this KPI.")
+        notes += _not_drawn(choice.name, rows, ~has_value)
         if not has_value.any():
             notes.insert(0, f"<b>No run of this selection has a value for {html.escape(choice.label)}.</b> "
                             "Pick another KPI.")

@@ -19,7 +19,7 @@ from runtool.services import ServiceContainer
 from runtool.storage import processed_dir
 from runtool.ui import FleetKpiPage
 from runtool.ui.fleet_charts import OTHERS_COLOUR, DistributionChart, split_series
-from runtool.ui.fleet_kpis import KPI_CHOICES
+from runtool.ui.fleet_kpis import KPI_CHOICES, _not_drawn
 from runtool.ui.query import selection_query
 from tests.conftest import SeededFleet
 from tests.services.test_analytics import write_extraction
@@ -385,3 +385,18 @@ def test_a_links_bad_date_is_not_used_and_said_in_the_banner(services: ServiceCo
     (message,) = page.messages.messages
     assert message.level == "error" and "'01/01/1999' is not a YYYY-MM-DD date" in message.text
     assert page.view == "chart"
+
+
+def test_runs_not_drawn_say_whether_the_stream_is_absent_or_gave_no_value() -> None:
+    """A run with no detection message has no detection stream; one with a few (shorter than the rate window) has a
+    stream but no rate: the hostile review found both called "no detection stream"."""
+    rows = pd.DataFrame({"detections_messages": [0, 1, 300, np.nan]})
+    missing = np.array([True, True, False, True])
+    assert _not_drawn("detections_p5_fps", rows, missing) == [
+        "2 runs are not drawn: no detection stream for this KPI.",
+        "1 run is not drawn: no value for this KPI (e.g. a run shorter than the 1 s rate window).",
+    ]
+    assert _not_drawn("failed_bags", rows.iloc[:0], np.array([], dtype=bool)) == []
+    assert _not_drawn("failed_bags", rows, np.array([False, True, False, False])) == [
+        "1 run is not drawn: no value for this KPI.",
+    ]
