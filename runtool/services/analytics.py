@@ -333,7 +333,8 @@ _INT64 = 2**63
 
 
 def checked_kpis(kpis: object) -> dict[str, float | int | None]:
-    """The ``kpis`` object of an analysis cache, if every value is a finite number or null (a bool is not a number).
+    """The ``kpis`` object of an analysis cache, if every value is a finite number or null (a bool is not a number),
+    within ±1e12, and every count a whole number, 0 or more.
 
     The analysis writes only such values (``allow_nan=False``); anything else was written by hand or damaged,
     and the cache counts as unreadable, exactly like one that is not JSON.
@@ -344,14 +345,28 @@ def checked_kpis(kpis: object) -> dict[str, float | int | None]:
     if not isinstance(kpis, dict):
         raise ValueError(f"its KPIs are {_shown(kpis)}, not an object")
     for name, value in kpis.items():
-        if value is None or (isinstance(value, float) and math.isfinite(value)):
+        if value is None:
             continue
-        if isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            kind = "a number"
+        elif isinstance(value, float) and not math.isfinite(value):
+            kind = "a finite number"
+        elif isinstance(value, int) and not -_INT64 <= value < _INT64:
+            kind = "a number in range"
+        elif abs(value) > _MAX_MAGNITUDE:
+            kind = f"a number within ±{_MAX_MAGNITUDE:.0e}"
+        elif str(name).endswith(_COUNTS) and (value < 0 or value != int(value)):
+            kind = "a count (a whole number, 0 or more)"
+        else:
             continue
-        kind = ("a finite number" if isinstance(value, float)
-                else "a number in range" if isinstance(value, int) and not isinstance(value, bool) else "a number")
         raise ValueError(f"KPI {_shown(name)} is {_shown(value)}, not {kind} or null")
     return dict(kpis)
+
+
+_MAX_MAGNITUDE = 1e12
+"""No KPI the analysis writes (a rate, milliseconds, a share, a count of messages) comes near this."""
+_COUNTS = ("_messages", "_dropped_frames", "failed_bags", "total_tracks")
+"""The KPIs that count things: never negative, never fractional."""
 
 
 def _shown(value: object) -> str:

@@ -341,6 +341,7 @@ def test_a_damaged_cache_is_recomputed(
         ("Infinity", 'KPI "detection_latency_p95_ms" is Infinity, not a finite number or null'),
         ("NaN", 'KPI "detection_latency_p95_ms" is NaN, not a finite number or null'),
         ("1" + "0" * 30, "not a number in range or null"),
+        ("1e308", 'KPI "detection_latency_p95_ms" is 1e+308, not a number within ±1e+12 or null'),
     ],
 )
 def test_a_cache_with_a_kpi_that_is_not_a_number_is_unreadable_and_recomputed(
@@ -360,6 +361,22 @@ def test_a_cache_with_a_kpi_that_is_not_a_number_is_unreadable_and_recomputed(
     again = service.analyze_run(RUN)
     assert not again.from_cache and again.kpis == first.kpis
     assert service.analyze_run(RUN).from_cache
+
+
+@pytest.mark.parametrize("bad", ["-5", "2.5", "9223372036854775807"])
+def test_a_cache_with_a_count_that_is_no_count_is_recomputed(config: RuntoolConfig, extracted: Path,
+                                                             bad: str) -> None:
+    """A negative, fractional or absurd count (hand-edited) showed on the pages and in `runtool kpis` as it was."""
+    service = AnalyticsService(config)
+    first = service.analyze_run(RUN)
+    path = extracted / "analysis" / "kpis.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document["kpis"]["failed_bags"] == first.kpis["failed_bags"]
+    document["kpis"]["failed_bags"] = json.loads(bad)
+    path.write_text(json.dumps(document), encoding="utf-8")  # same fingerprint: only the value is wrong
+    assert service.load_cached(RUN) is None
+    again = service.analyze_run(RUN)
+    assert not again.from_cache and again.kpis == first.kpis
 
 
 def test_a_cache_whose_kpis_are_not_an_object_is_recomputed(config: RuntoolConfig, extracted: Path) -> None:
