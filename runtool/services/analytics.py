@@ -200,6 +200,16 @@ class AnalyticsService:
             return None
         return self._read_cache(coord, folder, extraction_fingerprint(folder))
 
+    def cache_files_present(self, coord: RunCoordinate) -> bool:
+        """Whether every file of the run's analysis cache is there (a stat each; their contents are not read).
+
+        The KPI index vouches for ``kpis.json`` only; a cache missing its series would be recomputed when the run
+        is opened, which a read-only server cannot do, so bulk analysis plans such a run again.
+        """
+        cache = processed_dir(self.config.processed_root, coord) / ANALYSIS_DIR
+        names = (KPIS_FILE, _TRACKS_FILE, *_SERIES_FILES.values())
+        return all((cache / name).is_file() for name in names)
+
     def load_tables(self, coord: RunCoordinate) -> ExtractionTables:
         """The run's extraction outputs as tables (the legacy nested JSON is flattened when no Parquet exists).
 

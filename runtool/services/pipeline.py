@@ -328,7 +328,7 @@ class RunPipeline:
                     data_state.get_complete_run_state(coord).next_action is NextAction.DOWNLOAD:
                 planned.append((coord, NextAction.DOWNLOAD))  # bags missing locally, or of the wrong size
             elif extracted:
-                if coord.to_path_str() in current:
+                if coord.to_path_str() in current and self.services.analytics.cache_files_present(coord):
                     up_to_date.append(coord)
                 else:
                     planned.append((coord, NextAction.ANALYZE))

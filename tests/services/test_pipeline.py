@@ -312,6 +312,22 @@ def test_cancel_stops_a_run_in_flight_not_only_the_runs_not_started(
         result.summary()
 
 
+def test_a_run_whose_analysis_cache_lost_a_series_is_planned_again(demo_fleet: SeededFleet, tmp_path: Path) -> None:
+    """Its kpis.json is current, so the KPI table lists it; the hostile review found bulk analysis calling it up to
+    date for good, while only opening its page (not possible read-only) repaired it."""
+    services = fresh_services(demo_fleet, tmp_path)
+    (coord,) = runs_with_bags(services, 1)
+    services.pipeline.bring_up_to_date(coord)
+    assert services.pipeline.plan(coord.to_filters()).up_to_date == (coord,)
+    (processed_dir(services.config.processed_root, coord) / ANALYSIS_DIR / "detections_series.parquet").unlink()
+
+    plan = services.pipeline.plan(coord.to_filters())
+
+    assert dict(plan.runs) == {coord: NextAction.ANALYZE} and plan.up_to_date == ()
+    assert services.pipeline.update_many(plan).ok
+    assert services.analytics.cache_files_present(coord)
+
+
 def test_plan_gives_each_run_its_next_step_and_leaves_out_runs_without_bags(
     demo_fleet: SeededFleet, tmp_path: Path
 ) -> None:
