@@ -35,6 +35,7 @@ _PARTS = RunCoordinate.PARTS
 _INVISIBLE = frozenset({"Cc", "Cf"})
 _DATE_TIME = re.compile(r"(\d{4})[-_](\d{2})[-_](\d{2})(?:[t ](\d{2})(?:[-_:](\d{2})(?:[-_:](\d{2})z?)?)?)?")
 _FULL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}t\d{2}:\d{2}:\d{2}z")
+_SEPARATORS = re.compile(r"\s*·\s*|\s+")
 _LEADING_TRIES = 4
 """Leading path segments dropped, one at a time, when the whole text matches nothing (``gs:``, the bucket, ``raw``)."""
 
@@ -223,7 +224,10 @@ class RunIndex:
             return self._linked(text, linked, limit)
         decoded = unquote(stripped) if "%" in stripped else stripped
         _refuse_invisible(decoded)
-        segments = [segment for segment in canonical(decoded).replace("\\", "/").split("/") if segment]
+        # A table's way of writing a run ("LB_0004 · 2025-07-10 10:05", or with a space) separates like "/": the
+        # time's own space is gone once canonical() has spelled it.
+        spaced = _SEPARATORS.sub("/", canonical(decoded).replace("\\", "/"))
+        segments = [segment for segment in spaced.split("/") if segment]
         if not segments:
             return RunSearchResult(text)
         exact = self._exact_runs(segments)

@@ -137,6 +137,14 @@ def test_a_time_as_the_pages_write_it_finds_runs_of_both_spellings(index: RunInd
     assert index.search("2025_09_14").hits[0].filters.timestamp == "2025-09-14T10:00:00Z"
 
 
+@pytest.mark.parametrize("text", ["LB_0011 2025-09-12 09:20", "LB_0011 · 2025-09-12 09:20", "TW_001 LB_0011"])
+def test_a_run_as_a_table_writes_it_finds_it_as_with_slashes(index: RunIndex, text: str) -> None:
+    """Tables write a run as "LB_0011 · 2025-09-12 09:20"; a copied line found nothing (only "/" separated)."""
+    spaced, slashed = index.search(text), index.search(text.replace(" · ", "/").replace(" 2025", "/2025")
+                                                       .replace("TW_001 ", "TW_001/"))
+    assert spaced.hits and paths(spaced.hits) == paths(slashed.hits)
+
+
 def test_leading_segments_of_a_prefix_url_are_dropped(index: RunIndex) -> None:
     result = index.search("gs://fleet-ml/raw/client_002/region_south/")
     assert result.hits[0].filters == Filters("client_002", "region_south")
