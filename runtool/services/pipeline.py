@@ -32,7 +32,6 @@ from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError
 from runtool.formatting import format_bytes, format_count_of
 from runtool.models import LEVELS, Filters, NextAction, RunCoordinate, RunState, SyncStatus
-from runtool.services.extraction import ExtractionCancelled
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -283,6 +282,9 @@ class RunPipeline:
                 total = max(event.bags_total, 1)
                 notify("extract", f"Extracting: {event.bags_done} of {event.bags_total} bags done",
                        min(1.0, event.bags_done / total))
+
+            # Imported here: the Fleet KPIs page imports this module, and the extractor is not for its first paint.
+            from runtool.services.extraction import ExtractionCancelled
 
             with _step(coord, "extract"):
                 try:
