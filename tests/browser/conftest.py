@@ -317,6 +317,27 @@ def page(contexts: Contexts) -> Any:
     return contexts.new_page()
 
 
+_OVERLAPS = """([axes, texts]) => {
+    const found = [];
+    for (const axis of document.querySelectorAll(axes)) {
+        const boxes = [...axis.querySelectorAll(texts)]
+            .map(t => [t.textContent, t.getBoundingClientRect()]).filter(([s, r]) => s && r.width > 0);
+        for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+            const [a, r] = boxes[i], [b, q] = boxes[j];
+            if (r.left < q.right - 0.5 && q.left < r.right - 0.5 && r.top < q.bottom - 0.5 && q.top < r.bottom - 0.5)
+                found.push(`${a} / ${b}`);
+        }
+    }
+    return found;
+}"""
+
+
+def overlapping_texts(page: Any, axes: str, texts: str = ".tick text") -> list[str]:
+    """Pairs (``"a / b"``) of the ``texts`` of one of the ``axes`` whose boxes intersect; hidden texts have no box."""
+    found: list[str] = page.evaluate(_OVERLAPS, [axes, texts])
+    return found
+
+
 def screenshot(page: Any, name: str) -> Path:
     """A PNG of the whole page under test-artifacts/.
 

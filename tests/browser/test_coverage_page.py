@@ -26,7 +26,7 @@ from runtool.formatting import format_count, format_pct, format_time
 from runtool.models import LEVELS, CoverageSettings, CoverageStatistics, Filters, LaserBoxStats
 from runtool.services import ServiceContainer
 from runtool.ui.query import selection_query
-from tests.browser.conftest import VoilaServer, screenshot
+from tests.browser.conftest import VoilaServer, overlapping_texts, screenshot
 from tests.conftest import make_config, write_toml
 
 pytestmark = pytest.mark.browser
@@ -388,20 +388,6 @@ def medium_voila(medium_config: Path) -> Iterator[VoilaServer]:
 MEDIUM_TIMEOUT_S = 1800
 """The first medium test also sets up the fleet (about 1 minute on 2 cores, 3 on a heavily loaded machine)."""
 
-OVERLAPS = """() => {
-    // Pairs of tick labels of one axis whose boxes intersect (hidden labels have no box).
-    const found = [];
-    for (const axis of document.querySelectorAll('.rt-view-aggregated svg .axis')) {
-        const boxes = [...axis.querySelectorAll('.tick text')]
-            .map(t => [t.textContent, t.getBoundingClientRect()]).filter(([, r]) => r.width > 0);
-        for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
-            const [a, r] = boxes[i], [b, q] = boxes[j];
-            if (r.left < q.right - 0.5 && q.left < r.right - 0.5 && r.top < q.bottom - 0.5 && q.top < r.bottom - 0.5)
-                found.push(`${a} / ${b}`);
-        }
-    }
-    return found;
-}"""
 
 
 def csv_of(page: Any, link: Any) -> list[list[str]]:
@@ -425,7 +411,7 @@ def test_at_fleet_scale_every_label_reads_and_every_table_downloads(
     ticks = page.locator(".rt-lb-bars .bqplot").first.locator(".axis .tick text")
     expect(ticks.filter(has_text=" · ")).to_have_count(len(boxes), timeout=WAIT_S * 1000)
     page.wait_for_timeout(1000)  # bqplot lays the labels out after the marks arrive
-    assert page.evaluate(OVERLAPS) == []
+    assert overlapping_texts(page, ".rt-view-aggregated svg .axis") == []
     # Names use the same levels for every box (field · laser box: ids repeat across fields), numbers the rest.
     shown = [t for t in ticks.all_text_contents() if not t.replace(",", "").isdigit()]  # SVG: no innerText
     assert len(set(shown)) == len(boxes) and all(" · " in name for name in shown), shown

@@ -28,7 +28,7 @@ from runtool.services.analytics import CACHE_VERSION, extraction_fingerprint
 from runtool.services.local_state import ANALYSIS_MARKER
 from runtool.storage import processed_dir
 from runtool.ui.query import selection_query
-from tests.browser.conftest import Contexts, VoilaServer, screenshot
+from tests.browser.conftest import Contexts, VoilaServer, overlapping_texts, screenshot
 from tests.browser.test_coverage_page import MEDIUM_TIMEOUT_S, medium_config  # noqa: F401 (a fixture)
 from tests.ui.test_fleet_kpis_page import analyse, extract, first_runs, laser_box_runs
 
@@ -230,20 +230,6 @@ def medium_kpi_voila(medium_analysed: Path) -> Iterator[VoilaServer]:
     server.stop()
 
 
-TICK_OVERLAPS = """() => {
-    // Pairs of texts of the trend chart's axes (tick labels and the axis titles) whose boxes intersect.
-    const found = [];
-    for (const axis of document.querySelectorAll('.rt-kpi-trend svg .axis')) {
-        const boxes = [...axis.querySelectorAll('text')]
-            .map(t => [t.textContent, t.getBoundingClientRect()]).filter(([s, r]) => s && r.width > 0);
-        for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
-            const [a, r] = boxes[i], [b, q] = boxes[j];
-            if (r.left < q.right - 0.5 && q.left < r.right - 0.5 && r.top < q.bottom - 0.5 && q.top < r.bottom - 0.5)
-                found.push(`${a} / ${b}`);
-        }
-    }
-    return found;
-}"""
 
 
 def value_ticks(page: Any) -> list[tuple[str, float]]:
@@ -273,7 +259,8 @@ def test_at_fleet_scale_with_all_at_every_level_the_chart_reads(contexts: Contex
     expect(legend).to_have_count(9, timeout=WAIT_MS)
     expect(legend.last).to_contain_text(f"others: {boxes - 8} laser boxes")
     assert_chart_reads_well(page)
-    assert page.evaluate(TICK_OVERLAPS) == []
+    # Tick labels and the axis titles.
+    assert overlapping_texts(page, ".rt-kpi-trend svg .axis", "text") == []
     assert_no_traceback(page)
     screenshot(page, "fleet_kpis_medium_all")
 
@@ -285,7 +272,8 @@ def test_at_fleet_scale_with_all_at_every_level_the_chart_reads(contexts: Contex
     page.wait_for_function("() => ![...document.querySelectorAll('.rt-kpi-trend svg .axis .tick text')]"
                            ".some(t => t.textContent.includes('.'))", timeout=WAIT_MS)
     assert [text for text, _ in value_ticks(page)] == ["0", "1"]
-    assert page.evaluate(TICK_OVERLAPS) == []
+    # Tick labels and the axis titles.
+    assert overlapping_texts(page, ".rt-kpi-trend svg .axis", "text") == []
     assert_chart_reads_well(page)
     assert_no_traceback(page)
     screenshot(page, "fleet_kpis_medium_failed_bags")

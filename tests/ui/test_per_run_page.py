@@ -293,21 +293,25 @@ def test_cancel_while_bringing_up_to_date_keeps_the_bags_and_says_cancelled(serv
     assert not update_button(page).disabled and not page.next_action.disabled  # type: ignore[union-attr]
 
 
-def test_a_failing_step_of_bring_up_to_date_shows_its_reason(demo_fleet: SeededFleet, tmp_path: Path) -> None:
+def page_with_a_blocked_raw_root(demo_fleet: SeededFleet, tmp_path: Path) -> PerRunPage:
+    """A run's page whose raw root is a file: every download into it fails."""
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the raw root should be", encoding="utf-8")
     services = ServiceContainer(private_config(demo_fleet, tmp_path / "data").with_overrides(raw_root=blocked))
     services.inventory.refresh()
-    coord = pick_run(services)
-    page = open_page(services, coord)
+    return open_page(services, pick_run(services))
+
+
+def test_a_failing_step_of_bring_up_to_date_shows_its_reason(demo_fleet: SeededFleet, tmp_path: Path) -> None:
+    page = page_with_a_blocked_raw_root(demo_fleet, tmp_path)
 
     update_button(page).click()
     assert page.wait_idle(WAIT_S)
 
     (error,) = page.messages.messages
     assert error.level == "error"
-    assert error.text.startswith(f"The download of {coord} failed for 3 of 3 bags: ")
-    assert "Not a directory" in error.text or blocked.name in error.text
+    assert error.text.startswith(f"The download of {page.coordinate} failed for 3 of 3 bags: ")
+    assert "Not a directory" in error.text or "not-a-folder" in error.text
     assert error.details and "PipelineError" in error.details
     assert not page.busy and page.kpis == {} and "not extracted" in cards(page)["extraction"]
     assert page.next_action_text == "Preview download of 3 bags" and not update_button(page).disabled
@@ -471,12 +475,7 @@ def test_read_only_shows_state_and_the_cached_analysis_without_any_button(
 
 
 def test_download_failures_become_a_message_with_details(demo_fleet: SeededFleet, tmp_path: Path) -> None:
-    blocked = tmp_path / "not-a-folder"
-    blocked.write_text("a file where the raw root should be", encoding="utf-8")
-    services = ServiceContainer(private_config(demo_fleet, tmp_path / "data").with_overrides(raw_root=blocked))
-    services.inventory.refresh()
-    coord = pick_run(services)
-    page = open_page(services, coord)
+    page = page_with_a_blocked_raw_root(demo_fleet, tmp_path)
     page.start_download()
     assert page.messages.messages[0].text.startswith("Preview the download first")
     page.preview_download(bags=["no-such-bag.bag"])
@@ -488,7 +487,7 @@ def test_download_failures_become_a_message_with_details(demo_fleet: SeededFleet
     assert page.result_text.endswith("3 failed")
     error = page.messages.messages[0]
     assert error.level == "error"
-    assert error.text.startswith(f"3 bags of {coord} could not be downloaded (")
+    assert error.text.startswith(f"3 bags of {page.coordinate} could not be downloaded (")
     assert error.details is not None and error.details.count(": ") >= 3
 
 
