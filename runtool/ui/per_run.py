@@ -36,7 +36,7 @@ from runtool.services.extraction import BACKENDS, ExtractionCancelled, Extractio
 from runtool.services.pipeline import PipelineCancelled, PipelineProgress, PipelineStep, RunUpdate
 from runtool.services.reports import ReportProgress, ReportResult, ReportStage
 from runtool.ui.analysis_charts import AnalysisView
-from runtool.ui.components import JobProgress
+from runtool.ui.components import LEVEL_LABELS, JobProgress
 from runtool.ui.formatting import format_bytes, format_count, format_time
 from runtool.ui.page import Page
 from runtool.ui.query import PER_RUN
@@ -362,8 +362,13 @@ class PerRunPage(Page):
             self._show_empty(reason or "")
             return
         lb_filters = dataclasses.replace(self.filters, timestamp=None)
-        if any(getattr(lb_filters, level) is None for level in LEVELS):
-            self._show_empty("Pick a client, region, field, TW and laser box to list its runs.")
+        missing = [LEVEL_LABELS[level] for level in LEVELS if getattr(lb_filters, level) is None]
+        if missing:
+            # Only the levels still to pick (with some picked, naming them all read as if nothing was).
+            names = [name if name == "TW" else name.lower() for name in missing]
+            listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+            self._show_empty(f"Pick a {listed} to list the runs, or type part of a run's coordinate in the "
+                             "search box.")
             return
         timestamps = self.services.data_state.available_timestamps(lb_filters)
         if not timestamps:

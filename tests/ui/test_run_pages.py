@@ -39,5 +39,9 @@ def test_a_run_from_a_link_shows_its_state_and_next_step(services: ServiceContai
 def test_the_run_page_asks_for_a_laser_box_first(services: ServiceContainer) -> None:
     page = PerRunPage(services, query="cid=c1")
     assert page.view == "empty"
-    assert page.empty_text == "Pick a client, region, field, TW and laser box to list its runs."
+    assert page.empty_text == ("Pick a region, field, TW and laser box to list the runs, or type part of a run's "
+                               "coordinate in the search box.")
+    assert PerRunPage(services, query="").empty_text.startswith("Pick a client, region, field, TW and laser box ")
+    assert PerRunPage(services, query="cid=c1&regionid=r1&fieldid=f1&twid=t1").empty_text.startswith(
+        "Pick a laser box to list the runs")
     assert page.run_picker.disabled
