@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runtool.models import Filters, RunCoordinate
-from runtool.serve.app import REPORT_CSP
+from runtool.serve.app import REPORT_CSP, _index_page
 from runtool.services.reports import REPORT_DIR, find_report, list_reports, report_stem
 from tests.browser.conftest import ServeProcess
 
@@ -75,6 +75,22 @@ def test_list_reports_newest_first_per_run_and_per_selection(data: Path) -> None
     assert [r.coordinate for r in list_reports(processed, Filters(lbid="LB_0001"))] == [OLD, OTHER]
     assert list_reports(processed, Filters(cid="client_003")) == []
     assert list_reports(data / "missing") == []
+
+
+def test_the_index_is_paged_and_its_page_links_keep_the_selection(server: ServeProcess, data: Path) -> None:
+    status, _, _, body = fetch(f"{server.base}/team/runtool/reports/?page=9")  # past the last: the last
+    assert status == 200 and len(re.findall(r"<td><code>", body)) == 3 and "Page " not in body
+    for bad in ("abc", "0", "-1", "1e3"):
+        status, _, _, body = fetch(f"{server.base}/team/runtool/reports/?page={bad}")
+        assert status == 400 and "not a page number" in body, (bad, body)
+    reports = list_reports(data / "processed", Filters())
+    many = [reports[i % len(reports)] for i in range(7)]
+    first, last = _index_page(Filters(cid="client_001"), many, 1, {"cid": "client_001"}, per_page=3), \
+        _index_page(Filters(), many, 3, {}, per_page=3)
+    assert first.count("<tr><td>") == 3 and "Page 1 of 3 (reports 1–3)" in first
+    assert '<a href="?cid=client_001&amp;page=2">older →</a>' in first and "newer" not in first
+    assert last.count("<tr><td>") == 1 and "Page 3 of 3 (reports 7–7)" in last and "older" not in last
+    assert '<a href="?page=2">← newer</a>' in last
 
 
 @pytest.mark.parametrize("path", [

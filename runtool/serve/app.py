@@ -280,8 +280,12 @@ class ReportsHandler(JupyterHandler):
                 selection = Filters(**{name: value for name, value in query.items() if value})
             except CoordinateError as exc:
                 raise web.HTTPError(400, f"not a selection: {exc}") from exc
+            page = self.get_query_argument("page", "1")
+            if not page.isdigit() or not 0 < int(page) < 1_000_000:
+                raise web.HTTPError(400, f"not a page number: {page[:20]!r}")
             # Off the server's loop: the listing walks every run folder the selection matches.
-            self.finish(_index_page(selection, await loop.run_in_executor(None, list_reports, root, selection)))
+            reports = await loop.run_in_executor(None, list_reports, root, selection)
+            self.finish(_index_page(selection, reports, int(page), {k: v for k, v in query.items() if v}))
             return
         report = await loop.run_in_executor(None, find_report, root, path)
         if report is None:
@@ -293,19 +297,38 @@ class ReportsHandler(JupyterHandler):
         self.finish(content)
 
 
-def _index_page(selection: Filters, reports: list[ReportFile]) -> str:
-    """The reports list: run, run start, rendered (UTC) and a link relative to ``runtool/reports/``."""
+REPORTS_PER_PAGE = 200
+"""Reports listed on one page of the index (a fleet's reports run to thousands)."""
+
+
+def _index_page(selection: Filters, reports: list[ReportFile], page: int = 1, query: dict[str, str] | None = None,
+                per_page: int = REPORTS_PER_PAGE) -> str:
+    """One page of the reports list (``page`` past the last shows the last): run, run start, rendered (UTC) and
+    a link relative to ``runtool/reports/``; links to the pages before and after keep the selection ``query``."""
+    pages = max(1, -(-len(reports) // per_page))
+    page = min(page, pages)
+    shown = reports[(page - 1) * per_page: page * per_page]
     rows = "".join(
         f'<tr><td><code>{escape(str(report.coordinate))}</code></td>'
         f"<td>{report.coordinate.start_time:%Y-%m-%d %H:%M}</td>"
         f"<td>{report.modified:%Y-%m-%d %H:%M}</td>"
         f'<td><a href="{escape(urllib.parse.quote(report.relative), quote=True)}">{escape(report.path.name)}</a>'
         "</td></tr>"
-        for report in reports
+        for report in shown
     )
     where = f" under {escape(selection.describe())}" if not selection.is_empty() else ""
     noun = "report" if len(reports) == 1 else "reports"
     summary = f"{len(reports):,} {noun}{where}, newest first; times in UTC."
+    if pages > 1:
+        def link(number: int, text: str) -> str:
+            target = urllib.parse.urlencode({**(query or {}), "page": number})
+            return f'<a href="?{escape(target, quote=True)}">{text}</a>'
+
+        around = [link(page - 1, "← newer")] if page > 1 else []
+        around += [link(page + 1, "older →")] if page < pages else []
+        first = (page - 1) * per_page + 1
+        summary += (f" Page {page:,} of {pages:,} (reports {first:,}–{first + len(shown) - 1:,}) "
+                    + " · ".join(around))
     body = (
         "<table><thead><tr><th>Run</th><th>Run start</th><th>Rendered</th><th>Report</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
