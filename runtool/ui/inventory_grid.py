@@ -20,7 +20,7 @@ from ipydatagrid import DataGrid, TextRenderer, VegaExpr
 
 from runtool.models import SyncStatus
 from runtool.services.inventory import COORD_COLUMNS
-from runtool.ui.theme import SYNC_STYLES, StatusStyle
+from runtool.ui.theme import NO_SAMPLES, SYNC_STYLES, StatusStyle, sync_style
 
 __all__ = [
     "COLUMNS",
@@ -40,8 +40,6 @@ STATUS_FILTERS: dict[Family, tuple[str, ...]] = {
 }
 """The status filter's choices per side: raw bags come from the cloud, ML samples are made locally."""
 
-NO_SAMPLES = StatusStyle("no samples yet", "#9e9e9e")
-"""The ML side of a run nobody has labelled yet: not a problem, so grey and not counted as an issue."""
 
 _FILTER_STATUSES: dict[Family, dict[str, tuple[str, ...]]] = {
     "raw": {
@@ -61,14 +59,7 @@ ISSUE_STATUSES: dict[Family, tuple[str, ...]] = {family: f["Issues"] for family,
 not (labelling lags recording)."""
 
 _STATUS_STYLES: dict[Family, dict[str, StatusStyle]] = {
-    family: {
-        SyncStatus.SYNCED.value: SYNC_STYLES["synced"],
-        SyncStatus.CLOUD_ONLY.value: SYNC_STYLES["not_downloaded"],
-        SyncStatus.LOCAL_ONLY.value: SYNC_STYLES["not_uploaded" if family == "ml" else "local_only"],
-        SyncStatus.MISMATCH.value: SYNC_STYLES["mismatch"],
-        SyncStatus.MISSING.value: NO_SAMPLES if family == "ml" else SYNC_STYLES["missing"],
-    }
-    for family in ("raw", "ml")
+    family: {status.value: sync_style(status, family) for status in SyncStatus} for family in ("raw", "ml")
 }
 STATUS_STYLES: tuple[StatusStyle, ...] = (*SYNC_STYLES.values(), NO_SAMPLES)
 """Every style a status cell can have, in the order the status counts list them."""

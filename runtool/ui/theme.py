@@ -21,6 +21,7 @@ __all__ = [
     "FRAMES_COLOUR",
     "LABELS_COLOUR",
     "ML_FRAMES_COLOUR",
+    "NO_SAMPLES",
     "RAW_BAGS_COLOUR",
     "STYLESHEET",
     "SYNC_STYLES",
@@ -52,6 +53,10 @@ SYNC_STYLES: dict[str, StatusStyle] = {
 """The six sync states of the ui guide, keyed by a stable name."""
 
 
+NO_SAMPLES = StatusStyle("no samples yet", "#9e9e9e")
+"""The ML side of a run nobody has labelled yet: not a problem, so grey and not counted as an issue."""
+
+
 def sync_style(status: SyncStatus | str, role: Literal["raw", "ml"] = "raw") -> StatusStyle:
     """The style of a run's raw or ML sync status.
 
@@ -60,6 +65,8 @@ def sync_style(status: SyncStatus | str, role: Literal["raw", "ml"] = "raw") -> 
     "not uploaded" (amber: work to do) rather than merely local.
     """
     status = SyncStatus(status)
+    if status is SyncStatus.MISSING and role == "ml":
+        return NO_SAMPLES  # nobody has labelled the run yet: not a problem
     if status is SyncStatus.CLOUD_ONLY:
         return SYNC_STYLES["not_downloaded"]
     if status is SyncStatus.LOCAL_ONLY:

@@ -109,6 +109,16 @@ def download_and_extract(services: ServiceContainer, coord: RunCoordinate) -> No
 # -- picking a run ---------------------------------------------------------------------------------
 
 
+def test_a_run_nobody_labelled_says_no_samples_yet_as_the_download_manager_does(services: ServiceContainer) -> None:
+    runs = services.data_state.all_runs()
+    unlabelled = runs[(runs["ml_labels"] == 0) & (runs["ml_frames"] == 0) & (runs["raw_bags"] > 0)]
+    row = unlabelled.sort_values(["cid", "regionid", "fieldid", "twid", "lbid", "timestamp"]).iloc[0]
+    page = open_page(services, RunCoordinate(*(str(row[c]) for c in ("cid", "regionid", "fieldid", "twid", "lbid",
+                                                                      "timestamp"))))
+    ml = cards(page)["local"].split("ML:")[1]
+    assert ">no samples yet</span>" in ml and ">missing</span>" not in ml  # grey, not the dark-red "missing"
+
+
 def test_a_link_opens_its_run_with_four_status_cards_and_the_download_step(services: ServiceContainer) -> None:
     coord = pick_run(services)
     page = open_page(services, coord)
