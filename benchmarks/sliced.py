@@ -8,7 +8,7 @@ GCS), then on loopback. Targets are deleted before each case (not timed).
 
 Cases:
 
-- runtool, sliced: ``TransferService.move_files`` of the object with the sliced path on (ranged GETs of the
+- runtool, sliced: ``TransferEngine.move_files`` of the object with the sliced path on (ranged GETs of the
   pinned generation, ``--streams`` at once, ``--slice-mib`` each; whole-object CRC32C; fdatasync; rename);
 - runtool, single stream: the same engine with the threshold above the object (one pinned GET, per-chunk
   CRC32C; fdatasync; rename);
@@ -46,7 +46,7 @@ from runtool.storage.gcs import plan_slices
 BUCKET = "bench-sliced"
 KEY = "bench/region/field/TW_1/LB_0001/2025_08_01T08:00:00Z/rosbag/_2025-08-01-08-00-20_0.bag"
 GOAL = 3.0
-MEASURED = ("runtool/services/transfers.py", "runtool/storage", "runtool/config.py", "benchmarks/sliced.py",
+MEASURED = ("runtool/services/transfers", "runtool/storage", "runtool/config.py", "benchmarks/sliced.py",
             "benchmarks/relay.py")
 """The code these cases run: the reported commit says whether any of it had uncommitted changes."""
 
@@ -62,7 +62,7 @@ def write_object(folder: Path, size: int) -> None:
 
 def runtool_case(config: RuntoolConfig, file: PlannedFile) -> Callable[[], None]:
     def go() -> None:
-        outcome, = ServiceContainer(config).transfers.move_files(BUCKET, [file])
+        outcome, = ServiceContainer(config).transfer_engine.move_files(BUCKET, [file])
         assert outcome.status == "transferred", outcome.error
 
     return go

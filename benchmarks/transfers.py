@@ -70,7 +70,7 @@ def plain_loop(bucket: storage.Bucket, keys: list[str], size: int, target: Path,
 def runtool_execute(config: RuntoolConfig, run: RunCoordinate, workers: int) -> Callable[[], None]:
     def go() -> None:
         services = ServiceContainer(config)
-        services.transfers.workers = workers
+        services.transfer_engine.workers = workers
         plan = services.transfers.plan_raw_download(run)
         assert len(plan.to_transfer) == len(plan.files)
         result = services.transfers.execute(plan)

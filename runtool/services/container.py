@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from runtool.services.local_state import LocalStateService
     from runtool.services.pipeline import RunPipeline
     from runtool.services.reports import ReportService
-    from runtool.services.transfers import TransferService
+    from runtool.services.transfers import TransferEngine, TransferService
 
 __all__ = ["ServiceContainer"]
 
@@ -75,10 +75,17 @@ class ServiceContainer:
         return DataStateService(self.inventory, self.local, self.coverage_settings)
 
     @cached_property
+    def transfer_engine(self) -> TransferEngine:
+        """What moves planned files (verified, atomic), shared by the transfers and the dataset fetches."""
+        from runtool.services.transfers import TransferEngine
+
+        return TransferEngine(self.config, self.make_client)
+
+    @cached_property
     def transfers(self) -> TransferService:
         from runtool.services.transfers import TransferService
 
-        return TransferService(self.config, self.make_client, self.inventory, self.local, read_only=self.read_only)
+        return TransferService(self.transfer_engine, self.inventory, self.local, read_only=self.read_only)
 
     @cached_property
     def extraction(self) -> ExtractionService:

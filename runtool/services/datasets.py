@@ -593,7 +593,8 @@ class DatasetService:
             write_atomic(file.path, data)
             copied += 1
             replaced += file.replaces
-        outcomes = self.services.transfers.move_files(self.config.ml_bucket, todo, progress=progress, cancel=cancel)
+        outcomes = self.services.transfer_engine.move_files(self.config.ml_bucket, todo, progress=progress,
+                                                           cancel=cancel)
         for path in empty:
             write_atomic(path, b"")
         failed = tuple(

@@ -105,7 +105,7 @@ def test_runs_execute_at_once_and_cancel_reports_the_waiting_ones_not_started(se
     results: list[BulkResult] = []
     with ExitStack() as held:
         for plan in bulk.plans[:3]:  # another job holds the first three runs
-            held.enter_context(exclusive_lock(services.transfers.lock_path(plan)))
+            held.enter_context(exclusive_lock(services.transfer_engine.lock_path(plan)))
         job = threading.Thread(target=lambda: results.append(
             services.transfers.execute_bulk(bulk, progress=progress, cancel=cancel)))
         job.start()
@@ -123,7 +123,7 @@ def test_runs_execute_at_once_and_cancel_reports_the_waiting_ones_not_started(se
 
 def test_a_failing_run_is_reported_and_the_others_complete(services: ServiceContainer) -> None:
     bulk = services.transfers.plan_bulk("raw_download", RUNS)
-    services.transfers.lock_path(bulk.plans[1]).mkdir(parents=True)  # its lock cannot be taken
+    services.transfer_engine.lock_path(bulk.plans[1]).mkdir(parents=True)  # its lock cannot be taken
     result = services.transfers.execute_bulk(bulk)
     assert [r.plan.coordinate for r in result.results] == RUNS and [r.ok for r in result.results] == [1, 0, 1]
     failed = result.results[1]
@@ -162,9 +162,9 @@ def test_a_dask_worker_killed_under_a_run_is_retried_or_failed_never_done(
     results: list[BulkResult] = []
     job = threading.Thread(target=lambda: results.append(services.transfers.execute_bulk(
         bulk, progress=lambda *event: events.append(event), executor=dask_executor)))
-    with exclusive_lock(services.transfers.lock_path(victim)):
+    with exclusive_lock(services.transfer_engine.lock_path(victim)):
         job.start()
-        pid = process_holding(dask_executor, services.transfers.lock_path(victim))  # waiting for the run's lock
+        pid = process_holding(dask_executor, services.transfer_engine.lock_path(victim))  # waiting for the run's lock
         os.kill(pid, signal.SIGKILL)
     job.join(180)
     (result,) = results

@@ -169,7 +169,7 @@ def test_cancel_leaves_no_half_written_file_and_no_manifest(datasets: DatasetSer
             cancel.set()
 
     # One download at a time: the cancel then stops all files but those done and the one handed on to be synced.
-    datasets.services.transfers.workers = 1
+    datasets.services.transfer_engine.workers = 1
     result = DatasetService(datasets.services, workers=1).execute(plan, progress=stop, cancel=cancel)
     assert result.cancelled and not result.ok and 2 <= result.downloaded < 10
     assert not (plan.root / "manifest.json").exists()

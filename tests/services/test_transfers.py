@@ -19,9 +19,9 @@ from runtool.errors import ReadOnlyError
 from runtool.formatting import format_bytes
 from runtool.models import Filters, RunCoordinate, SyncStatus
 from runtool.services import ServiceContainer, TransferError, TransferProgress
-from runtool.services import transfers as transfers_module
 from runtool.services.executor import DASK_SCHEDULER_ENV
 from runtool.services.transfers import ALREADY_DOWNLOADED
+from runtool.services.transfers import engine as transfer_engine_module
 from runtool.storage import local_raw_dir, make_client, raw_bag_key
 from tests.conftest import make_config, write_toml
 
@@ -208,7 +208,7 @@ def test_each_file_is_whole_and_synced_before_it_gets_its_name(services: Service
         synced.append((name, local(fresh_config, name).exists()))
         os.fsync(fd)
 
-    monkeypatch.setattr(transfers_module, "_sync_data", sync)
+    monkeypatch.setattr(transfer_engine_module, "_sync_data", sync)
     assert services.transfers.execute(services.transfers.plan_raw_download(RUN)).ok
     assert sorted(synced) == [(name, False) for name in sorted(content)]  # each synced once, before the rename
 
@@ -265,7 +265,7 @@ def test_emulator_killed_mid_download_then_resume(tmp_path: Path) -> None:
         make_client(emulator_host=private.url).create_bucket(config.raw_bucket)
         seed(config, content)
         services = ServiceContainer(config)
-        services.transfers.workers = 1  # one file at a time, so some finish before the kill
+        services.transfer_engine.workers = 1  # one file at a time, so some finish before the kill
 
         def kill_in_second_file(progress: TransferProgress) -> None:
             if progress.bytes_done >= 4_000_000 and private.process is not None:

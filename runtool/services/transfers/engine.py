@@ -1,0 +1,511 @@
+"""The transfer engine: moves planned files between a bucket and the local disk, one verified file at a time.
+
+It needs only the configuration and a storage client, so the transfer service, dataset fetches and the
+executor's workers (:func:`execute_run_plan`) all move bytes the same way. A download streams exactly the planned
+generation to a temporary name beside its target, verifies size and CRC32C (or MD5) while the bytes stream,
+syncs the file's data to disk and only then renames it into place: a file at its final path is always complete,
+also after a crash, and a failed or cancelled transfer never deletes a good existing file. An upload goes under
+the planned generation precondition, so a cloud object is never overwritten blindly.
+
+One run's plan executes under a cross-process lock on the run (see :meth:`TransferEngine.execute`), so two
+jobs given the same run (two processes, two pages, a rescheduled Dask task) take turns and never write the
+same file at once; under it, files already complete are skipped, so re-running a plan resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+
+from runtool.config import RuntoolConfig
+from runtool.errors import RuntoolError
+from runtool.files import LockWaitStopped, exclusive_lock
+from runtool.formatting import format_bytes, format_count
+from runtool.models import RunCoordinate
+from runtool.services.transfers.plan import PlannedFile, TransferError, TransferPlan
+from runtool.storage import make_client, storage_errors
+from runtool.storage.checksums import ChecksumMismatch, IntegrityChecker, checkers_for, file_crc32c
+from runtool.storage.gcs import (
+    ObjectChangedError,
+    ObjectNotFoundError,
+    download_sliced,
+    retry_policy,
+    stream_object,
+)
+
+if TYPE_CHECKING:
+    from google.cloud import storage
+
+__all__ = [
+    "ALREADY_DOWNLOADED",
+    "ALREADY_UPLOADED",
+    "PART_MARKER",
+    "REFRESH_HINT",
+    "FileOutcome",
+    "TransferEngine",
+    "TransferProgress",
+    "TransferResult",
+    "execute_run_plan",
+]
+
+PART_MARKER = ".part-"
+ALREADY_DOWNLOADED = "already downloaded by another job"
+ALREADY_UPLOADED = "already uploaded by another job (the cloud object has the local CRC32C)"
+REFRESH_HINT = "run `runtool inventory refresh`"
+
+
+@dataclass(frozen=True)
+class TransferProgress:
+    """Reported as bytes arrive (from worker threads)."""
+
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    current: str
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    file: PlannedFile
+    status: Literal["transferred", "skipped", "failed", "cancelled"]
+    bytes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    reason: str | None = None
+    """Why a file was skipped."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file.name,
+            "path": str(self.file.path),
+            "status": self.status,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    plan: TransferPlan
+    outcomes: tuple[FileOutcome, ...]
+    seconds: float
+    cancelled: bool
+    refresh_error: str | None = None
+    """Why the run's state could not be refreshed after the transfer (the files themselves are as reported)."""
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def bytes(self) -> int:
+        return sum(o.bytes for o in self.outcomes)
+
+    @property
+    def ok(self) -> bool:
+        return not self.cancelled and self.count("failed") == 0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line, e.g. ``12 files, 1.3 GiB in 8.2 s — 2 skipped, 0 failed``."""
+        text = (
+            f"{format_count(self.count('transferred'))} files, {format_bytes(self.bytes)} in "
+            f"{self.seconds:.1f} s — {format_count(self.count('skipped'))} skipped, "
+            f"{format_count(self.count('failed'))} failed"
+        )
+        if self.cancelled:
+            text += f", cancelled ({format_count(self.count('cancelled'))} not transferred)"
+        return text + (f"; not refreshed afterwards: {self.refresh_error}" if self.refresh_error else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "summary": self.summary(),
+            "seconds": round(self.seconds, 3),
+            "bytes": self.bytes,
+            "mb_per_s": round(self.mb_per_s, 2),
+            "cancelled": self.cancelled,
+            "transferred": self.count("transferred"),
+            "skipped": self.count("skipped"),
+            "failed": self.count("failed"),
+            "cancelled_files": self.count("cancelled"),
+            "refresh_error": self.refresh_error,
+            "files": [o.to_dict() for o in self.outcomes],
+        }
+
+
+
+class _Cancelled(Exception):
+    """Raised inside a download's write to stop it."""
+
+
+class _VerifyingWriter:
+    """The sink of one download: writes, checks and reports every chunk, and stops at a cancel."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        checkers: Sequence[IntegrityChecker],
+        on_bytes: Callable[[int], None],
+        cancel: threading.Event,
+    ) -> None:
+        self.out, self.checkers, self.on_bytes, self.cancel = out, checkers, on_bytes, cancel
+
+    def __call__(self, chunk: bytes) -> None:
+        if self.cancel.is_set():
+            raise _Cancelled
+        self.out.write(chunk)
+        for checker in self.checkers:
+            checker.update(chunk)
+        self.on_bytes(len(chunk))
+
+    def count(self, written: int) -> None:
+        """Report bytes written elsewhere (a sliced download's slices), or stop them at a cancel."""
+        if self.cancel.is_set():
+            raise _Cancelled
+        if written:
+            self.on_bytes(written)
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """A download whose bytes are all in its temporary file, verified, waiting to be synced and renamed."""
+
+    file: PlannedFile
+    tmp: Path
+    out: BinaryIO
+    bytes: int
+    started: float
+
+
+
+class TransferEngine:
+    """Moves the files of plans: verified, atomic, in parallel (``workers`` files at once), cancellable."""
+
+    def __init__(self, config: RuntoolConfig, client_factory: Callable[[], storage.Client], workers: int = 8) -> None:
+        self.config = config
+        self._client_factory = client_factory
+        self._client: storage.Client | None = None
+        self.workers = workers
+
+    @property
+    def client(self) -> storage.Client:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def lock_path(self, plan: TransferPlan) -> Path:
+        """The file locked while the plan executes: ``<data_dir>/.runtool/locks/<coord>.<raw|ml>.lock``."""
+        side = "raw" if plan.operation.startswith("raw") else "ml"
+        return self.config.data_dir / ".runtool" / "locks" / f"{plan.coordinate.to_path_str()}.{side}.lock"
+
+    def execute(
+        self,
+        plan: TransferPlan,
+        progress: Callable[[TransferProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+        workers: int | None = None,
+    ) -> TransferResult:
+        """Move the plan's files under the run's lock; no state refresh (the caller's part).
+
+        The lock (a file under ``<data_dir>/.runtool/locks/``, see :meth:`lock_path`) makes two jobs given the
+        same run take turns. Under it, a download whose target now holds the planned object (size and CRC32C)
+        was done by the other job and is skipped as :data:`ALREADY_DOWNLOADED` (except with ``overwrite``,
+        which asks for a fresh copy), and the temporary files of a job killed mid-download are removed.
+        """
+        cancel = cancel or threading.Event()
+        started = time.perf_counter()
+        outcomes = [FileOutcome(f, "skipped", reason=f.reason) for f in plan.skipped]
+        todo = list(plan.to_transfer)
+        with ExitStack() as held:
+            try:
+                held.enter_context(exclusive_lock(self.lock_path(plan), cancel))
+            except LockWaitStopped:
+                outcomes += [FileOutcome(f, "cancelled", error="cancelled before it started") for f in todo]
+                return TransferResult(plan, tuple(outcomes), time.perf_counter() - started, True)
+            except OSError as exc:
+                raise TransferError(f"Cannot lock {plan.coordinate} for the transfer: {exc}") from exc
+            if not plan.uploads:
+                _remove_stale_parts(todo)
+                if plan.conflict != "overwrite":
+                    present = {f for f in todo if _holds_planned_object(f)}
+                    outcomes += [FileOutcome(f, "skipped", reason=ALREADY_DOWNLOADED) for f in todo if f in present]
+                    todo = [f for f in todo if f not in present]
+            outcomes += self.move_files(plan.bucket, todo, plan.uploads, progress, cancel, workers)
+        # Cancelled only if the cancel stopped a file: a run whose files all completed first is complete.
+        stopped = any(outcome.status == "cancelled" for outcome in outcomes)
+        return TransferResult(plan, tuple(outcomes), time.perf_counter() - started, stopped)
+
+    def move_files(
+        self,
+        bucket: str,
+        files: Sequence[PlannedFile],
+        upload: bool = False,
+        progress: Callable[[TransferProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+        workers: int | None = None,
+    ) -> list[FileOutcome]:
+        """Transfer ``files`` in parallel (``workers`` at once, default the engine's), each verified and renamed
+        into place; one outcome per file, in order. A download counts as done (``files_done``) once renamed.
+
+        What :meth:`execute` runs under the run's lock, also used by operations that build their own file lists
+        under their own lock (dataset fetches).
+        """
+        cancel = cancel or threading.Event()
+        total = sum(f.size for f in files)
+        counters = {"bytes": 0, "files": 0}
+        lock = threading.Lock()
+
+        def on_bytes(count: int, name: str) -> None:
+            with lock:
+                counters["bytes"] += count
+                snapshot = TransferProgress(counters["files"], len(files), counters["bytes"], total, name)
+            if progress is not None:
+                progress(snapshot)
+
+        def finished(outcome: FileOutcome) -> FileOutcome:
+            with lock:
+                counters["files"] += 1
+            on_bytes(0, outcome.file.name)
+            return outcome
+
+        at_once = workers or self.workers
+        landings = threading.BoundedSemaphore(at_once)
+
+        def land(fetched: _Fetched) -> FileOutcome:
+            try:
+                return finished(self._land(fetched))
+            finally:
+                landings.release()
+
+        def one(file: PlannedFile) -> FileOutcome | Future[FileOutcome]:
+            def report(count: int) -> None:
+                on_bytes(count, file.name)
+
+            if upload:
+                return finished(self._upload(bucket, file, report, cancel))
+            fetched = self._fetch(bucket, file, report, cancel)
+            if isinstance(fetched, FileOutcome):
+                return finished(fetched)
+            landings.acquire()
+            return landing.submit(land, fetched)
+
+        # A worker hands its verified temporary file to a landing thread (sync, then rename: see _land) and
+        # streams its next file meanwhile. At most one landing per worker waits, so a cancel lands at most that
+        # many complete files, and parallel syncs still share the file system's journal commits.
+        with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="transfer-land") as landing:
+            with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="transfer") as pool:
+                pending = list(pool.map(one, files))
+            return [item.result() if isinstance(item, Future) else item for item in pending]
+
+    def _fetch(
+        self, bucket: str, file: PlannedFile, on_bytes: Callable[[int], None], cancel: threading.Event
+    ) -> _Fetched | FileOutcome:
+        """Stream one object into a temporary file beside its target and verify size and CRC32C (or MD5).
+
+        A verified file is returned open, for :meth:`_land`; anything else is an outcome, its temporary file gone.
+        """
+        from google.api_core import exceptions as gexc
+
+        if cancel.is_set():
+            return FileOutcome(file, "cancelled", error="cancelled before it started")
+        started = time.perf_counter()
+        tmp = file.path.with_name(f".{file.path.name}{PART_MARKER}{secrets.token_hex(4)}")
+        received = 0
+
+        def counted(count: int) -> None:
+            nonlocal received
+            received += count
+            on_bytes(count)
+
+        out: BinaryIO | None = None
+        try:
+            file.path.parent.mkdir(parents=True, exist_ok=True)
+            checkers = checkers_for(file.size, file.crc32c, file.md5)
+            out = tmp.open("wb")
+            with storage_errors(bucket, "downloading from", file.key, file.generation, self.client):
+                if file.generation and file.crc32c and file.size >= self.config.sliced_download_bytes:
+                    # Ranged GETs in parallel into the preallocated file (a full disk fails here, before any
+                    # byte moves); download_sliced verifies the whole object's CRC32C before it returns.
+                    os.posix_fallocate(out.fileno(), 0, file.size)
+                    download_sliced(self.client, bucket, file.key, file.generation, file.size, file.crc32c,
+                                    out.fileno(), _VerifyingWriter(out, (), counted, cancel).count,
+                                    retry_s=self.config.request_retry_s)
+                    checkers = []
+                else:
+                    stream_object(self.client, bucket, file.key, file.generation,
+                                  _VerifyingWriter(out, checkers, counted, cancel), retry_s=self.config.request_retry_s)
+            for checker in checkers:
+                checker.verify(file.key)
+            fetched = _Fetched(file, tmp, out, received, started)
+            out = None  # _land's now
+            return fetched
+        except _Cancelled:
+            return FileOutcome(file, "cancelled", received, time.perf_counter() - started, "cancelled")
+        except ChecksumMismatch as exc:
+            error = _explain(exc, file)
+            if self._current_generation(bucket, file) != file.generation:
+                error = _changed_since_preview(file)
+            return FileOutcome(file, "failed", received, time.perf_counter() - started, error)
+        except (RuntoolError, OSError, gexc.GoogleAPIError) as exc:
+            return FileOutcome(file, "failed", received, time.perf_counter() - started, _explain(exc, file))
+        finally:
+            if out is not None:  # the download failed or stopped: remove what it wrote
+                with contextlib.suppress(OSError):  # closing flushes; a disk-full error has already failed the file
+                    out.close()
+                tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _land(fetched: _Fetched) -> FileOutcome:
+        """Make a verified temporary file durable, then rename it to its target.
+
+        fdatasync before the rename is what keeps a file at its final path complete after a crash (a journalling
+        file system may otherwise commit the rename before the data). The folder is not synced: a crash may lose
+        the rename, never the bytes behind it, and a re-run downloads that file again.
+        """
+        file, started = fetched.file, fetched.started
+        try:
+            with fetched.out as out:
+                out.flush()
+                _sync_data(out.fileno())
+            os.replace(fetched.tmp, file.path)
+        except OSError as exc:
+            fetched.tmp.unlink(missing_ok=True)
+            return FileOutcome(file, "failed", fetched.bytes, time.perf_counter() - started, _explain(exc, file))
+        return FileOutcome(file, "transferred", fetched.bytes, time.perf_counter() - started)
+
+    def _upload(
+        self, bucket: str, file: PlannedFile, on_bytes: Callable[[int], None], cancel: threading.Event
+    ) -> FileOutcome:
+        """Upload under the generation precondition from the plan (0: the object must not exist yet).
+
+        An object created or changed in the cloud since the preview makes the precondition fail, so it is
+        never overwritten blindly; the stored object's CRC32C is then checked against the local file's. When
+        the object found then has exactly the local CRC32C, another job uploaded it: skipped, not failed.
+        """
+        from google.api_core import exceptions as gexc
+
+        if cancel.is_set():
+            return FileOutcome(file, "cancelled", error="cancelled before it started")
+        started = time.perf_counter()
+        blob = self.client.bucket(bucket).blob(file.key)
+        try:
+            if file_crc32c(file.path) != file.crc32c:
+                raise ChecksumMismatch(f"{file.path} changed on disk since the preview")
+            with storage_errors(bucket, "uploading to", file.key, file.generation, self.client):
+                blob.upload_from_filename(
+                    str(file.path),
+                    if_generation_match=file.generation,
+                    checksum="crc32c",
+                    retry=retry_policy(self.config.request_retry_s),
+                    timeout=60,
+                )
+            if blob.crc32c != file.crc32c:
+                raise ChecksumMismatch(
+                    f"{file.key}: the stored CRC32C {blob.crc32c} differs from the local {file.crc32c}"
+                )
+        except ChecksumMismatch as exc:
+            return FileOutcome(file, "failed", 0, time.perf_counter() - started, f"Checksum mismatch: {exc}")
+        except (RuntoolError, OSError, gexc.GoogleAPIError) as exc:
+            error = _explain(exc, file)
+            if isinstance(exc, ObjectChangedError):
+                current = self._current_blob(bucket, file)
+                if current is not None and current.crc32c == file.crc32c:
+                    return FileOutcome(file, "skipped", 0, time.perf_counter() - started, reason=ALREADY_UPLOADED)
+                error = f"{file.key} was created or changed in the cloud since the preview; it was not overwritten."
+            return FileOutcome(file, "failed", 0, time.perf_counter() - started, error)
+        on_bytes(file.size)
+        return FileOutcome(file, "transferred", file.size, time.perf_counter() - started)
+
+
+    def _current_generation(self, bucket: str, file: PlannedFile) -> int | None:
+        """The object's generation now (None if it is gone), to tell corruption from a newer upload."""
+        blob = self._current_blob(bucket, file)
+        return int(blob.generation) if blob is not None and blob.generation else None
+
+    def _current_blob(self, bucket: str, file: PlannedFile) -> storage.Blob | None:
+        with storage_errors(bucket, "reading"):
+            return self.client.bucket(bucket).get_blob(file.key)
+
+
+def execute_run_plan(config: RuntoolConfig, plan: TransferPlan, coordinate: RunCoordinate) -> TransferResult:
+    """Execute one run's previewed plan in this process, under the run's lock, and refresh no state.
+
+    What :meth:`~runtool.services.transfers.TransferService.execute_bulk` ships to a Dask worker or a pool
+    process: a module-level function of picklable values, building a transfer engine from ``config`` where it
+    runs. The files
+    are written here, so a remote worker needs the data folder mounted at the configured path.
+    ``coordinate`` is the plan's (the executor's calling convention); the caller refreshes the run's state.
+    """
+    if coordinate != plan.coordinate:
+        raise TransferError(f"Asked to execute the plan of {plan.coordinate} as {coordinate}.")
+    return TransferEngine(config, partial(make_client, config.gcp_project, config.emulator_host)).execute(plan)
+
+
+def _holds_planned_object(file: PlannedFile) -> bool:
+    """Whether the local file already is the planned object: same size and CRC32C (read only if sizes match)."""
+    try:
+        return bool(file.crc32c) and file.path.stat().st_size == file.size and file_crc32c(file.path) == file.crc32c
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def _sync_data(fd: int) -> None:
+    """Put a file's bytes, and the size needed to read them back, on the disk (fdatasync; macOS has only fsync)."""
+    getattr(os, "fdatasync", os.fsync)(fd)
+
+
+def _remove_stale_parts(files: Sequence[PlannedFile]) -> None:
+    """Remove temporary files left by downloads of ``files`` whose process died (it could not clean up).
+
+    Called only under the run's lock, when no other job can be writing them.
+    """
+    names: dict[Path, set[str]] = {}
+    for file in files:
+        names.setdefault(file.path.parent, set()).add(file.path.name)
+    for folder, wanted in names.items():
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            name, marker, _ = entry.name.partition(PART_MARKER)
+            if marker and name.startswith(".") and name[1:] in wanted:
+                entry.unlink(missing_ok=True)
+
+
+
+def _explain(exc: BaseException, file: PlannedFile) -> str:
+    """A sentence a user can act on, naming the file."""
+    if isinstance(exc, ObjectChangedError):
+        return _changed_since_preview(file)
+    if isinstance(exc, ObjectNotFoundError):
+        return f"{file.key} no longer exists in the cloud (deleted since the preview)."
+    if isinstance(exc, ChecksumMismatch):
+        return f"Checksum mismatch, file rejected: {exc}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"Not enough disk space to write {file.path} ({exc.strerror})."
+    if isinstance(exc, OSError):
+        return f"Cannot write {file.path}: {exc.strerror or exc}."
+    return str(exc)
+
+
+def _changed_since_preview(file: PlannedFile) -> str:
+    """Plans built from the inventory cache (dataset fetches) would pick the same old generation again, so
+    planning again helps only after the cache is refreshed."""
+    return f"{file.key} changed in the cloud since the preview; {REFRESH_HINT}, then plan again."
+
