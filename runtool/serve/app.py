@@ -352,8 +352,19 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.stopping: set[str] = set()
+        self.closing = False
+
+    async def shutdown_all(self, now: bool = True) -> None:  # type: ignore[override]
+        """Stop every kernel as the server stops: killed, by default. A preheated kernel is mid-cell (waiting for its
+        viewer), and asked to shut down it dies with a ZMQ traceback per kernel in the server's log; a page's
+        kernel holds nothing to save (its downloads keep their temporary files out of the final paths)."""
+        self.closing = now
+        await ensure_async(super().shutdown_all(now=now))
 
     async def shutdown_kernel(self, kernel_id: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        if self.closing:  # the pools' kernels still starting are stopped after shutdown_all, one by one
+            kwargs["now"] = True
+            args = ()
         self.stopping.add(kernel_id)
         try:
             await ensure_async(super().shutdown_kernel(kernel_id, *args, **kwargs))
