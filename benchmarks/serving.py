@@ -239,7 +239,8 @@ def _or_copy(selector: str) -> str:
     return f"{selector}, {selector.replace('.rt-', '.rts-')}"
 
 
-READY = {"baseline": _text_visible(".jp-OutputArea-output")} | {
+BASELINE_READY = ".jp-OutputArea-output"
+READY = {"baseline": _text_visible(BASELINE_READY)} | {
     page: _text_visible(_or_copy(selector)) for page, selector in LIVE.items()
 }
 ASYNC_READY = ".rt-page-coverage .rt-kpi-value"
@@ -445,9 +446,12 @@ def part_a(browser: Any, servers: dict[str, Server], queries: dict[str, tuple[st
     return [table_a, "", table_burst, "", "Issue 12, first render before and after the guards:", "", table_12], notes
 
 
-async def _viewers_at_once(url: str, viewers: int, server: Server) -> tuple[list[float | None], list[str],
-                                                                             tuple[int, float, float],
-                                                                             tuple[int, float, float]]:
+Memory = tuple[int, float, float]
+"""A server's (kernels, Voila RSS MiB, Voila + children RSS MiB)."""
+
+
+async def _viewers_at_once(url: str, viewers: int, server: Server, ready: str
+                           ) -> tuple[list[float | None], list[str], Memory, Memory]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
@@ -470,7 +474,7 @@ async def _viewers_at_once(url: str, viewers: int, server: Server) -> tuple[list
                 started = time.perf_counter()
                 try:
                     await page.goto(url, wait_until="commit", timeout=TIMEOUT_MS)
-                    await page.locator(ASYNC_READY).filter(has_text=re.compile(r"\S")).first.wait_for(
+                    await page.locator(ready).filter(has_text=re.compile(r"\S")).first.wait_for(
                         state="visible", timeout=TIMEOUT_MS)
                     return time.perf_counter() - started, ""
                 except Exception as exc:
@@ -498,26 +502,31 @@ async def _viewers_at_once(url: str, viewers: int, server: Server) -> tuple[list
 
 def part_b(config_path: Path, root: Path, viewers: int, pools: list[int], load: Load) -> tuple[list[str], list[str]]:
     rows, notes, failures = [], [], []
-    for pool in pools:
-        name = f"concurrent-pool{pool}"
-        server = runtool_server(name, config_path, root, "--pool-size", str(pool), "--max-kernels",
-                                str(viewers + 2), pool=pool)
+    for pool in [None, *pools]:
+        if pool is None:  # the plainest honest baseline: the same browser load on a one-cell plain Voila page
+            server = baseline_server(root / "concurrent-baseline")
+            url, ready, label = server.url(BASELINE), BASELINE_READY, "plain Voila, one-cell notebook (baseline)"
+        else:
+            server = runtool_server(f"concurrent-pool{pool}", config_path, root, "--pool-size", str(pool),
+                                    "--max-kernels", str(viewers + 2), pool=pool)
+            url, ready, label = server.url(COVERAGE), ASYNC_READY, f"`--pool-size {pool} --max-kernels {viewers + 2}`"
         try:
             waited, settled = settle([server], limit_s=600.0)
-            say(f"{viewers} viewers at once, pool {pool}: pools full after {waited:.1f} s ({settled=}) ...")
+            name = "baseline" if pool is None else f"pool {pool}"
+            say(f"{viewers} viewers at once, {name}: pools full after {waited:.1f} s ({settled=}) ...")
             if not settled:
-                notes.append(f"- (b) pool {pool}: the pools were not full and idle after {waited:.0f} s.")
+                notes.append(f"- (b) {name}: the pools were not full and idle after {waited:.0f} s.")
             idle = server.memory()
-            times, errors, peak, shown = asyncio.run(_viewers_at_once(server.url(COVERAGE), viewers, server))
+            times, errors, peak, shown = asyncio.run(_viewers_at_once(url, viewers, server, ready))
             load.sample()
             ok = [t for t in times if t is not None]
             say("  " + ", ".join("fail" if t is None else f"{t:.1f}" for t in times))
             time.sleep(2.0)
             waited, settled = settle([server], limit_s=180.0)
             after = server.memory()
-            failures += [f"pool {pool}: {e}" for e in errors]
+            failures += [f"{name}: {e}" for e in errors]
             rows.append([
-                f"`--pool-size {pool} --max-kernels {viewers + 2}`", f"{len(ok)}/{viewers}",
+                label, f"{len(ok)}/{viewers}",
                 f"{median(ok):.2f}" if ok else "—", f"{max(ok):.2f}" if ok else "—",
                 f"{idle[1]:.0f} / {idle[2]:.0f} ({idle[0]})",
                 f"{peak[1]:.0f} / {peak[2]:.0f} ({peak[0]})", f"{shown[1]:.0f} / {shown[2]:.0f} ({shown[0]})",
