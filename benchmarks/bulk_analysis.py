@@ -99,10 +99,10 @@ def pipeline_kpis(result: PipelineResult) -> tuple[list[Kpis], float]:
 def update_run_with_new_services(config: RuntoolConfig, force: bool, coord: RunCoordinate) -> Any:
     """``update_run`` as it was before it kept its services: every run builds its own (loads the inventory
     cache, scans the local roots). Measured beside the current one under the same load."""
-    from runtool.services.container import ServiceContainer
-    from runtool.services.pipeline import RunPipeline, _update_with
+    from runtool.services.container import writable_pipeline
+    from runtool.services.pipeline import _update_with
 
-    return _update_with(RunPipeline(ServiceContainer(config, read_only=False)), force, coord)
+    return _update_with(writable_pipeline(config), force, coord)
 
 
 def outcome_kpis(outcomes: list[RunOutcome]) -> tuple[list[Kpis], float]:

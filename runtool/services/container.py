@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from runtool.services.reports import ReportService
     from runtool.services.transfers import TransferEngine, TransferService
 
-__all__ = ["ServiceContainer"]
+__all__ = ["ServiceContainer", "writable_pipeline"]
 
 
 class ServiceContainer:
@@ -103,7 +103,17 @@ class ServiceContainer:
     def pipeline(self) -> RunPipeline:
         from runtool.services.pipeline import RunPipeline
 
-        return RunPipeline(self)
+        return RunPipeline(
+            self.config,
+            self.data_state,
+            self.local,
+            self.transfers,
+            self.extraction,
+            self.analytics,
+            self.kpis,
+            from_config=writable_pipeline,
+            read_only=self.read_only,
+        )
 
     @cached_property
     def kpis(self) -> KpiService:
@@ -115,15 +125,23 @@ class ServiceContainer:
     def reports(self) -> ReportService:
         from runtool.services.reports import ReportService
 
-        return ReportService(self)
+        return ReportService(self.config, self.data_state, self.pipeline, read_only=self.read_only)
 
     @cached_property
     def datasets(self) -> DatasetService:
         from runtool.services.datasets import DatasetService
 
-        return DatasetService(self)
+        return DatasetService(
+            self.config, self.data_state, self.inventory, self.transfer_engine, read_only=self.read_only
+        )
 
     def _after_refresh(self, scope: object) -> None:
         """A full cloud refresh rescans the local roots too, so both sides describe the same moment."""
         if scope is None:
             self.local.scan()
+
+
+def writable_pipeline(config: RuntoolConfig) -> RunPipeline:
+    """A writable run pipeline with its services, built from ``config``: what a process or Dask worker of
+    :meth:`RunPipeline.update_many <runtool.services.pipeline.RunPipeline.update_many>` runs each run with."""
+    return ServiceContainer(config, read_only=False).pipeline

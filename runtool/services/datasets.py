@@ -43,23 +43,24 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 import yaml
 
+from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError, UsageError
 from runtool.files import LockWaitStopped, exclusive_lock, replacing, write_atomic
 from runtool.formatting import format_bytes, format_count
 from runtool.models import Filters, RunCoordinate
 from runtool.services.conflicts import CONFLICT_MODES, ConflictDecision, ConflictMode, decide
-from runtool.services.inventory import COORD_COLUMNS
-from runtool.services.transfers import PlannedFile, TransferProgress
+from runtool.services.data_state import DataStateService
+from runtool.services.inventory import COORD_COLUMNS, CloudInventoryService
+from runtool.services.transfers.engine import TransferEngine, TransferProgress
+from runtool.services.transfers.plan import PlannedFile
 from runtool.storage import ml_file_key, storage_errors
 from runtool.storage.checksums import Crc32cChecker, file_crc32c
 from runtool.storage.gcs import ObjectChangedError, ObjectNotFoundError, retry_policy
 
-if TYPE_CHECKING:  # the container builds this service, so importing it at run time would be circular
+if TYPE_CHECKING:
     # google-cloud-storage loads with the first client (storage.gcs): the download manager imports this
     # module for its dataset form and would otherwise carry the client library in every page kernel.
     from google.cloud import storage
-
-    from runtool.services.container import ServiceContainer
 
 __all__ = [
     "DatasetBusyError",
@@ -327,21 +328,34 @@ def parse_yolo_label(data: bytes) -> tuple[int, ...] | str:
 
 
 class DatasetService:
-    """Plans and executes dataset fetches over the inventory and the transfer engine."""
+    """Plans and executes dataset fetches over the inventory and the transfer engine.
 
-    def __init__(self, services: ServiceContainer, workers: int = 8, lock_wait_s: float = 30.0) -> None:
-        self.services = services
-        self.config = services.config
+    ``workers`` bounds the label downloads of planning; the frames move ``engine.workers`` at a time.
+    """
+
+    def __init__(
+        self,
+        config: RuntoolConfig,
+        data_state: DataStateService,
+        inventory: CloudInventoryService,
+        engine: TransferEngine,
+        read_only: bool = False,
+        workers: int = 8,
+        lock_wait_s: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.data_state = data_state
+        self.inventory = inventory
+        self.engine = engine
+        self.read_only = read_only
         self.workers = workers
         self.lock_wait_s = lock_wait_s
         """How long :meth:`execute` waits for another fetch of the same dataset before refusing."""
-        self._client: storage.Client | None = None
 
     @property
     def client(self) -> storage.Client:
-        if self._client is None:
-            self._client = self.services.make_client()
-        return self._client
+        """The engine's client: label reads and frame downloads share its connections."""
+        return self.engine.client
 
     def dataset_root(self, name: str) -> Path:
         """``<ml_root>/trainings/<name>``.
@@ -368,9 +382,9 @@ class DatasetService:
     def plan_dataset_fetch(self, name: str, filters: Filters, options: DatasetOptions) -> DatasetPlan:
         """Choose runs (filters, dates, coverage), pair frames with labels, check labels, split by run, sample."""
         root = self.dataset_root(name)
-        runs = self.services.data_state.runs(filters, self.services.coverage_settings)
+        runs = self.data_state.runs(filters)
         selected = _select_runs(runs, options)
-        pairs = _pair(_ml_objects(self.services.inventory.snapshot.entries, selected))
+        pairs = _pair(_ml_objects(self.inventory.snapshot.entries, selected))
         if options.labelled_only:
             pairs = pairs[pairs["label_key"].notna()]
         labelled = pairs[pairs["label_key"].notna()]
@@ -458,7 +472,7 @@ class DatasetService:
                 return key, _too_large(f"over {format_bytes(cap)}", cap)
             if _crc(data) != crc:
                 return key, "changed since the inventory was scanned (CRC32C differs); refresh the inventory"
-            if not self.services.read_only:
+            if not self.read_only:
                 # No fsync: a cached copy is checked against the object's CRC32C whenever it is read.
                 with replacing(self._label_cache_path(key, generation)) as tmp:
                     tmp.write_bytes(data)
@@ -514,7 +528,7 @@ class DatasetService:
             DatasetBusyError: another fetch of the dataset is still running after the wait.
             DatasetError: a bad conflict mode, or the dataset folder cannot be written.
         """
-        if self.services.read_only:
+        if self.read_only:
             raise ReadOnlyError("Dataset fetches are not allowed in read-only mode.")
         if conflict not in CONFLICT_MODES:
             raise DatasetError(f"Unknown conflict mode {conflict!r}; use one of {', '.join(CONFLICT_MODES)}.")
@@ -593,8 +607,7 @@ class DatasetService:
             write_atomic(file.path, data)
             copied += 1
             replaced += file.replaces
-        outcomes = self.services.transfer_engine.move_files(self.config.ml_bucket, todo, progress=progress,
-                                                           cancel=cancel)
+        outcomes = self.engine.move_files(self.config.ml_bucket, todo, progress=progress, cancel=cancel)
         for path in empty:
             write_atomic(path, b"")
         failed = tuple(

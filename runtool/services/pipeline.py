@@ -37,9 +37,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from runtool.extract.outputs import ExtractionProgress
-    from runtool.services.container import ServiceContainer
+    from runtool.services.analytics import AnalyticsService
+    from runtool.services.data_state import DataStateService
     from runtool.services.executor import Executor, RunOutcome
-    from runtool.services.transfers import TransferProgress
+    from runtool.services.extraction import ExtractionService
+    from runtool.services.kpis import KpiService
+    from runtool.services.local_state import LocalStateService
+    from runtool.services.transfers import TransferProgress, TransferService
 
 __all__ = [
     "RUNS_AT_ONCE",
@@ -212,11 +216,40 @@ def select_runs(runs: pd.DataFrame, since: date | None = None, until: date | Non
     return runs[mask]
 
 
-class RunPipeline:
-    """Brings runs up to date through the container's transfer, extraction and analytics services."""
+PipelineFactory = Callable[[RuntoolConfig], "RunPipeline"]
+"""Builds a writable pipeline, with its services, from a configuration: what a process or Dask worker calls.
 
-    def __init__(self, services: ServiceContainer) -> None:
-        self.services = services
+It must pickle (a module-level function), since it travels with each run to the worker."""
+
+
+class RunPipeline:
+    """Brings runs up to date through the transfer, extraction and analytics services.
+
+    ``from_config`` builds the same pipeline from a configuration where a run executes in another process
+    (:func:`update_run`); the :class:`~runtool.services.container.ServiceContainer` passes its own.
+    """
+
+    def __init__(
+        self,
+        config: RuntoolConfig,
+        data_state: DataStateService,
+        local: LocalStateService,
+        transfers: TransferService,
+        extraction: ExtractionService,
+        analytics: AnalyticsService,
+        kpis: KpiService,
+        from_config: PipelineFactory,
+        read_only: bool = False,
+    ) -> None:
+        self.config = config
+        self.data_state = data_state
+        self.local = local
+        self.transfers = transfers
+        self.extraction = extraction
+        self.analytics = analytics
+        self.kpis = kpis
+        self.from_config = from_config
+        self.read_only = read_only
 
     def bring_up_to_date(
         self,
@@ -236,7 +269,6 @@ class RunPipeline:
             PipelineError: the run has no raw bags anywhere, or a step failed (named with its cause).
         """
         self._refuse_read_only()
-        services = self.services
         started = time.perf_counter()
 
         def notify(step: PipelineStep, message: str, fraction: float | None = None) -> None:
@@ -251,17 +283,16 @@ class RunPipeline:
         check_cancel("check", "nothing was changed")
         notify("check", "Checking the run's state")
         with _step(coord, "check"):
-            state = services.data_state.get_complete_run_state(coord)
-            check_has_bags(state, services.config)
+            state = self.data_state.get_complete_run_state(coord)
+            check_has_bags(state, self.config)
         steps: list[PipelineStep] = []
         if state.next_action is NextAction.DOWNLOAD:
             check_cancel("download", "nothing was changed")
             with _step(coord, "download"):
                 # Verify replaces a local bag of the wrong size, which skip would keep.
-                plan = services.transfers.plan_raw_download(coord, conflict="verify" if state.differing_bags
-                                                            else "skip")
+                plan = self.transfers.plan_raw_download(coord, conflict="verify" if state.differing_bags else "skip")
                 notify("download", plan.describe(), 0.0)
-                result = services.transfers.execute(plan, progress=_download_notifier(notify), cancel=cancel)
+                result = self.transfers.execute(plan, progress=_download_notifier(notify), cancel=cancel)
             if result.cancelled:
                 kept = result.count("transferred") + result.count("skipped")
                 raise PipelineCancelled(
@@ -288,7 +319,7 @@ class RunPipeline:
 
             with _step(coord, "extract"):
                 try:
-                    services.extraction.extract(coord, progress=extraction, cancel=cancel)
+                    self.extraction.extract(coord, progress=extraction, cancel=cancel)
                 except ExtractionCancelled as exc:
                     left = ("the downloaded bags and any previous extraction are kept" if steps
                             else "any previous extraction is kept")
@@ -298,7 +329,7 @@ class RunPipeline:
         check_cancel("analyze", "the steps done so far are kept" if steps else "nothing was changed")
         notify("analyze", "Analysing")
         with _step(coord, "analyze"):
-            analysis = services.analytics.analyze_run(coord, force=force)
+            analysis = self.analytics.analyze_run(coord, force=force)
         if not analysis.from_cache:
             steps.append("analyze")
         return RunUpdate(coord, tuple(steps), dict(analysis.kpis), tuple(bag.name for bag in analysis.failed_bags),
@@ -314,11 +345,11 @@ class RunPipeline:
         index's check: version, run and fingerprint) is up to date and not planned, unless ``force`` (then it is
         analysed again). Runs with no raw bags anywhere are left out.
         """
-        data_state = self.services.data_state
+        data_state = self.data_state
         runs = select_runs(data_state.runs(filters), since, until)
         current: set[str] = set()
         if not force and bool(runs["extracted"].any()):
-            rows = self.services.kpis.table(filters, since, until, refresh=True).rows
+            rows = self.kpis.table(filters, since, until, refresh=True).rows
             current = {f"{lb}/{ts}" for lb, ts in zip(rows["lb_key"], rows["timestamp"], strict=True)}
         planned: list[tuple[RunCoordinate, NextAction]] = []
         up_to_date: list[RunCoordinate] = []
@@ -330,7 +361,7 @@ class RunPipeline:
                     data_state.get_complete_run_state(coord).next_action is NextAction.DOWNLOAD:
                 planned.append((coord, NextAction.DOWNLOAD))  # bags missing locally, or of the wrong size
             elif extracted:
-                if coord.to_path_str() in current and self.services.analytics.cache_files_present(coord):
+                if coord.to_path_str() in current and self.analytics.cache_files_present(coord):
                     up_to_date.append(coord)
                 else:
                     planned.append((coord, NextAction.ANALYZE))
@@ -354,7 +385,8 @@ class RunPipeline:
 
         ``executor`` defaults to :func:`~runtool.services.executor.executor_from_config` with the configured
         ``dask_scheduler`` (unset: :data:`RUNS_AT_ONCE` threads here). On a thread pool the runs use these
-        services; elsewhere each run builds its own from the configuration (:func:`update_run`). This thread
+        services; elsewhere each run builds its own from the configuration (:func:`update_run` with
+        :attr:`from_config`). This thread
         re-reads each run's local state as it ends, so the views show what the run now has.
 
         Raises:
@@ -370,13 +402,13 @@ class RunPipeline:
             coords, left_out = list(selection), ()
         own = executor is None
         if executor is None:
-            executor = executor_from_config(self.services.config.dask_scheduler,
+            executor = executor_from_config(self.config.dask_scheduler,
                                             workers=min(RUNS_AT_ONCE, len(coords) or 1))
         func: Callable[[RunCoordinate], RunUpdate | PipelineFailure]
         if isinstance(executor, LocalExecutor) and executor.kind == "thread":
             func = partial(_update_with, self, force, cancel=cancel)
         else:
-            func = partial(update_run, self.services.config, force)
+            func = partial(update_run, self.from_config, self.config, force)
         index_of = {coord: index for index, coord in enumerate(coords)}
         outcomes: dict[int, PipelineOutcome] = {}
 
@@ -384,7 +416,7 @@ class RunPipeline:
             outcome = _outcome(run)
             outcomes[index_of[run.coordinate]] = outcome
             if outcome.status != "cancelled" or outcome.step is not None:  # a run stopped in flight kept steps
-                self.services.local.refresh_run(run.coordinate)
+                self.local.refresh_run(run.coordinate)
             if progress is not None:
                 progress(done, total, outcome)
 
@@ -397,7 +429,7 @@ class RunPipeline:
                               left_out)
 
     def _refuse_read_only(self) -> None:
-        if self.services.read_only:
+        if self.read_only:
             raise ReadOnlyError("Bringing runs up to date downloads, extracts and analyses, "
                                 "which read-only mode does not allow.")
 
@@ -418,20 +450,23 @@ def check_has_bags(state: RunState, config: RuntoolConfig) -> None:
                         "roots (check the coordinate, or refresh the inventory).", coord, "check")
 
 
-def update_run(config: RuntoolConfig, force: bool, coord: RunCoordinate) -> RunUpdate | PipelineFailure:
-    """One run brought up to date with services built here from ``config``: what a process or Dask worker runs.
+def update_run(
+    from_config: PipelineFactory, config: RuntoolConfig, force: bool, coord: RunCoordinate
+) -> RunUpdate | PipelineFailure:
+    """One run brought up to date with services built here (``from_config(config)``): what a process or Dask
+    worker runs.
 
     The inventory comes from the configured cache folder, so a worker sees what the caller saw. The services
     are kept for the next run of the same configuration in this process (:func:`_worker_pipeline`).
     """
-    return _update_with(_worker_pipeline(config, coord), force, coord)
+    return _update_with(_worker_pipeline(from_config, config, coord), force, coord)
 
 
 _worker_lock = threading.Lock()
-_worker_cached: tuple[RuntoolConfig, tuple[int, int, int] | None, RunPipeline] | None = None
+_worker_cached: tuple[PipelineFactory, RuntoolConfig, tuple[int, int, int] | None, RunPipeline] | None = None
 
 
-def _worker_pipeline(config: RuntoolConfig, coord: RunCoordinate) -> RunPipeline:
+def _worker_pipeline(from_config: PipelineFactory, config: RuntoolConfig, coord: RunCoordinate) -> RunPipeline:
     """This process's pipeline for ``config``, built on its first run and reused while the inventory cache stays.
 
     Building services per run made every run of a worker load the whole inventory cache and scan the whole
@@ -441,7 +476,6 @@ def _worker_pipeline(config: RuntoolConfig, coord: RunCoordinate) -> RunPipeline
     The inventory then stays in the worker's memory between calls, as it does in the caller's.
     """
     global _worker_cached
-    from runtool.services.container import ServiceContainer
     from runtool.services.inventory import CACHE_FILE
 
     try:
@@ -451,10 +485,10 @@ def _worker_pipeline(config: RuntoolConfig, coord: RunCoordinate) -> RunPipeline
         stamp = None
     with _worker_lock:
         cached = _worker_cached
-        if cached is None or cached[0] != config or cached[1] != stamp:
-            cached = _worker_cached = (config, stamp, RunPipeline(ServiceContainer(config, read_only=False)))
-    pipeline = cached[2]
-    pipeline.services.local.refresh_run(coord)
+        if cached is None or cached[:3] != (from_config, config, stamp):
+            cached = _worker_cached = (from_config, config, stamp, from_config(config))
+    pipeline = cached[3]
+    pipeline.local.refresh_run(coord)
     return pipeline
 
 

@@ -27,24 +27,27 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from runtool.analysis.perception import STREAMS, no_stream_text
-from runtool.config import load_config
+from runtool.config import RuntoolConfig, load_config
 from runtool.errors import ReadOnlyError, RuntoolError
 from runtool.files import write_atomic
 from runtool.formatting import format_bytes, format_count
-from runtool.models import CoordinateError, Filters, RunCoordinate, RunState
+from runtool.models import CoordinateError, CoverageSettings, Filters, RunCoordinate, RunState
 from runtool.notebooks import REPORT_NOTEBOOK
-from runtool.services.analytics import RunAnalysis
-from runtool.storage import processed_dir
+from runtool.services.analytics import AnalyticsService, RunAnalysis
+from runtool.services.data_state import DataStateService
+from runtool.services.inventory import CloudInventoryService
+from runtool.services.local_state import LocalStateService
+from runtool.storage import make_client, processed_dir
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
-    from runtool.services.container import ServiceContainer
-    from runtool.services.pipeline import PipelineProgress
+    from runtool.services.pipeline import PipelineProgress, RunPipeline
 
 __all__ = [
     "REPORT_DIR",
@@ -279,25 +282,30 @@ class RunReport:
         would resolve against the kernel's working directory) must not change it. Without it, the
         usual file + environment configuration applies, as for a notebook opened by hand.
         """
-        # Imported here: the container builds this module's ReportService, so a top-level import is a cycle.
-        from runtool.services.container import ServiceContainer
-
         if not coordinate:
             raise ReportError("No run given: set `coordinate` in the parameters cell (cid/regionid/fieldid/"
                               "twid/lbid/timestamp) or render the report with `runtool report COORD`.")
         config = load_config(Path(config_path), environ={}) if config_path else load_config()
-        return cls.from_services(ServiceContainer(config), RunCoordinate.parse(coordinate))
+        # The kernel reads the run's state (the inventory cache and the local roots) and its analysis; it builds
+        # just those services here, as the container would, so this module never imports the container.
+        local = LocalStateService(config)
+        inventory = CloudInventoryService(config, partial(make_client, config.gcp_project, config.emulator_host),
+                                          read_only=config.read_only)
+        settings = CoverageSettings(config.expected_samples_per_bag, config.under_labelled_pct)
+        analytics = AnalyticsService(config, local, read_only=config.read_only)
+        return cls.of_run(RunCoordinate.parse(coordinate), DataStateService(inventory, local, settings), analytics)
 
     @classmethod
-    def from_services(cls, services: ServiceContainer, coord: RunCoordinate) -> RunReport:
+    def of_run(cls, coord: RunCoordinate, data_state: DataStateService, analytics: AnalyticsService) -> RunReport:
+        """The report of ``coord`` from its state and its analysis (computed now unless cached)."""
         from runtool.services.pipeline import PipelineError, check_has_bags
 
-        state = services.data_state.get_complete_run_state(coord)
+        state = data_state.get_complete_run_state(coord)
         try:
-            check_has_bags(state, services.config)
+            check_has_bags(state, analytics.config)
         except PipelineError as exc:
             raise ReportError(str(exc), coord, exc.step) from exc
-        return cls(coord, state, services.analytics.analyze_run(coord), datetime.now(UTC))
+        return cls(coord, state, analytics.analyze_run(coord), datetime.now(UTC))
 
     def header_html(self) -> str:
         """Title, start time and generation time, then the run's cloud, local and extraction state."""
@@ -399,19 +407,25 @@ class ReportService:
 
     def __init__(
         self,
-        services: ServiceContainer,
+        config: RuntoolConfig,
+        data_state: DataStateService,
+        pipeline: RunPipeline,
+        read_only: bool = False,
         notebook: Path = REPORT_NOTEBOOK,
         kernel_name: str = "python3",
         cell_timeout_s: int = 600,
     ) -> None:
-        self.services = services
+        self.config = config
+        self.data_state = data_state
+        self.pipeline = pipeline
+        self.read_only = read_only
         self.notebook = notebook
         self.kernel_name = kernel_name
         self.cell_timeout_s = cell_timeout_s
 
     def default_dir(self, coord: RunCoordinate) -> Path:
         """``<processed_root>/<coord>/report``."""
-        return processed_dir(self.services.config.processed_root, coord) / REPORT_DIR
+        return processed_dir(self.config.processed_root, coord) / REPORT_DIR
 
     def existing(self, coord: RunCoordinate) -> Path | None:
         """The run's report HTML in :meth:`default_dir`, if one was rendered there (read-only services too)."""
@@ -421,7 +435,7 @@ class ReportService:
     def listing(self, selection: RunCoordinate | Filters | None = None) -> list[ReportFile]:
         """The report pages of a run or a selection in the processed folder, newest first (read-only services
         too); see :func:`list_reports`."""
-        return list_reports(self.services.config.processed_root, selection)
+        return list_reports(self.config.processed_root, selection)
 
     def render(
         self,
@@ -458,7 +472,7 @@ class ReportService:
         """
         self._refuse_read_only()
         if isinstance(selection, Filters):
-            coords = self.services.data_state.generate_coordinates_from_filters(selection)
+            coords = self.data_state.generate_coordinates_from_filters(selection)
         else:
             coords = list(selection)
         outcomes: list[ReportResult | ReportFailure] = []
@@ -471,7 +485,7 @@ class ReportService:
         return outcomes
 
     def _refuse_read_only(self) -> None:
-        if self.services.read_only:
+        if self.read_only:
             raise ReadOnlyError("Rendering reports is not allowed in read-only mode.")
 
     def _render(self, coord: RunCoordinate, out_dir: Path | None, notify: _Notifier) -> ReportResult:
@@ -483,7 +497,7 @@ class ReportService:
             work = Path(tmp)
             config_path = work / "runtool.toml"
             # Read-only for the kernel: everything was computed above, the notebook only reads and shows.
-            config_path.write_text(self.services.config.to_toml(read_only=True), encoding="utf-8")
+            config_path.write_text(self.config.to_toml(read_only=True), encoding="utf-8")
             notify("execute", f"Executing {self.notebook.name}")
             executed = self._execute(coord, config_path, work)
             notify("convert", "Converting to HTML")
@@ -506,7 +520,7 @@ class ReportService:
         from runtool.services.pipeline import PipelineError
 
         try:
-            update = self.services.pipeline.bring_up_to_date(coord, progress=notify.pipeline)
+            update = self.pipeline.bring_up_to_date(coord, progress=notify.pipeline)
         except PipelineError as exc:
             raise ReportError(str(exc), coord, exc.step) from exc
         return update.steps

@@ -64,7 +64,13 @@ def services(fresh_config: RuntoolConfig) -> ServiceContainer:
 
 @pytest.fixture
 def datasets(services: ServiceContainer) -> DatasetService:
-    return DatasetService(services)
+    return services.datasets
+
+
+def waiting(datasets: DatasetService, seconds: float) -> DatasetService:
+    """Another dataset service over the same services, which waits ``seconds`` for a dataset's lock."""
+    return DatasetService(datasets.config, datasets.data_state, datasets.inventory, datasets.engine,
+                          lock_wait_s=seconds)
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -169,8 +175,8 @@ def test_cancel_leaves_no_half_written_file_and_no_manifest(datasets: DatasetSer
             cancel.set()
 
     # One download at a time: the cancel then stops all files but those done and the one handed on to be synced.
-    datasets.services.transfer_engine.workers = 1
-    result = DatasetService(datasets.services, workers=1).execute(plan, progress=stop, cancel=cancel)
+    datasets.engine.workers = datasets.workers = 1
+    result = datasets.execute(plan, progress=stop, cancel=cancel)
     assert result.cancelled and not result.ok and 2 <= result.downloaded < 10
     assert not (plan.root / "manifest.json").exists()
     expected = {s.image_path: s.frame_crc32c for s in plan.samples} | {s.label_path: s.label_crc32c
@@ -323,7 +329,7 @@ def joined(fresh_config: RuntoolConfig) -> DatasetService:
             ml.blob(ml_file_key(coord, BAG, "labels", f"{stem}.txt")).upload_from_string(f"{cls} {BOX}".encode())
     container = ServiceContainer(fresh_config)
     container.inventory.refresh()
-    return DatasetService(container)
+    return container.datasets
 
 
 def test_runs_whose_parts_join_alike_keep_their_own_images_and_labels(joined: DatasetService) -> None:
@@ -414,15 +420,15 @@ def test_a_fetch_while_another_holds_the_dataset_waits_then_refuses(datasets: Da
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        waiting = DatasetService(datasets.services, lock_wait_s=0.5)
+        refused = waiting(datasets, 0.5)
         started = time.monotonic()
         with pytest.raises(datasets_module.DatasetBusyError, match="Another fetch of dataset 'weeds' is running"):
-            waiting.execute(plan)
+            refused.execute(plan)
         assert time.monotonic() - started >= 0.5
         assert not plan.root.exists()
         cancel = threading.Event()
         threading.Timer(0.2, cancel.set).start()
-        stopped = DatasetService(datasets.services, lock_wait_s=60).execute(plan, cancel=cancel)
+        stopped = waiting(datasets, 60).execute(plan, cancel=cancel)
         assert stopped.cancelled and stopped.fetched == 0 and not plan.root.exists()
         # Another dataset is not held up.
         assert datasets.execute(datasets.plan_dataset_fetch("other", ALL, DatasetOptions())).ok
@@ -430,7 +436,7 @@ def test_a_fetch_while_another_holds_the_dataset_waits_then_refuses(datasets: Da
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(timeout=30)
-    assert DatasetService(datasets.services, lock_wait_s=0.5).execute(plan).ok
+    assert waiting(datasets, 0.5).execute(plan).ok
 
 
 def test_two_fetches_of_one_dataset_at_once_both_succeed(services: ServiceContainer, tmp_path: Path) -> None:
@@ -459,12 +465,12 @@ def test_two_fetches_of_one_dataset_at_once_both_succeed(services: ServiceContai
 
 
 def test_labels_over_the_cap_are_refused_unread_and_never_cached(services: ServiceContainer) -> None:
-    capped = DatasetService(ServiceContainer(dataclasses.replace(services.config, max_label_bytes=64)))
+    capped = ServiceContainer(dataclasses.replace(services.config, max_label_bytes=64)).datasets
     big_key = ml_file_key(A, BAG, "labels", "1.0.txt")
     big = (f"0 {BOX}" * 20).encode()  # a valid YOLO label of 360 bytes
     make_client(emulator_host=services.config.emulator_host).bucket(services.config.ml_bucket).blob(
         big_key).upload_from_string(big)
-    capped.services.inventory.refresh()
+    capped.inventory.refresh()
     plan = capped.plan_dataset_fetch("capped", ALL, DatasetOptions())
     reasons = dict(plan.rejected)
     assert reasons[big_key] == "360 B, larger than the 64 B a label may have (max_label_bytes); not read"
@@ -479,7 +485,7 @@ def test_labels_over_the_cap_are_refused_unread_and_never_cached(services: Servi
 def test_a_label_that_grew_after_the_listing_is_read_no_further_than_the_cap(services: ServiceContainer) -> None:
     import tracemalloc
 
-    datasets = DatasetService(services)
+    datasets = services.datasets
     key = ml_file_key(A, BAG, "labels", "2.0.txt")
     # Replaced after the inventory was scanned, so the listing still says a few bytes.
     huge = b"0 0.5 0.5 0.1 0.1\n" * (24 * 1024 * 1024 // 18)

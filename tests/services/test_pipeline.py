@@ -14,6 +14,7 @@ from runtool.formatting import format_bytes
 from runtool.models import Filters, NextAction, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.services.analytics import ANALYSIS_DIR
+from runtool.services.container import writable_pipeline
 from runtool.services.executor import DaskExecutor, LocalExecutor
 from runtool.services.pipeline import (
     PipelineCancelled,
@@ -376,20 +377,20 @@ def test_a_worker_keeps_its_services_between_runs_and_still_sees_what_changed(
     first, second = runs_with_bags(services, 2)
     config = services.config
 
-    update = update_run(config, False, first)
+    update = update_run(writable_pipeline, config, False, first)
     assert isinstance(update, RunUpdate) and update.steps == ("download", "extract", "analyze")
-    worker = _worker_pipeline(config, first)
-    assert _worker_pipeline(config, first) is worker  # kept: no new services, no second inventory load
+    worker = _worker_pipeline(writable_pipeline, config, first)
+    assert _worker_pipeline(writable_pipeline, config, first) is worker  # kept: no new services
 
     # Another process brings the second run up to date and drops its analysis: the worker, whose local index
     # predates that, must only analyse it, not download and extract it again.
     services.pipeline.bring_up_to_date(second)
     shutil.rmtree(processed_dir(config.processed_root, second) / ANALYSIS_DIR)
-    update = update_run(config, False, second)
+    update = update_run(writable_pipeline, config, False, second)
     assert isinstance(update, RunUpdate) and update.steps == ("analyze",)
-    assert _worker_pipeline(config, second) is worker
+    assert _worker_pipeline(writable_pipeline, config, second) is worker
 
     services.inventory.refresh()  # a new cache file: the worker builds fresh services on it
-    assert _worker_pipeline(config, first) is not worker
+    assert _worker_pipeline(writable_pipeline, config, first) is not worker
     other = config.with_overrides(processed_root=tmp_path / "elsewhere")
-    assert _worker_pipeline(other, first).services.config == other
+    assert _worker_pipeline(writable_pipeline, other, first).config == other

@@ -87,7 +87,7 @@ def rendered(services: ServiceContainer) -> Rendered:
     """The report of :data:`RUN`, rendered once for the module (a kernel start and a download are slow)."""
     before = services.data_state.get_complete_run_state(RUN).next_action
     events: list[ReportProgress] = []
-    result = ReportService(services).render(RUN, progress=events.append)
+    result = services.reports.render(RUN, progress=events.append)
     return Rendered(result, events, before)
 
 
@@ -123,7 +123,7 @@ def test_render_downloads_extracts_and_analyses_then_writes_both_files(
     result = rendered.result
     assert rendered.next_action_before is NextAction.DOWNLOAD
     assert result.steps == ("download", "extract", "analyze")
-    folder = ReportService(services).default_dir(RUN)
+    folder = services.reports.default_dir(RUN)
     stem = "client_001_region_north_field_115_TW_001_LB_0003_2025_09_12T09-13-30Z"
     assert report_stem(RUN) == stem
     assert (result.ipynb, result.html) == (folder / f"{stem}.ipynb", folder / f"{stem}.html")
@@ -140,10 +140,10 @@ def test_render_downloads_extracts_and_analyses_then_writes_both_files(
 def test_the_rendered_report_is_listed_for_its_run_and_its_selection(
     rendered: Rendered, services: ServiceContainer,
 ) -> None:
-    listed = ReportService(ServiceContainer(services.config, read_only=True)).listing(RUN)
+    listed = ServiceContainer(services.config, read_only=True).reports.listing(RUN)
     assert [(r.coordinate, r.path) for r in listed] == [(RUN, rendered.result.html)]
     assert listed[0].relative == rendered.result.html.relative_to(services.config.processed_root).as_posix()
-    assert RUN in [r.coordinate for r in ReportService(services).listing(Filters(cid=RUN.cid))]
+    assert RUN in [r.coordinate for r in services.reports.listing(Filters(cid=RUN.cid))]
 
 
 def test_ipynb_has_the_injected_parameters_and_no_error(rendered: Rendered) -> None:
@@ -211,7 +211,7 @@ def test_a_bad_bag_is_listed_with_its_error(services: ServiceContainer, tmp_path
     bags = sorted(local_raw_dir(services.config.raw_root, BAD_RUN).glob("*.bag"))
     truncate_half(bags[1])
 
-    result = ReportService(services).render(BAD_RUN, out_dir=tmp_path)
+    result = services.reports.render(BAD_RUN, out_dir=tmp_path)
 
     assert result.steps == ("extract", "analyze")
     failed = services.analytics.analyze_run(BAD_RUN).failed_bags
@@ -226,7 +226,7 @@ def test_a_bad_bag_is_listed_with_its_error(services: ServiceContainer, tmp_path
 def test_unknown_run_is_refused_before_any_work(services: ServiceContainer, tmp_path: Path) -> None:
     unknown = RunCoordinate.parse("client_001/region_north/field_115/TW_001/LB_0003/2024_01_01T00:00:00Z")
     with pytest.raises(ReportError, match=r"^Unknown run client_001/.*2024_01_01T00:00:00Z: it is in neither") as e:
-        ReportService(services).render(unknown, out_dir=tmp_path)
+        services.reports.render(unknown, out_dir=tmp_path)
     assert e.value.stage == "check" and e.value.coordinate == unknown
     assert list(tmp_path.iterdir()) == []
 
@@ -242,7 +242,7 @@ def test_a_failing_notebook_cell_is_named_in_the_error(
     out = tmp_path / "out"
 
     with pytest.raises(ReportError) as caught:
-        ReportService(services, notebook=broken).render(RUN, out_dir=out)
+        ReportService(services.config, services.data_state, services.pipeline, notebook=broken).render(RUN, out_dir=out)
 
     error = caught.value
     assert error.stage == "execute" and error.ename == "AttributeError" and error.cell is not None
@@ -263,7 +263,7 @@ def test_the_notebook_refuses_a_missing_or_unknown_coordinate(services: ServiceC
 
 def test_read_only_services_refuse_to_render(services: ServiceContainer, tmp_path: Path) -> None:
     with pytest.raises(ReadOnlyError):
-        ReportService(ServiceContainer(services.config, read_only=True)).render(RUN, out_dir=tmp_path)
+        ServiceContainer(services.config, read_only=True).reports.render(RUN, out_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -274,7 +274,7 @@ def test_render_many_reports_each_run_and_continues_after_a_failure(
     services: ServiceContainer, tmp_path: Path
 ) -> None:
     events: list[ReportProgress] = []
-    outcomes = ReportService(services).render_many(MIXED_BOX, out_dir=tmp_path, progress=events.append)
+    outcomes = services.reports.render_many(MIXED_BOX, out_dir=tmp_path, progress=events.append)
 
     assert [outcome.coordinate.timestamp for outcome in outcomes] == ["2025_07_03T07:50:24Z", "2025-09-03T09:56:49Z"]
     done, failed = outcomes
