@@ -376,6 +376,14 @@ class CloudInventoryService:
             objects = _merge(objects, delta.objects, delta.scopes)
         return InventorySnapshot(objects, info["scanned_at"])
 
+    def cache_stamp(self) -> tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]:
+        """(inode, size, mtime in ns) of the cache file and of its delta, None for one that does not exist.
+
+        Any write of the cache by any process (a full refresh replaces the file, a one-run refresh writes the
+        delta) changes it, so comparing two stamps tells whether the inventory on disk changed in between.
+        """
+        return _delta_stamp(self.cache_path), _delta_stamp(self.delta_path)
+
     def cache_info(self) -> CacheInfo:
         snap = self.snapshot
         anomalies = int(snap.objects["reason"].notna().sum())
@@ -523,6 +531,7 @@ def _with_metadata(objects: pd.DataFrame, info: dict[str, Any]) -> pa.Table:
 
 
 def _delta_stamp(path: Path) -> tuple[int, int, int] | None:
+    """The file's stamp (:func:`_file_stamp`), None when there is no file (no delta, or no cache yet)."""
     try:
         return _file_stamp(path)
     except FileNotFoundError:

@@ -430,6 +430,21 @@ def test_one_run_refresh_writes_the_delta_not_the_whole_cache(fresh_config: Runt
     assert inventory(fresh_config).snapshot.runs().set_index("lbid").loc["LB_0002", "raw_bags"] == 3
 
 
+def test_the_cache_stamp_changes_with_every_write_of_the_cache_by_any_process(fresh_config: RuntoolConfig) -> None:
+    small_fleet(fresh_config)
+    service, other = inventory(fresh_config), inventory(fresh_config)
+    assert service.cache_stamp() == (None, None)  # nothing scanned yet
+    service.refresh()
+    full = service.cache_stamp()
+    assert full[0] is not None and full[1] is None and other.cache_stamp() == full
+    other.refresh(RUN_FILTERS)  # another process refreshes one run: only its delta is written
+    partial = service.cache_stamp()
+    assert partial != full and partial[1] is not None
+    other.refresh()  # a full refresh replaces the cache file and folds the delta in
+    again = service.cache_stamp()
+    assert again[1] is None and again[0] not in (None, full[0])
+
+
 def test_a_refresh_that_fails_while_writing_the_delta_keeps_the_previous_cache(
     fresh_config: RuntoolConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
