@@ -49,6 +49,7 @@ __all__ = [
     "nice_axis",
     "no_data_text",
     "no_stream_text",
+    "tabs_drawn_when_picked",
     "width_histogram",
 ]
 
@@ -704,6 +705,25 @@ def analysis_kpis(kpis: Mapping[str, float | int | None]) -> list[Kpi]:
 # -- the whole view --------------------------------------------------------------------------------
 
 
+def tabs_drawn_when_picked(pages: Sequence[widgets.Widget], titles: Sequence[str]) -> widgets.Tab:
+    """Tabs whose pages reach the browser when first picked; until then a tab holds an empty box.
+
+    A bqplot figure drawn inside a hidden tab measures its plot area as zero wide, so its marks get negative
+    sizes (console errors "<rect> attribute width: A negative value is not valid"); drawn when its tab shows,
+    it has its real size. A page once shown stays: bqplot keeps its layout while the tab is hidden again.
+    """
+    tabs = widgets.Tab(children=[pages[0], *(widgets.Box() for _ in pages[1:])], titles=tuple(titles))
+
+    def picked(change: Mapping[str, object]) -> None:
+        index = change["new"]
+        if isinstance(index, int) and tabs.children[index] is not pages[index]:
+            tabs.children = [pages[index] if i == index else child for i, child in enumerate(tabs.children)]
+
+    tabs.observe(picked, names="selected_index")
+    return tabs
+
+
+
 class AnalysisView:
     """The KPI summary and the four tabs of one run's analysis (``show`` another analysis to switch)."""
 
@@ -713,9 +733,8 @@ class AnalysisView:
         self.kpi_cards.widget.add_class("rt-analysis-kpis")
         self.fps, self.detections = FpsTab(), DetectionsTab()
         self.latency, self.tracks = LatencyTab(), TrackLifecyclesTab()
-        self.tabs = widgets.Tab(
-            children=[self.fps.widget, self.detections.widget, self.latency.widget, self.tracks.widget],
-            titles=TAB_TITLES,
+        self.tabs = tabs_drawn_when_picked(
+            [self.fps.widget, self.detections.widget, self.latency.widget, self.tracks.widget], TAB_TITLES,
         ).add_class("rt-analysis-tabs")
         self.widget = widgets.VBox([self.caption, self.kpi_cards.widget, self.tabs]).add_class("rt-analysis")
         self.shown: RunAnalysis | None = None
