@@ -20,6 +20,7 @@ from runtool.errors import UsageError
 from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.services import datasets as datasets_module
+from runtool.services.conflicts import ConflictMode
 from runtool.services.datasets import DatasetError, DatasetOptions, DatasetService, parse_yolo_label
 from runtool.services.transfers import TransferProgress
 from runtool.storage import make_client, ml_file_key, raw_bag_key
@@ -512,17 +513,24 @@ def stamps(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (os.stat(p).st_ino, os.stat(p).st_mtime_ns) for p in paths}
 
 
-def test_an_identical_fetch_writes_nothing(datasets: DatasetService) -> None:
+@pytest.mark.parametrize("conflict", ["verify", "skip"])
+def test_an_identical_fetch_writes_nothing(datasets: DatasetService, conflict: ConflictMode) -> None:
     first = datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions())
-    assert datasets.execute(first).ok
+    assert datasets.execute(first, conflict=conflict).ok
     root = first.root
     before = stamps(root.parent)  # the dataset and the label cache beside it
+    assert {"weeds/data.yaml", "weeds/manifest.json"} <= set(before) and len(before) > 20
     yaml_text, manifest_text = (root / "data.yaml").read_text(), (root / "manifest.json").read_text()
 
-    again = datasets.execute(datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions()))
+    again = datasets.execute(datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions()), conflict=conflict)
     assert again.ok and (again.downloaded, again.copied, again.written, again.removed) == (0, 0, 0, 0)
     assert stamps(root.parent) == before
     assert (root / "data.yaml").read_text() == yaml_text and (root / "manifest.json").read_text() == manifest_text
+
+    # As another process (the command line) would: services built afresh from the configuration.
+    elsewhere = ServiceContainer(datasets.config).datasets
+    assert elsewhere.execute(elsewhere.plan_dataset_fetch("weeds", ALL, DatasetOptions()), conflict=conflict).ok
+    assert stamps(root.parent) == before
 
 
 def test_a_changed_plan_rewrites_only_what_changed(datasets: DatasetService) -> None:
