@@ -21,6 +21,7 @@ from tests.conftest import write_toml
 from tests.ui.widget_tree import descendants
 
 DRAWN = {"event": "drawn"}
+LOADING = {"event": "loading"}
 
 
 def _browser_drew(signal: DrawnSignal | None) -> None:
@@ -93,6 +94,27 @@ def test_the_fallback_clock_starts_only_when_armed() -> None:
     assert not fired.is_set()
     signal.arm()
     assert fired.wait(5)
+
+
+def test_a_browser_loading_the_page_gets_the_longer_fallback() -> None:
+    """A slow browser still loading the page's widgets must not have the heavy parts built under it."""
+    fired = threading.Event()
+    signal = DrawnSignal(fired.set, fallback_s=0.2, loading_fallback_s=1.5)
+    signal.arm()
+    signal._message(signal, LOADING, [])
+    assert not fired.wait(0.8)  # the short clock would have gone off by now
+    assert fired.wait(5)
+    signal._message(signal, DRAWN, [])  # the browser's word after the fallback changes nothing
+    assert signal.fired
+
+
+def test_the_browser_word_while_loading_draws_at_once() -> None:
+    fired = threading.Event()
+    signal = DrawnSignal(fired.set, fallback_s=60, loading_fallback_s=60)
+    signal.arm()
+    signal._message(signal, LOADING, [])
+    signal._message(signal, DRAWN, [])
+    assert fired.is_set()
 
 
 # -- a preheated kernel builds the page of a link without a query before the viewer comes ------------------
