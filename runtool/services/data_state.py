@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,10 +62,13 @@ def _sync(cloud_count: np.ndarray, local_count: np.ndarray, same: np.ndarray) ->
     )
 
 
-def _issues(runs: pd.DataFrame, under_labelled_pct: float) -> np.ndarray:
-    """Human-readable problems of each run (rows of the run table with coverage), '; '-joined, vectorised.
+def _issues(runs: pd.DataFrame, under_labelled_pct: float) -> tuple[np.ndarray, np.ndarray]:
+    """Human-readable problems of each run (rows of the run table with coverage), '; '-joined, vectorised: those of
+    its raw bags and those of its ML samples.
 
-    Each kind of problem is tested on whole columns; only the rows that have it format its text.
+    Raw bags: the local copy differs from the bucket's, there are none (ML only), or too few of them are labelled
+    (under-labelled). ML samples: the local copy differs from the bucket's, or frames have no labels. Each kind of
+    problem is tested on whole columns; only the rows that have it format its text.
     """
     column = {name: runs[name].to_numpy() for name in (
         "raw_bags", "local_bags", "raw_bytes", "local_raw_bytes", "ml_frames", "ml_labels", "local_frames",
@@ -90,24 +93,32 @@ def _issues(runs: pd.DataFrame, under_labelled_pct: float) -> np.ndarray:
         values = [column[name][rows].tolist() for name in names]
         return rows, [make(*args) for args in zip(*values, strict=True)]
 
-    found = np.full(len(runs), "", dtype=object)
-    for rows, parts in (
+    raw_issues = _joined(len(runs), (
         texts(both & (raw != local), lambda c, lo: f"Bag count mismatch: cloud={c}, local={lo}",
               "raw_bags", "local_bags"),
         texts(both & (raw == local) & (column["raw_bytes"] != column["local_raw_bytes"]),
               lambda c, lo: f"Bag size mismatch: cloud={c:,} B, local={lo:,} B", "raw_bytes", "local_raw_bytes"),
-        texts(ml_differs, lambda f, la, lf, ll: f"ML sample mismatch: cloud={f} frames/{la} labels, "
-              f"local={lf} frames/{ll} labels", "ml_frames", "ml_labels", "local_frames", "local_labels"),
         texts(column["ml_only"], lambda: "ML only: samples without raw bags"),
         texts(column["under_labelled"], lambda pct: f"Under-labelled: {pct:.1f} % < {under_labelled_pct:g} %",
               "coverage_pct"),
+    ))
+    ml_issues = _joined(len(runs), (
+        texts(ml_differs, lambda f, la, lf, ll: f"ML sample mismatch: cloud={f} frames/{la} labels, "
+              f"local={lf} frames/{ll} labels", "ml_frames", "ml_labels", "local_frames", "local_labels"),
         texts((column["unlabelled"] > 0) & (raw > 0), lambda n: f"{n} frames without labels", "unlabelled"),
-    ):
+    ))
+    return raw_issues, ml_issues
+
+
+def _joined(count: int, found: Iterable[tuple[np.ndarray, Sequence[str]]]) -> np.ndarray:
+    """Per row, the texts found for it ('; '-joined, in the order given); ``found`` pairs row positions with texts."""
+    joined = np.full(count, "", dtype=object)
+    for rows, parts in found:
         if not len(rows):
             continue
-        before = found[rows]
-        found[rows] = np.where(before == "", parts, before + "; " + np.asarray(parts, dtype=object))
-    return found
+        before = joined[rows]
+        joined[rows] = np.where(before == "", parts, before + "; " + np.asarray(parts, dtype=object))
+    return joined
 
 
 class DataStateService:
@@ -320,10 +331,14 @@ class DataStateService:
     # -- sync state ----------------------------------------------------------------------------
 
     def state_overview(self, filters: Filters, settings: CoverageSettings | None = None) -> pd.DataFrame:
-        """The selected runs with sync statuses and an ``issues`` text column."""
+        """The selected runs with sync statuses and the issue texts: ``raw_issues`` of the raw bags, ``ml_issues``
+        of the ML samples, ``issues`` both."""
         settings = settings or self.settings
         runs = self.runs(filters, settings)
-        return runs.assign(issues=_issues(runs, settings.under_labelled_pct))
+        raw_issues, ml_issues = _issues(runs, settings.under_labelled_pct)
+        issues = np.where((raw_issues != "") & (ml_issues != ""), raw_issues + "; " + ml_issues,
+                          raw_issues + ml_issues)
+        return runs.assign(raw_issues=raw_issues, ml_issues=ml_issues, issues=issues)
 
     def run_records(self, filters: Filters, settings: CoverageSettings | None = None) -> list[dict[str, Any]]:
         """JSON-ready rows of :meth:`state_overview` (what ``runtool runs --json`` prints)."""

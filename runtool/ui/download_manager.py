@@ -14,6 +14,7 @@ Read-only servers show the table alone.
 from __future__ import annotations
 
 import dataclasses
+import html
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, TypeVar
@@ -34,8 +35,10 @@ from runtool.ui.formatting import format_bytes, format_count, format_count_of
 from runtool.ui.inventory_grid import (
     COLUMNS,
     ISSUE_STATUSES,
+    ISSUES_MEANING,
     STATUS_FILTERS,
     STATUS_STYLES,
+    Family,
     InventoryGrid,
     filter_rows,
     inventory_rows,
@@ -267,7 +270,7 @@ class DownloadManagerPage(Page):
             return
         self.rows = filter_rows(self.side_rows, self.status_filter.value, self.family.value)
         self.grid.show(self.rows)
-        self.status_counts.value = _status_counts(self.rows, self.status_filter.value)
+        self.status_counts.value = _status_counts(self.rows, self.status_filter.value, self.family.value)
         self._update_csv()
         self._update_links()
         self._selection_shown()
@@ -613,8 +616,8 @@ class DownloadManagerPage(Page):
         self._run_job(work, done, failed, doing, form.messages, redraw=False)  # the runs' sync state did not change
 
 
-def _status_counts(rows: pd.DataFrame, status_filter: str) -> str:
-    """How many rows shown have each status, as coloured badges with their words."""
+def _status_counts(rows: pd.DataFrame, status_filter: str, family: Family) -> str:
+    """How many rows shown have each status, as coloured badges with their words; what the Issues column lists."""
     if rows.empty:
         return f"No run of this selection is “{status_filter}”."
     counts = rows["Status"].value_counts()
@@ -622,4 +625,4 @@ def _status_counts(rows: pd.DataFrame, status_filter: str) -> str:
         f"{badge(style).html} {format_count(int(counts[style.label]))}"
         for style in STATUS_STYLES
         if style.label in counts
-    )
+    ) + f" · {html.escape(ISSUES_MEANING[family])}"

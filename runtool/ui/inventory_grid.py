@@ -24,6 +24,7 @@ from runtool.ui.theme import NO_SAMPLES, SYNC_STYLES, StatusStyle, sync_style
 
 __all__ = [
     "COLUMNS",
+    "ISSUES_MEANING",
     "NO_SAMPLES",
     "STATUS_FILTERS",
     "Family",
@@ -57,6 +58,12 @@ _FILTER_STATUSES: dict[Family, dict[str, tuple[str, ...]]] = {
 ISSUE_STATUSES: dict[Family, tuple[str, ...]] = {family: f["Issues"] for family, f in _FILTER_STATUSES.items()}
 """The statuses each side counts as an issue: a run without raw bags is one (ML only), a run without ML samples is
 not (labelling lags recording)."""
+
+ISSUES_MEANING: dict[Family, str] = {
+    "raw": "Issues: of the raw bags (local copy differs, none in the bucket, too few labelled).",
+    "ml": "Issues: of the ML samples (local copy differs, frames without labels, not uploaded).",
+}
+"""What the Issues column of each side lists (the other side's problems are on its own tab)."""
 
 _STATUS_STYLES: dict[Family, dict[str, StatusStyle]] = {
     family: {status.value: sync_style(status, family) for status in SyncStatus} for family in ("raw", "ml")
@@ -121,8 +128,9 @@ def inventory_rows(runs: pd.DataFrame, family: Family, lb_names: Mapping[str, st
 
 
 def _issue_text(runs: pd.DataFrame, sync: pd.Series, family: Family) -> np.ndarray:
-    """The run's issues, and for a run only on this disk what that means (its status alone does not say)."""
-    text = runs["issues"].astype(str).to_numpy().copy()
+    """The issues of the run's ``family`` side (:data:`ISSUES_MEANING`), and for a run only on this disk what that
+    means (its status alone does not say)."""
+    text = runs[f"{family}_issues"].astype(str).to_numpy()
     local_only = (sync == SyncStatus.LOCAL_ONLY.value).to_numpy()
     if family == "raw":
         note = "Only on this disk: " + runs["local_bags"].astype(str) + " bags, none in the raw bucket"

@@ -243,9 +243,10 @@ def test_issue_texts_join_every_problem_of_a_run_in_order() -> None:
         "timestamp": ["2025_08_25T08:59:38Z"] * 3,
         "start_time": pd.to_datetime(["2025-08-25T08:59:38Z"] * 3, utc=True), **counts,
     })
-    texts = _issues(with_coverage(runs, CoverageSettings()), 80.0).tolist()
-    assert texts == [
-        "Bag size mismatch: cloud=1,000 B, local=999 B; Under-labelled: 11.8 % < 80 %; 3 frames without labels",
+    raw_texts, ml_texts = _issues(with_coverage(runs, CoverageSettings()), 80.0)
+    assert raw_texts.tolist() == [
+        "Bag size mismatch: cloud=1,000 B, local=999 B; Under-labelled: 11.8 % < 80 %",
         "ML only: samples without raw bags",
         "",
     ]
+    assert ml_texts.tolist() == ["3 frames without labels", "", ""]

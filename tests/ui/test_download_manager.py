@@ -53,6 +53,12 @@ def test_the_table_shows_each_runs_state_for_the_side_chosen(services: ServiceCo
     assert set(page.rows["Laser box"]) == {"lb01", "lb02", "lb03"}
     assert list(page.rows["Run"]) == list(page.rows.index)
     assert page.kpis["Issues"] == "1"  # the ML-only run: no raw bags
+    # Each side's Issues column lists that side's problems only: here the raw bags' (the ML side's frames without
+    # labels are on its own tab), and the caption under the table says so.
+    all_labelled, under = (FLEET[0].coordinate.to_path_str(), FLEET[1].coordinate.to_path_str())
+    assert page.rows.loc[under, "Issues"] == "Under-labelled: 25.0 % < 80 %"
+    assert page.rows.loc[all_labelled, "Issues"] == ""
+    assert "Issues: of the raw bags" in page.status_counts.value
 
     page.status_filter.value = "Issues"
     assert list(page.rows.index) == [ml_only]
@@ -63,6 +69,10 @@ def test_the_table_shows_each_runs_state_for_the_side_chosen(services: ServiceCo
     # A run nobody labelled yet is not an issue on the ML side: grey "no samples yet", not "missing".
     unlabelled = next(s for s in FLEET if not s.labels and not s.frames).coordinate.to_path_str()
     assert _statuses(page)[unlabelled] == "no samples yet"
+    assert page.rows.loc[all_labelled, "Issues"] == "2 frames without labels"
+    assert page.rows.loc[under, "Issues"] == page.rows.loc[ml_only, "Issues"] == ""
+    assert not page.rows["Issues"].str.contains("Under-labelled|ML only|Bag").any()
+    assert "Issues: of the ML samples" in page.status_counts.value
     assert page.kpis["Issues"] == "0"
     page.status_filter.value = "Issues"
     assert page.rows.empty
