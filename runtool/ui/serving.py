@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import TypeVar
 
 from runtool.config import ConfigError
@@ -56,7 +55,7 @@ def open_page(page_class: type[P]) -> P:
     except ConfigError:
         services = None  # the page reads the configuration again and shows the error as a message
     # Stamped before the cache is read, so a cache replaced while it is read counts as changed.
-    stamp = _stamp(services.inventory.cache_path) if services is not None else None
+    stamp = services.inventory.cache_stamp() if services is not None else None
     if not preheated() or services is None or not services.inventory.has_data:
         # Without an inventory a page starts a scan: only for a viewer.
         wait_for_viewer()
@@ -64,7 +63,7 @@ def open_page(page_class: type[P]) -> P:
     else:
         ready = page_class(services=services, query="", progressive=True)
         wait_for_viewer()
-        changed = _stamp(services.inventory.cache_path) != stamp
+        changed = services.inventory.cache_stamp() != stamp
         # Local copies may have changed while the kernel waited (a download by the CLI or another viewer).
         local_changed = services.local.rescan()
         if changed or os.environ.get("QUERY_STRING"):
@@ -90,11 +89,3 @@ def show_page(page_class: type[P]) -> P:
     page = open_page(page_class)
     display(HTML(snapshot_html(page.widget)), page.widget)
     return page
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
