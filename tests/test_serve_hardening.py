@@ -99,7 +99,7 @@ def test_a_viewer_that_never_connects_is_culled(serve: Callable[..., ServeProces
     server.wait_kernels(lambda kernels: kernel not in kernels, 90,
                         "the silent viewer's kernel culled (--cull-idle 10)")
     # Two rules stop it after 10 s idle here, whichever checks first: the culling, and the stop of a page no
-    # browser opened (a quarter of --cull-idle, at least 10 s; tests/browser/test_serving.py tells them apart).
+    # browser opened (half of --cull-idle, at least 10 s; tests/browser/test_serving.py tells them apart).
     assert re.search(rf"[Cc]ull\w* .*{kernel}|stopping kernel {kernel}: its page was never opened",
                      server.log_text()), "Voila's log should say why it stopped the kernel"
 

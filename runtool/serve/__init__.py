@@ -123,10 +123,11 @@ class ServeOptions:
         )
 
 
-UNCLAIMED_S = 60
-"""A page kernel no browser connected to is stopped once idle this long (or a quarter of the culling time, if
-shorter, but never under 10 s: a browser needs a few seconds to load a page): its viewer left before the page
-loaded (tab closed, reload), so no leave beacon will come."""
+UNCLAIMED_S = 180
+"""A page kernel no browser connected to is stopped once idle this long (or half the culling time, if shorter, but
+never under 10 s): its viewer left before the page loaded (tab closed, reload), so no leave beacon will come. Not
+shorter: a browser loading a page on a busy server connects late (10 viewers at once on 2 cores took over 60 s,
+and a 60 s limit stopped their preheated pages' kernels under them)."""
 
 
 def _default_address(ipv6: bool) -> str:
@@ -162,7 +163,7 @@ def serve_command(options: ServeOptions) -> list[str]:
         f"--RuntoolVoila.pool_size={options.pool_size}",
         f"--RuntoolVoila.max_kernels={options.max_kernels}",
         f"--RuntoolVoila.allowed_hosts={','.join(options.allowed_hosts)}",
-        f"--RuntoolVoila.unclaimed_s={min(UNCLAIMED_S, max(10, int(options.cull_idle_s) // 4))}",
+        f"--RuntoolVoila.unclaimed_s={min(UNCLAIMED_S, max(10, int(options.cull_idle_s) // 2))}",
         f"--MappingKernelManager.cull_idle_timeout={int(options.cull_idle_s)}",
         f"--MappingKernelManager.cull_interval={max(1, min(60, int(options.cull_idle_s) // 4))}",
         "--MappingKernelManager.cull_connected=False",

@@ -397,7 +397,7 @@ class RuntoolVoila(Voila):
     pages = Unicode("", config=True, help="The notebooks served as pages, by commas; any other file is not found.")
     pool_size = Int(1, config=True, help="Preheated kernels kept ready per page.")
     pool_check_s = Int(10, config=True, help="How often dead preheated kernels are looked for, in seconds.")
-    unclaimed_s = Int(60, config=True, help="A viewer's kernel no browser ever connected to is stopped once idle "
+    unclaimed_s = Int(180, config=True, help="A viewer's kernel no browser ever connected to is stopped once idle "
                                             "this long (the viewer left before the page loaded).")
 
     def initialize(self, argv: list[str] | None = None) -> None:
