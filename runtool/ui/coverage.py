@@ -32,7 +32,7 @@ from runtool.ui.charts import CoverageTimeline, DailyCoverageChart, LaserBoxBars
 from runtool.ui.components import Kpi, KpiCards
 from runtool.ui.coverage_calendar import FleetCalendar, laser_box_filters
 from runtool.ui.formatting import format_bytes, format_count, format_decimal, format_pct, format_time
-from runtool.ui.labels import distinct_laser_box_names, laser_box_names
+from runtool.ui.labels import distinct_laser_box_names
 from runtool.ui.page import Page
 from runtool.ui.query import COVERAGE, page_url, run_url
 from runtool.ui.tables import Cell, Column, badge, coverage_cell, csv_link, csv_text, html_table, link, text_cell
@@ -186,15 +186,15 @@ class AggregatedView:
             ]
         ).add_class("rt-view-aggregated")
 
-    def show(self, data: AggregatedTemporalData, stats: Sequence[LaserBoxStats], filters: Filters,
+    def show(self, data: AggregatedTemporalData, stats: Sequence[LaserBoxStats],
              settings_query: Mapping[str, str] | None = None) -> None:
         """``settings_query`` (E, threshold when changed) travels in the links to one laser box."""
         keys = [s.lb_key for s in stats]
-        names, short_names = laser_box_names(keys, filters), distinct_laser_box_names(keys)
+        names = distinct_laser_box_names(keys)
         threshold = data.settings.under_labelled_pct
         self.daily.show(data)
-        self.bars.show(stats, [short_names[s.lb_key] for s in stats], threshold)
-        self.calendar.show(data, short_names, settings_query)
+        self.bars.show(stats, [names[s.lb_key] for s in stats], threshold)
+        self.calendar.show(data, names, settings_query)
         self.calendar_caption.value = (
             "One row per laser box, one column per day (UTC). A coloured cell is a day the laser box recorded: "
             "hover it for the full coordinate and its numbers; click it to open the run (or, on a day with "
@@ -457,7 +457,7 @@ class CoveragePage(Page):
             return
         if self.aggregated is None:
             self.aggregated = AggregatedView()
-        self.aggregated.show(aggregated, boxes, filters, self.view_settings())
+        self.aggregated.show(aggregated, boxes, self.view_settings())
         self.body.children = [self.aggregated.widget]
 
     def _show_anomalies(self) -> None:

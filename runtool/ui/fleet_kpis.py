@@ -38,7 +38,7 @@ from runtool.ui.fleet_charts import (
     split_series,
 )
 from runtool.ui.formatting import format_count, format_time
-from runtool.ui.labels import laser_box_names, short_laser_box_names
+from runtool.ui.labels import distinct_laser_box_names
 from runtool.ui.page import Page
 from runtool.ui.query import FLEET_KPIS, run_url
 from runtool.ui.tables import Cell, Column, html_table, link, text_cell
@@ -473,9 +473,9 @@ class FleetKpiPage(Page):
             Kpi("Regressed runs", format_count(regressed),
                 f"{format_count(sum(1 for r in on_kpi if r))} on this KPI"),
         ])
-        self._draw_chart(filters, rows, keys, values, has_value, on_kpi)
-        self._draw_runs(filters, table, keys, values, on_kpi)
-        self._update_compare_options(rows, keys, filters)
+        self._draw_chart(rows, keys, values, has_value, on_kpi)
+        self._draw_runs(table, keys, values, on_kpi)
+        self._update_compare_options(rows, keys)
         if self.selected_run is not None and self.selected_run not in set(keys):
             self.selected_run = None
             self.clicked_row.children = []
@@ -500,8 +500,8 @@ class FleetKpiPage(Page):
         self.body.children = [self.content]
         self.view = "chart"
 
-    def _draw_chart(self, filters: Filters, rows: pd.DataFrame, keys: list[str], values: pd.Series,
-                    has_value: np.ndarray, on_kpi: list[tuple[str, ...]]) -> None:
+    def _draw_chart(self, rows: pd.DataFrame, keys: list[str], values: pd.Series, has_value: np.ndarray,
+                    on_kpi: list[tuple[str, ...]]) -> None:
         choice = self.choice
         if self.chart is None:
             self.chart = KpiTrendChart(self.SERIES_LIMIT)
@@ -509,10 +509,10 @@ class FleetKpiPage(Page):
         lb_keys = rows["lb_key"].to_numpy(dtype=object)
         counts = pd.Series(lb_keys[has_value]).value_counts()
         own, rest = split_series({str(key): int(count) for key, count in counts.items()}, self.SERIES_LIMIT)
-        short, full = short_laser_box_names(list(counts.index)), laser_box_names(list(counts.index), filters)
+        short = distinct_laser_box_names(list(counts.index))
         times = _utc(rows["start_time"])
         chart_values = np.array([choice.chart_value(v) for v in values.to_numpy(dtype="float64")])
-        labels = [f"{full.get(lb, lb)} · {format_time(t)} · {choice.format(v)}"
+        labels = [f"{lb} · {format_time(t)} · {choice.format(v)}"
                   for lb, t, v in zip(lb_keys, rows["start_time"], values, strict=True)]
 
         def series(label: str, mask: np.ndarray, colour: str, title: str) -> KpiSeries:
@@ -520,9 +520,9 @@ class FleetKpiPage(Page):
             return KpiSeries(label, tuple(keys[i] for i in index), times[index], chart_values[index],
                              tuple(labels[i] for i in index), colour, title)
 
-        drawn = [series(short[lb], lb_keys == lb, SERIES_COLOURS[i], full.get(lb, lb)) for i, lb in enumerate(own)]
+        drawn = [series(short[lb], lb_keys == lb, SERIES_COLOURS[i], lb) for i, lb in enumerate(own)]
         if rest:
-            listed = ", ".join(full.get(lb, lb) for lb in rest[: self.OTHERS_LISTED])
+            listed = ", ".join(rest[: self.OTHERS_LISTED])
             more = f" and {format_count(len(rest) - self.OTHERS_LISTED)} more" if len(rest) > self.OTHERS_LISTED else ""
             drawn.append(series(f"others: {_count_of(len(rest), 'laser box', 'laser boxes')}",
                                 np.isin(lb_keys, rest), OTHERS_COLOUR, listed + more))
@@ -547,17 +547,16 @@ class FleetKpiPage(Page):
                             "Pick another KPI.")
         self.chart_note.value = " ".join(notes)
 
-    def _draw_runs(self, filters: Filters, table: KpiTable, keys: list[str], values: pd.Series,
-                   on_kpi: list[tuple[str, ...]]) -> None:
+    def _draw_runs(self, table: KpiTable, keys: list[str], values: pd.Series, on_kpi: list[tuple[str, ...]]) -> None:
         rows = table.rows
         choice = self.choice
-        names = laser_box_names(list(rows["lb_key"].unique()), filters)
+        names = distinct_laser_box_names(list(rows["lb_key"].unique()))
         order = np.argsort(-_utc(rows["start_time"]).astype("int64"), kind="stable")
         self.runs_title.value = f"Analysed runs ({format_count(len(rows))}), newest first"
 
         def cells(i: int) -> list[Cell]:
             return [link(run_url(RunCoordinate.parse(keys[i])), format_time(rows["start_time"].iat[i])),
-                    text_cell(names.get(rows["lb_key"].iat[i], rows["lb_key"].iat[i])),
+                    text_cell(names[rows["lb_key"].iat[i]], rows["lb_key"].iat[i]),
                     text_cell(choice.format(values.iat[i])), _regression_cell(rows["regressions"].iat[i], on_kpi[i])]
 
         self._run_cells = cells
@@ -613,8 +612,8 @@ class FleetKpiPage(Page):
 
     # -- comparing two runs ------------------------------------------------------------------------
 
-    def _update_compare_options(self, rows: pd.DataFrame, keys: list[str], filters: Filters) -> None:
-        names = short_laser_box_names(list(rows["lb_key"].unique()))
+    def _update_compare_options(self, rows: pd.DataFrame, keys: list[str]) -> None:
+        names = distinct_laser_box_names(list(rows["lb_key"].unique()))
         order = np.argsort(-_utc(rows["start_time"]).astype("int64"), kind="stable")[: self.COMPARE_LIMIT]
         self._compare_labels = {
             key: f"{names[lb]} · {format_time(start)}"

@@ -27,6 +27,7 @@ from runtool.services import ServiceContainer
 from runtool.services.analytics import CACHE_VERSION, extraction_fingerprint
 from runtool.services.local_state import ANALYSIS_MARKER
 from runtool.storage import processed_dir
+from runtool.ui.labels import distinct_laser_box_names
 from runtool.ui.query import selection_query
 from tests.browser.conftest import Contexts, VoilaServer, overlapping_texts, screenshot
 from tests.browser.test_coverage_page import MEDIUM_TIMEOUT_S, medium_config  # noqa: F401 (a fixture)
@@ -261,6 +262,12 @@ def test_at_fleet_scale_with_all_at_every_level_the_chart_reads(contexts: Contex
     assert_chart_reads_well(page)
     # Tick labels and the axis titles.
     assert overlapping_texts(page, ".rt-kpi-trend svg .axis", "text") == []
+    # Laser boxes named as on the coverage page (ids repeat across fields: "field · laser box" for every one, not
+    # "LB_0011" beside "TW_001/LB_0001"), the full coordinate on hover.
+    names = distinct_laser_box_names(list(table.rows["lb_key"].unique()))
+    own = legend.locator(".rt-legend-label").all_text_contents()[:-1]
+    titles = [legend.nth(i).get_attribute("title") for i in range(len(own))]
+    assert own == [names[str(title)] for title in titles] and all(" · " in name for name in own), own
     assert_no_traceback(page)
     screenshot(page, "fleet_kpis_medium_all")
 
