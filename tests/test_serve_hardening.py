@@ -39,7 +39,8 @@ def start(tmp_path: Path, *options: str, ip: str = "127.0.0.1") -> ServeProcess:
     """``runtool serve OPTIONS`` on an empty data folder under ``tmp_path``."""
     data = tmp_path / f"data-{len(list(tmp_path.glob('data-*')))}"
     data.mkdir()
-    return ServeProcess(None, *options, ip=ip, log=data / "serve.log", env={"RUNTOOL_DATA_DIR": str(data)})
+    return ServeProcess(None, *options, ip=ip, log=data / "serve.log",
+                        env={"RUNTOOL_DATA_DIR": str(data), "IPYTHONDIR": str(data / "ipython")})
 
 
 @pytest.fixture
@@ -365,6 +366,8 @@ def test_stopping_with_viewers_connected_leaves_no_voila_and_no_kernel(tmp_path:
     assert not left and not survivors, f"left running after {signal.Signals(signum).name}: {left or survivors}"
     # The preheated kernels wait mid-cell for a viewer: asked to shut down, each printed a ZMQ traceback.
     assert "Traceback" not in server.log_text(), server.log_text()[-3000:]
+    # Page kernels keep no IPython history (many kernels on one history database lock it; the error showed on pages).
+    assert not list((tmp_path / "data-0" / "ipython").rglob("history.sqlite"))
 
 
 def test_stop_kills_a_child_that_ignores_sigterm_after_the_grace(capsys: pytest.CaptureFixture[str]) -> None:

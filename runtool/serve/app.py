@@ -372,6 +372,9 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
             self.stopping.discard(kernel_id)
 
     async def start_kernel(self, *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
+        # A page kernel keeps no IPython history: dozens of kernels writing one history database lock it, and each
+        # then printed "The history saving thread hit an unexpected error (database is locked)" onto its page.
+        kwargs["extra_arguments"] = [*kwargs.get("extra_arguments", []), "--HistoryManager.enabled=False"]
         kernel_id: str = await super().start_kernel(*args, **kwargs)
         app = self.parent
         if isinstance(app, RuntoolVoila):
