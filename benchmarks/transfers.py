@@ -1,9 +1,13 @@
 """Raw download throughput: runtool's verified, atomic downloads against a plain ``download_to_filename`` loop.
 
-Run: ``.venv/bin/python -m benchmarks.transfers [--files 20] [--mib 50] [--repeats 5]``. Everything runs in one
-process against one in-memory fake-gcs-server; each repeat runs every case once, in the same order, so load
-from other work on the machine falls on all of them alike. Targets are deleted before every timed case (and
-not timed), so no case pays for truncating another's files.
+Run: ``.venv/bin/python -m benchmarks.transfers [--files 20] [--mib 50] [--repeats 5] [--latency-ms 0]
+[--stream-mbps 0]``. Everything runs in one process against one in-memory fake-gcs-server; each repeat runs every
+case once, in the same order, so load from other work on the machine falls on all of them alike. Targets are
+deleted before every timed case (and not timed), so no case pays for truncating another's files.
+``--latency-ms`` (and ``--stream-mbps``) put ``benchmarks/relay.py``'s :class:`NetworkRelay` in front of the
+emulator: the objects are seeded straight into the emulator, and every measured client (the baseline loop and
+runtool) goes through the relay, which delays every request and caps each connection's rate, as the network
+from a VM to a real bucket does. ``--files 0`` leaves out the many-files group (only the CLI's case runs).
 
 Cases:
 
@@ -13,8 +17,9 @@ Cases:
   workers (CRC32C verified, temporary file synced then renamed, generation pinned, the run's lock and state
   refresh): all of it timed, the planning too;
 - the single-run CLI download (``runtool download COORD --yes`` without its start-up): one run of
-  ``--cli-files`` × ``--cli-mib``, planned and run through ``execute_bulk`` on the executor the CLI builds,
-  against the same baseline loop over the same objects.
+  ``--cli-files`` × ``--cli-mib``, planned and run as ``cli._confirm_and_execute_run`` runs it
+  (``TransferService.execute`` of the previewed plan with the engine's default file workers and a progress
+  callback), against the same baseline loop over the same objects.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,18 +38,20 @@ import numpy as np
 from google.cloud import storage
 
 from benchmarks.common import RESULTS_DIR, markdown_table, measured_commit, median, say, spread
+from benchmarks.relay import NetworkRelay, NetworkShape
 from runtool.config import RuntoolConfig
 from runtool.demo.emulator import Emulator
 from runtool.models import RunCoordinate
 from runtool.services import ServiceContainer
-from runtool.services.executor import executor_from_config
-from runtool.services.transfers import BULK_RUNS_AT_ONCE, BulkPlan, TransferProgress
+from runtool.services.transfers import TransferProgress
 from runtool.storage import make_client, raw_bag_key
 
 MANY = RunCoordinate.parse("bench/region/field/TW_1/LB_0001/2025_08_01T08:00:00Z")
 CLI_RUN = RunCoordinate.parse("bench/region/field/TW_1/LB_0002/2025_08_01T09:00:00Z")
-MEASURED = ("runtool/services", "runtool/storage", "runtool/config.py", "runtool/models", "benchmarks/transfers.py")
+MEASURED = ("runtool/services", "runtool/storage", "runtool/config.py", "runtool/models", "benchmarks/transfers.py",
+            "benchmarks/relay.py")
 """The code these cases run: the reported commit says whether any of it had uncommitted changes."""
+BASELINE = "plain download_to_filename loop, checksum=None (baseline)"
 
 
 def seed(bucket: storage.Bucket, run: RunCoordinate, files: int, size: int, rng: np.random.Generator) -> list[str]:
@@ -80,16 +88,14 @@ def runtool_execute(config: RuntoolConfig, run: RunCoordinate, workers: int) -> 
 
 
 def runtool_cli(config: RuntoolConfig, run: RunCoordinate) -> Callable[[], None]:
-    """What ``runtool download COORD --yes`` does after its preview (cli._confirm_and_execute)."""
+    """What ``runtool download COORD --yes`` does after its start-up: plan the run, then
+    ``cli._confirm_and_execute_run``: ``TransferService.execute`` of that plan, bytes reported as they arrive."""
 
     def go() -> None:
         services = ServiceContainer(config)
         plan = services.transfers.plan_raw_download(run)
-        bulk = BulkPlan(plan.operation, (plan,))
         seen: list[TransferProgress] = []
-        with executor_from_config(config.dask_scheduler, workers=BULK_RUNS_AT_ONCE) as executor:
-            result = services.transfers.execute_bulk(bulk, progress=lambda _r, _n, e: seen.append(e),
-                                                      executor=executor)
+        result = services.transfers.execute(plan, progress=seen.append)
         assert result.ok, result.summary()
 
     return go
@@ -97,44 +103,50 @@ def runtool_cli(config: RuntoolConfig, run: RunCoordinate) -> Callable[[], None]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--files", type=int, default=20, help="files of the many-files group (0: leave it out)")
     parser.add_argument("--mib", type=int, default=50)
     parser.add_argument("--cli-files", type=int, default=8)
     parser.add_argument("--cli-mib", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every request (default 0)")
+    parser.add_argument("--stream-mbps", type=float, default=0.0,
+                        help="cap each connection's responses at this many MB/s (default 0: no cap)")
     args = parser.parse_args()
-    if os.environ.get("RUNTOOL_DASK_SCHEDULER"):
-        parser.error("unset RUNTOOL_DASK_SCHEDULER: the CLI case measures the default local executor")
+    shape = (NetworkShape(args.latency_ms, args.stream_mbps * 1e6 or None)
+             if args.latency_ms or args.stream_mbps else None)
     load_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="runtool-bench-transfers-"))
     try:
-        with Emulator() as emulator:
-            config = RuntoolConfig(raw_bucket="bench-raw", ml_bucket="bench-ml", emulator_host=emulator.url,
-                                   data_dir=work, raw_root=work / "raw", processed_root=work / "processed",
-                                   ml_root=work / "ML", cache_dir=work / "cache")
-            client = make_client(emulator_host=emulator.url)
-            bucket = client.create_bucket(config.raw_bucket)
+        with Emulator() as emulator, ExitStack() as held:
+            seeding = make_client(emulator_host=emulator.url)
+            seeding.create_bucket("bench-raw")
             rng = np.random.default_rng(1)
             size, cli_size = args.mib << 20, args.cli_mib << 20
             say(f"uploading {args.files} × {args.mib} MiB and {args.cli_files} × {args.cli_mib} MiB …")
-            keys = seed(bucket, MANY, args.files, size, rng)
-            cli_keys = seed(bucket, CLI_RUN, args.cli_files, cli_size, rng)
+            keys = seed(seeding.bucket("bench-raw"), MANY, args.files, size, rng)
+            cli_keys = seed(seeding.bucket("bench-raw"), CLI_RUN, args.cli_files, cli_size, rng)
+            url = emulator.url if shape is None else held.enter_context(NetworkRelay(emulator.port, shape)).url
+            config = RuntoolConfig(raw_bucket="bench-raw", ml_bucket="bench-ml", emulator_host=url,
+                                   data_dir=work, raw_root=work / "raw", processed_root=work / "processed",
+                                   ml_root=work / "ML", cache_dir=work / "cache")
+            bucket = make_client(emulator_host=url).bucket(config.raw_bucket)
             plain = work / "plain"
-            cases: list[tuple[str, str, Callable[[], None]]] = [
-                ("many", "plain download_to_filename loop, checksum=None (baseline)",
-                 plain_loop(bucket, keys, size, plain, None)),
-                ("many", "plain download_to_filename loop, library default checksum",
-                 plain_loop(bucket, keys, size, plain, "auto")),
-                ("many", "runtool execute, 1 worker", runtool_execute(config, MANY, 1)),
-                ("many", "runtool execute, 4 workers", runtool_execute(config, MANY, 4)),
-                ("cli", "plain download_to_filename loop, checksum=None (baseline)",
-                 plain_loop(bucket, cli_keys, cli_size, plain, None)),
-                ("cli", "runtool download COORD --yes (execute_bulk, default 8 file workers)",
+            cases: list[tuple[str, str, Callable[[], None]]] = []
+            if args.files:
+                cases += [
+                    ("many", BASELINE, plain_loop(bucket, keys, size, plain, None)),
+                    ("many", "plain download_to_filename loop, library default checksum",
+                     plain_loop(bucket, keys, size, plain, "auto")),
+                    ("many", "runtool execute, 1 worker", runtool_execute(config, MANY, 1)),
+                    ("many", "runtool execute, 4 workers", runtool_execute(config, MANY, 4)),
+                ]
+            cases += [
+                ("cli", BASELINE, plain_loop(bucket, cli_keys, cli_size, plain, None)),
+                ("cli", "runtool download COORD --yes (plan + execute, default 8 file workers)",
                  runtool_cli(config, CLI_RUN)),
             ]
             seconds: dict[str, list[float]] = {group + name: [] for group, name, _ in cases}
             for repeat in range(args.repeats):
-                say(f"repeat {repeat + 1}/{args.repeats} …")
                 for group, name, case in cases:
                     shutil.rmtree(plain, ignore_errors=True)
                     shutil.rmtree(config.raw_root, ignore_errors=True)
@@ -142,13 +154,19 @@ def main() -> None:
                     started = time.perf_counter()
                     case()
                     seconds[group + name].append(time.perf_counter() - started)
+                say(f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(
+                    f"{group} {name.split(',')[0].split(' (')[0]} {values[-1]:.2f} s"
+                    for (group, name, _), values in zip(cases, seconds.values(), strict=True)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_end = os.getloadavg()
     sections = []
-    for group, files, mib in (("many", args.files, args.mib), ("cli", args.cli_files, args.cli_mib)):
+    groups = (("many", args.files, args.mib), ("cli", args.cli_files, args.cli_mib))
+    for group, files, mib in groups:
+        if not files:
+            continue
         total_mb = files * (mib << 20) / 1e6
-        base = median(seconds[group + cases[0 if group == "many" else 4][1]])
+        base = median(seconds[group + BASELINE])
         rows = []
         for case_group, name, _ in cases:
             if case_group != group:
@@ -159,9 +177,13 @@ def main() -> None:
         sections.append(f"**{title}**\n\n" + markdown_table(
             ["method", "seconds: median (min–max)", "MB/s (median)", "vs baseline (medians)"], rows))
     commit = measured_commit(MEASURED)
+    network = f"through a relay (`benchmarks/relay.py`): {shape.describe()}" if shape else "on loopback"
+    command = (f"python -m benchmarks.transfers --files {args.files} --mib {args.mib} --cli-files {args.cli_files} "
+               f"--cli-mib {args.cli_mib} --repeats {args.repeats}")
+    if shape:
+        command += f" --latency-ms {args.latency_ms:g} --stream-mbps {args.stream_mbps:g}"
     header = (
-        f"`python -m benchmarks.transfers --files {args.files} --mib {args.mib} --cli-files {args.cli_files} "
-        f"--cli-mib {args.cli_mib} --repeats {args.repeats}`; fake-gcs-server (memory backend) on loopback; "
+        f"`{command}`; fake-gcs-server (memory backend), {network}; "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}, {os.cpu_count()} cores, load average "
         f"(1/5/15 min) {'/'.join(f'{v:.1f}' for v in load_start)} at the start, "
         f"{'/'.join(f'{v:.1f}' for v in load_end)} at the end; {args.repeats} repeats, every case once per repeat."
@@ -169,7 +191,10 @@ def main() -> None:
     report = header + "\n\n" + "\n\n".join(sections) + "\n"
     print(report)
     RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "transfers.md").write_text(report)
+    name = "transfers.md"
+    if shape:
+        name = f"transfers-latency-{args.latency_ms:g}ms{f'-{args.stream_mbps:g}MBs' if args.stream_mbps else ''}.md"
+    (RESULTS_DIR / name).write_text(report)
 
 
 if __name__ == "__main__":
