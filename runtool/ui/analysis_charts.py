@@ -38,6 +38,7 @@ from runtool.services.analytics import RunAnalysis
 from runtool.ui.components import Kpi, KpiCards
 from runtool.ui.formatting import format_count, format_decimal, format_pct, format_time
 from runtool.ui.theme import DETECTIONS_COLOUR, FRAMES_COLOUR, TARGET_COLOUR, TRACKING_COLOUR
+from runtool.ui.ticks import nice_axis, set_ticks, ticks_within
 
 __all__ = [
     "FPS_CLIP",
@@ -46,7 +47,6 @@ __all__ = [
     "AnalysisView",
     "analysis_kpis",
     "downsample",
-    "nice_axis",
     "no_data_text",
     "no_stream_text",
     "tabs_drawn_when_picked",
@@ -127,33 +127,12 @@ def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
-def nice_axis(low: float, high: float, intervals: int = 5) -> tuple[float, float, np.ndarray]:
-    """Round axis ends around ``[low, high]`` and the ticks between them: steps of 1, 2 or 5 × 10^k.
-
-    bqplot spreads its ticks evenly over the scale's range, so an axis ending at the data maximum gets
-    ticks such as 0, 8, 16, 24, 31; ends and ticks on one round step read better.
-    """
-    if high <= low:
-        high = low + 1.0
-    raw = (high - low) / intervals
-    power = 10.0 ** np.floor(np.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw * 0.9999)
-    start, end = float(np.floor(low / step) * step), float(np.ceil(high / step) * step)
-    return start, end, start + step * np.arange(round((end - start) / step) + 1)
-
-
-def _ticks_within(axis: bq.Axis, low: float, high: float) -> None:
-    """Round ticks on an axis whose ends are fixed by the data (bin edges, message indices)."""
-    ticks = nice_axis(low, high)[2]
-    axis.tick_values = ticks[(ticks >= low - 1e-9) & (ticks <= high + 1e-9)]
-
-
 def _fit(scale: bq.LinearScale, axis: bq.Axis, low: float, high: float) -> tuple[float, float]:
     """Give ``scale`` round ends around ``[low, high]`` and ``axis`` its ticks; returns the ends."""
     start, end, ticks = nice_axis(low, high)
     with scale.hold_sync():
         scale.min, scale.max = start, end
-    axis.tick_values = ticks
+    set_ticks(axis, ticks)
     return start, end
 
 
@@ -287,7 +266,7 @@ class _HistogramChart:
         first, last = float(histogram.edges[0]), float(histogram.edges[-1])
         with self.x.hold_sync():
             self.x.min, self.x.max = first, last
-        _ticks_within(self.x_axis, first, last)
+        set_ticks(self.x_axis, ticks_within(first, last))
         _, top = _fit(self.y, self.y_axis, 0.0, max(float(counts.max()) if counts.size else 0.0, 1.0) * 1.08)
         with self.bars.hold_sync():
             self.bars.x, self.bars.y = histogram.centres, counts
@@ -326,7 +305,7 @@ class _SeriesChart:
                                    line_style="dotted", stroke_width=1)
         self.x_axis, self.y_axis = _axes(self.x, self.y, TIME_LABEL, y_label)
         if y_range is not None:
-            self.y_axis.tick_values = nice_axis(*y_range, intervals=6)[2]
+            set_ticks(self.y_axis, nice_axis(*y_range, intervals=6)[2])
         self.figure = _figure(title, [self.boundaries, *self.lines, *self.reference.marks],
                               [self.x_axis, self.y_axis], width)
 
@@ -340,7 +319,7 @@ class _SeriesChart:
         span = (0.0, max(float(finite_times.max()) if finite_times.size else 0.0, 1e-3))
         with self.x.hold_sync():
             self.x.min, self.x.max = span
-        _ticks_within(self.x_axis, *span)
+        set_ticks(self.x_axis, ticks_within(*span))
         if not self.fixed_range:
             finite = [_finite(values) for values in series]
             values = np.concatenate([*finite, np.array([] if reference is None else [reference])])
@@ -617,7 +596,7 @@ class TrackLifecyclesTab:
         pad = max(0.02, (high - low) * 0.05)
         with self.scatter_x.hold_sync():
             self.scatter_x.min, self.scatter_x.max = low - pad, high + pad
-        _ticks_within(self.scatter_x_axis, low - pad, high + pad)
+        set_ticks(self.scatter_x_axis, ticks_within(low - pad, high + pad))
         _fit(self.scatter_y, self.scatter_y_axis, 0.0, max(float(y.max()) if y.size else 1.0, 1.0) * 1.08)
         with self.scatter.hold_sync():
             self.scatter.x, self.scatter.y, self.scatter.color = x, y, density[keep]

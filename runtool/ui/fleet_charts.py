@@ -24,6 +24,7 @@ from runtool.ui.charts import (
     point_index,
 )
 from runtool.ui.theme import TARGET_COLOUR
+from runtool.ui.ticks import set_ticks, ticks_within
 
 __all__ = [
     "DISTRIBUTION_COLOURS",
@@ -97,6 +98,8 @@ class KpiTrendChart:
         # Below the date labels with a gap: at d3's default offset the title touched them.
         self.time_axis.label_offset = "38px"
         self.value_axis = _value_axis(self.y, "")
+        # Clear of tick labels with a decimal ("26.0"): at d3's offset the axis title touched them.
+        self.value_axis.label_offset = "52px"
         self.figure = _figure("", [*self.series_marks, self.regressed], [self.time_axis, self.value_axis],
                               height=self.HEIGHT)
         # The right margin leaves room for half of the last date label, which d3 centres on its tick.
@@ -156,8 +159,7 @@ class KpiTrendChart:
         with self.y.hold_sync():
             if flat is None:
                 self.y.min = self.y.max = None
-                self.value_axis.tick_values = whole_number_ticks(values) if whole_numbers else None
-                self.value_axis.tick_format = None
+                set_ticks(self.value_axis, whole_number_ticks(values) if whole_numbers else _decimal_ticks(values))
             else:
                 # A span of its own around the value, and one tick at it: d3 drew a flat series' points mid-plot
                 # between two ticks labelled with the same rounded number (5 at the top, 5 at the bottom).
@@ -196,6 +198,13 @@ def whole_number_ticks(values: np.ndarray) -> np.ndarray | None:
     magnitude = 10.0 ** math.floor(math.log10((high - low) / 5))
     step = next(m * magnitude for m in (1, 2, 5, 10) if (high - low) / (m * magnitude) <= 5)
     return np.arange(math.ceil(low / step) * step, math.floor(high / step) * step + step / 2, step)
+
+
+def _decimal_ticks(values: np.ndarray) -> np.ndarray | None:
+    """Round ticks within the range of ``values`` (the axis is scaled to the data), about as many as d3 draws on this
+    chart; None (d3's) without values."""
+    finite = values[np.isfinite(values)]
+    return ticks_within(float(finite.min()), float(finite.max()), intervals=6) if len(finite) else None
 
 
 def _flat_value(values: np.ndarray) -> float | None:
@@ -245,8 +254,8 @@ class DistributionChart:
                               interpolation="step-after", labels=["A", "B"], display_legend=False)
         share_axis = _value_axis(self.y, "share of messages", ".0%")
         share_axis.num_ticks = 4
-        self.figure = _figure(title, [self.lines], [bq.Axis(scale=self.x, label=axis_label, grid_lines="none"),
-                                                   share_axis], height="260px")
+        self.x_axis = bq.Axis(scale=self.x, label=axis_label, grid_lines="none")
+        self.figure = _figure(title, [self.lines], [self.x_axis, share_axis], height="260px")
         self.widget = self.figure
 
     def show(self, a: np.ndarray, b: np.ndarray, labels: tuple[str, str]) -> None:
@@ -264,6 +273,7 @@ class DistributionChart:
             shares.append(counts / max(len(values), 1))
         highest = max((float(share.max()) for share in shares if len(share)), default=0.0)
         self.y.max = min(1.0, max(0.05, math.ceil(highest * 1.1 / 0.05) * 0.05))
+        set_ticks(self.x_axis, ticks_within(float(edges[0]), float(edges[-2])))
         with self.lines.hold_sync():
             self.lines.x = edges[:-1]
             self.lines.y = np.vstack(shares)

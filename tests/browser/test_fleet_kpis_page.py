@@ -268,6 +268,9 @@ def test_at_fleet_scale_with_all_at_every_level_the_chart_reads(contexts: Contex
     own = legend.locator(".rt-legend-label").all_text_contents()[:-1]
     titles = [legend.nth(i).get_attribute("title") for i in range(len(own))]
     assert own == [names[str(title)] for title in titles] and all(" · " in name for name in own), own
+    # One precision on the value axis ("24.5, 25, 25.5" was drawn with one decimal and none by turns).
+    values = [text for text, _ in value_ticks(page)]
+    assert len(values) > 2 and len({len(text.partition(".")[2]) for text in values}) == 1, values
     assert_no_traceback(page)
     screenshot(page, "fleet_kpis_medium_all")
 
