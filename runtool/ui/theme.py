@@ -179,6 +179,8 @@ table.rt-cal th.rt-cal-corner { text-align: right; padding-right: 6px; color: #7
 .rt-csv a, a.rt-csv { font-size: 12px; color: #1565c0; }
 .rt-run-links a { color: #1565c0; }
 .rt-pager { align-items: center; gap: 8px; }
+/* A value written on a chart (target, mean, median) keeps a white edge: it often sits on the plotted line. */
+.rt-page .bqplot text.label { paint-order: stroke; stroke: #ffffff; stroke-width: 3px; stroke-linejoin: round; }
 </style>
 """
 """CSS for the ``rt-*`` classes, shown once per page in an HTML widget (Voila applies ``<style>`` there)."""

@@ -219,6 +219,10 @@ def test_a_complete_run_draws_every_analysis_tab_without_a_console_error(page: A
         assert_labels_inside_their_charts(page, panel)
     titles.nth(0).click()
     page.wait_for_timeout(1000)  # a figure lays itself out again 300 ms after its size changed
+    # A value written on a chart keeps a white edge: "target 25 FPS" sits on the rate line it labels.
+    target = page.locator(".rt-tab-fps svg text", has_text="target 25 FPS").first
+    assert target.evaluate("t => [getComputedStyle(t).paintOrder, getComputedStyle(t).stroke]") == [
+        "stroke", "rgb(255, 255, 255)"]
     assert_no_traceback(page)
     assert errors == []
     screenshot(page, "per-run-complete-tabs")
