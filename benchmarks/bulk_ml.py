@@ -137,6 +137,11 @@ def machine(started_load: float) -> str:
     )
 
 
+def _per_file(cpu: list[tuple[float, float]], files: int) -> str:
+    ours, server = (median([c[i] for c in cpu]) * 1000 / files for i in (0, 1))
+    return f"{ours:.2f} + {server:.2f} ms"
+
+
 def _seconds(values: list[float]) -> str:
     return ", ".join(f"{value:.2f}" for value in values)
 
@@ -148,6 +153,12 @@ def legacy(config: RuntoolConfig, coords: list[RunCoordinate], target: Path) -> 
     seconds = time.perf_counter() - started
     assert not done.failed, f"legacy: {done.failed} files failed"
     return seconds
+
+
+def _cpu(process: psutil.Process) -> float:
+    """CPU seconds ``process`` has used so far (all its threads)."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def runtool(config: RuntoolConfig, coords: list[RunCoordinate]) -> tuple[float, float]:
@@ -169,21 +180,37 @@ class Timings:
     legacy: list[float] = dataclasses.field(default_factory=list)
     plan: list[float] = dataclasses.field(default_factory=list)
     execute: list[float] = dataclasses.field(default_factory=list)
+    legacy_cpu: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+    runtool_cpu: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+    """(this process, the emulator) CPU seconds of each repeat: what a method costs whatever the load."""
 
 
-def measure(url: str, work: Path, store: MLStore, repeats: int) -> Timings:
+def measure(url: str, work: Path, store: MLStore, repeats: int, server: psutil.Process) -> Timings:
     """Both methods in turns, each into a fresh folder; they must end with the same files."""
     timings = Timings()
+    client = psutil.Process()
+
+    def cpu() -> tuple[float, float]:
+        return _cpu(client), _cpu(server)
+
+    def used(before: tuple[float, float]) -> tuple[float, float]:
+        after = cpu()
+        return after[0] - before[0], after[1] - before[1]
+
     config = bench_config(url, work)
     ServiceContainer(config).inventory.refresh()
     coords = list(store.runs)
     for repeat in range(repeats):
         target = work / f"legacy-{repeat}"
+        before = cpu()
         timings.legacy.append(legacy(config, coords, target))
+        timings.legacy_cpu.append(used(before))
         legacy_tree = tree(target)
         shutil.rmtree(target)
         ours = dataclasses.replace(config, ml_root=work / f"runtool-{repeat}")
+        before = cpu()
         plan, execute = runtool(ours, coords)
+        timings.runtool_cpu.append(used(before))
         timings.plan.append(plan)
         timings.execute.append(execute)
         ours_tree = tree(ours.ml_root)
@@ -215,11 +242,13 @@ def main(argv: list[str] | None = None) -> None:
         emulator.start(timeout=3600)  # loading is quadratic in the objects: about a minute at 20,000
         try:
             load = os.getloadavg()[0]
+            assert emulator.process is not None
+            server = psutil.Process(emulator.process.pid)
             if shape is not None:
                 with NetworkRelay(emulator.port, shape) as relay:
-                    timings = measure(relay.url, work, store, args.repeats)
+                    timings = measure(relay.url, work, store, args.repeats, server)
             else:
-                timings = measure(emulator.url, work, store, args.repeats)
+                timings = measure(emulator.url, work, store, args.repeats, server)
             host = machine(load)
         finally:
             emulator.stop()
@@ -255,6 +284,9 @@ def main(argv: list[str] | None = None) -> None:
         f"- Goal ≥ {GOAL:.0f}×: {'met' if base / ours_s >= GOAL else '**not met**'} ({base / ours_s:.2f}×). "
         f"Repeats: {args.repeats}, interleaved, each into a fresh folder; legacy {_seconds(timings.legacy)} s, "
         f"runtool {_seconds(totals)} s.",
+        f"- CPU per file (median of the repeats; this process's threads, then the emulator's): legacy "
+        f"{_per_file(timings.legacy_cpu, store.files)}, runtool {_per_file(timings.runtool_cpu, store.files)}; "
+        "unlike the seconds, these hardly move with the load from other work.",
         f"- Machine: {host}.",
     ]
     text = table + "\n\n" + "\n".join(details) + "\n"
