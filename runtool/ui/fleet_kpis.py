@@ -187,7 +187,7 @@ class FleetKpiPage(Page):
         super().__init__(services, query, progressive)
         self.kpi_picker = widgets.Dropdown(
             options=[(choice.label, choice.name) for choice in KPI_CHOICES], value=KPI_CHOICES[0].name,
-            description="KPI", layout=widgets.Layout(width="320px"),
+            description="KPI", style={"description_width": "initial"}, layout=widgets.Layout(width="320px"),
         ).add_class("rt-kpi-picker")
         self.since = iso_date_field("From", "180px", "rt-since")
         self.until = iso_date_field("to", "140px", "rt-until")

@@ -233,6 +233,13 @@ def medium_kpi_voila(medium_analysed: Path) -> Iterator[VoilaServer]:
 
 
 
+def text_left(label: Any) -> float:
+    """Where the text of ``label`` starts on the page (its box may be wider, the text aligned right in it)."""
+    left: float = label.evaluate("e => { const r = document.createRange(); r.selectNodeContents(e);"
+                                 " return r.getBoundingClientRect().left; }")
+    return left
+
+
 def value_ticks(page: Any) -> list[tuple[str, float]]:
     """The value axis's tick labels with the y of their centres, bottom to top (the trend chart's tick labels that
     are not dates)."""
@@ -271,6 +278,10 @@ def test_at_fleet_scale_with_all_at_every_level_the_chart_reads(contexts: Contex
     # One precision on the value axis ("24.5, 25, 25.5" was drawn with one decimal and none by turns).
     values = [text for text, _ in value_ticks(page)]
     assert len(values) > 2 and len({len(text.partition(".")[2]) for text in values}) == 1, values
+    # The settings row starts where the filter bar does ("KPI" sat 60 px in, right-aligned in a fixed label width).
+    kpi_text, client_text = (text_left(page.locator(".rt-kpi-picker .widget-label")),
+                             text_left(page.get_by_text("Client", exact=True).first))
+    assert abs(kpi_text - client_text) <= 2, (kpi_text, client_text)
     assert_no_traceback(page)
     screenshot(page, "fleet_kpis_medium_all")
 
