@@ -234,6 +234,7 @@ class FleetKpiPage(Page):
         self.compare_b = widgets.Dropdown(description="Run B", options=[("–", _NONE)], value=_NONE,
                                           layout=widgets.Layout(width="420px")).add_class("rt-compare-b")
         for dropdown in (self.compare_a, self.compare_b):
+            dropdown.style.description_width = "initial"  # the row starts at the page's edge, as the others do
             dropdown.observe(lambda _change: self._show_compare(), names="value")
         self.compare_table = widgets.HTML().add_class("rt-compare")
         self.compare_note = widgets.HTML().add_class("rt-caption").add_class("rt-compare-note")

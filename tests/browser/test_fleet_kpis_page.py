@@ -278,10 +278,11 @@ def test_at_fleet_scale_with_all_at_every_level_the_chart_reads(contexts: Contex
     # One precision on the value axis ("24.5, 25, 25.5" was drawn with one decimal and none by turns).
     values = [text for text, _ in value_ticks(page)]
     assert len(values) > 2 and len({len(text.partition(".")[2]) for text in values}) == 1, values
-    # The settings row starts where the filter bar does ("KPI" sat 60 px in, right-aligned in a fixed label width).
-    kpi_text, client_text = (text_left(page.locator(".rt-kpi-picker .widget-label")),
-                             text_left(page.get_by_text("Client", exact=True).first))
-    assert abs(kpi_text - client_text) <= 2, (kpi_text, client_text)
+    # The settings and compare rows start where the filter bar does ("KPI" sat 60 px in, right-aligned in a fixed
+    # label width; "Run A" 40 px).
+    client_text = text_left(page.get_by_text("Client", exact=True).first)
+    for row in (".rt-kpi-picker", ".rt-compare-a"):
+        assert abs(text_left(page.locator(f"{row} .widget-label")) - client_text) <= 2, row
     assert_no_traceback(page)
     screenshot(page, "fleet_kpis_medium_all")
 
