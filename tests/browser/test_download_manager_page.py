@@ -82,7 +82,8 @@ def test_filter_tick_preview_and_execute_turn_runs_synced(page: Any, server: Voi
     # Filter to the runs not downloaded: the grid and the status line follow.
     page.locator(".rt-status-filter button", has_text="Not downloaded").click()
     counts = page.locator(".rt-status-counts")
-    expect(counts).to_have_text(f"Shown: not downloaded {len(waiting)}")
+    # The counts, then what the Issues column lists on this side.
+    expect(counts).to_have_text(re.compile(rf"^Shown: not downloaded {len(waiting)} · Issues: of the raw bags"))
     expect(page.locator(".rt-selection-line")).to_contain_text(f"{len(waiting)} runs shown; none selected")
 
     # Tick the two newest runs (the grid lists newest first).
@@ -111,7 +112,7 @@ def test_filter_tick_preview_and_execute_turn_runs_synced(page: Any, server: Voi
     expect(result).to_contain_text("2 runs complete, 0 with failures, 0 not started", timeout=WAIT_S * 1000)
     expect(result).to_contain_text(f"{format_count(bulk.files_to_transfer)} files")
     # The table redrew itself: the two runs left the "Not downloaded" view and show as synced under All.
-    expect(counts).to_have_text(f"Shown: not downloaded {len(waiting) - 2}")
+    expect(counts).to_have_text(re.compile(rf"^Shown: not downloaded {len(waiting) - 2} · "))
     page.locator(".rt-status-filter button", has_text="All").click()
     expect(counts).to_contain_text(re.compile(r"synced 2\b"))
     for path in chosen:
