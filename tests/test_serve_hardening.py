@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -190,12 +191,42 @@ def test_a_network_server_takes_its_token_from_the_environment_not_argv(serve: C
 def test_past_the_kernel_cap_a_viewer_gets_the_busy_page_and_no_kernel(serve: Callable[..., ServeProcess]) -> None:
     server = serve("--no-preheat", "--max-kernels", "2", "--cull-idle", "600")
     first, second = open_page(server), open_page(server)
+    sockets = [connect(server, kernel) for kernel in (first, second)]  # both pages open in a browser
     assert set(server.kernels()) == {first, second}
     status, headers, body = http(server.url(COVERAGE))
     assert status == 503 and BUSY_TEXT in body and "2 pages are open" in body, (status, body[:300])
     assert headers.get("Retry-After")
     time.sleep(2)  # a kernel start would show up as a process within this time on an idle machine
     assert set(server.kernels()) == {first, second}, "the busy answer started a kernel"
+    for sock in sockets:
+        sock.close()
+
+
+def test_viewers_arriving_together_cannot_pass_the_cap(serve: Callable[..., ServeProcess]) -> None:
+    """Without preheated kernels every viewer's kernel is started during its request: six requests at the same
+    moment all passed the check before any of their kernels was listed, and six kernels started under a cap of 2."""
+    server = serve("--no-preheat", "--max-kernels", "2", "--cull-idle", "600")
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: http(server.url(COVERAGE))[0], range(6)))
+    assert sorted(answers) == [200, 200, 503, 503, 503, 503], answers
+    assert len(server.kernels()) == 2
+
+
+def test_at_the_cap_a_page_no_browser_opened_makes_room_for_a_new_viewer(
+    serve: Callable[..., ServeProcess],
+) -> None:
+    """One viewer reloading a page while it loads leaves kernels no browser will ever open; at the cap the oldest
+    such kernel idle for 20 s gives its place to the next viewer instead of everyone getting "busy" for minutes."""
+    server = serve("--no-preheat", "--max-kernels", "1", "--cull-idle", "600")
+    abandoned = open_page(server)  # rendered, never opened in a browser
+
+    def let_in() -> str | None:
+        status, _, html = http(server.url(COVERAGE))
+        return kernel_id_of(html) if status == 200 else None
+
+    kept = poll(let_in, 120, interval=5, what="a new viewer let in once the abandoned page's kernel idled 20 s")
+    assert abandoned not in server.kernels() and kept in server.kernels()
+    assert f"stopping kernel {abandoned}: its page was never opened" in server.log_text()
 
 
 # -- the kernel websocket: protocol and fuzz --------------------------------------------------------------

@@ -5,7 +5,8 @@ Voila 0.5 it:
 
 - sets the ``_xsrf`` cookie on every page, so the page's "shut my kernel down" beacon on leave is accepted
   (Voila's own page sends the cookie's value, but Voila never sets the cookie: every beacon was refused);
-- refuses a new page with a "server busy" page once ``max_kernels`` viewers' kernels are alive;
+- refuses a new page with a "server busy" page once ``max_kernels`` viewers' kernels are alive or starting, after
+  making room by stopping a page no browser opened within ``ABANDONED_S`` (a tab reloaded while loading);
 - accepts a kernel websocket only with the v1 subprotocol, and reads v1 message headers with bounded offsets
   (Voila reads the first 8 bytes of *any* binary message as an offset count: a legacy-protocol message made it
   allocate without bound);
@@ -159,13 +160,15 @@ class PageHandler(TornadoVoilaHandler):
         app: RuntoolVoila = self.settings["runtool_app"]
         if path not in app.page_names:
             raise web.HTTPError(404)
-        viewers = app.viewer_kernels()
-        if len(viewers) >= app.max_kernels:
-            self.log.warning("server busy: %d viewer kernels, the cap is %d", len(viewers), app.max_kernels)
+        open_ = app.open_viewers()
+        if open_ >= app.max_kernels and await app.make_room():
+            open_ = app.open_viewers()
+        if open_ >= app.max_kernels:
+            self.log.warning("server busy: %d viewer kernels, the cap is %d", open_, app.max_kernels)
             self.set_status(503)
             self.set_header("Retry-After", "30")
             self.set_header("Cache-Control", "no-store")
-            self.finish(BUSY_PAGE.format(open=len(viewers)))
+            self.finish(BUSY_PAGE.format(open=open_))
             return
         self.xsrf_token  # noqa: B018 - sets the _xsrf cookie before the first byte of the page is sent
         await super().get(path)
@@ -281,7 +284,7 @@ class ReportsHandler(JupyterHandler):
             except CoordinateError as exc:
                 raise web.HTTPError(400, f"not a selection: {exc}") from exc
             page = self.get_query_argument("page", "1")
-            if not page.isdigit() or not 0 < int(page) < 1_000_000:
+            if not (page.isascii() and page.isdigit()) or not 0 < int(page) < 1_000_000:  # not '²', '١'
                 raise web.HTTPError(400, f"not a page number: {page[:20]!r}")
             # Off the server's loop: the listing walks every run folder the selection matches.
             reports = await loop.run_in_executor(None, list_reports, root, selection)
@@ -353,6 +356,12 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
         super().__init__(**kwargs)
         self.stopping: set[str] = set()
         self.closing = False
+        self.starting_viewers = 0
+        """Viewers' kernels being started (not listed yet): requests at the same moment must count them."""
+
+    async def cull_kernel_if_idle(self, kernel_id: str) -> None:
+        if kernel_id in self and kernel_id not in self.stopping:  # a viewer who just left: gone already
+            await super().cull_kernel_if_idle(kernel_id)
 
     async def shutdown_all(self, now: bool = True) -> None:  # type: ignore[override]
         """Stop every kernel as the server stops: killed, by default. A preheated kernel is mid-cell (waiting for its
@@ -363,6 +372,8 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
 
     async def shutdown_kernel(self, kernel_id: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         if self.closing:  # the pools' kernels still starting are stopped after shutdown_all, one by one
+            if kernel_id not in self:
+                return  # stopped meanwhile (a viewer left as the server stopped)
             kwargs["now"] = True
             args = ()
         self.stopping.add(kernel_id)
@@ -375,7 +386,12 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
         # A page kernel keeps no IPython history: dozens of kernels writing one history database lock it, and each
         # then printed "The history saving thread hit an unexpected error (database is locked)" onto its page.
         kwargs["extra_arguments"] = [*kwargs.get("extra_arguments", []), "--HistoryManager.enabled=False"]
-        kernel_id: str = await super().start_kernel(*args, **kwargs)
+        viewer = (kwargs.get("env") or {}).get("VOILA_PREHEAT") == "False"  # Voila's mark of a viewer's own kernel
+        self.starting_viewers += viewer
+        try:
+            kernel_id: str = await super().start_kernel(*args, **kwargs)
+        finally:
+            self.starting_viewers -= viewer
         app = self.parent
         if isinstance(app, RuntoolVoila):
             kernel = self.get_kernel(kernel_id)
@@ -383,6 +399,9 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
                 kernel.add_restart_callback(lambda: app.kernel_lost(kernel_id), event)
         return kernel_id
 
+
+ABANDONED_S = 20
+"""At the kernel cap, a page kernel no browser connected to is stopped for a new viewer once idle this long."""
 
 _REPLACED: dict[type, type] = {
     TornadoVoilaHandler: PageHandler,
@@ -456,25 +475,47 @@ class RuntoolVoila(Voila):
         A tab closed (or reloaded) before its page loaded never sends the leave beacon; without this its kernel
         would hold a place under the cap until the idle culling, minutes later.
         """
+        self.claimed_kernels &= set(self.kernel_manager.list_kernel_ids())
+        for idle_s, kernel_id in self._unclaimed_idle(self.unclaimed_s):
+            await self._stop_unclaimed(kernel_id, f"its page was never opened in a browser (idle {idle_s:.0f} s)")
+
+    async def make_room(self) -> bool:
+        """At the cap, stop the kernel of the oldest page no browser has opened for ``ABANDONED_S`` idle (a tab
+        reloaded or closed while loading: one viewer pressing F5 held every place for minutes); whether one went.
+
+        A page still loading in a slow browser is younger than that, or the server is not at its cap.
+        """
+        idle = self._unclaimed_idle(ABANDONED_S)
+        if not idle:
+            return False
+        idle_s, kernel_id = max(idle)
+        await self._stop_unclaimed(kernel_id, f"its page was never opened in a browser (idle {idle_s:.0f} s); "
+                                              "a new viewer needs its place")
+        return True
+
+    def _unclaimed_idle(self, at_least_s: float) -> list[tuple[float, str]]:
+        """(seconds idle, id) of the viewers' kernels no browser connected to, idle at least ``at_least_s``."""
         manager = self.kernel_manager
-        live = set(manager.list_kernel_ids())
-        self.claimed_kernels &= live
         now = datetime.now(UTC)
+        idle = []
         for kernel_id in self.viewer_kernels() - self.claimed_kernels:
             try:
                 kernel = manager.get_kernel(kernel_id)
-            except KeyError:  # stopped meanwhile (its viewer left, the culling, a shutdown below)
+            except KeyError:  # stopped meanwhile (its viewer left, the culling, a shutdown)
                 continue
             idle_s = (now - kernel.last_activity).total_seconds()
-            if kernel.execution_state == "idle" and idle_s >= self.unclaimed_s:
-                self.log.info("stopping kernel %s: its page was never opened in a browser (idle %.0f s)",
-                              kernel_id, idle_s)
-                try:
-                    await ensure_async(manager.shutdown_kernel(kernel_id, now=True))
-                except KeyError:
-                    pass  # another path stopped it first: gone either way
-                except Exception:  # retried at the next check
-                    self.log.warning("could not stop the unclaimed kernel %s yet", kernel_id, exc_info=True)
+            if kernel.execution_state == "idle" and idle_s >= at_least_s:
+                idle.append((idle_s, kernel_id))
+        return idle
+
+    async def _stop_unclaimed(self, kernel_id: str, why: str) -> None:
+        self.log.info("stopping kernel %s: %s", kernel_id, why)
+        try:
+            await ensure_async(self.kernel_manager.shutdown_kernel(kernel_id, now=True))
+        except KeyError:
+            pass  # another path stopped it first: gone either way
+        except Exception:  # retried at the next check
+            self.log.warning("could not stop the unclaimed kernel %s yet", kernel_id, exc_info=True)
 
     def pooled_kernels(self) -> set[str]:
         """The preheated kernels waiting for a viewer."""
@@ -489,6 +530,10 @@ class RuntoolVoila(Voila):
         """The kernels viewers hold (every live kernel but the preheated ones and those being shut down)."""
         stopping: set[str] = getattr(self.kernel_manager, "stopping", set())
         return set(self.kernel_manager.list_kernel_ids()) - self.pooled_kernels() - stopping
+
+    def open_viewers(self) -> int:
+        """Viewers' kernels alive or being started: what the cap counts."""
+        return len(self.viewer_kernels()) + getattr(self.kernel_manager, "starting_viewers", 0)
 
     def kernel_lost(self, kernel_id: str) -> None:
         """Called when a kernel restarted or died. A preheated one no viewer has yet is replaced at once. A viewer's
