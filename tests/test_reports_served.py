@@ -80,7 +80,7 @@ def test_list_reports_newest_first_per_run_and_per_selection(data: Path) -> None
 def test_the_index_is_paged_and_its_page_links_keep_the_selection(server: ServeProcess, data: Path) -> None:
     status, _, _, body = fetch(f"{server.base}/team/runtool/reports/?page=9")  # past the last: the last
     assert status == 200 and len(re.findall(r"<td><code>", body)) == 3 and "Page " not in body
-    for bad in ("abc", "0", "-1", "1e3"):
+    for bad in ("abc", "0", "-1", "1e3", "%C2%B2", "%D9%A1"):  # also '²' and '١': digits to str, not to int
         status, _, _, body = fetch(f"{server.base}/team/runtool/reports/?page={bad}")
         assert status == 400 and "not a page number" in body, (bad, body)
     reports = list_reports(data / "processed", Filters())
