@@ -19,6 +19,7 @@ import pytest
 from runtool.demo.emulator import free_port
 from runtool.errors import UsageError
 from runtool.serve import ServeOptions, serve_command
+from runtool.serve.app import refill_delay
 from tests.conftest import SeededFleet, write_toml
 
 
@@ -26,6 +27,14 @@ def test_the_voila_command_line_hides_tracebacks_and_holds_no_token() -> None:
     command = serve_command(ServeOptions(ip="0.0.0.0"))
     assert "--show_tracebacks=False" in command and "--Voila.ip=0.0.0.0" in command
     assert not any("token" in part for part in command)
+
+
+def test_a_page_that_keeps_failing_as_it_preheats_is_retried_less_and_less_often() -> None:
+    """One lost kernel is replaced at once; a page failing every time backs off to one try in 5 minutes."""
+    delays = [refill_delay(n) for n in range(1, 10)]
+    assert delays[0] == 0
+    assert delays == sorted(delays)
+    assert 0 < delays[1] <= 10 and delays[-1] == 300
 
 
 @pytest.mark.parametrize("base_url", ["/a#b/", "/a?x=1/", "/a b/", "/%2e%2e/", "/../", "/a/./", "runtool/", "/a//b/"])

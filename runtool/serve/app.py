@@ -400,6 +400,13 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
         return kernel_id
 
 
+def refill_delay(failures: int) -> float:
+    """Seconds before a pool replaces a page's preheated kernel after ``failures`` stopped in a row: at once for
+    one (a kernel killed or lost), then doubling from 10 s up to 5 minutes. A page that fails as it loads (a broken
+    install, a bad notebook) would otherwise start a kernel every few seconds for as long as the server runs."""
+    return 0.0 if failures <= 1 else float(min(300, 10 * 2 ** (failures - 2)))
+
+
 ABANDONED_S = 20
 """At the kernel cap, a page kernel no browser connected to is stopped for a new viewer once idle this long."""
 
@@ -440,6 +447,8 @@ class RuntoolVoila(Voila):
         self.voila_configuration.file_allowlist = []
         self.voila_configuration.multi_kernel_manager_class = RuntoolKernelManager
         self.lost_pool_kernels: set[str] = set()
+        self.pool_failures: dict[str, int] = {}
+        """Per page, its preheated kernels that stopped in a row (a page that fails as it loads backs off)."""
         self.claimed_kernels: set[str] = set()
         """Kernels a browser has connected to (their page loaded)."""
         self.unpooled_kernels: set[str] = set()
@@ -560,12 +569,16 @@ class RuntoolVoila(Voila):
                 content = None if task.cancelled() or task.exception() else task.result()
                 kernel_id = content["kernel_id"] if content else None
                 if content is not None and not content["task"].done() and kernel_id not in self.lost_pool_kernels:
+                    self.pool_failures.pop(notebook, None)  # this page preheats fine
                     continue  # preheated and waiting for its viewer
                 pool.remove(task)
-                self.log.warning("preheated kernel %s of %s stopped; replacing it", kernel_id, notebook)
+                failures = self.pool_failures[notebook] = self.pool_failures.get(notebook, 0) + 1
+                delay = refill_delay(failures)
+                self.log.warning("preheated kernel %s of %s stopped (%d in a row); replacing it%s", kernel_id,
+                                 notebook, failures, f" in {delay:.0f} s" if delay else "")
                 if content is not None:
                     content["task"].cancel()  # its page was being rendered by a kernel that is gone
-                manager.fill_if_needed(delay=0, notebook_name=notebook)
+                manager.fill_if_needed(delay=delay, notebook_name=notebook)
                 if kernel_id is not None:
                     stopped.append(kernel_id)
         # A lost kernel a viewer had already taken is the viewer's (the page says the session ended).
