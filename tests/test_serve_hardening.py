@@ -216,7 +216,7 @@ def test_at_the_cap_a_page_no_browser_opened_makes_room_for_a_new_viewer(
     serve: Callable[..., ServeProcess],
 ) -> None:
     """One viewer reloading a page while it loads leaves kernels no browser will ever open; at the cap the oldest
-    such kernel idle for 20 s gives its place to the next viewer instead of everyone getting "busy" for minutes."""
+    such kernel idle for a minute gives its place to the next viewer, not after the 3 minutes of the usual stop."""
     server = serve("--no-preheat", "--max-kernels", "1", "--cull-idle", "600")
     abandoned = open_page(server)  # rendered, never opened in a browser
 
@@ -224,7 +224,7 @@ def test_at_the_cap_a_page_no_browser_opened_makes_room_for_a_new_viewer(
         status, _, html = http(server.url(COVERAGE))
         return kernel_id_of(html) if status == 200 else None
 
-    kept = poll(let_in, 120, interval=5, what="a new viewer let in once the abandoned page's kernel idled 20 s")
+    kept = poll(let_in, 150, interval=5, what="a new viewer let in once the abandoned page's kernel idled 60 s")
     assert abandoned not in server.kernels() and kept in server.kernels()
     assert f"stopping kernel {abandoned}: its page was never opened" in server.log_text()
 

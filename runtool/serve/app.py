@@ -407,8 +407,9 @@ def refill_delay(failures: int) -> float:
     return 0.0 if failures <= 1 else float(min(300, 10 * 2 ** (failures - 2)))
 
 
-ABANDONED_S = 20
-"""At the kernel cap, a page kernel no browser connected to is stopped for a new viewer once idle this long."""
+ABANDONED_S = 60
+"""At the kernel cap, a page kernel no browser connected to is stopped for a new viewer once idle this long. Not
+shorter: on a busy server a browser still loading its page can take most of a minute to connect."""
 
 _REPLACED: dict[type, type] = {
     TornadoVoilaHandler: PageHandler,
