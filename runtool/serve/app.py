@@ -446,6 +446,9 @@ class RuntoolVoila(Voila):
             **{name: {"pool_size": self.pool_size} for name in self.page_names},
         }
         self.voila_configuration.file_allowlist = []
+        # A page kernel that dies is not restarted: a restarted one is empty (its page gone), so Jupyter reports it
+        # dead at once and drops it; a viewer's page says the session ended, a pool refills (see kernel_lost).
+        self.config.KernelRestarter.restart_limit = 0
         self.voila_configuration.multi_kernel_manager_class = RuntoolKernelManager
         self.lost_pool_kernels: set[str] = set()
         self.pool_failures: dict[str, int] = {}
@@ -546,16 +549,16 @@ class RuntoolVoila(Voila):
         return len(self.viewer_kernels()) + getattr(self.kernel_manager, "starting_viewers", 0)
 
     def kernel_lost(self, kernel_id: str) -> None:
-        """Called when a kernel restarted or died. A preheated one no viewer has yet is replaced at once. A viewer's
-        is stopped: Jupyter's restarter brings it back empty, and the viewer's page already says the session ended
-        (kept, it would hold a place under the cap until the idle culling)."""
+        """Called when a kernel died (or restarted, had Jupyter been allowed to). A preheated one no viewer has yet is
+        replaced at once. A viewer's is stopped: the viewer's page already says the session ended (a restarted one
+        is empty and would hold a place under the cap until the idle culling)."""
         if kernel_id in self.pooled_kernels():
             self.lost_pool_kernels.add(kernel_id)
         else:
             self.log.warning("the kernel %s of a viewer stopped; it is not restarted", kernel_id)
             self.unpooled_kernels.add(kernel_id)
         IOLoop.current().add_callback(self._replace_dead_pool_kernels)
-        # The restart is under way now: the replaced kernel can be stopped once it is over.
+        # Had Jupyter restarted it (a user's own KernelRestarter settings), it can be stopped once that is over.
         IOLoop.current().call_later(5, self._replace_dead_pool_kernels)
 
     async def _replace_dead_pool_kernels(self) -> None:

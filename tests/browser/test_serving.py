@@ -189,10 +189,11 @@ def test_a_killed_page_kernel_shows_the_session_notice(contexts: Contexts, serve
     expect(notice).to_be_visible(timeout=WAIT_S * 1000)
     expect(notice).to_contain_text("Reload the page")
     screenshot(tab, "serve-kernel-died")
-    # Jupyter's restarter brings the kernel back empty under the same id: the server stops it, so it holds no
-    # place under the cap until the idle culling.
+    # Not restarted (an empty kernel would hold a place under the cap until the idle culling): dropped at once.
     poll(lambda: kernel not in server.kernels(), WAIT_S, what="the dead viewer's kernel stopped, not restarted")
-    assert "it is not restarted" in server.log_text()
+    log = server.log_text()
+    assert "it is not restarted" in log
+    assert "restarting kernel" not in log, log[-3000:]
 
 
 def test_a_killed_preheated_kernel_is_replaced_and_its_page_still_opens(
@@ -223,6 +224,7 @@ def test_a_killed_preheated_kernel_is_replaced_and_its_page_still_opens(
     expect(tab.locator(".rt-kpi").first).to_be_visible(timeout=WAIT_S * 1000)
     assert f"Using pre-heated kernel: {kernel} for {COVERAGE}" in server.log_text()
     assert kernel != refill[0], "the page was served by the killed kernel's id"
+    assert "restarting kernel" not in server.log_text(), "Jupyter restarted the dead kernel: start-up wasted"
 
 
 # -- 7. preheated pages open the selection of their link, with a current inventory -------------------------
