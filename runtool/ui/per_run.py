@@ -261,6 +261,9 @@ class PerRunPage(Page):
                                                layout=widgets.Layout(align_items="center"))]
             if self.backend is not None and self.extract_button is not None else []
         )
+        # A complete run keeps its download and extraction controls folded away below the analysis.
+        self.work_folded = widgets.Accordion([widgets.VBox()], selected_index=None).add_class("rt-work-folded")
+        self.work_folded.set_title(0, "Download and extract again")
         self.run_view = widgets.VBox().add_class("rt-view-run")
         self.body = widgets.VBox([self.empty_state])
 
@@ -398,13 +401,23 @@ class PerRunPage(Page):
         self._show_actions(state)
         self._show_report(state)
         self._show_analysis(state)
-        work = [self.download_section, self.extract_section, self.failed_bags]
+        work = [self.download_section, self.extract_section]
         analysis = [self.analysis_title, self.analysis_area]
-        # A run with nothing left to do reads its analysis first; until then the next piece of work comes first.
+        # A run with nothing left to do reads its analysis first, its pipeline panels folded below; until then the
+        # next piece of work comes first.
         complete = state.next_action is NextAction.COMPLETE and self.analysis_result is not None
+        folded = self.work_folded.children[0]
+        if not complete:
+            folded.children = []
+        elif not folded.children and not self.read_only:  # folded as the run becomes complete
+            folded.children = work
+            self.work_folded.selected_index = None
+        if complete:
+            parts = [*analysis, self.failed_bags, *([self.work_folded] if folded.children else [])]
+        else:
+            parts = [*work, self.failed_bags, *analysis]
         self.run_view.children = [
-            self.cards, self.issues, self.action_row, self.job.widget, self.result_line, self.report_link,
-            *(analysis + work if complete else work + analysis),
+            self.cards, self.issues, self.action_row, self.job.widget, self.result_line, self.report_link, *parts,
         ]
         self.body.children = [self.run_view]
         self.view = "run"
@@ -413,6 +426,7 @@ class PerRunPage(Page):
         """Forget what belonged to the previous run: its plan, analysis, result line and report link."""
         self.coordinate = coordinate
         self.plan = None
+        self.work_folded.selected_index = None
         self.analysis_result = None
         self.result_line.value = ""
         if self.download is not None:

@@ -226,6 +226,13 @@ def test_a_complete_run_draws_every_analysis_tab_without_a_console_error(page: A
     assert_no_traceback(page)
     assert errors == []
     screenshot(page, "per-run-complete-tabs")
+    # The download and extraction controls are folded below the analysis, one click away.
+    preview = page.locator("button.rt-download-preview")
+    expect(preview).to_be_hidden()
+    page.get_by_text("Download and extract again").click()
+    expect(preview).to_be_visible()
+    expect(page.locator("button.rt-extract")).to_be_visible()
+    assert errors == []
 
 
 def test_read_only_shows_the_cached_analysis_and_no_write_controls(

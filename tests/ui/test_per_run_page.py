@@ -199,7 +199,11 @@ def test_preview_download_extract_and_analyse_a_run(services: ServiceContainer) 
     assert page.kpis == expected_kpis(analysis.kpis)
     assert page.next_action_text == "Complete" and page.next_action.disabled
     order = list(page.run_view.children)
-    assert order.index(page.analysis_area) < order.index(page.download_section)  # complete: the analysis first
+    # Complete: the analysis first, the download and extraction controls folded below it.
+    assert page.download_section not in order and page.work_folded in order
+    assert order.index(page.analysis_area) < order.index(page.work_folded)
+    assert page.work_folded.selected_index is None
+    assert page.download_section in page.work_folded.children[0].children
     (tabs,) = with_class(page.widget, "rt-analysis-tabs")
     assert isinstance(tabs, widgets.Tab) and tabs.titles == TAB_TITLES
     assert with_class(page.widget, "rt-analysis-kpis")
@@ -272,7 +276,7 @@ def test_bring_up_to_date_takes_a_cloud_only_run_to_its_analysis_in_one_click(se
                  "Step 2 of 3: Extracting: 3 of 3 bags done", "Step 3 of 3: Analysing"):
         assert line in texts, (line, texts)
     order = list(page.run_view.children)
-    assert order.index(page.analysis_area) < order.index(page.download_section)
+    assert order.index(page.analysis_area) < order.index(page.work_folded) and page.download_section not in order
 
 
 def test_cancel_while_bringing_up_to_date_keeps_the_bags_and_says_cancelled(services: ServiceContainer) -> None:
