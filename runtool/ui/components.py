@@ -32,6 +32,7 @@ __all__ = [
     "ALL",
     "LEVEL_LABELS",
     "NO_DATA",
+    "CheckChoices",
     "FilterBar",
     "JobProgress",
     "Kpi",
@@ -442,6 +443,30 @@ class FilterBar:
             f'{shown}: its laser box is selected. <a href="{href}" target="_self" class="rt-run-search-open" '
             f'title="{html.escape(coordinate.to_path_str(), quote=True)}">Open the run on the per-run page</a>'
         )
+
+
+# -- choices ---------------------------------------------------------------------------------
+
+
+class CheckChoices:
+    """A label and one checkbox per choice on one line; ``value`` is the tuple of the checked choices' values."""
+
+    def __init__(self, label: str, choices: Sequence[tuple[str, str]], css: str) -> None:
+        self.boxes = {
+            value: widgets.Checkbox(value=True, description=text, indent=False, layout=widgets.Layout(width="auto"))
+            for text, value in choices
+        }
+        self.widget = widgets.HBox([widgets.HTML(f"{html.escape(label)}:"), *self.boxes.values()],
+                                   layout=widgets.Layout(align_items="center", gap="12px")).add_class(css)
+
+    @property
+    def value(self) -> tuple[str, ...]:
+        return tuple(value for value, box in self.boxes.items() if box.value)
+
+    @value.setter
+    def value(self, chosen: Sequence[str]) -> None:
+        for value, box in self.boxes.items():
+            box.value = value in chosen
 
 
 # -- KPI cards ---------------------------------------------------------------------------------

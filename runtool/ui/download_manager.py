@@ -29,7 +29,7 @@ from runtool.services.datasets import DatasetPlan, DatasetResult
 from runtool.services.local_state import ExportTrackingError
 from runtool.services.transfers import BulkPlan, BulkResult
 from runtool.ui.bulk_panel import BulkPanel
-from runtool.ui.components import Kpi, KpiCards, MessageArea
+from runtool.ui.components import CheckChoices, Kpi, KpiCards, MessageArea
 from runtool.ui.dataset_form import DatasetForm
 from runtool.ui.formatting import format_bytes, format_count, format_count_of
 from runtool.ui.inventory_grid import (
@@ -149,15 +149,13 @@ class DownloadManagerPage(Page):
         self.download_button.add_class("rt-preview-download").on_click(lambda _: self.preview("download"))
         self.upload_button = widgets.Button(icon="upload", layout=widgets.Layout(width="auto"))
         self.upload_button.add_class("rt-preview-upload").on_click(lambda _: self.preview("upload"))
-        self.kinds = widgets.SelectMultiple(
-            options=[("Frames", "frames"), ("Labels", "labels")], value=("frames", "labels"), rows=2,
-            description="ML files", layout=widgets.Layout(width="220px"),
-        ).add_class("rt-ml-kinds")
-        self.kinds.layout.display = "" if self.family.value == "ml" else "none"
+        self.kinds = CheckChoices("ML files", [("Frames", "frames"), ("Labels", "labels")], "rt-ml-kinds")
+        self.kinds.widget.layout.display = "" if self.family.value == "ml" else "none"
         self.transfer_panel.execute_button.on_click(lambda _: self.execute(self.transfer_panel))
         self.transfer_panel.progress.cancel_button.on_click(lambda _: self.cancel_job())
         transfer_tab = widgets.VBox([
-            widgets.HBox([self.download_button, self.upload_button, self.transfer_panel.conflict, self.kinds],
+            widgets.HBox([self.download_button, self.upload_button, self.transfer_panel.conflict,
+                          self.kinds.widget],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
             self.transfer_messages.widget,
             self.transfer_panel.widget,
@@ -277,7 +275,9 @@ class DownloadManagerPage(Page):
 
     def _family_changed(self, _change: Mapping[str, object]) -> None:
         if self.tabs is not None:
-            self.kinds.layout.display = "" if self.family.value == "ml" else "none"
+            self.kinds.widget.layout.display = "" if self.family.value == "ml" else "none"
+            if not self.busy:  # a preview (or result) of the other side's files would read as this side's
+                self.transfer_panel.show_plan(None)
         if self.overview is not None:
             self._build_rows()
             self._show_totals()

@@ -121,6 +121,18 @@ def test_filter_tick_preview_and_execute_turn_runs_synced(page: Any, server: Voi
     assert_no_traceback(page)
     screenshot(page, "download-manager-done")
 
+    # ML samples: which files to move is two checkboxes on the form's line, both ticked, their labels whole.
+    page.locator(".rt-family button", has_text="ML samples").click()
+    expect(counts).to_contain_text("Issues: of the ML samples")
+    kinds = page.locator(".rt-ml-kinds input[type=checkbox]")
+    expect(kinds).to_have_count(2)
+    assert [kinds.nth(i).is_checked() for i in range(2)] == [True, True]
+    expect(page.locator(".rt-ml-kinds")).to_contain_text("Frames")
+    cut = page.eval_on_selector_all(".rt-ml-kinds label, .rt-ml-kinds .widget-label-basic",
+                                    "labels => labels.filter(l => l.scrollWidth > l.clientWidth + 1).length")
+    assert cut == 0
+    screenshot(page, "download-manager-ml-samples")
+
 
 def test_read_only_is_the_inventory_view_alone(page: Any, config_path: Path, services: ServiceContainer) -> None:
     reader = VoilaServer(config_path, read_only=True)

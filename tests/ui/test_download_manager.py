@@ -125,6 +125,13 @@ def test_selected_runs_are_previewed_downloaded_and_turn_synced(services: Servic
     assert [statuses[c] for c in chosen] == ["synced", "synced"]
     assert sum(v == "synced" for v in statuses.values()) == 2
 
+    # A raw preview is not offered for execution once the ML side is shown.
+    page.preview("download")
+    assert page.wait_idle(60) and page.transfer_panel.plan is not None
+    page.family.value = "ml"
+    assert page.transfer_panel.plan is None and page.transfer_panel.result.value == ""
+    assert page.transfer_panel.execute_button not in page.transfer_panel.widget.children
+
 
 def test_with_no_row_selected_an_operation_covers_every_run_shown(services: ServiceContainer) -> None:
     page = DownloadManagerPage(services, query="cid=c1&status=Not+downloaded")
