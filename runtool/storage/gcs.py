@@ -36,6 +36,7 @@ __all__ = [
     "list_prefixes",
     "make_client",
     "plan_slices",
+    "read_bounded",
     "storage_error",
     "storage_errors",
     "stream_object",
@@ -389,6 +390,63 @@ def stream_object(
         except gexc.RetryError:
             if received == before:
                 raise
+
+
+def read_bounded(
+    client: storage.Client,
+    bucket: str,
+    key: str,
+    generation: int,
+    limit: int,
+    retry_s: float = DEFAULT_RETRY_S,
+    timeout: float = 60.0,
+) -> bytes:
+    """The stored bytes of a small object, at most ``limit`` + 1 of them (so a caller tells one over ``limit``).
+
+    For many small objects read whole (labels), where a request's client overhead is most of the cost: one media
+    GET through the client's media pool (see :func:`_media_pool`), ``Range: bytes=0-<limit>``, under
+    ``ifGenerationMatch`` (0: whatever generation is live), with the stored bytes kept as stored
+    (``Accept-Encoding: gzip``), and no metadata request. The server sends no more than ``limit`` + 1 bytes
+    whatever the object has grown to since it was listed; an empty object (HTTP 416 to any range) is ``b""``.
+    Transient failures are retried whole for up to ``retry_s`` seconds; HTTP errors are raised as
+    ``google.api_core`` exceptions, as from :func:`stream_object` (wrap the call in :func:`storage_errors`).
+
+    The generation is a precondition only, not also in the URL as :func:`stream_object` has it (GCS fails a
+    replaced object all the same: PreconditionFailed), as fake-gcs-server takes about 0.5 ms more CPU per request
+    to serve a named generation, most of what a label costs it (``benchmarks/dataset_plan.py``). fake-gcs-server
+    ignores the precondition on a media GET and serves the live object: check the bytes against the listing's
+    CRC32C, as the dataset planner does.
+    """
+    from google.api_core import exceptions as gexc
+
+    if limit < 0:
+        raise ValueError(f"limit must be 0 or more, not {limit}")
+    url = client.bucket(bucket).blob(key)._get_download_url(client, if_generation_match=generation or None)
+    pool = _media_pool(client, url)
+    headers = {"Accept-Encoding": "gzip", "Range": f"bytes=0-{limit}"}
+
+    def attempt() -> bytes:
+        response = pool.urlopen("GET", url, headers=headers, preload_content=False, retries=False, timeout=timeout)
+        try:
+            _raise_for_status(response, url)
+            parts: list[bytes] = []
+            wanted = limit + 1  # a server that ignored the Range still stops being read here
+            while wanted and (chunk := response.read(min(wanted, READ_CHUNK), decode_content=False)):
+                parts.append(chunk)
+                wanted -= len(chunk)
+            if wanted == 0 and response.read(1, decode_content=False):
+                response.close()  # bytes left unread: the connection cannot carry another request
+            return b"".join(parts)
+        except BaseException:
+            response.close()
+            raise
+        finally:
+            response.release_conn()
+
+    try:
+        return retry_policy(retry_s)(attempt)()
+    except gexc.RequestRangeNotSatisfiable:
+        return b""
 
 
 SLICE_BYTES = 32 * 1024 * 1024

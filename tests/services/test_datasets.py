@@ -507,6 +507,33 @@ def test_a_label_that_grew_after_the_listing_is_read_no_further_than_the_cap(ser
     assert key not in {s.label_key for s in plan.samples} and len(plan.samples) == 9
 
 
+def test_planning_reports_its_label_reads(datasets: DatasetService) -> None:
+    calls: list[tuple[int, int]] = []
+    plan = datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions(), progress=lambda *call: calls.append(call))
+    # 11 labels: the empty one needs no read and counts as done at once, the other 10 as they arrive.
+    assert calls == [(done, 11) for done in range(1, 12)]
+    assert len(plan.samples) == 10 and dict(plan.rejected)[MALFORMED].startswith("line 1")
+    calls.clear()
+    again = datasets.plan_dataset_fetch("weeds", ALL, DatasetOptions(), progress=lambda *call: calls.append(call))
+    assert calls == [(11, 11)] and again.samples == plan.samples  # all from the cache: one call, all done
+
+
+def test_a_label_replaced_after_the_listing_is_rejected_and_not_cached(services: ServiceContainer) -> None:
+    key = ml_file_key(A, BAG, "labels", "2.0.txt")
+    make_client(emulator_host=services.config.emulator_host).bucket(services.config.ml_bucket).blob(
+        key).upload_from_string(f"3 {BOX}".encode())  # a valid label, but not the one the inventory listed
+    plan = services.datasets.plan_dataset_fetch("replaced", ALL, DatasetOptions())
+    assert dict(plan.rejected)[key].startswith("changed since the inventory was scanned")
+    assert key not in {s.label_key for s in plan.samples} and len(plan.samples) == 9
+    cache = services.config.ml_root / "trainings" / datasets_module.LABELS_CACHE
+    cached = sorted(p.name for p in cache.iterdir())
+    # The 9 other non-empty labels (the malformed one too: its bytes are what was listed), no temporary file.
+    assert len(cached) == 9 and not any(name.startswith(".") for name in cached)
+    assert services.datasets._label_cache_path(key, 0).name.split("-")[0] not in {
+        name.split("-")[0] for name in cached
+    }
+
+
 def stamps(root: Path) -> dict[str, tuple[int, int]]:
     """(inode, mtime_ns) of every file and folder under ``root``, the root included."""
     paths = [root, *root.rglob("*")]
