@@ -13,6 +13,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -539,6 +540,29 @@ def _preview_and_execute(args: argparse.Namespace, services: ServiceContainer, p
     return _confirm_and_execute_run(args, services, plan)
 
 
+class _LabelProgress:
+    """Planning's label reads on one line of stderr, only when stderr is a terminal: a first plan reads every label
+    of the selection, tens of seconds at fleet scale. Redrawn at most every :attr:`INTERVAL_S`, and when done."""
+
+    INTERVAL_S = 0.1
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self._drawn: float | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (done < total and self._drawn is not None and now - self._drawn < self.INTERVAL_S):
+            return
+        self._drawn = now
+        sys.stderr.write(f"\rPlanning: {format_count(done)} of {format_count_of(total, 'label')} read and checked   ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._drawn is not None:
+            sys.stderr.write("\n")
+
+
 def cmd_dataset_fetch(args: argparse.Namespace, services: ServiceContainer) -> int:
     """Preview a training dataset for a selection, then fetch exactly that plan into ML/trainings/NAME."""
     from runtool.services.datasets import DatasetError, DatasetOptions
@@ -561,7 +585,11 @@ def cmd_dataset_fetch(args: argparse.Namespace, services: ServiceContainer) -> i
     except (ValueError, DatasetError) as exc:
         raise UsageError(f"bad dataset option: {exc}") from exc
     _ensure_inventory(services)
-    plan = services.datasets.plan_dataset_fetch(args.name, _filters(args), options)
+    reading = _LabelProgress()
+    try:
+        plan = services.datasets.plan_dataset_fetch(args.name, _filters(args), options, progress=reading)
+    finally:
+        reading.close()
     if args.json and args.dry_run:
         _print_json(plan.to_dict())
         return 0

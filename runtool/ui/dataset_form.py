@@ -2,9 +2,10 @@
 
 The page plans again (in the background) whenever an option or the selection changes, and shows the
 plan here before anything is written: runs, samples, bytes (images and labels apart), and the
-train/validation split by run. Dates are typed as ``YYYY-MM-DD`` (:mod:`runtool.ui.date_fields`). The
-result says in words what happened to each file: downloaded, copied from the labels planning read,
-already there and kept.
+train/validation split by run. A first plan reads every label of the selection (thousands of requests at fleet
+scale), so while it plans the form shows how many labels are read of how many (:meth:`DatasetForm.show_planning`).
+Dates are typed as ``YYYY-MM-DD`` (:mod:`runtool.ui.date_fields`). The result says in words what happened to
+each file: downloaded, copied from the labels planning read, already there and kept.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class DatasetForm:
             value="verify", description="Files already there", style=wide, layout=widgets.Layout(width="440px"),
         ).add_class("rt-dataset-conflict")
         self.plan_text = widgets.HTML().add_class("rt-dataset-plan")
+        self.plan_progress = JobProgress()
+        self.plan_progress.widget.add_class("rt-dataset-planning")
         self.fetch_button = widgets.Button(
             button_style="primary", disabled=True, layout=widgets.Layout(width="auto", align_self="flex-start")
         )
@@ -73,6 +76,7 @@ class DatasetForm:
             widgets.HBox([self.min_coverage, self.labelled_only, self.classes], layout=row),
             widgets.HBox([self.max_samples, self.val_fraction, self.seed], layout=row),
             self.plan_text,
+            self.plan_progress.widget,
             widgets.HBox([self.fetch_button, self.conflict], layout=row),
             self.messages.widget,
             self.progress.widget,
@@ -105,7 +109,15 @@ class DatasetForm:
             seed=int(self.seed.value),
         )
 
+    def show_planning(self, done: int, total: int) -> None:
+        """Labels read so far by the plan being made: ``plan_dataset_fetch``'s ``progress``; safe from any thread."""
+        text = f"Planning: {format_count(done)} of {format_count_of(total, 'label')} read and checked"
+        if not self.plan_progress.widget.children:
+            self.plan_progress.start(text, cancellable=False)
+        self.plan_progress.update(done / total if total else 1.0, text, force=done == total)
+
     def show_waiting(self, text: str) -> None:
+        self.plan_progress.finish()
         self.plan = None
         self.fetch_button.disabled = True
         self.fetch_button.description = "Fetch"
@@ -113,6 +125,7 @@ class DatasetForm:
 
     def show_plan(self, plan: DatasetPlan) -> None:
         """Runs, samples, bytes and the split, and a Fetch button naming what it will do."""
+        self.plan_progress.finish()
         self.plan = plan
         images = sum(s.frame_size for s in plan.samples)
         labels = sum(s.label_size for s in plan.samples)

@@ -305,6 +305,36 @@ def test_cli_dataset_fetch(services: ServiceContainer, tmp_path: Path, capsys: p
     assert main(["--config", str(toml), "dataset", "fetch", "weeds", "--val-fraction", "2", "--dry-run"]) == 2
 
 
+def test_cli_dataset_plan_shows_its_label_reads_on_a_terminal(services: ServiceContainer, tmp_path: Path) -> None:
+    """On a terminal the plan's label reads are counted on one stderr line; stdout carries only the plan."""
+    import pty
+
+    from tests.conftest import write_toml
+
+    toml = write_toml(services.config, tmp_path / "runtool.toml")
+    runtool = str(Path(sys.executable).with_name("runtool"))
+    terminal, stderr = pty.openpty()
+    try:
+        done = subprocess.run([runtool, "--config", str(toml), "dataset", "fetch", "weeds", "--dry-run"],
+                              stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=300)
+        os.close(stderr)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:  # EIO: the command has ended and closed its end
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(terminal)
+    assert done.returncode == 0 and "samples from" in done.stdout and "Planning" not in done.stdout
+    lines = shown.decode().replace("\r\n", "\n").split("\n")
+    planning = next(line for line in lines if "Planning" in line)
+    assert planning.startswith("\rPlanning: ") and planning.rstrip().endswith("11 of 11 labels read and checked")
+
+
 # -- sample names, the dataset lock, untrusted label sizes -------------------------------------------------------
 
 # Joined with "_", the parts of these two runs read the same: only the key hash in the file names tells them apart.
