@@ -29,6 +29,7 @@ from __future__ import annotations
 import html
 import ipaddress
 import json
+import logging
 import os
 import re
 import sys
@@ -52,6 +53,8 @@ from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 from voila.tornado.treehandler import TornadoVoilaTreeHandler
 
 if TYPE_CHECKING:
+    from jupyter_client import KernelManager
+
     from runtool.models import Filters
     from runtool.services.reports import ReportFile
 
@@ -341,6 +344,14 @@ def _index_page(selection: Filters, reports: list[ReportFile], page: int = 1, qu
     return INDEX_PAGE.format(summary=summary, body=body)
 
 
+class _NoTrustWarning(logging.Filter):
+    """Drops Jupyter's "Notebook … is not trusted" line, logged on every page view: trust is about showing a
+    notebook's saved outputs, and Voila shows only the outputs it computes itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Notebook %s is not trusted")
+
+
 def _is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback
@@ -395,8 +406,8 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
         app = self.parent
         if isinstance(app, RuntoolVoila):
             kernel = self.get_kernel(kernel_id)
-            for event in ("restart", "dead"):
-                kernel.add_restart_callback(lambda: app.kernel_lost(kernel_id), event)
+            kernel.add_restart_callback(lambda: app.kernel_lost(kernel_id), "restart")
+            kernel.add_restart_callback(lambda: app.kernel_lost(kernel_id, kernel), "dead")
         return kernel_id
 
 
@@ -433,6 +444,7 @@ class RuntoolVoila(Voila):
     def initialize(self, argv: list[str] | None = None) -> None:
         token = os.environ.pop(TOKEN_VARIABLE, None)
         super().initialize(argv)
+        self.log.addFilter(_NoTrustWarning())
         if token is not None:
             self.token = token
         self.page_names = [name for name in self.pages.split(",") if name]
@@ -449,6 +461,9 @@ class RuntoolVoila(Voila):
         # A page kernel that dies is not restarted: a restarted one is empty (its page gone), so Jupyter reports it
         # dead at once and drops it; a viewer's page says the session ended, a pool refills (see kernel_lost).
         self.config.KernelRestarter.restart_limit = 0
+        # Kernels talk to the server over Unix sockets in Voila's private connection folder, not loopback TCP ports
+        # any local user can reach (each kernel also logged a plain-text TCP warning as it started).
+        self.config.KernelManager.transport = "ipc"
         self.voila_configuration.multi_kernel_manager_class = RuntoolKernelManager
         self.lost_pool_kernels: set[str] = set()
         self.pool_failures: dict[str, int] = {}
@@ -548,10 +563,14 @@ class RuntoolVoila(Voila):
         """Viewers' kernels alive or being started: what the cap counts."""
         return len(self.viewer_kernels()) + getattr(self.kernel_manager, "starting_viewers", 0)
 
-    def kernel_lost(self, kernel_id: str) -> None:
+    def kernel_lost(self, kernel_id: str, dead: KernelManager | None = None) -> None:
         """Called when a kernel died (or restarted, had Jupyter been allowed to). A preheated one no viewer has yet is
         replaced at once. A viewer's is stopped: the viewer's page already says the session ended (a restarted one
-        is empty and would hold a place under the cap until the idle culling)."""
+        is empty and would hold a place under the cap until the idle culling). A dead one's connection file and
+        sockets are removed (Jupyter drops it from its list without)."""
+        if dead is not None:
+            dead.cleanup_connection_file()
+            dead.cleanup_ipc_files()
         if kernel_id in self.pooled_kernels():
             self.lost_pool_kernels.add(kernel_id)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -194,6 +195,8 @@ def test_a_killed_page_kernel_shows_the_session_notice(contexts: Contexts, serve
     log = server.log_text()
     assert "it is not restarted" in log
     assert "restarting kernel" not in log, log[-3000:]
+    # Its connection file and sockets went with it.
+    assert not list(Path(tempfile.gettempdir()).glob(f"*/kernel-{kernel}*"))
 
 
 def test_a_killed_preheated_kernel_is_replaced_and_its_page_still_opens(
