@@ -495,12 +495,17 @@ class DatasetService:
                 _write_cached(self._label_cache_path(key, generation), data)
             return key, data
 
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="labels") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="labels")
+        try:
             for key, content in pool.map(download, missing):
                 found[key] = content
                 done += 1
                 if progress is not None:
                     progress(done, total)
+        finally:
+            # On a failure (the storage unreachable, an interrupt) the labels not started are dropped, not each
+            # tried and retried in turn before the error is raised.
+            pool.shutdown(cancel_futures=True)
         return found
 
     def _label_cache_path(self, key: str, generation: int) -> Path:
