@@ -26,6 +26,7 @@ from runtool.models import (
     TemporalData,
 )
 from runtool.ui.formatting import format_count, format_count_of, format_day, format_pct, format_time
+from runtool.ui.opener import PageOpener
 from runtool.ui.query import run_url
 from runtool.ui.theme import (
     COVERAGE_NONE,
@@ -164,8 +165,8 @@ class CoverageTimeline:
 
     Coverage points are coloured on the coverage scale; the under-labelled threshold is a dashed line.
     ML-only runs (labels without bags) have no coverage and are marked with grey crosses at 0 %.
-    Clicking a run's point shows a link to its per-run page under that panel (a kernel cannot send the
-    browser anywhere by itself); :attr:`clicked_run` is the run.
+    Clicking a run's point opens its per-run page (through :class:`~runtool.ui.opener.PageOpener`) and leaves a
+    link to it under that panel (for a new tab, or a browser that blocks the move); :attr:`clicked_run` is the run.
     """
 
     HINT = "Click a point to open its run on the per-run page."
@@ -236,7 +237,8 @@ class CoverageTimeline:
         for mark in (self.bag_dots, self.frame_dots, self.label_dots, self.coverage, self.ml_only):
             mark.on_element_click(self._clicked)
             mark.on_hover(self._hovered)
-        self.widget = widgets.VBox([*self.figures, self.clicked]).add_class("rt-timeline")
+        self.opener = PageOpener()
+        self.widget = widgets.VBox([*self.figures, self.clicked, self.opener]).add_class("rt-timeline")
 
     def _point(self, mark: bq.Scatter, event: dict[str, object]) -> CoveragePoint | None:
         points = self._points.get(id(mark), [])
@@ -247,13 +249,14 @@ class CoverageTimeline:
         point = self._point(mark, event)
         if point is not None:
             self.open_link(point.coordinate, self._what[id(mark)][0])
+            self.opener.go(run_url(point.coordinate))
 
     def _hovered(self, mark: bq.Scatter, event: dict[str, object]) -> None:
         point = self._point(mark, event)
         if point is not None:
             name = f"{point.coordinate.lbid} · {format_time(point.start_time)}"
             self.hover.value = (f"<b>{html.escape(name)}</b><br>{html.escape(self._what[id(mark)][1](point))}"
-                                '<br><span class="rt-caption">click for a link to the run</span>')
+                                '<br><span class="rt-caption">click to open the run</span>')
 
     def open_link(self, coordinate: RunCoordinate, panel: int = 2) -> None:
         """Show "Open <run> on the per-run page" right under panel ``panel`` (0 bags, 1 samples, 2 coverage)."""
@@ -265,7 +268,7 @@ class CoverageTimeline:
             f'title="{html.escape(coordinate.to_path_str())}">'
             f"Open {html.escape(name)} on the per-run page</a>"
         )
-        self.widget.children = [*self.figures[: panel + 1], self.clicked, *self.figures[panel + 1:]]
+        self.widget.children = [*self.figures[: panel + 1], self.clicked, *self.figures[panel + 1:], self.opener]
 
     def show(self, data: TemporalData) -> None:
         points = data.points
@@ -304,7 +307,7 @@ class CoverageTimeline:
         if self.clicked_run is not None and self.clicked_run not in {p.coordinate for p in points}:
             self.clicked_run = None
             self.clicked.value = f'<span class="rt-caption">{html.escape(self.HINT)}</span>'
-            self.widget.children = [*self.figures, self.clicked]
+            self.widget.children = [*self.figures, self.clicked, self.opener]
         _set_threshold(self.colour_scale, threshold)
         self.threshold.show(span, threshold)
 

@@ -178,6 +178,14 @@ def test_cascading_the_filters_to_a_laser_box_shows_its_kpis_and_worst_runs(
     assert_no_traceback(page)
     screenshot(page, "coverage-single")
 
+    # A click on a run's coverage point opens that run on the per-run page.
+    page.locator(".rt-timeline .bqplot.figure").nth(2).locator(".dot").first.click()
+    page.wait_for_url(f"**/{PER_RUN}?*", timeout=WAIT_S * 1000)
+    page.wait_for_selector(".rt-page-per-run .rt-view-run", state="visible", timeout=WAIT_S * 1000)
+    for level in LEVELS:
+        expect(select(page, level)).to_have_value(getattr(box.filters, level))
+    assert_no_traceback(page)
+
 
 def test_laser_box_all_shows_the_aggregated_view_of_the_tw(
     page: Any, voila: VoilaServer, services: ServiceContainer, box: Box

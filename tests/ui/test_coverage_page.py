@@ -122,6 +122,7 @@ def test_a_click_on_a_runs_point_links_to_the_run_under_its_panel(services: Serv
     timeline._clicked(timeline.ml_only, {"event": "element_click", "data": {"index": 0, "x": 0, "y": 0}})
     ml_only = runs["2025_08_05T10:00:00Z"]
     assert timeline.clicked_run == ml_only
+    assert timeline.opener.opened == [run_url(ml_only)]  # the browser is sent to the run's page
     assert f'href="{html.escape(run_url(ml_only), quote=True)}"' in timeline.clicked.value
     assert "Open lb01 · 2025-08-05 10:00 on the per-run page" in timeline.clicked.value
     children = list(timeline.widget.children)
