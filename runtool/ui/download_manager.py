@@ -34,7 +34,6 @@ from runtool.ui.dataset_form import DatasetForm
 from runtool.ui.formatting import format_bytes, format_count, format_count_of
 from runtool.ui.inventory_grid import (
     COLUMNS,
-    ISSUE_STATUSES,
     ISSUES_MEANING,
     STATUS_FILTERS,
     STATUS_STYLES,
@@ -241,10 +240,9 @@ class DownloadManagerPage(Page):
         assert runs is not None
         family = self.family.value
         cloud, local = ("raw_bytes", "local_raw_bytes") if family == "raw" else ("ml_bytes", "local_ml_bytes")
-        issues = runs[f"{family}_sync"].isin(ISSUE_STATUSES[family])
+        issues = self.side_rows["Issues"] != ""  # what the Issues column lists and the Issues filter keeps
         side = "raw bags" if family == "raw" else "ML samples"
-        caption = ("runs whose raw bags mismatch or are missing" if family == "raw" else
-                   "runs whose ML samples differ between cloud and disk")
+        caption = f"runs with an issue of their {side} (the Issues column)"
         self.kpi_cards.show([
             Kpi("Runs", format_count(len(runs))),
             Kpi("Bags cloud / local", f"{format_count(int(runs['raw_bags'].sum()))} / "

@@ -46,18 +46,14 @@ _FILTER_STATUSES: dict[Family, dict[str, tuple[str, ...]]] = {
     "raw": {
         "Not downloaded": (SyncStatus.CLOUD_ONLY.value,),
         "Local only": (SyncStatus.LOCAL_ONLY.value,),
-        "Issues": (SyncStatus.MISMATCH.value, SyncStatus.MISSING.value),
     },
     "ml": {
         "Not downloaded": (SyncStatus.CLOUD_ONLY.value,),
         "Not uploaded": (SyncStatus.LOCAL_ONLY.value,),
-        "Issues": (SyncStatus.MISMATCH.value,),
     },
 }
-
-ISSUE_STATUSES: dict[Family, tuple[str, ...]] = {family: f["Issues"] for family, f in _FILTER_STATUSES.items()}
-"""The statuses each side counts as an issue: a run without raw bags is one (ML only), a run without ML samples is
-not (labelling lags recording)."""
+"""The statuses each status filter keeps; "Issues" keeps the runs whose Issues column lists something (the card
+above the table counts the same runs)."""
 
 ISSUES_MEANING: dict[Family, str] = {
     "raw": "Issues: of the raw bags (local copy differs, none in the bucket, too few labelled).",
@@ -169,6 +165,8 @@ def filter_rows(rows: pd.DataFrame, status_filter: str, family: Family = "raw") 
     """The rows a status filter of ``family``'s side keeps ("All" keeps every row)."""
     if status_filter == "All":
         return rows
+    if status_filter == "Issues":
+        return rows[(rows["Issues"] != "").to_numpy()]
     statuses = _FILTER_STATUSES[family].get(status_filter)
     if statuses is None:
         raise ValueError(f"Unknown status filter {status_filter!r}")
