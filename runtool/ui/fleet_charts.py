@@ -103,7 +103,7 @@ class KpiTrendChart:
         self.figure = _figure("", [*self.series_marks, self.regressed], [self.time_axis, self.value_axis],
                               height=self.HEIGHT)
         # The right margin leaves room for half of the last date label, which d3 centres on its tick.
-        self.figure.fig_margin = {"top": 36, "bottom": 50, "left": 70, "right": 44}
+        self.figure.fig_margin = {"top": 36, "bottom": 50, "left": 70, "right": 60}
         self.figure.layout.flex = "1 1 auto"
         self.figure.layout.min_width = "0"
         # The legend is HTML beside the plot, not bqplot's box inside it: that box hid the points under it and

@@ -89,10 +89,12 @@ class Page:
         Messages sit above the content, where the eye is when a page opens (a rejected link, a bad configuration),
         not below thousands of pixels of charts.
         """
+        # Top-aligned: the run search's suggestions grow the filter bar downwards, and the link stays on its row.
         filter_row = widgets.HBox(
             [self.filter_bar.widget, self.view_link],
-            layout=widgets.Layout(align_items="center", flex_flow="row wrap", justify_content="space-between"),
+            layout=widgets.Layout(align_items="flex-start", flex_flow="row wrap", justify_content="space-between"),
         )
+        self.view_link.layout.margin = "6px 0 0 0"
         self.widget.children = [
             widgets.HTML(STYLESHEET),
             self.header.widget,

@@ -254,6 +254,12 @@ def test_upload_by_export_id(services: ServiceContainer) -> None:
     assert ml_file_key(RUNS[2], "_2025-08-01-08-00-20_0", "labels", "1754035220.000000001.txt") in names
     with pytest.raises(TransferError, match="Unknown export id 'exp_9'.*exp_7"):
         services.transfers.plan_export_upload("exp_9")
+    # A pasted wall of text is not echoed back whole, and a control character is shown escaped.
+    with pytest.raises(TransferError) as refused:
+        services.transfers.plan_export_upload("x" * 2000 + "\x1b[2J")
+    assert "x" * 60 + "…'" in str(refused.value) and "x" * 61 not in str(refused.value)
+    with pytest.raises(TransferError, match=r"Unknown export id 'a\\x1bb'"):
+        services.transfers.plan_export_upload("a\x1bb")
 
 
 def test_export_tracking_faults_are_clear(services: ServiceContainer, tmp_path: Path,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from runtool.config import RuntoolConfig
 from runtool.errors import RuntoolError
-from runtool.formatting import format_bytes, format_count, format_count_of, format_os_error
+from runtool.formatting import format_bytes, format_count, format_count_of, format_os_error, printable
 from runtool.models import CoordinateError, Filters, RunCoordinate
 from runtool.services.conflicts import CONFLICT_MODES, ConflictMode, decide, regular_file_size
 from runtool.services.local_state import LocalStateService
@@ -418,8 +418,9 @@ class TransferPlanner:
         """Upload a labelling export: every local ML run under the coordinates listed for ``export_id``."""
         exports = self.local.export_tracking()
         if export_id not in exports:
-            known = ", ".join(exports) or "none"
-            raise TransferError(f"Unknown export id {export_id!r}; the export tracking file lists: {known}.")
+            known = ", ".join(printable(e) for e in exports) or "none"
+            shown = printable(export_id[:60]) + ("…" if len(export_id) > 60 else "")
+            raise TransferError(f"Unknown export id '{shown}'; the export tracking file lists: {known}.")
         coords: list[RunCoordinate] = []
         for listed in exports[export_id].coordinates:
             parts = listed.strip("/").split("/")
