@@ -580,7 +580,9 @@ class DownloadManagerPage(Page):
             if self._plan_wanted:
                 self.plan_dataset()
 
-        self.plan_task.start(lambda _cancel: datasets.plan_dataset_fetch(name, filters, options), done, failed)
+        self.plan_task.start(
+            lambda _cancel: datasets.plan_dataset_fetch(name, filters, options, progress=self.dataset.show_planning),
+            done, failed)
 
     def fetch_dataset(self) -> None:
         """Execute the dataset plan shown, with progress and Cancel."""

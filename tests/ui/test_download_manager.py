@@ -251,10 +251,15 @@ def test_the_dataset_form_shows_a_live_plan_then_fetches(services: ServiceContai
 
     page.dataset.classes.value = ""
     page.dataset.val_fraction.value = 0.5
+    shown: list[tuple[int, int]] = []  # the form's progress line while the labels are read
+    show_planning = page.dataset.show_planning
+    page.dataset.show_planning = lambda done, total: (shown.append((done, total)), show_planning(done, total))
     page.plan_dataset()
     assert page.wait_idle(60)
     plan = page.dataset.plan
     assert plan is not None and len(plan.samples) == sum(min(s.labels, s.frames) for s in FLEET)
+    labels = sum(1 for s in plan.samples if s.label_key is not None)
+    assert shown and shown[-1] == (labels, labels)
     assert not plan.runs_in("train") & plan.runs_in("val")
     assert f"Fetch {len(plan.samples)} samples" in page.dataset.fetch_button.description
 
