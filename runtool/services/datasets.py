@@ -46,7 +46,7 @@ import yaml
 from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError, UsageError
 from runtool.files import LockWaitStopped, exclusive_lock, write_atomic
-from runtool.formatting import format_bytes, format_count
+from runtool.formatting import format_bytes, format_count, printable
 from runtool.models import Filters, RunCoordinate
 from runtool.services.conflicts import CONFLICT_MODES, ConflictDecision, ConflictMode, decide
 from runtool.services.data_state import DataStateService
@@ -369,9 +369,9 @@ class DatasetService:
                 letter or digit (one plain folder name, never a path, a hidden folder or an option).
         """
         if not _NAME.fullmatch(name):
-            shown = ascii(name[:NAME_MAX]) + ("…" if len(name) > NAME_MAX else "")
+            shown = printable(name[:NAME_MAX]) + ("…" if len(name) > NAME_MAX else "")
             raise DatasetNameError(
-                f"Bad dataset name {shown} ({len(name)} characters): use 1 to {NAME_MAX} letters, digits, "
+                f"Bad dataset name '{shown}' ({len(name)} characters): use 1 to {NAME_MAX} letters, digits, "
                 "'.', '_' and '-', starting with a letter or digit."
             )
         return self.config.ml_root / TRAININGS / name

@@ -277,6 +277,11 @@ def test_bad_input_is_refused_clearly(datasets: DatasetService) -> None:
         DatasetOptions(since=date(2025, 6, 1), until=date(2025, 5, 1))
     with pytest.raises(DatasetError, match="Bad dataset name"):
         datasets.plan_dataset_fetch("../x", ALL, DatasetOptions())
+    # The name as typed (letters of any script), a control character escaped.
+    with pytest.raises(DatasetError, match="Bad dataset name '☃/💥' "):
+        datasets.plan_dataset_fetch("☃/💥", ALL, DatasetOptions())
+    with pytest.raises(DatasetError, match=r"Bad dataset name 'a\\x1bb' "):
+        datasets.plan_dataset_fetch("a\x1bb", ALL, DatasetOptions())
     assert parse_yolo_label(b"0 0.5 0.5 1.5 0.1\n") == "line 1: box values must lie in [0, 1]"
     assert parse_yolo_label(b"x 0.5 0.5 0.5 0.1\n").startswith("line 1: class 'x'")
     assert parse_yolo_label(b"\n3 0 1 0.5 0.5\n\n") == (3,)
