@@ -212,6 +212,18 @@ def test_viewers_arriving_together_cannot_pass_the_cap(serve: Callable[..., Serv
     assert len(server.kernels()) == 2
 
 
+def test_viewers_arriving_together_at_preheated_pages_cannot_pass_the_cap(serve: Callable[..., ServeProcess]) -> None:
+    """The first viewer takes the page's preheated kernel and Voila queues its refill; the next was handed that refill
+    while it started, counted nowhere, and 8 requests at once under a cap of 2 let 3 viewers in (hostile review)."""
+    server = serve("--pool-size", "1", "--max-kernels", "2", "--cull-idle", "600")
+    server.wait_kernels(lambda kernels: len(kernels) == len(PAGES), 180, "one preheated kernel per page")
+    time.sleep(5)  # their pages rendered up to the wait for a viewer
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: http(server.url(COVERAGE))[0], range(8)))
+    assert sorted(answers) == [200, 200, *[503] * 6], answers
+    assert "Traceback" not in server.log_text(), server.log_text()[-3000:]
+
+
 def test_at_the_cap_a_page_no_browser_opened_makes_room_for_a_new_viewer(
     serve: Callable[..., ServeProcess],
 ) -> None:

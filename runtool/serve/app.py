@@ -33,7 +33,9 @@ import logging
 import os
 import re
 import sys
+import time
 import urllib.parse
+import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from html import escape
@@ -45,7 +47,7 @@ from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelMana
 from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop, PeriodicCallback
-from traitlets import Int, Unicode
+from traitlets import Int, TraitError, Unicode
 from voila.app import Voila
 from voila.request_info_handler import RequestInfoSocketHandler
 from voila.tornado.handler import TornadoVoilaHandler
@@ -174,7 +176,26 @@ class PageHandler(TornadoVoilaHandler):
             self.finish(BUSY_PAGE.format(open=open_))
             return
         self.xsrf_token  # noqa: B018 - sets the _xsrf cookie before the first byte of the page is sent
-        await super().get(path)
+        self.runtool_page = path
+        self.runtool_starts_kernel = False
+        app.seats.append(self)  # counted under the cap until its kernel is
+        try:
+            await super().get(path)
+        finally:
+            app.release_seat(self)
+
+    def should_use_rendered_notebook(self, notebook_data: dict[str, Any], pool_size: int, template_name: str,
+                                     theme: str, request_args: dict[str, Any]) -> bool:
+        """Only a preheated kernel that is ready is handed to the viewer. Voila would hand over a refill still
+        starting (or one whose pool is backing off): the viewer waited for it, and its kernel counted nowhere."""
+        app: RuntoolVoila = self.settings["runtool_app"]
+        kernel_id = app.ready_pool_kernel(self.runtool_page)
+        if kernel_id is None or not super().should_use_rendered_notebook(
+                notebook_data, pool_size, template_name, theme, request_args):
+            self.runtool_starts_kernel = True
+            return False
+        app.hand_over(kernel_id, self)
+        return True
 
 
 class KernelWebsocketHandler(VoilaKernelWebsocketHandler):
@@ -367,8 +388,10 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
         super().__init__(**kwargs)
         self.stopping: set[str] = set()
         self.closing = False
-        self.starting_viewers = 0
-        """Viewers' kernels being started (not listed yet): requests at the same moment must count them."""
+        self.viewers_starting: set[str] = set()
+        """Viewers' kernels being started: requests at the same moment must count them."""
+        self.pool_started: set[str] = set()
+        """Preheated kernels not handed to a viewer yet (starting, rendering or waiting): not viewers'."""
 
     async def cull_kernel_if_idle(self, kernel_id: str) -> None:
         if kernel_id in self and kernel_id not in self.stopping:  # a viewer who just left: gone already
@@ -392,18 +415,30 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
             await ensure_async(super().shutdown_kernel(kernel_id, *args, **kwargs))
         finally:
             self.stopping.discard(kernel_id)
+            self.pool_started.discard(kernel_id)
 
     async def start_kernel(self, *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
         # A page kernel keeps no IPython history: dozens of kernels writing one history database lock it, and each
         # then printed "The history saving thread hit an unexpected error (database is locked)" onto its page.
         kwargs["extra_arguments"] = [*kwargs.get("extra_arguments", []), "--HistoryManager.enabled=False"]
         viewer = (kwargs.get("env") or {}).get("VOILA_PREHEAT") == "False"  # Voila's mark of a viewer's own kernel
-        self.starting_viewers += viewer
-        try:
-            kernel_id: str = await super().start_kernel(*args, **kwargs)
-        finally:
-            self.starting_viewers -= viewer
+        # The id is chosen here so the kernel is counted as what it is from its first moment (Jupyter lists it
+        # before it has started).
+        kernel_id: str = kwargs.setdefault("kernel_id", str(uuid.uuid4()))
         app = self.parent
+        if viewer:
+            self.viewers_starting.add(kernel_id)
+            if isinstance(app, RuntoolVoila):
+                app.seat_becomes_kernel()
+        else:
+            self.pool_started.add(kernel_id)
+        try:
+            kernel_id = await super().start_kernel(*args, **kwargs)
+        except BaseException:
+            self.pool_started.discard(kernel_id)
+            raise
+        finally:
+            self.viewers_starting.discard(kernel_id)
         if isinstance(app, RuntoolVoila):
             kernel = self.get_kernel(kernel_id)
             kernel.add_restart_callback(lambda: app.kernel_lost(kernel_id), "restart")
@@ -417,6 +452,9 @@ def refill_delay(failures: int) -> float:
     install, a bad notebook) would otherwise start a kernel every few seconds for as long as the server runs."""
     return 0.0 if failures <= 1 else float(min(300, 10 * 2 ** (failures - 2)))
 
+
+HEALTHY_S = 60
+"""A page whose preheated kernel has waited this long for a viewer preheats fine: its pool's back-off resets."""
 
 ABANDONED_S = 60
 """At the kernel cap, a page kernel no browser connected to is stopped for a new viewer once idle this long. Not
@@ -472,6 +510,10 @@ class RuntoolVoila(Voila):
         """Kernels a browser has connected to (their page loaded)."""
         self.unpooled_kernels: set[str] = set()
         """Kernels still to be stopped: preheated ones replaced in their pool, viewers' ones that died."""
+        self.seats: list[PageHandler] = []
+        """Page requests let in under the cap whose kernel is not counted yet."""
+        self.ready_since: dict[str, float] = {}
+        """When each waiting preheated kernel was first seen ready (a page preheats fine once one waits a while)."""
         # A preheated kernel fetches its request's info from this server: at an address the server listens on.
         os.environ["VOILA_APP_IP"] = "127.0.0.1" if served_ip in ("0.0.0.0", "::", "") else served_ip
 
@@ -531,7 +573,10 @@ class RuntoolVoila(Voila):
                 kernel = manager.get_kernel(kernel_id)
             except KeyError:  # stopped meanwhile (its viewer left, the culling, a shutdown)
                 continue
-            idle_s = (now - kernel.last_activity).total_seconds()
+            try:
+                idle_s = (now - kernel.last_activity).total_seconds()
+            except TraitError:  # listed, but Jupyter has not finished starting it
+                continue
             if kernel.execution_state == "idle" and idle_s >= at_least_s:
                 idle.append((idle_s, kernel_id))
         return idle
@@ -545,6 +590,36 @@ class RuntoolVoila(Voila):
         except Exception:  # retried at the next check
             self.log.warning("could not stop the unclaimed kernel %s yet", kernel_id, exc_info=True)
 
+    def ready_pool_kernel(self, page: str) -> str | None:
+        """The id of a preheated kernel of ``page`` ready for a viewer, its pool entry moved first (Voila takes the
+        first); None if none is ready."""
+        manager = self.kernel_manager
+        pool = getattr(manager, "_pools", {}).get(page, [])
+        for task in pool:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                kernel_id: str = task.result()["kernel_id"]
+                if kernel_id in manager and kernel_id not in self.lost_pool_kernels:
+                    pool.remove(task)
+                    pool.insert(0, task)
+                    return kernel_id
+        return None
+
+    def hand_over(self, kernel_id: str, request: PageHandler) -> None:
+        """A preheated kernel becomes ``request``'s viewer's: counted as a viewer's from now on, in its seat's place."""
+        getattr(self.kernel_manager, "pool_started", set()).discard(kernel_id)
+        self.release_seat(request)
+
+    def seat_becomes_kernel(self) -> None:
+        """A viewer's kernel starts: it takes the place of the oldest request that is starting one."""
+        for request in self.seats:
+            if getattr(request, "runtool_starts_kernel", False):
+                self.seats.remove(request)
+                return
+
+    def release_seat(self, request: PageHandler) -> None:
+        if request in self.seats:
+            self.seats.remove(request)
+
     def pooled_kernels(self) -> set[str]:
         """The preheated kernels waiting for a viewer."""
         ids = set()
@@ -555,13 +630,15 @@ class RuntoolVoila(Voila):
         return ids
 
     def viewer_kernels(self) -> set[str]:
-        """The kernels viewers hold (every live kernel but the preheated ones and those being shut down)."""
-        stopping: set[str] = getattr(self.kernel_manager, "stopping", set())
-        return set(self.kernel_manager.list_kernel_ids()) - self.pooled_kernels() - stopping
+        """The kernels viewers hold (every listed kernel but the preheated ones and those being shut down)."""
+        manager = self.kernel_manager
+        not_viewers = getattr(manager, "stopping", set()) | getattr(manager, "pool_started", set())
+        return set(manager.list_kernel_ids()) - not_viewers - self.pooled_kernels()
 
     def open_viewers(self) -> int:
-        """Viewers' kernels alive or being started: what the cap counts."""
-        return len(self.viewer_kernels()) + getattr(self.kernel_manager, "starting_viewers", 0)
+        """What the cap counts: viewers' kernels alive or being started, and requests let in still without one."""
+        starting: set[str] = getattr(self.kernel_manager, "viewers_starting", set())
+        return len(self.viewer_kernels() | starting) + len(self.seats)
 
     def kernel_lost(self, kernel_id: str, dead: KernelManager | None = None) -> None:
         """Called when a kernel died (or restarted, had Jupyter been allowed to). A preheated one no viewer has yet is
@@ -571,8 +648,11 @@ class RuntoolVoila(Voila):
         if dead is not None:
             dead.cleanup_connection_file()
             dead.cleanup_ipc_files()
-        if kernel_id in self.pooled_kernels():
+        pool_started: set[str] = getattr(self.kernel_manager, "pool_started", set())
+        if kernel_id in pool_started or kernel_id in self.pooled_kernels():
             self.lost_pool_kernels.add(kernel_id)
+            if dead is not None:
+                pool_started.discard(kernel_id)
         else:
             self.log.warning("the kernel %s of a viewer stopped; it is not restarted", kernel_id)
             self.unpooled_kernels.add(kernel_id)
@@ -592,20 +672,28 @@ class RuntoolVoila(Voila):
                 content = None if task.cancelled() or task.exception() else task.result()
                 kernel_id = content["kernel_id"] if content else None
                 if content is not None and not content["task"].done() and kernel_id not in self.lost_pool_kernels:
-                    self.pool_failures.pop(notebook, None)  # this page preheats fine
-                    continue  # preheated and waiting for its viewer
+                    # Preheated and waiting for its viewer; once one has waited a minute, the page preheats fine.
+                    since = self.ready_since.setdefault(content["kernel_id"], time.monotonic())
+                    if time.monotonic() - since >= HEALTHY_S:
+                        self.pool_failures.pop(notebook, None)
+                    continue
                 pool.remove(task)
                 failures = self.pool_failures[notebook] = self.pool_failures.get(notebook, 0) + 1
                 delay = refill_delay(failures)
                 self.log.warning("preheated kernel %s of %s stopped (%d in a row); replacing it%s", kernel_id,
                                  notebook, failures, f" in {delay:.0f} s" if delay else "")
-                if content is not None:
-                    content["task"].cancel()  # its page was being rendered by a kernel that is gone
+                if content is not None:  # its page was being rendered by a kernel that is gone
+                    render = content["task"]
+                    if render.done() and not render.cancelled():
+                        render.exception()  # seen: not logged again as "never retrieved"
+                    render.cancel()
                 manager.fill_if_needed(delay=delay, notebook_name=notebook)
                 if kernel_id is not None:
                     stopped.append(kernel_id)
         # A lost kernel a viewer had already taken is the viewer's (the page says the session ended).
         self.lost_pool_kernels &= self.pooled_kernels()
+        for kernel_id in set(self.ready_since) - self.pooled_kernels():
+            del self.ready_since[kernel_id]
         self.unpooled_kernels.update(stopped)
         for kernel_id in list(self.unpooled_kernels):
             await self._shut_down(kernel_id)
