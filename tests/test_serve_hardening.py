@@ -224,6 +224,20 @@ def test_viewers_arriving_together_at_preheated_pages_cannot_pass_the_cap(serve:
     assert "Traceback" not in server.log_text(), server.log_text()[-3000:]
 
 
+def test_a_preheated_kernel_that_just_died_is_not_handed_to_a_viewer(serve: Callable[..., ServeProcess]) -> None:
+    """Jupyter notices a killed kernel at its next poll, up to 3 s later; a viewer arriving in between was handed the
+    dead kernel, and its page only said the session had ended (hostile review)."""
+    server = serve("--pool-size", "1", "--cull-idle", "600")
+    pooled = server.wait_kernels(lambda kernels: len(kernels) == len(PAGES), 180, "one preheated kernel per page")
+    time.sleep(10)  # their pages rendered up to the wait for a viewer
+    for process in pooled.values():
+        process.kill()
+    time.sleep(0.3)  # dead, and Jupyter's next poll most likely still to come
+    status, _, html = http(server.url(COVERAGE))
+    assert status == 200, html[:300]
+    assert kernel_id_of(html) not in pooled, "the page was handed a kernel that had just died"
+
+
 def test_at_the_cap_a_page_no_browser_opened_makes_room_for_a_new_viewer(
     serve: Callable[..., ServeProcess],
 ) -> None:

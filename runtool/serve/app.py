@@ -417,6 +417,13 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
             self.stopping.discard(kernel_id)
             self.pool_started.discard(kernel_id)
 
+    async def _async_shutdown_kernel(self, kernel_id: str, *args: Any, **kwargs: Any) -> None:
+        # shutdown_all stops the kernels it listed through this, past shutdown_kernel: one that died meanwhile
+        # raised a 404 there, which ended the stop before the pools were cleaned up.
+        if self.closing and kernel_id not in self:
+            return
+        await super()._async_shutdown_kernel(kernel_id, *args, **kwargs)
+
     async def start_kernel(self, *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
         # A page kernel keeps no IPython history: dozens of kernels writing one history database lock it, and each
         # then printed "The history saving thread hit an unexpected error (database is locked)" onto its page.
@@ -444,6 +451,12 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
             kernel.add_restart_callback(lambda: app.kernel_lost(kernel_id), "restart")
             kernel.add_restart_callback(lambda: app.kernel_lost(kernel_id, kernel), "dead")
         return kernel_id
+
+
+def _alive(manager: Any, kernel_id: str) -> bool:
+    """Whether the kernel's process still runs: Jupyter notices a dead one only at its next poll, seconds later."""
+    process = getattr(getattr(manager.get_kernel(kernel_id), "provisioner", None), "process", None)
+    return process is None or process.poll() is None
 
 
 def refill_delay(failures: int) -> float:
@@ -598,7 +611,7 @@ class RuntoolVoila(Voila):
         for task in pool:
             if task.done() and not task.cancelled() and task.exception() is None:
                 kernel_id: str = task.result()["kernel_id"]
-                if kernel_id in manager and kernel_id not in self.lost_pool_kernels:
+                if kernel_id in manager and kernel_id not in self.lost_pool_kernels and _alive(manager, kernel_id):
                     pool.remove(task)
                     pool.insert(0, task)
                     return kernel_id
