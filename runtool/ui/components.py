@@ -453,11 +453,12 @@ class CheckChoices:
 
     def __init__(self, label: str, choices: Sequence[tuple[str, str]], css: str) -> None:
         self.boxes = {
-            value: widgets.Checkbox(value=True, description=text, indent=False, layout=widgets.Layout(width="auto"))
+            value: widgets.Checkbox(value=True, description=text, indent=False,
+                                    layout=widgets.Layout(width="auto", margin="0 0 0 12px"))
             for text, value in choices
         }
         self.widget = widgets.HBox([widgets.HTML(f"{html.escape(label)}:"), *self.boxes.values()],
-                                   layout=widgets.Layout(align_items="center", gap="12px")).add_class(css)
+                                   layout=widgets.Layout(align_items="center")).add_class(css)
 
     @property
     def value(self) -> tuple[str, ...]:

@@ -557,7 +557,10 @@ class PerRunPage(Page):
             self.extract_section.layout.display = None if state.local_raw.exists else "none"
             verb = "Re-extract" if state.extraction.extracted else "Extract"
             self.extract_button.description = f"{verb} {_plural(state.local_raw.bag_count, 'bag')}"
-            self.extract_button.disabled = busy
+            # A bag whose size differs from the bucket's would be extracted as it is: re-downloaded first.
+            self.extract_button.disabled = busy or bool(state.differing_bags)
+            self.extract_button.tooltip = ("A bag's size differs from the bucket's: download it again first"
+                                           if state.differing_bags else "")
 
     def _next_step_for(self, state: RunState) -> tuple[str, Callable[[], None] | None]:
         """The next step's button text and what it does (None: nothing to do, or not possible)."""

@@ -442,6 +442,8 @@ def test_a_local_bag_of_the_wrong_size_is_downloaded_again_not_extracted(service
     page = open_page(services, coord)
     assert page.next_action_text == "Preview re-download of 1 bag (size differs)"
     assert page.download is not None and page.download.conflict.value == "verify"
+    assert page.extract_button is not None and page.extract_button.disabled  # not extracted as it is
+    assert "size differs" in page.extract_button.tooltip
     assert page.next_action is not None
     page.next_action.click()
     run_idle(page)
@@ -452,6 +454,7 @@ def test_a_local_bag_of_the_wrong_size_is_downloaded_again_not_extracted(service
     run_idle(page)
     assert bags[1].stat().st_size == size
     assert ">synced</span>" in cards(page)["local"] and page.next_action_text == "Extract 3 bags"
+    assert not page.extract_button.disabled
 
 
 # -- read-only and errors --------------------------------------------------------------------------
