@@ -10,8 +10,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 
-from runtool.demo.emulator import Emulator
-from runtool.storage import BucketAccessError, BucketNotFoundError, StorageError, iter_objects, make_client
+from runtool.storage import BucketAccessError, BucketNotFoundError, StorageError, iter_objects
 from runtool.storage.gcs import (
     ObjectChangedError,
     ObjectNotFoundError,
@@ -23,13 +22,6 @@ from runtool.storage.gcs import (
 BUCKET = "object-errors"
 KEY = "acme/run/rosbag/_2025-08-01-08-00-20_0.bag"
 
-
-@pytest.fixture(scope="module")
-def client(emulator: Emulator) -> storage.Client:
-    client = make_client(emulator_host=emulator.url)
-    if not client.bucket(BUCKET).exists():
-        client.create_bucket(BUCKET)
-    return client
 
 
 def upload(client: storage.Client, key: str, data: bytes) -> int:

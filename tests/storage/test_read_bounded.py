@@ -6,19 +6,11 @@ from __future__ import annotations
 import pytest
 from google.cloud import storage
 
-from runtool.demo.emulator import Emulator
-from runtool.storage import make_client, storage_errors
+from runtool.storage import storage_errors
 from runtool.storage.gcs import ObjectChangedError, ObjectNotFoundError, read_bounded
 
 BUCKET = "read-bounded-test"
 
-
-@pytest.fixture(scope="module")
-def client(emulator: Emulator) -> storage.Client:
-    client = make_client(emulator_host=emulator.url)
-    if not client.bucket(BUCKET).exists():
-        client.create_bucket(BUCKET)
-    return client
 
 
 def put(client: storage.Client, key: str, data: bytes) -> int:
