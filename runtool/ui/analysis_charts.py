@@ -83,7 +83,20 @@ TIME_LABEL = "Seconds since the run start"
 LABEL_FLIP = 0.6
 """A vertical reference line past this share of its axis has its label on its left (a label is ~60 px wide)."""
 _MARGIN = {"top": 36, "bottom": 44, "left": 58, "right": 16}
-_HEIGHT = "250px"
+HEIGHT_PX = 250
+_HEIGHT = f"{HEIGHT_PX}px"
+PLOT_HEIGHT_PX = HEIGHT_PX - _MARGIN["top"] - _MARGIN["bottom"]
+"""The height of every chart's plot area (the figures have a fixed height)."""
+LABEL_FONT_PX = 12
+LABEL_BASELINE_PX = 13
+"""A reference label's baseline, below the top of the plot area."""
+LABEL_BAND_PX = 18
+"""The band at the top of a plot area that holds the reference labels: no data is drawn in it.
+
+A label written beside its value (at the top of a histogram's mean line, on a target line) sat on the bars or
+the line it explains; the y axis of a chart with a reference label now ends high enough above the data for
+this band to stay empty, and the labels are written in it.
+"""
 
 
 def no_data_text(stream: Stream) -> str:
@@ -125,6 +138,12 @@ def _finite(values: np.ndarray | pd.Series) -> np.ndarray:
 
 def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
+
+
+def with_label_band(low: float, high: float) -> float:
+    """The top a y scale from ``low`` needs so that data up to ``high`` stays below the label band."""
+    share = LABEL_BAND_PX / PLOT_HEIGHT_PX
+    return (high - share * low) / (1.0 - share)
 
 
 def _fit(scale: bq.LinearScale, axis: bq.Axis, low: float, high: float) -> tuple[float, float]:
@@ -190,17 +209,22 @@ def _empty() -> np.ndarray:
 
 
 class _Reference:
-    """A dashed red reference line (target or mean) with its value written beside it."""
+    """A dashed red reference line (target, mean or median) with its value written in the label band.
 
-    def __init__(self, x: bq.Scale, y: bq.Scale, vertical: bool) -> None:
+    The label goes in the band at the top of the plot area (:data:`LABEL_BAND_PX`), which the charts keep free
+    of data: a vertical line's label beside the line's top, a horizontal line's at the right end of the band.
+    """
+
+    def __init__(self, x: bq.Scale, y: bq.LinearScale, vertical: bool) -> None:
         self.vertical = vertical
+        self.y = y
         scales = {"x": x, "y": y}
         self.line = bq.Lines(x=_empty(), y=_empty(), scales=scales, colors=[TARGET_COLOUR], line_style="dashed",
                              stroke_width=1.5)
         self.label = bq.Label(
-            x=_empty(), y=_empty(), text=[], scales=scales, colors=[TARGET_COLOUR], default_size=12,
+            x=_empty(), y=_empty(), text=[], scales=scales, colors=[TARGET_COLOUR], default_size=LABEL_FONT_PX,
             font_unit="px", align="start" if vertical else "end", x_offset=4 if vertical else -4,
-            y_offset=12 if vertical else -7,
+            y_offset=LABEL_BASELINE_PX,
         )
         self.marks: list[bq.Mark] = [self.line, self.label]
 
@@ -208,8 +232,9 @@ class _Reference:
              within: tuple[float, float] | None = None) -> None:
         """Draw the line at ``at`` across ``span`` (of the other axis); None hides it.
 
-        ``within`` is the range of the line's own axis: a vertical line in its right part gets its label on
-        its left, so the label stays inside the chart instead of running off its edge.
+        Call it once the y scale has its ends: the label is written at the scale's top. ``within`` is the range
+        of a vertical line's own axis: in its right part, the label goes on the line's left, so it stays inside
+        the chart instead of running off its edge.
         """
         if at is None:
             line_x = line_y = label_x = label_y = _empty()
@@ -218,8 +243,9 @@ class _Reference:
             fixed = np.array([at, at])
             across = np.array(span, dtype="float64")
             line_x, line_y = (fixed, across) if self.vertical else (across, fixed)
-            label_x, label_y = (np.array([at]), np.array([span[1]])) if self.vertical else (
-                np.array([span[1]]), np.array([at]))
+            top = np.array([float(self.y.max if self.y.max is not None else span[1])])
+            label_x = np.array([at]) if self.vertical else np.array([span[1]])
+            label_y = top
             texts = [text]
         with self.line.hold_sync():
             self.line.x, self.line.y = line_x, line_y
@@ -267,7 +293,8 @@ class _HistogramChart:
         with self.x.hold_sync():
             self.x.min, self.x.max = first, last
         set_ticks(self.x_axis, ticks_within(first, last))
-        _, top = _fit(self.y, self.y_axis, 0.0, max(float(counts.max()) if counts.size else 0.0, 1.0) * 1.08)
+        highest = max(float(counts.max()) if counts.size else 0.0, 1.0)
+        _, top = _fit(self.y, self.y_axis, 0.0, with_label_band(0.0, highest) if mean is not None else highest * 1.08)
         with self.bars.hold_sync():
             self.bars.x, self.bars.y = histogram.centres, counts
         for value, line in self.markers:
@@ -291,9 +318,12 @@ class _SeriesChart:
         y_range: tuple[float, float] | None = None,
     ) -> None:
         self.x = bq.LinearScale(allow_padding=False)
-        self.y = bq.LinearScale(min=0 if y_range is None else y_range[0], max=None if y_range is None else y_range[1],
-                                allow_padding=False)
+        # A fixed range ends above its last tick by the label band: clipped rates reach the range's top.
+        self.y = bq.LinearScale(min=0 if y_range is None else y_range[0],
+                                max=None if y_range is None else with_label_band(*y_range), allow_padding=False)
         self.fixed_range = y_range is not None
+        # The top of the values' part of the y axis (the label band lies above it).
+        self.data_top: float | None = None if y_range is None else y_range[1]
         scales = {"x": self.x, "y": self.y}
         self.lines = [
             bq.Lines(x=_empty(), y=_empty(), scales=scales, colors=[colour], stroke_width=width_px,
@@ -324,9 +354,10 @@ class _SeriesChart:
             finite = [_finite(values) for values in series]
             values = np.concatenate([*finite, np.array([] if reference is None else [reference])])
             # Latency may be negative (a clock problem the plot must show), so the axis follows the data.
-            low = min(float(values.min()), 0.0) if values.size else 0.0
-            high = float(values.max()) if values.size else 1.0
-            _fit(self.y, self.y_axis, low * 1.05, max(high, 0.0) * 1.05)
+            low = min(float(values.min()), 0.0) * 1.05 if values.size else 0.0
+            high = max(float(values.max()) if values.size else 1.0, 0.0) * 1.05
+            _fit(self.y, self.y_axis, low, high if reference is None else with_label_band(low, high))
+            self.data_top = high
         for line, values in zip(self.lines, series, strict=True):
             index, reduced = downsample(np.asarray(values, dtype="float64")[order])
             with line.hold_sync():
@@ -336,7 +367,7 @@ class _SeriesChart:
         self.reference.show(reference, span, reference_text)
         starts = _empty() if boundaries is None else _finite(boundaries)
         starts = starts[starts > 0]
-        low, high = float(self.y.min or 0.0), float(self.y.max if self.y.max is not None else 1.0)
+        low, high = float(self.y.min or 0.0), float(self.data_top if self.data_top is not None else 1.0)
         with self.boundaries.hold_sync():
             if starts.size:
                 self.boundaries.x = np.repeat(starts[:, None], 2, axis=1)
