@@ -1,4 +1,4 @@
-"""The pieces every page is framed with: header, filter bar, KPI cards and the message area.
+"""The pieces every page is framed with: header, filter bar, section titles, KPI cards and the message area.
 
 They know nothing about storage: the filter bar asks a callable for its options, the header is told
 the cache age and the refresh progress. That keeps them reusable by every page and testable alone.
@@ -41,6 +41,7 @@ __all__ = [
     "MessageArea",
     "PageHeader",
     "close_tree",
+    "section_title",
 ]
 
 LEVEL_LABELS: dict[str, str] = {
@@ -64,6 +65,12 @@ def close_tree(widget: widgets.Widget) -> None:
         for child in widget.children:
             close_tree(child)
     widget.close()
+
+
+def section_title(title: str = "") -> widgets.HTML:
+    """A section's title, as every page heads its parts; ``title`` is text (a title set later through ``.value``
+    is markup, escaped by whoever sets it)."""
+    return widgets.HTML(html.escape(title)).add_class("rt-section-title")
 
 
 # -- header ------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import html
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Literal, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import ipywidgets as widgets
 import pandas as pd
@@ -29,7 +29,7 @@ from runtool.services.datasets import DatasetPlan, DatasetResult
 from runtool.services.local_state import ExportTrackingError
 from runtool.services.transfers import BulkPlan, BulkResult
 from runtool.ui.bulk_panel import BulkPanel
-from runtool.ui.components import CheckChoices, Kpi, KpiCards, MessageArea
+from runtool.ui.components import CheckChoices, Kpi, KpiCards, MessageArea, section_title
 from runtool.ui.dataset_form import DatasetForm
 from runtool.ui.formatting import format_bytes, format_count, format_count_of
 from runtool.ui.inventory_grid import (
@@ -47,20 +47,15 @@ from runtool.ui.opener import PageOpener
 from runtool.ui.page import Page
 from runtool.ui.query import DOWNLOAD_MANAGER, run_url
 from runtool.ui.tables import badge, csv_link, link
-from runtool.ui.tasks import BackgroundTask, TaskBusyError
+from runtool.ui.tasks import BackgroundTask
 
 __all__ = ["DownloadManagerPage"]
 
-T = TypeVar("T")
 Direction = Literal["download", "upload"]
 LINKED_RUNS = 5
 """Up to this many selected runs get a link to the per-run page beside the selection line."""
 NO_EXPORTS = ("No labelling export is tracked on this server yet: there is no ML/raw/.export_tracking.json in its "
               "ML folder, so there is no export to upload.")
-
-
-def _section(title: str) -> widgets.HTML:
-    return widgets.HTML(f'<div class="rt-section-title">{title}</div>')
 
 
 class DownloadManagerPage(Page):
@@ -117,7 +112,6 @@ class DownloadManagerPage(Page):
         self.overview: pd.DataFrame | None = None
         self.rows = pd.DataFrame()
         self.side_rows = pd.DataFrame()
-        self.job_task: BackgroundTask[Callable[[], None]] = BackgroundTask("download-manager-job")
         self.plan_task: BackgroundTask[DatasetPlan] = BackgroundTask("dataset-plan")
         self._plan_timer: threading.Timer | None = None
         self._plan_wanted = False
@@ -186,17 +180,13 @@ class DownloadManagerPage(Page):
         for index, title in enumerate(("Transfer runs", "Upload an export", "Fetch a dataset")):
             self.tabs.set_title(index, title)
         self.tabs.observe(self._tab_changed, names="selected_index")
-        return widgets.VBox([_section("Operations"), self.tabs])
+        return widgets.VBox([section_title("Operations"), self.tabs])
 
     # -- readable state ------------------------------------------------------------------------
 
     @property
     def kpis(self) -> dict[str, str]:
         return self.kpi_cards.values
-
-    @property
-    def busy(self) -> bool:
-        return self.job_task.running
 
     def view_settings(self) -> dict[str, str]:
         settings = {"family": self.family.value} if self.family.value != "raw" else {}
@@ -213,12 +203,11 @@ class DownloadManagerPage(Page):
         if self.actions is None and self.drawn and not self.read_only:
             self.actions = self._build_actions()
             self.actions_slot.children = [self.actions]
-        reason = self.unavailable_reason()
-        if reason is not None or self.services is None:
-            self._show_empty(reason or "")
+        services = self._available_services()
+        if services is None:
             return
         filters = dataclasses.replace(self.filters, timestamp=None)
-        overview = self.services.data_state.state_overview(filters)
+        overview = services.data_state.state_overview(filters)
         if overview.empty:
             self._show_empty(self.nothing_selected_text(filters))
             return
@@ -370,67 +359,16 @@ class DownloadManagerPage(Page):
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def _refused(self, doing: str, area: MessageArea | None = None) -> bool:
-        if self.read_only or self.services is None:
-            self.messages.error(f"{doing} is not possible here: this server is read-only.")
-            return True
-        if self.busy:
-            (area or self.messages).warning(
-                f"{doing} has to wait: another operation is still running. Wait, or cancel it."
-            )
-            return True
-        return False
-
-    @staticmethod
-    def _report(area: MessageArea, exc: BaseException, doing: str) -> None:
-        """An expected error (runtool's own: a typo, a missing file) as its sentence alone; anything else with
-        the details a developer needs, one click away."""
-        if isinstance(exc, RuntoolError):
-            area.error(str(exc))
-        else:
-            area.report(exc, doing)
-
-    def _run_job(self, work: Callable[[threading.Event], T], done: Callable[[T], None],
-                 failed: Callable[[Exception], None], doing: str, area: MessageArea, redraw: bool = True) -> None:
-        """Run ``work(cancel)`` in the background, then ``done(result)``; errors become messages in ``area``.
-
-        ``area`` is the message area of the tab the user acted in. With ``redraw`` the table is drawn again
-        afterwards (work that changed the state; a preview did not, and keeps the rows selected).
-        """
-        area.clear()
-
-        def job(cancel: threading.Event) -> Callable[[], None]:
-            result = work(cancel)
-            return lambda: done(result)
-
-        def finished(continuation: Callable[[], None]) -> None:
-            with self._render_lock:
-                try:
-                    continuation()
-                except Exception as exc:  # shown on the page; the table is redrawn below all the same
-                    self._report(area, exc, doing)
-            if redraw:
-                self.render()
-            else:
-                self._selection_shown()
-
-        def error(exc: Exception) -> None:
-            failed(exc)
-            self._report(area, exc, doing)
-            if redraw:
-                self.render()
-
-        try:
-            self.job_task.start(job, finished, error)
-        except TaskBusyError:
-            area.warning(f"{doing} has to wait: another operation is still running.")
-
-    def cancel_job(self) -> None:
-        self.job_task.cancel.set()
+    def _job_ended(self, redraw: bool) -> None:
+        """Redraw after work that changed the runs' state; after a preview, only the selection line and the preview
+        buttons (a redraw of the table would drop the rows selected)."""
+        super()._job_ended(redraw)
+        if not redraw:
+            self._selection_shown()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait for a refresh, a running operation and a dataset plan (for scripts and tests)."""
-        return all(task.join(timeout) for task in (self.refresh_task, self.job_task, self.plan_task))
+        return super().wait_idle(timeout) and self.plan_task.join(timeout)
 
     # -- transfers -----------------------------------------------------------------------------
 
@@ -454,14 +392,8 @@ class DownloadManagerPage(Page):
         def work(_cancel: threading.Event) -> BulkPlan:
             return transfers.plan_bulk(operation, runs, **options)
 
-        self._run_job(
-            work,
-            self.transfer_panel.show_plan,
-            lambda _exc: self.transfer_panel.show_plan(None),
-            doing,
-            self.transfer_messages,
-            redraw=False,
-        )
+        self._run_job(work, self.transfer_panel.show_plan, doing, area=self.transfer_messages,
+                      failed=lambda _exc: self.transfer_panel.show_plan(None), redraw=False)
 
     def preview_export(self, export_id: str | None = None) -> None:
         """Plan the upload of every local ML run of a labelling export."""
@@ -486,14 +418,8 @@ class DownloadManagerPage(Page):
                     raise ExportTrackingError(NO_EXPORTS) from exc
                 raise
 
-        self._run_job(
-            work,
-            self.export_panel.show_plan,
-            lambda _exc: self.export_panel.show_plan(None),
-            doing,
-            self.export_messages,
-            redraw=False,
-        )
+        self._run_job(work, self.export_panel.show_plan, doing, area=self.export_messages,
+                      failed=lambda _exc: self.export_panel.show_plan(None), redraw=False)
 
     def execute(self, panel: BulkPanel) -> None:
         """Execute the plan ``panel`` previewed, with per-run and overall progress and Cancel."""
@@ -509,11 +435,8 @@ class DownloadManagerPage(Page):
         def work(cancel: threading.Event) -> BulkResult:
             return transfers.execute_bulk(plan, progress=panel.update, cancel=cancel)
 
-        def done(result: BulkResult) -> None:
-            panel.finish(result)
-
-        self._run_job(work, done, lambda _exc: panel.failed("The transfer stopped (the message above says why)."),
-                      doing, area)
+        self._run_job(work, panel.finish, doing, area=area,
+                      failed=lambda _exc: panel.failed("The transfer stopped (the message above says why)."))
 
     # -- export ids ----------------------------------------------------------------------------
 
@@ -595,17 +518,12 @@ class DownloadManagerPage(Page):
         form = self.dataset
         form.fetch_button.disabled = True
         form.result.value = ""
-        form.progress.start(f"Fetching {format_count_of(len(plan.samples), 'sample')}…", cancellable=True)
 
         def progress(event: TransferProgress) -> None:
             total = event.bytes_total or 1
             form.progress.update(event.bytes_done / total, f"{format_bytes(event.bytes_done)} of {format_bytes(total)}")
 
-        def done(result: DatasetResult) -> None:
-            form.show_result(result)
-
         def failed(_exc: Exception) -> None:
-            form.progress.finish()
             form.fetch_button.disabled = False
 
         conflict = form.conflict.value
@@ -613,7 +531,9 @@ class DownloadManagerPage(Page):
         def work(cancel: threading.Event) -> DatasetResult:
             return datasets.execute(plan, progress=progress, cancel=cancel, conflict=conflict)
 
-        self._run_job(work, done, failed, doing, form.messages, redraw=False)  # the runs' sync state did not change
+        # The runs' sync state did not change: no redraw.
+        self._run_job(work, form.show_result, doing, area=form.messages, progress=form.progress,
+                      text=f"Fetching {format_count_of(len(plan.samples), 'sample')}…", failed=failed, redraw=False)
 
 
 def _status_counts(rows: pd.DataFrame, status_filter: str, family: Family) -> str:

@@ -26,7 +26,7 @@ from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.services.kpis import REGRESSION_KPIS, KpiError, KpiTable
 from runtool.services.pipeline import PipelineOutcome, PipelinePlan, PipelineResult
-from runtool.ui.components import JobProgress, Kpi, KpiCards, MessageArea
+from runtool.ui.components import JobProgress, Kpi, KpiCards, MessageArea, section_title
 from runtool.ui.date_fields import DateFieldError, date_field_message, iso_date_field, parse_iso_date
 from runtool.ui.fleet_charts import (
     DISTRIBUTION_COLOURS,
@@ -42,7 +42,6 @@ from runtool.ui.labels import distinct_laser_box_names
 from runtool.ui.page import Page
 from runtool.ui.query import FLEET_KPIS, run_url
 from runtool.ui.tables import Cell, Column, html_table, link, text_cell
-from runtool.ui.tasks import BackgroundTask
 
 __all__ = ["KPI_CHOICES", "FleetKpiPage", "KpiChoice"]
 
@@ -139,10 +138,6 @@ _STYLE = """<style>
 </style>"""
 
 
-def _section(title: str = "") -> widgets.HTML:
-    return widgets.HTML(html.escape(title)).add_class("rt-section-title")
-
-
 def _run_keys(rows: pd.DataFrame) -> list[str]:
     return [f"{lb}/{ts}" for lb, ts in zip(rows["lb_key"], rows["timestamp"], strict=True)]
 
@@ -214,7 +209,6 @@ class FleetKpiPage(Page):
         self.analysis_result = widgets.HTML().add_class("rt-analysis-result")
         # What the bulk analysis says (refusals, errors) shows under its button, not in the banner far above.
         self.analysis_messages = MessageArea()
-        self.analysis_task: BackgroundTask[PipelineResult] = BackgroundTask("fleet-kpis-analysis")
         self.analysis_row = widgets.HBox(layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
         self.analysis_box = widgets.VBox([self.analysis_row, self.analysis_messages.widget, self.job.widget,
                                           self.analysis_result])
@@ -242,7 +236,7 @@ class FleetKpiPage(Page):
         self.latency_distribution: DistributionChart | None = None
         self.distributions = widgets.HBox(layout=widgets.Layout(width="100%")).add_class("rt-distributions")
         self.distributions_legend = widgets.HTML().add_class("rt-distributions-legend")
-        self.runs_title = _section()
+        self.runs_title = section_title()
         self.csv_link = widgets.HTML().add_class("rt-csv")
         self.csv_button = widgets.Button(description="Prepare CSV", layout=widgets.Layout(width="auto"))
         self.csv_button.on_click(lambda _: self._prepare_csv())
@@ -364,24 +358,20 @@ class FleetKpiPage(Page):
         self.compare_b.value = b
         self._show_compare()
 
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        return super().wait_idle(timeout) and self.analysis_task.join(timeout)
-
     # -- drawing ---------------------------------------------------------------------------------
 
     def _show(self) -> None:
-        reason = self.unavailable_reason()
-        if reason is not None or self.services is None:
-            self._show_empty(reason or "")
+        services = self._available_services()
+        if services is None:
             self._show_not_analysed(0)
             return
         filters = self.selection
-        if self.services.data_state.runs(filters).empty:
+        if services.data_state.runs(filters).empty:
             self._show_empty(self.nothing_selected_text(filters))
             self._show_not_analysed(0)
             return
         try:
-            table = self.services.kpis.table(filters, self.since_date, self.until_date, refresh=self._refresh_table)
+            table = services.kpis.table(filters, self.since_date, self.until_date, refresh=self._refresh_table)
         except KpiError as exc:
             self._show_empty(f"{exc} Change the dates, or clear them to see every run.")
             self._show_not_analysed(0)
@@ -451,7 +441,7 @@ class FleetKpiPage(Page):
         self.analysis_note.value = f"{runs} of this selection {verb} not analysed yet."
         self.analyse_button.description = f"Analyse {runs}"
         self.analyse_button.tooltip = "Download what is missing, extract and analyse, in the background"
-        self.analyse_button.disabled = self.analysis_task.running
+        self.analyse_button.disabled = self.busy
         self.analysis_row.children = [self.analysis_note, self.analyse_button]
 
     def _show_table(self, filters: Filters, table: KpiTable) -> None:
@@ -487,7 +477,7 @@ class FleetKpiPage(Page):
                 self.chart.widget if self.chart is not None else widgets.HTML(),
                 self.chart_note,
                 self.clicked_row,
-                _section("Compare two runs"),
+                section_title("Compare two runs"),
                 widgets.HBox([self.compare_a, self.compare_b], layout=widgets.Layout(flex_flow="row wrap")),
                 self.compare_note,
                 self.compare_table,
@@ -728,9 +718,11 @@ class FleetKpiPage(Page):
 
     def start_analysis(self) -> None:
         """Analyse the runs of the selection that are not analysed yet, in the background (not when read-only)."""
-        if self.services is None or self.read_only or self.analysis_task.running:
+        doing = "Analysing the runs"
+        if self._refused(doing, self.analysis_messages):
             return
         services = self.services
+        assert services is not None
         try:
             plan = services.pipeline.plan(self.selection, self.since_date, self.until_date)
         except Exception as exc:  # shown on the page; the page stays usable
@@ -744,29 +736,31 @@ class FleetKpiPage(Page):
             return
         total = len(todo.runs)
         self.analysis_result.value = ""
-        self.analysis_messages.clear()
-        if self.analyse_button is not None:
-            self.analyse_button.disabled = True
-        self.job.start(f"Analysing {_count_of(total, 'run')}: downloading and extracting what is missing…",
-                       cancellable=True)
 
         def progress(done: int, total: int, outcome: PipelineOutcome) -> None:
             self.job.update(done / max(total, 1), f"{format_count(done)} of {_count_of(total, 'run')} done "
                             f"(last: {outcome.coordinate.lbid} {format_time(outcome.coordinate.start_time)}, "
                             f"{outcome.status})", force=True)
 
-        self.analysis_task.start(
+        def failed(_exc: Exception) -> None:
+            self.analysis_result.value = ""
+            self._refresh_table = True  # the runs analysed before the failure are in the cache
+
+        self._run_job(
             lambda cancel: services.pipeline.update_many(todo, progress=progress, cancel=cancel),
-            self._analysed,
-            self._analysis_failed,
+            self._analysed, doing, area=self.analysis_messages, progress=self.job,
+            text=f"Analysing {_count_of(total, 'run')}: downloading and extracting what is missing…", failed=failed,
         )
 
+    def _show_busy(self) -> None:
+        if self.analyse_button is not None:
+            self.analyse_button.disabled = True
+
     def cancel_analysis(self) -> None:
-        self.analysis_task.cancel.set()
+        self.cancel_job()
         self.job.update(0.0, "Cancelling: the runs already started finish first…", force=True)
 
     def _analysed(self, result: PipelineResult) -> None:
-        self.job.finish()
         failed = result.with_status("failed")
         rows = [[link(run_url(o.coordinate), f"{o.coordinate.lbid} · {format_time(o.coordinate.start_time)}"),
                  text_cell(o.step or "–"), text_cell(o.error or "")] for o in failed]
@@ -774,14 +768,6 @@ class FleetKpiPage(Page):
                     if rows else "")
         self.analysis_result.value = f"<p><b>{html.escape(result.summary())}</b></p>{problems}"
         self._refresh_table = True
-        self.render()
-
-    def _analysis_failed(self, exc: Exception) -> None:
-        self.job.finish()
-        self.analysis_messages.report(exc, "analysing the runs")
-        self.analysis_result.value = ""
-        self._refresh_table = True
-        self.render()
 
 
 def _typed_date(field: widgets.Text, name: str) -> date | None:

@@ -1,7 +1,9 @@
-"""The frame shared by every page: services, selection from the URL, header, filter bar, messages, refresh.
+"""The frame shared by every page: services, selection from the URL, header, filter bar, messages, refresh, jobs.
 
 A page subclass builds its own content widgets, hands them to :meth:`Page.frame`, implements
-:meth:`Page._show` (draw the current selection) and calls :meth:`Page.start`.
+:meth:`Page._show` (draw the current selection) and :meth:`Page._show_empty` (say why there is nothing to draw),
+and calls :meth:`Page.start`. A page with actions starts their background work through :meth:`Page._run_job`
+after :meth:`Page._refused` has let it.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import html
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import ClassVar, TypeVar
 
 import ipywidgets as widgets
 
@@ -20,16 +22,18 @@ from runtool.errors import RuntoolError
 from runtool.models import LEVELS, Filters
 from runtool.services import CacheInfo, RefreshCancelled, ServiceContainer
 from runtool.services.run_search import RunSearch
-from runtool.ui.components import LEVEL_LABELS, FilterBar, MessageArea, PageHeader
+from runtool.ui.components import LEVEL_LABELS, FilterBar, JobProgress, MessageArea, PageHeader
 from runtool.ui.drawn import DrawnSignal
 from runtool.ui.formatting import format_count
 from runtool.ui.query import PageLink, page_url, query_parameters, read_selection
-from runtool.ui.tasks import BackgroundTask
+from runtool.ui.tasks import BackgroundTask, TaskBusyError
 from runtool.ui.theme import STYLESHEET
 
 __all__ = ["Page"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Page:
@@ -46,6 +50,8 @@ class Page:
 
     link: ClassVar[PageLink]
     css_class: ClassVar[str]
+    job_cancellations: ClassVar[tuple[type[Exception], ...]] = ()
+    """The errors a job raises when the user cancelled it: shown as information, not as errors."""
 
     def __init__(
         self, services: ServiceContainer | None = None, query: str | None = None, progressive: bool = False
@@ -66,6 +72,8 @@ class Page:
         self.filter_bar.on_change(lambda _filters: self._selection_changed())
         self.view_link = widgets.HTML().add_class("rt-view-link")
         self.refresh_task: BackgroundTask[CacheInfo] = BackgroundTask(f"refresh-{self.link.notebook}")
+        # A job returns its own continuation, so one task type serves every kind of job (see _run_job).
+        self.job_task: BackgroundTask[Callable[[], None]] = BackgroundTask(f"job-{self.link.notebook}")
         self.empty_state = widgets.HTML().add_class("rt-empty-state").add_class("rt-view-empty")
         # Which view the content shows; "empty" means empty_state explains why there is nothing.
         self.view = "empty"
@@ -173,6 +181,19 @@ class Page:
     def _show(self) -> None:
         raise NotImplementedError
 
+    def _show_empty(self, text: str) -> None:
+        """Show ``text`` (why there is nothing to draw) instead of the content; :attr:`view` becomes ``"empty"``."""
+        raise NotImplementedError
+
+    def _available_services(self) -> ServiceContainer | None:
+        """The services, when the page has data to draw; else None, and the empty state says why
+        (:meth:`unavailable_reason`). A page's :meth:`_show` starts with it."""
+        reason = self.unavailable_reason()
+        if reason is not None or self.services is None:
+            self._show_empty(reason or "")
+            return None
+        return self.services
+
     @property
     def drawn(self) -> bool:
         """Whether the page may show its heavy parts: the browser has drawn the rest, or it is not progressive."""
@@ -186,7 +207,7 @@ class Page:
     def unavailable_reason(self) -> str | None:
         """Why the page has no data to show at all (no services, no inventory, empty buckets), else None."""
         if self.services is None:
-            return "runtool could not start: the message below says why."
+            return "runtool could not start: the message above says why."
         if not self.services.inventory.has_data:
             if self.refreshing:
                 return (
@@ -240,8 +261,13 @@ class Page:
         self.refresh_task.cancel.set()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until a running refresh and its redraw are done (for scripts and tests)."""
-        return self.refresh_task.join(timeout)
+        """Wait until a running refresh or job and its redraw are done (for scripts and tests)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        return self.refresh_task.join(remaining()) and self.job_task.join(remaining())
 
     def _refreshed(self, info: CacheInfo) -> None:
         self.header.show_idle(info)
@@ -264,3 +290,126 @@ class Page:
                 log.error("inventory refresh failed unexpectedly", exc_info=exc)
             self.messages.report(exc, "refreshing the inventory")
         self.render()
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job (the background work of an action) is running."""
+        return self.job_task.running
+
+    def _refused(self, doing: str, area: MessageArea | None = None) -> bool:
+        """Whether ``doing`` cannot start now; if so, a message says why.
+
+        Not on this server (read-only, or runtool could not start) is about the page: it goes to the top. The
+        page's own precondition (:meth:`_job_refusal`) and another job still running go to ``area``, the messages
+        beside the control the user pressed (the top of the page without one).
+        """
+        if self.services is None:
+            self.messages.error(f"{doing} is not possible: runtool could not start (the message above says why).")
+            return True
+        if self.read_only:
+            self.messages.error(f"{doing} is not possible here: this server is read-only.")
+            return True
+        target = area or self.messages
+        reason = self._job_refusal(doing)
+        if reason is not None:
+            target.error(reason)
+            return True
+        if self.busy:
+            target.warning(self._busy_text(doing))
+            return True
+        return False
+
+    def _job_refusal(self, doing: str) -> str | None:
+        """Why ``doing`` cannot start on what the page shows, as a sentence (None: it can); none by default."""
+        return None
+
+    @staticmethod
+    def _busy_text(doing: str) -> str:
+        return (f"{doing[:1].upper()}{doing[1:]} has to wait: another job is still running. "
+                "Wait for it to end, or cancel it.")
+
+    def _run_job(
+        self,
+        work: Callable[[threading.Event], T],
+        done: Callable[[T], None],
+        doing: str,
+        *,
+        area: MessageArea | None = None,
+        progress: JobProgress | None = None,
+        text: str = "",
+        cancellable: bool = True,
+        failed: Callable[[Exception], None] | None = None,
+        redraw: bool = True,
+    ) -> None:
+        """Run ``work(cancel)`` in the background, then ``done(result)``; the page stays usable meanwhile.
+
+        Call it once :meth:`_refused` has let the job start; ``doing`` names the job in messages. ``area`` is the
+        message area beside the control that started the job (the top of the page without one): it is cleared
+        now, since what it said was about the previous attempt, and gets what goes wrong: a cancel
+        (:attr:`job_cancellations`) as information, runtool's own errors as their sentence alone, anything else
+        with the details a developer needs. ``progress`` shows ``text`` and a bar (Cancel when ``cancellable``)
+        until the job ends. ``failed`` undoes what the page showed for a job that raised. ``done`` runs under the
+        render lock, as it changes what a redraw reads; then :meth:`_job_ended` redraws, after a failure too
+        (a failed job may have changed the state all the same). ``redraw=False`` is for work that changed
+        nothing a redraw would show (a preview).
+        """
+        target = area or self.messages
+        if area is not None:
+            area.clear()
+
+        def job(cancel: threading.Event) -> Callable[[], None]:
+            result = work(cancel)
+            return lambda: done(result)
+
+        def finished(continuation: Callable[[], None]) -> None:
+            if progress is not None:
+                progress.finish()
+            with self._render_lock:
+                try:
+                    continuation()
+                except Exception as exc:  # shown on the page; the page is redrawn below all the same
+                    self._report_job_error(target, exc, doing)
+            self._job_ended(redraw)
+
+        def error(exc: Exception) -> None:
+            if progress is not None:
+                progress.finish()
+            if failed is not None:
+                failed(exc)
+            self._report_job_error(target, exc, doing)
+            self._job_ended(redraw)
+
+        # Busy first: a quick job may end, and redraw the controls enabled, before start() returns.
+        self._show_busy()
+        if progress is not None:
+            progress.start(text, cancellable)
+        try:
+            self.job_task.start(job, finished, error)
+        except TaskBusyError:  # another thread started one since _refused looked
+            target.warning(self._busy_text(doing))
+            self._job_ended(redraw)
+
+    def _report_job_error(self, area: MessageArea, exc: Exception, doing: str) -> None:
+        """A cancel as information; runtool's own error (a typo, a missing file) as its sentence alone; anything
+        else with the details a developer needs, one click away."""
+        if isinstance(exc, self.job_cancellations):
+            area.info(str(exc))
+        elif isinstance(exc, RuntoolError):
+            area.error(str(exc))
+        else:
+            log.error("%s failed unexpectedly", doing, exc_info=exc)
+            area.report(exc, doing[:1].lower() + doing[1:])
+
+    def _show_busy(self) -> None:
+        """Show that a job is starting (disable what may not run beside it); nothing by default."""
+
+    def _job_ended(self, redraw: bool) -> None:
+        """After a job and its continuation: draw the page again (with ``redraw``)."""
+        if redraw:
+            self.render()
+
+    def cancel_job(self) -> None:
+        """Ask the running job to stop (it stops at its next check of the cancel flag)."""
+        self.job_task.cancel.set()

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import html
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar, get_args
+from typing import ClassVar, TypeVar, get_args
 
 import ipywidgets as widgets
 
@@ -36,12 +37,11 @@ from runtool.services.extraction import BACKENDS, ExtractionCancelled, Extractio
 from runtool.services.pipeline import PipelineCancelled, PipelineProgress, PipelineStep, RunUpdate
 from runtool.services.reports import ReportProgress, ReportResult, ReportStage
 from runtool.ui.analysis_charts import AnalysisView
-from runtool.ui.components import LEVEL_LABELS, JobProgress
+from runtool.ui.components import LEVEL_LABELS, JobProgress, section_title
 from runtool.ui.formatting import format_bytes, format_count, format_time
 from runtool.ui.page import Page
 from runtool.ui.query import PER_RUN
 from runtool.ui.tables import Column, html_table, text_cell
-from runtool.ui.tasks import BackgroundTask
 from runtool.ui.theme import sync_style
 
 __all__ = ["DownloadPanel", "JobProgress", "PerRunPage", "object_name"]
@@ -81,10 +81,6 @@ def object_name(name: str) -> str:
     return name if name.endswith(".bag") else f"{name}.bag"
 
 
-def _section(title: str) -> widgets.HTML:
-    return widgets.HTML(html.escape(title)).add_class("rt-section-title")
-
-
 def _badge(status_label: str, colour: str) -> str:
     return f'<span class="rt-badge" style="background:{colour}">{html.escape(status_label)}</span>'
 
@@ -122,7 +118,7 @@ class DownloadPanel:
             options=[(CONFLICT_LABELS[mode][0], mode) for mode in CONFLICT_MODES],
             tooltips=[CONFLICT_LABELS[mode][1] for mode in CONFLICT_MODES],
             value="skip",
-            style={"button_width": "150px"},
+            style={"button_width": "auto"},  # each label whole, however long its words
         ).add_class("rt-download-conflict")
         self.preview_button = widgets.Button(
             description="Preview", tooltip="List what the download would do, without downloading",
@@ -205,6 +201,7 @@ class PerRunPage(Page):
 
     link = PER_RUN
     css_class = "rt-page-per-run"
+    job_cancellations: ClassVar[tuple[type[Exception], ...]] = (ExtractionCancelled, PipelineCancelled)
 
     def __init__(
         self, services: ServiceContainer | None = None, query: str | None = None, progressive: bool = False
@@ -227,7 +224,6 @@ class PerRunPage(Page):
         self.next_step = widgets.HTML().add_class("rt-next-step")
         self.job = JobProgress()
         self.job.cancel_button.on_click(lambda _: self.cancel_job())
-        self.job_task: BackgroundTask[Callable[[], None]] = BackgroundTask("per-run-job")
         self.result_line = widgets.HTML().add_class("rt-result")
         self.failed_bags = widgets.HTML().add_class("rt-failed-bags")
         self.report_link = widgets.HTML().add_class("rt-report-link")
@@ -236,7 +232,7 @@ class PerRunPage(Page):
         """Built when the first analysis is shown (23 charts: a page without one should not carry them)."""
         self.analysis_hint = widgets.HTML().add_class("rt-caption").add_class("rt-analysis-hint")
         self.analysis_area = widgets.VBox([self.analysis_hint])
-        self.analysis_title = _section("Analysis")
+        self.analysis_title = section_title("Analysis")
 
         self.next_action: widgets.Button | None = None
         self.update_button: widgets.Button | None = None
@@ -254,10 +250,10 @@ class PerRunPage(Page):
             layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
         ).add_class("rt-actions")
         self.download_section = widgets.VBox(
-            [_section("Download"), self.download.widget] if self.download is not None else []
+            [section_title("Download"), self.download.widget] if self.download is not None else []
         )
         self.extract_section = widgets.VBox(
-            [_section("Extract"), widgets.HBox([widgets.HTML("Backend:"), self.backend, self.extract_button],
+            [section_title("Extract"), widgets.HBox([widgets.HTML("Backend:"), self.backend, self.extract_button],
                                                layout=widgets.Layout(align_items="center"))]
             if self.backend is not None and self.extract_button is not None else []
         )
@@ -334,10 +330,6 @@ class PerRunPage(Page):
         """The failed-bags section as shown (HTML; empty when every bag was read)."""
         return self.failed_bags.value
 
-    @property
-    def busy(self) -> bool:
-        return self.job_task.running
-
     # -- selection -------------------------------------------------------------------------------
 
     def select_run(self, timestamp: str) -> None:
@@ -348,21 +340,11 @@ class PerRunPage(Page):
         if not self._picking and change["new"]:
             self.select_run(str(change["new"]))
 
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until a running refresh or job and its redraw are done (for scripts and tests)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-
-        def remaining() -> float | None:
-            return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-        return super().wait_idle(remaining()) and self.job_task.join(remaining())
-
     # -- drawing ---------------------------------------------------------------------------------
 
     def _show(self) -> None:
-        reason = self.unavailable_reason()
-        if reason is not None or self.services is None:
-            self._show_empty(reason or "")
+        services = self._available_services()
+        if services is None:
             return
         lb_filters = dataclasses.replace(self.filters, timestamp=None)
         missing = [LEVEL_LABELS[level] for level in LEVELS if getattr(lb_filters, level) is None]
@@ -373,7 +355,7 @@ class PerRunPage(Page):
             self._show_empty(f"Pick a {listed} to list the runs, or type part of a run's coordinate in the "
                              "search box.")
             return
-        timestamps = self.services.data_state.available_timestamps(lb_filters)
+        timestamps = services.data_state.available_timestamps(lb_filters)
         if not timestamps:
             self._show_empty(self.nothing_selected_text(lb_filters))
             return
@@ -392,7 +374,7 @@ class PerRunPage(Page):
         coordinate = RunCoordinate.from_filters(self.filters)
         if coordinate != self.coordinate:
             self._switch_run(coordinate)
-        state = self.services.data_state.get_complete_run_state(coordinate)
+        state = services.data_state.get_complete_run_state(coordinate)
         self.run_state = state
         self.metadata = self._read_metadata(state)
         self.analysis_result = self._current_analysis(state)
@@ -727,20 +709,12 @@ class PerRunPage(Page):
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def _refused(self, doing: str) -> bool:
-        """Whether ``doing`` cannot start now: read-only, no run, or another job still running (says why)."""
-        if self.read_only or self.services is None:
-            self.messages.error(f"{doing} is not possible here: this server is read-only.")
-            return True
+    def _job_refusal(self, doing: str) -> str | None:
         if self.coordinate is None or self.view != "run":
-            self.messages.error(f"{doing} needs a run: pick one first.")
-            return True
-        if self.busy:
-            self.messages.warning(f"{doing} has to wait: another job is still running. Wait for it, or cancel it.")
-            return True
-        return False
+            return f"{doing} needs a run: pick one first."
+        return None
 
-    def _run_job(
+    def _run_job_for_run(
         self,
         text: str,
         work: Callable[[threading.Event], T],
@@ -748,40 +722,14 @@ class PerRunPage(Page):
         doing: str,
         cancellable: bool = True,
     ) -> None:
-        """Run ``work(cancel)`` in the background, then ``done(coordinate, result)``; errors become messages.
+        """:meth:`~runtool.ui.page.Page._run_job` on the run shown, its progress in the job bar under the actions.
 
-        The job returns its own continuation, so one task type serves every kind of job. The run's state
-        is redrawn afterwards whatever happened, because even a failed job may have changed it.
+        ``done`` gets the run the job was for besides the result: the user may have picked another meanwhile.
         """
         coordinate = self.coordinate
         assert coordinate is not None  # checked by _refused
-
-        def job(cancel: threading.Event) -> Callable[[], None]:
-            result = work(cancel)
-            return lambda: done(coordinate, result)
-
-        def finished(continuation: Callable[[], None]) -> None:
-            self.job.finish()
-            # Under the render lock: the continuation changes what a redraw on the kernel thread reads.
-            with self._render_lock:
-                try:
-                    continuation()
-                except Exception as exc:  # shown on the page; the state is redrawn below all the same
-                    self.messages.report(exc, doing)
-            self.render()
-
-        def failed(exc: Exception) -> None:
-            self.job.finish()
-            if isinstance(exc, (ExtractionCancelled, PipelineCancelled)):
-                self.messages.info(str(exc))
-            else:
-                self.messages.report(exc, doing)
-            self.render()
-
-        # Busy first: a quick job may end, and redraw the buttons enabled, before start() returns.
-        self._show_busy()
-        self.job.start(text, cancellable)
-        self.job_task.start(job, finished, failed)
+        self._run_job(work, functools.partial(done, coordinate), doing, progress=self.job, text=text,
+                      cancellable=cancellable)
 
     def _show_busy(self) -> None:
         """Disable the action buttons while a job runs (the redraw after the job enables them again)."""
@@ -791,9 +739,6 @@ class PerRunPage(Page):
         if self.download is not None:
             self.download.preview_button.disabled = True
             self.download.execute_button.disabled = True
-
-    def cancel_job(self) -> None:
-        self.job_task.cancel.set()
 
     def _show_result(self, coordinate: RunCoordinate, line: str) -> None:
         """The job's one-line result; for a run no longer shown it goes to the messages instead."""
@@ -846,8 +791,8 @@ class PerRunPage(Page):
             self.download.show_plan(plan)
 
         what = "all bags" if chosen is None else _plural(len(chosen), "bag")
-        self._run_job(f"Listing {what} in the raw bucket…", work, done, "previewing the download",
-                      cancellable=False)
+        self._run_job_for_run(f"Listing {what} in the raw bucket…", work, done, "previewing the download",
+                              cancellable=False)
 
     def start_download(self) -> None:
         """Execute the previewed plan in the background, with byte progress and Cancel."""
@@ -875,7 +820,7 @@ class PerRunPage(Page):
         def work(cancel: threading.Event) -> TransferResult:
             return transfers.execute(plan, progress=progress, cancel=cancel)
 
-        self._run_job(f"{plan.describe()}…", work, self._downloaded, "downloading the run's bags")
+        self._run_job_for_run(f"{plan.describe()}…", work, self._downloaded, "downloading the run's bags")
 
     def _downloaded(self, coordinate: RunCoordinate, result: TransferResult) -> None:
         if coordinate == self.coordinate:
@@ -934,8 +879,8 @@ class PerRunPage(Page):
             return extraction.extract(coordinate, backend=chosen, progress=progress, cancel=cancel)
 
         bags = self.run_state.local_raw.bag_count if self.run_state is not None else 0
-        self._run_job(f"Extracting {_plural(bags, 'bag')} ({BACKEND_LABELS[chosen][0].lower()})…", work,
-                      self._extracted, "extracting the run")
+        self._run_job_for_run(f"Extracting {_plural(bags, 'bag')} ({BACKEND_LABELS[chosen][0].lower()})…", work,
+                              self._extracted, "extracting the run")
 
     def _extracted(self, coordinate: RunCoordinate, result: ExtractionResult) -> None:
         if coordinate == self.coordinate:
@@ -969,7 +914,7 @@ class PerRunPage(Page):
             source = "from the cache" if analysis.from_cache else "computed"
             self._show_result(job_coordinate, f"Analysis {source} in {time.monotonic() - started:.1f} s")
 
-        self._run_job("Analysing…", work, done, "analysing the run", cancellable=False)
+        self._run_job_for_run("Analysing…", work, done, "analysing the run", cancellable=False)
 
     # -- all remaining steps ---------------------------------------------------------------------
 
@@ -1016,8 +961,8 @@ class PerRunPage(Page):
                 text += f" ({_plural(len(update.failed_bags), 'bag')} could not be read, listed below)"
             self._show_result(job_coordinate, text)
 
-        self._run_job(f"Bringing the run up to date: {_listed([STEP_WORDS[s][0] for s in steps])}…", work, done,
-                      "bringing the run up to date")
+        self._run_job_for_run(f"Bringing the run up to date: {_listed([STEP_WORDS[s][0] for s in steps])}…", work,
+                              done, "bringing the run up to date")
 
     # -- report ----------------------------------------------------------------------------------
 
@@ -1040,5 +985,5 @@ class PerRunPage(Page):
             # The link comes with the redraw after the job, from the report now on disk (_show_report).
             self._show_result(job_coordinate, f"Report rendered in {result.seconds:.1f} s: {result.html.name}")
 
-        self._run_job("Rendering the report…", work, done, "rendering the report", cancellable=False)
+        self._run_job_for_run("Rendering the report…", work, done, "rendering the report", cancellable=False)
 
