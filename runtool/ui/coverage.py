@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import ipywidgets as widgets
+import traitlets
 
 from runtool.models import (
     AggregatedTemporalData,
@@ -29,7 +30,7 @@ from runtool.models import (
 )
 from runtool.services import DataStateService, ServiceContainer
 from runtool.ui.charts import CoverageTimeline, DailyCoverageChart, LaserBoxBars
-from runtool.ui.components import Kpi, KpiCards
+from runtool.ui.components import Kpi, KpiCards, section_title
 from runtool.ui.coverage_calendar import FleetCalendar, laser_box_filters
 from runtool.ui.formatting import format_bytes, format_count, format_decimal, format_pct, format_time
 from runtool.ui.labels import distinct_laser_box_names
@@ -42,10 +43,6 @@ __all__ = ["AggregatedView", "CoveragePage", "RunTable", "SingleLaserBoxView"]
 
 ML_ONLY = StatusStyle("ML only", COVERAGE_NONE)
 UNDER_LABELLED = StatusStyle("under-labelled", COVERAGE_RED)
-
-
-def _section(title: str = "") -> widgets.HTML:
-    return widgets.HTML(html.escape(title)).add_class("rt-section-title")
 
 
 def _run_cell(point: CoveragePoint) -> Cell:
@@ -69,7 +66,7 @@ class RunTable:
 
     def __init__(self) -> None:
         self.page = 0
-        self.title = _section()
+        self.title = section_title()
         self.filter = widgets.ToggleButtons(options=[("All runs", "all")], value="all",
                                             style={"button_width": "auto"}).add_class("rt-run-filter")
         self.filter.observe(lambda _: self._filter_changed(), names="value")
@@ -176,11 +173,11 @@ class AggregatedView:
         self.widget = widgets.VBox(
             [
                 self.daily.widget,
-                _section("Laser box breakdown"),
+                section_title("Laser box breakdown"),
                 self.bars.widget,
                 self.table,
                 self.table_csv,
-                _section("Fleet calendar"),
+                section_title("Fleet calendar"),
                 self.calendar_caption,
                 self.calendar.widget,
             ]
@@ -229,6 +226,16 @@ class AggregatedView:
         )
 
 
+class _NumberField(widgets.FloatText):
+    """A number field that hears of every number typed, so the note beside it can say what became of it.
+
+    The browser sends a number beyond a float's range (``1e400``: Infinity) as null, which a plain FloatText
+    rejects in the kernel without a word: the field went on showing it while the page used the last value.
+    """
+
+    value = traitlets.CFloat(0.0, allow_none=True).tag(sync=True)
+
+
 class CoveragePage(Page):
     """The temporal coverage page. ``page.widget`` is what the notebook displays.
 
@@ -253,12 +260,12 @@ class CoveragePage(Page):
         super().__init__(services, query, progressive)
         defaults = self.services.coverage_settings if self.services is not None else CoverageSettings()
         # Plain number fields checked here, not bounded ones: a bounded field silently turns 0 into 1.
-        self.expected_samples = widgets.FloatText(
+        self.expected_samples = _NumberField(
             value=defaults.expected_samples_per_bag, step=1,
             description="Expected samples/bag", style={"description_width": "initial"},
             layout=widgets.Layout(width="230px"),
         ).add_class("rt-expected-samples")
-        self.under_labelled_pct = widgets.FloatText(
+        self.under_labelled_pct = _NumberField(
             value=defaults.under_labelled_pct, step=5,
             description="Under-labelled below %", style={"description_width": "initial"},
             layout=widgets.Layout(width="230px"),
@@ -313,8 +320,9 @@ class CoveragePage(Page):
         if not (isinstance(value, float | int) and math.isfinite(value) and low <= value <= high):
             with self._quiet_settings():
                 control.value = change["old"]
+            typed = "the number typed" if value is None else f"{value:g}"
             self.settings_note.value = html.escape(
-                f"The {what} must be between {low:g} and {high:g}: {value:g} is not, so {change['old']:g} is kept."
+                f"The {what} must be between {low:g} and {high:g}: {typed} is not, so {change['old']:g} is kept."
             )
             return
         if self._settings_quiet:
@@ -364,21 +372,20 @@ class CoveragePage(Page):
 
     def _show(self) -> None:
         self._show_anomalies()
-        reason = self.unavailable_reason()
-        if reason is not None or self.services is None:
-            self._show_empty(reason or "")
+        services = self._available_services()
+        if services is None:
             return
         # The coverage views are per laser box; a run timestamp from a link only matters to the run pages.
         filters = dataclasses.replace(self.filters, timestamp=None)
         settings = self.settings
-        stats = self.services.data_state.coverage_statistics(filters, settings)
+        stats = services.data_state.coverage_statistics(filters, settings)
         if stats.total_runs == 0:
             self._show_empty(self.nothing_selected_text(filters))
             return
         if filters.lbid is not None:
-            self._show_single(self.services.data_state, filters, settings, stats)
+            self._show_single(services.data_state, filters, settings, stats)
         else:
-            self._show_aggregated(self.services.data_state, filters, settings, stats)
+            self._show_aggregated(services.data_state, filters, settings, stats)
 
     def _show_empty(self, text: str) -> None:
         self.empty_state.value = text

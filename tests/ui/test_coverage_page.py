@@ -509,3 +509,20 @@ def test_a_setting_out_of_range_is_refused_beside_the_field(
     assert what in page.settings_note.value and f"so {before:g} is kept" in page.settings_note.value
     control.value = before + 1
     assert page.settings_note.value == ""
+
+
+def test_a_number_beyond_a_float_is_refused_beside_the_field_and_the_note_follows(services: ServiceContainer) -> None:
+    """Typed ``1e400``, the browser holds Infinity and sends it as null (JSON has no Infinity): the page says so
+    beside the field and puts the kept value back in it; a stale note from an earlier refusal does not stay."""
+    page = CoveragePage(services)
+    control = page.expected_samples
+    before, kpis = control.value, page.kpis
+    control.value = 0.0
+    assert "0 is not" in page.settings_note.value
+    control.set_state({"value": None})
+    assert control.value == before and control.get_state()["value"] == before and page.kpis == kpis
+    assert html.unescape(page.settings_note.value) == (
+        f"The expected samples per bag must be between 1 and 1000: the number typed is not, so {before:g} is kept."
+    )
+    control.value = before + 1
+    assert page.settings_note.value == "" and page.settings.expected_samples_per_bag == before + 1
