@@ -35,11 +35,15 @@ __all__ = [
 ConflictMode = Literal["skip", "overwrite", "verify"]
 CONFLICT_MODES: tuple[ConflictMode, ...] = ("skip", "overwrite", "verify")
 CONFLICT_LABELS: dict[ConflictMode, tuple[str, str]] = {
-    "skip": ("Skip existing", "Keep a file already there with the same size; replace one whose size differs"),
-    "overwrite": ("Overwrite", "Transfer every file again, replacing the copy already there"),
-    "verify": ("Verify checksums", "Keep a file already there with the same size and CRC32C; replace one that differs"),
+    "skip": ("Keep if same size", "Keep a file already there with the same size; replace one whose size differs"),
+    "overwrite": ("Replace all", "Transfer every file again, replacing the copy already there"),
+    "verify": ("Keep if same checksum",
+               "Keep a file already there with the same size and CRC32C; replace one that differs"),
 }
-"""Mode → (short label, one-line meaning), as every page and the command line's help show them."""
+"""Mode → (short label, one-line meaning), as every page and the command line's help show them.
+
+A label says what the mode does with a file already there ("Skip existing" hid that one of another size is replaced),
+in few enough words to fit the pages' controls whole."""
 
 
 def conflict_help(modes: tuple[ConflictMode, ...] = CONFLICT_MODES, *, by_name: bool = False) -> str:

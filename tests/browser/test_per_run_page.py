@@ -293,7 +293,7 @@ def test_a_bad_bag_an_ml_only_run_and_a_bad_run_time_say_what_to_do(page: Any, s
     services.local.refresh_run(coord)
     open_run(page, server, coord)
     expect(page.locator("button.rt-next-action")).to_have_text("Preview re-download of 1 bag (size differs)")
-    expect(page.locator(".rt-download-conflict button.mod-active")).to_have_text("Verify checksums")
+    expect(page.locator(".rt-download-conflict button.mod-active")).to_have_text("Keep if same checksum")
     cut = page.eval_on_selector_all(".rt-download-conflict button",
                                     "buttons => buttons.filter(b => b.scrollWidth > b.clientWidth + 1).length")
     assert cut == 0

@@ -415,8 +415,8 @@ def test_a_server_without_exports_says_so_without_its_paths(services: ServiceCon
     assert message.level == "error" and str(services.config.ml_root) not in message.text and message.details is None
 
 
-def test_skip_existing_replaces_local_bags_whose_size_differs(services: ServiceContainer) -> None:
-    """A truncated local bag is not the cloud's bag: "Skip existing" downloads it again and the preview says so."""
+def test_keep_if_same_size_replaces_local_bags_whose_size_differs(services: ServiceContainer) -> None:
+    """A truncated local bag is not the cloud's bag: "Keep if same size" downloads it again and the preview says so."""
     spec = next(s for s in WITH_BAGS if s.bags >= 2)
     page = DownloadManagerPage(services, query="cid=c1")
     page.preview("download", [spec.coordinate])
