@@ -88,8 +88,9 @@ _HEIGHT = f"{HEIGHT_PX}px"
 PLOT_HEIGHT_PX = HEIGHT_PX - _MARGIN["top"] - _MARGIN["bottom"]
 """The height of every chart's plot area (the figures have a fixed height)."""
 LABEL_FONT_PX = 12
-LABEL_BASELINE_PX = 13
-"""A reference label's baseline, below the top of the plot area."""
+LABEL_CENTRE_PX = 9
+"""How far below the top of the plot area a reference label's middle is (bqplot centres a label's text on its
+position): a 12 px label spans 3–15 px, inside the label band."""
 LABEL_BAND_PX = 18
 """The band at the top of a plot area that holds the reference labels: no data is drawn in it.
 
@@ -224,7 +225,7 @@ class _Reference:
         self.label = bq.Label(
             x=_empty(), y=_empty(), text=[], scales=scales, colors=[TARGET_COLOUR], default_size=LABEL_FONT_PX,
             font_unit="px", align="start" if vertical else "end", x_offset=4 if vertical else -4,
-            y_offset=LABEL_BASELINE_PX,
+            y_offset=LABEL_CENTRE_PX,
         )
         self.marks: list[bq.Mark] = [self.line, self.label]
 

@@ -40,7 +40,14 @@ from runtool.ui.theme import (
 __all__ = ["CoverageTimeline", "DailyCoverageChart", "LaserBoxBars", "point_index"]
 
 _MARGIN = {"top": 36, "bottom": 36, "left": 64, "right": 40}
-_PANEL_HEIGHT = "210px"
+PANEL_HEIGHT_PX = 210
+_PANEL_HEIGHT = f"{PANEL_HEIGHT_PX}px"
+PLOT_HEIGHT_PX = PANEL_HEIGHT_PX - _MARGIN["top"] - _MARGIN["bottom"]
+"""The plot area's height in a timeline or daily panel."""
+LABEL_FONT_PX = 12
+LABEL_CENTRE_PX = 9
+"""How far below the top of the plot area the threshold label's middle is (bqplot centres a label's text on its
+position): a 12 px label spans 3–15 px."""
 
 
 def _naive_utc(moment: datetime | date) -> datetime:
@@ -95,10 +102,22 @@ def _day_or_minute_format(times: np.ndarray) -> str:
     return "%Y-%m-%d"
 
 
-def _percent_scale() -> bq.LinearScale:
-    """-6–106 % exactly: no automatic padding, and room beyond 0 and 100 % so a point there is drawn whole
-    (the plot area clips marks at its edges)."""
-    return bq.LinearScale(min=-6, max=106, allow_padding=False)
+PERCENT_MIN = -6.0
+"""The coverage % axes start below 0 so a point at 0 % is drawn whole (the plot area clips marks at its edges)."""
+PERCENT_MAX = 106.0
+"""The same above 100 %, for the bars."""
+PERCENT_MAX_LABELLED = 122.0
+"""The point charts' top: above 100 % they keep a band for the threshold's label, which no point reaches.
+
+A coverage point is a dot about 8 px across; at 122 % a 100 % point's middle is 24 px below the top of a 138 px
+plot area, its top 20 px: under the label (3–15 px, :data:`LABEL_CENTRE_PX`).
+"""
+
+
+def _percent_scale(label_band: bool = False) -> bq.LinearScale:
+    """A coverage % scale with room below 0 and above 100 % (and a label band above that when asked for)."""
+    return bq.LinearScale(min=PERCENT_MIN, max=PERCENT_MAX_LABELLED if label_band else PERCENT_MAX,
+                          allow_padding=False)
 
 
 _PERCENT_TICKS = np.array([0, 20, 40, 60, 80, 100])
@@ -122,29 +141,36 @@ def _figure(title: str, marks: list[bq.Mark], axes: list[bq.Axis], height: str =
 
 
 class _Threshold:
-    """The under-labelled threshold: a dashed red line with its value written on it."""
+    """The under-labelled threshold: a dashed red line, with its value written in the band above 100 %.
+
+    The label goes at the right end of the band the point charts keep free above 100 % (:data:`PERCENT_MAX_LABELLED`);
+    written on the line, it covered the points just above the threshold (an 81 % point under an 80 % label).
+    """
 
     def __init__(self, x: bq.Scale, y: bq.Scale, empty_x: np.ndarray) -> None:
         self.line = bq.Lines(x=empty_x, y=[], scales={"x": x, "y": y}, colors=[TARGET_COLOUR], line_style="dashed")
         self.label = bq.Label(
             x=empty_x, y=[], text=[], scales={"x": x, "y": y}, colors=[TARGET_COLOUR],
-            default_size=12, font_unit="px", align="end", x_offset=-4, y_offset=-9,
+            default_size=LABEL_FONT_PX, font_unit="px", align="end", x_offset=-4, y_offset=LABEL_CENTRE_PX,
         )
         self.marks: list[bq.Mark] = [self.line, self.label]
 
     def show(self, span: np.ndarray, threshold_pct: float) -> None:
-        """Draw the line across ``span`` (two x values; empty hides it)."""
+        """Draw the line across ``span`` (two x values; empty hides it), its label in the band at its right end."""
         with self.line.hold_sync():
             self.line.x, self.line.y = span, np.full(len(span), float(threshold_pct))
         with self.label.hold_sync():
-            self.label.x, self.label.y = span[-1:], np.full(len(span[-1:]), float(threshold_pct))
-            self.label.text = [f"under-labelled below {threshold_pct:g} %"] * len(span[-1:])
+            self.label.x, self.label.y = span[-1:], np.full(len(span[-1:]), PERCENT_MAX_LABELLED)
+            self.label.text = [f"dashed: under-labelled below {threshold_pct:g} %"] * len(span[-1:])
 
-    def show_vertical(self, threshold_pct: float) -> None:
-        """Draw the line top to bottom at ``threshold_pct`` (x on the value scale, y on a 0..1 scale)."""
+    def show_line(self, threshold_pct: float, vertical: bool) -> None:
+        """Draw the line across a bar chart at ``threshold_pct``, without a label (the chart's title names it).
+
+        The other axis is a 0..1 scale. A label would sit on a bar or on a bar's value: the bars fill the chart.
+        """
+        across, at = np.array([0.0, 1.0]), np.full(2, float(threshold_pct))
         with self.line.hold_sync():
-            self.line.x, self.line.y = np.full(2, float(threshold_pct)), np.array([0.0, 1.0])
-        # No label on the line: at the top it would sit on the first bar; the chart's title names it.
+            self.line.x, self.line.y = (at, across) if vertical else (across, at)
         with self.label.hold_sync():
             self.label.x, self.label.y, self.label.text = np.array([], dtype="float64"), [], []
 
@@ -163,7 +189,8 @@ def _nan_if_none(values: Sequence[float | None]) -> np.ndarray:
 class CoverageTimeline:
     """Three stacked panels on one shared time axis: raw bags, labels and frames, coverage % per run.
 
-    Coverage points are coloured on the coverage scale; the under-labelled threshold is a dashed line.
+    Coverage points are coloured on the coverage scale; the under-labelled threshold is a dashed line, its label in
+    a band above 100 % that no point reaches. Lines join only the runs of one UTC day (:func:`_broken_at_gaps`).
     ML-only runs (labels without bags) have no coverage and are marked with grey crosses at 0 %.
     Clicking a run's point opens its per-run page (through :class:`~runtool.ui.opener.PageOpener`) and leaves a
     link to it under that panel (for a new tab, or a browser that blocks the move); :attr:`clicked_run` is the run.
@@ -199,7 +226,7 @@ class CoverageTimeline:
         self.bag_dots = dots(bags_y, RAW_BAGS_COLOUR)
         self.frame_dots = dots(ml_y, ML_FRAMES_COLOUR)
         self.label_dots = dots(ml_y, LABELS_COLOUR)
-        pct_y = _percent_scale()
+        pct_y = _percent_scale(label_band=True)
         self.colour_scale = _coverage_scale(80.0)
         self.coverage = bq.Scatter(
             x=np.array([], dtype="datetime64[ms]"), y=[], color=[],
@@ -312,20 +339,20 @@ class CoverageTimeline:
         self.threshold.show(span, threshold)
 
 
-LINE_GAP = np.timedelta64(36, "h")
-"""Runs further apart than this are not joined: a line means "the laser box kept recording"."""
-
-
 def _broken_at_gaps(times: np.ndarray, series: Sequence[Sequence[float]]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """``times`` and each of ``series`` with a NaN point inserted into every gap longer than :data:`LINE_GAP`.
+    """``times`` (in start order) and each of ``series`` with a NaN point between runs of different UTC days.
 
-    bqplot breaks a line at NaN, so runs days or weeks apart stand as separate points (or short lines for
-    consecutive days) instead of being joined across the gap.
+    The gap rule: a line joins consecutive runs only when they start on the same UTC calendar day, the day's
+    work of one laser box; runs on different days stand apart, however close in hours (a run at 23:50 and the
+    next at 00:10) or far (a day, weeks). A line across days drew recordings that never happened: two runs 24 h
+    apart read as a day of recording. bqplot breaks a line at NaN; each run also has its own dot, so a run alone
+    on its day still shows.
     """
     values = [np.asarray(s, dtype="float64") for s in series]
     if len(times) < 2:
         return times, values
-    gaps = np.flatnonzero(np.diff(times) > LINE_GAP) + 1
+    days = times.astype("datetime64[D]")
+    gaps = np.flatnonzero(days[1:] != days[:-1]) + 1
     midpoints = times[gaps - 1] + (times[gaps] - times[gaps - 1]) // 2
     return np.insert(times, gaps, midpoints), [np.insert(v, gaps, np.nan) for v in values]
 
@@ -359,7 +386,7 @@ class DailyCoverageChart:
             x=np.array([], dtype="datetime64[ms]"), y=[], scales={"x": self.x, "y": ml_y},
             colors=[LABELS_COLOUR], padding=0.15, labels=["labels"],
         )
-        pct_y = _percent_scale()
+        pct_y = _percent_scale(label_band=True)
         self.colour_scale = _coverage_scale(80.0)
         self.coverage = bq.Scatter(
             x=np.array([], dtype="datetime64[ms]"), y=[], color=[],
@@ -518,15 +545,14 @@ class LaserBoxBars:
             for scale, values in zip(self.count_scales, (self.bags.y, self.labels.y), strict=True):
                 scale.max = max(1.0, float(np.max(values, initial=0.0))) * 1.15
                 scale.allow_padding = False
-            self.threshold.show_vertical(threshold_pct)
-            self.figures[2].title = f"Coverage per laser box (dashed: under-labelled below {threshold_pct:g} %)"
             height = f"{max(170, 90 + self.ROW_PX * len(stats))}px"
             self.figures[0].fig_margin = {**self.figures[0].fig_margin,
                                           "left": 16 + self.CHAR_PX * max((len(n) for n in names), default=4)}
             for fig in self.figures:
                 fig.layout.height = height
-        else:
-            self.threshold.show(np.array([0.0, 1.0]), threshold_pct)
+        self.threshold.show_line(threshold_pct, vertical=self.horizontal)
+        # Short enough for a third of the page: a title cut at the figure's edge would lose the threshold.
+        self.figures[2].title = f"Coverage (dashed: under-labelled below {threshold_pct:g} %)"
 
     def _hovered(self, mark: bq.Bars, event: dict[str, Any]) -> None:
         """The hovered bar's full coordinate and value, in the tooltip."""
