@@ -238,6 +238,35 @@ def test_a_preheated_kernel_that_just_died_is_not_handed_to_a_viewer(serve: Call
     assert kernel_id_of(html) not in pooled, "the page was handed a kernel that had just died"
 
 
+NOISE = ("Traceback", "DeadKernelError", "restart failed", "Error at server while executing cell",
+         "Kernel died while waiting", "died, removing from map", "never retrieved", "Could not destroy zmq context")
+"""What Jupyter and Voila logged for a page kernel that died, beside the server's own line about it."""
+
+
+def test_killed_preheated_kernels_are_one_log_line_each_also_as_the_server_stops(
+    serve: Callable[..., ServeProcess],
+) -> None:
+    """Each killed preheated kernel logged nbclient's and Voila's errors, the whole cell, a DeadKernelError traceback
+    and the restarter's "restart failed": an operator saw a crash where the server had coped."""
+    server = serve("--pool-size", "1", "--cull-idle", "600")
+    pooled = server.wait_kernels(lambda kernels: len(kernels) == len(PAGES), 180, "one preheated kernel per page")
+    time.sleep(10)  # their pages rendered up to the wait for a viewer: a kernel killed now dies mid-cell
+    first, process = next(iter(pooled.items()))
+    process.kill()
+    page = poll(lambda: (m := re.search(rf"preheated kernel {first} of (\S+) stopped \(1 in a row\); replacing it\n",
+                                        server.log_text())) and m.group(1), 60, what="the server noticing the kill")
+    refill = server.wait_kernels(lambda k: len(k) == len(PAGES) and first not in k, 180, f"the refill of {page}")
+    log = server.log_text()
+    assert not [line for line in NOISE if line in log], log[-3000:]
+    # Every kernel killed at once, the pools refilling, the server stopped meanwhile.
+    for process in refill.values():
+        process.kill()
+    poll(lambda: server.log_text().count("preheated kernel") >= 1 + len(PAGES), 60, what="the kills noticed")
+    assert not server.stop(signal.SIGINT)
+    log = server.log_text()
+    assert not [line for line in NOISE if line in log], log[-3000:]
+
+
 def test_at_the_cap_a_page_no_browser_opened_makes_room_for_a_new_viewer(
     serve: Callable[..., ServeProcess],
 ) -> None:

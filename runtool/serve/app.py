@@ -26,6 +26,7 @@ Voila 0.5 it:
 
 from __future__ import annotations
 
+import asyncio
 import html
 import ipaddress
 import json
@@ -365,12 +366,35 @@ def _index_page(selection: Filters, reports: list[ReportFile], page: int = 1, qu
     return INDEX_PAGE.format(summary=summary, body=body)
 
 
-class _NoTrustWarning(logging.Filter):
-    """Drops Jupyter's "Notebook … is not trusted" line, logged on every page view: trust is about showing a
-    notebook's saved outputs, and Voila shows only the outputs it computes itself."""
+class _ExpectedNoise(logging.Filter):
+    """Drops the lines Jupyter and Voila log for what this server expects and reports in one line of its own.
+
+    - "Notebook … is not trusted", on every page view: trust is about showing a notebook's saved outputs, and
+      Voila shows only the outputs it computes itself;
+    - a page kernel that died: nbclient's "Kernel died while waiting for execute reply", Voila's "Error at server
+      while executing cell" with the whole cell and a DeadKernelError traceback, the restarter's "restart failed"
+      (this server never restarts a page kernel), "Kernel … died, removing from map" and, for one that died as it
+      started, "Error occurred while starting new kernel client … Kernel died before replying" (:meth:`RuntoolVoila.
+      kernel_lost` says which kernel, whose, and what happens next);
+    - "Could not destroy zmq context", from the client of a kernel that is gone.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Notebook %s is not trusted")
+        message = str(record.msg)
+        if message.startswith(("Notebook %s is not trusted", "Kernel died while waiting for execute reply",
+                               "Kernel %s died, removing from map", "Could not destroy zmq context")):
+            return False
+        if message.endswith("KernelRestarter: restart failed") or (
+                message.startswith("Error occurred while starting new kernel client") and "Kernel died" in message):
+            return False
+        error = type(record.exc_info[1]).__name__ if record.exc_info else ""
+        return not (message.startswith("Error at server while executing cell") and error == "DeadKernelError")
+
+
+def _retrieve_error(task: asyncio.Future[Any]) -> None:
+    """Marks a finished task's error as seen (asyncio would log "Task exception was never retrieved" for it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _is_loopback(address: str) -> bool:
@@ -402,6 +426,11 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
         viewer), and asked to shut down it dies with a ZMQ traceback per kernel in the server's log; a page's
         kernel holds nothing to save (its downloads keep their temporary files out of the final paths)."""
         self.closing = now
+        for pool in getattr(self, "_pools", {}).values():
+            for task in pool:
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    # The page being rendered in the kernel fails as the kernel stops: expected, not logged.
+                    task.result()["task"].add_done_callback(_retrieve_error)
         await ensure_async(super().shutdown_all(now=now))
 
     async def shutdown_kernel(self, kernel_id: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
@@ -495,7 +524,7 @@ class RuntoolVoila(Voila):
     def initialize(self, argv: list[str] | None = None) -> None:
         token = os.environ.pop(TOKEN_VARIABLE, None)
         super().initialize(argv)
-        self.log.addFilter(_NoTrustWarning())
+        self.log.addFilter(_ExpectedNoise())
         if token is not None:
             self.token = token
         self.page_names = [name for name in self.pages.split(",") if name]
@@ -697,8 +726,7 @@ class RuntoolVoila(Voila):
                                  notebook, failures, f" in {delay:.0f} s" if delay else "")
                 if content is not None:  # its page was being rendered by a kernel that is gone
                     render = content["task"]
-                    if render.done() and not render.cancelled():
-                        render.exception()  # seen: not logged again as "never retrieved"
+                    render.add_done_callback(_retrieve_error)
                     render.cancel()
                 manager.fill_if_needed(delay=delay, notebook_name=notebook)
                 if kernel_id is not None:
