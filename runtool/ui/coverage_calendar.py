@@ -17,7 +17,7 @@ from runtool.models import LEVELS, AggregatedTemporalData, Filters, LaserBoxDay
 from runtool.ui.formatting import format_count, format_pct
 from runtool.ui.query import COVERAGE, page_url, run_url
 from runtool.ui.tables import csv_link, csv_text
-from runtool.ui.theme import COVERAGE_NONE, EMPTY_CELL_COLOUR, coverage_colour, coverage_stops
+from runtool.ui.theme import COVERAGE_COLOUR_NAMES, COVERAGE_NONE, EMPTY_CELL_COLOUR, coverage_colour
 
 __all__ = ["FleetCalendar", "coverage_legend", "laser_box_filters"]
 
@@ -28,24 +28,41 @@ def laser_box_filters(lb_key: str) -> Filters:
 
 
 def coverage_legend(threshold_pct: float) -> str:
-    """The coverage scale as a gradient bar with its three stops named, plus the grey and blank cells."""
-    stops, colours = coverage_stops(threshold_pct)
+    """The coverage scale as a gradient bar with its three stops, its two ranges in words, the grey and blank cells.
+
+    The bar's colours and the words come from :func:`~runtool.ui.theme.coverage_colour` at the stops, the
+    colours the cells get: under-labelled cells run from red (0 %) to amber (at the threshold), the others from
+    amber to green (100 %).
+    """
+    stops = [0.0, float(threshold_pct), 100.0]
+    colours = [coverage_colour(stop, threshold_pct) for stop in stops]
     gradient = ", ".join(f"{colour} {stop:g}%" for stop, colour in zip(stops, colours, strict=True))
-    # The threshold's own tick only where it leaves room for the end ticks (the note names it anyway).
+    # The threshold's own tick only where it leaves room for the end ticks (the words name it anyway).
     ticks = "".join(
         f'<span class="rt-legend-tick" style="left:{stop:g}%">{stop:g} %</span>'
         for index, stop in enumerate(stops) if index != 1 or 12 <= stop <= 88
     )
+    ranges = []
+    if threshold_pct > 0:
+        ranges.append(f"{_shades(colours[0], colours[1])}: under-labelled, below {threshold_pct:g} %")
+    above = f"{threshold_pct:g}–100 %" if threshold_pct < 100 else "100 %"
+    ranges.append(f"{_shades(colours[1], colours[2])}: {above}")
     return (
         '<div class="rt-legend">'
         '<span class="rt-legend-title">Coverage</span>'
         f'<span class="rt-legend-scale"><span class="rt-legend-bar" style="background:linear-gradient(to right, '
         f'{gradient})"></span>{ticks}</span>'
-        f'<span class="rt-legend-note">under-labelled below {threshold_pct:g} % (amber)</span>'
+        f'<span class="rt-legend-note">{html.escape(" · ".join(ranges))}</span>'
         f'<span class="rt-swatch" style="background:{COVERAGE_NONE}"></span>ML only (no raw bags)'
         f'<span class="rt-swatch rt-swatch-empty" style="background:{EMPTY_CELL_COLOUR}"></span>no recording'
         "</div>"
     )
+
+
+def _shades(start: str, end: str) -> str:
+    """``red → amber``: the names of a range's end colours (one name when they are the same)."""
+    first, last = COVERAGE_COLOUR_NAMES[start], COVERAGE_COLOUR_NAMES[end]
+    return first if first == last else f"{first} → {last}"
 
 
 def _months(days: Sequence[date]) -> list[tuple[str, int]]:

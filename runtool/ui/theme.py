@@ -13,6 +13,7 @@ from runtool.models import SyncStatus
 
 __all__ = [
     "COVERAGE_AMBER",
+    "COVERAGE_COLOUR_NAMES",
     "COVERAGE_GREEN",
     "COVERAGE_NONE",
     "COVERAGE_RED",
@@ -82,6 +83,10 @@ COVERAGE_NONE = "#9e9e9e"
 """Runs or days without raw bags have no coverage: drawn grey, never on the scale."""
 EMPTY_CELL_COLOUR = "#f4f4f4"
 """Heatmap cells where a laser box recorded nothing."""
+COVERAGE_COLOUR_NAMES: dict[str, str] = {
+    COVERAGE_RED: "red", COVERAGE_AMBER: "amber", COVERAGE_GREEN: "green", COVERAGE_NONE: "grey",
+}
+"""What a legend calls the coverage scale's colours."""
 
 
 def coverage_stops(threshold_pct: float) -> tuple[list[float], list[str]]:
