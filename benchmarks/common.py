@@ -318,15 +318,15 @@ class SeededDemo:
 
 
 @contextmanager
-def seeded_demo(name: str) -> Iterator[SeededDemo]:
-    """fake-gcs-server (memory backend) holding the ``DEMO_PRESET`` demo fleet, its local folders and a config
-    file in a temporary folder, and the inventory scanned; all of it goes when the block ends."""
+def seeded_demo(name: str, preset: str = DEMO_PRESET) -> Iterator[SeededDemo]:
+    """fake-gcs-server (memory backend) holding the ``preset`` demo fleet (default ``DEMO_PRESET``), its local
+    folders and a config file in a temporary folder, and the inventory scanned; all of it goes when the block ends."""
     with tempfile.TemporaryDirectory(prefix=f"runtool-{name}-bench-") as temp, Emulator() as emulator:
         root = Path(temp)
         config = demo_config(root / "data", emulator.url, name)
-        say(f"Seeding the {DEMO_PRESET} demo fleet into {emulator.url} ...")
+        say(f"Seeding the {preset} demo fleet into {emulator.url} ...")
         started = time.perf_counter()
-        plan = plan_fleet(DEMO_PRESET, DEMO_SEED)
+        plan = plan_fleet(preset, DEMO_SEED)
         report = seed_fleet(config, plan, make_client(emulator_host=emulator.url))
         seed_s = time.perf_counter() - started
         config_path = write_config(config, root / "runtool.toml")

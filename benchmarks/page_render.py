@@ -11,6 +11,17 @@ that prints "ok", timed from the GET to "ok" visible: what any Voila page costs 
 most opens find the coverage pool refilling; ``benchmarks.serving`` spaces them and covers every page.
 Cases are interleaved within each repeat, after one unmeasured warm-up of each. The table goes to stdout and
 to ``benchmarks/results/page_render.md``; progress goes to stderr.
+
+``--preset NAME`` seeds another demo preset (default ``small``). ``--compare-to TREE`` times every page instead
+(coverage, per-run with no run picked, download manager, fleet KPIs), each opened with no query, so "All" at
+every level, on two ``runtool serve --no-preheat`` servers (``--preheat``: both with their default pool of 1)
+on the same fleet: "before" runs the runtool of the source tree ``TREE`` (``PYTHONPATH=TREE``), "after" the
+one this benchmark is run from. Each server gets its own copy of the seeded data folder, scanned by its own
+code. Per page: the GET to the first content (the static first screen's copy or the live widgets, whichever
+shows first), to the same content in the live widgets, and to the heavy part drawn (coverage charts, the
+download manager's grid, the fleet KPIs trend chart); interleaved before/after (the order alternates between
+repeats), with the one-cell plain Voila page as baseline; then each page's Python build timed in fresh
+interpreters of both trees. Its table goes to ``benchmarks/results/page_render_compare.md``.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import DEMO_PRESET, DEMO_SEED, RESULTS_DIR, markdown_table, median, say, seeded_demo
 from runtool.demo.emulator import free_port
@@ -35,9 +47,15 @@ from runtool.models import LEVELS, Filters
 from tests.browser.conftest import VoilaServer
 from tests.conftest import CHROMIUM, LAUNCH_ARGS
 
+if TYPE_CHECKING:
+    from benchmarks.common import SeededDemo
+    from benchmarks.serving import Load, Server
+
 COVERAGE = "01_temporal_coverage.ipynb"
 BASELINE = "baseline.ipynb"
 TIMEOUT_MS = 120_000
+BENCH_DIR_TREE = Path(__file__).resolve().parents[1]
+"""The source tree this benchmark runs from: "after" in ``--compare-to``."""
 KERNEL_SETTLE_S = 0.5
 """Pause after closing a tab, so the previous page's kernel shutdown does not overlap the next GET."""
 
@@ -125,13 +143,21 @@ def _python_breakdown(config_path: Path, queries: dict[str, str], repeats: int) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed renders per page (default 5)")
+    parser.add_argument("--preset", default=DEMO_PRESET, help=f"demo fleet preset (default {DEMO_PRESET})")
+    parser.add_argument("--compare-to", type=Path, metavar="TREE",
+                        help="time every page with 'All' selected against the runtool of this source tree")
+    parser.add_argument("--preheat", action="store_true",
+                        help="with --compare-to: serve both with their default pool (1) instead of --no-preheat")
+    parser.add_argument("--logs", type=Path, help="with --compare-to: keep the servers' logs in this folder")
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
         say(f"{CHROMIUM} is missing: apt-get install -y chromium")
         return 2
+    if args.compare_to is not None:
+        return compare_pages(args)
     from playwright.sync_api import sync_playwright
 
-    with seeded_demo("page") as demo:
+    with seeded_demo("page", args.preset) as demo:
         root, config_path, data_state = demo.root, demo.config_path, demo.services.data_state
         cid = data_state.filter_options(Filters())["cid"][0]
         boxes = data_state.laser_box_stats(Filters(cid=cid))
@@ -184,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     notes = [
-        f"- Fleet: demo preset `{DEMO_PRESET}` (seed {DEMO_SEED}): {demo.report.runs} runs, {demo.info.objects:,} "
+        f"- Fleet: demo preset `{args.preset}` (seed {DEMO_SEED}): {demo.report.runs} runs, {demo.info.objects:,} "
         f"objects, seeded in {demo.seed_s:.1f} s; fake-gcs-server memory backend; inventory scanned before the "
         "server starts.",
         f"- Repeats: {args.repeats} per page, interleaved, each in a new browser context (so a new kernel), "
@@ -200,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     text = "\n".join(
         ["# Page render benchmark", "", "`.venv/bin/python -m benchmarks.page_render"
-         + (f" --repeats {args.repeats}" if args.repeats != 5 else "") + "`", "", table, "", *notes, ""]
+         + (f" --repeats {args.repeats}" if args.repeats != 5 else "")
+         + (f" --preset {args.preset}" if args.preset != DEMO_PRESET else "") + "`", "", table, "", *notes, ""]
     )
     print(table)
     print()
@@ -208,6 +235,332 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "page_render.md").write_text(text, encoding="utf-8")
     return 0
+
+
+# -- --compare-to: every page with "All" selected, before and after --------------------------------
+
+
+HEAVY = {
+    "01_temporal_coverage.ipynb": ".rt-page-coverage .rt-view-aggregated .bqplot, "
+                                  ".rt-page-coverage .rt-view-single .bqplot",
+    "03_download_manager.ipynb": ".rt-page-download-manager .rt-inventory-grid",
+    "04_fleet_kpis.ipynb": ".rt-page-fleet-kpis .rt-kpi-trend .bqplot",
+}
+"""The heavy part each page draws after its first content (the per-run page with no run picked has none)."""
+PAGE_NAMES = {
+    "01_temporal_coverage.ipynb": ("Coverage", "CoveragePage"),
+    "02_per_run_analysis.ipynb": ("Per-run, no run picked", "PerRunPage"),
+    "03_download_manager.ipynb": ("Download manager", "DownloadManagerPage"),
+    "04_fleet_kpis.ipynb": ("Fleet KPIs", "FleetKpiPage"),
+}
+"""Each page's name in the table and its class in ``runtool.ui``."""
+SIDES = ("before", "after")
+COMPARE_TIMEOUT_MS = 180_000
+"""How long an open of ``--compare-to`` waits for each thing it times (benchmarks.serving's READY waits as long)."""
+WARMUP_HEAVY_MS = 120_000
+"""How long the warm-up waits for a heavy part; a page that does not draw it then is timed without it."""
+
+
+@dataclass
+class PageTimes:
+    """One page on one server: seconds from the GET to its first content, its live widgets and its heavy part."""
+
+    server: Server
+    page: str
+    heavy: str | None
+    first: list[float] = field(default_factory=list)
+    live: list[float] = field(default_factory=list)
+    drawn: list[float] = field(default_factory=list)
+    failures: int = 0
+    errors: int = 0
+    shown: str = ""
+    """What the warm-up open showed first (the first content's text, shortened)."""
+    no_heavy: str = ""
+    """Why the page drew no heavy part in the warm-up (then none is waited for)."""
+
+
+def tree_environment(tree: Path, config_path: Path) -> dict[str, str]:
+    """The environment in which ``python`` imports runtool from ``tree``, never from its working folder."""
+    return {**os.environ, "PYTHONPATH": str(tree), "PYTHONSAFEPATH": "1", "RUNTOOL_CONFIG": str(config_path)}
+
+
+def tree_commit(tree: Path) -> str:
+    """``tree``'s short commit, with " + uncommitted changes" when its runtool folder differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "runtool")
+    return (git("rev-parse", "--short", "HEAD") or "?") + (" + uncommitted changes" if dirty else "")
+
+
+def side_config(demo: SeededDemo, name: str, tree: Path) -> tuple[Path, float]:
+    """A config file for ``name``'s own copy of the seeded data folder (without the inventory cache), whose
+    inventory is then scanned by ``tree``'s code; and the seconds that scan took."""
+    source = demo.root / "data"
+    folder = demo.root / name
+    shutil.copytree(source, folder / "data", ignore=lambda where, _names: ["cache"] if Path(where) == source else [])
+    text = demo.config_path.read_text(encoding="utf-8")
+    data_line = f'data_dir = "{source}"'
+    if data_line not in text:
+        raise RuntimeError(f"{demo.config_path} does not name {source}")
+    config_path = folder / "runtool.toml"
+    config_path.write_text(text.replace(data_line, f'data_dir = "{folder / "data"}"'), encoding="utf-8")
+    scan = ("import sys; from pathlib import Path; from runtool.services import ServiceContainer; "
+            "ServiceContainer.from_environment(Path(sys.argv[1])).inventory.refresh()")
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", scan, str(config_path)], env=tree_environment(tree, config_path),
+                   cwd=folder, check=True)
+    return config_path, time.perf_counter() - started
+
+
+def tree_server(name: str, tree: Path, config_path: Path, logs: Path, preheat: bool) -> Server:
+    """``runtool serve`` of ``tree`` (``--no-preheat`` unless ``preheat``) on a free port."""
+    from benchmarks.serving import Server
+
+    port = free_port()
+    command = [sys.executable, "-m", "runtool", "--config", str(config_path), "serve", "--port", str(port),
+               *([] if preheat else ["--no-preheat"])]
+    server = Server(name, command, logs / f"{name}.log", tree_environment(tree, config_path), port,
+                    pool=1 if preheat else 0, beacon=True)
+    notebooks = str(tree / "runtool" / "notebooks")
+    if notebooks not in server.voila.cmdline():
+        server.stop()
+        raise RuntimeError(f"{name}: the server does not serve {notebooks}: {server.voila.cmdline()}")
+    return server
+
+
+def time_page(browser: Any, case: PageTimes, warmup: bool = False) -> None:
+    """One open of ``case`` in a new browser context, closed like a tab; its times appended (unless ``warmup``)."""
+    from benchmarks.serving import BASELINE_READY, LIVE, READY, close_page, errors_shown
+
+    is_baseline = case.page == BASELINE
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    started = time.perf_counter()
+    first = live = drawn = None
+    try:
+        page.goto(case.server.url(case.page), wait_until="commit", timeout=COMPARE_TIMEOUT_MS)
+        READY["baseline" if is_baseline else case.page](page)
+        first = time.perf_counter() - started
+        if not is_baseline:
+            page.locator(LIVE[case.page]).first.wait_for(state="visible", timeout=COMPARE_TIMEOUT_MS)
+            live = time.perf_counter() - started
+        if warmup and case.heavy is not None and page.locator(".rt-view-empty").first.is_visible():
+            case.heavy, case.no_heavy = None, "it shows its empty state"
+        if case.heavy is not None:
+            try:
+                page.locator(case.heavy).first.wait_for(state="visible",
+                                                        timeout=WARMUP_HEAVY_MS if warmup else COMPARE_TIMEOUT_MS)
+                drawn = time.perf_counter() - started
+            except Exception as exc:
+                say(f"  {case.server.name} {case.page}: heavy part not drawn ({type(exc).__name__})")
+                if warmup:
+                    case.heavy, case.no_heavy = None, f"not drawn within {WARMUP_HEAVY_MS // 1000} s"
+                else:
+                    case.failures += 1
+        if warmup:
+            selector = BASELINE_READY if is_baseline else LIVE[case.page]
+            case.shown = " ".join(page.locator(selector).first.inner_text().split())[:90]
+        if not is_baseline:
+            case.errors += errors_shown(page)
+    except Exception as exc:
+        say(f"  {case.server.name} {case.page}: no content ({type(exc).__name__})")
+        case.failures += 1
+    finally:
+        close_page(case.server, context, page)
+    if not warmup:
+        for values, value in ((case.first, first), (case.live, live), (case.drawn, drawn)):
+            if value is not None:
+                values.append(value)
+
+
+def python_build(trees: dict[str, Path], configs: dict[str, Path], pages: list[str], repeats: int
+                 ) -> dict[tuple[str, str], tuple[float, float]]:
+    """Median seconds of ``import runtool.ui`` and of each page object built with no query, in fresh
+    interpreters of each tree (as a kernel runs them); pages the tree lacks are left out."""
+    script = (
+        "import sys, time; t = time.perf_counter(); import runtool.ui as ui; cls = getattr(ui, sys.argv[1]); "
+        "i = time.perf_counter() - t; t = time.perf_counter(); page = cls(query=''); "
+        "print(i, time.perf_counter() - t)"
+    )
+    runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for _ in range(repeats):
+        for page in pages:
+            for side, tree in trees.items():
+                if not (tree / "runtool" / "notebooks" / page).is_file():
+                    continue
+                done = subprocess.run([sys.executable, "-c", script, PAGE_NAMES[page][1]],
+                                      env=tree_environment(tree, configs[side]), cwd=configs[side].parent,
+                                      capture_output=True, text=True)
+                if done.returncode != 0:
+                    say(f"  {side} {page}: the page build failed: {done.stderr.strip()[-300:]}")
+                    continue
+                imported, built = (float(value) for value in done.stdout.split()[-2:])
+                runs.setdefault((side, page), []).append((imported, built))
+    return {key: (median([v[0] for v in values]), median([v[1] for v in values])) for key, values in runs.items()}
+
+
+def compare_pages(args: argparse.Namespace) -> int:
+    """``--compare-to``: every page opened with no query ("All") on the older tree's server and this one's."""
+    from playwright.sync_api import sync_playwright
+
+    from benchmarks.serving import Load, baseline_server, settle
+
+    trees = {"before": args.compare_to.resolve(), "after": BENCH_DIR_TREE}
+    if not (trees["before"] / "runtool" / "__init__.py").is_file():
+        say(f"{trees['before']} holds no runtool package")
+        return 2
+    commits = {side: tree_commit(tree) for side, tree in trees.items()}
+    load = Load()
+    load.sample()
+    started_at = datetime.now(UTC)
+    with seeded_demo("page", args.preset) as demo:
+        logs = (args.logs or demo.root).resolve()
+        logs.mkdir(parents=True, exist_ok=True)
+        configs: dict[str, Path] = {}
+        scans: dict[str, float] = {}
+        for side, tree in trees.items():
+            say(f"{side}: copying the data folder and scanning it with {tree} ...")
+            configs[side], scans[side] = side_config(demo, side, tree)
+        servers: dict[str, Server] = {}
+        try:
+            say("Starting the servers ...")
+            servers["baseline"] = baseline_server(logs)
+            for side, tree in trees.items():
+                servers[side] = tree_server(side, tree, configs[side], logs, args.preheat)
+            baseline = PageTimes(servers["baseline"], BASELINE, None)
+            pages = list(PAGE_NAMES)
+            grid: dict[tuple[str, str], PageTimes | None] = {
+                (side, page): PageTimes(servers[side], page, HEAVY.get(page))
+                if (trees[side] / "runtool" / "notebooks" / page).is_file() else None
+                for page in pages for side in SIDES
+            }
+            cases = [baseline, *(case for case in grid.values() if case is not None)]
+            all_servers = list(servers.values())
+            waits: list[float] = []
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+                try:
+                    say("Warm-up: one unmeasured open of each case ...")
+                    for case in cases:
+                        settle(all_servers)
+                        warm = time.perf_counter()
+                        time_page(browser, case, warmup=True)
+                        say(f"  {case.server.name} {case.page}: {time.perf_counter() - warm:.1f} s, {case.shown!r}")
+                    for repeat in range(args.repeats):
+                        order = SIDES if repeat % 2 == 0 else SIDES[::-1]
+                        round_cases = [baseline, *(grid[(side, page)] for page in pages for side in order)]
+                        for maybe in round_cases:
+                            if maybe is None:
+                                continue
+                            waited, _ = settle(all_servers)
+                            waits.append(waited)
+                            time_page(browser, maybe)
+                        load.sample()
+                        say(f"  repeat {repeat + 1}/{args.repeats}: " + ", ".join(
+                            f"{c.server.name[:3]}{c.page[:2]} {c.first[-1]:.1f}"
+                            + (f"/{c.drawn[-1]:.1f}" if c.drawn else "") for c in cases if c.first
+                        ) + f" s (load {os.getloadavg()[0]:.1f})")
+                finally:
+                    browser.close()
+        finally:
+            for server in servers.values():
+                server.stop()
+        say("Timing each page's Python build in fresh interpreters of both trees ...")
+        builds = python_build(trees, configs, pages, min(args.repeats, 3))
+        fleet = (f"demo preset `{args.preset}` (seed {DEMO_SEED}): {demo.report.runs:,} runs, {demo.info.objects:,} "
+                 f"objects, seeded in {demo.seed_s:.0f} s")
+    load.sample()
+    text = compare_report(args, trees, commits, grid, baseline, builds, fleet, scans, waits, load, started_at)
+    print(text)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "page_render_compare.md").write_text(text, encoding="utf-8")
+    return 0
+
+
+def _ratio(after: list[float], before: list[float]) -> str:
+    return f"{median(after) / median(before):.2f}×" if after and before else "—"
+
+
+def compare_report(args: argparse.Namespace, trees: dict[str, Path], commits: dict[str, str],
+                   grid: dict[tuple[str, str], PageTimes | None], baseline: PageTimes,
+                   builds: dict[tuple[str, str], tuple[float, float]], fleet: str, scans: dict[str, float],
+                   waits: list[float], load: Load, started_at: datetime) -> str:
+    """The comparison as markdown: the command, the table, the Python builds and the notes."""
+    from benchmarks.common import spread
+
+    base = median(baseline.first) if baseline.first else float("nan")
+    rows = [["Baseline: plain Voila, one-cell notebook printing \"ok\"", spread(baseline.first), "—", "—",
+             "1.00×", "—", "—", "—"]]
+    for page, (title, _cls) in PAGE_NAMES.items():
+        before, after = grid[("before", page)], grid[("after", page)]
+        if before is None or after is None:
+            missing = "the older tree" if before is None else "this tree"
+            rows.append([title, f"not comparable: no {page} in {missing}", *["—"] * 6])
+            continue
+        heavy = page in HEAVY and not (before.no_heavy or after.no_heavy)
+        why = "; ".join(f"{c.server.name}: {c.no_heavy}" for c in (before, after) if c.no_heavy)
+        rows.append([
+            title,
+            spread(before.first), spread(after.first), _ratio(after.first, before.first),
+            f"{median(before.first) / base:.2f}× → {median(after.first) / base:.2f}×"
+            if before.first and after.first else "—",
+            spread(after.live),
+            f"{spread(before.drawn)} → {spread(after.drawn)}" if heavy else f"— (none{': ' + why if why else ''})",
+            _ratio(after.drawn, before.drawn) if heavy else "—",
+        ])
+    table = markdown_table(
+        ["Page, no query (\"All\"); s: median (min–max)", "before: GET → first content",
+         "after: GET → first content", "after / before", "× baseline (before → after)", "after: live widgets",
+         "GET → heavy part drawn: before → after", "after / before (heavy)"],
+        rows,
+    )
+    build_rows = []
+    for page, (title, cls) in PAGE_NAMES.items():
+        cells = []
+        for side in SIDES:
+            found = builds.get((side, page))
+            cells.append(f"{found[0]:.2f} + {found[1]:.2f}" if found else "—")
+        build_rows.append([f"{title} (`{cls}(query='')`)", *cells])
+    build_table = markdown_table(["Python in a fresh interpreter: `import runtool.ui` + page built, s (median)",
+                                  "before", "after"], build_rows)
+    failures = sum(c.failures for c in grid.values() if c is not None) + baseline.failures
+    errors = sum(c.errors for c in grid.values() if c is not None)
+    shown = "; ".join(f"{PAGE_NAMES[page][0]}: {c.shown!r}" for (side, page), c in grid.items()
+                      if side == "after" and c is not None)
+    command = ("`.venv/bin/python -m benchmarks.page_render --compare-to " + str(args.compare_to)
+               + (f" --preset {args.preset}" if args.preset != DEMO_PRESET else "")
+               + (f" --repeats {args.repeats}" if args.repeats != 5 else "")
+               + (" --preheat" if args.preheat else "") + "`")
+    mode = ("both with their default pool of one preheated kernel per page" if args.preheat
+            else "both `--no-preheat` (each open starts its kernel, so the page is built while the viewer waits)")
+    notes = [
+        f"- Before: `{trees['before']}` at {commits['before']}; after: `{trees['after']}` at {commits['after']}. "
+        f"Each is `python -m runtool serve` with `PYTHONPATH` set to its tree, {mode}, on its own copy of the same "
+        f"seeded data folder, its inventory scanned by its own code ({scans['before']:.1f} s before, "
+        f"{scans['after']:.1f} s after); same emulator, buckets and browser.",
+        f"- Fleet: {fleet}; fake-gcs-server memory backend.",
+        "- \"All\" at every level is the absence of the level in the URL (runtool/ui/query.py: absent, blank or "
+        "`All` all mean unset), so each page is opened with no query, as a viewer following the header's link "
+        "does; every page opens on \"All\" by default. What each showed first (after): " + shown + ".",
+        f"- {args.repeats} timed opens per case after one unmeasured warm-up of each; every open a new browser "
+        "context (a new viewer) closed like a tab, after every server's kernels had stopped and all were idle "
+        f"(waited median {median(waits):.1f} s, max {max(waits):.1f} s). Before and after of a page are opened one "
+        "after the other, their order alternating between repeats.",
+        "- First content: coverage, download manager and fleet KPIs a KPI value (or the fleet KPIs' empty-state "
+        "sentence), per-run the \"pick a run\" sentence; after serves a static copy of the first screen "
+        "(runtool.ui.snapshot, `rts-` classes) before its live widgets, before does not, so first content is the "
+        "copy or the live widgets, whichever shows first, and \"live widgets\" the same content in the widgets. "
+        "Heavy part: the coverage charts (a bqplot figure), the download manager's grid, the fleet KPIs trend chart "
+        "(not drawn while no run is analysed: the page then shows its empty-state sentence, timed as first content).",
+        f"- Opens without content, or without the heavy part, within {COMPARE_TIMEOUT_MS // 1000} s: {failures}; error "
+        f"messages or tracebacks on the pages: {errors}.",
+        f"- Browser: headless Debian chromium; machine: {os.cpu_count()} cores, shared with other work: "
+        f"{load.describe()}; Python {platform.python_version()}; "
+        f"{started_at:%Y-%m-%d %H:%M}–{datetime.now(UTC):%H:%M} UTC.",
+    ]
+    return "\n".join(["# Page render, every page with \"All\" selected, before and after", "", command, "", table,
+                      "", build_table, "", *notes, ""])
 
 
 if __name__ == "__main__":
