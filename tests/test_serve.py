@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import os
@@ -15,11 +16,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from tornado import web
 
 from runtool.demo.emulator import free_port
 from runtool.errors import UsageError
 from runtool.serve import ServeOptions, serve_command
-from runtool.serve.app import refill_delay
+from runtool.serve.app import HEALTHY_S, PoolBackoff, RuntoolKernelManager, refill_delay
 from tests.conftest import SeededFleet, write_toml
 
 
@@ -35,6 +37,36 @@ def test_a_page_that_keeps_failing_as_it_preheats_is_retried_less_and_less_often
     assert delays[0] == 0
     assert delays == sorted(delays)
     assert 0 < delays[1] <= 10 and delays[-1] == 300
+
+
+def test_the_back_off_resets_only_once_a_preheated_kernel_has_waited_healthy() -> None:
+    """Kernels that reach their wait and die soon after keep counting (a kill every few seconds was retried at once
+    each time, since the count reset whenever a kernel had come up); one that waited HEALTHY_S resets it."""
+    backoff = PoolBackoff()
+    assert backoff.stopped("page") == (1, 0.0)
+    backoff.waiting("page", "k2", now=100.0)
+    backoff.waiting("page", "k2", now=100.0 + HEALTHY_S - 1)
+    assert backoff.stopped("page") == (2, refill_delay(2))
+    backoff.waiting("page", "k3", now=200.0)
+    backoff.waiting("other", "k9", now=200.0 + HEALTHY_S)  # another page's kernel is healthy: not this page's
+    backoff.keep_only({"k3"})
+    assert backoff.stopped("page")[0] == 3
+    backoff.waiting("page", "k4", now=300.0)
+    backoff.waiting("page", "k4", now=300.0 + HEALTHY_S)
+    assert backoff.stopped("page") == (1, 0.0)
+    backoff.keep_only(set())
+    assert not backoff.ready_since
+
+
+def test_stopping_the_server_skips_a_kernel_that_is_already_gone() -> None:
+    """shutdown_all stops the kernels it listed one by one; one that died meanwhile raised there (404) and ended the
+    stop before the preheated pools were cleaned up."""
+    manager = RuntoolKernelManager()
+    manager.closing = True
+    asyncio.run(manager._async_shutdown_kernel("0f0e5a39-gone"))  # no error: nothing to stop
+    manager.closing = False
+    with pytest.raises(web.HTTPError, match="404"):
+        asyncio.run(manager._async_shutdown_kernel("0f0e5a39-gone"))
 
 
 @pytest.mark.parametrize("base_url", ["/a#b/", "/a?x=1/", "/a b/", "/%2e%2e/", "/../", "/a/./", "runtool/", "/a//b/"])

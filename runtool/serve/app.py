@@ -498,6 +498,35 @@ def refill_delay(failures: int) -> float:
 HEALTHY_S = 60
 """A page whose preheated kernel has waited this long for a viewer preheats fine: its pool's back-off resets."""
 
+
+class PoolBackoff:
+    """Per page, how many preheated kernels stopped in a row, and so how long its pool waits before a refill.
+
+    The count resets only once one of the page's kernels has waited ``healthy_s`` for a viewer: a kernel that
+    reaches its wait and dies soon after (a page that fails later, a kernel killed again and again) keeps counting.
+    """
+
+    def __init__(self, healthy_s: float = HEALTHY_S) -> None:
+        self.healthy_s = healthy_s
+        self.failures: dict[str, int] = {}
+        self.ready_since: dict[str, float] = {}
+        """When each waiting preheated kernel was first seen ready."""
+
+    def waiting(self, page: str, kernel_id: str, now: float) -> None:
+        """``page``'s preheated kernel ``kernel_id`` is seen waiting for a viewer at ``now`` (seconds)."""
+        if now - self.ready_since.setdefault(kernel_id, now) >= self.healthy_s:
+            self.failures.pop(page, None)
+
+    def stopped(self, page: str) -> tuple[int, float]:
+        """A preheated kernel of ``page`` stopped before a viewer took it: (stopped in a row, refill delay in s)."""
+        failures = self.failures[page] = self.failures.get(page, 0) + 1
+        return failures, refill_delay(failures)
+
+    def keep_only(self, waiting: set[str]) -> None:
+        """Forget the kernels no longer waiting (taken by a viewer, or stopped)."""
+        for kernel_id in set(self.ready_since) - waiting:
+            del self.ready_since[kernel_id]
+
 ABANDONED_S = 60
 """At the kernel cap, a page kernel no browser connected to is stopped for a new viewer once idle this long. Not
 shorter: on a busy server a browser still loading its page can take most of a minute to connect."""
@@ -546,7 +575,7 @@ class RuntoolVoila(Voila):
         self.config.KernelManager.transport = "ipc"
         self.voila_configuration.multi_kernel_manager_class = RuntoolKernelManager
         self.lost_pool_kernels: set[str] = set()
-        self.pool_failures: dict[str, int] = {}
+        self.backoff = PoolBackoff()
         """Per page, its preheated kernels that stopped in a row (a page that fails as it loads backs off)."""
         self.claimed_kernels: set[str] = set()
         """Kernels a browser has connected to (their page loaded)."""
@@ -554,8 +583,6 @@ class RuntoolVoila(Voila):
         """Kernels still to be stopped: preheated ones replaced in their pool, viewers' ones that died."""
         self.seats: list[PageHandler] = []
         """Page requests let in under the cap whose kernel is not counted yet."""
-        self.ready_since: dict[str, float] = {}
-        """When each waiting preheated kernel was first seen ready (a page preheats fine once one waits a while)."""
         # A preheated kernel fetches its request's info from this server: at an address the server listens on.
         os.environ["VOILA_APP_IP"] = "127.0.0.1" if served_ip in ("0.0.0.0", "::", "") else served_ip
 
@@ -714,14 +741,10 @@ class RuntoolVoila(Voila):
                 content = None if task.cancelled() or task.exception() else task.result()
                 kernel_id = content["kernel_id"] if content else None
                 if content is not None and not content["task"].done() and kernel_id not in self.lost_pool_kernels:
-                    # Preheated and waiting for its viewer; once one has waited a minute, the page preheats fine.
-                    since = self.ready_since.setdefault(content["kernel_id"], time.monotonic())
-                    if time.monotonic() - since >= HEALTHY_S:
-                        self.pool_failures.pop(notebook, None)
+                    self.backoff.waiting(notebook, content["kernel_id"], time.monotonic())
                     continue
                 pool.remove(task)
-                failures = self.pool_failures[notebook] = self.pool_failures.get(notebook, 0) + 1
-                delay = refill_delay(failures)
+                failures, delay = self.backoff.stopped(notebook)
                 self.log.warning("preheated kernel %s of %s stopped (%d in a row); replacing it%s", kernel_id,
                                  notebook, failures, f" in {delay:.0f} s" if delay else "")
                 if content is not None:  # its page was being rendered by a kernel that is gone
@@ -733,8 +756,7 @@ class RuntoolVoila(Voila):
                     stopped.append(kernel_id)
         # A lost kernel a viewer had already taken is the viewer's (the page says the session ended).
         self.lost_pool_kernels &= self.pooled_kernels()
-        for kernel_id in set(self.ready_since) - self.pooled_kernels():
-            del self.ready_since[kernel_id]
+        self.backoff.keep_only(self.pooled_kernels())
         self.unpooled_kernels.update(stopped)
         for kernel_id in list(self.unpooled_kernels):
             await self._shut_down(kernel_id)
