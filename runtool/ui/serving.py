@@ -2,10 +2,11 @@
 
 Under `runtool serve`, Voila keeps preheated kernels: each runs its page notebook up to the moment a viewer asks
 for the page. :func:`open_page` does the slow part then (imports, configuration, reading the inventory, the page
-of a link without a query), waits for the viewer's request, and builds the page again if the request's URL query
-asks for another selection, so a link with a selection opens that selection. Outside a preheated kernel (a plain
-Voila kernel, JupyterLab) it builds the page at once. Either way the page is progressive: what costs the browser
-most to draw comes after the first paint; and :func:`show_page` sends its first screen as static HTML first.
+of a link without a query), waits for the viewer's request, then sets on that page the selection the request's
+URL query asks for (a query with page settings too gets a page built for it), so a link with a selection opens
+that selection. Outside a preheated kernel (a plain Voila kernel, JupyterLab) it builds the page at once. Either
+way the page is progressive: what costs the browser most to draw comes after the first paint; and
+:func:`show_page` sends its first screen as static HTML first.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import os
 from typing import TypeVar
 
 from runtool.config import ConfigError
+from runtool.models import RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.ui.components import close_tree
 from runtool.ui.page import Page
+from runtool.ui.query import query_parameters, read_selection
 from runtool.ui.snapshot import snapshot_html
 
-__all__ = ["open_page", "preheated", "show_page", "wait_for_viewer"]
+__all__ = ["open_page", "preheated", "selects_only", "show_page", "wait_for_viewer"]
 
 log = logging.getLogger(__name__)
 P = TypeVar("P", bound=Page)
@@ -40,12 +43,22 @@ def wait_for_viewer() -> None:
     wait_for_request()
 
 
+_SELECTION_KEYS = frozenset({*RunCoordinate.PARTS, "token"})
+"""A query with only these keys asks for a selection and nothing else (Voila passes a token server's token on)."""
+
+
+def selects_only(query: str) -> bool:
+    """Whether the URL ``query`` sets nothing but the selection (no page setting such as E or a tab)."""
+    return set(query_parameters(query)) <= _SELECTION_KEYS
+
+
 def open_page(page_class: type[P]) -> P:
     """``page_class`` built for the viewer's request, with as much as possible done before the viewer came.
 
     A preheated kernel builds the page of a link without a query before the request arrives; a request without
-    a query (most of them) gets that page, and any other finds every code path warm (a fresh kernel's first page
-    takes several times longer than its next). If the inventory cache changed while the kernel waited (a
+    a query (most of them) gets that page, one with only a selection gets it with that selection set, and any other
+    gets a page built for it, with every code path warm (a fresh kernel's first page takes several times longer
+    than its next). If the inventory cache changed while the kernel waited (a
     refresh by another viewer or the CLI), the page is built again from it; the local copies are scanned again
     (a download meanwhile redraws the page). So a preheated page is never older than its request. The page is
     progressive: its charts and grids come once the browser has drawn the rest (:class:`~runtool.ui.page.Page`).
@@ -66,7 +79,14 @@ def open_page(page_class: type[P]) -> P:
         changed = services.inventory.cache_stamp() != stamp
         # Local copies may have changed while the kernel waited (a download by the CLI or another viewer).
         local_changed = services.local.rescan()
-        if changed or os.environ.get("QUERY_STRING"):
+        query = os.environ.get("QUERY_STRING", "")
+        selection = read_selection(query) if query and not changed and selects_only(query) else None
+        if selection is not None and selection.error is None:
+            # Only the selection differs from the ready page: it is set on that page, so only what changes goes to
+            # the browser (a page built again sent ~300 widget messages after the request, through Voila's server).
+            page = ready
+            page.set_filters(selection.filters)
+        elif changed or query:
             close_tree(ready.widget)
             page = page_class(services=ServiceContainer.from_environment() if changed else services,
                               progressive=True)

@@ -13,10 +13,13 @@ from typing import Any
 
 import pytest
 
-from runtool.models import LEVELS, RunCoordinate
+from runtool.models import LEVELS, Filters, RunCoordinate
 from runtool.services import ServiceContainer
-from runtool.ui import CoveragePage, DownloadManagerPage, serving
+from runtool.ui import CoveragePage, DownloadManagerPage, FleetKpiPage, PerRunPage, serving
 from runtool.ui.drawn import DrawnSignal
+from runtool.ui.page import Page
+from runtool.ui.query import selection_query
+from runtool.ui.snapshot import snapshot_html
 from tests.conftest import write_toml
 from tests.ui.widget_tree import descendants
 
@@ -121,14 +124,15 @@ def test_the_browser_word_while_loading_draws_at_once() -> None:
 
 
 @pytest.mark.parametrize(("query", "refresh", "reused"),
-                         [("", False, True), ("cid=nowhere", False, False), ("", True, False)])
+                         [("", False, True), ("cid=nowhere", False, True),
+                          ("cid=nowhere&expected_samples=3", False, False), ("", True, False)])
 def test_a_preheated_kernel_builds_the_plain_page_before_the_request(
     services: ServiceContainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, query: str, refresh: bool,
     reused: bool,
 ) -> None:
-    """The page built before the request is the viewer's unless the link has a query or the inventory cache was
-    replaced meanwhile. Voila's wait for the request is replaced by setting the query it would set (the browser
-    tests run the real one: tests/browser/test_serving.py)."""
+    """The page built before the request is the viewer's, with the link's selection set on it, unless the link has
+    page settings too or the inventory cache was replaced meanwhile. Voila's wait for the request is replaced by
+    setting the query it would set (the browser tests run the real one: tests/browser/test_serving.py)."""
     monkeypatch.setenv("RUNTOOL_CONFIG", str(write_toml(services.config, tmp_path / "runtool.toml")))
     monkeypatch.setenv("VOILA_PREHEAT", "True")
     monkeypatch.setenv("RUNTOOL_DRAWN_FALLBACK_S", "3600")
@@ -176,3 +180,32 @@ def test_a_download_while_the_kernel_waited_shows_on_the_page_built_before(
     assert local == int(before.split(" / ")[1].replace(",", "")) + int(runs[runs["raw_bags"] > 0].iloc[0]["raw_bags"])
     assert page.drawn_signal is not None
     page.drawn_signal.fire()
+
+
+@pytest.mark.parametrize("page_class", [CoveragePage, PerRunPage, DownloadManagerPage, FleetKpiPage])
+@pytest.mark.parametrize("depth", [1, 5, 6])
+def test_a_selection_set_on_the_preheated_page_shows_what_a_page_built_for_it_shows(
+    services: ServiceContainer, page_class: type[Page], depth: int
+) -> None:
+    """A preheated page given the link's selection (serving.open_page) must be the page the link would build: same
+    first screen, same selection, same links, same messages. Depth: a client, a laser box, a run."""
+    runs = services.data_state.all_runs()
+    coord = RunCoordinate(*(str(runs.iloc[len(runs) // 2][level]) for level in (*LEVELS, "timestamp")))
+    filters = Filters(**dict(list(coord.to_filters().to_dict().items())[:depth]))
+    query = selection_query(filters)
+    assert serving.selects_only(query) and serving.selects_only(f"{query}&token=abc")
+    built = page_class(services=services, query=query, progressive=True)
+    reused = page_class(services=services, query="", progressive=True)
+    reused.set_filters(filters)
+    assert reused.filters == built.filters  # the per-run page picks a laser box's newest run
+    assert {k: v for k, v in built.filters.to_dict().items() if k in filters.to_dict()} == filters.to_dict()
+    assert snapshot_html(reused.widget) == snapshot_html(built.widget)
+    for page in (built, reused):
+        assert page.drawn_signal is not None
+        page.drawn_signal.fire()
+    assert snapshot_html(reused.widget) == snapshot_html(built.widget)
+
+
+def test_a_query_with_page_settings_is_not_a_selection_only() -> None:
+    assert not serving.selects_only("cid=c1&E=3") and not serving.selects_only("family=ml")
+    assert serving.selects_only("") and serving.selects_only("cid=c1&regionid=r1&token=t")
