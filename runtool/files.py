@@ -37,12 +37,36 @@ def replacing(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file, fsynced before the rename."""
-    with replacing(path) as tmp, tmp.open("wb") as out:
-        out.write(data.encode("utf-8") if isinstance(data, str) else data)
-        out.flush()
-        os.fsync(out.fileno())
+def write_atomic(path: Path, data: bytes | str, *, durable: bool = True) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file beside it, renamed into place: a reader
+    sees the old file or the whole new one, never a part. The folder is made when missing.
+
+    ``durable`` (the default): the data is fsynced before the rename, so after a crash the file at ``path`` is
+    complete. Without, for copies checked whenever they are read (the label cache), a file costs about half the
+    CPU (it counts at ten thousand labels).
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    # One temporary name per (process, thread): no two writers share one, and it needs no random bytes.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, flags, 0o666)
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager

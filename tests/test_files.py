@@ -21,6 +21,28 @@ def test_write_atomic_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
     assert sorted(p.name for p in target.parent.iterdir()) == ["cache.json"]
 
 
+@pytest.mark.parametrize("durable", [True, False])
+def test_write_atomic_that_fails_leaves_no_temporary_file(tmp_path: Path, durable: bool) -> None:
+    target = tmp_path / "taken"
+    target.mkdir()  # the rename over a folder fails after the data was written
+    with pytest.raises(OSError):
+        write_atomic(target, b"data", durable=durable)
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+
+
+def test_threads_writing_one_file_at_once_leave_one_whole_copy(tmp_path: Path) -> None:
+    target = tmp_path / "labels" / "a.txt"
+    payloads = [bytes([65 + n]) * 300_000 for n in range(8)]
+    threads = [threading.Thread(target=write_atomic, args=(target, data), kwargs={"durable": False})
+               for data in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert target.read_bytes() in payloads
+    assert [p.name for p in target.parent.iterdir()] == ["a.txt"]
+
+
 def test_a_failure_keeps_the_previous_file(tmp_path: Path) -> None:
     target = tmp_path / "manifest.json"
     target.write_text("good")

@@ -492,7 +492,7 @@ class DatasetService:
             if _crc(data) != crc:
                 return key, "changed since the inventory was scanned (CRC32C differs); refresh the inventory"
             if not self.read_only:
-                _write_cached(self._label_cache_path(key, generation), data)
+                write_atomic(self._label_cache_path(key, generation), data, durable=False)
             return key, data
 
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="labels")
@@ -813,29 +813,6 @@ def _check_targets(samples: Iterable[DatasetSample]) -> None:
 def _too_large(size: str, cap: int) -> str:
     """Why a label over the cap was not read."""
     return f"{size}, larger than the {format_bytes(cap)} a label may have (max_label_bytes); not read"
-
-
-def _write_cached(path: Path, data: bytes) -> None:
-    """Put a label's bytes in the cache: a temporary file renamed into place, so a reader never sees half of it.
-
-    Leaner than :func:`runtool.files.replacing` (about half the CPU per file, which counts at ten thousand labels):
-    the folder exists already and the temporary name needs no random part, as no two threads of two processes
-    share a (process id, thread id). No fsync: a cached copy is checked against the object's CRC32C whenever it
-    is read.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _crc(data: bytes) -> str:
