@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 
 class Page:
-    """Header, filter bar, "Link to this view", content, messages, and the inventory refresh lifecycle.
+    """Header, filter bar, "Link to this view", content, messages, the inventory refresh and the job lifecycle.
 
     ``services`` defaults to :meth:`ServiceContainer.from_environment`; ``query`` defaults to Voila's
     ``$QUERY_STRING``. Neither a bad configuration nor a bad link raises: both become messages.

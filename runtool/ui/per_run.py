@@ -6,11 +6,11 @@ analysis follow; the analysis shows as KPI cards and four tabs of charts (:mod:`
 "Bring up to date" takes every remaining step in one job through the run pipeline
 (:meth:`~runtool.services.pipeline.RunPipeline.bring_up_to_date`, as ``runtool analyze`` and the reports do).
 
-Every step runs in one background job at a time (:class:`~runtool.ui.tasks.BackgroundTask`), so the
-kernel keeps answering the page: the run picker and the tabs stay usable while bags download. A job
-reports progress into a bar with Cancel, ends with a one-line result, and turns failures into messages
-with their details one click away. In read-only mode the write controls are absent and the page shows
-the state and any analysis already cached.
+Every step runs in one background job at a time (the page's job lifecycle, :meth:`runtool.ui.page.Page._run_job`),
+so the kernel keeps answering the page: the run picker and the tabs stay usable while bags download. A job
+reports progress into a bar with Cancel, ends with a one-line result, and turns failures into messages: an
+expected one as its sentence, an unexpected one with its details one click away. In read-only mode the write
+controls are absent and the page shows the state and any analysis already cached.
 """
 
 from __future__ import annotations
