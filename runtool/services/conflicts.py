@@ -87,7 +87,7 @@ def decide(
     if target_size is None:
         return ConflictDecision("transfer", missing, replaces=False)
     if conflict == "overwrite":
-        return ConflictDecision("transfer", f"{REPLACED}overwrite requested", replaces=True)
+        return ConflictDecision("transfer", f"{REPLACED}as asked (every file again)", replaces=True)
     if target_size != source_size:
         local, cloud = (source_size, target_size) if upload else (target_size, source_size)
         return ConflictDecision(
@@ -95,7 +95,7 @@ def decide(
         )
     if conflict == "skip":
         where = "in the cloud" if upload else "there"
-        return ConflictDecision("skip", f"already {where} with the same size (skip keeps it)", replaces=False)
+        return ConflictDecision("skip", f"already {where} with the same size (kept; checksums not compared)", replaces=False)
     if not same_crc32c():
         return ConflictDecision("transfer", f"{REPLACED}CRC32C differs", replaces=True)
     return ConflictDecision("skip", "verified identical (size and CRC32C)", replaces=False)

@@ -162,7 +162,7 @@ def test_skip_replaces_a_cloud_object_of_another_size_and_the_plan_says_so(servi
     plan = services.transfers.plan_raw_upload(RUN, conflict="skip")
     [replaced] = plan.replaced
     assert replaced.path == bags[0] and replaced.reason == "replaced: size differs (local 50,000 B, cloud 9 B)"
-    assert plan.skipped[0].reason == "already in the cloud with the same size (skip keeps it)"
+    assert plan.skipped[0].reason == "already in the cloud with the same size (kept; checksums not compared)"
     assert plan.describe().endswith("(1 replaced, 1 skipped)")
     assert services.transfers.execute(plan).ok
     assert cut.download_as_bytes() == bags[0].read_bytes()
