@@ -183,6 +183,10 @@ table.rt-cal th.rt-cal-name a { color: #1565c0; text-decoration: none; }
 table.rt-cal th.rt-cal-corner { text-align: right; padding-right: 6px; color: #777; vertical-align: bottom; }
 .rt-csv a, a.rt-csv { font-size: 12px; color: #1565c0; }
 .rt-run-links a { color: #1565c0; }
+/* The run links above the inventory grid keep one line, empty or not: appearing with the first selected row, they
+   pushed the grid 28 px down under the mouse, and the next Ctrl-click landed on the row above (toggling it off). */
+.rt-run-links { min-height: 28px; height: 28px; }
+.rt-run-links .widget-html-content { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .rt-pager { align-items: center; gap: 8px; }
 /* A value written on a chart (target, mean, median) keeps a white edge: it often sits on the plotted line. */
 .rt-page .bqplot text.label { paint-order: stroke; stroke: #ffffff; stroke-width: 3px; stroke-linejoin: round; }

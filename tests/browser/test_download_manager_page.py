@@ -86,10 +86,15 @@ def test_filter_tick_preview_and_execute_turn_runs_synced(page: Any, server: Voi
     expect(counts).to_have_text(re.compile(rf"^Shown: not downloaded {len(waiting)} · Issues: of the raw bags"))
     expect(page.locator(".rt-selection-line")).to_contain_text(f"{len(waiting)} runs shown; none selected")
 
-    # Tick the two newest runs (the grid lists newest first).
+    # Tick the two newest runs (the grid lists newest first), one click after the other as a user would. The grid
+    # stays where it was: the links to the selected runs above it appeared with the first row and pushed it 28 px
+    # down, so a quick second click landed on the first row and Ctrl toggled it off ("1 of 4", then "none selected").
+    grid_top = page.locator(".rt-inventory-grid").bounding_box()["y"]
     click_row(page, 0)
     click_row(page, 1, ["Control"])
     expect(page.locator(".rt-selection-line")).to_have_text(f"2 of {len(waiting)} runs selected")
+    expect(page.locator(".rt-run-links a")).to_have_count(2)
+    assert page.locator(".rt-inventory-grid").bounding_box()["y"] == grid_top
     download = page.locator("button.rt-preview-download")
     expect(download).to_have_text("Preview download (2 of 2 runs)")
     screenshot(page, "download-manager-selected")
