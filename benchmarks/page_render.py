@@ -33,22 +33,36 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.common import DEMO_PRESET, DEMO_SEED, RESULTS_DIR, markdown_table, median, say, seeded_demo
-from runtool.demo.emulator import free_port
+from benchmarks.common import (
+    DEMO_PRESET,
+    DEMO_SEED,
+    RESULTS_DIR,
+    SeededDemo,
+    demo_config,
+    markdown_table,
+    median,
+    say,
+    seeded_demo,
+    write_config,
+)
+from runtool.demo.emulator import Emulator, free_port
+from runtool.demo.fleet import plan_fleet, write_fleet_tree
 from runtool.demo.server import VoilaProcess
 from runtool.models import LEVELS, Filters
+from runtool.services import ServiceContainer
 from tests.browser.conftest import VoilaServer
 from tests.conftest import CHROMIUM, LAUNCH_ARGS
 
 if TYPE_CHECKING:
-    from benchmarks.common import SeededDemo
     from benchmarks.serving import Load, Server
 
 COVERAGE = "01_temporal_coverage.ipynb"
@@ -149,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preheat", action="store_true",
                         help="with --compare-to: serve both with their default pool (1) instead of --no-preheat")
     parser.add_argument("--logs", type=Path, help="with --compare-to: keep the servers' logs in this folder")
+    parser.add_argument("--preload", action="store_true",
+                        help="with --compare-to: seed by preloading files into the filesystem backend on tmpfs")
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
         say(f"{CHROMIUM} is missing: apt-get install -y chromium")
@@ -277,6 +293,29 @@ class PageTimes:
     """What the warm-up open showed first (the first content's text, shortened)."""
     no_heavy: str = ""
     """Why the page drew no heavy part in the warm-up (then none is waited for)."""
+
+
+@contextmanager
+def preloaded_demo(name: str, preset: str) -> Iterator[SeededDemo]:
+    """What :func:`benchmarks.common.seeded_demo` gives, seeded faster: the fleet written as files
+    (:func:`write_fleet_tree`) that fake-gcs-server's filesystem backend loads at start, both on tmpfs
+    (``/dev/shm``). Uploading the medium fleet into the memory backend grows with the square of a bucket's
+    objects and took over 20 minutes on a loaded machine."""
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(prefix=f"runtool-{name}-bench-") as temp, \
+            tempfile.TemporaryDirectory(dir=shm, prefix=f"runtool-{name}-gcs-") as store:
+        root = Path(temp)
+        emulator = Emulator(data_dir=Path(store) / "backend", preload=Path(store) / "objects")
+        config = demo_config(root / "data", emulator.url, name)
+        say(f"Writing the {preset} demo fleet for {emulator.url} to preload ...")
+        started = time.perf_counter()
+        plan = plan_fleet(preset, DEMO_SEED)
+        report = write_fleet_tree(config, plan, Path(store) / "objects")
+        with emulator.start(timeout=1200.0):
+            seed_s = time.perf_counter() - started
+            config_path = write_config(config, root / "runtool.toml")
+            services = ServiceContainer.from_environment(config_path)
+            yield SeededDemo(root, config_path, plan, report, seed_s, services, services.inventory.refresh())
 
 
 def tree_environment(tree: Path, config_path: Path) -> dict[str, str]:
@@ -414,7 +453,8 @@ def compare_pages(args: argparse.Namespace) -> int:
     load = Load()
     load.sample()
     started_at = datetime.now(UTC)
-    with seeded_demo("page", args.preset) as demo:
+    seeded = preloaded_demo if args.preload else seeded_demo
+    with seeded("page", args.preset) as demo:
         logs = (args.logs or demo.root).resolve()
         logs.mkdir(parents=True, exist_ok=True)
         configs: dict[str, Path] = {}
@@ -469,7 +509,9 @@ def compare_pages(args: argparse.Namespace) -> int:
         say("Timing each page's Python build in fresh interpreters of both trees ...")
         builds = python_build(trees, configs, pages, min(args.repeats, 3))
         fleet = (f"demo preset `{args.preset}` (seed {DEMO_SEED}): {demo.report.runs:,} runs, {demo.info.objects:,} "
-                 f"objects, seeded in {demo.seed_s:.0f} s")
+                 f"objects, seeded in {demo.seed_s:.0f} s"
+                 + ("; fake-gcs-server filesystem backend on tmpfs, preloaded (`--preload`)" if args.preload
+                    else "; fake-gcs-server memory backend"))
     load.sample()
     text = compare_report(args, trees, commits, grid, baseline, builds, fleet, scans, waits, load, started_at)
     print(text)
@@ -531,7 +573,7 @@ def compare_report(args: argparse.Namespace, trees: dict[str, Path], commits: di
     command = ("`.venv/bin/python -m benchmarks.page_render --compare-to " + str(args.compare_to)
                + (f" --preset {args.preset}" if args.preset != DEMO_PRESET else "")
                + (f" --repeats {args.repeats}" if args.repeats != 5 else "")
-               + (" --preheat" if args.preheat else "") + "`")
+               + (" --preheat" if args.preheat else "") + (" --preload" if args.preload else "") + "`")
     mode = ("both with their default pool of one preheated kernel per page" if args.preheat
             else "both `--no-preheat` (each open starts its kernel, so the page is built while the viewer waits)")
     notes = [
@@ -539,7 +581,7 @@ def compare_report(args: argparse.Namespace, trees: dict[str, Path], commits: di
         f"Each is `python -m runtool serve` with `PYTHONPATH` set to its tree, {mode}, on its own copy of the same "
         f"seeded data folder, its inventory scanned by its own code ({scans['before']:.1f} s before, "
         f"{scans['after']:.1f} s after); same emulator, buckets and browser.",
-        f"- Fleet: {fleet}; fake-gcs-server memory backend.",
+        f"- Fleet: {fleet}.",
         "- \"All\" at every level is the absence of the level in the URL (runtool/ui/query.py: absent, blank or "
         "`All` all mean unset), so each page is opened with no query, as a viewer following the header's link "
         "does; every page opens on \"All\" by default. What each showed first (after): " + shown + ".",
