@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -239,7 +240,8 @@ def test_a_preheated_kernel_that_just_died_is_not_handed_to_a_viewer(serve: Call
 
 
 NOISE = ("Traceback", "DeadKernelError", "restart failed", "Error at server while executing cell",
-         "Kernel died while waiting", "died, removing from map", "never retrieved", "Could not destroy zmq context")
+         "Kernel died while waiting", "died, removing from map", "never retrieved", "Could not destroy zmq context",
+         "restarted failed")
 """What Jupyter and Voila logged for a page kernel that died, beside the server's own line about it."""
 
 
@@ -282,6 +284,49 @@ def test_at_the_cap_a_page_no_browser_opened_makes_room_for_a_new_viewer(
     kept = poll(let_in, 150, interval=5, what="a new viewer let in once the abandoned page's kernel idled 60 s")
     assert abandoned not in server.kernels() and kept in server.kernels()
     assert f"stopping kernel {abandoned}: its page was never opened" in server.log_text()
+
+
+def test_a_link_cannot_pick_the_pages_theme_or_template(serve: Callable[..., ServeProcess]) -> None:
+    """Voila printed ``?theme=`` into the page unescaped (a link's script ran as the viewer), and ``?template=reveal``
+    reset Voila's SIGTERM handling and loaded scripts from CDNs (hostile review). Both are now ignored: the
+    page is runtool's, from the preheated kernel."""
+    server = serve("--pool-size", "1", "--cull-idle", "600")
+    server.wait_kernels(lambda kernels: len(kernels) == len(PAGES), 180, "one preheated kernel per page")
+    script = "<script>document.title='XSS'</script>"
+    status, _, html = http(server.url(COVERAGE, "theme=" + urllib.parse.quote(f'">{script}')))
+    assert status == 200 and script not in html, html[:500]
+    assert f"Using pre-heated kernel: {kernel_id_of(html)}" in server.log_text()
+    status, _, html = http(server.url(PAGES[1], "template=reveal"))
+    assert status == 200 and "reveal" not in html.lower(), html[:500]
+    assert f"Using pre-heated kernel: {kernel_id_of(html)}" in server.log_text()
+    _, _, plain = http(server.url(PAGES[1]))
+    assert re.findall(r'src="([^"]+)"', html) == re.findall(r'src="([^"]+)"', plain)  # the same scripts
+
+
+@pytest.mark.parametrize("how", ["hangup", "kill -9 of runtool serve"])
+def test_a_closed_terminal_or_a_killed_runtool_serve_stops_voila_and_its_kernels_cleanly(
+    tmp_path: Path, how: str
+) -> None:
+    """A closed terminal (SIGHUP to runtool serve and Voila) killed Voila on the spot, and a runtool serve killed
+    outright left Voila serving the port as an orphan; either way the kernels' connection files (their keys) and
+    sockets stayed in /tmp (hostile review)."""
+    server = start(tmp_path, "--pool-size", "1")
+    try:
+        kernels = server.wait_kernels(lambda k: len(k) == len(PAGES), 180, "one preheated kernel per page")
+        folder = Path(next(part for part in next(iter(kernels.values())).cmdline() if part.endswith(".json"))).parent
+        voila = server.voila
+        recorded = [voila, *kernels.values()]
+        if how == "hangup":
+            server.process.send_signal(signal.SIGHUP)
+            voila.send_signal(signal.SIGHUP)
+        else:
+            server.process.kill()
+        _, alive = psutil.wait_procs(recorded, timeout=60)
+        assert not alive, f"left running: {alive}"
+    finally:
+        survivors = server.stop()
+    assert not survivors
+    assert not list(folder.glob("kernel-*")), sorted(p.name for p in folder.glob("kernel-*"))
 
 
 # -- the kernel websocket: protocol and fuzz --------------------------------------------------------------

@@ -1,12 +1,13 @@
 """`runtool serve`: the page notebooks served by Voila to a team, as a long-running server.
 
 :func:`serve` runs :mod:`runtool.serve.app` (Voila with runtool's guards) in a child process and stops it, and
-with it every page's kernel, on Ctrl-C or SIGTERM. The options come from ``[serve]`` in ``runtool.toml`` and
-the command line (:class:`ServeOptions`).
+with it every page's kernel, on Ctrl-C, SIGTERM or SIGHUP (a closed terminal). The options come from
+``[serve]`` in ``runtool.toml`` and the command line (:class:`ServeOptions`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import re
@@ -40,7 +41,7 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "share"
 """A Jupyter data folder holding runtool's Voila template (``voila/templates/runtool``)."""
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 IOPUB_TIMEOUT_S = 120
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 BASE_URL = re.compile(r"/(?:(?!\.\.?/)[A-Za-z0-9._~-]+/)*")
@@ -189,7 +190,7 @@ def serve_environment(
 
 
 def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> int:
-    """Run Voila in the foreground until Ctrl-C or SIGTERM; then stop it and every kernel it started."""
+    """Run Voila in the foreground until Ctrl-C, SIGTERM or SIGHUP; then stop it and every kernel it started."""
     check_port(options)
     token = None if options.loopback else secrets.token_urlsafe(24)
     # The handlers only take note (a handler that raised could do so inside Popen, after Voila started but before
@@ -199,7 +200,8 @@ def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> 
     previous = {sig: signal.signal(sig, lambda signum, _frame: stopping.append(signum)) for sig in STOP_SIGNALS}
     try:
         mode = " (read-only)" if options.read_only else ""
-        process = subprocess.Popen(serve_command(options), env=serve_environment(options, token, extra_env))
+        process = subprocess.Popen(serve_command(options), env=serve_environment(options, token, extra_env),
+                                   preexec_fn=_stop_with_parent)
         # The URL is printed once Voila listens: a second server started at the same moment on the same port
         # passed check_port too, and only one of them gets the port.
         announced = False
@@ -219,6 +221,16 @@ def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _stop_with_parent() -> None:
+    """In Voila's process before it starts (Linux): SIGTERM when `runtool serve` dies, so a `runtool serve` killed
+    outright (kill -9, the OOM killer) takes Voila and its kernels along instead of leaving it serving the port."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def check_port(options: ServeOptions) -> None:

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import time
 import urllib.parse
@@ -188,11 +189,13 @@ class PageHandler(TornadoVoilaHandler):
     def should_use_rendered_notebook(self, notebook_data: dict[str, Any], pool_size: int, template_name: str,
                                      theme: str, request_args: dict[str, Any]) -> bool:
         """Only a preheated kernel that is ready is handed to the viewer. Voila would hand over a refill still
-        starting (or one whose pool is backing off): the viewer waited for it, and its kernel counted nowhere."""
+        starting (or one whose pool is backing off): the viewer waited for it, and its kernel counted nowhere.
+        The query's ``template`` and ``theme`` are not compared: a viewer cannot pick either (see initialize), but
+        Voila compared them anyway, and any value made the viewer wait for a kernel of their own."""
         app: RuntoolVoila = self.settings["runtool_app"]
         kernel_id = app.ready_pool_kernel(self.runtool_page)
         if kernel_id is None or not super().should_use_rendered_notebook(
-                notebook_data, pool_size, template_name, theme, request_args):
+                notebook_data, pool_size, None, None, request_args):
             self.runtool_starts_kernel = True
             return False
         app.hand_over(kernel_id, self)
@@ -373,9 +376,9 @@ class _ExpectedNoise(logging.Filter):
       Voila shows only the outputs it computes itself;
     - a page kernel that died: nbclient's "Kernel died while waiting for execute reply", Voila's "Error at server
       while executing cell" with the whole cell and a DeadKernelError traceback, the restarter's "restart failed"
-      (this server never restarts a page kernel), "Kernel … died, removing from map" and, for one that died as it
-      started, "Error occurred while starting new kernel client … Kernel died before replying" (:meth:`RuntoolVoila.
-      kernel_lost` says which kernel, whose, and what happens next);
+      and the kernel channel's "restarted failed!" (this server never restarts a page kernel), "Kernel … died,
+      removing from map" and, for one that died as it started, "Error occurred while starting new kernel client
+      … Kernel died before replying" (:meth:`RuntoolVoila.kernel_lost` says which kernel, whose, and what next);
     - "Could not destroy zmq context", from the client of a kernel that is gone.
     """
 
@@ -384,7 +387,7 @@ class _ExpectedNoise(logging.Filter):
         if message.startswith(("Notebook %s is not trusted", "Kernel died while waiting for execute reply",
                                "Kernel %s died, removing from map", "Could not destroy zmq context")):
             return False
-        if message.endswith("KernelRestarter: restart failed") or (
+        if message.endswith("KernelRestarter: restart failed") or message == "kernel %s restarted failed!" or (
                 message.startswith("Error occurred while starting new kernel client") and "Kernel died" in message):
             return False
         error = type(record.exc_info[1]).__name__ if record.exc_info else ""
@@ -567,6 +570,14 @@ class RuntoolVoila(Voila):
             **{name: {"pool_size": self.pool_size} for name in self.page_names},
         }
         self.voila_configuration.file_allowlist = []
+        # A viewer's URL cannot pick another theme or template: Voila printed ``?theme=`` into the page unescaped (a
+        # link ran its script on this server as the viewer), and ``?template=reveal`` ran the page through a path
+        # that reset Voila's SIGTERM handling and loaded scripts from CDNs.
+        self.voila_configuration.allow_theme_override = "NO"
+        self.voila_configuration.allow_template_override = "NO"
+        # A closed terminal or a dropped SSH session (SIGHUP) stops the server as SIGTERM does: kernels stopped,
+        # their connection files removed (by default it killed Voila on the spot and left them).
+        signal.signal(signal.SIGHUP, self._handle_signal_stop)
         # A page kernel that dies is not restarted: a restarted one is empty (its page gone), so Jupyter reports it
         # dead at once and drops it; a viewer's page says the session ended, a pool refills (see kernel_lost).
         self.config.KernelRestarter.restart_limit = 0
@@ -667,7 +678,11 @@ class RuntoolVoila(Voila):
         for task in pool:
             if task.done() and not task.cancelled() and task.exception() is None:
                 kernel_id: str = task.result()["kernel_id"]
-                if kernel_id in manager and kernel_id not in self.lost_pool_kernels and _alive(manager, kernel_id):
+                # Still waiting for its viewer: its page's render not ended (the page failed, or the kernel died
+                # and Jupyter has not noticed yet), its process running.
+                waiting = not task.result()["task"].done()
+                if (waiting and kernel_id in manager and kernel_id not in self.lost_pool_kernels
+                        and _alive(manager, kernel_id)):
                     pool.remove(task)
                     pool.insert(0, task)
                     return kernel_id
