@@ -303,6 +303,22 @@ def test_a_link_cannot_pick_the_pages_theme_or_template(serve: Callable[..., Ser
     assert re.findall(r'src="([^"]+)"', html) == re.findall(r'src="([^"]+)"', plain)  # the same scripts
 
 
+def test_a_kernel_that_dies_while_its_page_is_drawn_tells_the_viewer_to_reload(
+    serve: Callable[..., ServeProcess],
+) -> None:
+    """The page said "Please run Voilà with --show_tracebacks=True …": advice for whoever runs the server, not for
+    the viewer (hostile review)."""
+    server = serve("--no-preheat", "--cull-idle", "600")
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(http, server.url(COVERAGE))
+        kernels = server.wait_kernels(lambda k: len(k) == 1, 120, "the viewer's kernel")
+        time.sleep(1)  # running the page's cell: importing runtool
+        next(iter(kernels.values())).kill()
+        status, _, html = answer.result()
+    assert status == 200
+    assert "Reload the page" in html and "show_tracebacks" not in html, html[-2000:]
+
+
 @pytest.mark.parametrize("how", ["hangup", "kill -9 of runtool serve"])
 def test_a_closed_terminal_or_a_killed_runtool_serve_stops_voila_and_its_kernels_cleanly(
     tmp_path: Path, how: str

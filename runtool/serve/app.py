@@ -570,6 +570,11 @@ class RuntoolVoila(Voila):
             **{name: {"pool_size": self.pool_size} for name in self.page_names},
         }
         self.voila_configuration.file_allowlist = []
+        # What a page says when its kernel stopped while the page was drawn (Voila's words told the viewer to run
+        # Voila with --show_tracebacks).
+        self.config.VoilaExecutor.cell_error_instruction = (
+            "The page stopped while it was being drawn (its session ended, or the server is stopping). Reload the "
+            "page; if this happens again, the server's log says why.")
         # A viewer's URL cannot pick another theme or template: Voila printed ``?theme=`` into the page unescaped (a
         # link ran its script on this server as the viewer), and ``?template=reveal`` ran the page through a path
         # that reset Voila's SIGTERM handling and loaded scripts from CDNs.
