@@ -319,6 +319,20 @@ def test_a_kernel_that_dies_while_its_page_is_drawn_tells_the_viewer_to_reload(
     assert "Reload the page" in html and "show_tracebacks" not in html, html[-2000:]
 
 
+def test_odd_urls_get_short_errors_and_no_traceback_in_the_log(serve: Callable[..., ServeProcess]) -> None:
+    """Anyone could fill the log with tracebacks: a URL that is not UTF-8 (Jupyter's error page raised), an unknown
+    theme's CSS, a template static path that is not one (an error 500) (hostile review)."""
+    server = serve("--no-preheat")
+    for path in ("/voila/render/%ff.ipynb", "/voila/api/themes/x/index.css", "/voila/templates/t/static/../../x",
+                 "/voila/templates/runtool/a/b", "/voila/render/nope.ipynb"):
+        status, _, _ = http(server.base + path)
+        assert 400 <= status < 500, (path, status)
+    status, _, _ = http(f"{server.base}/voila/templates/runtool/static/../../../../etc/passwd")
+    assert status in (403, 404)
+    log = server.log_text()
+    assert "Traceback" not in log and "Uncaught exception" not in log, log[-3000:]
+
+
 @pytest.mark.parametrize("how", ["hangup", "kill -9 of runtool serve"])
 def test_a_closed_terminal_or_a_killed_runtool_serve_stops_voila_and_its_kernels_cleanly(
     tmp_path: Path, how: str

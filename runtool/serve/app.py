@@ -52,6 +52,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Int, TraitError, Unicode
 from voila.app import Voila
 from voila.request_info_handler import RequestInfoSocketHandler
+from voila.static_file_handler import TemplateStaticFileHandler
 from voila.tornado.handler import TornadoVoilaHandler
 from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 from voila.tornado.treehandler import TornadoVoilaTreeHandler
@@ -158,6 +159,17 @@ class _HostCheck:
             return None
         return super().prepare()  # type: ignore[misc]
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Jupyter's error page, or a short one where that cannot be drawn: a request refused before its user is
+        known (a URL that is not UTF-8, say) made Jupyter's page raise, and each such request logged a traceback."""
+        try:
+            super().write_error(status_code, **kwargs)  # type: ignore[misc]
+        except Exception:
+            if not self._finished:  # type: ignore[attr-defined]
+                self.clear()  # type: ignore[attr-defined]
+                self.set_status(status_code)
+                self.finish(f"{status_code}: {html.escape(self._reason)}")  # type: ignore[attr-defined]
+
 
 class PageHandler(TornadoVoilaHandler):
     """A page: "server busy" past the kernel cap; the ``_xsrf`` cookie the leave beacon needs."""
@@ -252,6 +264,17 @@ class RequestInfoHandler(RequestInfoSocketHandler):
         for kernel_id, waiter in list(RequestInfoSocketHandler._waiters.items()):
             if waiter is self:
                 del RequestInfoSocketHandler._waiters[kernel_id]
+
+
+class TemplateStaticHandler(TemplateStaticFileHandler):
+    """A template's static files: a path that is not ``<template>/static/<file>`` is not found (Voila's own handler
+    failed on it with an error 500 and a traceback in the log)."""
+
+    def parse_url_path(self, url_path: str) -> str:
+        parts, normal = url_path.split("/", 2), os.path.normpath(url_path).split(os.path.sep, 2)
+        if len(parts) != 3 or parts[1] != "static" or normal[:2] != parts[:2]:
+            raise web.HTTPError(404)
+        return str(super().parse_url_path(url_path))
 
 
 class FirstPageHandler(web.RequestHandler):
@@ -539,6 +562,7 @@ _REPLACED: dict[type, type] = {
     TornadoVoilaTreeHandler: FirstPageHandler,
     VoilaKernelWebsocketHandler: KernelWebsocketHandler,
     RequestInfoSocketHandler: RequestInfoHandler,
+    TemplateStaticFileHandler: TemplateStaticHandler,
 }
 
 
