@@ -102,6 +102,10 @@ class DownloadManagerPage(Page):
         buttons = [] if self.read_only else [self.select_all_button, self.clear_button]
         self.selection_row = widgets.HBox([self.selection_line, *buttons],
                                           layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
+        self.grid_help = widgets.HTML(
+            "Click a start time to open its run on the per-run page, a header to sort"
+            + ("." if self.read_only else ", a row to select it (Shift/Ctrl: more).")
+        ).add_class("rt-caption").add_class("rt-grid-help")
         self.csv_link = widgets.HTML().add_class("rt-csv-row")
         self.csv_button = widgets.Button(icon="table", layout=widgets.Layout(width="auto")).add_class("rt-prepare-csv")
         self.csv_button.on_click(lambda _: self._update_csv(prepare=True))
@@ -218,7 +222,8 @@ class DownloadManagerPage(Page):
         if self.drawn and self.opener is None:
             self.opener = PageOpener()
         grid = [self.grid.grid, self.opener] if self.drawn and self.opener is not None else [self.drawing_note]
-        self.table_view.children = [self.selection_row, self.run_links, *grid, self.status_counts, self.csv_row]
+        self.table_view.children = [self.grid_help, self.selection_row, self.run_links, *grid, self.status_counts,
+                                    self.csv_row]
         self.body.children = [self.table_view]
         self.view = "table"
         if self.tabs is not None and self.tabs.selected_index == 2:
@@ -279,18 +284,12 @@ class DownloadManagerPage(Page):
         selected = self.grid.selected_runs()
         chosen = len(selected)
         shown = len(self.grid.rows)
-        if self.read_only:
-            self.selection_line.value = (
-                f"<b>{format_count(chosen)} of {format_count_of(shown, 'run')} selected</b>" if chosen else
-                f"{format_count_of(shown, 'run')} shown. Click a start time to open its run on the per-run page, "
-                "a header to sort."
-            )
-        else:
-            self.selection_line.value = (
-                f"<b>{format_count(chosen)} of {format_count_of(shown, 'run')} selected</b>" if chosen else
-                f"{format_count_of(shown, 'run')} shown; none selected, so operations cover all of them. "
-                "Click a start time to open its run, a row to select it (Shift/Ctrl: more), a header to sort."
-            )
+        # One short line either way, so the grid below stays put when the first row is selected.
+        none = "shown" if self.read_only else "shown; none selected, so operations cover all of them"
+        self.selection_line.value = (
+            f"<b>{format_count(chosen)} of {format_count_of(shown, 'run')} selected</b>" if chosen else
+            f"{format_count_of(shown, 'run')} {none}."
+        )
         self.run_links.value = self._run_links(selected)
         if self.tabs is None:
             return

@@ -138,6 +138,25 @@ def test_selected_runs_are_previewed_downloaded_and_turn_synced(services: Servic
     assert page.transfer_panel.execute_button not in page.transfer_panel.widget.children
 
 
+@pytest.mark.parametrize("read_only", [False, True])
+def test_the_grid_help_stays_put_and_the_selection_line_is_short(services: ServiceContainer, read_only: bool) -> None:
+    """The help sentence sat in the selection line: at 1024 px that line wrapped onto two until the first row was
+    selected, then shrank, and the grid jumped up under the mouse (review at the medium preset)."""
+    page = DownloadManagerPage(ServiceContainer(services.config, read_only=True) if read_only else services,
+                               query="cid=c1")
+    assert page.read_only is read_only
+    help_text = page.grid_help.value
+    assert "Click a start time" in help_text and page.grid_help in page.table_view.children
+    assert ("a row to select it" in help_text) is not read_only
+    lines = [page.selection_line.value]
+    if not read_only:
+        page.grid.select_all()
+        lines.append(page.selection_line.value)
+        assert "selected" in lines[-1]
+    assert all("Click" not in line and len(line) < 90 for line in lines), lines
+    assert page.grid_help.value == help_text
+
+
 def test_with_no_row_selected_an_operation_covers_every_run_shown(services: ServiceContainer) -> None:
     page = DownloadManagerPage(services, query="cid=c1&status=Not+downloaded")
     assert page.grid.selected_runs() == []
