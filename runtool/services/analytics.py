@@ -44,6 +44,7 @@ from runtool.analysis.perception import (
 )
 from runtool.config import RuntoolConfig
 from runtool.errors import ReadOnlyError, RuntoolError
+from runtool.files import exclusive_lock
 from runtool.models import RunCoordinate
 from runtool.services.local_state import ANALYSIS_MARKER, LocalStateService
 from runtool.storage import processed_dir
@@ -184,11 +185,18 @@ class AnalyticsService:
                     f"Re-analysing run {coord} would rewrite its analysis, which read-only mode does not allow."
                     if force else f"Run {coord} has no up-to-date analysis, and read-only mode cannot write one."
                 )
-            # The fingerprint is taken before the outputs are read: if they change meanwhile, the cache is
-            # stamped with the older fingerprint and recomputed on the next load, never wrongly reused.
-            tables = self.load_tables(coord)
-            analysis = self._compute(coord, tables, fingerprint)
-            self._write_cache(folder, analysis)
+            # Another process (a second page's kernel, the command line) may be computing it: wait for it, then
+            # take its result unless a new one was asked for.
+            with exclusive_lock(self.lock_path(coord)):
+                fingerprint = extraction_fingerprint(folder)
+                cached = None if force else self._read_cache(coord, folder, fingerprint)
+                if cached is not None:
+                    return cached
+                # The fingerprint is taken before the outputs are read: if they change meanwhile, the cache is
+                # stamped with the older fingerprint and recomputed on the next load, never wrongly reused.
+                tables = self.load_tables(coord)
+                analysis = self._compute(coord, tables, fingerprint)
+                self._write_cache(folder, analysis)
         if self.local is not None:
             self.local.refresh_run(coord)
         return analysis
@@ -233,6 +241,11 @@ class AnalyticsService:
         if not _is_extracted(folder):
             raise AnalyticsError(f"Run {coord} is not extracted yet; extract it first.")
         return folder
+
+    def lock_path(self, coord: RunCoordinate) -> Path:
+        """The file locked while the run's analysis is computed: ``<data_dir>/.runtool/locks/<coord>.analysis.lock``
+        (taken only to write one: reading a cached analysis, read-only mode too, writes nothing)."""
+        return self.config.data_dir / ".runtool" / "locks" / f"{coord.to_path_str()}.analysis.lock"
 
     def _lock(self, coord: RunCoordinate) -> threading.Lock:
         """One lock per run, so a page and a bulk job never analyse the same run at once."""

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from runtool.extract.outputs import (
     extract_bags,
 )
 from runtool.extract.reader import find_bags
+from runtool.files import LockWaitStopped, exclusive_lock
 from runtool.models import RunCoordinate
 from runtool.services.local_state import LocalStateService
 from runtool.storage import local_raw_dir, processed_dir
@@ -129,8 +131,10 @@ class ExtractionService:
         self.config = config
         self.local = local
         self.read_only = read_only
-        self._busy: set[RunCoordinate] = set()
-        self._lock = threading.Lock()
+
+    def lock_path(self, coord: RunCoordinate) -> Path:
+        """The file locked while the run is extracted: ``<data_dir>/.runtool/locks/<coord>.extract.lock``."""
+        return self.config.data_dir / ".runtool" / "locks" / f"{coord.to_path_str()}.extract.lock"
 
     def bags(self, coord: RunCoordinate) -> list[Path]:
         """The run's local bags, in extraction order."""
@@ -170,15 +174,18 @@ class ExtractionService:
         bags = self.bags(coord)
         if not bags:
             raise ExtractionError(f"No bags downloaded for {coord}; download them first.")
-        with self._lock:
-            if coord in self._busy:
-                raise ExtractionError(f"{coord} is already being extracted.")
-            self._busy.add(coord)
-        try:
+        with ExitStack() as held:
+            # A lock file, not a lock in this process: two pages (two kernels) or a page and the command line
+            # extracting one run at once both did the work, and the page that finished first then showed its
+            # analysis as out of date.
+            try:
+                held.enter_context(exclusive_lock(self.lock_path(coord), timeout=0))
+            except LockWaitStopped:
+                raise ExtractionError(f"{coord} is already being extracted (by another page or command); "
+                                      "wait for it to end.") from None
+            except OSError as exc:
+                raise ExtractionError(f"Cannot lock {coord} for the extraction: {exc}") from exc
             return self._extract(coord, bags, backend, progress, cancel)
-        finally:
-            with self._lock:
-                self._busy.discard(coord)
 
     def _extract(
         self,

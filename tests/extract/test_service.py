@@ -201,6 +201,26 @@ def test_one_extraction_per_run_at_a_time(raw_run: DemoRun, service: ExtractionS
     service.extract(COORD)  # the run is free again afterwards
 
 
+def test_a_run_another_process_extracts_is_refused_not_extracted_twice(
+    raw_run: DemoRun, service: ExtractionService
+) -> None:
+    """Two pages (two kernels) or a page and the CLI extracting one run at once both did the work: the guard was a
+    lock of one process (review, two tabs on one run)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from runtool.files import exclusive_lock\n"
+         "with exclusive_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
+         str(service.lock_path(COORD))], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(ExtractionError, match="already being extracted .by another page or command"):
+            service.extract(COORD)
+        assert service.metadata(COORD) is None
+    finally:
+        holder.kill()
+        holder.wait()
+    assert service.extract(COORD).output_dir.is_dir()  # free once the other process is gone
+
+
 def test_the_docker_backend_must_exist(
     raw_run: DemoRun, service: ExtractionService, config: RuntoolConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:

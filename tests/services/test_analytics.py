@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -245,6 +248,29 @@ def test_force_recomputes_and_replaces_the_cache(config: RuntoolConfig, extracte
     assert not forced.from_cache and forced.analysed_at > first.analysed_at
     assert service.load_cached(RUN).analysed_at == forced.analysed_at  # type: ignore[union-attr]
     assert not [p for p in extracted.iterdir() if p.name.startswith(".analysis-")]
+
+
+def test_an_analysis_another_process_is_computing_is_waited_for_not_computed_alongside(
+    config: RuntoolConfig, extracted: Path
+) -> None:
+    """Two pages (two kernels) analysing one run both computed it: the guard was a lock of one process."""
+    service = AnalyticsService(config)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from runtool.files import exclusive_lock\n"
+         "with exclusive_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
+         str(service.lock_path(RUN))], stdout=subprocess.PIPE, text=True)
+    results: list[object] = []
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        worker = threading.Thread(target=lambda: results.append(service.analyze_run(RUN)))
+        worker.start()
+        worker.join(3)
+        assert worker.is_alive() and not results, "computed while another process held the run's analysis"
+    finally:
+        holder.kill()
+        holder.wait()
+    worker.join(60)
+    assert len(results) == 1 and service.load_cached(RUN) is not None
 
 
 def test_legacy_json_outputs_give_the_same_analysis(config: RuntoolConfig, tmp_path: Path) -> None:
