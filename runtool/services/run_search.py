@@ -36,6 +36,7 @@ _INVISIBLE = frozenset({"Cc", "Cf"})
 _DATE_TIME = re.compile(r"(\d{4})[-_](\d{2})[-_](\d{2})(?:[t ](\d{2})(?:[-_:](\d{2})(?:[-_:](\d{2})z?)?)?)?")
 _FULL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}t\d{2}:\d{2}:\d{2}z")
 _SEPARATORS = re.compile(r"\s*·\s*|\s+")
+_LINE_SPACE = re.compile(r"[\t\r\n]+")
 _LEADING_TRIES = 4
 """Leading path segments dropped, one at a time, when the whole text matches nothing (``gs:``, the bucket, ``raw``)."""
 
@@ -210,7 +211,8 @@ class RunIndex:
         Raises:
             RunSearchError: the text is too long, has control or format characters, or is a link with a bad part.
         """
-        stripped = text.strip()
+        # Tabs and line ends separate as spaces do (a coordinate copied from a spreadsheet's cells).
+        stripped = _LINE_SPACE.sub(" ", text).strip()
         if not stripped:
             return RunSearchResult(text)
         if len(stripped) > TEXT_MAX:

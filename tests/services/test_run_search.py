@@ -62,6 +62,7 @@ def test_empty_text_finds_nothing_and_says_nothing(index: RunIndex) -> None:
 @pytest.mark.parametrize("text", [
     "client_001/region_north/field_115/TW_001/LB_0011/2025_09_12T09:20:00Z",
     "  client_001/region_north/field_115/TW_001/LB_0011/2025_09_12T09:20:00Z\n",  # pasted with a line end
+    "client_001\tregion_north\tfield_115\tTW_001\tLB_0011\t2025_09_12T09:20:00Z\r\n",  # a spreadsheet's cells
     "/client_001/region_north/field_115/TW_001/LB_0011/2025-09-12T09:20:00Z/",  # the other date spelling
     "client_001/region_north/field_115/TW_001/LB_0011/2025-09-12T09-20-00",  # a folder name's spelling
     "CLIENT_001/REGION_NORTH/FIELD_115/TW_001/LB_0011/2025_09_12T09:20:00Z",

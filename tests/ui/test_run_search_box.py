@@ -121,6 +121,8 @@ def test_text_that_matches_nothing_says_so(selected: list[Filters]) -> None:
     assert labels(bar)
     bar.search("lb99")
     assert bar.search_text == "No run matches “lb99”."
+    bar.search("x" * 500)
+    assert bar.search_text == f"No run matches “{'x' * 59}…”."
     assert bar.search_results.children == ()
     bar.search("  ")
     assert bar.search_text == "" and selected == []
