@@ -613,6 +613,15 @@ class MessageArea:
         for _, box in entries:
             close_tree(box)
 
+    def withdraw(self, text: str) -> None:
+        """Remove the messages saying ``text`` (one that stopped being true)."""
+        with self._lock:
+            gone = [box for message, box in self._entries if message.text == text]
+            self._entries = [(m, box) for m, box in self._entries if m.text != text]
+            self.widget.children = [box for _, box in self._entries]
+        for box in gone:
+            close_tree(box)
+
     def _dismiss(self, entry: widgets.VBox) -> None:
         with self._lock:
             self._entries = [(m, box) for m, box in self._entries if box is not entry]

@@ -74,6 +74,8 @@ class Page:
         self.refresh_task: BackgroundTask[CacheInfo] = BackgroundTask(f"refresh-{self.link.notebook}")
         # A job returns its own continuation, so one task type serves every kind of job (see _run_job).
         self.job_task: BackgroundTask[Callable[[], None]] = BackgroundTask(f"job-{self.link.notebook}")
+        self._busy_notes: list[tuple[MessageArea, str]] = []
+        """"Has to wait" notes shown while the running job runs (withdrawn when it ends)."""
         self.empty_state = widgets.HTML().add_class("rt-empty-state").add_class("rt-view-empty")
         # Which view the content shows; "empty" means empty_state explains why there is nothing.
         self.view = "empty"
@@ -317,9 +319,15 @@ class Page:
             target.error(reason)
             return True
         if self.busy:
-            target.warning(self._busy_text(doing))
+            self._busy_note(target, doing)
             return True
         return False
+
+    def _busy_note(self, area: MessageArea, doing: str) -> None:
+        """Say that ``doing`` has to wait for the running job; the note goes when that job ends."""
+        text = self._busy_text(doing)
+        area.warning(text)
+        self._busy_notes.append((area, text))
 
     def _job_refusal(self, doing: str) -> str | None:
         """Why ``doing`` cannot start on what the page shows, as a sentence (None: it can); none by default."""
@@ -388,8 +396,7 @@ class Page:
         try:
             self.job_task.start(job, finished, error)
         except TaskBusyError:  # another thread started one since _refused looked
-            target.warning(self._busy_text(doing))
-            self._job_ended(redraw)
+            self._busy_note(target, doing)
 
     def _report_job_error(self, area: MessageArea, exc: Exception, doing: str) -> None:
         """A cancel as information; runtool's own error (a typo, a missing file) as its sentence alone; anything
@@ -406,7 +413,11 @@ class Page:
         """Show that a job is starting (disable what may not run beside it); nothing by default."""
 
     def _job_ended(self, redraw: bool) -> None:
-        """After a job and its continuation: draw the page again (with ``redraw``)."""
+        """After a job and its continuation: withdraw the "has to wait" notes it caused (a double click left one
+        beside the job's result) and draw the page again (with ``redraw``)."""
+        notes, self._busy_notes = self._busy_notes, []
+        for area, text in notes:
+            area.withdraw(text)
         if redraw:
             self.render()
 

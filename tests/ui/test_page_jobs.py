@@ -93,6 +93,8 @@ def test_while_a_job_runs_another_action_waits_and_says_so_beside_its_control(se
         gate.opened.set()
     assert page.wait_idle(WAIT_S) and not page.busy
     assert page.transfer_panel.progress.widget.children == ()
+    # The job that made it wait has ended: the note goes (a double click left it beside the job's result).
+    assert texts(page.export_messages) == []
     page.preview_export("no-such-export")  # no longer busy: it plans, and its area forgets the wait
     assert page.wait_idle(WAIT_S)
     assert all("has to wait" not in text for _, text in texts(page.export_messages))
