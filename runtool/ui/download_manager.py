@@ -89,6 +89,8 @@ class DownloadManagerPage(Page):
         self.grid.on_select(lambda _runs: self._selection_shown())
         self.grid.on_open(self.open_run)
         self.opener: PageOpener | None = None
+        self._run_selected: str | None = None
+        """The run of the selection (a link to one run, a run found by the search) last selected in the grid."""
         self.selection_line = widgets.HTML().add_class("rt-selection-line")
         self.status_counts = widgets.HTML().add_class("rt-status-counts")
         self.run_links = widgets.HTML().add_class("rt-run-links")
@@ -234,6 +236,13 @@ class DownloadManagerPage(Page):
                                     self.csv_row]
         self.body.children = [self.table_view]
         self.view = "table"
+        run = RunCoordinate.from_filters(self.filters).to_path_str() if self.filters.timestamp else None
+        if self.drawn and run != self._run_selected:
+            # A link to one run (a page's header link from the per-run page) selects it: with none selected, an
+            # operation would cover the whole laser box.
+            self._run_selected = run
+            if run is not None:
+                self.grid.select_runs([run])
         if self.tabs is not None and self.tabs.selected_index == 2:
             self._dataset_options_changed()
 

@@ -157,6 +157,20 @@ def test_the_grid_help_stays_put_and_the_selection_line_is_short(services: Servi
     assert page.grid_help.value == help_text
 
 
+def test_a_link_to_one_run_selects_that_run_so_an_operation_covers_it_alone(services: ServiceContainer) -> None:
+    """From the per-run page the header link keeps the run; the page showed its whole laser box with none selected,
+    so "Preview download" covered every run of it (review at the medium preset)."""
+    run = WITH_BAGS[0].coordinate
+    page = DownloadManagerPage(services, query=run_url(run).partition("?")[2])
+    assert page.grid.selected_runs() == [run.to_path_str()]
+    assert len(page.grid.rows) > 1  # its laser box has other runs: none of them is selected
+    assert "1 of" in page.selection_line.value
+    page.preview("download")
+    assert page.wait_idle(60)
+    plan = page.transfer_panel.plan
+    assert plan is not None and [p.coordinate for p in plan.plans] == [run]
+
+
 def test_with_no_row_selected_an_operation_covers_every_run_shown(services: ServiceContainer) -> None:
     page = DownloadManagerPage(services, query="cid=c1&status=Not+downloaded")
     assert page.grid.selected_runs() == []
