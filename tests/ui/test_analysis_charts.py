@@ -18,8 +18,12 @@ RUN = RunCoordinate.parse("acme/north/field_7/TW_1/LB_0001/2025_08_25T08:59:38Z"
 def frames_only() -> RunAnalysis:
     """Bag a: 0..2 s at 8 Hz; bag b: 2.125..4 s at 8 Hz (one split recording). No detection or tracking topic."""
     stamps = [100 + k / 8 for k in range(33)]
-    frames = pd.DataFrame({"bag_file": ["a"] * 17 + ["b"] * 16, "bag_timestamp_s": stamps,
-                           "header_timestamp_s": stamps})
+    return analysis_of(pd.DataFrame({"bag_file": ["a"] * 17 + ["b"] * 16, "bag_timestamp_s": stamps,
+                                     "header_timestamp_s": stamps}))
+
+
+def analysis_of(frames: pd.DataFrame) -> RunAnalysis:
+    """The analysis of a run that has only ``frames`` (no detection or tracking stream)."""
     result = analyze(ExtractionTables(frames=frames))
     return RunAnalysis(
         coordinate=RUN, fingerprint="f" * 64, analysed_at=datetime(2025, 8, 26, tzinfo=UTC), from_cache=False,

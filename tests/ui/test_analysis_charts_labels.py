@@ -10,16 +10,15 @@ taken as 12 px high and 7.4 px a character.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import bqplot as bq
 import numpy as np
 import pandas as pd
 
-from runtool.analysis.perception import ExtractionTables, Histogram, analyze
+from runtool.analysis.perception import Histogram
 from runtool.services.analytics import RunAnalysis
 from runtool.ui.analysis_charts import LABEL_FONT_PX, PLOT_HEIGHT_PX, AnalysisView
-from tests.ui.test_analysis_charts import RUN
+from tests.ui.test_analysis_charts import analysis_of
 
 PLOT_WIDTH_PX = 270.0
 """The narrowest plot area of an analysis chart: a third of a 1024 px page, less the margins."""
@@ -94,15 +93,7 @@ def assert_clear_and_whole(plot: Plot, label: bq.Label, data: list[Box]) -> None
 def steady(rate_hz: float, seconds: float) -> RunAnalysis:
     """Frames only, at ``rate_hz`` for ``seconds``, in one bag."""
     stamps = 100 + np.arange(int(rate_hz * seconds) + 1) / rate_hz
-    frames = pd.DataFrame({"bag_file": "a", "bag_timestamp_s": stamps, "header_timestamp_s": stamps})
-    result = analyze(ExtractionTables(frames=frames))
-    return RunAnalysis(
-        coordinate=RUN, fingerprint="e" * 64, analysed_at=datetime(2025, 8, 26, tzinfo=UTC), from_cache=False,
-        frames=result.frames, detections=result.detections, tracking=result.tracking,
-        detection_confidence=result.detection_confidence, track_confidence=result.track_confidence,
-        track_density=result.track_summary.density, tracks=result.tracks, kpis=result.kpis.to_dict(),
-        failed_bags=(), has_detections=False, has_tracking=False,
-    )
+    return analysis_of(pd.DataFrame({"bag_file": "a", "bag_timestamp_s": stamps, "header_timestamp_s": stamps}))
 
 
 def test_the_target_label_is_not_written_over_a_rate_just_above_the_target() -> None:
