@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import time
@@ -15,6 +16,7 @@ import pytest
 from runtool.models import Filters, RunCoordinate
 from runtool.serve.app import REPORT_CSP, _index_page
 from runtool.services.reports import REPORT_DIR, find_report, list_reports, report_stem
+from runtool.ui.query import run_url
 from tests.browser.conftest import ServeProcess
 
 OLD = RunCoordinate("client_001", "region_a", "field_1", "TW_001", "LB_0001", "2025_08_25T08:59:38Z")
@@ -79,7 +81,7 @@ def test_list_reports_newest_first_per_run_and_per_selection(data: Path) -> None
 
 def test_the_index_is_paged_and_its_page_links_keep_the_selection(server: ServeProcess, data: Path) -> None:
     status, _, _, body = fetch(f"{server.base}/team/runtool/reports/?page=9")  # past the last: the last
-    assert status == 200 and len(re.findall(r"<td><code>", body)) == 3 and "Page " not in body
+    assert status == 200 and len(re.findall(r"<code>[^<]+</code></a></td>", body)) == 3 and "Page " not in body
     for bad in ("abc", "0", "-1", "1e3", "%C2%B2", "%D9%A1"):  # also '²' and '١': digits to str, not to int
         status, _, _, body = fetch(f"{server.base}/team/runtool/reports/?page={bad}")
         assert status == 400 and "not a page number" in body, (bad, body)
@@ -88,6 +90,9 @@ def test_the_index_is_paged_and_its_page_links_keep_the_selection(server: ServeP
     first, last = _index_page(Filters(cid="client_001"), many, 1, {"cid": "client_001"}, per_page=3), \
         _index_page(Filters(), many, 3, {}, per_page=3)
     assert first.count("<tr><td>") == 3 and "Page 1 of 3 (reports 1–3)" in first
+    # Each run opens on its page (the pages at <base>voila/render/, this list at <base>runtool/reports/).
+    assert f'<a href="../../voila/render/{html.escape(run_url(many[0].coordinate), quote=True)}"' in first
+    assert '<a href="../../">' in first
     assert '<a href="?cid=client_001&amp;page=2">older →</a>' in first and "newer" not in first
     assert last.count("<tr><td>") == 1 and "Page 3 of 3 (reports 7–7)" in last and "older" not in last
     assert '<a href="?page=2">← newer</a>' in last
@@ -146,10 +151,10 @@ def test_the_index_lists_the_reports_newest_first_with_links_that_open(server: S
     status, _, headers, body = fetch(f"{server.base}/team/runtool/reports")
     assert status == 200 and headers["Content-Type"].startswith("text/html"), (status, body)
     assert headers["X-Content-Type-Options"] == "nosniff"
-    coords = re.findall(r"<td><code>([^<]+)</code></td>", body)
+    coords = re.findall(r"<code>([^<]+)</code></a></td>", body)
     assert coords == [str(NEW), str(OLD), str(OTHER)], body
     assert "2025-08-25 08:59" in body and "3 reports" in body
-    links = re.findall(r'<a href="([^"]+)">', body)
+    links = re.findall(r'<td><a href="([^"]+)">[^<]+</a></td>', body)  # the reports (a run's link holds <code>)
     assert len(links) == 3 and not any(link.startswith(("/", "http")) for link in links)
     status, url, headers, page = fetch(f"{server.base}/team/runtool/reports/{links[0]}")
     assert status == 200, (url, page)
@@ -160,7 +165,7 @@ def test_the_index_lists_the_reports_newest_first_with_links_that_open(server: S
 
 def test_the_index_takes_the_pages_selection(server: ServeProcess) -> None:
     status, _, _, body = fetch(f"{server.base}/team/runtool/reports/?cid=client_001&lbid=LB_0001")
-    assert status == 200 and re.findall(r"<td><code>([^<]+)</code></td>", body) == [str(OLD)]
+    assert status == 200 and re.findall(r"<code>([^<]+)</code></a></td>", body) == [str(OLD)]
     assert "1 report under client_001" in body
     status, _, _, body = fetch(f"{server.base}/team/runtool/reports/?cid=..")
     assert status == 400 and "not a selection" in body and "all reports" in body, body  # a page, not a blank

@@ -86,9 +86,11 @@ sandbox gives it no access to this server's cookies."""
 INDEX_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>runtool: reports</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;color:#1f2933}}
-table{{border-collapse:collapse}}td,th{{padding:.25em .8em;text-align:left;border-bottom:1px solid #d9e2ec}}
+table{{border-collapse:collapse;display:block;max-width:100%;overflow-x:auto}}
+td,th{{padding:.25em .8em;text-align:left;border-bottom:1px solid #d9e2ec;white-space:nowrap}}
 code{{font-size:.9em}}.note{{color:#52606d}}</style></head>
-<body><h1>Run reports</h1><p class="note">{summary}</p>{body}</body></html>
+<body><p><a href="../../">← runtool pages</a></p><h1>Run reports</h1><p class="note">{summary}</p>{body}
+</body></html>
 """
 _SELECTION = ("cid", "regionid", "fieldid", "twid", "lbid", "timestamp")
 _MAX_V1_PARTS = 4096
@@ -357,13 +359,18 @@ REPORTS_PER_PAGE = 200
 
 def _index_page(selection: Filters, reports: list[ReportFile], page: int = 1, query: dict[str, str] | None = None,
                 per_page: int = REPORTS_PER_PAGE) -> str:
-    """One page of the reports list (``page`` past the last shows the last): run, run start, rendered (UTC) and
-    a link relative to ``runtool/reports/``; links to the pages before and after keep the selection ``query``."""
+    """One page of the reports list (``page`` past the last shows the last): run (a link to its page), run start,
+    rendered (UTC) and a link relative to ``runtool/reports/``; links to the pages before and after keep the
+    selection ``query``."""
+    from runtool.ui.query import run_url
+
     pages = max(1, -(-len(reports) // per_page))
     page = min(page, pages)
     shown = reports[(page - 1) * per_page: page * per_page]
     rows = "".join(
-        f'<tr><td><code>{escape(str(report.coordinate))}</code></td>'
+        # The run opens on its page: the pages are at <base>voila/render/, this list at <base>runtool/reports/.
+        f'<tr><td><a href="../../voila/render/{escape(run_url(report.coordinate), quote=True)}" '
+        f'title="Open the run on the per-run page"><code>{escape(str(report.coordinate))}</code></a></td>'
         f"<td>{report.coordinate.start_time:%Y-%m-%d %H:%M}</td>"
         f"<td>{report.modified:%Y-%m-%d %H:%M}</td>"
         f'<td><a href="{escape(urllib.parse.quote(report.relative), quote=True)}">{escape(report.path.name)}</a>'
