@@ -560,6 +560,7 @@ class PoolBackoff:
         for kernel_id in set(self.ready_since) - waiting:
             del self.ready_since[kernel_id]
 
+
 ABANDONED_S = 60
 """At the kernel cap, a page kernel no browser connected to is stopped for a new viewer once idle this long. Not
 shorter: on a busy server a browser still loading its page can take most of a minute to connect."""
