@@ -95,7 +95,8 @@ def decide(
         )
     if conflict == "skip":
         where = "in the cloud" if upload else "there"
-        return ConflictDecision("skip", f"already {where} with the same size (kept; checksums not compared)", replaces=False)
+        return ConflictDecision("skip", f"already {where} with the same size (kept; checksums not compared)",
+                                replaces=False)
     if not same_crc32c():
         return ConflictDecision("transfer", f"{REPLACED}CRC32C differs", replaces=True)
     return ConflictDecision("skip", "verified identical (size and CRC32C)", replaces=False)
