@@ -82,7 +82,10 @@ def test_without_word_from_the_browser_the_fallback_draws_the_page(
     page.sent()
     assert page.actions is None  # built once drawn
     deadline = time.monotonic() + 10
-    while not (page.grid.created and page.grid.grid in descendants(page.widget)) and time.monotonic() < deadline:
+    # The grid first, then the operations (built after it in the same redraw, on the fallback's thread).
+    while page.actions is None or not (page.grid.created and page.grid.grid in descendants(page.widget)):
+        if time.monotonic() > deadline:
+            break
         time.sleep(0.05)
     assert page.drawn
     assert page.grid.grid in descendants(page.widget) and page.drawing_note not in descendants(page.widget)
