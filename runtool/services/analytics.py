@@ -47,7 +47,7 @@ from runtool.errors import ReadOnlyError, RuntoolError
 from runtool.files import exclusive_lock
 from runtool.models import RunCoordinate
 from runtool.services.local_state import ANALYSIS_MARKER, LocalStateService
-from runtool.storage import processed_dir
+from runtool.storage import processed_dir, run_lock_path
 
 __all__ = [
     "ANALYSIS_DIR",
@@ -245,7 +245,7 @@ class AnalyticsService:
     def lock_path(self, coord: RunCoordinate) -> Path:
         """The file locked while the run's analysis is computed: ``<data_dir>/.runtool/locks/<coord>.analysis.lock``
         (taken only to write one: reading a cached analysis, read-only mode too, writes nothing)."""
-        return self.config.data_dir / ".runtool" / "locks" / f"{coord.to_path_str()}.analysis.lock"
+        return run_lock_path(self.config.data_dir, coord, "analysis")
 
     def _lock(self, coord: RunCoordinate) -> threading.Lock:
         """One lock per run, so a page and a bulk job never analyse the same run at once."""

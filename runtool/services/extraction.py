@@ -37,7 +37,7 @@ from runtool.extract.reader import find_bags
 from runtool.files import LockWaitStopped, exclusive_lock
 from runtool.models import RunCoordinate
 from runtool.services.local_state import LocalStateService
-from runtool.storage import local_raw_dir, processed_dir
+from runtool.storage import local_raw_dir, processed_dir, run_lock_path
 
 __all__ = [
     "BACKENDS",
@@ -134,7 +134,7 @@ class ExtractionService:
 
     def lock_path(self, coord: RunCoordinate) -> Path:
         """The file locked while the run is extracted: ``<data_dir>/.runtool/locks/<coord>.extract.lock``."""
-        return self.config.data_dir / ".runtool" / "locks" / f"{coord.to_path_str()}.extract.lock"
+        return run_lock_path(self.config.data_dir, coord, "extract")
 
     def bags(self, coord: RunCoordinate) -> list[Path]:
         """The run's local bags, in extraction order."""

@@ -30,6 +30,7 @@ from runtool.storage.layout import (
     processed_dir,
     raw_bag_key,
     raw_prefix,
+    run_lock_path,
 )
 
 __all__ = [
@@ -57,5 +58,6 @@ __all__ = [
     "processed_dir",
     "raw_bag_key",
     "raw_prefix",
+    "run_lock_path",
     "storage_errors",
 ]

@@ -115,6 +115,12 @@ def local_ml_dir(ml_root: Path, coord: RunCoordinate) -> Path:
     return ml_root.joinpath(ML_ROOT_FOLDER, *coord.to_path_tuple())
 
 
+def run_lock_path(data_dir: Path, coord: RunCoordinate, work: str) -> Path:
+    """The file locked while ``work`` (``raw``, ``ml``, ``extract``, ``analysis``) runs on the run, by any process:
+    ``<data_dir>/.runtool/locks/<coord>.<work>.lock``."""
+    return data_dir / ".runtool" / "locks" / f"{coord.to_path_str()}.{work}.lock"
+
+
 def processed_dir(processed_root: Path, coord: RunCoordinate) -> Path:
     return processed_root.joinpath(*coord.to_path_tuple())
 

@@ -34,7 +34,7 @@ from runtool.files import LockWaitStopped, exclusive_lock
 from runtool.formatting import format_bytes, format_count
 from runtool.models import RunCoordinate
 from runtool.services.transfers.plan import PlannedFile, TransferError, TransferPlan
-from runtool.storage import make_client, storage_errors
+from runtool.storage import make_client, run_lock_path, storage_errors
 from runtool.storage.checksums import ChecksumMismatch, IntegrityChecker, checkers_for, file_crc32c
 from runtool.storage.gcs import (
     ObjectChangedError,
@@ -218,7 +218,7 @@ class TransferEngine:
     def lock_path(self, plan: TransferPlan) -> Path:
         """The file locked while the plan executes: ``<data_dir>/.runtool/locks/<coord>.<raw|ml>.lock``."""
         side = "raw" if plan.operation.startswith("raw") else "ml"
-        return self.config.data_dir / ".runtool" / "locks" / f"{plan.coordinate.to_path_str()}.{side}.lock"
+        return run_lock_path(self.config.data_dir, plan.coordinate, side)
 
     def execute(
         self,
