@@ -353,7 +353,7 @@ class PerRunPage(Page):
             names = [name if name == "TW" else name.lower() for name in missing]
             listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
             self._show_empty(f"Pick a {listed} to list the runs, or type part of a run's coordinate in the "
-                             "search box.")
+                             "search box.", picker_hint="Pick a laser box first")
             return
         timestamps = services.data_state.available_timestamps(lb_filters)
         if not timestamps:
@@ -414,17 +414,19 @@ class PerRunPage(Page):
         if self.download is not None:
             self.download.show_plan(None)
 
-    def _set_picker(self, timestamps: list[str], chosen: str | None) -> None:
+    def _set_picker(self, timestamps: list[str], chosen: str | None, hint: str = "") -> None:
+        """Offer ``timestamps`` with ``chosen`` picked; without any, the picker is disabled and says ``hint``
+        (an empty select looked usable)."""
         self._picking = True
         try:
-            self.run_picker.options = [(format_time(parse_timestamp(ts)), ts) for ts in timestamps]
-            self.run_picker.value = chosen
+            self.run_picker.options = [(format_time(parse_timestamp(ts)), ts) for ts in timestamps] or [(hint, "")]
+            self.run_picker.value = chosen or ""
             self.run_picker.disabled = not timestamps
         finally:
             self._picking = False
 
-    def _show_empty(self, text: str) -> None:
-        self._set_picker([], None)
+    def _show_empty(self, text: str, picker_hint: str = "No runs") -> None:
+        self._set_picker([], None, picker_hint)
         self.coordinate = None
         self.run_count.value = ""
         self.run_state = None

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect
 
 from runtool.formatting import format_bytes, format_time
-from runtool.models import RunCoordinate
+from runtool.models import RunCoordinate, parse_timestamp
 from runtool.services import ServiceContainer
 from runtool.storage import local_raw_dir
 from runtool.ui.analysis_charts import TAB_TITLES
@@ -315,3 +315,18 @@ def test_a_bad_bag_an_ml_only_run_and_a_bad_run_time_say_what_to_do(page: Any, s
     expect(page.locator(".rt-run-count")).to_contain_text(f"for {coord.lbid} in {coord.fieldid}")
     assert error.bounding_box()["y"] < 900
     screenshot(page, "per-run-bad-run-time")
+
+
+def test_above_a_laser_box_the_run_picker_is_disabled_and_says_why(page: Any, server: VoilaServer,
+                                                                    services: ServiceContainer) -> None:
+    coord = pick_run(services)
+    page.goto(server.url(PER_RUN, selection_query(coord.to_filters().replace(lbid=None, timestamp=None))))
+    expect(page.locator(".rt-view-empty")).to_be_visible(timeout=WAIT_S * 1000)
+    picker = page.locator(".rt-run-picker select")
+    expect(picker).to_be_disabled()
+    expect(picker.locator("option:checked")).to_have_text("Pick a laser box first")
+    screenshot(page, "per-run-no-laser-box")
+    page.locator(".rt-filter-lbid select").select_option(coord.lbid)
+    expect(picker).to_be_enabled(timeout=WAIT_S * 1000)
+    newest = services.data_state.available_timestamps(coord.to_filters().replace(timestamp=None))[0]
+    expect(picker.locator("option:checked")).to_have_text(format_time(parse_timestamp(newest)))

@@ -44,4 +44,8 @@ def test_the_run_page_asks_for_a_laser_box_first(services: ServiceContainer) -> 
     assert PerRunPage(services, query="").empty_text.startswith("Pick a client, region, field, TW and laser box ")
     assert PerRunPage(services, query="cid=c1&regionid=r1&fieldid=f1&twid=t1").empty_text.startswith(
         "Pick a laser box to list the runs")
-    assert page.run_picker.disabled
+    # Disabled, and saying so in its own box (disabled and empty, it looked usable).
+    assert page.run_picker.disabled and page.run_picker.label == "Pick a laser box first"
+    # Picking the laser box fills it.
+    page.set_filters(page.filters.replace(regionid="r1", fieldid="f1", twid="t1", lbid="lb01"))
+    assert not page.run_picker.disabled and page.run_picker.label == "2025-08-05 10:00"
