@@ -37,7 +37,7 @@ from runtool.services.extraction import BACKENDS, ExtractionCancelled, Extractio
 from runtool.services.pipeline import PipelineCancelled, PipelineProgress, PipelineStep, RunUpdate
 from runtool.services.reports import ReportProgress, ReportResult, ReportStage
 from runtool.ui.analysis_charts import AnalysisView
-from runtool.ui.components import LEVEL_LABELS, JobProgress, section_title
+from runtool.ui.components import LEVEL_LABELS, JobProgress, MessageArea, section_title
 from runtool.ui.formatting import format_bytes, format_count, format_time
 from runtool.ui.page import Page
 from runtool.ui.query import PER_RUN
@@ -225,6 +225,11 @@ class PerRunPage(Page):
         self.job = JobProgress()
         self.job.cancel_button.on_click(lambda _: self.cancel_job())
         self.result_line = widgets.HTML().add_class("rt-result")
+        # What an action says (a refusal, an error, a warning) goes beside its button: the action row's under the
+        # job bar and result, the Download and Extract panels' under their own buttons. The top is for the page.
+        self.action_messages = MessageArea()
+        self.download_messages = MessageArea()
+        self.extract_messages = MessageArea()
         self.failed_bags = widgets.HTML().add_class("rt-failed-bags")
         self.report_link = widgets.HTML().add_class("rt-report-link")
         self.report_note = widgets.HTML().add_class("rt-caption").add_class("rt-report-note")
@@ -250,11 +255,13 @@ class PerRunPage(Page):
             layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
         ).add_class("rt-actions")
         self.download_section = widgets.VBox(
-            [section_title("Download"), self.download.widget] if self.download is not None else []
+            [section_title("Download"), self.download.widget, self.download_messages.widget]
+            if self.download is not None else []
         )
         self.extract_section = widgets.VBox(
             [section_title("Extract"), widgets.HBox([widgets.HTML("Backend:"), self.backend, self.extract_button],
-                                               layout=widgets.Layout(align_items="center"))]
+                                               layout=widgets.Layout(align_items="center")),
+             self.extract_messages.widget]
             if self.backend is not None and self.extract_button is not None else []
         )
         # A complete run keeps its download and extraction controls folded away below the analysis.
@@ -399,18 +406,22 @@ class PerRunPage(Page):
         else:
             parts = [*work, self.failed_bags, *analysis]
         self.run_view.children = [
-            self.cards, self.issues, self.action_row, self.job.widget, self.result_line, self.report_link, *parts,
+            self.cards, self.issues, self.action_row, self.job.widget, self.result_line, self.action_messages.widget,
+            self.report_link, *parts,
         ]
         self.body.children = [self.run_view]
         self.view = "run"
 
     def _switch_run(self, coordinate: RunCoordinate) -> None:
-        """Forget what belonged to the previous run: its plan, analysis, result line and report link."""
+        """Forget what belonged to the previous run: its plan, analysis, result line, action messages and report
+        link."""
         self.coordinate = coordinate
         self.plan = None
         self.work_folded.selected_index = None
         self.analysis_result = None
         self.result_line.value = ""
+        for area in (self.action_messages, self.download_messages, self.extract_messages):
+            area.clear()
         if self.download is not None:
             self.download.show_plan(None)
 
@@ -554,25 +565,31 @@ class PerRunPage(Page):
                 return "The run is complete: downloaded, extracted and analysed.", None
             step = "analyze" if action is NextAction.COMPLETE else action.value
             return f"Next step: {step} (not available here: this server is read-only).", None
+        # What the button starts speaks beside it, not in the panel of the step.
+        beside = self.action_messages
+        preview = functools.partial(self.preview_download, area=beside)
+        analyze = functools.partial(self.start_analyze, area=beside)
         if action is NextAction.DOWNLOAD:
             if not state.cloud_raw.exists:
                 return "Nothing to download: the raw bucket has no bags for this run", None
             if self.plan is not None and self.plan.coordinate == state.coordinate:
-                return self.plan.describe(), self.start_download if self.plan.to_transfer else None
+                download = functools.partial(self.start_download, area=beside)
+                return self.plan.describe(), download if self.plan.to_transfer else None
             if state.differing_bags:
                 # Verify replaces the bags whose size differs; skip would keep them as they are.
                 bad = _plural(len(state.differing_bags), "bag")
-                return f"Preview re-download of {bad} (size differs)", lambda: self.preview_download(conflict="verify")
+                return f"Preview re-download of {bad} (size differs)", functools.partial(preview, conflict="verify")
             if state.missing_bags:
                 missing = _plural(len(state.missing_bags), "missing bag")
-                return f"Preview download of {missing}", self.preview_download
-            return f"Preview download of {_plural(state.cloud_raw.bag_count, 'bag')}", self.preview_download
+                return f"Preview download of {missing}", preview
+            return f"Preview download of {_plural(state.cloud_raw.bag_count, 'bag')}", preview
         if action is NextAction.EXTRACT:
-            return f"Extract {_plural(state.local_raw.bag_count, 'bag')}", self.start_extract
+            return f"Extract {_plural(state.local_raw.bag_count, 'bag')}", functools.partial(self.start_extract,
+                                                                                           area=beside)
         if action is NextAction.ANALYZE:
-            return "Analyse", self.start_analyze
+            return "Analyse", analyze
         if self.analysis_result is None:
-            return "Analyse again (the analysis is out of date)", self.start_analyze
+            return "Analyse again (the analysis is out of date)", analyze
         return "Complete", None
 
     def _update_steps(self, state: RunState) -> tuple[PipelineStep, ...]:
@@ -716,21 +733,28 @@ class PerRunPage(Page):
             return f"{doing} needs a run: pick one first."
         return None
 
+    def _beside(self, area: MessageArea | None) -> MessageArea:
+        """Where an action's messages go: ``area``, beside the control that started it, while a run is shown;
+        without a run (so without the control: a script called the action) the top of the page."""
+        return area if area is not None and self.view == "run" else self.messages
+
     def _run_job_for_run(
         self,
         text: str,
         work: Callable[[threading.Event], T],
         done: Callable[[RunCoordinate, T], None],
         doing: str,
+        area: MessageArea,
         cancellable: bool = True,
     ) -> None:
-        """:meth:`~runtool.ui.page.Page._run_job` on the run shown, its progress in the job bar under the actions.
+        """:meth:`~runtool.ui.page.Page._run_job` on the run shown, its progress in the job bar under the actions
+        and its messages in ``area``.
 
         ``done`` gets the run the job was for besides the result: the user may have picked another meanwhile.
         """
         coordinate = self.coordinate
         assert coordinate is not None  # checked by _refused
-        self._run_job(work, functools.partial(done, coordinate), doing, progress=self.job, text=text,
+        self._run_job(work, functools.partial(done, coordinate), doing, area=area, progress=self.job, text=text,
                       cancellable=cancellable)
 
     def _show_busy(self) -> None:
@@ -761,18 +785,24 @@ class PerRunPage(Page):
         if self.run_state is not None:
             self._show_actions(self.run_state)
 
-    def preview_download(self, bags: Sequence[str] | None = None, conflict: ConflictMode | None = None) -> None:
+    def preview_download(
+        self, bags: Sequence[str] | None = None, conflict: ConflictMode | None = None, *,
+        area: MessageArea | None = None,
+    ) -> None:
         """Plan the download of ``bags`` (default: the chosen ones, all at first) in the background and show it.
 
         ``bags`` are cloud bag names (``_…_0.bag``); ``conflict`` is ``skip``, ``overwrite`` or ``verify``.
+        ``area``: the messages beside the control that asked (default: the Download panel's, as for every action
+        the area of its own panel).
         """
-        if self._refused("Previewing a download") or self.download is None or self.services is None:
+        area = self._beside(area or self.download_messages)
+        if self._refused("Previewing a download", area) or self.download is None or self.services is None:
             return
         if bags is not None:
             offered = [value for _, value in self.download.bags.options]
             unknown = [name for name in bags if name not in offered]
             if unknown:
-                self.messages.error(f"This run has no bag named {', '.join(unknown)}; pick from the list.")
+                area.error(f"This run has no bag named {', '.join(unknown)}; pick from the list.")
                 return
             self.download.bags.value = tuple(bags)
         if conflict is not None:
@@ -793,19 +823,20 @@ class PerRunPage(Page):
             self.download.show_plan(plan)
 
         what = "all bags" if chosen is None else _plural(len(chosen), "bag")
-        self._run_job_for_run(f"Listing {what} in the raw bucket…", work, done, "previewing the download",
+        self._run_job_for_run(f"Listing {what} in the raw bucket…", work, done, "previewing the download", area,
                               cancellable=False)
 
-    def start_download(self) -> None:
+    def start_download(self, *, area: MessageArea | None = None) -> None:
         """Execute the previewed plan in the background, with byte progress and Cancel."""
-        if self._refused("Downloading") or self.services is None:
+        area = self._beside(area or self.download_messages)
+        if self._refused("Downloading", area) or self.services is None:
             return
         plan = self.plan
         if plan is None or plan.coordinate != self.coordinate:
-            self.messages.warning("Preview the download first: the Download button runs exactly the preview.")
+            area.warning("Preview the download first: the Download button runs exactly the preview.")
             return
         if not plan.to_transfer:
-            self.messages.info(f"{plan.describe()}.")
+            area.info(f"{plan.describe()}.")
             return
         transfers = self.services.transfers
 
@@ -822,37 +853,41 @@ class PerRunPage(Page):
         def work(cancel: threading.Event) -> TransferResult:
             return transfers.execute(plan, progress=progress, cancel=cancel)
 
-        self._run_job_for_run(f"{plan.describe()}…", work, self._downloaded, "downloading the run's bags")
+        self._run_job_for_run(f"{plan.describe()}…", work, functools.partial(self._downloaded, area),
+                              "downloading the run's bags", area)
 
-    def _downloaded(self, coordinate: RunCoordinate, result: TransferResult) -> None:
+    def _downloaded(self, area: MessageArea, coordinate: RunCoordinate, result: TransferResult) -> None:
         if coordinate == self.coordinate:
             self.plan = None
             if self.download is not None:
                 self.download.show_plan(None)
+        else:
+            area = self.messages  # the run is no longer shown: the messages name it, at the top
         self._show_result(coordinate, result.summary())
         failures = [outcome for outcome in result.outcomes if outcome.status == "failed"]
         if failures:
             names = ", ".join(object_name(outcome.file.name) for outcome in failures[:5])
             more = f" and {format_count(len(failures) - 5)} more" if len(failures) > 5 else ""
-            self.messages.error(
+            area.error(
                 f"{_plural(len(failures), 'bag')} of {coordinate} could not be downloaded ({names}{more}). "
                 "Bags that arrived are kept; preview and download again to fetch the rest.",
                 "\n".join(f"{object_name(outcome.file.name)}: {outcome.error}" for outcome in failures),
             )
         if result.cancelled:
-            self.messages.info(
+            area.info(
                 f"The download of {coordinate} was cancelled. Complete bags are kept; download again to resume."
             )
 
     # -- extraction ------------------------------------------------------------------------------
 
-    def start_extract(self, backend: str | None = None) -> None:
+    def start_extract(self, backend: str | None = None, *, area: MessageArea | None = None) -> None:
         """Extract the run's downloaded bags in the background (``backend``: ``local`` or ``docker``)."""
-        if self._refused("Extracting") or self.services is None or self.backend is None:
+        area = self._beside(area or self.extract_messages)
+        if self._refused("Extracting", area) or self.services is None or self.backend is None:
             return
         if backend is not None:
             if backend not in BACKENDS:
-                self.messages.error(f"There is no extraction backend {backend!r}; choose {' or '.join(BACKENDS)}.")
+                area.error(f"There is no extraction backend {backend!r}; choose {' or '.join(BACKENDS)}.")
                 return
             self.backend.value = backend
         chosen: str = self.backend.value
@@ -882,10 +917,11 @@ class PerRunPage(Page):
 
         bags = self.run_state.local_raw.bag_count if self.run_state is not None else 0
         self._run_job_for_run(f"Extracting {_plural(bags, 'bag')} ({BACKEND_LABELS[chosen][0].lower()})…", work,
-                              self._extracted, "extracting the run")
+                              functools.partial(self._extracted, area), "extracting the run", area)
 
-    def _extracted(self, coordinate: RunCoordinate, result: ExtractionResult) -> None:
-        if coordinate == self.coordinate:
+    def _extracted(self, area: MessageArea, coordinate: RunCoordinate, result: ExtractionResult) -> None:
+        shown = coordinate == self.coordinate
+        if shown:
             self.analysis_result = None
         self._show_result(
             coordinate,
@@ -894,13 +930,17 @@ class PerRunPage(Page):
             f"detection and {format_count(result.tracks)} tracking messages",
         )
         for warning in result.warnings:
-            self.messages.warning(warning)
+            if shown:
+                area.warning(warning)
+            else:  # the run is no longer shown: at the top, named
+                self.messages.warning(f"{coordinate}: {warning}")
 
     # -- analysis --------------------------------------------------------------------------------
 
-    def start_analyze(self) -> None:
+    def start_analyze(self, *, area: MessageArea | None = None) -> None:
         """Compute the run's analysis in the background (or load it from the cache if it is up to date)."""
-        if self._refused("Analysing") or self.services is None:
+        area = self._beside(area or self.action_messages)
+        if self._refused("Analysing", area) or self.services is None:
             return
         analytics = self.services.analytics
         coordinate = self.coordinate
@@ -916,7 +956,7 @@ class PerRunPage(Page):
             source = "from the cache" if analysis.from_cache else "computed"
             self._show_result(job_coordinate, f"Analysis {source} in {time.monotonic() - started:.1f} s")
 
-        self._run_job_for_run("Analysing…", work, done, "analysing the run", cancellable=False)
+        self._run_job_for_run("Analysing…", work, done, "analysing the run", area, cancellable=False)
 
     # -- all remaining steps ---------------------------------------------------------------------
 
@@ -926,11 +966,12 @@ class PerRunPage(Page):
         The run pipeline takes the steps (:meth:`~runtool.services.pipeline.RunPipeline.bring_up_to_date`);
         a cancel stops the download or extraction under way and keeps what the steps before it completed.
         """
-        if self._refused("Bringing the run up to date") or self.services is None or self.run_state is None:
+        area = self._beside(self.action_messages)
+        if self._refused("Bringing the run up to date", area) or self.services is None or self.run_state is None:
             return
         steps = self._update_steps(self.run_state)
         if not steps:
-            self.messages.info("This run has nothing to bring up to date.")
+            area.info("This run has nothing to bring up to date.")
             return
         pipeline = self.services.pipeline
         coordinate = self.coordinate
@@ -964,13 +1005,14 @@ class PerRunPage(Page):
             self._show_result(job_coordinate, text)
 
         self._run_job_for_run(f"Bringing the run up to date: {_listed([STEP_WORDS[s][0] for s in steps])}…", work,
-                              done, "bringing the run up to date")
+                              done, "bringing the run up to date", area)
 
     # -- report ----------------------------------------------------------------------------------
 
     def render_report(self) -> None:
         """Render the run's HTML report in the background, then link to it."""
-        if self._refused("Rendering a report") or self.services is None:
+        area = self._beside(self.action_messages)
+        if self._refused("Rendering a report", area) or self.services is None:
             return
         reports = self.services.reports
         coordinate = self.coordinate
@@ -987,5 +1029,5 @@ class PerRunPage(Page):
             # The link comes with the redraw after the job, from the report now on disk (_show_report).
             self._show_result(job_coordinate, f"Report rendered in {result.seconds:.1f} s: {result.html.name}")
 
-        self._run_job_for_run("Rendering the report…", work, done, "rendering the report", cancellable=False)
+        self._run_job_for_run("Rendering the report…", work, done, "rendering the report", area, cancellable=False)
 

@@ -114,19 +114,29 @@ def test_the_fleet_analysis_waits_for_the_running_job_under_its_button(services:
     assert page.wait_idle(WAIT_S) and not page.busy and page.job.widget.children == ()
 
 
-def test_a_per_run_action_waits_for_the_running_job_and_needs_a_run(services: ServiceContainer) -> None:
+def test_a_per_run_action_waits_for_the_running_job_beside_its_button_and_needs_a_run(
+    services: ServiceContainer,
+) -> None:
     page = PerRunPage(services, query=RUN_QUERY)
     gate = Gate()
-    page._run_job_for_run("Working…", gate.work, lambda _coordinate, _result: None, "working")
+    page._run_job_for_run("Downloading…", gate.work, lambda _coordinate, _result: None, "downloading",
+                          page.download_messages)
     try:
         assert gate.started.wait(WAIT_S) and page.busy
         assert page.next_action is not None and page.next_action.disabled  # shown busy while it runs
-        page.start_analyze()
-        assert texts(page.messages)[0] == ("warning", "Analysing has to wait: another job is still running. Wait "
-                                                      "for it to end, or cancel it.")
+        assert page.extract_button is not None and page.extract_button.disabled
+        # A click that reached the kernel before the disabled button reached the browser (a double click).
+        page.extract_button.click()
+        page.next_action.click()
+        assert texts(page.extract_messages) == [("warning", "Extracting has to wait: another job is still running. "
+                                                            "Wait for it to end, or cancel it.")]
+        assert texts(page.action_messages) == [("warning", "Previewing a download has to wait: another job is still "
+                                                           "running. Wait for it to end, or cancel it.")]
+        assert texts(page.messages) == [] and texts(page.download_messages) == []
     finally:
         gate.opened.set()
     assert page.wait_idle(WAIT_S) and not page.next_action.disabled
+    assert texts(page.extract_messages) == [] and texts(page.action_messages) == []  # the wait is over
 
     box = PerRunPage(services, query="cid=c1")  # no laser box, so no run
     box.start_analyze()
@@ -163,19 +173,19 @@ def test_an_error_in_a_done_step_is_shown_and_the_page_is_drawn_again(services: 
     def done(_coordinate: object, _result: str) -> None:
         raise RuntoolError("The run's folder went away while the job ran.")
 
-    page._run_job_for_run("Working…", lambda _cancel: "result", done, "working")
+    page._run_job_for_run("Working…", lambda _cancel: "result", done, "working", page.action_messages)
     assert page.wait_idle(WAIT_S)
-    assert texts(page.messages)[0] == ("error", "The run's folder went away while the job ran.")
+    assert texts(page.action_messages) == [("error", "The run's folder went away while the job ran.")]
     assert page.run_state is not None and page.job.widget.children == ()
 
 
 def test_cancel_stops_the_job_and_says_so_as_information(services: ServiceContainer) -> None:
     page = PerRunPage(services, query=RUN_QUERY)
     gate = Gate()
-    page._run_job_for_run("Working…", gate.work, lambda _coordinate, _result: None, "working")
+    page._run_job_for_run("Working…", gate.work, lambda _coordinate, _result: None, "working", page.action_messages)
     assert gate.started.wait(WAIT_S)
     assert page.job.cancel_button in page.job.widget.children
     page.job.cancel_button.click()
     assert page.wait_idle(WAIT_S) and not page.busy
-    assert texts(page.messages)[0] == ("info", "Cancelled: the steps done so far are kept.")
+    assert texts(page.action_messages) == [("info", "Cancelled: the steps done so far are kept.")]
     assert page.job.widget.children == () and page.coordinate == RUN

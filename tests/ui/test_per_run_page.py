@@ -24,6 +24,7 @@ from runtool.services import ServiceContainer
 from runtool.storage import local_raw_dir, processed_dir
 from runtool.ui import PerRunPage
 from runtool.ui.analysis_charts import TAB_TITLES, downsample, width_histogram
+from runtool.ui.components import MessageArea
 from runtool.ui.query import selection_query
 from tests.conftest import SeededFleet
 
@@ -61,9 +62,14 @@ def open_page(services: ServiceContainer, coord: RunCoordinate) -> PerRunPage:
     return page
 
 
+def message_areas(page: PerRunPage) -> list[MessageArea]:
+    """The top of the page, then the areas beside the action row, the Download and the Extract panel."""
+    return [page.messages, page.action_messages, page.download_messages, page.extract_messages]
+
+
 def run_idle(page: PerRunPage) -> None:
     assert page.wait_idle(WAIT_S), "the page's job did not finish"
-    errors = [m.text for m in page.messages.messages if m.level == "error"]
+    errors = [m.text for area in message_areas(page) for m in area.messages if m.level == "error"]
     assert not errors, errors
 
 
@@ -294,7 +300,8 @@ def test_cancel_while_bringing_up_to_date_keeps_the_bags_and_says_cancelled(serv
     run_idle(page)
 
     assert not page.busy
-    (note,) = [m.text for m in page.messages.messages if m.level == "info"]
+    assert page.messages.messages == []  # the update was started beside its button, and says so there
+    (note,) = [m.text for m in page.action_messages.messages if m.level == "info"]
     assert note == (f"Bringing {coord} up to date was cancelled during the extraction; the downloaded bags and any "
                     "previous extraction are kept, nothing half written.")
     state = services.data_state.get_complete_run_state(coord)
@@ -322,7 +329,8 @@ def test_a_failing_step_of_bring_up_to_date_shows_its_reason(demo_fleet: SeededF
     update_button(page).click()
     assert page.wait_idle(WAIT_S)
 
-    (error,) = page.messages.messages
+    assert page.messages.messages == []
+    (error,) = page.action_messages.messages
     assert error.level == "error"
     assert error.text.startswith(f"The download of {page.coordinate} failed for 3 of 3 bags: ")
     assert "Not a directory" in error.text or "not-a-folder" in error.text
@@ -493,16 +501,17 @@ def test_read_only_shows_state_and_the_cached_analysis_without_any_button(
 
 def test_download_failures_become_a_message_with_details(demo_fleet: SeededFleet, tmp_path: Path) -> None:
     page = page_with_a_blocked_raw_root(demo_fleet, tmp_path)
-    page.start_download()
-    assert page.messages.messages[0].text.startswith("Preview the download first")
+    assert page.download is not None
+    page.start_download()  # as a script would: the button is not offered before a preview
+    assert page.download_messages.messages[0].text.startswith("Preview the download first")
     page.preview_download(bags=["no-such-bag.bag"])
-    assert page.messages.messages[0].text == "This run has no bag named no-such-bag.bag; pick from the list."
-    page.preview_download()
+    assert page.download_messages.messages[0].text == "This run has no bag named no-such-bag.bag; pick from the list."
+    page.download.preview_button.click()
     assert page.wait_idle(WAIT_S)
-    page.start_download()
+    page.download.execute_button.click()
     assert page.wait_idle(WAIT_S)
-    assert page.result_text.endswith("3 failed")
-    error = page.messages.messages[0]
+    assert page.result_text.endswith("3 failed") and page.messages.messages == []
+    error = page.download_messages.messages[0]
     assert error.level == "error"
     assert error.text.startswith(f"3 bags of {page.coordinate} could not be downloaded (")
     assert error.details is not None and error.details.count(": ") >= 3
@@ -517,7 +526,8 @@ def test_an_extraction_error_is_a_sentence_without_a_traceback(services: Service
     page = open_page(services, coord)
     page.start_extract()
     assert page.wait_idle(WAIT_S)
-    error = page.messages.messages[0]
+    assert page.messages.messages == []
+    error = page.extract_messages.messages[0]
     assert error.level == "error" and error.text.startswith(f"None of the 2 bags of {coord} could be read")
     assert error.details is None
     assert page.next_action_text == "Preview re-download of 2 bags (size differs)" and not page.busy
