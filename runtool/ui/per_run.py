@@ -307,7 +307,7 @@ class PerRunPage(Page):
         self.extract_button.on_click(lambda _: self.start_extract())
         self.report_button = widgets.Button(
             description="Report", icon="file-text",
-            tooltip="Render this run's HTML report (downloads, extracts and analyses first if needed)",
+            tooltip="Render this run's HTML report (analyses it first if needed)",
         ).add_class("rt-report")
         self.report_button.on_click(lambda _: self.render_report())
 
@@ -534,14 +534,16 @@ class PerRunPage(Page):
         if self.update_button is not None:
             steps = self._update_steps(state)
             self.update_button.layout.display = None if steps else "none"
-            self.update_button.description = f"Bring up to date: {', '.join(STEP_WORDS[s][0] for s in steps)}"
+            # The download named with its size: the one write this button makes without a preview.
+            words = [self._download_words(state) if s == "download" else STEP_WORDS[s][0] for s in steps]
+            self.update_button.description = f"Bring up to date: {', '.join(words)}"
             self.update_button.tooltip = (f"{_listed([STEP_WORDS[s][0] for s in steps]).capitalize()} in one go, "
                                           "with progress and Cancel")
             self.update_button.disabled = busy
         if self.report_button is not None:
-            reason = self._no_bags(state)
+            reason = self._report_refusal(state)
             self.report_button.disabled = busy or reason is not None
-            self.report_note.value = html.escape(f"No report: {reason}" if reason else "")
+            self.report_note.value = html.escape(reason or "")
         if self.download is not None:
             self.download_section.layout.display = None if state.cloud_raw.exists else "none"
             if self._download_bags_changed(state):
@@ -599,6 +601,30 @@ class PerRunPage(Page):
         if state.next_action is NextAction.DOWNLOAD and not state.cloud_raw.exists:
             return ()
         return UPDATE_STEPS.get(state.next_action, ())
+
+    @staticmethod
+    def _download_words(state: RunState) -> str:
+        """The bags "Bring up to date" downloads, with their size: the missing and differing ones of a partial
+        local copy, else all (as the run pipeline plans it)."""
+        names = set(state.missing_bags) | set(state.differing_bags) or set(state.cloud_raw.bag_sizes)
+        size = sum(state.cloud_raw.bag_sizes.get(name, 0) for name in names)
+        return f"download {_plural(len(names), 'bag')} ({format_bytes(size)})"
+
+    def _report_refusal(self, state: RunState) -> str | None:
+        """Why Report cannot start on ``state``, naming the next step (None: it can).
+
+        A report shows an analysis. Rendering one used to download and extract on the way, without a preview or a
+        Cancel; those long steps are "Bring up to date"'s, which names the download and can be cancelled. What is
+        left to a report (an analysis at most, and the notebook) takes seconds.
+        """
+        no_bags = self._no_bags(state)
+        if no_bags is not None:
+            return f"No report: {no_bags}"
+        if state.next_action is NextAction.DOWNLOAD:
+            return "The report needs the run downloaded and extracted: bring it up to date first."
+        if state.next_action is NextAction.EXTRACT:
+            return "The report needs the run extracted: bring it up to date first."
+        return None
 
     @staticmethod
     def _no_bags(state: RunState) -> str | None:
@@ -1010,9 +1036,16 @@ class PerRunPage(Page):
     # -- report ----------------------------------------------------------------------------------
 
     def render_report(self) -> None:
-        """Render the run's HTML report in the background, then link to it."""
+        """Render the run's HTML report in the background (analysing it first if needed), then link to it.
+
+        A run still to download or extract is refused with the next step named (:meth:`_report_refusal`).
+        """
         area = self._beside(self.action_messages)
-        if self._refused("Rendering a report", area) or self.services is None:
+        if self._refused("Rendering a report", area) or self.services is None or self.run_state is None:
+            return
+        reason = self._report_refusal(self.run_state)
+        if reason is not None:
+            area.error(reason)
             return
         reports = self.services.reports
         coordinate = self.coordinate

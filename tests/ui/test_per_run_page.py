@@ -259,7 +259,8 @@ def test_bring_up_to_date_takes_a_cloud_only_run_to_its_analysis_in_one_click(se
     page = open_page(services, coord)
     button = update_button(page)
     assert button.layout.display is None and not button.disabled
-    assert button.description == "Bring up to date: download, extract, analyse"
+    size = format_bytes(services.data_state.get_complete_run_state(coord).cloud_raw.total_size)
+    assert button.description == f"Bring up to date: download 3 bags ({size}), extract, analyse"
     assert page.next_action_text == "Preview download of 3 bags"  # the single steps stay
     texts = job_texts(page)
 
@@ -276,7 +277,6 @@ def test_bring_up_to_date_takes_a_cloud_only_run_to_its_analysis_in_one_click(se
     assert page.result_text.endswith(" s: downloaded, extracted and analysed")
     # Progress lines from the pipeline, step by step, the download in bags and bytes.
     assert texts[0] == "Bringing the run up to date: download, extract and analyse…"
-    size = format_bytes(services.data_state.get_complete_run_state(coord).cloud_raw.total_size)
     for line in ("Step 1 of 3: Checking the run's state",
                  f"Step 1 of 3: Downloading: 3 of 3 bags done, {size} of {size}",
                  "Step 2 of 3: Extracting: 3 of 3 bags done", "Step 3 of 3: Analysing"):
@@ -384,12 +384,25 @@ def test_a_bag_that_cannot_be_read_is_listed_with_its_error(services: ServiceCon
     assert with_class(page.widget, "rt-failed-bags")
 
 
-def test_the_report_button_renders_the_report_in_the_background_and_links_to_it(
+def test_the_report_waits_for_the_run_to_be_brought_up_to_date_then_renders_in_the_background(
     services: ServiceContainer,
 ) -> None:
     coord = pick_run(services, bags=2)
     page = open_page(services, coord)
     assert page.report_button is not None and with_class(page.widget, "rt-report")
+    # Not downloaded: Report would download and extract without a preview or a Cancel. It waits, naming the button
+    # that takes those steps, which names what it downloads and has Cancel.
+    waits = "The report needs the run downloaded and extracted: bring it up to date first."
+    assert page.report_button.disabled and page.report_note.value == waits
+    size = format_bytes(services.data_state.get_complete_run_state(coord).cloud_raw.total_size)
+    assert update_button(page).description == f"Bring up to date: download 2 bags ({size}), extract, analyse"
+    page.render_report()  # as a script would
+    assert not page.busy and [(m.level, m.text) for m in page.action_messages.messages] == [("error", waits)]
+    assert not local_raw_dir(services.config.raw_root, coord).exists()
+
+    update_button(page).click()
+    run_idle(page)
+    assert not page.report_button.disabled and page.report_note.value == ""
     page.report_button.click()
     assert page.busy and page.report_button.disabled
     run_idle(page)
@@ -399,8 +412,6 @@ def test_the_report_button_renders_the_report_in_the_background_and_links_to_it(
     link = page.report_link.value
     assert 'href="data:text/html;base64,' in link and f'download="{path.name}"' in link
     assert str(path.parent) not in link  # no server path: the link is the report
-    # The report brought the run up to date on the way.
-    assert page.next_action_text == "Complete"
     # A reader who cannot render reports still opens the one rendered before.
     reader = open_page(ServiceContainer(services.config, read_only=True), coord)
     assert reader.report_path == path and reader.report_link.value == link
@@ -452,6 +463,8 @@ def test_a_local_bag_of_the_wrong_size_is_downloaded_again_not_extracted(service
     assert page.download is not None and page.download.conflict.value == "verify"
     assert page.extract_button is not None and page.extract_button.disabled  # not extracted as it is
     assert "size differs" in page.extract_button.tooltip
+    assert update_button(page).description == (
+        f"Bring up to date: download 1 bag ({format_bytes(size)}), extract, analyse")
     assert page.next_action is not None
     page.next_action.click()
     run_idle(page)
