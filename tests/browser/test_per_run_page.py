@@ -129,6 +129,12 @@ def test_download_extract_and_analyse_a_run_by_clicking(page: Any, server: Voila
         f"Raw: 3 bags, {format_bytes(state.cloud_raw.total_size)}")
     expect(page.locator(".rt-card-local")).to_contain_text("not downloaded")
     expect(next_action).to_have_text("Preview download of 3 bags")
+    # Report waits for the data, naming the button that gets it, which names what it downloads.
+    expect(page.locator("button.rt-report")).to_be_disabled()
+    expect(page.locator(".rt-report-note")).to_have_text(
+        "The report needs the run downloaded and extracted: bring it up to date first.")
+    expect(page.locator("button.rt-bring-up-to-date")).to_have_text(
+        f"Bring up to date: download 3 bags ({format_bytes(state.cloud_raw.total_size)}), extract, analyse")
     assert_no_traceback(page)
     screenshot(page, "per-run-start")
 
