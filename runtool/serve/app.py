@@ -409,13 +409,17 @@ class _ExpectedNoise(logging.Filter):
       and the kernel channel's "restarted failed!" (this server never restarts a page kernel), "Kernel … died,
       removing from map" and, for one that died as it started, "Error occurred while starting new kernel client
       … Kernel died before replying" (:meth:`RuntoolVoila.kernel_lost` says which kernel, whose, and what next);
-    - "Could not destroy zmq context", from the client of a kernel that is gone.
+    - "Could not destroy zmq context", from the client of a kernel that is gone;
+    - Tornado's "The websocket_ping_timeout (90000) cannot be longer than the websocket_ping_interval (30000)" on
+      the first kernel channel: jupyter_server gives Tornado its own ping settings, which are milliseconds, where
+      Tornado reads seconds; jupyter_server does the pinging itself, so the line is about a ping never sent.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = str(record.msg)
         if message.startswith(("Notebook %s is not trusted", "Kernel died while waiting for execute reply",
-                               "Kernel %s died, removing from map", "Could not destroy zmq context")):
+                               "Kernel %s died, removing from map", "Could not destroy zmq context",
+                               "The websocket_ping_timeout")):
             return False
         if message.endswith("KernelRestarter: restart failed") or message == "kernel %s restarted failed!" or (
                 message.startswith("Error occurred while starting new kernel client") and "Kernel died" in message):
@@ -589,6 +593,7 @@ class RuntoolVoila(Voila):
         token = os.environ.pop(TOKEN_VARIABLE, None)
         super().initialize(argv)
         self.log.addFilter(_ExpectedNoise())
+        logging.getLogger("tornado.general").addFilter(_ExpectedNoise())
         if token is not None:
             self.token = token
         self.page_names = [name for name in self.pages.split(",") if name]
