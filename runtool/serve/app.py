@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import html
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REPORTS_PATH", "TOKEN_VARIABLE", "V1_PROTOCOL", "ReportsHandler", "RuntoolVoila", "allowed_host", "main",
-    "v1_header", "v1_offsets",
+    "v1_client_message", "v1_header", "v1_offsets",
 ]
 
 TOKEN_VARIABLE = "RUNTOOL_SERVE_TOKEN"
@@ -142,6 +143,29 @@ def v1_header(message: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return header if isinstance(header, dict) else None
+
+
+_CLIENT_CHANNELS = (b"shell", b"control", b"stdin")
+"""The channels a browser writes to (iopub only ever carries the kernel's messages)."""
+
+
+def v1_client_message(message: bytes) -> bool:
+    """Whether ``message`` is a kernel message a browser may send: a v1 frame whose channel is one a client writes
+    to, then a header naming the message type, a parent header, metadata and content, each a JSON object (any
+    further parts are buffers).
+
+    jupyter_server passes the parts to the kernel unread: a frame with fewer parts raised a TypeError with a
+    traceback in the server's log, and parts that were not JSON objects made the kernel log "Invalid message".
+    """
+    offsets = v1_offsets(message)
+    if offsets is None or len(offsets) < 6 or message[offsets[0]:offsets[1]] not in _CLIENT_CHANNELS:
+        return False
+    try:
+        header, *others = (json.loads(message[start:end]) for start, end in itertools.pairwise(offsets[1:6]))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested past the parser's depth
+        return False
+    return (isinstance(header, dict) and isinstance(header.get("msg_type"), str)
+            and all(isinstance(part, dict) for part in others))
 
 
 class _HostCheck:
@@ -233,13 +257,17 @@ class KernelWebsocketHandler(VoilaKernelWebsocketHandler):
         await super().open(kernel_id)
 
     def on_message(self, message: str | bytes) -> None:
-        if isinstance(message, str) or v1_offsets(message) is None:
+        if isinstance(message, str) or not v1_client_message(message):
             self.log.warning("closing kernel websocket %s: a frame that is not a v1 kernel message", self.kernel_id)
             self.close(code=1003, reason="not a v1 kernel message")
             return
         super().on_message(message)
 
     def write_message(self, message: bytes | str | dict[str, Any], binary: bool = False) -> Any:
+        if self.ws_connection is None:
+            # The channel closed: jupyter_server then takes the kernel's next messages for its legacy protocol,
+            # fails to send them and logs the empty error of each as a blank WARNING line.
+            return None
         header = v1_header(message) if isinstance(message, bytes) else None
         if header is not None and header.get("msg_type") == "execute_input":
             return None  # Voila does not show the page's code

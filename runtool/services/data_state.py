@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from runtool.analysis import daily_totals, laser_box_day_totals, laser_box_keys, laser_box_totals, with_coverage
+from runtool.formatting import format_bytes
 from runtool.models import (
     LEVELS,
     AggregatedTemporalData,
@@ -94,20 +95,28 @@ def _issues(runs: pd.DataFrame, under_labelled_pct: float) -> tuple[np.ndarray, 
         return rows, [make(*args) for args in zip(*values, strict=True)]
 
     raw_issues = _joined(len(runs), (
-        texts(both & (raw != local), lambda c, lo: f"Bag count mismatch: cloud={c}, local={lo}",
+        texts(both & (raw != local), lambda c, lo: f"Bag count mismatch: {c:,} in the bucket, {lo:,} on disk",
               "raw_bags", "local_bags"),
         texts(both & (raw == local) & (column["raw_bytes"] != column["local_raw_bytes"]),
-              lambda c, lo: f"Bag size mismatch: cloud={c:,} B, local={lo:,} B", "raw_bytes", "local_raw_bytes"),
+              lambda c, lo: size_mismatch("Bag", c, lo), "raw_bytes", "local_raw_bytes"),
         texts(column["ml_only"], lambda: "ML only: samples without raw bags"),
         texts(column["under_labelled"], lambda pct: f"Under-labelled: {pct:.1f} % < {under_labelled_pct:g} %",
               "coverage_pct"),
     ))
     ml_issues = _joined(len(runs), (
-        texts(ml_differs, lambda f, la, lf, ll: f"ML sample mismatch: cloud={f} frames/{la} labels, "
-              f"local={lf} frames/{ll} labels", "ml_frames", "ml_labels", "local_frames", "local_labels"),
+        texts(ml_differs, lambda f, la, lf, ll: f"ML sample mismatch: {f:,} frames/{la:,} labels in the bucket, "
+              f"{lf:,} frames/{ll:,} labels on disk", "ml_frames", "ml_labels", "local_frames", "local_labels"),
         texts((column["unlabelled"] > 0) & (raw > 0), lambda n: f"{n} frames without labels", "unlabelled"),
     ))
     return raw_issues, ml_issues
+
+
+def size_mismatch(what: str, cloud: int, local: int) -> str:
+    """An issue text for sizes that differ, in sizes a reader takes in ("1.6 MiB"), with the difference (two sizes
+    can round to the same text)."""
+    side = "less" if local < cloud else "more"
+    return (f"{what} size mismatch: {format_bytes(cloud)} in the bucket, {format_bytes(local)} on disk "
+            f"({format_bytes(abs(cloud - local))} {side} on disk)")
 
 
 def _joined(count: int, found: Iterable[tuple[np.ndarray, Sequence[str]]]) -> np.ndarray:
@@ -401,7 +410,7 @@ class DataStateService:
         ml_sync = self._compare(cloud_samples, local_samples, "Sample", issues)
         if ml_sync is SyncStatus.SYNCED and cloud_ml.total_bytes != local.ml.total_bytes:
             ml_sync = SyncStatus.MISMATCH
-            issues.append(f"Sample size mismatch: cloud={cloud_ml.total_bytes:,} B, local={local.ml.total_bytes:,} B")
+            issues.append(size_mismatch("Sample", cloud_ml.total_bytes, local.ml.total_bytes))
         if not cloud_raw.exists and cloud_ml.exists:
             issues.append("ML only: samples without raw bags")
         differing = tuple(sorted(
@@ -426,7 +435,7 @@ class DataStateService:
         if cloud == local:
             return SyncStatus.SYNCED
         if len(cloud) != len(local) and what == "Bag":
-            issues.append(f"Bag count mismatch: cloud={len(cloud)}, local={len(local)}")
+            issues.append(f"Bag count mismatch: {len(cloud):,} in the bucket, {len(local):,} on disk")
         missing = sorted(set(cloud) - set(local))
         extra = sorted(set(local) - set(cloud))
         differ = sorted(k for k in set(cloud) & set(local) if cloud[k] != local[k])

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -158,6 +158,12 @@ class ServeProcess:
         except AssertionError as exc:
             raise AssertionError(f"{exc}; kernels: {sorted(last)}") from None
         return last
+
+    def wait_pools_filled(self, pages: Sequence[str], timeout: float = 180) -> None:
+        """Until Voila has logged each page's pool filled: its preheated kernel started and rendering its page, so a
+        request now is handed that kernel (a kernel process alone may still be starting, on a busy machine)."""
+        poll(lambda: all(f"Kernel pool of {page} is filled" in self.log_text() for page in pages), timeout,
+             interval=0.5, what="every page's pool filled")
 
     def descendants(self) -> list[psutil.Process]:
         try:

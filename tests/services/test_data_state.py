@@ -102,7 +102,7 @@ def test_sync_status_of_every_case(services: ServiceContainer) -> None:
     assert rows[SYNCED]["raw_sync"] == SyncStatus.SYNCED
     assert rows[CLOUD_ONLY]["raw_sync"] == SyncStatus.CLOUD_ONLY
     assert rows[COUNT_MISMATCH]["raw_sync"] == SyncStatus.MISMATCH
-    assert "Bag count mismatch: cloud=16, local=1" in str(rows[COUNT_MISMATCH]["issues"])
+    assert "Bag count mismatch: 16 in the bucket, 1 on disk" in str(rows[COUNT_MISMATCH]["issues"])
     assert rows[SIZE_MISMATCH]["raw_sync"] == SyncStatus.MISMATCH
     assert "size mismatch" in str(rows[SIZE_MISMATCH]["issues"])
     assert rows[LOCAL_ONLY]["raw_sync"] == SyncStatus.LOCAL_ONLY
@@ -164,7 +164,7 @@ def test_laser_box_stats(services: ServiceContainer) -> None:
 def test_complete_run_state_compares_bag_by_bag(services: ServiceContainer) -> None:
     state = services.data_state.get_complete_run_state(COUNT_MISMATCH)
     assert state.raw_sync is SyncStatus.MISMATCH
-    assert "Bag count mismatch: cloud=16, local=1" in state.issues
+    assert "Bag count mismatch: 16 in the bucket, 1 on disk" in state.issues
     assert any(issue.startswith("Bags not downloaded: 15") for issue in state.issues)
     # 15 of its 16 bags are not here: they are downloaded before any extraction (which would read one bag).
     assert len(state.missing_bags) == 15 and state.next_action is NextAction.DOWNLOAD
@@ -245,7 +245,7 @@ def test_issue_texts_join_every_problem_of_a_run_in_order() -> None:
     })
     raw_texts, ml_texts = _issues(with_coverage(runs, CoverageSettings()), 80.0)
     assert raw_texts.tolist() == [
-        "Bag size mismatch: cloud=1,000 B, local=999 B; Under-labelled: 11.8 % < 80 %",
+        "Bag size mismatch: 1000 B in the bucket, 999 B on disk (1 B less on disk); Under-labelled: 11.8 % < 80 %",
         "ML only: samples without raw bags",
         "",
     ]
