@@ -559,7 +559,7 @@ class FleetKpiPage(Page):
             self.runs_page = 0
         self._draw_runs_page()
         if len(rows) <= self.EMBED_CSV_LIMIT:
-            self.csv_link.value = self._csv_link(table)
+            self.csv_link.value = self._csv_link(table, self._runs_order)
             self.csv_row.children = [self.csv_link]
         else:
             self.csv_link.value = ""
@@ -591,12 +591,17 @@ class FleetKpiPage(Page):
 
     def _prepare_csv(self) -> None:
         if self.table is not None:
-            self.csv_link.value = self._csv_link(self.table)
+            self.csv_link.value = self._csv_link(self.table, self._runs_order)
 
     @staticmethod
-    def _csv_link(table: KpiTable) -> str:
-        """A download link carrying the whole table (every KPI) as CSV in a data: URI: works offline."""
-        frame = pd.DataFrame.from_records(table.records())
+    def _csv_link(table: KpiTable, order: list[int]) -> str:
+        """A download link carrying the whole table (every KPI) as CSV in a data: URI: works offline.
+
+        The rows are in ``order``, the runs table's (newest first), each with its full coordinate in ``run``.
+        """
+        frame = pd.DataFrame.from_records(table.records()).iloc[order]
+        keys = _run_keys(table.rows)
+        frame.insert(0, "run", [keys[i] for i in order])
         frame["regressions"] = frame["regressions"].map("; ".join)
         return (_csv_anchor(frame, "fleet_kpis.csv", "Download CSV", "rt-csv-link")
                 + f' <span class="rt-caption">({_count_of(len(frame), "run")}, every KPI)</span>')

@@ -7,6 +7,9 @@ analysed by AnalyticsService, so the KPI table, the chart and the regression fla
 from __future__ import annotations
 
 import base64
+import html
+import io
+import re
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -400,3 +403,15 @@ def test_runs_not_drawn_say_whether_the_stream_is_absent_or_gave_no_value() -> N
     assert _not_drawn("failed_bags", rows, np.array([False, True, False, False])) == [
         "1 run is not drawn: no value for this KPI.",
     ]
+
+
+def test_the_csv_is_the_runs_table_as_shown(services: ServiceContainer, analysed: list[RunCoordinate]) -> None:
+    """Same runs in the same order as the table (newest first), each with its full coordinate."""
+    page = open_page(services, Filters(cid=analysed[0].cid))
+    shown = [unquote(href).split("?", 1)[1] for href in re.findall(r'<a href="([^"]+)"', page.runs_table.value)]
+    assert len(shown) == len(analysed)
+    href = page.csv_link.value.split('href="', 1)[1].split('"', 1)[0]
+    frame = pd.read_csv(io.StringIO(base64.b64decode(href.split("base64,", 1)[1]).decode()))
+    assert [selection_query(RunCoordinate.parse(run).to_filters()) for run in frame["run"]] == [
+        html.unescape(query) for query in shown]
+    assert sorted(frame["run"]) == sorted(c.to_path_str() for c in analysed)
