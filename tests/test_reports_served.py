@@ -16,7 +16,7 @@ import pytest
 from runtool.models import Filters, RunCoordinate
 from runtool.serve.app import REPORT_CSP, _index_page
 from runtool.services.reports import REPORT_DIR, find_report, list_reports, report_stem
-from runtool.ui.query import run_url
+from runtool.ui.query import read_selection, run_url
 from tests.browser.conftest import ServeProcess
 
 OLD = RunCoordinate("client_001", "region_a", "field_1", "TW_001", "LB_0001", "2025_08_25T08:59:38Z")
@@ -167,6 +167,11 @@ def test_the_index_takes_the_pages_selection(server: ServeProcess) -> None:
     status, _, _, body = fetch(f"{server.base}/team/runtool/reports/?cid=client_001&lbid=LB_0001")
     assert status == 200 and re.findall(r"<code>([^<]+)</code></a></td>", body) == [str(OLD)]
     assert "1 report under client_001" in body
+    # A part given twice: the first value wins, as on the pages (read_selection) and in the run search.
+    twice = "cid=client_001&lbid=LB_0001&lbid=LB_0002"
+    status, _, _, body = fetch(f"{server.base}/team/runtool/reports/?{twice}")
+    assert status == 200 and re.findall(r"<code>([^<]+)</code></a></td>", body) == [str(OLD)]
+    assert read_selection(twice).filters == Filters(cid="client_001", lbid="LB_0001")
     status, _, _, body = fetch(f"{server.base}/team/runtool/reports/?cid=..")
     assert status == 400 and "not a selection" in body and "all reports" in body, body  # a page, not a blank
 

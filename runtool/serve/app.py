@@ -350,6 +350,7 @@ class ReportsHandler(JupyterHandler):
         from runtool.config import ConfigError, load_config
         from runtool.models import CoordinateError, Filters
         from runtool.services.reports import find_report, list_reports
+        from runtool.ui.query import query_parameters
 
         try:
             root = load_config().processed_root
@@ -359,12 +360,14 @@ class ReportsHandler(JupyterHandler):
         loop = IOLoop.current()
         self.set_header("Content-Type", "text/html; charset=utf-8")
         if not path:
-            query = {name: self.get_query_argument(name, "") for name in _SELECTION}
+            # Read as the pages read their links: a parameter given twice keeps its first value.
+            parameters = query_parameters(self.request.query)
+            query = {name: parameters.get(name, "") for name in _SELECTION}
             try:
                 selection = Filters(**{name: value for name, value in query.items() if value})
             except CoordinateError as exc:
                 raise web.HTTPError(400, f"not a selection: {exc}") from exc
-            page = self.get_query_argument("page", "1")
+            page = parameters.get("page", "1")
             if not (page.isascii() and page.isdigit()) or not 0 < int(page) < 1_000_000:  # not '²', '١'
                 raise web.HTTPError(400, f"not a page number: {page[:20]!r}")
             # Off the server's loop: the listing walks every run folder the selection matches.
