@@ -36,6 +36,7 @@ from runtool.ui.theme import (
     TARGET_COLOUR,
     coverage_stops,
 )
+from runtool.ui.ticks import set_ticks
 
 __all__ = ["CoverageTimeline", "DailyCoverageChart", "LaserBoxBars", "point_index"]
 
@@ -82,17 +83,18 @@ def _count_ticks(axis: bq.Axis, values: np.ndarray) -> None:
     """Whole-number ticks on a count axis, few enough that their labels never touch.
 
     On a small range d3 puts ticks at halves, which a whole-number format prints twice (0, 1, 1, 2);
-    larger ranges get round steps, at most six ticks (a short panel with d3's default ten stacks its labels).
+    larger ranges get round steps, at most six ticks (a short panel with d3's default ten stacks its labels),
+    written with thousands separators (12,000).
     """
     largest = float(np.nanmax(values)) if len(values) else 0.0
     if largest < 6:
-        axis.tick_values = np.arange(0, int(largest) + 1)
+        set_ticks(axis, np.arange(0, int(largest) + 1))
         return
     # A round step (1, 2 or 5 × 10^k) giving at most six ticks from 0, none beyond the data (it would be
     # drawn outside the plot).
     magnitude = 10.0 ** math.floor(math.log10(largest / 5))
     step = next(m * magnitude for m in (1, 2, 5, 10) if largest / (m * magnitude) <= 5)
-    axis.tick_values = np.arange(0, math.floor(largest / step) * step + step / 2, step)
+    set_ticks(axis, np.arange(0, math.floor(largest / step) * step + step / 2, step))
 
 
 def _day_or_minute_format(times: np.ndarray) -> str:
@@ -239,7 +241,7 @@ class CoverageTimeline:
         )
         self.threshold = _Threshold(self.x, pct_y, np.array([], dtype="datetime64[ms]"))
         self.time_axes = [_time_axis(self.x, "run start (UTC)") for _ in range(3)]
-        self.bags_axis, self.samples_axis = _value_axis(bags_y, "bags", "d"), _value_axis(ml_y, "samples", "d")
+        self.bags_axis, self.samples_axis = _value_axis(bags_y, "bags", ",d"), _value_axis(ml_y, "samples", ",d")
         self.figures = [
             _figure("Raw bags per run", [self.bags, self.bag_dots], [self.time_axes[0], self.bags_axis]),
             _figure("Labels (orange) and frames (light orange) per run",
@@ -396,7 +398,7 @@ class DailyCoverageChart:
         self._covered: list[DayCoverage] = []
         self.coverage.on_hover(self._hovered)
         self.threshold = _Threshold(self.x, pct_y, np.array([], dtype="datetime64[ms]"))
-        self.bags_axis, self.samples_axis = _value_axis(bags_y, "bags", "d"), _value_axis(ml_y, "samples", "d")
+        self.bags_axis, self.samples_axis = _value_axis(bags_y, "bags", ",d"), _value_axis(ml_y, "samples", ",d")
         self.figures = [
             _figure("Raw bags per day", [self.bags], [_time_axis(self.x, "day (UTC)", "%Y-%m-%d"), self.bags_axis]),
             _figure("Labels (orange) and frames (light orange) per day", [self.frames, self.labels],
@@ -491,8 +493,8 @@ class LaserBoxBars:
         self.threshold = (_Threshold(pct_y, unit, np.array([], dtype="float64")) if horizontal
                           else _Threshold(unit, pct_y, np.array([], dtype="float64")))
         value_side = "bottom" if horizontal else "left"
-        self.bags_axis = bq.Axis(scale=bags_y, side=value_side, label="bags", tick_format="d")
-        self.labels_axis = bq.Axis(scale=labels_y, side=value_side, label="labels", tick_format="d")
+        self.bags_axis = bq.Axis(scale=bags_y, side=value_side, label="bags", tick_format=",d")
+        self.labels_axis = bq.Axis(scale=labels_y, side=value_side, label="labels", tick_format=",d")
         pct_axis = _percent_axis(pct_y, value_side)
 
         def figure(title: str, marks: list[bq.Mark], value_axis: bq.Axis, names_shown: bool) -> bq.Figure:

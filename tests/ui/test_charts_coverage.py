@@ -159,3 +159,26 @@ def test_runs_a_day_apart_are_not_joined_runs_of_one_day_are() -> None:
     samples = np.asarray(chart.samples.y, dtype="float64")
     np.testing.assert_array_equal(np.isnan(samples[0]), np.isnan(np.asarray(chart.bags.y, dtype="float64")))
     assert len(chart.bag_dots.x) == 6
+
+
+# -- numbers on the axes -----------------------------------------------------------------------------
+
+
+def test_count_axes_write_thousands_with_a_separator() -> None:
+    """A fleet's bags and labels run to thousands: 12,000 on an axis, not 12000 (d3's ``d`` writes no separator)."""
+    start = datetime(2025, 9, 1, 6, tzinfo=UTC)
+    line = timeline([run(start, 50.0, bags=1200), run(start + timedelta(days=1), 80.0, bags=2400)])
+    days = tuple(DayCoverage(day=datetime(2025, 9, d, tzinfo=UTC).date(), runs=1, raw_bags=1500 * d,
+                             ml_frames=9000 * d, ml_labels=6000 * d, coverage_pct=50.0, laser_boxes=1)
+                 for d in (1, 2))
+    daily = DailyCoverageChart()
+    daily.show(AggregatedTemporalData(Filters(), CoverageSettings(), days, cells=()))
+    stats = [LaserBoxStats(lb_key=f"acme/north/field_7/TW_1/LB_000{i}", lbid=f"LB_000{i}", runs=40,
+                           total_bags=3000 * i, total_frames=60000 * i, total_labels=45000 * i, coverage_pct=80.0,
+                           active_days=10, avg_bags_per_day=300.0, avg_labels_per_day=4500.0) for i in (1, 2)]
+    bars = LaserBoxBars()
+    bars.show(stats, ["LB_0001", "LB_0002"], 80.0)
+    for axis in (line.bags_axis, line.samples_axis, daily.bags_axis, daily.samples_axis, bars.bags_axis,
+                 bars.labels_axis):
+        assert max(axis.tick_values) >= 1000, axis.label
+        assert axis.tick_format.startswith(","), (axis.label, axis.tick_format)  # d3: "," groups thousands
