@@ -267,7 +267,16 @@ class CoverageTimeline:
             mark.on_element_click(self._clicked)
             mark.on_hover(self._hovered)
         self.opener = PageOpener()
-        self.widget = widgets.VBox([*self.figures, self.clicked, self.opener]).add_class("rt-timeline")
+        # Says what a line is wherever one is drawn: a short line between two dots read as an error bar.
+        self.lines_note = widgets.HTML().add_class("rt-caption").add_class("rt-lines-note")
+        self.widget = widgets.VBox().add_class("rt-timeline")
+        self._lay_out(None)
+
+    def _lay_out(self, panel: int | None) -> None:
+        """The note on lines, the panels and the run link: under panel ``panel``, or under them all (None)."""
+        after = len(self.figures) if panel is None else panel + 1
+        self.widget.children = [self.lines_note, *self.figures[:after], self.clicked, *self.figures[after:],
+                                self.opener]
 
     def _point(self, mark: bq.Scatter, event: dict[str, object]) -> CoveragePoint | None:
         points = self._points.get(id(mark), [])
@@ -297,7 +306,7 @@ class CoverageTimeline:
             f'title="{html.escape(coordinate.to_path_str())}">'
             f"Open {html.escape(name)} on the per-run page</a>"
         )
-        self.widget.children = [*self.figures[: panel + 1], self.clicked, *self.figures[panel + 1:], self.opener]
+        self._lay_out(panel)
 
     def show(self, data: TemporalData) -> None:
         points = data.points
@@ -310,6 +319,11 @@ class CoverageTimeline:
             axis.tick_format = _day_or_minute_format(times)
         line_x, (bags, labels, frames) = _broken_at_gaps(
             times, [[p.raw_bags for p in points], [p.ml_labels for p in points], [p.ml_frames for p in points]]
+        )
+        days = times.astype("datetime64[D]")
+        self.lines_note.value = (
+            "Each dot is a run; a line joins the runs of one UTC day (a day's work). Runs on different days are "
+            "not joined." if len(np.unique(days)) < len(days) else ""
         )
         with self.bags.hold_sync():
             self.bags.x, self.bags.y = line_x, bags
@@ -336,7 +350,7 @@ class CoverageTimeline:
         if self.clicked_run is not None and self.clicked_run not in {p.coordinate for p in points}:
             self.clicked_run = None
             self.clicked.value = f'<span class="rt-caption">{html.escape(self.HINT)}</span>'
-            self.widget.children = [*self.figures, self.clicked, self.opener]
+            self._lay_out(None)
         _set_threshold(self.colour_scale, threshold)
         self.threshold.show(span, threshold)
 

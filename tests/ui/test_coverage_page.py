@@ -111,6 +111,18 @@ def test_runs_days_apart_are_not_joined_by_lines(services: ServiceContainer) -> 
     np.testing.assert_array_equal(samples[1], [10.0, np.nan, 3.0, 4.0, np.nan, 2.0])  # frames
 
 
+def test_a_line_between_runs_is_said_to_join_one_days_runs(services: ServiceContainer) -> None:
+    """A short line between two dots read as an error bar: the chart says what a line is, where one is drawn."""
+    page = CoveragePage(services, query=LB01_QUERY)  # two runs on 08-03: one line
+    assert page.single is not None
+    timeline = page.single.timeline
+    children = list(timeline.widget.children)
+    assert children.index(timeline.lines_note) < children.index(timeline.figures[0])
+    assert "a line joins the runs of one UTC day" in timeline.lines_note.value
+    page.set_filters(Filters(cid="c1", regionid="r1", fieldid="f1", twid="t1", lbid="lb02"))  # 08-02, 08-06
+    assert page.single.timeline is timeline and timeline.lines_note.value == ""
+
+
 def test_a_click_on_a_runs_point_links_to_the_run_under_its_panel(services: ServiceContainer) -> None:
     page = CoveragePage(services, query=LB01_QUERY)
     assert page.single is not None
