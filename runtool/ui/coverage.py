@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import ipywidgets as widgets
-import traitlets
 
 from runtool.models import (
     AggregatedTemporalData,
@@ -226,14 +225,28 @@ class AggregatedView:
         )
 
 
-class _NumberField(widgets.FloatText):
-    """A number field that hears of every number typed, so the note beside it can say what became of it.
+def _read_setting(text: str, low: float, high: float) -> tuple[float | None, str]:
+    """The number ``text`` holds when it is one from ``low`` to ``high``; else None and why not ("is empty",
+    "is not a number", "is outside 1–1000"), to follow what was typed in a sentence."""
+    if not text.strip():
+        return None, "is empty"
+    try:
+        value = float(text)
+    except ValueError:
+        return None, "is not a number"
+    if math.isnan(value):
+        return None, "is not a number"
+    if not low <= value <= high:  # 1e400 (infinity) too
+        return None, f"is outside {low:g}–{high:g}"
+    return value, ""
 
-    The browser sends a number beyond a float's range (``1e400``: Infinity) as null, which a plain FloatText
-    rejects in the kernel without a word: the field went on showing it while the page used the last value.
-    """
 
-    value = traitlets.CFloat(0.0, allow_none=True).tag(sync=True)
+def _setting_field(value: float, description: str, css_class: str) -> widgets.Text:
+    """A text field for a number: a number field's browser side puts back the last number without telling the
+    kernel when what was typed is none (``1e``, ``--5``, an empty field), so the page could not say so."""
+    return widgets.Text(value=f"{value:g}", description=description, continuous_update=False,
+                        style={"description_width": "initial"},
+                        layout=widgets.Layout(width="230px")).add_class(css_class)
 
 
 class CoveragePage(Page):
@@ -259,17 +272,14 @@ class CoveragePage(Page):
     ) -> None:
         super().__init__(services, query, progressive)
         defaults = self.services.coverage_settings if self.services is not None else CoverageSettings()
-        # Plain number fields checked here, not bounded ones: a bounded field silently turns 0 into 1.
-        self.expected_samples = _NumberField(
-            value=defaults.expected_samples_per_bag, step=1,
-            description="Expected samples/bag", style={"description_width": "initial"},
-            layout=widgets.Layout(width="230px"),
-        ).add_class("rt-expected-samples")
-        self.under_labelled_pct = _NumberField(
-            value=defaults.under_labelled_pct, step=5,
-            description="Under-labelled below %", style={"description_width": "initial"},
-            layout=widgets.Layout(width="230px"),
-        ).add_class("rt-under-labelled-pct")
+        # Checked here, not by bounded number fields: a bounded field silently turns 0 into 1.
+        self.expected_samples = _setting_field(defaults.expected_samples_per_bag, "Expected samples/bag",
+                                               "rt-expected-samples")
+        self.under_labelled_pct = _setting_field(defaults.under_labelled_pct, "Under-labelled below %",
+                                                 "rt-under-labelled-pct")
+        self._used = {self.EXPECTED_PARAMETER: defaults.expected_samples_per_bag,
+                      self.THRESHOLD_PARAMETER: defaults.under_labelled_pct}
+        """Link parameter → the value the page uses (the field's text may be one it refused)."""
         self.settings_note = widgets.HTML().add_class("rt-settings-note")
         self._settings_quiet = False
         self._apply_link_settings()
@@ -293,42 +303,40 @@ class CoveragePage(Page):
 
     def _apply_link_settings(self) -> None:
         """Take E and the threshold from the link, so a shared link reproduces the view."""
-        for name, control in ((self.EXPECTED_PARAMETER, self.expected_samples),
-                              (self.THRESHOLD_PARAMETER, self.under_labelled_pct)):
+        for name, control in self._setting_fields():
             what, (low, high) = self.SETTINGS[name]
             text = self.link_parameters.get(name)
-            if text is None:
+            if not text:  # absent or blank: the default, as a blank level is All
                 continue
-            try:
-                value = float(text)
-            except ValueError:
-                self.messages.error(f"The link's {what} {text!r} is not a number, so {control.value:g} is used.")
+            value, why = _read_setting(text, low, high)
+            if value is None:
+                self.messages.error(f"The link's {what} {text!r} {why}, so {self._used[name]:g} is used.")
                 continue
-            if not low <= value <= high:
-                self.messages.error(
-                    f"The link's {what} {value:g} is outside {low:g}–{high:g}, so {control.value:g} is used."
-                )
-                continue
-            control.value = value
+            self._used[name] = value
+            control.value = f"{value:g}"
+
+    def _setting_fields(self) -> tuple[tuple[str, widgets.Text], ...]:
+        return ((self.EXPECTED_PARAMETER, self.expected_samples), (self.THRESHOLD_PARAMETER, self.under_labelled_pct))
 
     def _setting_changed(self, change: Mapping[str, Any]) -> None:
-        """Recompute for a value in range; otherwise say so beside the field and put the last value back."""
-        control = change["owner"]
-        name = self.EXPECTED_PARAMETER if control is self.expected_samples else self.THRESHOLD_PARAMETER
-        what, (low, high) = self.SETTINGS[name]
-        value = change["new"]
-        if not (isinstance(value, float | int) and math.isfinite(value) and low <= value <= high):
-            with self._quiet_settings():
-                control.value = change["old"]
-            typed = "the number typed" if value is None else f"{value:g}"
-            self.settings_note.value = html.escape(
-                f"The {what} must be between {low:g} and {high:g}: {typed} is not, so {change['old']:g} is kept."
-            )
-            return
+        """Recompute for a number in range; otherwise say beside the field what was typed and what is used, and put
+        the used value back in the field."""
         if self._settings_quiet:
             return
+        name = next(name for name, control in self._setting_fields() if control is change["owner"])
+        what, (low, high) = self.SETTINGS[name]
+        text, used = str(change["new"]), self._used[name]
+        value, why = _read_setting(text, low, high)
+        if value is None:
+            with self._quiet_settings():
+                change["owner"].value = f"{used:g}"
+            typed = repr(text.strip()) if text.strip() else "The field"
+            self.settings_note.value = html.escape(f"{typed} {why}, so the {what} stays {used:g}.")
+            return
         self.settings_note.value = ""
-        self._selection_changed()
+        if value != used:
+            self._used[name] = value
+            self._selection_changed()
 
     @contextlib.contextmanager
     def _quiet_settings(self) -> Iterator[None]:
@@ -359,14 +367,14 @@ class CoveragePage(Page):
 
     @property
     def settings(self) -> CoverageSettings:
-        return CoverageSettings(float(self.expected_samples.value), float(self.under_labelled_pct.value))
+        return CoverageSettings(self._used[self.EXPECTED_PARAMETER], self._used[self.THRESHOLD_PARAMETER])
 
     def set_expected_samples(self, expected: float) -> None:
-        """Change E (expected labelled samples per bag); everything recomputes."""
-        self.expected_samples.value = expected
+        """Change E (expected labelled samples per bag) as if typed; everything recomputes."""
+        self.expected_samples.value = f"{expected:g}"
 
     def set_under_labelled_pct(self, pct: float) -> None:
-        self.under_labelled_pct.value = pct
+        self.under_labelled_pct.value = f"{pct:g}"
 
     # -- drawing ---------------------------------------------------------------------------------
 

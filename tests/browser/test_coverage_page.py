@@ -262,6 +262,26 @@ def test_changing_expected_samples_recomputes_the_coverage(
     screenshot(page, "coverage-expected-samples")
 
 
+@pytest.mark.parametrize("typed", ["1e", "--5", ""])
+def test_a_number_field_says_what_was_typed_and_what_is_used(
+    page: Any, voila: VoilaServer, services: ServiceContainer, box: Box, typed: str
+) -> None:
+    """A number field's browser side put the last number back without a word to the kernel (``1e``, ``--5``, an
+    empty field): the value snapped back silently."""
+    used = f"{services.coverage_settings.expected_samples_per_bag:g}"
+    open_coverage(page, voila, box.query)
+    page.wait_for_selector(".rt-view-single", state="visible")
+    field = page.locator(".rt-expected-samples input")
+    field.fill("")
+    field.press_sequentially(typed)  # keys, as a user types them (fill refuses "1e" in a number input)
+    field.press("Enter")
+    said = f"'{typed}' is not a number" if typed else "The field is empty"
+    expect(page.locator(".rt-settings-note")).to_have_text(
+        f"{said}, so the expected samples per bag stays {used}.", timeout=WAIT_S * 1000)
+    expect(field).to_have_value(used)
+    screenshot(page, f"coverage-number-field-{'empty' if not typed else typed.replace('-', 'minus')}")
+
+
 def test_a_link_reproduces_the_view_and_its_run_link_opens_the_per_run_page(
     page: Any, voila: VoilaServer, services: ServiceContainer, box: Box
 ) -> None:
