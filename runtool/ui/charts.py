@@ -26,6 +26,7 @@ from runtool.models import (
     TemporalData,
 )
 from runtool.ui.formatting import format_count, format_count_of, format_day, format_pct, format_time
+from runtool.ui.linked_run import LINKED_COLOUR
 from runtool.ui.opener import PageOpener
 from runtool.ui.query import run_url
 from runtool.ui.theme import (
@@ -240,6 +241,11 @@ class CoverageTimeline:
             marker="cross", colors=[COVERAGE_NONE], default_size=48, labels=["ML only"], tooltip=self.hover,
         )
         self.threshold = _Threshold(self.x, pct_y, np.array([], dtype="datetime64[ms]"))
+        # The run a link names, ringed (see runtool.ui.linked_run); drawn under the points, so they take the clicks.
+        self.linked_ring = bq.Scatter(
+            x=np.array([], dtype="datetime64[ms]"), y=[], scales={"x": self.x, "y": pct_y}, marker="circle",
+            fill=False, colors=[LINKED_COLOUR], default_size=260, stroke_width=2.5,
+        )
         self.time_axes = [_time_axis(self.x, "run start (UTC)") for _ in range(3)]
         self.bags_axis, self.samples_axis = _value_axis(bags_y, "bags", ",d"), _value_axis(ml_y, "samples", ",d")
         self.figures = [
@@ -248,7 +254,7 @@ class CoverageTimeline:
                     [self.samples, self.frame_dots, self.label_dots],
                     [self.time_axes[1], self.samples_axis]),
             _figure("Coverage per run (grey ×: ML only, no raw bags)",
-                    [*self.threshold.marks, self.coverage, self.ml_only],
+                    [*self.threshold.marks, self.linked_ring, self.coverage, self.ml_only],
                     [self.time_axes[2], _percent_axis(pct_y)]),
         ]
         self.clicked = widgets.HTML(f'<span class="rt-caption">{html.escape(self.HINT)}</span>')
@@ -308,7 +314,8 @@ class CoverageTimeline:
         )
         self._lay_out(panel)
 
-    def show(self, data: TemporalData) -> None:
+    def show(self, data: TemporalData, linked: RunCoordinate | None = None) -> None:
+        """Draw the runs of ``data``; ``linked`` (the run a link names) is ringed in the coverage panel."""
         points = data.points
         threshold = data.settings.under_labelled_pct
         times = _utc_array([p.start_time for p in points])
@@ -353,6 +360,10 @@ class CoverageTimeline:
             self._lay_out(None)
         _set_threshold(self.colour_scale, threshold)
         self.threshold.show(span, threshold)
+        ringed = [p for p in points if p.coordinate == linked]
+        with self.linked_ring.hold_sync():
+            self.linked_ring.x = _utc_array([p.start_time for p in ringed])
+            self.linked_ring.y = np.array([p.coverage_pct or 0.0 for p in ringed], dtype="float64")
 
 
 def _broken_at_gaps(times: np.ndarray, series: Sequence[Sequence[float]]) -> tuple[np.ndarray, list[np.ndarray]]:

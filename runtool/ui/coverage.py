@@ -25,6 +25,7 @@ from runtool.models import (
     CoverageStatistics,
     Filters,
     LaserBoxStats,
+    RunCoordinate,
     TemporalData,
 )
 from runtool.services import DataStateService, ServiceContainer
@@ -33,6 +34,7 @@ from runtool.ui.components import Kpi, KpiCards, section_title
 from runtool.ui.coverage_calendar import FleetCalendar, laser_box_filters
 from runtool.ui.formatting import format_bytes, format_count, format_decimal, format_pct, format_time
 from runtool.ui.labels import distinct_laser_box_names
+from runtool.ui.linked_run import LinkedRunNote, complete_link, linked_run, marked
 from runtool.ui.page import Page
 from runtool.ui.query import COVERAGE, page_url, run_url
 from runtool.ui.tables import Cell, Column, badge, coverage_cell, csv_link, csv_text, html_table, link, text_cell
@@ -81,10 +83,12 @@ class RunTable:
         self._points: list[CoveragePoint] = []
         self._shown: list[CoveragePoint] = []
         self._threshold = 80.0
+        self._linked: RunCoordinate | None = None
         self._quiet = False
 
-    def show(self, points: Sequence[CoveragePoint], threshold: float) -> None:
-        self._points, self._threshold = sorted(points, key=_worst_first), threshold
+    def show(self, points: Sequence[CoveragePoint], threshold: float, linked: RunCoordinate | None = None) -> None:
+        """List ``points``; the run ``linked`` (a link's) is marked, on the page of the table that holds it."""
+        self._points, self._threshold, self._linked = sorted(points, key=_worst_first), threshold, linked
         counts = {"all": len(points), "under-labelled": sum(p.under_labelled for p in points),
                   "ML only": sum(p.ml_only for p in points)}
         labels = {"all": "All runs", "under-labelled": "Under-labelled", "ML only": "ML only"}
@@ -97,6 +101,9 @@ class RunTable:
         finally:
             self._quiet = False
         self._filter_changed()
+        shown = [p.coordinate for p in self._shown]
+        if linked in shown:
+            self.show_page(shown.index(linked) // self.PAGE_ROWS)
 
     def _filter_changed(self) -> None:
         if self._quiet:
@@ -121,7 +128,8 @@ class RunTable:
         self.table.value = html_table(
             [Column("Start (UTC)"), Column("Bags", True), Column("Labels", True), Column("Frames", True),
              Column("Coverage", True), Column("Flag")],
-            ([_run_cell(p), text_cell(format_count(p.raw_bags)), text_cell(format_count(p.ml_labels)),
+            ([marked(_run_cell(p)) if p.coordinate == self._linked else _run_cell(p),
+              text_cell(format_count(p.raw_bags)), text_cell(format_count(p.ml_labels)),
               text_cell(format_count(p.ml_frames)), coverage_cell(p.coverage_pct, self._threshold),
               badge(ML_ONLY) if p.ml_only else badge(UNDER_LABELLED) if p.under_labelled else text_cell("")]
              for p in rows),
@@ -154,9 +162,10 @@ class SingleLaserBoxView:
         self.runs = RunTable()
         self.widget = widgets.VBox([self.timeline.widget, self.runs.widget]).add_class("rt-view-single")
 
-    def show(self, data: TemporalData) -> None:
-        self.timeline.show(data)
-        self.runs.show(data.points, data.settings.under_labelled_pct)
+    def show(self, data: TemporalData, linked: RunCoordinate | None = None) -> None:
+        """Show the runs of ``data``; ``linked`` (the run a link names) is ringed in the chart, marked in the table."""
+        self.timeline.show(data, linked)
+        self.runs.show(data.points, data.settings.under_labelled_pct, linked)
 
 
 class AggregatedView:
@@ -266,6 +275,7 @@ class CoveragePage(Page):
         THRESHOLD_PARAMETER: ("under-labelled threshold", (0.0, 100.0)),
     }
     """Link parameter → (what it is, (lowest, highest) allowed)."""
+    NOT_FOUND = "it is not in the inventory (refresh it, or check the link), so its laser box is shown without it"
 
     def __init__(
         self, services: ServiceContainer | None = None, query: str | None = None, progressive: bool = False
@@ -280,6 +290,12 @@ class CoveragePage(Page):
         self._used = {self.EXPECTED_PARAMETER: defaults.expected_samples_per_bag,
                       self.THRESHOLD_PARAMETER: defaults.under_labelled_pct}
         """Link parameter → the value the page uses (the field's text may be one it refused)."""
+        self.linked_note = LinkedRunNote()
+        completed, problem = complete_link(self.services, self.filters)
+        if problem is not None:
+            self.messages.error(problem)
+        if completed != self.filters:
+            self.filter_bar.set_filters(completed)
         self.settings_note = widgets.HTML().add_class("rt-settings-note")
         self._settings_quiet = False
         self._apply_link_settings()
@@ -298,7 +314,8 @@ class CoveragePage(Page):
             [self.expected_samples, self.under_labelled_pct, self.settings_note],
             layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
         ).add_class("rt-settings")
-        self.frame([settings_row, self.caption, self.kpi_cards.widget, self.body, self.anomalies])
+        self.frame([self.linked_note.widget, settings_row, self.caption, self.kpi_cards.widget, self.body,
+                    self.anomalies])
         self.start()
 
     def _apply_link_settings(self) -> None:
@@ -383,12 +400,14 @@ class CoveragePage(Page):
         services = self._available_services()
         if services is None:
             return
-        # The coverage views are per laser box; a run timestamp from a link only matters to the run pages.
+        self.linked_note.show(None, "")
+        # The coverage views are per laser box; a run a link names is marked in its laser box's view.
         filters = dataclasses.replace(self.filters, timestamp=None)
         settings = self.settings
         stats = services.data_state.coverage_statistics(filters, settings)
         if stats.total_runs == 0:
             self._show_empty(self.nothing_selected_text(filters))
+            self.linked_note.show(linked_run(self.filters), self.NOT_FOUND)
             return
         if filters.lbid is not None:
             self._show_single(services.data_state, filters, settings, stats)
@@ -436,12 +455,16 @@ class CoveragePage(Page):
             ]
         )
         self.view = "single"
+        linked = linked_run(self.filters)
+        found = linked in {p.coordinate for p in data.points}
+        self.linked_note.show(linked, "ringed in blue in the coverage chart, its row marked “in the link” in the run "
+                                      "table" if found else self.NOT_FOUND)
         if not self.drawn:
             self.body.children = [self.drawing_note]
             return
         if self.single is None:
             self.single = SingleLaserBoxView()
-        self.single.show(data)
+        self.single.show(data, linked if found else None)
         self.body.children = [self.single.widget]
 
     def _show_aggregated(

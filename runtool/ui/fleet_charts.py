@@ -23,6 +23,7 @@ from runtool.ui.charts import (
     _value_axis,
     point_index,
 )
+from runtool.ui.linked_run import LINKED_COLOUR
 from runtool.ui.theme import TARGET_COLOUR
 from runtool.ui.ticks import set_ticks, ticks_within
 
@@ -93,6 +94,9 @@ class KpiTrendChart:
             fill=False, colors=[TARGET_COLOUR], stroke_width=2.0, display_names=False, names=[],
             tooltip=_tip(), display_legend=False, labels=["regressed (hover for why)"],
         )
+        # The run a link names, ringed (see runtool.ui.linked_run); under the points, so they take the clicks.
+        self.linked_ring = bq.Scatter(x=_EMPTY_TIMES, y=[], scales={"x": self.x, "y": self.y}, marker="circle",
+                                      fill=False, colors=[LINKED_COLOUR], default_size=300, stroke_width=2.5)
         self.time_axis = _time_axis(self.x, "run start (UTC)")
         self.time_axis.num_ticks = 8
         # Below the date labels with a gap: at d3's default offset the title touched them.
@@ -100,8 +104,8 @@ class KpiTrendChart:
         self.value_axis = _value_axis(self.y, "")
         # Clear of tick labels with a decimal ("26.0"): at d3's offset the axis title touched them.
         self.value_axis.label_offset = "52px"
-        self.figure = _figure("", [*self.series_marks, self.regressed], [self.time_axis, self.value_axis],
-                              height=self.HEIGHT)
+        self.figure = _figure("", [self.linked_ring, *self.series_marks, self.regressed],
+                              [self.time_axis, self.value_axis], height=self.HEIGHT)
         # The right margin leaves room for half of the last date label, which d3 centres on its tick.
         self.figure.fig_margin = {"top": 36, "bottom": 50, "left": 70, "right": 60}
         self.figure.layout.flex = "1 1 auto"
@@ -139,8 +143,9 @@ class KpiTrendChart:
             mark.tooltip.value = f'<div class="rt-chart-tip">{html.escape(str(names[index]))}</div>'
 
     def show(self, title: str, axis_label: str, series: Sequence[KpiSeries], regressed: KpiSeries,
-             whole_numbers: bool = False) -> None:
-        """Draw ``series`` (at most ``series_limit + 1``) and the regression rings of ``regressed``.
+             whole_numbers: bool = False, linked: KpiSeries | None = None) -> None:
+        """Draw ``series`` (at most ``series_limit + 1``), the regression rings of ``regressed`` and a blue ring
+        around ``linked`` (the run a link names).
 
         ``whole_numbers``: the KPI is a count, so the value axis has whole-number ticks only (d3 would put a
         count of 0 or 1 failed bags on ticks 0, 0.1, … 0.9).
@@ -183,6 +188,9 @@ class KpiTrendChart:
             self.regressed.x, self.regressed.y = regressed.times, regressed.values
             self.regressed.names = list(regressed.hover)
         self._keys[id(self.regressed)] = regressed.keys
+        with self.linked_ring.hold_sync():
+            self.linked_ring.x = _EMPTY_TIMES if linked is None else linked.times
+            self.linked_ring.y = np.array([]) if linked is None else linked.values
         self.legend.value = legend_html(series, len(regressed.keys))
 
 

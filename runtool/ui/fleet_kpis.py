@@ -39,6 +39,7 @@ from runtool.ui.fleet_charts import (
 )
 from runtool.ui.formatting import format_count, format_time
 from runtool.ui.labels import distinct_laser_box_names
+from runtool.ui.linked_run import LinkedRunNote, complete_link, linked_run, marked
 from runtool.ui.page import Page
 from runtool.ui.query import FLEET_KPIS, run_url
 from runtool.ui.tables import Cell, Column, html_table, link, text_cell
@@ -175,6 +176,7 @@ class FleetKpiPage(Page):
     EMBED_CSV_LIMIT = 2000
     """Up to this many runs the CSV is embedded in the download link; beyond, it is built on request."""
     KPI_PARAMETER = "kpi"
+    NOT_SHOWN = "it is not among the analysed runs shown (not analysed yet, or outside the dates)"
 
     def __init__(
         self, services: ServiceContainer | None = None, query: str | None = None, progressive: bool = False
@@ -187,6 +189,12 @@ class FleetKpiPage(Page):
         self.since = iso_date_field("From", "180px", "rt-since")
         self.until = iso_date_field("to", "140px", "rt-until")
         self.date_message = widgets.HTML().add_class("rt-date-message")
+        self.linked_note = LinkedRunNote()
+        completed, problem = complete_link(self.services, self.filters)
+        if problem is not None:
+            self.messages.error(problem)
+        if completed != self.filters:
+            self.filter_bar.set_filters(completed)
         self._apply_link_settings()
         self.kpi_picker.observe(lambda _change: self._selection_changed(), names="value")
         for control in (self.since, self.until):
@@ -259,8 +267,8 @@ class FleetKpiPage(Page):
         self.body = widgets.VBox([self.empty_state])
         controls = widgets.HBox([self.kpi_picker, self.since, self.until, self.date_message],
                                 layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
-        self.frame([controls.add_class("rt-settings"), self.caption, self.kpi_cards.widget, self.analysis_box,
-                    self.body])
+        self.frame([self.linked_note.widget, controls.add_class("rt-settings"), self.caption, self.kpi_cards.widget,
+                    self.analysis_box, self.body])
         self.start()
 
     # -- link settings ---------------------------------------------------------------------------
@@ -416,6 +424,7 @@ class FleetKpiPage(Page):
         return bool(((days >= since) if since else days.notna()).mul((days <= until) if until else True).any())
 
     def _show_empty(self, text: str) -> None:
+        self.linked_note.show(linked_run(self.filters), self.NOT_SHOWN)
         self.empty_state.value = html.escape(text)
         self.caption.value = ""
         self.kpi_cards.show([])
@@ -521,7 +530,16 @@ class FleetKpiPage(Page):
         index = np.flatnonzero(flagged & has_value)
         ring = KpiSeries("regressed", tuple(keys[i] for i in index), times[index], chart_values[index],
                          tuple(f"{labels[i]}: {'; '.join(on_kpi[i])}" for i in index), "")
-        self.chart.show(f"{choice.label} per run", choice.axis_label, drawn, ring, whole_numbers=choice.unit == "count")
+        linked = linked_run(self.filters)
+        at = [i for i, key in enumerate(keys) if linked is not None and key == linked.to_path_str()]
+        on_chart = np.array([i for i in at if has_value[i]], dtype=int)
+        self.linked_note.show(linked, self.NOT_SHOWN if not at else (
+            "ringed in blue in the chart, its row marked “in the link” in the runs table" if len(on_chart) else
+            f"its row is marked “in the link” in the runs table; it has no {choice.label.lower()}, so it is not on "
+            "the chart"))
+        self.chart.show(f"{choice.label} per run", choice.axis_label, drawn, ring, whole_numbers=choice.unit == "count",
+                        linked=KpiSeries("linked", tuple(keys[i] for i in on_chart), times[on_chart],
+                                         chart_values[on_chart], (), ""))
         notes = ["Each point is one analysed run; click a point to open it or to compare it."]
         if rest:
             notes.append(f"The {self.SERIES_LIMIT} laser boxes with the most runs have their own colour; the "
@@ -545,8 +563,12 @@ class FleetKpiPage(Page):
         order = np.argsort(-_utc(rows["start_time"]).astype("int64"), kind="stable")
         self.runs_title.value = f"Analysed runs ({format_count(len(rows))}), newest first"
 
+        linked = linked_run(self.filters)
+        linked_key = linked.to_path_str() if linked is not None else None
+
         def cells(i: int) -> list[Cell]:
-            return [link(run_url(RunCoordinate.parse(keys[i])), format_time(rows["start_time"].iat[i])),
+            start = link(run_url(RunCoordinate.parse(keys[i])), format_time(rows["start_time"].iat[i]))
+            return [marked(start) if keys[i] == linked_key else start,
                     text_cell(names[rows["lb_key"].iat[i]], rows["lb_key"].iat[i]),
                     text_cell(choice.format(values.iat[i])), _regression_cell(rows["regressions"].iat[i], on_kpi[i])]
 
@@ -554,9 +576,10 @@ class FleetKpiPage(Page):
         self._runs_order = [int(i) for i in order]
         self._runs_columns = [Column("Start (UTC)"), Column("Laser box"), Column(choice.label, True),
                               Column("Regression")]
-        if tuple(keys) != self._runs_keys:  # another selection or dates: back to the newest runs
+        if tuple(keys) != self._runs_keys:  # another selection or dates: back to the newest runs, or the link's run
             self._runs_keys = tuple(keys)
-            self.runs_page = 0
+            position = [keys[i] for i in self._runs_order].index(linked_key) if linked_key in keys else 0
+            self.runs_page = position // self.PAGE_ROWS
         self._draw_runs_page()
         if len(rows) <= self.EMBED_CSV_LIMIT:
             self.csv_link.value = self._csv_link(table, self._runs_order)

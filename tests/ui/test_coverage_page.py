@@ -538,3 +538,59 @@ def test_what_was_typed_and_what_is_used_is_said_beside_the_field(
     control.set_state({"value": f" {float(before) + 1:g} "})
     assert page.settings_note.value == ""  # a number in range clears the note and is used
     assert page.view_settings() == {field: f"{float(before) + 1:g}"}
+
+
+# -- a run in the link ---------------------------------------------------------------------------------------
+
+
+def badges_in_the_link(table_html: str) -> list[str]:
+    """The start times of the rows marked "in the link"."""
+    return re.findall(r">([^<]+)</a> <span class=\"rt-badge rt-linked-badge\"[^>]*>in the link<", table_html)
+
+
+def test_a_link_to_a_run_names_it_at_the_top_and_marks_it(
+    services: ServiceContainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-run page's link (or a run found by the search) opened here showed the laser box, no sign of the run."""
+    monkeypatch.setattr(RunTable, "PAGE_ROWS", 2)  # the run, third worst of four, is on the second page
+    run = next(spec for spec in FLEET if spec.lb == LB01 and spec.timestamp == "2025_08_01T08:00:00Z").coordinate
+    page = CoveragePage(services, query=run_url(run).split("?", 1)[1])
+    assert page.view == "single" and page.filters == run.to_filters()
+    note = page.linked_note
+    assert note.text.startswith("The link names run lb01 · 2025-08-01 08:00: ringed in blue in the coverage chart")
+    assert f'href="{html.escape(run_url(run), quote=True)}"' in note.widget.value
+    children = list(page.widget.children)
+    assert children.index(page.messages.widget) < children.index(note.widget) < children.index(page.body)
+    assert page.single is not None
+    ring = page.single.timeline.linked_ring
+    assert list(ring.x) == [np.datetime64("2025-08-01T08:00", "ms")] and list(ring.y) == [100.0]
+    assert page.single.runs.page == 1 and badges_in_the_link(page.single.runs.table.value) == ["2025-08-01 08:00"]
+
+    page.filter_bar.select("lbid", "lb02")  # another laser box: the link's run is no longer shown
+    assert note.widget.value == "" and len(ring.x) == 0
+    assert badges_in_the_link(page.single.runs.table.value) == []
+
+
+def test_a_link_to_a_run_not_in_the_inventory_says_so(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query=f"{LB01_QUERY}&timestamp=2025_08_02T08:00:00Z")
+    assert page.view == "single"
+    assert "is not in the inventory" in page.linked_note.text
+    assert page.single is not None and len(page.single.timeline.linked_ring.x) == 0
+
+
+def test_a_link_that_skips_levels_is_completed_when_one_run_matches(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query="lbid=lb02&timestamp=2025_08_06T07:00:00Z")
+    assert page.filters == Filters(cid="c1", regionid="r1", fieldid="f1", twid="t1", lbid="lb02",
+                                   timestamp="2025_08_06T07:00:00Z")
+    assert page.linked_note.text.startswith("The link names run lb02 · 2025-08-06 07:00")
+    assert not [m for m in page.messages.messages if m.level == "error"]
+
+
+def test_a_link_that_skips_levels_without_a_match_says_which_are_missing(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query="cid=c1&lbid=lb02&timestamp=2025_08_07T07:00:00Z")
+    assert [m.text for m in page.messages.messages if m.level == "error"] == [
+        "The link names a run started 2025-08-07 07:00 but not its region, field and TW, and no run of the "
+        "inventory matches it, so the run is not shown. Type its laser box and time in the run search box above "
+        "to find it."
+    ]
+    assert page.linked_note.widget.value == ""

@@ -23,7 +23,7 @@ from runtool.storage import processed_dir
 from runtool.ui import FleetKpiPage
 from runtool.ui.fleet_charts import OTHERS_COLOUR, DistributionChart, split_series
 from runtool.ui.fleet_kpis import KPI_CHOICES, _not_drawn
-from runtool.ui.query import selection_query
+from runtool.ui.query import run_url, selection_query
 from tests.conftest import SeededFleet
 from tests.services.test_analytics import write_extraction
 from tests.ui.test_per_run_page import private_config
@@ -415,3 +415,42 @@ def test_the_csv_is_the_runs_table_as_shown(services: ServiceContainer, analysed
     assert [selection_query(RunCoordinate.parse(run).to_filters()) for run in frame["run"]] == [
         html.unescape(query) for query in shown]
     assert sorted(frame["run"]) == sorted(c.to_path_str() for c in analysed)
+
+
+def test_a_link_to_a_run_names_it_at_the_top_and_marks_it(services: ServiceContainer, analysed: list[RunCoordinate],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-run page's link opened here showed the laser box with no sign of the run."""
+    monkeypatch.setattr(FleetKpiPage, "PAGE_ROWS", 2)  # newest first: the second oldest run is on the second page
+    run = analysed[1]
+    page = FleetKpiPage(services, query=selection_query(run.to_filters()))
+    assert page.view == "chart"
+    note = page.linked_note
+    assert note.text.startswith(f"The link names run {run.lbid} · {run.start_time:%Y-%m-%d %H:%M}: ringed in blue")
+    assert f'href="{html.escape(run_url(run), quote=True)}"' in note.widget.value
+    children = list(page.widget.children)
+    assert children.index(page.messages.widget) < children.index(note.widget) < children.index(page.body)
+    assert page.chart is not None
+    drawn = {key: (time, value) for series in page.chart.shown
+             for key, time, value in zip(series.keys, series.times, series.values, strict=True)}
+    assert list(zip(page.chart.linked_ring.x, page.chart.linked_ring.y, strict=True)) == [drawn[run.to_path_str()]]
+    assert page.runs_page == 1
+    marked = re.findall(r'href="([^"]+)"[^>]*>[^<]+</a> <span class="rt-badge rt-linked-badge"', page.runs_table.value)
+    assert [html.unescape(href) for href in marked] == [run_url(run)]
+
+    page.filter_bar.select("lbid", None)  # the run is no longer selected: no note, no ring
+    assert note.widget.value == "" and len(page.chart.linked_ring.x) == 0
+
+
+def test_a_link_with_only_a_runs_time_opens_that_run(services: ServiceContainer, analysed: list[RunCoordinate]) -> None:
+    """A link that skips levels lost its run without a word, though the run search found it."""
+    run = analysed[2]
+    page = FleetKpiPage(services, query=f"timestamp={run.timestamp}")
+    assert page.filters == run.to_filters()
+    assert "ringed in blue" in page.linked_note.text
+
+
+def test_a_link_to_a_run_not_analysed_says_it_is_not_shown(services: ServiceContainer,
+                                                           analysed: list[RunCoordinate]) -> None:
+    run = next(c for c in first_runs(services, 2) if c not in analysed)
+    page = FleetKpiPage(services, query=selection_query(run.to_filters()))
+    assert "it is not among the analysed runs shown" in page.linked_note.text

@@ -1,0 +1,93 @@
+"""The run a link names (its ``timestamp``) on the pages that show laser boxes: coverage and fleet KPIs.
+
+A link to a run (the per-run page's "Link to this view", a run found by the search) opened on one of these pages
+selects the run's laser box; the page marks the run there, and a note at the top names it, says where it is and
+links to it on the per-run page. A link that skips levels (``?lbid=LB_0001&timestamp=…``) is completed when one
+run of the inventory matches it, as the run search would; otherwise the page says which levels are missing.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+import ipywidgets as widgets
+
+from runtool.models import LEVELS, Filters, RunCoordinate, parse_timestamp
+from runtool.services import ServiceContainer
+from runtool.services.run_search import RunSearch
+from runtool.ui.components import LEVEL_LABELS
+from runtool.ui.formatting import format_count, format_time
+from runtool.ui.query import run_url, selection_query
+from runtool.ui.tables import Cell
+from runtool.ui.theme import StatusStyle
+
+__all__ = ["LINKED_COLOUR", "LinkedRunNote", "complete_link", "linked_run", "marked"]
+
+LINKED_COLOUR = "#1565c0"
+"""The ring around the linked run's point and its badge in a table: the pages' link blue."""
+IN_THE_LINK = StatusStyle("in the link", LINKED_COLOUR)
+
+
+def _words(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def complete_link(services: ServiceContainer | None, filters: Filters) -> tuple[Filters, str | None]:
+    """The selection to show for a link's ``filters``: with every level of its run filled in when the link skips
+    some and one run of the inventory matches; else ``filters`` and, for a run that cannot be found, why (a
+    sentence for the page's banner)."""
+    missing = [LEVEL_LABELS[level] for level in LEVELS if getattr(filters, level) is None]
+    if filters.timestamp is None or not missing:
+        return filters, None
+    matches = 0
+    if services is not None and services.inventory.has_data:
+        result = RunSearch(services).search(f"?{selection_query(filters)}")
+        if result.exact is not None and result.exact.is_run:
+            return result.exact.filters, None
+        matches = result.matched_runs
+    levels = _words([name if name.isupper() else name.lower() for name in missing])
+    found = (f"{format_count(matches)} runs match it" if matches > 1
+             else "no run of the inventory matches it")
+    return filters, (
+        f"The link names a run started {format_time(parse_timestamp(filters.timestamp))} but not its "
+        f"{levels}, and {found}, so the run is not shown. Type its laser box and time in the run search box above "
+        "to find it."
+    )
+
+
+def linked_run(filters: Filters) -> RunCoordinate | None:
+    """The run a selection names (every level and a timestamp set), else None."""
+    if filters.timestamp is None or any(getattr(filters, level) is None for level in LEVELS):
+        return None
+    return RunCoordinate.from_filters(filters)
+
+
+def marked(cell: Cell) -> Cell:
+    """A table cell of the linked run's row, with a badge saying so."""
+    return Cell(f'{cell.html} <span class="rt-badge rt-linked-badge" style="background:{LINKED_COLOUR}">'
+                f"{html.escape(IN_THE_LINK.label)}</span>")
+
+
+class LinkedRunNote:
+    """One line at the top of the page: which run the link names, where the page shows it, and a link to open it."""
+
+    def __init__(self) -> None:
+        self.widget = widgets.HTML().add_class("rt-linked-run")
+
+    def show(self, run: RunCoordinate | None, where: str) -> None:
+        """Name ``run`` (None: no line) and say ``where`` it is ("ringed in the chart…", a sentence's end)."""
+        if run is None:
+            self.widget.value = ""
+            return
+        name = html.escape(f"{run.lbid} · {format_time(run.start_time)}")
+        self.widget.value = (
+            f'The link names run <b title="{html.escape(run.to_path_str(), quote=True)}">{name}</b>: '
+            f'{html.escape(where)}. <a class="rt-linked-open" href="{html.escape(run_url(run), quote=True)}" '
+            'target="_self">Open it on the per-run page</a>'
+        )
+
+    @property
+    def text(self) -> str:
+        """The line as text (tags dropped)."""
+        return html.unescape(re.sub(r"<[^>]+>", "", self.widget.value))
