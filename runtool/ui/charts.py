@@ -493,15 +493,17 @@ class LaserBoxBars:
         self.horizontal = horizontal
         orientation = "horizontal" if horizontal else "vertical"
         self.x = bq.OrdinalScale(reverse=horizontal)  # first laser box on top when lying down
-        bags_y, labels_y, pct_y = bq.LinearScale(min=0), bq.LinearScale(min=0), _percent_scale()
+        # Room past the longest bar and past 100 % for the value written beyond a bar's end (see show).
+        bags_y, labels_y = bq.LinearScale(min=0), bq.LinearScale(min=0)
+        pct_y = bq.LinearScale(min=0, max=118, allow_padding=False)
         self.count_scales = (bags_y, labels_y)
-        if horizontal:  # room past 100 % for the value written beyond a bar's end
-            pct_y = bq.LinearScale(min=0, max=118, allow_padding=False)
 
-        # Lying down, a bar's value goes just past its end (inside, a short bar's value would be cut off).
+        # A bar's value goes just past its end, on the page's white: inside (bqplot's place), a short bar's value
+        # crossed the axis and a dark red bar's hid its dark text.
         value_labels: dict[str, Any] = (
             {"label_font_style": {"text-anchor": "start", "font-size": "11px"},
-             "label_display_horizontal_offset": 3} if horizontal else {})
+             "label_display_horizontal_offset": 3} if horizontal else
+            {"label_font_style": {"dominant-baseline": "text-after-edge", "font-size": "11px"}})
 
         def bars(scales: dict[str, bq.Scale], value_format: str, **style: Any) -> bq.Bars:
             mark = bq.Bars(x=[], y=[], scales={"x": self.x, **scales}, orientation=orientation,
@@ -567,11 +569,11 @@ class LaserBoxBars:
         with self.coverage.hold_sync():
             self.coverage.x = x[~np.isnan(pct)]
             self.coverage.y, self.coverage.color = pct[~np.isnan(pct)], pct[~np.isnan(pct)]
+        # Room past the longest bar for its value (padding would also move 0 off the axis).
+        for scale, values in zip(self.count_scales, (self.bags.y, self.labels.y), strict=True):
+            scale.max = max(1.0, float(np.max(values, initial=0.0))) * 1.15
+            scale.allow_padding = False
         if self.horizontal:
-            # Room past the longest bar for its value (padding would also move 0 off the axis).
-            for scale, values in zip(self.count_scales, (self.bags.y, self.labels.y), strict=True):
-                scale.max = max(1.0, float(np.max(values, initial=0.0))) * 1.15
-                scale.allow_padding = False
             height = f"{max(170, 90 + self.ROW_PX * len(stats))}px"
             self.figures[0].fig_margin = {**self.figures[0].fig_margin,
                                           "left": 16 + self.CHAR_PX * max((len(n) for n in names), default=4)}

@@ -147,6 +147,36 @@ def assert_under_labelled_table(page: Any, stats: CoverageStatistics) -> Any:
     return rows.first.locator("a")
 
 
+_BAR_LABELS = """() => [...document.querySelectorAll('.rt-lb-bars .bargroup')].flatMap(group => {
+    const bar = group.querySelector('.bar'), label = group.querySelector('.bar_label');
+    if (!bar || !label || !label.textContent) return [];
+    const b = bar.getBoundingClientRect(), t = label.getBoundingClientRect();
+    const plot = group.closest('svg').querySelector('.plotarea_background, .plotarea_events').getBoundingClientRect();
+    return [{text: label.textContent, upright: getComputedStyle(label).textAnchor === 'middle',
+             bar: [b.left, b.top, b.right, b.bottom],
+             label: [t.left, t.top, t.right, t.bottom], plot: [plot.left, plot.top, plot.right, plot.bottom]}];
+})"""
+
+
+def bar_labels_in_the_way(page: Any) -> list[str]:
+    """The laser box bars' value labels that sit on their bar (where a dark bar hides dark text), cross the value
+    axis or leave the plot; each label must be past its bar's end, on the page's white."""
+    found = []
+    for one in page.evaluate(_BAR_LABELS):
+        (_, bt, br, _), (tl, tt, tr, tb), (pl, pt, pr, pb) = one["bar"], one["label"], one["plot"]
+        past_end = tb <= bt + 0.5 if one["upright"] else tl >= br - 0.5  # above an upright bar, right of a lying one
+        inside_plot = pl - 0.5 <= tl and tr <= pr + 0.5 and pt - 0.5 <= tt and tb <= pb + 0.5
+        if not (past_end and inside_plot):
+            found.append(f"{one['text']}: label {one['label']} bar {one['bar']} plot {one['plot']}")
+    return found
+
+
+def numbers_without_separator(page: Any, where: str) -> list[str]:
+    """Tick labels of bqplot axes under ``where`` written as a number of 1,000 or more without a separator."""
+    texts = page.locator(f"{where} .axis .tick text").all_text_contents()
+    return [t for t in texts if re.fullmatch(r"-?\d{4,}(\.\d+)?", t.strip())]
+
+
 # -- tests -----------------------------------------------------------------------------------------------
 
 
@@ -260,6 +290,18 @@ def test_changing_expected_samples_recomputes_the_coverage(
         "href", re.compile(rf"[?&]expected_samples={expected_samples:g}(&|$)"), timeout=WAIT_S * 1000
     )
     screenshot(page, "coverage-expected-samples")
+
+
+def test_bar_values_stay_readable_and_axes_group_thousands(page: Any, voila: VoilaServer, box: Box) -> None:
+    """Bar values sat inside the bars' tops: a short bar's crossed the axis, dark text hid on dark red bars."""
+    open_coverage(page, voila, selection_query(box.tw))
+    page.wait_for_selector(".rt-view-aggregated", state="visible")
+    expect(page.locator(".rt-lb-bars .bar_label").first).to_be_attached(timeout=WAIT_S * 1000)
+    page.wait_for_timeout(1000)  # bqplot lays the labels out after the marks arrive
+    assert page.evaluate(_BAR_LABELS), "the bars write their values"
+    assert bar_labels_in_the_way(page) == []
+    assert numbers_without_separator(page, ".rt-view-aggregated") == []
+    screenshot(page, "coverage-tw-bars")
 
 
 @pytest.mark.parametrize("typed", ["1e", "--5", ""])
@@ -440,6 +482,8 @@ def test_at_fleet_scale_every_label_reads_and_every_table_downloads(
     expect(ticks.filter(has_text=" · ")).to_have_count(len(boxes), timeout=WAIT_S * 1000)
     page.wait_for_timeout(1000)  # bqplot lays the labels out after the marks arrive
     assert overlapping_texts(page, ".rt-view-aggregated svg .axis") == []
+    assert bar_labels_in_the_way(page) == []
+    assert numbers_without_separator(page, ".rt-view-aggregated") == []
     # Names use the same levels for every box (field · laser box: ids repeat across fields), numbers the rest.
     shown = [t for t in ticks.all_text_contents() if not t.replace(",", "").isdigit()]  # SVG: no innerText
     assert len(set(shown)) == len(boxes) and all(" · " in name for name in shown), shown
