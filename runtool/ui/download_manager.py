@@ -52,6 +52,8 @@ from runtool.ui.tasks import BackgroundTask
 __all__ = ["DownloadManagerPage"]
 
 Direction = Literal["download", "upload"]
+SIDES: dict[Family, str] = {"raw": "raw bags", "ml": "ML samples"}
+"""What each side's rows are about, in a sentence."""
 LINKED_RUNS = 5
 """Up to this many selected runs get a link to the per-run page beside the selection line."""
 NO_EXPORTS = ("No labelling export is tracked on this server yet: there is no ML/raw/.export_tracking.json in its "
@@ -72,17 +74,12 @@ class DownloadManagerPage(Page):
         self, services: ServiceContainer | None = None, query: str | None = None, progressive: bool = False
     ) -> None:
         super().__init__(services, query, progressive)
-        family = self.link_parameters.get("family", "raw")
+        family, status = self._link_view()
         self.family = widgets.ToggleButtons(
-            options=[("Raw bags", "raw"), ("ML samples", "ml")],
-            value=family if family in STATUS_FILTERS else "raw",
-            style={"button_width": "110px"},
+            options=[("Raw bags", "raw"), ("ML samples", "ml")], value=family, style={"button_width": "110px"},
         ).add_class("rt-family")
-        status = self.link_parameters.get("status", "All")
         self.status_filter = widgets.ToggleButtons(
-            options=STATUS_FILTERS[self.family.value],
-            value=status if status in STATUS_FILTERS[self.family.value] else "All",
-            style={"button_width": "auto"},
+            options=STATUS_FILTERS[family], value=status, style={"button_width": "auto"},
         ).add_class("rt-status-filter")
         self.kpi_cards = KpiCards()
         self.grid = InventoryGrid()
@@ -141,6 +138,21 @@ class DownloadManagerPage(Page):
         self.status_filter.observe(lambda _change: self._refilter(), names="value")
         self.frame(content)
         self.start()
+
+    def _link_view(self) -> tuple[Family, str]:
+        """The side and the status filter the link asks for; a value this page does not know is said at the top."""
+        family: Family = "raw"
+        given = self.link_parameters.get("family", family)
+        if given == "ml":
+            family = "ml"
+        elif given != family:
+            self.messages.error(f"The link's family {given!r} is not raw or ml, so the {SIDES[family]} are shown.")
+        status = self.link_parameters.get("status", "All")
+        if status not in STATUS_FILTERS[family]:
+            self.messages.error(f"The link's status filter {status!r} is not one of the {SIDES[family]}' "
+                                f"({', '.join(STATUS_FILTERS[family])}), so All is shown.")
+            status = "All"
+        return family, status
 
     def _build_actions(self) -> widgets.Widget:
         self.transfer_panel = BulkPanel("transfer")
@@ -252,7 +264,7 @@ class DownloadManagerPage(Page):
         family = self.family.value
         cloud, local = ("raw_bytes", "local_raw_bytes") if family == "raw" else ("ml_bytes", "local_ml_bytes")
         issues = self.side_rows["Issues"] != ""  # what the Issues column lists and the Issues filter keeps
-        side = "raw bags" if family == "raw" else "ML samples"
+        side = SIDES[family]
         caption = f"runs with an issue of their {side} (the Issues column)"
         self.kpi_cards.show([
             Kpi("Runs", format_count(len(runs))),

@@ -91,6 +91,27 @@ def test_the_table_shows_each_runs_state_for_the_side_chosen(services: ServiceCo
     assert list(again.rows.index) == list(page.rows.index)
 
 
+@pytest.mark.parametrize(
+    ("query", "family", "said"),
+    [
+        ("family=xyz&status=bogus", "raw", ["The link's family 'xyz' is not raw or ml, so the raw bags are shown.",
+                                           "The link's status filter 'bogus' is not one of the raw bags' (All, "
+                                           "Not downloaded, Local only, Issues), so All is shown."]),
+        # A filter of the other side: ML samples are never "local only", they are "not uploaded".
+        ("family=ml&status=Local+only", "ml", ["The link's status filter 'Local only' is not one of the ML samples' "
+                                               "(All, Not downloaded, Not uploaded, Issues), so All is shown."]),
+    ],
+)
+def test_a_bad_side_or_status_in_the_link_is_said_in_the_banner(services: ServiceContainer, query: str,
+                                                                 family: str, said: list[str]) -> None:
+    """The page showed the raw bags under All without a word (hostile review at the medium preset)."""
+    page = DownloadManagerPage(services, query=f"cid=c1&{query}")
+    assert (page.family.value, page.status_filter.value, page.view) == (family, "All", "table")
+    assert [(m.level, m.text) for m in page.messages.messages] == [("error", text) for text in said[::-1]]  # newest 1st
+    # The page's own link carries what is shown, not what the bad link said.
+    assert "xyz" not in page.view_link.value and "status=" not in page.view_link.value
+
+
 def test_the_download_manager_says_why_a_selection_is_empty(services: ServiceContainer) -> None:
     page = DownloadManagerPage(services, query="")
     page.set_filters(Filters(cid="c1", regionid="elsewhere"))
