@@ -54,6 +54,8 @@ __all__ = ["DownloadManagerPage"]
 Direction = Literal["download", "upload"]
 SIDES: dict[Family, str] = {"raw": "raw bags", "ml": "ML samples"}
 """What each side's rows are about, in a sentence."""
+CLOUD_COUNTS = ("raw_bags", "ml_bags", "ml_frames", "ml_labels")
+"""A run with none of these in the buckets is only on this disk."""
 LINKED_RUNS = 5
 """Up to this many selected runs get a link to the per-run page beside the selection line."""
 NO_EXPORTS = ("No labelling export is tracked on this server yet: there is no ML/raw/.export_tracking.json in its "
@@ -266,8 +268,13 @@ class DownloadManagerPage(Page):
         issues = self.side_rows["Issues"] != ""  # what the Issues column lists and the Issues filter keeps
         side = SIDES[family]
         caption = f"runs with an issue of their {side} (the Issues column)"
+        # A refresh counts the runs in the buckets; the table also lists those only on this disk.
+        in_buckets = int(runs[list(CLOUD_COUNTS)].to_numpy().any(axis=1).sum())
+        on_disk = len(runs) - in_buckets
         self.kpi_cards.show([
-            Kpi("Runs", format_count(len(runs))),
+            Kpi("Runs", format_count(len(runs)),
+                f"{format_count(in_buckets)} in the buckets, {format_count(on_disk)} only on this disk" if on_disk
+                else "all in the buckets"),
             Kpi("Bags cloud / local", f"{format_count(int(runs['raw_bags'].sum()))} / "
                 f"{format_count(int(runs['local_bags'].sum()))}"),
             Kpi("Samples cloud / local", f"{format_count(int(runs['ml_labels'].sum()))} / "

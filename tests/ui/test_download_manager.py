@@ -434,6 +434,13 @@ def test_a_run_only_on_disk_says_so(services: ServiceContainer) -> None:
     folder.mkdir(parents=True)
     (folder / "rosbag_2025-09-01-08-00-00_0.bag").write_bytes(b"local")
     services.local.scan()
+    # The Runs card counts it, and says how that agrees with the runs a refresh reports (those in the buckets): the
+    # medium preset showed 420 runs here and "418 runs" after a refresh, without a word on the 2 only on disk.
+    in_buckets = services.inventory.cache_info().runs
+    page = DownloadManagerPage(services, query="cid=c1")
+    assert page.kpis["Runs"] == str(len(FLEET) + 1) and in_buckets == len(FLEET)
+    assert page.kpi_cards.captions["Runs"] == f"{in_buckets} in the buckets, 1 only on this disk"
+    assert page.selection_line.value.startswith(f"{len(FLEET) + 1} runs shown")
     page = DownloadManagerPage(services, query="cid=c1&status=Local+only")
     assert list(page.rows.index) == [LOCAL_RUN.to_path_str()]
     assert page.rows["Issues"].iloc[0] == "Only on this disk: 1 bags, none in the raw bucket"
