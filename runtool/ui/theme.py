@@ -188,6 +188,8 @@ table.rt-cal th.rt-cal-corner { text-align: right; padding-right: 6px; color: #7
 .rt-run-links { min-height: 28px; height: 28px; }
 .rt-run-links .widget-html-content { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .rt-pager { align-items: center; gap: 8px; }
+/* A dropdown is as wide as its widest choice: with the widgets' 20 px on the right, that choice ran into the arrow. */
+.rt-page .widget-dropdown > select { padding-right: 28px; }
 /* A value written on a chart (target, mean, median) keeps a white edge: it often sits on the plotted line. */
 .rt-page .bqplot text.label { paint-order: stroke; stroke: #ffffff; stroke-width: 3px; stroke-linejoin: round; }
 </style>

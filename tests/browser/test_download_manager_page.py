@@ -7,12 +7,14 @@ ServiceContainer on the same config.
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
 from runtool.formatting import format_count, format_time
@@ -248,3 +250,46 @@ def test_an_unknown_export_id_is_a_sentence_in_its_tab(page: Any, server: VoilaS
     screenshot(page, "download-manager-export-unknown-id")
     page.locator(".rt-action-tabs .lm-TabBar-tab", has_text="Transfer runs").click()
     expect(page.locator(".rt-export-messages .rt-message")).to_have_count(0)
+
+
+_SHOW_WIDEST = """s => {
+    const text = document.createElement("canvas").getContext("2d");
+    text.font = getComputedStyle(s).font;
+    const width = (option) => text.measureText(option.text).width;
+    const widest = [...s.options].reduce((a, b) => width(b) > width(a) ? b : a);
+    s.value = widest.value;
+    return widest.text;
+}"""
+"""Show a dropdown's widest choice (the one its width is made for), without choosing it: no event reaches the kernel."""
+
+
+def text_to_arrow_px(png: bytes) -> int:
+    """The blank columns between a drawn dropdown's text and its arrow (the rightmost run of inked columns).
+
+    Any pixel darker than the white background inks its column; the element's border (2 px each side) is left out.
+    """
+    image = Image.open(io.BytesIO(png)).convert("L")
+    width, height = image.size
+    pixels = image.load()
+    inked = [x for x in range(2, width - 2) if any(pixels[x, y] < 250 for y in range(2, height - 2))]
+    arrow = inked[-1]
+    while arrow - 1 in inked:
+        arrow -= 1
+    text = [x for x in inked if x < arrow]
+    assert text, "the dropdown shows a text left of its arrow"
+    return arrow - text[-1] - 1
+
+
+def test_dropdown_texts_keep_clear_of_their_arrows(page: Any, server: VoilaServer, services: ServiceContainer) -> None:
+    """The filter bar's dropdowns are as wide as their longest choice: that choice ran into the arrow (review)."""
+    page.goto(server.url(PAGE, selection_query(busiest_laser_box(services))))
+    expect(page.locator(".rt-view-table")).to_be_visible(timeout=WAIT_S * 1000)
+    page.locator(".rt-action-tabs .lm-TabBar-tab", has_text="Fetch a dataset").click()
+    selects = [s for s in page.locator(".rt-page .widget-dropdown select").all() if s.is_visible()]
+    assert len(selects) >= 6  # the five filters and the dataset's conflict mode
+    gaps = {}
+    for select in selects:
+        longest = select.evaluate(_SHOW_WIDEST)
+        gaps[longest] = text_to_arrow_px(select.screenshot())
+    screenshot(page, "download-manager-dropdowns")
+    assert min(gaps.values()) >= 8, gaps
