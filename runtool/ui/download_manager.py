@@ -267,13 +267,13 @@ class DownloadManagerPage(Page):
         cloud, local = ("raw_bytes", "local_raw_bytes") if family == "raw" else ("ml_bytes", "local_ml_bytes")
         issues = self.side_rows["Issues"] != ""  # what the Issues column lists and the Issues filter keeps
         side = SIDES[family]
-        caption = f"runs with an issue of their {side} (the Issues column)"
+        caption = f"runs with an issue of their {side}"
         # A refresh counts the runs in the buckets; the table also lists those only on this disk.
         in_buckets = int(runs[list(CLOUD_COUNTS)].to_numpy().any(axis=1).sum())
         on_disk = len(runs) - in_buckets
         self.kpi_cards.show([
             Kpi("Runs", format_count(len(runs)),
-                f"{format_count(in_buckets)} in the buckets, {format_count(on_disk)} only on this disk" if on_disk
+                f"{format_count(in_buckets)} in the buckets, {format_count(on_disk)} only on disk" if on_disk
                 else "all in the buckets"),
             Kpi("Bags cloud / local", f"{format_count(int(runs['raw_bags'].sum()))} / "
                 f"{format_count(int(runs['local_bags'].sum()))}"),

@@ -439,7 +439,7 @@ def test_a_run_only_on_disk_says_so(services: ServiceContainer) -> None:
     in_buckets = services.inventory.cache_info().runs
     page = DownloadManagerPage(services, query="cid=c1")
     assert page.kpis["Runs"] == str(len(FLEET) + 1) and in_buckets == len(FLEET)
-    assert page.kpi_cards.captions["Runs"] == f"{in_buckets} in the buckets, 1 only on this disk"
+    assert page.kpi_cards.captions["Runs"] == f"{in_buckets} in the buckets, 1 only on disk"
     assert page.selection_line.value.startswith(f"{len(FLEET) + 1} runs shown")
     page = DownloadManagerPage(services, query="cid=c1&status=Local+only")
     assert list(page.rows.index) == [LOCAL_RUN.to_path_str()]
