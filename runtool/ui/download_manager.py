@@ -103,9 +103,9 @@ class DownloadManagerPage(Page):
         buttons = [] if self.read_only else [self.select_all_button, self.clear_button]
         self.selection_row = widgets.HBox([self.selection_line, *buttons],
                                           layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
+        row = "read its issues whole" if self.read_only else "select it and read its issues whole (Shift/Ctrl: more)"
         self.grid_help = widgets.HTML(
-            "Click a start time to open its run on the per-run page, a header to sort"
-            + ("." if self.read_only else ", a row to select it (Shift/Ctrl: more).")
+            f"Click a start time to open its run on the per-run page, a header to sort, a row to {row}."
         ).add_class("rt-caption").add_class("rt-grid-help")
         self.csv_link = widgets.HTML().add_class("rt-csv-row")
         self.csv_button = widgets.Button(icon="table", layout=widgets.Layout(width="auto")).add_class("rt-prepare-csv")
@@ -355,7 +355,11 @@ class DownloadManagerPage(Page):
             if path in self.rows.index
         ]
         more = f" and {format_count(len(selected) - LINKED_RUNS)} more" if len(selected) > LINKED_RUNS else ""
-        return f'<span class="rt-caption">Open on the per-run page:</span> {", ".join(links)}{more}'
+        # The grid's Issues column ends a long text in "…": one selected run's is written out here whole.
+        one = selected[0] if len(selected) == 1 and selected[0] in self.rows.index else None
+        issues = str(self.rows.at[one, "Issues"]) if one is not None else ""
+        whole = f' <span class="rt-run-issues">· {html.escape(issues)}</span>' if issues else ""
+        return f'<span class="rt-caption">Open on the per-run page:</span> {", ".join(links)}{more}{whole}'
 
     def _update_csv(self, prepare: bool = False) -> None:
         """A link downloading the rows as shown (status filter, the grid's sort) with full coordinates.
@@ -371,7 +375,7 @@ class DownloadManagerPage(Page):
             return
         visible = self.grid._visible()
         rows = self.rows.iloc[[i for i in visible if i < len(self.rows)]] if len(visible) else self.rows
-        table = rows[list(COLUMNS)].rename(columns={"Cloud size": "Cloud bytes", "Local size": "Local bytes"})
+        table = rows[[*COLUMNS, "Run"]].rename(columns={"Cloud size": "Cloud bytes", "Local size": "Local bytes"})
         side = self.family.value
         status = self.status_filter.value.lower().replace(" ", "_")
         name = f"runs_{side}" + (f"_{status}" if status != "all" else "") + ".csv"

@@ -5,7 +5,8 @@
 sortable, filterable grid whose selected rows map back to run coordinates whatever the grid's own
 sorting and filtering did to the row order. A click on a column header sorts by that column (the grid
 itself would select every row, so the next operation would cover them all); a click on a start time opens
-that run (the time is drawn as a link); a click anywhere else in a row selects it.
+that run (the time is drawn as a link); a click anywhere else in a row selects it. The columns fit a 1400 px wide
+window; a text longer than its column ends in "…".
 """
 
 from __future__ import annotations
@@ -78,9 +79,9 @@ COLUMNS = (
     "Cloud size",
     "Local size",
     "Issues",
-    "Run",
 )
-"""The grid's columns; sizes are bytes (shown in KiB/MiB/GiB, sorted as numbers), ``Run`` the full coordinate."""
+"""The grid's columns; sizes are bytes (shown in KiB/MiB/GiB, sorted as numbers). The rows also hold ``Run``, the full
+coordinate: the laser box column names it short, and the CSV has it whole."""
 SIZE_COLUMNS = ("Cloud size", "Local size")
 OPEN_COLUMN = "Start (UTC)"
 """Clicking a cell of this column opens the run: with the laser box beside it, the start time names the run."""
@@ -206,16 +207,19 @@ class InventoryGrid:
     the last row of a short table hides under the scroll bar."""
     WIDTHS: ClassVar[dict[str, int]] = {
         "Laser box": 190, "Start (UTC)": 130, "Status": 120, "Cloud bags": 100, "Local bags": 95, "Cloud labels": 105,
-        "Local labels": 105, "Cloud size": 95, "Local size": 95, "Issues": 360, "Run": 520,
+        "Local labels": 105, "Cloud size": 95, "Local size": 95, "Issues": 360,
     }
     """Column widths before the rows are known; the text columns then fit their longest text (see :meth:`widths`)."""
-    FITTED: ClassVar[dict[str, tuple[int, int]]] = {"Laser box": (120, 330), "Issues": (160, 720), "Run": (240, 620)}
+    FITTED: ClassVar[dict[str, tuple[int, int]]] = {"Laser box": (120, 330), "Issues": (160, 720)}
     """Text columns sized to their longest text, within these bounds (px)."""
+    FIT_PX = 1340
+    """The grid's inner width in a 1400 px wide window, which the columns share: wider, the last column was cut at the
+    grid's edge in the middle of a word, with no "…" to say so."""
     HEADER_CLICK_S = 2.0
     """How long after a header click a selection of every row is taken as the grid's reaction to that click."""
 
     def __init__(self) -> None:
-        self.rows = pd.DataFrame(columns=[*COLUMNS, "sync", "can_download", "can_upload"])
+        self.rows = pd.DataFrame(columns=[*COLUMNS, "Run", "sync", "can_download", "can_upload"])
         self._grid: DataGrid | None = None
         self._on_select: list[Callable[[list[str]], None]] = []
         self._on_view: list[Callable[[], None]] = []
@@ -261,16 +265,18 @@ class InventoryGrid:
 
     @classmethod
     def widths(cls, rows: pd.DataFrame) -> dict[str, int]:
-        """Column widths for ``rows``: the text columns as wide as their longest text (or header), within bounds.
+        """Column widths for ``rows``: the text columns as wide as their longest text (or header), within bounds, and
+        the Issues column no wider than what the others leave of :attr:`FIT_PX` (a longer issue ends in "…").
 
-        A fixed width cut the issues of a mismatch ("Bag size mismatch: cloud=1,686,440 B, local=1,58…") and left
-        room for a laser box name only as long as ``field · laser box``.
+        A fixed width left room for a laser box name only as long as ``field · laser box``.
         """
         widths = dict(cls.WIDTHS)
         for column, (low, high) in cls.FITTED.items():
             if column in rows and len(rows):
                 longest = max(len(column), int(rows[column].astype(str).str.len().max()))
                 widths[column] = int(min(high, max(low, longest * CHAR_PX + 24)))
+        left = cls.FIT_PX - sum(width for column, width in widths.items() if column != "Issues")
+        widths["Issues"] = max(cls.FITTED["Issues"][0], min(widths["Issues"], left))
         return widths
 
     def show(self, rows: pd.DataFrame) -> None:

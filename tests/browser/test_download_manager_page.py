@@ -190,6 +190,11 @@ def test_a_header_click_sorts_without_selecting_and_the_csv_is_the_table_shown(
     expect(page.locator(".rt-inventory-grid canvas").first).to_be_visible(timeout=WAIT_S * 1000)
     line = page.locator(".rt-selection-line")
     expect(line).to_contain_text(f"{format_count(len(overview))} runs shown; none selected")
+    # Every column fits the window: none is cut at the grid's edge (the last was, mid-word, without a "…"), and the
+    # cards above keep one row.
+    expect(page.locator(".rt-inventory-grid .lm-DataGrid-scrollBar[data-orientation=horizontal]")).to_be_hidden()
+    tops = {round(card.bounding_box()["y"]) for card in page.locator(".rt-kpi").all()}
+    assert len(tops) == 1, tops
     box = page.locator(".rt-inventory-grid").bounding_box()
     assert box is not None
     start_x = box["x"] + start_column_x(overview)
@@ -210,7 +215,7 @@ def test_a_header_click_sorts_without_selecting_and_the_csv_is_the_table_shown(
 
     # The grid sorted (the CSV follows the order shown) and nothing was selected by the click.
     table = downloaded(starts)
-    assert list(table.columns) == [c.replace(" size", " bytes") for c in COLUMNS]
+    assert list(table.columns) == [*(c.replace(" size", " bytes") for c in COLUMNS), "Run"]
     assert set(table["Run"]) == set(inventory_rows(overview, "raw", {}).index)
     expect(line).to_contain_text("none selected")
     page.mouse.click(start_x, box["y"] + HEADER_PX / 2)  # newest first

@@ -396,17 +396,21 @@ def test_a_click_on_a_start_time_opens_that_run_and_other_cells_do_not(services:
     assert page.opener.opened == [run_url(RunCoordinate.parse(page.rows.index[-1]))]
 
 
-def test_text_columns_fit_their_longest_text_within_bounds(services: ServiceContainer) -> None:
+def test_text_columns_fit_their_longest_text_and_the_grid_fits_the_window(services: ServiceContainer) -> None:
     page = DownloadManagerPage(services, query="cid=c1")
     grid = page.grid
     widths = grid.grid.column_widths
-    longest = int(page.rows["Run"].str.len().max())
-    low, high = grid.FITTED["Run"]
-    assert low < widths["Run"] < high and widths["Run"] >= longest * 7
+    longest = int(page.rows["Issues"].str.len().max())
+    assert widths["Issues"] >= longest * 7
+    assert list(widths) == list(grid.grid.data.columns) == list(COLUMNS)  # the full coordinate is in the CSV only
+    # An issue too long for the room the other columns leave ends in "…" rather than pushing the columns past the
+    # window's edge (where the last one was cut in the middle of a word).
     rows = page.rows.copy()
+    rows["Laser box"] = "field_115 · LB_0001"
     rows["Issues"] = "x" * 500
     grid.show(rows)
-    assert grid.grid.column_widths["Issues"] == grid.FITTED["Issues"][1]
+    widths = grid.grid.column_widths
+    assert sum(widths.values()) == grid.FIT_PX and widths["Laser box"] >= len("field_115 · LB_0001") * 7
     # A short table is as tall as its rows, header and scroll bar: no row hides under the scroll bar.
     grid.show(rows.iloc[:2])
     assert grid.grid.layout.height == f"{grid.CHROME_PX + 2 * grid.ROW_PX}px"
@@ -427,6 +431,16 @@ def test_the_table_downloads_as_csv_as_shown(services: ServiceContainer) -> None
     assert page.csv_button.description == f"Prepare a CSV of these {len(page.rows)} runs"
     page.csv_button.click()
     assert list(page.csv_row.children) == [page.csv_link] and f"{len(page.rows)} runs as CSV" in page.csv_link.value
+
+
+def test_one_selected_run_shows_its_issues_whole(services: ServiceContainer) -> None:
+    """The grid ends an issue too long for its column in "…"; a row clicked shows it whole above the grid."""
+    page = DownloadManagerPage(services, query="cid=c1")
+    under = FLEET[1].coordinate.to_path_str()
+    page.grid.select_runs([under])
+    assert "Under-labelled: 25.0 % &lt; 80 %" in page.run_links.value
+    page.grid.select_runs([under, FLEET[0].coordinate.to_path_str()])
+    assert "Under-labelled" not in page.run_links.value  # which run's would it be?
 
 
 def test_a_run_only_on_disk_says_so(services: ServiceContainer) -> None:
