@@ -50,7 +50,7 @@ from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelMana
 from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop, PeriodicCallback
-from traitlets import Float, Int, TraitError, Unicode
+from traitlets import Int, TraitError, Unicode
 from voila.app import Voila
 from voila.request_info_handler import RequestInfoSocketHandler
 from voila.static_file_handler import TemplateStaticFileHandler
@@ -617,8 +617,6 @@ class RuntoolVoila(Voila):
     pages = Unicode("", config=True, help="The notebooks served as pages, by commas; any other file is not found.")
     pool_size = Int(1, config=True, help="Preheated kernels kept ready per page.")
     pool_check_s = Int(10, config=True, help="How often dead preheated kernels are looked for, in seconds.")
-    pool_refill_s = Float(6.0, config=True, help="Seconds after a viewer takes a preheated kernel before its pool "
-                                                 "starts the next one (Voila's default is 1).")
     unclaimed_s = Int(180, config=True, help="A viewer's kernel no browser ever connected to is stopped once idle "
                                             "this long (the viewer left before the page loaded).")
 
@@ -639,9 +637,6 @@ class RuntoolVoila(Voila):
             "default": {"pool_size": 0},
             **{name: {"pool_size": self.pool_size} for name in self.page_names},
         }
-        # A kernel starting 1 s after a viewer took its page (Voila's default) competed with that page for the CPU
-        # while it was being sent: its first content came 5-25 % sooner with 6 s (A/B, docs/performance.md).
-        self.config.VoilaKernelManager.fill_delay = self.pool_refill_s
         self.voila_configuration.file_allowlist = []
         # What a page says when its kernel stopped while the page was drawn (Voila's words told the viewer to run
         # Voila with --show_tracebacks).
