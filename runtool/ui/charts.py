@@ -26,12 +26,12 @@ from runtool.models import (
     TemporalData,
 )
 from runtool.ui.formatting import format_count, format_count_of, format_day, format_pct, format_time
-from runtool.ui.linked_run import LINKED_COLOUR
 from runtool.ui.opener import PageOpener
 from runtool.ui.query import run_url
 from runtool.ui.theme import (
     COVERAGE_NONE,
     LABELS_COLOUR,
+    LINK_COLOUR,
     ML_FRAMES_COLOUR,
     RAW_BAGS_COLOUR,
     TARGET_COLOUR,
@@ -244,7 +244,7 @@ class CoverageTimeline:
         # The run a link names, ringed (see runtool.ui.linked_run); drawn under the points, so they take the clicks.
         self.linked_ring = bq.Scatter(
             x=np.array([], dtype="datetime64[ms]"), y=[], scales={"x": self.x, "y": pct_y}, marker="circle",
-            fill=False, colors=[LINKED_COLOUR], default_size=260, stroke_width=2.5,
+            fill=False, colors=[LINK_COLOUR], default_size=260, stroke_width=2.5,
         )
         self.time_axes = [_time_axis(self.x, "run start (UTC)") for _ in range(3)]
         self.bags_axis, self.samples_axis = _value_axis(bags_y, "bags", ",d"), _value_axis(ml_y, "samples", ",d")
@@ -308,7 +308,7 @@ class CoverageTimeline:
         href = html.escape(run_url(coordinate), quote=True)
         name = f"{coordinate.lbid} · {format_time(coordinate.start_time)}"
         self.clicked.value = (
-            f'<a class="rt-open-run" href="{href}" target="_self" style="color:#1565c0" '
+            f'<a class="rt-open-run" href="{href}" target="_self" style="color:{LINK_COLOUR}" '
             f'title="{html.escape(coordinate.to_path_str())}">'
             f"Open {html.escape(name)} on the per-run page</a>"
         )

@@ -34,7 +34,7 @@ from runtool.ui.components import Kpi, KpiCards, section_title
 from runtool.ui.coverage_calendar import FleetCalendar, laser_box_filters
 from runtool.ui.formatting import format_bytes, format_count, format_decimal, format_pct, format_time
 from runtool.ui.labels import distinct_laser_box_names
-from runtool.ui.linked_run import LinkedRunNote, complete_link, linked_run, marked
+from runtool.ui.linked_run import LinkedRunNote, linked_run, marked
 from runtool.ui.page import Page
 from runtool.ui.query import COVERAGE, page_url, run_url
 from runtool.ui.tables import Cell, Column, badge, coverage_cell, csv_link, csv_text, html_table, link, text_cell
@@ -291,11 +291,6 @@ class CoveragePage(Page):
                       self.THRESHOLD_PARAMETER: defaults.under_labelled_pct}
         """Link parameter → the value the page uses (the field's text may be one it refused)."""
         self.linked_note = LinkedRunNote()
-        completed, problem = complete_link(self.services, self.filters)
-        if problem is not None:
-            self.messages.error(problem)
-        if completed != self.filters:
-            self.filter_bar.set_filters(completed)
         self.settings_note = widgets.HTML().add_class("rt-settings-note")
         self._settings_quiet = False
         self._apply_link_settings()

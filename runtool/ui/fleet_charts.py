@@ -23,8 +23,7 @@ from runtool.ui.charts import (
     _value_axis,
     point_index,
 )
-from runtool.ui.linked_run import LINKED_COLOUR
-from runtool.ui.theme import TARGET_COLOUR
+from runtool.ui.theme import LINK_COLOUR, TARGET_COLOUR
 from runtool.ui.ticks import set_ticks, ticks_within
 
 __all__ = [
@@ -96,7 +95,7 @@ class KpiTrendChart:
         )
         # The run a link names, ringed (see runtool.ui.linked_run); under the points, so they take the clicks.
         self.linked_ring = bq.Scatter(x=_EMPTY_TIMES, y=[], scales={"x": self.x, "y": self.y}, marker="circle",
-                                      fill=False, colors=[LINKED_COLOUR], default_size=300, stroke_width=2.5)
+                                      fill=False, colors=[LINK_COLOUR], default_size=300, stroke_width=2.5)
         self.time_axis = _time_axis(self.x, "run start (UTC)")
         self.time_axis.num_ticks = 8
         # Below the date labels with a gap: at d3's default offset the title touched them.

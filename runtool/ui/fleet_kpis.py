@@ -39,7 +39,7 @@ from runtool.ui.fleet_charts import (
 )
 from runtool.ui.formatting import format_count, format_time
 from runtool.ui.labels import distinct_laser_box_names
-from runtool.ui.linked_run import LinkedRunNote, complete_link, linked_run, marked
+from runtool.ui.linked_run import LinkedRunNote, linked_run, marked
 from runtool.ui.page import Page
 from runtool.ui.query import FLEET_KPIS, run_url
 from runtool.ui.tables import Cell, Column, html_table, link, text_cell
@@ -190,11 +190,6 @@ class FleetKpiPage(Page):
         self.until = iso_date_field("to", "140px", "rt-until")
         self.date_message = widgets.HTML().add_class("rt-date-message")
         self.linked_note = LinkedRunNote()
-        completed, problem = complete_link(self.services, self.filters)
-        if problem is not None:
-            self.messages.error(problem)
-        if completed != self.filters:
-            self.filter_bar.set_filters(completed)
         self._apply_link_settings()
         self.kpi_picker.observe(lambda _change: self._selection_changed(), names="value")
         for control in (self.since, self.until):

@@ -21,7 +21,7 @@ from ipydatagrid import DataGrid, TextRenderer, VegaExpr
 
 from runtool.models import SyncStatus
 from runtool.services.inventory import COORD_COLUMNS
-from runtool.ui.theme import NO_SAMPLES, SYNC_STYLES, StatusStyle, sync_style
+from runtool.ui.theme import LINK_COLOUR, NO_SAMPLES, SYNC_STYLES, StatusStyle, sync_style
 
 __all__ = [
     "COLUMNS",
@@ -85,8 +85,6 @@ coordinate: the laser box column names it short, and the CSV has it whole."""
 SIZE_COLUMNS = ("Cloud size", "Local size")
 OPEN_COLUMN = "Start (UTC)"
 """Clicking a cell of this column opens the run: with the laser box beside it, the start time names the run."""
-LINK_COLOUR = "#1565c0"
-"""The colour of the app's links (runtool.ui.theme's stylesheet)."""
 CHAR_PX = 7.2
 """About the width of a character of the grid's 12 px sans-serif font, to size text columns to their content."""
 

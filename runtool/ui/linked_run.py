@@ -20,13 +20,11 @@ from runtool.ui.components import LEVEL_LABELS
 from runtool.ui.formatting import format_count, format_time
 from runtool.ui.query import run_url, selection_query
 from runtool.ui.tables import Cell
-from runtool.ui.theme import StatusStyle
+from runtool.ui.theme import LINK_COLOUR, StatusStyle
 
-__all__ = ["LINKED_COLOUR", "LinkedRunNote", "complete_link", "linked_run", "marked"]
+__all__ = ["LinkedRunNote", "complete_link", "linked_run", "marked"]
 
-LINKED_COLOUR = "#1565c0"
-"""The ring around the linked run's point and its badge in a table: the pages' link blue."""
-IN_THE_LINK = StatusStyle("in the link", LINKED_COLOUR)
+IN_THE_LINK = StatusStyle("in the link", LINK_COLOUR)
 
 
 def _words(names: list[str]) -> str:
@@ -65,7 +63,7 @@ def linked_run(filters: Filters) -> RunCoordinate | None:
 
 def marked(cell: Cell) -> Cell:
     """A table cell of the linked run's row, with a badge saying so."""
-    return Cell(f'{cell.html} <span class="rt-badge rt-linked-badge" style="background:{LINKED_COLOUR}">'
+    return Cell(f'{cell.html} <span class="rt-badge rt-linked-badge" style="background:{LINK_COLOUR}">'
                 f"{html.escape(IN_THE_LINK.label)}</span>")
 
 

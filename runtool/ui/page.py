@@ -25,6 +25,7 @@ from runtool.services.run_search import RunSearch
 from runtool.ui.components import LEVEL_LABELS, FilterBar, JobProgress, MessageArea, PageHeader
 from runtool.ui.drawn import DrawnSignal
 from runtool.ui.formatting import format_count
+from runtool.ui.linked_run import complete_link
 from runtool.ui.query import PageLink, page_url, query_parameters, read_selection
 from runtool.ui.tasks import BackgroundTask, TaskBusyError
 from runtool.ui.theme import STYLESHEET
@@ -68,7 +69,8 @@ class Page:
         self.header = PageHeader(self.link, read_only=self.read_only)
         self.header.on_refresh(self.refresh)
         self.header.on_cancel(self.cancel_refresh)
-        self.filter_bar = FilterBar(self._filter_options, selection.filters, RunSearch(self.services).search, self.link)
+        self.filter_bar = FilterBar(self._filter_options, self._completed(selection.filters),
+                                    RunSearch(self.services).search, self.link)
         self.filter_bar.on_change(lambda _filters: self._selection_changed())
         self.view_link = widgets.HTML().add_class("rt-view-link")
         self.refresh_task: BackgroundTask[CacheInfo] = BackgroundTask(f"refresh-{self.link.notebook}")
@@ -142,9 +144,22 @@ class Page:
         return self.filter_bar.filters
 
     def set_filters(self, filters: Filters) -> None:
-        """Select ``filters`` (as a link would) and redraw."""
+        """Select ``filters`` and redraw."""
         self.filter_bar.set_filters(filters)
         self._selection_changed()
+
+    def follow_link(self, filters: Filters) -> None:
+        """Select what a link's ``filters`` name, as the page built for that link does (a preheated page given a
+        link's selection after it was built)."""
+        self.set_filters(self._completed(filters))
+
+    def _completed(self, filters: Filters) -> Filters:
+        """A link's ``filters``, with the levels it skipped filled in when one run matches its timestamp; else as
+        given, and the banner says why its run is not shown (:func:`~runtool.ui.linked_run.complete_link`)."""
+        completed, problem = complete_link(self.services, filters)
+        if problem is not None:
+            self.messages.error(problem)
+        return completed
 
     def _filter_options(self, filters: Filters) -> dict[str, list[str]]:
         if self.services is None or not self.services.inventory.has_data:
@@ -275,8 +290,8 @@ class Page:
         self.header.show_idle(info)
         seconds = time.monotonic() - self._refresh_started
         self.messages.info(
-            f"Inventory refreshed in {seconds:.1f} s: {format_count(info.objects)} objects in "
-            f"{format_count(info.runs)} runs"
+            f"Inventory refreshed in {seconds:.1f} s: {format_count(info.objects)} objects of "
+            f"{format_count(info.runs)} runs in the buckets"
             + (f", {format_count(info.anomalies)} objects that do not fit the layout." if info.anomalies else ".")
         )
         self.filter_bar.refresh_options()

@@ -85,7 +85,7 @@ def open_page(page_class: type[P]) -> P:
             # Only the selection differs from the ready page: it is set on that page, so only what changes goes to
             # the browser (a page built again sent ~300 widget messages after the request, through Voila's server).
             page = ready
-            page.set_filters(selection.filters)
+            page.follow_link(selection.filters)
         elif changed or query:
             close_tree(ready.widget)
             page = page_class(services=ServiceContainer.from_environment() if changed else services,

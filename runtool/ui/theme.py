@@ -21,6 +21,7 @@ __all__ = [
     "EMPTY_CELL_COLOUR",
     "FRAMES_COLOUR",
     "LABELS_COLOUR",
+    "LINK_COLOUR",
     "ML_FRAMES_COLOUR",
     "NO_SAMPLES",
     "RAW_BAGS_COLOUR",
@@ -74,6 +75,9 @@ def sync_style(status: SyncStatus | str, role: Literal["raw", "ml"] = "raw") -> 
         return SYNC_STYLES["not_uploaded" if role == "ml" else "local_only"]
     return SYNC_STYLES[status.value]
 
+
+LINK_COLOUR = "#1565c0"
+"""Links, and what a link names (a run in the link, ringed in this colour on the charts)."""
 
 # The diverging coverage scale: red at 0 %, amber at the under-labelled threshold, green at 100 %.
 COVERAGE_RED = "#d32f2f"

@@ -456,7 +456,8 @@ def test_the_first_visit_scans_in_the_background_with_progress(
     assert not page.header.refreshing
     assert page.header.cache_age.value == "cache <1 min old"
     assert re.fullmatch(
-        r"Inventory refreshed in \d+\.\d s: 65 objects in 7 runs, 2 objects that do not fit the layout\.",
+        r"Inventory refreshed in \d+\.\d s: 65 objects of 7 runs in the buckets, "
+        r"2 objects that do not fit the layout\.",
         page.messages.messages[0].text,
     )
 

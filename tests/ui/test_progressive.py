@@ -186,22 +186,26 @@ def test_a_download_while_the_kernel_waited_shows_on_the_page_built_before(
 
 
 @pytest.mark.parametrize("page_class", [CoveragePage, PerRunPage, DownloadManagerPage, FleetKpiPage])
-@pytest.mark.parametrize("depth", [1, 5, 6])
+@pytest.mark.parametrize("depth", [1, 5, 6, 0])
 def test_a_selection_set_on_the_preheated_page_shows_what_a_page_built_for_it_shows(
     services: ServiceContainer, page_class: type[Page], depth: int
 ) -> None:
     """A preheated page given the link's selection (serving.open_page) must be the page the link would build: same
-    first screen, same selection, same links, same messages. Depth: a client, a laser box, a run."""
+    first screen, same selection, same links, same messages. Depth: a client, a laser box, a run; 0: a run's laser
+    box and time only (a link that skips levels: completed to the one run that matches)."""
     runs = services.data_state.all_runs()
     coord = RunCoordinate(*(str(runs.iloc[len(runs) // 2][level]) for level in (*LEVELS, "timestamp")))
-    filters = Filters(**dict(list(coord.to_filters().to_dict().items())[:depth]))
+    filters = (Filters(**dict(list(coord.to_filters().to_dict().items())[:depth])) if depth
+               else Filters(lbid=coord.lbid, timestamp=coord.timestamp))
     query = selection_query(filters)
     assert serving.selects_only(query) and serving.selects_only(f"{query}&token=abc")
     built = page_class(services=services, query=query, progressive=True)
     reused = page_class(services=services, query="", progressive=True)
-    reused.set_filters(filters)
+    reused.follow_link(filters)  # what serving.open_page does with the link's selection
     assert reused.filters == built.filters  # the per-run page picks a laser box's newest run
     assert {k: v for k, v in built.filters.to_dict().items() if k in filters.to_dict()} == filters.to_dict()
+    if depth in (0, 6):
+        assert built.filters == coord.to_filters()
     assert snapshot_html(reused.widget) == snapshot_html(built.widget)
     for page in (built, reused):
         assert page.drawn_signal is not None
