@@ -1,9 +1,10 @@
-"""The run a link names (its ``timestamp``) on the pages that show laser boxes: coverage and fleet KPIs.
+"""The run a link names (its ``timestamp``).
 
-A link to a run (the per-run page's "Link to this view", a run found by the search) opened on one of these pages
-selects the run's laser box; the page marks the run there, and a note at the top names it, says where it is and
-links to it on the per-run page. A link that skips levels (``?lbid=LB_0001&timestamp=…``) is completed when one
-run of the inventory matches it, as the run search would; otherwise the page says which levels are missing.
+A link that skips levels (``?lbid=LB_0001&timestamp=…``) is completed on every page when one run of the inventory
+matches it, as the run search would; otherwise the page says which levels are missing (:func:`complete_link`,
+called by :class:`~runtool.ui.page.Page`). On the pages that show laser boxes (coverage and fleet KPIs), a link to
+a run selects the run's laser box; the page marks the run there, and a note at the top names it, says where it is
+and links to it on the per-run page.
 """
 
 from __future__ import annotations
