@@ -136,7 +136,7 @@ STYLESHEET = """
 .rt-header { align-items: center; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 .rt-title { font-size: 18px; font-weight: 700; margin-right: 12px; }
 .rt-nav a { margin: 0 6px; text-decoration: none; color: #1565c0; }
-.rt-view-link a, table.rt-table a, .rt-report-link a, .rt-run-search-status a { color: #1565c0; }
+.rt-view-link a, table.rt-table a, .rt-report-link a, .rt-run-search-status a, .rt-linked-run a { color: #1565c0; }
 .rt-nav .rt-nav-current { margin: 0 6px; font-weight: 700; color: #222; }
 .rt-cache-age { color: #555; margin: 0 8px; }
 .rt-caption { color: #555; font-size: 13px; }
