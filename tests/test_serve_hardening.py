@@ -396,7 +396,7 @@ def fuzz_frames(rng: random.Random, count: int) -> Iterator[tuple[str, bytes | s
     """``count`` hostile frames of both protocols, each with a label."""
     legit = request_state("fuzz")
     kinds = ["random", "huge-count", "beyond", "text", "legacy", "legacy-huge", "garbage-json", "unsorted",
-             "legit-v1", "empty", "count-only"]
+             "legit-v1", "empty", "count-only", "no-msg-id"]
     for i in range(count):
         kind = kinds[i % len(kinds)]
         if kind == "random":
@@ -427,6 +427,8 @@ def fuzz_frames(rng: random.Random, count: int) -> Iterator[tuple[str, bytes | s
             yield kind, v1_frame(parts)
         elif kind == "empty":
             yield kind, b""
+        elif kind == "no-msg-id":  # JSON objects throughout, but a header the kernel cannot take
+            yield kind, v1_frame([b"shell", b'{"msg_type": "kernel_info_request"}', b"{}", b"{}", b"{}"])
         else:
             yield kind, (2).to_bytes(8, "little")
 

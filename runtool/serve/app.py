@@ -151,7 +151,7 @@ _CLIENT_CHANNELS = (b"shell", b"control", b"stdin")
 
 def v1_client_message(message: bytes) -> bool:
     """Whether ``message`` is a kernel message a browser may send: a v1 frame whose channel is one a client writes
-    to, then a header naming the message type, a parent header, metadata and content, each a JSON object (any
+    to, then a header naming the message's id and type, a parent header, metadata and content, each a JSON object (any
     further parts are buffers).
 
     jupyter_server passes the parts to the kernel unread: a frame with fewer parts raised a TypeError with a
@@ -164,7 +164,7 @@ def v1_client_message(message: bytes) -> bool:
         header, *others = (json.loads(message[start:end]) for start, end in itertools.pairwise(offsets[1:6]))
     except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested past the parser's depth
         return False
-    return (isinstance(header, dict) and isinstance(header.get("msg_type"), str)
+    return (isinstance(header, dict) and all(isinstance(header.get(key), str) for key in ("msg_id", "msg_type"))
             and all(isinstance(part, dict) for part in others))
 
 

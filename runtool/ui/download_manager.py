@@ -43,6 +43,7 @@ from runtool.ui.inventory_grid import (
     inventory_rows,
 )
 from runtool.ui.labels import distinct_laser_box_names
+from runtool.ui.linked_run import linked_run
 from runtool.ui.opener import PageOpener
 from runtool.ui.page import Page
 from runtool.ui.query import DOWNLOAD_MANAGER, run_url
@@ -250,7 +251,8 @@ class DownloadManagerPage(Page):
                                     self.csv_row]
         self.body.children = [self.table_view]
         self.view = "table"
-        run = RunCoordinate.from_filters(self.filters).to_path_str() if self.filters.timestamp else None
+        linked = linked_run(self.filters)  # None for a time without every level (a link no run matched)
+        run = linked.to_path_str() if linked is not None else None
         if self.drawn and run != self._run_selected:
             # A link to one run (a page's header link from the per-run page) selects it: with none selected, an
             # operation would cover the whole laser box.

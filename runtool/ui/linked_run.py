@@ -83,7 +83,7 @@ class LinkedRunNote:
         self.widget.value = (
             f'The link names run <b title="{html.escape(run.to_path_str(), quote=True)}">{name}</b>: '
             f'{html.escape(where)}. <a class="rt-linked-open" href="{html.escape(run_url(run), quote=True)}" '
-            'target="_self">Open it on the per-run page</a>'
+            'target="_self">Open it on the per-run page</a>.'
         )
 
     @property

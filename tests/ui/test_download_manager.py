@@ -20,7 +20,7 @@ from runtool.storage import local_ml_dir, local_raw_dir, make_client, ml_file_ke
 from runtool.ui import DownloadManagerPage
 from runtool.ui.bulk_panel import _RunNames
 from runtool.ui.inventory_grid import COLUMNS, STATUS_FILTERS
-from runtool.ui.query import run_url
+from runtool.ui.query import run_url, selection_query
 
 from .conftest import FLEET, seed
 from .widget_tree import with_class
@@ -190,6 +190,19 @@ def test_a_link_to_one_run_selects_that_run_so_an_operation_covers_it_alone(serv
     assert page.wait_idle(60)
     plan = page.transfer_panel.plan
     assert plan is not None and [p.coordinate for p in plan.plans] == [run]
+
+
+@pytest.mark.parametrize("levels", [0, 4])
+def test_a_link_to_a_time_no_run_matches_is_one_sentence_and_selects_nothing(services: ServiceContainer,
+                                                                            levels: int) -> None:
+    """A link naming a run's time but not every level, that no run matches: the banner says so in one sentence (the
+    page raised "coordinate is missing cid, …" with a traceback under "Details", twice; hostile review)."""
+    run = WITH_BAGS[0].coordinate
+    filters = Filters(**dict(list(run.to_filters().to_dict().items())[:levels]), timestamp="2020_01_01T00:00:00Z")
+    page = DownloadManagerPage(services, query=selection_query(filters))
+    assert [(m.level, m.details) for m in page.messages.messages] == [("error", None)]
+    assert "so the run is not shown" in page.messages.messages[0].text
+    assert page.grid.selected_runs() == [] and len(page.grid.rows) > 1
 
 
 def test_with_no_row_selected_an_operation_covers_every_run_shown(services: ServiceContainer) -> None:
