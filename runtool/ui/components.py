@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import ipywidgets as widgets
 
 from runtool.errors import RuntoolError
-from runtool.formatting import printable
 from runtool.models import LEVELS, Filters, RunCoordinate
 from runtool.services import CacheInfo, RefreshProgress
-from runtool.ui.formatting import format_age, format_count, format_count_of, format_time
+from runtool.ui.formatting import format_age, format_count, format_count_of, format_time, format_typed
 from runtool.ui.query import PAGES, PER_RUN, PageLink, page_url, run_url
 
 if TYPE_CHECKING:
@@ -55,8 +54,6 @@ LEVEL_LABELS: dict[str, str] = {
 ALL = ""
 """The dropdown value meaning "All" (a level value is never empty, so this cannot collide)."""
 NO_DATA = "no data"
-SEARCH_ECHO_MAX = 60
-"""Characters of a search text the "No run matches" line repeats."""
 """The label of a level that has nothing under the levels above it."""
 
 log = logging.getLogger(__name__)
@@ -370,9 +367,7 @@ class FilterBar:
             self.search_status.value = ""
             self._list_hits(None)
         elif not result.hits:
-            typed = printable(text.strip())  # echoed short: 500 characters ran off the page and pushed the link down
-            shown = typed if len(typed) <= SEARCH_ECHO_MAX else f"{typed[:SEARCH_ECHO_MAX - 1]}…"
-            self.search_status.value = f"No run matches “{html.escape(shown)}”."
+            self.search_status.value = f"No run matches “{html.escape(format_typed(text))}”."
             self._list_hits(None)
         else:
             self.search_status.value = ""

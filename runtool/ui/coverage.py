@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import html
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -32,7 +33,14 @@ from runtool.services import DataStateService, ServiceContainer
 from runtool.ui.charts import CoverageTimeline, DailyCoverageChart, LaserBoxBars
 from runtool.ui.components import Kpi, KpiCards, section_title
 from runtool.ui.coverage_calendar import FleetCalendar, laser_box_filters
-from runtool.ui.formatting import format_bytes, format_count, format_decimal, format_pct, format_time
+from runtool.ui.formatting import (
+    format_bytes,
+    format_count,
+    format_decimal,
+    format_pct,
+    format_time,
+    format_typed,
+)
 from runtool.ui.labels import distinct_laser_box_names
 from runtool.ui.linked_run import LinkedRunNote, linked_run, marked
 from runtool.ui.page import Page
@@ -234,17 +242,18 @@ class AggregatedView:
         )
 
 
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+"""A number as a person types it: digits, a point, an exponent."""
+
+
 def _read_setting(text: str, low: float, high: float) -> tuple[float | None, str]:
     """The number ``text`` holds when it is one from ``low`` to ``high``; else None and why not ("is empty",
     "is not a number", "is outside 1–1000"), to follow what was typed in a sentence."""
     if not text.strip():
         return None, "is empty"
-    try:
-        value = float(text)
-    except ValueError:
+    if not _PLAIN_NUMBER.fullmatch(text.strip()):  # float() also takes 1_000, ٣٠, nan and inf
         return None, "is not a number"
-    if math.isnan(value):
-        return None, "is not a number"
+    value = float(text) + 0.0  # -0 is 0
     if not low <= value <= high:  # 1e400 (infinity) too
         return None, f"is outside {low:g}–{high:g}"
     return value, ""
@@ -322,7 +331,7 @@ class CoveragePage(Page):
                 continue
             value, why = _read_setting(text, low, high)
             if value is None:
-                self.messages.error(f"The link's {what} {text!r} {why}, so {self._used[name]:g} is used.")
+                self.messages.error(f"The link's {what} '{format_typed(text)}' {why}, so {self._used[name]:g} is used.")
                 continue
             self._used[name] = value
             control.value = f"{value:g}"
@@ -342,7 +351,7 @@ class CoveragePage(Page):
         if value is None:
             with self._quiet_settings():
                 change["owner"].value = f"{used:g}"
-            typed = repr(text.strip()) if text.strip() else "The field"
+            typed = f"'{format_typed(text)}'" if text.strip() else "The field"
             self.settings_note.value = html.escape(f"{typed} {why}, so the {what} stays {used:g}.")
             return
         self.settings_note.value = ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from runtool.formatting import format_bytes, format_count, format_count_of, format_pct, format_time
+from runtool.formatting import format_bytes, format_count, format_count_of, format_pct, format_time, printable
 
 __all__ = [
     "format_age",
@@ -19,7 +19,19 @@ __all__ = [
     "format_decimal",
     "format_pct",
     "format_time",
+    "format_typed",
 ]
+
+
+TYPED_ECHO_MAX = 60
+"""Characters of what a viewer typed that a message repeats (500 ran off the page and pushed the rest down)."""
+
+
+def format_typed(text: str) -> str:
+    """What a viewer typed, to repeat in a message: trimmed, control characters escaped, at most
+    ``TYPED_ECHO_MAX`` characters (a longer text ends in "…")."""
+    typed = printable(text.strip())
+    return typed if len(typed) <= TYPED_ECHO_MAX else f"{typed[:TYPED_ECHO_MAX - 1]}…"
 
 
 def format_decimal(value: float | None, digits: int = 1) -> str:

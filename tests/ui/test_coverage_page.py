@@ -258,7 +258,7 @@ def test_a_link_value_that_is_not_a_number_is_said_to_be_none(services: ServiceC
     assert page.settings == CoverageSettings(EXPECTED_SAMPLES, UNDER_LABELLED_PCT)
     assert {m.text for m in page.messages.messages if m.level == "error"} == {
         "The link's expected samples per bag 'NaN' is not a number, so 4 is used.",
-        "The link's under-labelled threshold 'inf' is outside 0–100, so 80 is used.",
+        "The link's under-labelled threshold 'inf' is not a number, so 80 is used.",
     }
 
 
@@ -525,6 +525,10 @@ def test_days_cover_the_whole_calendar(services: ServiceContainer) -> None:
     ("under_labelled_pct", "--5", "'--5' is not a number, so the under-labelled threshold stays 80."),
     ("expected_samples", "", "The field is empty, so the expected samples per bag stays 4."),
     ("expected_samples", "1e400", "'1e400' is outside 1–1000, so the expected samples per bag stays 4."),
+    # float() reads these; the page used them while the field kept showing them as typed (hostile review).
+    ("expected_samples", "1_000", "'1_000' is not a number, so the expected samples per bag stays 4."),
+    ("expected_samples", "٣٠", "'٣٠' is not a number, so the expected samples per bag stays 4."),
+    ("expected_samples", "9" * 400, f"'{'9' * 59}…' is outside 1–1000, so the expected samples per bag stays 4."),
 ])
 def test_what_was_typed_and_what_is_used_is_said_beside_the_field(
     services: ServiceContainer, field: str, typed: str, note: str
@@ -542,6 +546,13 @@ def test_what_was_typed_and_what_is_used_is_said_beside_the_field(
 
 
 # -- a run in the link ---------------------------------------------------------------------------------------
+
+
+def test_a_threshold_of_minus_zero_is_zero(services: ServiceContainer) -> None:
+    """'-0' was used, and written "under-labelled below -0 %" (hostile review)."""
+    page = CoveragePage(services)
+    page.under_labelled_pct.set_state({"value": "-0"})
+    assert page.settings.under_labelled_pct == 0 and page.view_settings() == {"under_labelled_pct": "0"}
 
 
 def badges_in_the_link(table_html: str) -> list[str]:
