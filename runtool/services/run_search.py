@@ -191,7 +191,10 @@ class RunIndex:
         self._parts = parts.to_numpy(dtype=object)
         self._levels = [_Level.of(parts[name]) for name in LEVELS]
         run_columns = [level.canonical.take(pa.array(level.codes)) for level in self._levels]
-        self._keys = _join_keys([*run_columns, _timestamp_canonical(parts["timestamp"])], len(parts))
+        times = _timestamp_canonical(parts["timestamp"])
+        self._times = np.asarray(times.to_pylist(), dtype=object)
+        """Each run's timestamp as :func:`canonical` spells it (a link may use the other date separator)."""
+        self._keys = _join_keys([*run_columns, times], len(parts))
         self._sets: list[_LevelSets] = []
         for depth in range(len(LEVELS)):
             # Sorted codes are sorted names: the sets come in hierarchy order.
@@ -248,7 +251,9 @@ class RunIndex:
         mask = np.ones(len(self._parts), dtype=bool)
         for index, name in enumerate(_PARTS):
             value = getattr(filters, name)
-            if value is not None:
+            if name == "timestamp" and value is not None:
+                mask &= self._times == canonical(value)
+            elif value is not None:
                 mask &= self._parts[:, index] == value
         rows = np.flatnonzero(mask)
         if not len(rows):

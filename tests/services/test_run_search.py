@@ -158,6 +158,16 @@ def test_a_link_to_a_level_set_selects_what_the_link_selects(index: RunIndex) ->
     assert index.search("cid=client_009").hits == ()
 
 
+@pytest.mark.parametrize(("timestamp", "stored"), [("2025-09-13T08:00:00Z", "2025_09_13T08:00:00Z"),
+                                                   ("2025_09_14T10:00:00Z", "2025-09-14T10:00:00Z")])
+def test_a_link_finds_its_run_whichever_date_separator_it_uses(index: RunIndex, timestamp: str, stored: str) -> None:
+    """A link with a run's laser box and time in the other spelling matched no run (hostile review)."""
+    lbid = "LB_0002" if stored.startswith("2025_09_13") else "LB_0001"
+    result = index.search(f"?lbid={lbid}&timestamp={timestamp}")
+    assert result.exact is not None and result.exact.filters.timestamp == stored
+    assert result.exact.path.startswith("client_001/region_north/field_115/")
+
+
 def test_the_list_is_capped_and_the_rest_counted() -> None:
     many = [RunCoordinate("c", "r", "f", "t", f"LB_{i:04d}", f"2025_09_{1 + i % 28:02d}T08:00:00Z") for i in range(60)]
     result = RunIndex(table(many)).search("LB_00", limit=20)
