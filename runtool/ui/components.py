@@ -642,11 +642,14 @@ class JobProgress:
         self.widget = widgets.HBox(layout=widgets.Layout(align_items="center")).add_class("rt-job")
         self._lock = threading.Lock()
         self._last = 0.0
+        self._subject = ""
 
-    def start(self, text: str, cancellable: bool) -> None:
+    def start(self, text: str, cancellable: bool, subject: str = "") -> None:
+        """Show a new job; ``subject`` (what it works on, e.g. a run) leads every line of its text."""
         with self._lock:
+            self._subject = subject
             self.bar.value = 0
-            self.text.value = html.escape(text)
+            self.text.value = self._line(text)
             self._last = time.monotonic()
             self.widget.children = (self.bar, self.text, *((self.cancel_button,) if cancellable else ()))
 
@@ -658,7 +661,10 @@ class JobProgress:
                 return
             self._last = now
             self.bar.value = round(min(1.0, max(0.0, fraction)) * self.STEPS)
-            self.text.value = html.escape(text)
+            self.text.value = self._line(text)
+
+    def _line(self, text: str) -> str:
+        return html.escape(f"{self._subject}: {text}" if self._subject else text)
 
     def finish(self) -> None:
         with self._lock:

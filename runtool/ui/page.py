@@ -363,6 +363,7 @@ class Page:
         progress: JobProgress | None = None,
         text: str = "",
         cancellable: bool = True,
+        subject: str = "",
         failed: Callable[[Exception], None] | None = None,
         redraw: bool = True,
     ) -> None:
@@ -373,10 +374,10 @@ class Page:
         now, since what it said was about the previous attempt, and gets what goes wrong: a cancel
         (:attr:`job_cancellations`) as information, runtool's own errors as their sentence alone, anything else
         with the details a developer needs. ``progress`` shows ``text`` and a bar (Cancel when ``cancellable``)
-        until the job ends. ``failed`` undoes what the page showed for a job that raised. ``done`` runs under the
-        render lock, as it changes what a redraw reads; then :meth:`_job_ended` redraws, after a failure too
-        (a failed job may have changed the state all the same). ``redraw=False`` is for work that changed
-        nothing a redraw would show (a preview).
+        until the job ends, each line led by ``subject`` (what the job works on) when given. ``failed`` undoes
+        what the page showed for a job that raised. ``done`` runs under the render lock, as it changes what a
+        redraw reads; then :meth:`_job_ended` redraws, after a failure too (a failed job may have changed the
+        state all the same). ``redraw=False`` is for work that changed nothing a redraw would show (a preview).
         """
         target = area or self.messages
         if area is not None:
@@ -407,7 +408,7 @@ class Page:
         # Busy first: a quick job may end, and redraw the controls enabled, before start() returns.
         self._show_busy()
         if progress is not None:
-            progress.start(text, cancellable)
+            progress.start(text, cancellable, subject)
         try:
             self.job_task.start(job, finished, error)
         except TaskBusyError:  # another thread started one since _refused looked

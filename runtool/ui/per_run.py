@@ -776,12 +776,14 @@ class PerRunPage(Page):
         """:meth:`~runtool.ui.page.Page._run_job` on the run shown, its progress in the job bar under the actions
         and its messages in ``area``.
 
-        ``done`` gets the run the job was for besides the result: the user may have picked another meanwhile.
+        ``done`` gets the run the job was for besides the result: the user may have picked another meanwhile, so
+        the job bar names the run.
         """
         coordinate = self.coordinate
         assert coordinate is not None  # checked by _refused
         self._run_job(work, functools.partial(done, coordinate), doing, area=area, progress=self.job, text=text,
-                      cancellable=cancellable)
+                      cancellable=cancellable,
+                      subject=f"{coordinate.lbid} · {format_time(coordinate.start_time)}")
 
     def _show_busy(self) -> None:
         """Disable the action buttons while a job runs (the redraw after the job enables them again)."""

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from runtool.config import RuntoolConfig
-from runtool.formatting import format_bytes
+from runtool.formatting import format_bytes, format_time
 from runtool.models import RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.storage import local_raw_dir, processed_dir
@@ -234,11 +234,16 @@ def test_preview_download_extract_and_analyse_a_run(services: ServiceContainer) 
 
 
 def job_texts(page: PerRunPage, on_text: Callable[[str], None] | None = None) -> list[str]:
-    """Every progress line the page's job shows from now on (``on_text`` hears each as it is shown)."""
+    """Every progress line the page's job shows from now on (``on_text`` hears each as it is shown), without the
+    run that leads each line (the user may pick another run while the job runs); a line that does not name the
+    run shown now comes back marked "NOT LED BY THE RUN"."""
     texts: list[str] = []
+    assert page.coordinate is not None
+    subject = f"{page.coordinate.lbid} · {format_time(page.coordinate.start_time)}: "
 
     def shown(change: Mapping[str, object]) -> None:
         text = html.unescape(str(change["new"]))
+        text = text.removeprefix(subject) if text.startswith(subject) or not text else f"NOT LED BY THE RUN: {text}"
         texts.append(text)
         if on_text is not None:
             on_text(text)
