@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -44,7 +45,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from jupyter_core.utils import ensure_async
+from jupyter_core.utils import ensure_async, run_sync
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from jupyter_server.utils import url_path_join
@@ -516,10 +517,15 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
 
     async def _async_shutdown_kernel(self, kernel_id: str, *args: Any, **kwargs: Any) -> None:
         # shutdown_all stops the kernels it listed through this, past shutdown_kernel: one that died meanwhile
-        # raised a 404 there, which ended the stop before the pools were cleaned up.
-        if self.closing and kernel_id not in self:
+        # raised a 404 there, which ended the stop before the pools were cleaned up. One still starting is
+        # stopped once started (skipped, it wrote its connection file after the server had gone).
+        if self.closing and kernel_id not in self and kernel_id not in self._pending_kernels:
             return
-        await super()._async_shutdown_kernel(kernel_id, *args, **kwargs)
+        try:
+            await super()._async_shutdown_kernel(kernel_id, *args, **kwargs)
+        except (KeyError, web.HTTPError):
+            if not self.closing:
+                raise
 
     async def start_kernel(self, *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
         # A page kernel keeps no IPython history: dozens of kernels writing one history database lock it, and each
@@ -687,6 +693,13 @@ class RuntoolVoila(Voila):
         PeriodicCallback(self._replace_dead_pool_kernels, self.pool_check_s * 1000).start()
         PeriodicCallback(self._stop_unclaimed_kernels, max(1, min(10, self.unclaimed_s // 3)) * 1000).start()
         super().start()
+
+    def stop(self) -> None:
+        """Stop every kernel, then remove the connection folder. Voila removed the folder first: a kernel still
+        booting then wrote its connection file into a new folder of that name, and was killed with it left there
+        (its key readable in /tmp)."""
+        run_sync(self.kernel_manager.shutdown_all)()
+        shutil.rmtree(self.connection_dir, ignore_errors=True)
 
     def kernel_claimed(self, kernel_id: str) -> None:
         """A browser opened the kernel's channel: the page loaded, so the leave beacon or culling ends it."""

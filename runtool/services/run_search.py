@@ -192,7 +192,7 @@ class RunIndex:
         self._levels = [_Level.of(parts[name]) for name in LEVELS]
         run_columns = [level.canonical.take(pa.array(level.codes)) for level in self._levels]
         times = _timestamp_canonical(parts["timestamp"])
-        self._times = np.asarray(times.to_pylist(), dtype=object)
+        self._times = times
         """Each run's timestamp as :func:`canonical` spells it (a link may use the other date separator)."""
         self._keys = _join_keys([*run_columns, times], len(parts))
         self._sets: list[_LevelSets] = []
@@ -252,7 +252,7 @@ class RunIndex:
         for index, name in enumerate(_PARTS):
             value = getattr(filters, name)
             if name == "timestamp" and value is not None:
-                mask &= self._times == canonical(value)
+                mask &= _mask(pc.equal(self._times, canonical(value)))
             elif value is not None:
                 mask &= self._parts[:, index] == value
         rows = np.flatnonzero(mask)

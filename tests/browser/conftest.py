@@ -162,8 +162,11 @@ class ServeProcess:
     def wait_pools_filled(self, pages: Sequence[str], timeout: float = 180) -> None:
         """Until Voila has logged each page's pool filled: its preheated kernel started and rendering its page, so a
         request now is handed that kernel (a kernel process alone may still be starting, on a busy machine)."""
-        poll(lambda: all(f"Kernel pool of {page} is filled" in self.log_text() for page in pages), timeout,
-             interval=0.5, what="every page's pool filled")
+        def filled() -> bool:
+            text = self.log_text()
+            return all(f"Kernel pool of {page} is filled" in text for page in pages)
+
+        poll(filled, timeout, interval=0.5, what="every page's pool filled")
 
     def descendants(self) -> list[psutil.Process]:
         try:
