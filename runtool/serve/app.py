@@ -441,7 +441,8 @@ class _ExpectedNoise(logging.Filter):
       and the kernel channel's "restarted failed!" (this server never restarts a page kernel), "Kernel … died,
       removing from map" and, for one that died as it started, "Error occurred while starting new kernel client
       … Kernel died before replying" (:meth:`RuntoolVoila.kernel_lost` says which kernel, whose, and what next);
-    - "Could not destroy zmq context", from the client of a kernel that is gone;
+    - "Could not destroy zmq context", from the client of a kernel that is gone, and pyzmq's "Got events for
+      closed stream" (on ``tornado.general``), a kernel's late message for a channel closed as its viewer left;
     - Tornado's "The websocket_ping_timeout (90000) cannot be longer than the websocket_ping_interval (30000)" on
       the first kernel channel: jupyter_server gives Tornado its own ping settings, which are milliseconds, where
       Tornado reads seconds; jupyter_server does the pinging itself, so the line is about a ping never sent.
@@ -451,7 +452,7 @@ class _ExpectedNoise(logging.Filter):
         message = str(record.msg)
         if message.startswith(("Notebook %s is not trusted", "Kernel died while waiting for execute reply",
                                "Kernel %s died, removing from map", "Could not destroy zmq context",
-                               "The websocket_ping_timeout")):
+                               "The websocket_ping_timeout", "Got events for closed stream")):
             return False
         if message.endswith("KernelRestarter: restart failed") or message == "kernel %s restarted failed!" or (
                 message.startswith("Error occurred while starting new kernel client") and "Kernel died" in message):
