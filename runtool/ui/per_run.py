@@ -62,6 +62,7 @@ UPDATE_STEPS: dict[NextAction, tuple[PipelineStep, ...]] = {
     NextAction.ANALYZE: ("analyze",),
 }
 """The steps "Bring up to date" takes from each next step of a run (the order of the run pipeline)."""
+NOTHING_TO_UPDATE = "This run has nothing to bring up to date."
 STEP_WORDS: dict[PipelineStep, tuple[str, str]] = {
     "check": ("check", "checked"),
     "download": ("download", "downloaded"),
@@ -537,8 +538,10 @@ class PerRunPage(Page):
             # The download named with its size: the one write this button makes without a preview.
             words = [self._download_words(state) if s == "download" else STEP_WORDS[s][0] for s in steps]
             self.update_button.description = f"Bring up to date: {', '.join(words)}"
-            self.update_button.tooltip = (f"{_listed([STEP_WORDS[s][0] for s in steps]).capitalize()} in one go, "
-                                          "with progress and Cancel")
+            self.update_button.tooltip = (
+                f"{_listed([STEP_WORDS[s][0] for s in steps]).capitalize()} this run in one go, with progress and "
+                "Cancel." if steps else NOTHING_TO_UPDATE
+            )
             self.update_button.disabled = busy
         if self.report_button is not None:
             reason = self._report_refusal(state)
@@ -999,7 +1002,7 @@ class PerRunPage(Page):
             return
         steps = self._update_steps(self.run_state)
         if not steps:
-            area.info("This run has nothing to bring up to date.")
+            area.info(NOTHING_TO_UPDATE)
             return
         pipeline = self.services.pipeline
         coordinate = self.coordinate

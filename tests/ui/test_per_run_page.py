@@ -319,6 +319,19 @@ def test_cancel_while_bringing_up_to_date_keeps_the_bags_and_says_cancelled(serv
     assert not update_button(page).disabled and not page.next_action.disabled  # type: ignore[union-attr]
 
 
+def test_the_bring_up_to_date_tooltip_is_a_whole_sentence_in_every_state(services: ServiceContainer) -> None:
+    page = open_page(services, pick_run(services))
+    assert update_button(page).tooltip == (
+        "Download, extract and analyse this run in one go, with progress and Cancel.")
+    runs = services.data_state.all_runs()
+    row = runs[(runs["raw_bags"] == 0) & (runs["ml_labels"] > 0)].iloc[0]
+    page.set_filters(RunCoordinate(*(str(row[c]) for c in ("cid", "regionid", "fieldid", "twid", "lbid",
+                                                            "timestamp"))).to_filters())
+    # Nothing to do (an ML-only run): the button is hidden, and its tooltip says why rather than " in one go, …".
+    assert update_button(page).layout.display == "none"
+    assert update_button(page).tooltip == "This run has nothing to bring up to date."
+
+
 def page_with_a_blocked_raw_root(demo_fleet: SeededFleet, tmp_path: Path) -> PerRunPage:
     """A run's page whose raw root is a file: every download into it fails."""
     blocked = tmp_path / "not-a-folder"
