@@ -2,15 +2,17 @@
 
 A link that skips levels (``?lbid=LB_0001&timestamp=…``) is completed on every page when one run of the inventory
 matches it, as the run search would; otherwise the page says which levels are missing (:func:`complete_link`,
-called by :class:`~runtool.ui.page.Page`). On the pages that show laser boxes (coverage and fleet KPIs), a link to
-a run selects the run's laser box; the page marks the run there, and a note at the top names it, says where it is
-and links to it on the per-run page.
+called by :class:`~runtool.ui.page.Page`). The per-run page, which needs every level, says which levels a link
+without a run gave and which it skipped (:func:`skipped_levels`). On the pages that show laser boxes (coverage and
+fleet KPIs), a link to a run selects the run's laser box; the page marks the run there, and a note at the top names
+it, says where it is and links to it on the per-run page.
 """
 
 from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 
 import ipywidgets as widgets
 
@@ -23,7 +25,7 @@ from runtool.ui.query import run_url, selection_query
 from runtool.ui.tables import Cell
 from runtool.ui.theme import LINK_COLOUR, StatusStyle
 
-__all__ = ["LinkedRunNote", "complete_link", "linked_run", "marked"]
+__all__ = ["LinkedRunNote", "complete_link", "level_words", "linked_run", "marked", "skipped_levels"]
 
 IN_THE_LINK = StatusStyle("in the link", LINK_COLOUR)
 
@@ -32,11 +34,28 @@ def _words(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
+def level_words(levels: Sequence[str]) -> str:
+    """Levels (``cid``, …) as a sentence names them: ``client, region, field and TW``."""
+    return _words([LEVEL_LABELS[level] if level == "twid" else LEVEL_LABELS[level].lower() for level in levels])
+
+
+def skipped_levels(filters: Filters, source: str = "link") -> str:
+    """What a ``source`` (the link, or the selection) that skips levels above one it sets names and lacks, as a
+    sentence to put before what to pick (``?cid=c1&lbid=LB_0001``: "The link names client c1 and laser box LB_0001
+    but not its region, field and TW. "); "" when it skips none."""
+    given = [level for level in LEVELS if getattr(filters, level) is not None]
+    skipped = [level for level in LEVELS[:LEVELS.index(given[-1])] if getattr(filters, level) is None] if given else []
+    if not skipped:
+        return ""
+    named = _words([f"{level_words([level])} {getattr(filters, level)}" for level in given])
+    return f"The {source} names {named} but not its {level_words(skipped)}. "
+
+
 def complete_link(services: ServiceContainer | None, filters: Filters) -> tuple[Filters, str | None]:
     """The selection to show for a link's ``filters``: with every level of its run filled in when the link skips
     some and one run of the inventory matches; else ``filters`` and, for a run that cannot be found, why (a
     sentence for the page's banner)."""
-    missing = [LEVEL_LABELS[level] for level in LEVELS if getattr(filters, level) is None]
+    missing = [level for level in LEVELS if getattr(filters, level) is None]
     if filters.timestamp is None or not missing:
         return filters, None
     matches = 0
@@ -45,7 +64,7 @@ def complete_link(services: ServiceContainer | None, filters: Filters) -> tuple[
         if result.exact is not None and result.exact.is_run:
             return result.exact.filters, None
         matches = result.matched_runs
-    levels = _words([name if name.isupper() else name.lower() for name in missing])
+    levels = level_words(missing)
     found = (f"{format_count(matches)} runs match it" if matches > 1
              else "no run of the inventory matches it")
     return filters, (

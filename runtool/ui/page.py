@@ -69,8 +69,10 @@ class Page:
         self.header = PageHeader(self.link, read_only=self.read_only)
         self.header.on_refresh(self.refresh)
         self.header.on_cancel(self.cancel_refresh)
-        self.filter_bar = FilterBar(self._filter_options, self._completed(selection.filters),
-                                    RunSearch(self.services).search, self.link)
+        self.link_filters = self._completed(selection.filters)
+        """The selection the page's link asks for (completed by :meth:`_completed`)."""
+        self.filter_bar = FilterBar(self._filter_options, self.link_filters, RunSearch(self.services).search,
+                                    self.link)
         self.filter_bar.on_change(lambda _filters: self._selection_changed())
         self.view_link = widgets.HTML().add_class("rt-view-link")
         self.refresh_task: BackgroundTask[CacheInfo] = BackgroundTask(f"refresh-{self.link.notebook}")
@@ -151,7 +153,8 @@ class Page:
     def follow_link(self, filters: Filters) -> None:
         """Select what a link's ``filters`` name, as the page built for that link does (a preheated page given a
         link's selection after it was built)."""
-        self.set_filters(self._completed(filters))
+        self.link_filters = self._completed(filters)
+        self.set_filters(self.link_filters)
 
     def _completed(self, filters: Filters) -> Filters:
         """A link's ``filters``, with the levels it skipped filled in when one run matches its timestamp; else as

@@ -37,8 +37,9 @@ from runtool.services.extraction import BACKENDS, ExtractionCancelled, Extractio
 from runtool.services.pipeline import PipelineCancelled, PipelineProgress, PipelineStep, RunUpdate
 from runtool.services.reports import ReportProgress, ReportResult, ReportStage
 from runtool.ui.analysis_charts import AnalysisView
-from runtool.ui.components import LEVEL_LABELS, JobProgress, MessageArea, section_title
+from runtool.ui.components import JobProgress, MessageArea, section_title
 from runtool.ui.formatting import format_bytes, format_count, format_time
+from runtool.ui.linked_run import level_words, skipped_levels
 from runtool.ui.page import Page
 from runtool.ui.query import PER_RUN
 from runtool.ui.tables import Column, html_table, text_cell
@@ -355,13 +356,14 @@ class PerRunPage(Page):
         if services is None:
             return
         lb_filters = dataclasses.replace(self.filters, timestamp=None)
-        missing = [LEVEL_LABELS[level] for level in LEVELS if getattr(lb_filters, level) is None]
+        missing = [level for level in LEVELS if getattr(lb_filters, level) is None]
         if missing:
-            # Only the levels still to pick (with some picked, naming them all read as if nothing was).
-            names = [name if name == "TW" else name.lower() for name in missing]
-            listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-            self._show_empty(f"Pick a {listed} to list the runs, or type part of a run's coordinate in the "
-                             "search box.", picker_hint="Pick a laser box first")
+            # Only the levels still to pick (with some picked, naming them all read as if nothing was); a link that
+            # skipped levels above one it named (?lbid=LB_0001) is told which it gave.
+            source = "link" if lb_filters == dataclasses.replace(self.link_filters, timestamp=None) else "selection"
+            self._show_empty(f"{skipped_levels(lb_filters, source)}Pick a {level_words(missing)} to list the runs, "
+                             "or type part of a run's coordinate in the search box.",
+                             picker_hint="Pick a laser box first")
             return
         timestamps = services.data_state.available_timestamps(lb_filters)
         if not timestamps:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runtool.models import Filters
 from runtool.services import ServiceContainer
 from runtool.ui import PerRunPage
 
@@ -49,3 +50,19 @@ def test_the_run_page_asks_for_a_laser_box_first(services: ServiceContainer) -> 
     # Picking the laser box fills it.
     page.set_filters(page.filters.replace(regionid="r1", fieldid="f1", twid="t1", lbid="lb01"))
     assert not page.run_picker.disabled and page.run_picker.label == "2025-08-05 10:00"
+
+
+def test_a_link_that_skips_levels_above_its_laser_box_says_which_it_gave(services: ServiceContainer) -> None:
+    """?lbid=lb01 named a laser box, yet the page asked to "Pick a client, …" as if the link had named nothing."""
+    page = PerRunPage(services, query="lbid=lb01")
+    assert page.view == "empty"
+    assert page.empty_text == ("The link names laser box lb01 but not its client, region, field and TW. Pick a "
+                               "client, region, field and TW to list the runs, or type part of a run's coordinate in "
+                               "the search box.")
+    page = PerRunPage(services, query="cid=c1&lbid=lb01")
+    assert page.empty_text.startswith("The link names client c1 and laser box lb01 but not its region, field and "
+                                      "TW. Pick a region, field and TW to list the runs")
+    # A selection made on the page is not the link's.
+    page.set_filters(Filters(twid="t1", lbid="lb01"))
+    assert page.empty_text.startswith("The selection names TW t1 and laser box lb01 but not its client, region and "
+                                      "field. Pick a client, region and field to list the runs")
