@@ -1148,6 +1148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except RuntoolError as exc:
         print(f"runtool: {printable(exc)}", file=sys.stderr)
+        for line in (exc.details or "").splitlines():
+            print(f"  {printable(line)}", file=sys.stderr)
         return 1
     except OSError as exc:  # a full or read-only disk, a name too long for the file system, ...
         where = ""

@@ -10,7 +10,13 @@ __all__ = ["ReadOnlyError", "RuntoolError", "UsageError"]
 
 
 class RuntoolError(Exception):
-    """Base class of every error runtool raises on purpose."""
+    """Base class of every error runtool raises on purpose.
+
+    Its message is a sentence that sums the error up; ``details`` (None: the sentence is all) is the rest, for a
+    reader who asks (every failed item of a list the sentence counts).
+    """
+
+    details: str | None = None
 
 
 class ReadOnlyError(RuntoolError):

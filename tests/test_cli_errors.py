@@ -175,6 +175,17 @@ def test_a_file_where_a_folder_should_be_is_a_sentence_naming_it(toml: Path, tmp
     assert line.startswith("runtool: ") and str(blocker) in line and "Not a directory" in line
 
 
+def test_an_error_with_details_prints_them_under_its_sentence(toml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Both bags of RUN are ten bytes of text: the sentence names the first, the lines under it every one."""
+    assert run_cli(capsys, "--config", str(toml), "download", RUN.to_path_str(), "--yes")[0] == 0
+    code, _, err = run_cli(capsys, "--config", str(toml), "extract", RUN.to_path_str())
+    assert code == 1 and "Traceback" not in err
+    sentence, *details = err.splitlines()
+    assert sentence.startswith(f"runtool: None of the 2 bags of {RUN} could be read") and sentence.endswith(" more.")
+    assert [line.split(": ", 1)[0] for line in details] == ["  rosbag_2025-08-01-08-00-20_0",
+                                                             "  rosbag_2025-08-01-08-00-21_1"]
+
+
 def test_a_closed_pipe_is_a_quiet_exit(toml: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(capsys, "--config", str(toml), "inventory", "refresh")[0] == 0
     runtool = subprocess.Popen([str(RUNTOOL), "--config", str(toml), "runs"], stdout=subprocess.PIPE,

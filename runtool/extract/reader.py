@@ -429,7 +429,7 @@ class BagReader:
         except Exception as exc:
             # Corrupt, truncated and foreign files fail here in many ways (index errors, bad magic,
             # decompression, struct errors); all of them mean "this bag cannot be read".
-            raise BagReadError(f"The bag could not be opened: {_describe(exc)}.") from exc
+            raise BagReadError(f"The bag could not be opened: {self._reason(exc)}.") from exc
         try:
             _limit_chunks(reader, self.path.name, self.max_chunk_bytes)
             self._routes = self._route(reader)
@@ -439,7 +439,7 @@ class BagReader:
             raise
         except Exception as exc:
             reader.close()
-            raise BagReadError(f"The bag's index could not be read: {_describe(exc)}.") from exc
+            raise BagReadError(f"The bag's index could not be read: {self._reason(exc)}.") from exc
         self._reader = reader
         return self
 
@@ -488,7 +488,12 @@ class BagReader:
         except Exception as exc:
             # Broken chunks, short reads, failed deserialisation and missing message fields all end the
             # pass the same way: the bag is recorded as failed with this sentence and its rows dropped.
-            raise BagReadError(f"Reading stopped after {self.messages_read:,} messages: {_describe(exc)}.") from exc
+            raise BagReadError(f"Reading stopped after {self.messages_read:,} messages: {self._reason(exc)}.") from exc
+
+    def _reason(self, exc: BaseException) -> str:
+        """``exc`` described with the bag's name where it gave the bag's path: the reason is kept in
+        ``metadata.yaml`` and shown on pages, read-only ones too, which show no paths on the server."""
+        return _describe(exc).replace(str(self.path), self.path.name)
 
     def _route(self, reader: AnyReader) -> dict[int, tuple[int, bool]]:
         """Connection id → (topic index, decoded by the fast path) for the configured topics."""

@@ -208,11 +208,7 @@ class ExtractionService:
             else:
                 metadata = self._run_local(coord, bags, tmp, progress, cancel)
             if not metadata.bags_ok:
-                reasons = "; ".join(f"{bag.name}: {bag.error}" for bag in metadata.bags)
-                raise ExtractionError(
-                    f"None of the {len(metadata.bags)} bags of {coord} could be read, so the previous output "
-                    f"is kept. {reasons}"
-                )
+                raise _unreadable(coord, metadata)
             old = _swap_in(tmp, final)
         except BaseException as exc:
             _remove(tmp, exc)
@@ -300,6 +296,18 @@ class ExtractionService:
         except (OutputError, OSError) as exc:
             raise ExtractionError(f"The Docker extraction of {coord} left unusable metadata: {exc}") from exc
         return metadata
+
+
+def _unreadable(coord: RunCoordinate, metadata: RunMetadata) -> ExtractionError:
+    """The error of a run none of whose bags could be read: a sentence naming the first bag and its reason (a run
+    may have hundreds), every bag in its details."""
+    first, more = metadata.bags[0], len(metadata.bags) - 1
+    error = ExtractionError(
+        f"None of the {len(metadata.bags)} bags of {coord} could be read, so the previous output is kept: "
+        f"{first.name} ({(first.error or 'no error recorded').rstrip('.')})" + (f" and {more} more." if more else ".")
+    )
+    error.details = "\n".join(f"{bag.name}: {bag.error or 'no error recorded'}" for bag in metadata.bags)
+    return error
 
 
 def _swap_in(new: Path, final: Path) -> Path | None:

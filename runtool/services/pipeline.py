@@ -555,4 +555,6 @@ def _step(coord: RunCoordinate, step: PipelineStep) -> Iterator[None]:
     except (PipelineError, ReadOnlyError):
         raise
     except RuntoolError as exc:
-        raise PipelineError(f"Bringing {coord} up to date stopped at the {step} step: {exc}", coord, step) from exc
+        error = PipelineError(f"Bringing {coord} up to date stopped at the {step} step: {exc}", coord, step)
+        error.details = exc.details
+        raise error from exc

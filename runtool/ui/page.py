@@ -418,12 +418,14 @@ class Page:
             self._busy_note(target, doing)
 
     def _report_job_error(self, area: MessageArea, exc: Exception, doing: str) -> None:
-        """A cancel as information; runtool's own error (a typo, a missing file) as its sentence alone; anything
-        else with the details a developer needs, one click away."""
+        """A cancel as information; runtool's own error (a typo, a missing file) as its sentence, with its own
+        details if it has any; anything else with the details a developer needs, one click away."""
         if isinstance(exc, self.job_cancellations):
             area.info(str(exc))
         elif isinstance(exc, RuntoolError):
-            area.error(str(exc))
+            # Its details (every failed item) one click away, except for a read-only viewer: they may name places on
+            # the server.
+            area.error(str(exc), None if self.read_only else exc.details)
         else:
             log.error("%s failed unexpectedly", doing, exc_info=exc)
             area.report(exc, doing[:1].lower() + doing[1:])

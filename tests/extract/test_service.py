@@ -115,7 +115,11 @@ def test_when_every_bag_fails_the_previous_output_is_kept(
         truncate_half(summary.path)
     with pytest.raises(ExtractionError, match="None of the 3 bags .* could be read") as caught:
         service.extract(COORD)
-    assert raw_run.names[0] in str(caught.value)
+    # The sentence names the first bag (a run may have hundreds); the details name every bag with its reason.
+    assert raw_run.names[0] in str(caught.value) and raw_run.names[1] not in str(caught.value)
+    assert str(caught.value).endswith(" and 2 more.")
+    details = caught.value.details or ""
+    assert [line.split(": ", 1)[0] for line in details.splitlines()] == list(raw_run.names)
     assert snapshot(out) == before
     assert siblings(config) == [COORD.timestamp]
 

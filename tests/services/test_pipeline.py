@@ -135,6 +135,22 @@ def test_an_ml_only_or_unknown_run_stops_at_the_check_step(demo_fleet: SeededFle
     assert caught.value.step == "check" and caught.value.coordinate == unknown
 
 
+def test_a_failing_step_passes_on_the_details_of_its_error(demo_fleet: SeededFleet, tmp_path: Path) -> None:
+    """Bags of the right size that no reader can open: the extraction's sentence, its list of every bag kept."""
+    services = fresh_services(demo_fleet, tmp_path)
+    (coord,) = runs_with_bags(services, 1)
+    services.transfers.execute(services.transfers.plan_raw_download(coord))
+    bags = sorted(local_raw_dir(services.config.raw_root, coord).glob("*.bag"))
+    for bag in bags:
+        bag.write_bytes(b"\0" * bag.stat().st_size)
+    services.local.refresh_run(coord)
+    with pytest.raises(PipelineError, match=f"^Bringing {coord} up to date stopped at the extract step: None of ") \
+            as caught:
+        services.pipeline.bring_up_to_date(coord)
+    assert caught.value.step == "extract" and caught.value.details is not None
+    assert [line.split(": ", 1)[0] for line in caught.value.details.splitlines()] == [bag.stem for bag in bags]
+
+
 def test_read_only_refuses_before_any_work(demo_fleet: SeededFleet, tmp_path: Path) -> None:
     services = fresh_services(demo_fleet, tmp_path)
     coords = runs_with_bags(services, 1)

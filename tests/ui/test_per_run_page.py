@@ -548,20 +548,30 @@ def test_download_failures_become_a_message_with_details(demo_fleet: SeededFleet
     assert error.details is not None and error.details.count(": ") >= 3
 
 
-def test_an_extraction_error_is_a_sentence_without_a_traceback(services: ServiceContainer) -> None:
-    coord = pick_run(services, bags=2)
+def test_an_extraction_error_is_a_short_sentence_with_every_bag_in_its_details(services: ServiceContainer) -> None:
+    coord = pick_run(services, bags=3)
     services.transfers.execute(services.transfers.plan_raw_download(coord))
-    for bag in local_raw_dir(services.config.raw_root, coord).glob("rosbag_*.bag"):
+    bags = sorted(local_raw_dir(services.config.raw_root, coord).glob("rosbag_*.bag"))
+    bags[0].write_bytes(b"")  # rosbags names an empty file by its path
+    for bag in bags[1:]:
         bag.write_bytes(b"\0" * 64)
     services.local.refresh_run(coord)
     page = open_page(services, coord)
     page.start_extract()
     assert page.wait_idle(WAIT_S)
     assert page.messages.messages == []
-    error = page.extract_messages.messages[0]
-    assert error.level == "error" and error.text.startswith(f"None of the 2 bags of {coord} could be read")
-    assert error.details is None
-    assert page.next_action_text == "Preview re-download of 2 bags (size differs)" and not page.busy
+    (error,) = page.extract_messages.messages
+    # One sentence: how many of how many, the first bag and its reason, how many more; no traceback, no paths.
+    assert error.level == "error"
+    assert error.text.startswith(f"None of the 3 bags of {coord} could be read, so the previous output is kept: "
+                                 f"{bags[0].stem} (The bag could not be opened: ")
+    assert error.text.endswith(f"{bags[0].name!r} seems to be empty) and 2 more.")
+    assert bags[1].stem not in error.text and str(services.config.raw_root) not in error.text
+    # Every bag with its reason one click away, still without the server's paths.
+    assert error.details is not None
+    assert [line.split(": ", 1)[0] for line in error.details.splitlines()] == [bag.stem for bag in bags]
+    assert str(services.config.raw_root) not in error.details
+    assert page.next_action_text == "Preview re-download of 3 bags (size differs)" and not page.busy
 
 
 # -- chart helpers ---------------------------------------------------------------------------------
