@@ -23,6 +23,7 @@ from __future__ import annotations
 import glob
 import html
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "REPORT_DIR",
     "REPORT_NOTEBOOK",
+    "ReportCancelled",
     "ReportError",
     "ReportFailure",
     "ReportFile",
@@ -105,6 +107,10 @@ class ReportError(RuntoolError):
         self.cell = cell
         self.ename = ename
         self.evalue = evalue
+
+
+class ReportCancelled(ReportError):
+    """A report was cancelled: no file of it was written (the steps of the run pipeline it completed are kept)."""
 
 
 @dataclass(frozen=True)
@@ -442,18 +448,21 @@ class ReportService:
         coord: RunCoordinate,
         out_dir: Path | None = None,
         progress: Callable[[ReportProgress], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> ReportResult:
         """Bring the run up to date, execute the report notebook and write ``<stem>.ipynb`` and ``<stem>.html``.
 
         The files go to ``out_dir`` (default :meth:`default_dir`), each written to a temporary name and
-        renamed, so a file at its final name is always a complete report.
+        renamed, so a file at its final name is always a complete report. ``cancel`` stops the report at the run
+        pipeline's next check, before the notebook's next cell, or before the files are written.
 
         Raises:
             ReadOnlyError: the services are read-only (a report writes files, and may download and extract).
+            ReportCancelled: ``cancel`` was set; no file of the report was written.
             ReportError: the run is unknown or has no raw bags, a step failed (a download, the extraction,
                 the analysis), or a notebook cell raised; the message names the run, the step and the cause.
         """
-        return self._render(coord, out_dir, _Notifier(progress, coord))
+        return self._render(coord, out_dir, _Notifier(progress, coord), cancel)
 
     def render_many(
         self,
@@ -488,20 +497,29 @@ class ReportService:
         if self.read_only:
             raise ReadOnlyError("Rendering reports is not allowed in read-only mode.")
 
-    def _render(self, coord: RunCoordinate, out_dir: Path | None, notify: _Notifier) -> ReportResult:
+    def _render(
+        self, coord: RunCoordinate, out_dir: Path | None, notify: _Notifier, cancel: threading.Event | None = None
+    ) -> ReportResult:
         self._refuse_read_only()
+
+        def check_cancel(**_cell: object) -> None:
+            if cancel is not None and cancel.is_set():
+                raise _cancelled(coord)
+
         started = time.perf_counter()
-        steps = self._bring_up_to_date(coord, notify)
+        steps = self._bring_up_to_date(coord, notify, cancel)
         target = out_dir if out_dir is not None else self.default_dir(coord)
         with tempfile.TemporaryDirectory(prefix="runtool-report-") as tmp:
             work = Path(tmp)
             config_path = work / "runtool.toml"
             # Read-only for the kernel: everything was computed above, the notebook only reads and shows.
             config_path.write_text(self.config.to_toml(read_only=True), encoding="utf-8")
+            check_cancel()
             notify("execute", f"Executing {self.notebook.name}")
-            executed = self._execute(coord, config_path, work)
+            executed = self._execute(coord, config_path, work, check_cancel)
             notify("convert", "Converting to HTML")
             notebook_text, page = _export(executed, coord)
+        check_cancel()
         notify("write", f"Writing to {target}")
         stem = report_stem(coord)
         ipynb, page_path = target / f"{stem}.ipynb", target / f"{stem}.html"
@@ -515,19 +533,26 @@ class ReportService:
         notify("done", f"Report written in {result.seconds:.1f} s: {page_path}")
         return result
 
-    def _bring_up_to_date(self, coord: RunCoordinate, notify: _Notifier) -> tuple[ReportStage, ...]:
+    def _bring_up_to_date(
+        self, coord: RunCoordinate, notify: _Notifier, cancel: threading.Event | None
+    ) -> tuple[ReportStage, ...]:
         """The run pipeline's download, extraction and analysis as the run needs them; the steps that ran."""
-        from runtool.services.pipeline import PipelineError
+        from runtool.services.pipeline import PipelineCancelled, PipelineError
 
         try:
-            update = self.pipeline.bring_up_to_date(coord, progress=notify.pipeline)
+            update = self.pipeline.bring_up_to_date(coord, progress=notify.pipeline, cancel=cancel)
+        except PipelineCancelled as exc:
+            raise _cancelled(coord) from exc
         except PipelineError as exc:
             raise ReportError(str(exc), coord, exc.step) from exc
         return update.steps
 
-    def _execute(self, coord: RunCoordinate, config_path: Path, work: Path) -> NotebookNode:
+    def _execute(
+        self, coord: RunCoordinate, config_path: Path, work: Path, before_cell: Callable[..., None]
+    ) -> NotebookNode:
         """Execute the notebook in a new kernel whose working directory is ``work`` (set on the kernel, not by
-        changing this process's directory, which other threads share)."""
+        changing this process's directory, which other threads share). ``before_cell`` is called before each cell
+        (an error it raises stops the notebook, and the kernel is shut down)."""
         import papermill
         from jupyter_client.kernelspec import NoSuchKernel
         from papermill.exceptions import PapermillException, PapermillExecutionError
@@ -542,6 +567,7 @@ class ReportService:
                 progress_bar=False,
                 execution_timeout=self.cell_timeout_s,
                 resources={"metadata": {"path": str(work)}},
+                on_cell_start=before_cell,
                 # CurveZMQ between this process and the kernel where the kernel supports it: the kernel
                 # listens on loopback TCP, and otherwise warns on stderr at every report.
                 config=Config({"KernelManager": {"transport_encryption": "auto"}}),
@@ -557,6 +583,10 @@ class ReportService:
             raise ReportError(f"The report notebook {self.notebook} could not be executed for {coord}: "
                               f"{type(exc).__name__}: {exc}", coord, "execute") from exc
         return executed
+
+
+def _cancelled(coord: RunCoordinate) -> ReportCancelled:
+    return ReportCancelled(f"The report of {coord} was cancelled; no report was written.", coord)
 
 
 class _Notifier:

@@ -35,7 +35,7 @@ from runtool.services.analytics import RunAnalysis
 from runtool.services.conflicts import CONFLICT_LABELS, CONFLICT_MODES, ConflictMode
 from runtool.services.extraction import BACKENDS, ExtractionCancelled, ExtractionResult
 from runtool.services.pipeline import PipelineCancelled, PipelineProgress, PipelineStep, RunUpdate
-from runtool.services.reports import ReportProgress, ReportResult, ReportStage
+from runtool.services.reports import ReportCancelled, ReportProgress, ReportResult, ReportStage
 from runtool.ui.analysis_charts import AnalysisView
 from runtool.ui.components import JobProgress, MessageArea, section_title
 from runtool.ui.formatting import format_bytes, format_count, format_time
@@ -203,7 +203,8 @@ class PerRunPage(Page):
 
     link = PER_RUN
     css_class = "rt-page-per-run"
-    job_cancellations: ClassVar[tuple[type[Exception], ...]] = (ExtractionCancelled, PipelineCancelled)
+    job_cancellations: ClassVar[tuple[type[Exception], ...]] = (ExtractionCancelled, PipelineCancelled,
+                                                                ReportCancelled)
 
     def __init__(
         self, services: ServiceContainer | None = None, query: str | None = None, progressive: bool = False
@@ -1043,7 +1044,8 @@ class PerRunPage(Page):
     # -- report ----------------------------------------------------------------------------------
 
     def render_report(self) -> None:
-        """Render the run's HTML report in the background (analysing it first if needed), then link to it.
+        """Render the run's HTML report in the background (analysing it first if needed), then link to it; Cancel
+        stops it before the notebook's next cell, and no file of it is written.
 
         A run still to download or extract is refused with the next step named (:meth:`_report_refusal`).
         """
@@ -1062,12 +1064,12 @@ class PerRunPage(Page):
             step = REPORT_STAGES.index(event.stage)
             self.job.update(step / (len(REPORT_STAGES) - 1), event.message, force=True)
 
-        def work(_cancel: threading.Event) -> ReportResult:
-            return reports.render(coordinate, progress=progress)
+        def work(cancel: threading.Event) -> ReportResult:
+            return reports.render(coordinate, progress=progress, cancel=cancel)
 
         def done(job_coordinate: RunCoordinate, result: ReportResult) -> None:
             # The link comes with the redraw after the job, from the report now on disk (_show_report).
             self._show_result(job_coordinate, f"Report rendered in {result.seconds:.1f} s: {result.html.name}")
 
-        self._run_job_for_run("Rendering the report…", work, done, "rendering the report", area, cancellable=False)
+        self._run_job_for_run("Rendering the report…", work, done, "rendering the report", area)
 

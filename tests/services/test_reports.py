@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -35,11 +36,13 @@ from runtool.models import Filters, NextAction, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.services.reports import (
     REPORT_NOTEBOOK,
+    ReportCancelled,
     ReportError,
     ReportFailure,
     ReportProgress,
     ReportResult,
     ReportService,
+    ReportStage,
     RunReport,
     format_kpi,
     report_stem,
@@ -250,6 +253,26 @@ def test_a_failing_notebook_cell_is_named_in_the_error(
     assert message.startswith(f"The report notebook failed for {RUN} in cell [{error.cell}]")
     assert "`report.no_such_section()`" in message and "AttributeError" in message and "no_such_section" in message
     assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("stage", ["check", "execute", "convert"])
+def test_a_cancel_stops_the_report_and_writes_no_file_of_it(
+    stage: ReportStage, rendered: Rendered, services: ServiceContainer, tmp_path: Path
+) -> None:
+    """Set as the run pipeline checks the run, as the notebook starts (it stops before its first cell), and as the
+    HTML is made (nothing is written)."""
+    cancel = threading.Event()
+    stages: list[ReportStage] = []
+
+    def progress(event: ReportProgress) -> None:
+        stages.append(event.stage)
+        if event.stage == stage:
+            cancel.set()
+
+    with pytest.raises(ReportCancelled, match=f"^The report of {re.escape(str(RUN))} was cancelled; no report was "
+                                              "written.$"):
+        services.reports.render(RUN, out_dir=tmp_path, progress=progress, cancel=cancel)
+    assert stages[-1] == stage and list(tmp_path.iterdir()) == []
 
 
 def test_the_notebook_refuses_a_missing_or_unknown_coordinate(services: ServiceContainer, tmp_path: Path) -> None:

@@ -435,6 +435,30 @@ def test_the_report_waits_for_the_run_to_be_brought_up_to_date_then_renders_in_t
     assert reader.report_path == path and reader.report_link.value == link
 
 
+def test_cancel_stops_the_report_and_writes_no_file_of_it(services: ServiceContainer) -> None:
+    coord = pick_run(services, bags=2)
+    download_and_extract(services, coord)
+    page = open_page(services, coord)
+    assert page.report_button is not None and not page.report_button.disabled
+
+    def cancel_in_the_notebook(text: str) -> None:
+        if text.startswith("Executing "):
+            assert page.job.cancel_button in page.job.widget.children
+            page.job.cancel_button.click()
+
+    texts = job_texts(page, cancel_in_the_notebook)
+    page.report_button.click()
+    run_idle(page)
+
+    assert any(text.startswith("Executing ") for text in texts), texts
+    assert [(m.level, m.text) for m in page.action_messages.messages] == [
+        ("info", f"The report of {coord} was cancelled; no report was written.")]
+    assert page.result_text == "" and page.report_path is None and page.report_link.value == ""
+    folder = services.reports.default_dir(coord)
+    assert not folder.exists() or list(folder.iterdir()) == []
+    assert not page.busy and not page.report_button.disabled
+
+
 def test_a_served_page_links_to_the_served_reports_read_only_too(
     services: ServiceContainer, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
