@@ -6,7 +6,7 @@ everything runtool raises in one place and still tell the concerns apart.
 
 from __future__ import annotations
 
-__all__ = ["ReadOnlyError", "RuntoolError", "UsageError"]
+__all__ = ["ReadOnlyError", "RuntoolError", "UsageError", "first_and_more"]
 
 
 class RuntoolError(Exception):
@@ -25,3 +25,11 @@ class ReadOnlyError(RuntoolError):
 
 class UsageError(RuntoolError):
     """Bad input from the user: a command-line option, a served option (exit code 2)."""
+
+
+def first_and_more(failures: list[tuple[str, str]]) -> tuple[str, str]:
+    """The first of ``failures`` (name, reason) for a sentence, "name (reason) and N more", and every one of them,
+    a line each, for the error's details: a list of hundreds of items is no sentence."""
+    (name, reason), more = failures[0], len(failures) - 1
+    first = f"{name} ({reason.rstrip('.')})" + (f" and {more} more" if more else "")
+    return first, "\n".join(f"{item}: {why}" for item, why in failures)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from runtool.config import RuntoolConfig
-from runtool.errors import ReadOnlyError, RuntoolError
+from runtool.errors import ReadOnlyError, RuntoolError, first_and_more
 from runtool.extract.outputs import (
     OUTPUT_FILES,
     BagOutcome,
@@ -301,12 +301,10 @@ class ExtractionService:
 def _unreadable(coord: RunCoordinate, metadata: RunMetadata) -> ExtractionError:
     """The error of a run none of whose bags could be read: a sentence naming the first bag and its reason (a run
     may have hundreds), every bag in its details."""
-    first, more = metadata.bags[0], len(metadata.bags) - 1
+    first, details = first_and_more([(bag.name, bag.error or "no error recorded") for bag in metadata.bags])
     error = ExtractionError(
-        f"None of the {len(metadata.bags)} bags of {coord} could be read, so the previous output is kept: "
-        f"{first.name} ({(first.error or 'no error recorded').rstrip('.')})" + (f" and {more} more." if more else ".")
-    )
-    error.details = "\n".join(f"{bag.name}: {bag.error or 'no error recorded'}" for bag in metadata.bags)
+        f"None of the {len(metadata.bags)} bags of {coord} could be read, so the previous output is kept: {first}.")
+    error.details = details
     return error
 
 

@@ -29,7 +29,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from runtool.config import RuntoolConfig
-from runtool.errors import ReadOnlyError, RuntoolError
+from runtool.errors import ReadOnlyError, RuntoolError, first_and_more
 from runtool.formatting import format_bytes, format_count_of
 from runtool.models import LEVELS, Filters, NextAction, RunCoordinate, RunState, SyncStatus
 
@@ -301,9 +301,11 @@ class RunPipeline:
                     "bring it up to date again to resume.", coord, "download")
             if not result.ok:
                 failed = [o for o in result.outcomes if o.status in ("failed", "cancelled")]
-                details = "; ".join(f"{o.file.name}: {o.error or o.status}" for o in failed)
-                raise PipelineError(f"The download of {coord} failed for {len(failed)} of {len(plan.files)} "
-                                    f"bags: {details}", coord, "download")
+                first, details = first_and_more([(o.file.name, o.error or o.status) for o in failed])
+                error = PipelineError(f"The download of {coord} failed for {len(failed)} of {len(plan.files)} "
+                                      f"bags: {first}.", coord, "download")
+                error.details = details
+                raise error
             steps.append("download")
         if state.next_action in (NextAction.DOWNLOAD, NextAction.EXTRACT):
             check_cancel("extract", "the downloaded bags are kept" if steps else "nothing was changed")

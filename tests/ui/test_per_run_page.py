@@ -352,7 +352,9 @@ def test_a_failing_step_of_bring_up_to_date_shows_its_reason(demo_fleet: SeededF
     assert error.level == "error"
     assert error.text.startswith(f"The download of {page.coordinate} failed for 3 of 3 bags: ")
     assert "Not a directory" in error.text or "not-a-folder" in error.text
-    assert error.details is None  # an expected error is its sentence alone: no traceback, no server paths in it
+    # One bag and its reason in the sentence, every bag in the details (no traceback).
+    assert error.text.endswith(" and 2 more.")
+    assert error.details is not None and len(error.details.splitlines()) == 3 and "Traceback" not in error.details
     assert not page.busy and page.kpis == {} and "not extracted" in cards(page)["extraction"]
     assert page.next_action_text == "Preview download of 3 bags" and not update_button(page).disabled
 
