@@ -5,8 +5,8 @@
 sortable, filterable grid whose selected rows map back to run coordinates whatever the grid's own
 sorting and filtering did to the row order. A click on a column header sorts by that column (the grid
 itself would select every row, so the next operation would cover them all); a click on a start time opens
-that run (the time is drawn as a link); a click anywhere else in a row selects it. The columns fit a 1400 px wide
-window; a text longer than its column ends in "…".
+that run (the time is drawn as a link); a click anywhere else in a row selects it. The columns fit a 1280 px wide
+window (a laptop's); a text longer than its column ends in "…".
 """
 
 from __future__ import annotations
@@ -210,9 +210,9 @@ class InventoryGrid:
     """Column widths before the rows are known; the text columns then fit their longest text (see :meth:`widths`)."""
     FITTED: ClassVar[dict[str, tuple[int, int]]] = {"Laser box": (120, 330), "Issues": (160, 720)}
     """Text columns sized to their longest text, within these bounds (px)."""
-    FIT_PX = 1340
-    """The grid's inner width in a 1400 px wide window, which the columns share: wider, the last column was cut at the
-    grid's edge in the middle of a word, with no "…" to say so."""
+    FIT_PX = 1220
+    """The grid's inner width in a 1280 px wide window, which the columns share: wider, the last column was cut at the
+    grid's edge in the middle of a word, with no "…" to say so (and a 1280 × 800 laptop scrolled the grid sideways)."""
     HEADER_CLICK_S = 2.0
     """How long after a header click a selection of every row is taken as the grid's reaction to that click."""
 
@@ -264,7 +264,8 @@ class InventoryGrid:
     @classmethod
     def widths(cls, rows: pd.DataFrame) -> dict[str, int]:
         """Column widths for ``rows``: the text columns as wide as their longest text (or header), within bounds, and
-        the Issues column no wider than what the others leave of :attr:`FIT_PX` (a longer issue ends in "…").
+        together no wider than what the others leave of :attr:`FIT_PX`: the Issues column gives room first, down to
+        its least width, then the laser box (a longer text ends in "…").
 
         A fixed width left room for a laser box name only as long as ``field · laser box``.
         """
@@ -273,8 +274,9 @@ class InventoryGrid:
             if column in rows and len(rows):
                 longest = max(len(column), int(rows[column].astype(str).str.len().max()))
                 widths[column] = int(min(high, max(low, longest * CHAR_PX + 24)))
-        left = cls.FIT_PX - sum(width for column, width in widths.items() if column != "Issues")
-        widths["Issues"] = max(cls.FITTED["Issues"][0], min(widths["Issues"], left))
+        room = cls.FIT_PX - sum(width for column, width in widths.items() if column not in cls.FITTED)
+        widths["Laser box"] = min(widths["Laser box"], room - cls.FITTED["Issues"][0])
+        widths["Issues"] = min(widths["Issues"], room - widths["Laser box"])
         return widths
 
     def show(self, rows: pd.DataFrame) -> None:

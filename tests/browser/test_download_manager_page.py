@@ -186,15 +186,18 @@ def test_a_header_click_sorts_without_selecting_and_the_csv_is_the_table_shown(
     page: Any, server: VoilaServer, services: ServiceContainer
 ) -> None:
     overview = services.data_state.state_overview(Filters())
+    page.set_viewport_size({"width": 1280, "height": 800})  # a laptop's window
     page.goto(server.url(PAGE))
     expect(page.locator(".rt-inventory-grid canvas").first).to_be_visible(timeout=WAIT_S * 1000)
     line = page.locator(".rt-selection-line")
     expect(line).to_contain_text(f"{format_count(len(overview))} runs shown; none selected")
-    # Every column fits the window: none is cut at the grid's edge (the last was, mid-word, without a "…"), and the
-    # cards above keep one row.
+    # Every column fits the window, a 1280 px wide one too: none is cut at the grid's edge (the last was, mid-word,
+    # without a "…"; below 1400 px the grid scrolled sideways), and the cards above keep one row.
     expect(page.locator(".rt-inventory-grid .lm-DataGrid-scrollBar[data-orientation=horizontal]")).to_be_hidden()
     tops = {round(card.bounding_box()["y"]) for card in page.locator(".rt-kpi").all()}
     assert len(tops) == 1, tops
+    screenshot(page, "download-manager-all-1280")
+    page.set_viewport_size({"width": 1400, "height": 1000})
     box = page.locator(".rt-inventory-grid").bounding_box()
     assert box is not None
     start_x = box["x"] + start_column_x(overview)

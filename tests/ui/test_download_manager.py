@@ -424,6 +424,11 @@ def test_text_columns_fit_their_longest_text_and_the_grid_fits_the_window(servic
     grid.show(rows)
     widths = grid.grid.column_widths
     assert sum(widths.values()) == grid.FIT_PX and widths["Laser box"] >= len("field_115 · LB_0001") * 7
+    # A laser box name too long for what the Issues column leaves ends in "…" too: the columns still fit.
+    rows["Laser box"] = "client_001 · region_north · field_115 · TW_001 · LB_0001"
+    grid.show(rows)
+    widths = grid.grid.column_widths
+    assert sum(widths.values()) == grid.FIT_PX and widths["Issues"] == grid.FITTED["Issues"][0]
     # A short table is as tall as its rows, header and scroll bar: no row hides under the scroll bar.
     grid.show(rows.iloc[:2])
     assert grid.grid.layout.height == f"{grid.CHROME_PX + 2 * grid.ROW_PX}px"
