@@ -103,7 +103,9 @@ class KpiTrendChart:
         self.value_axis = _value_axis(self.y, "")
         # Clear of tick labels with a decimal ("26.0"): at d3's offset the axis title touched them.
         self.value_axis.label_offset = "52px"
-        self.figure = _figure("", [self.linked_ring, *self.series_marks, self.regressed],
+        # The last series mark holds the grey "others" when there are any: drawn first, under the laser boxes of a
+        # colour of their own (drawn over them, at "All" its thousands of points hid the coloured ones).
+        self.figure = _figure("", [self.linked_ring, self.series_marks[-1], *self.series_marks[:-1], self.regressed],
                               [self.time_axis, self.value_axis], height=self.HEIGHT)
         # The right margin leaves room for half of the last date label, which d3 centres on its tick.
         self.figure.fig_margin = {"top": 36, "bottom": 50, "left": 70, "right": 60}
@@ -143,8 +145,8 @@ class KpiTrendChart:
 
     def show(self, title: str, axis_label: str, series: Sequence[KpiSeries], regressed: KpiSeries,
              whole_numbers: bool = False, linked: KpiSeries | None = None) -> None:
-        """Draw ``series`` (at most ``series_limit + 1``), the regression rings of ``regressed`` and a blue ring
-        around ``linked`` (the run a link names).
+        """Draw ``series`` (at most ``series_limit + 1``; the last of ``series_limit + 1`` under the others), the
+        regression rings of ``regressed`` and a blue ring around ``linked`` (the run a link names).
 
         ``whole_numbers``: the KPI is a count, so the value axis has whole-number ticks only (d3 would put a
         count of 0 or 1 failed bags on ticks 0, 0.1, … 0.9).

@@ -257,6 +257,9 @@ def test_more_than_eight_laser_boxes_draw_eight_series_and_others(services: Serv
     others = shown[-1]
     assert others.label == "others: 3 laser boxes" and others.colour == OTHERS_COLOUR and len(others.keys) == 3
     assert len({series.colour for series in shown}) == 9  # no colour twice
+    # The grey others are drawn first, under the laser boxes of their own colour (over them, they hid them at "All").
+    drawn_marks = [mark for mark in page.chart.figure.marks if mark in page.chart.series_marks]
+    assert list(drawn_marks[0].colors) == [OTHERS_COLOUR] and list(drawn_marks[0].labels) == [others.label]
     drawn = [key for series in shown for key in series.keys]
     assert sorted(drawn) == sorted(c.to_path_str() for c in {*runs, second})
     for key in others.keys:  # the others' full names are in their legend entry's hover text
