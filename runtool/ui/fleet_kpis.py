@@ -83,7 +83,9 @@ class KpiChoice:
 
     @property
     def axis_label(self) -> str:
-        return {"fps": "FPS", "share": "% of time", "count": "count", "ms": "ms", "ratio": ""}[self.unit]
+        """The value axis's title: the unit, or what a count or a ratio counts ("failed bags", "tracks per minute"; the
+        axis of a ratio had no title at all, one of a count only "count")."""
+        return {"fps": "FPS", "share": "% of time", "ms": "ms"}.get(self.unit, self.label.lower())
 
 
 KPI_CHOICES: tuple[KpiChoice, ...] = (

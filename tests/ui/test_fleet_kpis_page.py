@@ -105,9 +105,15 @@ def test_the_chart_draws_the_tables_rows_for_the_picked_kpi(services: ServiceCon
             if not pd.isna(value)
         }
         assert drawn.keys() == expected.keys(), choice.name
+        assert page.chart.value_axis.label, choice.name  # every axis says what its numbers are
         for key, (time, value) in expected.items():
             assert drawn[key][0] == time and np.isclose(drawn[key][1], value), (choice.name, key)
     assert page.chart is not None
+    # A ratio's or a count's axis says what is counted (a ratio's had no title, a count's only "count").
+    for name, label in (("mean_detections_per_frame", "detections per frame"), ("failed_bags", "failed bags"),
+                        ("detection_latency_p95_ms", "ms")):
+        page.pick_kpi(name)
+        assert page.chart.value_axis.label == label, name
     assert [series.label for series in page.chart.shown] == [analysed[0].lbid]
     assert "4 runs" in page.chart.legend.value
     assert page.kpis["Analysed runs"] == "4"
