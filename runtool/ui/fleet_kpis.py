@@ -76,10 +76,12 @@ class KpiChoice:
         return f"{number:,.2f}"
 
     def format_delta(self, delta: float) -> str:
+        """The difference of two values; of two shares in percentage points ("+3.7 pp": "+3.7 %" read as a relative
+        change, for 0.1 % against 3.8 %)."""
         if math.isnan(delta):
             return "–"
         sign = "+" if delta > 0 else "−" if delta < 0 else "±"
-        return sign + self.format(abs(delta))
+        return sign + (f"{100 * abs(delta):.1f} pp" if self.unit == "share" else self.format(abs(delta)))
 
     @property
     def axis_label(self) -> str:

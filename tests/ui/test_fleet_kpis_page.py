@@ -221,6 +221,15 @@ def test_compare_two_runs_and_export_csv(services: ServiceContainer, analysed: l
     assert len(frame) == 4 and "detection_latency_p95_ms" in frame.columns
 
 
+def test_a_difference_of_shares_is_in_percentage_points() -> None:
+    share = next(choice for choice in KPI_CHOICES if choice.unit == "share")
+    assert (share.format(0.001), share.format(0.038)) == ("0.1 %", "3.8 %")
+    assert (share.format_delta(0.037), share.format_delta(-0.037), share.format_delta(0.0)) == (
+        "+3.7 pp", "−3.7 pp", "±0.0 pp")
+    latency = next(choice for choice in KPI_CHOICES if choice.unit == "ms")
+    assert latency.format_delta(7.1) == "+7.1 ms"
+
+
 # -- fleet scale -------------------------------------------------------------------------------------------
 
 
