@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from runtool.models import CoordinateError, Filters, RunCoordinate
+from runtool.ui.formatting import format_typed
 
 __all__ = [
     "COVERAGE",
@@ -57,10 +58,17 @@ class QuerySelection:
 def query_parameters(query: str | None = None) -> dict[str, str]:
     """Every parameter of a URL query (default: ``$QUERY_STRING``, which Voila sets for the page's kernel).
 
-    A parameter given twice keeps its first value.
+    A parameter given twice keeps its first value; a percent-escape that is not UTF-8 text (``%ff``) reads as
+    U+FFFD (the selection's levels are read apart, and such a level is refused: :func:`read_selection`).
     """
+    return _parameters(query, "replace")
+
+
+def _parameters(query: str | None, errors: str) -> dict[str, str]:
+    """The parameters of ``query`` (default ``$QUERY_STRING``), percent-escapes decoded as UTF-8 with ``errors``."""
     text = os.environ.get("QUERY_STRING", "") if query is None else query
-    return {name: values[0] for name, values in parse_qs(text.lstrip("?"), keep_blank_values=True).items()}
+    parsed = parse_qs(text.lstrip("?"), keep_blank_values=True, errors=errors)
+    return {name: values[0] for name, values in parsed.items()}
 
 
 def read_selection(query: str | None = None) -> QuerySelection:
@@ -73,21 +81,39 @@ def read_selection(query: str | None = None) -> QuerySelection:
     values = _set_values(query)
     kept: dict[str, str] = {}
     for name, value in values.items():
-        try:
-            Filters(**kept, **{name: value})
-        except CoordinateError as exc:
-            shown = Filters(**kept)
-            instead = f"{shown.describe()} is shown instead" if kept else "all data is shown instead"
-            return QuerySelection(
-                shown, f"The {_PART_NAMES[name]} in the link could not be used ({exc}), so {instead}."
-            )
+        problem = _refusal(name, value, kept)
+        if problem is not None:
+            return _fallen_back(kept, f"The {_PART_NAMES[name]} in the link could not be used ({problem})")
         kept[name] = value
     return QuerySelection(Filters(**kept))
 
 
+def _refusal(name: str, value: str, kept: Mapping[str, str]) -> str | None:
+    """Why a link's ``value`` cannot be its part ``name`` under the parts ``kept``, else None."""
+    raw = value.encode("utf-8", "surrogateescape")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # Decoded as U+FFFD, a run search or the empty state would repeat a "�" nobody typed.
+        return f"{name} '{format_typed(quote(raw, safe=''))}' has a percent-escape that is not UTF-8 text"
+    try:
+        Filters(**kept, **{name: value})
+    except CoordinateError as exc:
+        return str(exc)
+    return None
+
+
+def _fallen_back(kept: Mapping[str, str], why: str) -> QuerySelection:
+    """The selection of the parts ``kept``, and the sentence saying ``why`` and what is shown instead."""
+    shown = Filters(**kept)
+    instead = f"{shown.describe()} is shown instead" if kept else "all data is shown instead"
+    return QuerySelection(shown, f"{why}, so {instead}.")
+
+
 def _set_values(query: str | None) -> dict[str, str]:
-    """The coordinate parts a query sets, top down (blank and "All" mean unset), not yet checked."""
-    parameters = query_parameters(query)
+    """The coordinate parts a query sets, top down (blank and "All" mean unset), not yet checked; a percent-escape
+    that is not UTF-8 text stays as its bytes (surrogates), for :func:`_refusal` to refuse."""
+    parameters = _parameters(query, "surrogateescape")
     return {
         name: parameters[name] for name in RunCoordinate.PARTS if parameters.get(name) not in (None, "", "All")
     }

@@ -366,6 +366,17 @@ def test_a_selection_without_runs_says_why_and_what_to_do(services: ServiceConta
     assert page.kpis == {}
 
 
+def errors(page: CoveragePage) -> list[str]:
+    return [m.text for m in page.messages.messages if m.level == "error"]
+
+
+def test_a_link_level_with_a_percent_escape_that_is_not_text_is_refused(services: ServiceContainer) -> None:
+    page = CoveragePage(services, query="lbid=%ff")
+    assert errors(page) == ["The laser box in the link could not be used (lbid '%FF' has a percent-escape that is not "
+                            "UTF-8 text), so all data is shown instead."]
+    assert page.filters == Filters() and page.view == "aggregated"
+
+
 def test_an_invalid_link_shows_an_error_and_all_data(services: ServiceContainer) -> None:
     page = CoveragePage(services, query="cid=a%2Fb")
     assert page.filters == Filters()

@@ -67,6 +67,24 @@ def test_a_malformed_run_time_keeps_the_laser_box_and_says_what_was_wrong(timest
     assert selection.error.endswith("so c1 → r1 → f1 → t1 → lb01 is shown instead.")
 
 
+@pytest.mark.parametrize(("query", "shown", "said"), [
+    ("lbid=%ff", Filters(), "The laser box in the link could not be used (lbid '%FF' has a percent-escape that is not "
+                            "UTF-8 text), so all data is shown instead."),
+    ("cid=c1&regionid=r%C3%28x&fieldid=f1", Filters(cid="c1"),
+     "The region in the link could not be used (regionid 'r%C3%28x' has a percent-escape that is not UTF-8 text), "
+     "so c1 → All is shown instead."),
+])
+def test_a_percent_escape_that_is_not_text_is_refused_and_named(query: str, shown: Filters, said: str) -> None:
+    """``%ff`` was read as U+FFFD: the page selected a laser box "�" nobody typed."""
+    selection = read_selection(query)
+    assert selection.filters == shown
+    assert selection.error == said
+
+
+def test_a_percent_escaped_letter_is_read() -> None:
+    assert read_selection("cid=caf%C3%A9").filters == Filters(cid="café")
+
+
 def test_the_default_query_is_voilas_query_string(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUERY_STRING", "cid=c9")
     assert read_selection().filters == Filters(cid="c9")
