@@ -195,8 +195,9 @@ class FilterBar:
     """Five cascading dropdowns, Client to Laser box, with "All" at every level, and a run search box.
 
     Changing a level resets every level below it (and the run timestamp); a level with nothing under
-    the levels above is disabled and says "no data". A value that is selected but unknown (from an
-    old link, say) stays selected and is marked, so the page can say why it shows nothing.
+    the levels above is disabled and says "no data". A value that is selected but unknown (gone since a
+    refresh, say; a link's is dropped by the page) stays selected and is marked, so the page can say why it shows
+    nothing.
 
     Given ``search`` (text → :class:`~runtool.services.run_search.RunSearchResult`), a search box finds runs
     from a typed or pasted part of their coordinate and lists the matches as buttons. Picking a run selects

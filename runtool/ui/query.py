@@ -7,11 +7,11 @@ selection; the links are relative so they work under any server prefix (``/voila
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, urlencode
 
-from runtool.models import CoordinateError, Filters, RunCoordinate
+from runtool.models import LEVELS, CoordinateError, Filters, RunCoordinate
 from runtool.ui.formatting import format_typed
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "PER_RUN",
     "PageLink",
     "QuerySelection",
+    "known_selection",
     "page_url",
     "query_parameters",
     "read_selection",
@@ -108,6 +109,24 @@ def _fallen_back(kept: Mapping[str, str], why: str) -> QuerySelection:
     shown = Filters(**kept)
     instead = f"{shown.describe()} is shown instead" if kept else "all data is shown instead"
     return QuerySelection(shown, f"{why}, so {instead}.")
+
+
+def known_selection(filters: Filters, options: Mapping[str, Sequence[str]]) -> QuerySelection:
+    """A link's ``filters`` with only the level values the inventory holds: ``options`` are the inventory's
+    (:meth:`~runtool.services.DataStateService.filter_options` of ``filters``). The first level whose value matches
+    nothing falls back to All with the levels below it (they only mean something under it), the run time too, and
+    ``error`` names it and says what is shown instead."""
+    kept: dict[str, str] = {}
+    for level in LEVELS:
+        value = getattr(filters, level)
+        if value is None:
+            continue
+        if value not in options.get(level, ()):
+            under = f" under {' → '.join(kept.values())}" if kept else ""
+            return _fallen_back(kept, f"The {_PART_NAMES[level]} '{format_typed(value)}' in the link matches nothing "
+                                      f"in the inventory{under}")
+        kept[level] = value
+    return QuerySelection(filters)
 
 
 def _set_values(query: str | None) -> dict[str, str]:

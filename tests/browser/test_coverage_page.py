@@ -357,30 +357,33 @@ def test_a_link_reproduces_the_view_and_its_run_link_opens_the_per_run_page(
 
 
 @pytest.mark.parametrize(
-    ("query", "where", "says", "name"),
+    ("query", "says", "shown", "name"),
     [
         # A level value that could walk the bucket layout: refused, and the page falls back to All.
-        ("cid=../x", ".rt-message-error .widget-html-content", "could not be used", "coverage-link-invalid"),
-        # A well-formed client nobody recorded for: the empty state says why and what to do.
-        ("cid=nobody", ".rt-view-empty", "No runs under nobody", "coverage-link-unknown-client"),
+        ("cid=../x", "The client in the link could not be used (cid '../x' contains a path separator), so all data "
+                     "is shown instead.", Filters(), "coverage-link-invalid"),
+        # A percent-escape that is not UTF-8 text: refused, not read as "�".
+        ("lbid=%ff", "The laser box in the link could not be used (lbid '%FF' has a percent-escape that is not UTF-8 "
+                     "text), so all data is shown instead.", Filters(), "coverage-link-undecodable"),
+        # A well-formed region nobody recorded in: named, and its client shown.
+        ("cid=client_001&regionid=nope", "The region 'nope' in the link matches nothing in the inventory under "
+                                         "client_001, so client_001 → All is shown instead.", Filters(cid="client_001"),
+         "coverage-link-unknown-region"),
     ],
 )
-def test_a_bad_link_says_why_in_a_sentence(
-    page: Any, voila: VoilaServer, query: str, where: str, says: str, name: str
+def test_a_bad_link_says_why_in_the_top_banner(
+    page: Any, voila: VoilaServer, query: str, says: str, shown: Filters, name: str
 ) -> None:
+    page.set_viewport_size({"width": 1440, "height": 900})
     open_coverage(page, voila, query)
-    sentence = page.locator(where).filter(has_text=says)
-    expect(sentence).to_have_count(1, timeout=WAIT_S * 1000)
-    expect(sentence).to_be_visible()
-    text = sentence.inner_text().strip()
-    assert text.endswith("."), f"not a sentence: {text!r}"
-    if query == "cid=../x":
-        expect(page.locator(".rt-view-aggregated")).to_be_visible()
-        expect(select(page, "cid")).to_have_value("All")
-    else:
-        expect(sentence).to_contain_text("Pick another client")
-        expect(page.locator(".rt-kpi")).to_have_count(0)
-        expect(select(page, "cid").locator("option:checked")).to_have_text("nobody (no data)")
+    banner = page.locator(".rt-message-error .widget-html-content")
+    expect(banner).to_have_text(f"Error: {says}", timeout=WAIT_S * 1000)
+    box = banner.bounding_box()
+    assert box is not None and box["y"] + box["height"] <= 900, f"below the first screen: {box}"
+    expect(page.locator(".rt-view-aggregated")).to_be_visible(timeout=WAIT_S * 1000)
+    for level in LEVELS:
+        expect(select(page, level)).to_have_value(getattr(shown, level) or "All")
+    assert "\ufffd" not in page.locator(".rt-page").inner_text()
     assert_no_traceback(page)
     screenshot(page, name)
 

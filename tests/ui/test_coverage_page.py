@@ -360,7 +360,8 @@ def test_chart_names_use_the_same_levels_for_every_laser_box(keys: list[str], na
 
 
 def test_a_selection_without_runs_says_why_and_what_to_do(services: ServiceContainer) -> None:
-    page = CoveragePage(services, query="cid=nope")
+    page = CoveragePage(services, query="")
+    page.set_filters(Filters(cid="nope"))  # a client gone since the last refresh, say
     assert page.view == "empty"
     assert page.empty_text.startswith("No runs under nope → All. Pick another client, or set it to All.")
     assert page.kpis == {}
@@ -368,6 +369,23 @@ def test_a_selection_without_runs_says_why_and_what_to_do(services: ServiceConta
 
 def errors(page: CoveragePage) -> list[str]:
     return [m.text for m in page.messages.messages if m.level == "error"]
+
+
+def test_a_link_level_the_inventory_lacks_is_named_at_the_top_and_its_levels_above_are_shown(
+    services: ServiceContainer,
+) -> None:
+    """``?cid=c1&regionid=nope`` showed an empty page; the banner did not name the region that matched nothing."""
+    page = CoveragePage(services, query="cid=c1&regionid=nope&fieldid=f1")
+    assert errors(page) == [
+        "The region 'nope' in the link matches nothing in the inventory under c1, so c1 → All is shown instead."]
+    assert page.filters == Filters(cid="c1") and page.view == "aggregated"
+    # A preheated page given the link after it was built says the same.
+    ready = CoveragePage(services, query="")
+    ready.follow_link(Filters(cid="c1", regionid="r1", fieldid="f1", twid="t1", lbid="lb99",
+                              timestamp="2025_08_01T08:00:00Z"))
+    assert errors(ready) == ["The laser box 'lb99' in the link matches nothing in the inventory under c1 → r1 → f1 → "
+                             "t1, so c1 → r1 → f1 → t1 → All is shown instead."]
+    assert ready.filters == Filters(cid="c1", regionid="r1", fieldid="f1", twid="t1")
 
 
 def test_a_link_level_with_a_percent_escape_that_is_not_text_is_refused(services: ServiceContainer) -> None:

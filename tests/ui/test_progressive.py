@@ -127,8 +127,8 @@ def test_the_browser_word_while_loading_draws_at_once() -> None:
 
 
 @pytest.mark.parametrize(("query", "refresh", "reused"),
-                         [("", False, True), ("cid=nowhere", False, True),
-                          ("cid=nowhere&expected_samples=3", False, False), ("", True, False)])
+                         [("", False, True), ("cid=c1", False, True),
+                          ("cid=c1&expected_samples=3", False, False), ("", True, False)])
 def test_a_preheated_kernel_builds_the_plain_page_before_the_request(
     services: ServiceContainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, query: str, refresh: bool,
     reused: bool,
@@ -156,7 +156,7 @@ def test_a_preheated_kernel_builds_the_plain_page_before_the_request(
     monkeypatch.setattr(serving, "wait_for_viewer", viewer_asks)
     page = serving.open_page(Counted)
     assert (page is built[0]) is reused and len(built) == (1 if reused else 2)
-    assert page.filters.cid == ("nowhere" if query else None)
+    assert page.filters.cid == ("c1" if query else None)
     assert page.drawn_signal is not None and page.drawn_signal._timer is not None  # armed once sent
     page.drawn_signal.fire()
 

@@ -10,6 +10,8 @@ from runtool.models import Filters, RunCoordinate
 from runtool.ui.query import (
     COVERAGE,
     PER_RUN,
+    QuerySelection,
+    known_selection,
     page_url,
     query_parameters,
     read_selection,
@@ -83,6 +85,31 @@ def test_a_percent_escape_that_is_not_text_is_refused_and_named(query: str, show
 
 def test_a_percent_escaped_letter_is_read() -> None:
     assert read_selection("cid=caf%C3%A9").filters == Filters(cid="café")
+
+
+OPTIONS = {"cid": ["c1", "c2"], "regionid": ["r1"], "fieldid": ["f1"], "twid": ["t1"], "lbid": ["lb01"]}
+"""The inventory's options under c1 → r1 → f1 → t1."""
+
+
+def test_level_values_the_inventory_holds_are_kept() -> None:
+    filters = Filters(cid="c1", regionid="r1", lbid="lb01", timestamp="2025_08_25T08:59:38Z")
+    assert known_selection(filters, OPTIONS) == QuerySelection(filters)
+
+
+@pytest.mark.parametrize(("filters", "shown", "said"), [
+    (Filters(cid="nobody"), Filters(),
+     "The client 'nobody' in the link matches nothing in the inventory, so all data is shown instead."),
+    (Filters(cid="c1", regionid="nope", fieldid="f1", lbid="lb01", timestamp="2025_08_25T08:59:38Z"), Filters(cid="c1"),
+     "The region 'nope' in the link matches nothing in the inventory under c1, so c1 → All is shown instead."),
+    (Filters(cid="c1", regionid="r1", fieldid="f1", twid="t1", lbid="LB_9"), Filters(cid="c1", regionid="r1",
+                                                                                      fieldid="f1", twid="t1"),
+     "The laser box 'LB_9' in the link matches nothing in the inventory under c1 → r1 → f1 → t1, so "
+     "c1 → r1 → f1 → t1 → All is shown instead."),
+])
+def test_a_level_value_the_inventory_lacks_falls_back_and_is_named(filters: Filters, shown: Filters, said: str) -> None:
+    selection = known_selection(filters, OPTIONS)
+    assert selection.filters == shown
+    assert selection.error == said
 
 
 def test_the_default_query_is_voilas_query_string(monkeypatch: pytest.MonkeyPatch) -> None:
