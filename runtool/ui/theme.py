@@ -155,7 +155,7 @@ table.rt-table td.rt-num, table.rt-table th.rt-num { text-align: right; font-var
             white-space: nowrap; }
 .rt-swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 4px; }
 .rt-more { color: #777; font-size: 12px; }
-.rt-message { align-items: center; border-left: 4px solid #999; padding: 2px 6px; margin: 2px 0; }
+.rt-message { align-items: stretch; border-left: 4px solid #999; padding: 2px 6px; margin: 2px 0; }
 .rt-message-info { border-left-color: #1565c0; background: #e3f2fd; }
 .rt-message-warning { border-left-color: #f9a825; background: #fff8e1; }
 .rt-message-error { border-left-color: #d32f2f; background: #ffebee; }

@@ -388,6 +388,23 @@ def test_a_bad_link_says_why_in_the_top_banner(
     screenshot(page, name)
 
 
+def test_every_banner_reads_from_the_left(page: Any, voila: VoilaServer) -> None:
+    """A short banner was centred on the page, a long one started at its left edge."""
+    page.set_viewport_size({"width": 1440, "height": 900})
+    open_coverage(page, voila, "cid=../x&expected_samples=0")
+    expect(page.locator(".rt-messages .rt-message")).to_have_count(2, timeout=WAIT_S * 1000)
+    # Where each banner's text and its dismiss button sit, from the banner's left and right edges.
+    insets = page.eval_on_selector_all(".rt-messages .rt-message", """banners => banners.map(banner => {
+        const edge = banner.getBoundingClientRect();
+        const text = banner.querySelector('.widget-html-content b').getBoundingClientRect();
+        const dismiss = banner.querySelector('.rt-message-dismiss').getBoundingClientRect();
+        return [Math.round(text.left - edge.left), Math.round(edge.right - dismiss.right)];
+    })""")
+    assert all(left <= 16 and right <= 16 for left, right in insets), insets
+    assert len(set(map(tuple, insets))) == 1, insets
+    screenshot(page, "coverage-banners")
+
+
 @pytest.fixture
 def read_only_voila(served_config: Path) -> Iterator[VoilaServer]:
     server = VoilaServer(served_config, read_only=True)
