@@ -42,6 +42,7 @@ __all__ = [
     "PageHeader",
     "close_tree",
     "section_title",
+    "settings_row",
 ]
 
 LEVEL_LABELS: dict[str, str] = {
@@ -71,6 +72,14 @@ def section_title(title: str = "") -> widgets.HTML:
     """A section's title, as every page heads its parts; ``title`` is text (a title set later through ``.value``
     is markup, escaped by whoever sets it)."""
     return widgets.HTML(html.escape(title)).add_class("rt-section-title")
+
+
+def settings_row(fields: Sequence[widgets.Widget], note: widgets.HTML) -> widgets.VBox:
+    """A page's settings: ``fields`` on one row (wrapping on a narrow page), and under them ``note``, what the page
+    says about what was typed, on the page's whole width (beside the fields, it got what the row left over and was
+    squeezed into a narrow column)."""
+    row = widgets.HBox(list(fields), layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+    return widgets.VBox([row, note]).add_class("rt-settings")
 
 
 # -- header ------------------------------------------------------------------------------------

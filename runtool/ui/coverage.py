@@ -31,7 +31,7 @@ from runtool.models import (
 )
 from runtool.services import DataStateService, ServiceContainer
 from runtool.ui.charts import CoverageTimeline, DailyCoverageChart, LaserBoxBars
-from runtool.ui.components import Kpi, KpiCards, section_title
+from runtool.ui.components import Kpi, KpiCards, section_title, settings_row
 from runtool.ui.coverage_calendar import FleetCalendar, laser_box_filters
 from runtool.ui.formatting import (
     format_bytes,
@@ -314,12 +314,8 @@ class CoveragePage(Page):
         self.anomalies = widgets.Accordion(children=[self.anomaly_table], titles=("Anomalies",))
         self.anomalies.selected_index = None
         self.anomalies.add_class("rt-anomalies")
-        settings_row = widgets.HBox(
-            [self.expected_samples, self.under_labelled_pct, self.settings_note],
-            layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
-        ).add_class("rt-settings")
-        self.frame([self.linked_note.widget, settings_row, self.caption, self.kpi_cards.widget, self.body,
-                    self.anomalies])
+        settings = settings_row([self.expected_samples, self.under_labelled_pct], self.settings_note)
+        self.frame([self.linked_note.widget, settings, self.caption, self.kpi_cards.widget, self.body, self.anomalies])
         self.start()
 
     def _apply_link_settings(self) -> None:

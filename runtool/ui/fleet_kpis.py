@@ -26,7 +26,7 @@ from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.services.kpis import REGRESSION_KPIS, KpiError, KpiTable
 from runtool.services.pipeline import PipelineOutcome, PipelinePlan, PipelineResult
-from runtool.ui.components import JobProgress, Kpi, KpiCards, MessageArea, section_title
+from runtool.ui.components import JobProgress, Kpi, KpiCards, MessageArea, section_title, settings_row
 from runtool.ui.date_fields import DateFieldError, date_field_message, iso_date_field, parse_iso_date
 from runtool.ui.fleet_charts import (
     DISTRIBUTION_COLOURS,
@@ -264,10 +264,9 @@ class FleetKpiPage(Page):
         self.runs_pager = widgets.HBox(layout=widgets.Layout(align_items="center")).add_class("rt-runs-pager")
         self.content: widgets.VBox | None = None
         self.body = widgets.VBox([self.empty_state])
-        controls = widgets.HBox([self.kpi_picker, self.since, self.until, self.date_message],
-                                layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
-        self.frame([self.linked_note.widget, controls.add_class("rt-settings"), self.caption, self.kpi_cards.widget,
-                    self.analysis_box, self.body])
+        controls = settings_row([self.kpi_picker, self.since, self.until], self.date_message)
+        self.frame([self.linked_note.widget, controls, self.caption, self.kpi_cards.widget, self.analysis_box,
+                    self.body])
         self.start()
 
     # -- link settings ---------------------------------------------------------------------------

@@ -405,6 +405,27 @@ def test_every_banner_reads_from_the_left(page: Any, voila: VoilaServer) -> None
     screenshot(page, "coverage-banners")
 
 
+def test_the_settings_note_reads_under_the_fields(page: Any, voila: VoilaServer, box: Box) -> None:
+    """The note on a refused value sat right of the threshold field, in what the row left it."""
+    open_coverage(page, voila, box.query)
+    page.wait_for_selector(".rt-view-single", state="visible")
+    field = page.locator(".rt-under-labelled-pct input")
+    field.fill("eighty-five percent")
+    field.press("Enter")
+    note = page.locator(".rt-settings-note .widget-html-content")
+    expect(note).to_contain_text("is not a number", timeout=WAIT_S * 1000)
+    for width in (1440, 1000, 760):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(200)
+        fields = [page.locator(f".{css}").bounding_box() for css in ("rt-expected-samples", "rt-under-labelled-pct")]
+        text = note.bounding_box()
+        assert text is not None and all(fields), fields
+        assert text["y"] >= max(f["y"] + f["height"] for f in fields) - 0.5, (width, text, fields)
+        assert abs(text["x"] - fields[0]["x"]) <= 4, (width, text, fields)
+        assert text["height"] <= 30, f"the note wraps at {width} px: {text}"  # one line (28 px)
+        screenshot(page, f"coverage-settings-note-{width}")
+
+
 @pytest.fixture
 def read_only_voila(served_config: Path) -> Iterator[VoilaServer]:
     server = VoilaServer(served_config, read_only=True)
