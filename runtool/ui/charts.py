@@ -41,8 +41,12 @@ from runtool.ui.ticks import set_ticks
 
 __all__ = ["CoverageTimeline", "DailyCoverageChart", "LaserBoxBars", "point_index"]
 
-_MARGIN = {"top": 36, "bottom": 36, "left": 64, "right": 40}
-PANEL_HEIGHT_PX = 210
+AXIS_TITLE_OFFSET = {"bottom": "40px", "left": "52px"}
+"""How far a bottom axis's title sits below its axis line, and a left axis's left of it: 6 px or more clear of the tick
+labels (dates; numbers up to six characters, "99,999"). At bqplot's offsets (2em, 4ex) the titles touched or crossed
+them ("run start (UTC)" over the dates, "samples" on "1,500"). The margins leave room for them."""
+_MARGIN = {"top": 36, "bottom": 48, "left": 70, "right": 40}
+PANEL_HEIGHT_PX = 222
 _PANEL_HEIGHT = f"{PANEL_HEIGHT_PX}px"
 PLOT_HEIGHT_PX = PANEL_HEIGHT_PX - _MARGIN["top"] - _MARGIN["bottom"]
 """The plot area's height in a timeline or daily panel."""
@@ -73,11 +77,12 @@ def _set_threshold(scale: bq.ColorScale, threshold_pct: float) -> None:
 
 
 def _time_axis(scale: bq.DateScale, label: str, tick_format: str | None = None) -> bq.Axis:
-    return bq.Axis(scale=scale, label=label, grid_lines="none", num_ticks=10, tick_format=tick_format)
+    return bq.Axis(scale=scale, label=label, grid_lines="none", num_ticks=10, tick_format=tick_format,
+                   label_offset=AXIS_TITLE_OFFSET["bottom"])
 
 
-def _value_axis(scale: bq.Scale, label: str, tick_format: str | None = None) -> bq.Axis:
-    return bq.Axis(scale=scale, side="left", label=label, tick_format=tick_format)
+def _value_axis(scale: bq.Scale, label: str, tick_format: str | None = None, side: str = "left") -> bq.Axis:
+    return bq.Axis(scale=scale, side=side, label=label, tick_format=tick_format, label_offset=AXIS_TITLE_OFFSET[side])
 
 
 def _count_ticks(axis: bq.Axis, values: np.ndarray) -> None:
@@ -128,7 +133,9 @@ _PERCENT_TICKS = np.array([0, 20, 40, 60, 80, 100])
 
 def _percent_axis(scale: bq.Scale, side: str = "left") -> bq.Axis:
     """A coverage % axis with ticks at 0–100 only (the scale reaches past both ends)."""
-    return bq.Axis(scale=scale, side=side, label="coverage %", tick_values=_PERCENT_TICKS)
+    axis = _value_axis(scale, "coverage %", side=side)
+    axis.tick_values = _PERCENT_TICKS
+    return axis
 
 
 def _figure(title: str, marks: list[bq.Mark], axes: list[bq.Axis], height: str = _PANEL_HEIGHT) -> bq.Figure:
@@ -520,8 +527,8 @@ class LaserBoxBars:
         self.threshold = (_Threshold(pct_y, unit, np.array([], dtype="float64")) if horizontal
                           else _Threshold(unit, pct_y, np.array([], dtype="float64")))
         value_side = "bottom" if horizontal else "left"
-        self.bags_axis = bq.Axis(scale=bags_y, side=value_side, label="bags", tick_format=",d")
-        self.labels_axis = bq.Axis(scale=labels_y, side=value_side, label="labels", tick_format=",d")
+        self.bags_axis = _value_axis(bags_y, "bags", ",d", value_side)
+        self.labels_axis = _value_axis(labels_y, "labels", ",d", value_side)
         pct_axis = _percent_axis(pct_y, value_side)
 
         def figure(title: str, marks: list[bq.Mark], value_axis: bq.Axis, names_shown: bool) -> bq.Figure:
@@ -529,11 +536,11 @@ class LaserBoxBars:
                 name_axis = bq.Axis(scale=self.x, side="left", grid_lines="none",
                                     tick_style={} if names_shown else {"display": "none"})
                 fig = _figure(title, marks, [value_axis, name_axis], height=_PANEL_HEIGHT)
-                fig.fig_margin = {"top": 36, "bottom": 44, "left": 64 if names_shown else 12, "right": 40}
+                fig.fig_margin = {**_MARGIN, "left": 64 if names_shown else 12}
             else:
-                name_axis = bq.Axis(scale=self.x, label="laser box", grid_lines="none", label_offset="36px")
+                name_axis = bq.Axis(scale=self.x, label="laser box", grid_lines="none",
+                                    label_offset=AXIS_TITLE_OFFSET["bottom"])
                 fig = _figure(title, marks, [name_axis, value_axis], height="280px")
-                fig.fig_margin = {**_MARGIN, "bottom": 50}
             fig.padding_y = 0.0 if horizontal else 0.05
             fig.layout.width = "33%"
             return fig
@@ -574,7 +581,7 @@ class LaserBoxBars:
             scale.max = max(1.0, float(np.max(values, initial=0.0))) * 1.15
             scale.allow_padding = False
         if self.horizontal:
-            height = f"{max(170, 90 + self.ROW_PX * len(stats))}px"
+            height = f"{max(170, _MARGIN['top'] + _MARGIN['bottom'] + 10 + self.ROW_PX * len(stats))}px"
             self.figures[0].fig_margin = {**self.figures[0].fig_margin,
                                           "left": 16 + self.CHAR_PX * max((len(n) for n in names), default=4)}
             for fig in self.figures:

@@ -16,6 +16,7 @@ import ipywidgets as widgets
 import numpy as np
 
 from runtool.ui.charts import (
+    AXIS_TITLE_OFFSET,
     _day_or_minute_format,
     _figure,
     _padded_span,
@@ -98,11 +99,7 @@ class KpiTrendChart:
                                       fill=False, colors=[LINK_COLOUR], default_size=300, stroke_width=2.5)
         self.time_axis = _time_axis(self.x, "run start (UTC)")
         self.time_axis.num_ticks = 8
-        # Below the date labels with a gap: at d3's default offset the title touched them.
-        self.time_axis.label_offset = "38px"
         self.value_axis = _value_axis(self.y, "")
-        # Clear of tick labels with a decimal ("26.0"): at d3's offset the axis title touched them.
-        self.value_axis.label_offset = "52px"
         # The last series mark holds the grey "others" when there are any: drawn first, under the laser boxes of a
         # colour of their own (drawn over them, at "All" its thousands of points hid the coloured ones).
         self.figure = _figure("", [self.linked_ring, self.series_marks[-1], *self.series_marks[:-1], self.regressed],
@@ -263,7 +260,8 @@ class DistributionChart:
                               interpolation="step-after", labels=["A", "B"], display_legend=False)
         share_axis = _value_axis(self.y, "share of messages", ".0%")
         share_axis.num_ticks = 4
-        self.x_axis = bq.Axis(scale=self.x, label=axis_label, grid_lines="none")
+        self.x_axis = bq.Axis(scale=self.x, label=axis_label, grid_lines="none",
+                              label_offset=AXIS_TITLE_OFFSET["bottom"])
         self.figure = _figure(title, [self.lines], [self.x_axis, share_axis], height="260px")
         self.widget = self.figure
 

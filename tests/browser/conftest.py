@@ -347,6 +347,33 @@ def overlapping_texts(page: Any, axes: str, texts: str = ".tick text") -> list[s
     return found
 
 
+_CROWDED_TITLES = """([axes, gap]) => {
+    const found = [];
+    for (const axis of document.querySelectorAll(axes)) {
+        const title = axis.querySelector('text.axislabel');
+        const t = title?.getBoundingClientRect();
+        if (!title?.textContent || !t.width) continue;
+        const chart = axis.closest('svg').getBoundingClientRect();
+        if (t.left < chart.left - 0.5 || t.right > chart.right + 0.5 || t.top < chart.top - 0.5
+            || t.bottom > chart.bottom + 0.5) found.push(`${title.textContent}: outside its chart`);
+        const ticks = [...axis.querySelectorAll('.tick text')]
+            .map(tick => [tick.textContent, tick.getBoundingClientRect()]).filter(([s, r]) => s && r.width > 0);
+        for (const [text, r] of ticks) {
+            const apart = Math.max(r.left - t.right, t.left - r.right, r.top - t.bottom, t.top - r.bottom);
+            if (apart < gap) found.push(`${title.textContent} / ${text}: ${apart.toFixed(1)} px apart`);
+        }
+    }
+    return found;
+}"""
+
+
+def crowded_axis_titles(page: Any, axes: str, gap: float = 6.0) -> list[str]:
+    """The titles of ``axes`` (bqplot) closer than ``gap`` px to one of their tick labels, or reaching out of their
+    chart, each as ``"title / tick: N px apart"`` or ``"title: outside its chart"``."""
+    found: list[str] = page.evaluate(_CROWDED_TITLES, [axes, gap])
+    return found
+
+
 def screenshot(page: Any, name: str) -> Path:
     """A PNG of the whole page under test-artifacts/.
 

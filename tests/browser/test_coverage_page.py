@@ -26,7 +26,7 @@ from runtool.formatting import format_count, format_pct, format_time
 from runtool.models import LEVELS, CoverageSettings, CoverageStatistics, Filters, LaserBoxStats
 from runtool.services import ServiceContainer
 from runtool.ui.query import selection_query
-from tests.browser.conftest import VoilaServer, overlapping_texts, screenshot
+from tests.browser.conftest import VoilaServer, crowded_axis_titles, overlapping_texts, screenshot
 from tests.conftest import make_config, write_toml
 
 pytestmark = pytest.mark.browser
@@ -424,6 +424,22 @@ def test_the_settings_note_reads_under_the_fields(page: Any, voila: VoilaServer,
         assert abs(text["x"] - fields[0]["x"]) <= 4, (width, text, fields)
         assert text["height"] <= 30, f"the note wraps at {width} px: {text}"  # one line (28 px)
         screenshot(page, f"coverage-settings-note-{width}")
+
+
+@pytest.mark.parametrize("view", ["single", "tw", "all"])
+def test_axis_titles_keep_clear_of_their_tick_labels(page: Any, voila: VoilaServer, box: Box, view: str) -> None:
+    """Axis titles touched their tick labels ("bags" on "1,500", "run start (UTC)" under the dates)."""
+    page.set_viewport_size({"width": 1440, "height": 900})
+    query = {"single": box.query, "tw": selection_query(box.tw), "all": ""}[view]
+    open_coverage(page, voila, query)
+    where = ".rt-view-single" if view == "single" else ".rt-view-aggregated"
+    page.wait_for_selector(where, state="visible")
+    expect(page.locator(f"{where} .axis .tick text").first).to_be_attached(timeout=WAIT_S * 1000)
+    page.wait_for_timeout(1000)  # bqplot lays the axes out after the marks arrive
+    assert page.locator(f"{where} text.axislabel").count() >= 6
+    crowded = crowded_axis_titles(page, f"{where} .axis")
+    assert not crowded, "\n".join(crowded)
+    screenshot(page, f"coverage-axis-titles-{view}")
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from runtool.services.local_state import ANALYSIS_MARKER
 from runtool.storage import processed_dir
 from runtool.ui.labels import distinct_laser_box_names
 from runtool.ui.query import selection_query
-from tests.browser.conftest import Contexts, VoilaServer, overlapping_texts, screenshot
+from tests.browser.conftest import Contexts, VoilaServer, crowded_axis_titles, overlapping_texts, screenshot
 from tests.browser.test_coverage_page import MEDIUM_TIMEOUT_S, medium_config  # noqa: F401 (a fixture)
 from tests.ui.test_fleet_kpis_page import analyse, extract, first_runs, laser_box_runs
 
@@ -69,6 +69,8 @@ def assert_chart_reads_well(page: Any) -> None:
     assert labels
     for label in labels:
         assert figure["x"] - 1 <= label["x"] and label["x"] + label["width"] <= figure["x"] + figure["width"] + 1, label
+    # Axis titles clear of the tick labels (at d3's offsets they touched them).
+    assert crowded_axis_titles(page, ".rt-kpi-trend .axis") == []
 
 
 def assert_no_traceback(page: Any) -> None:
@@ -130,6 +132,8 @@ def test_pick_a_kpi_follow_a_run_and_compare_two(contexts: Contexts, server: Voi
     page.locator(".rt-compare-b select").select_option(index=2)
     expect(page.locator(".rt-compare table")).to_contain_text("B − A", timeout=WAIT_MS)
     expect(page.locator(".rt-distributions svg").first).to_be_visible(timeout=WAIT_MS)
+    page.wait_for_timeout(1000)  # bqplot lays the axes out after the marks arrive
+    assert crowded_axis_titles(page, ".rt-distributions .axis") == []
     expect(page.locator("a.rt-csv-link")).to_have_attribute("href", re.compile(r"^data:text/csv"))
     expect(page.locator(".rt-compare a.rt-csv-compare")).to_have_attribute("href", re.compile(r"^data:text/csv"))
     assert_no_traceback(page)
