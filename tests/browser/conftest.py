@@ -374,6 +374,22 @@ def crowded_axis_titles(page: Any, axes: str, gap: float = 6.0) -> list[str]:
     return found
 
 
+_LINKS = """() => [...document.querySelectorAll('a')].flatMap(a => {
+    const r = a.getBoundingClientRect();
+    if (!r.width || !r.height || !a.textContent.trim()) return [];
+    const area = a.parentElement.closest('[class*="rt-"]');
+    return [{text: a.textContent.trim(), colour: getComputedStyle(a).color,
+             areas: [...(area?.classList ?? [])].filter(c => c.startsWith('rt-'))}];
+})"""
+
+
+def visible_links(page: Any) -> list[dict[str, Any]]:
+    """Every link with text drawn on the page: its text, its computed colour (``rgb(r, g, b)``) and the ``rt-*``
+    classes of the nearest element around it that has one."""
+    found: list[dict[str, Any]] = page.evaluate(_LINKS)
+    return found
+
+
 def screenshot(page: Any, name: str) -> Path:
     """A PNG of the whole page under test-artifacts/.
 

@@ -26,7 +26,14 @@ from runtool.formatting import format_count, format_pct, format_time
 from runtool.models import LEVELS, CoverageSettings, CoverageStatistics, Filters, LaserBoxStats
 from runtool.services import ServiceContainer
 from runtool.ui.query import selection_query
-from tests.browser.conftest import VoilaServer, crowded_axis_titles, overlapping_texts, screenshot
+from runtool.ui.theme import LINK_COLOUR
+from tests.browser.conftest import (
+    VoilaServer,
+    crowded_axis_titles,
+    overlapping_texts,
+    screenshot,
+    visible_links,
+)
 from tests.conftest import make_config, write_toml
 
 pytestmark = pytest.mark.browser
@@ -440,6 +447,25 @@ def test_axis_titles_keep_clear_of_their_tick_labels(page: Any, voila: VoilaServ
     crowded = crowded_axis_titles(page, f"{where} .axis")
     assert not crowded, "\n".join(crowded)
     screenshot(page, f"coverage-axis-titles-{view}")
+
+
+LINK_RGB = "rgb({}, {}, {})".format(*(int(LINK_COLOUR[i:i + 2], 16) for i in (1, 3, 5)))
+
+
+def test_every_link_is_drawn_in_the_link_colour(page: Any, voila: VoilaServer, box: Box) -> None:
+    """The linked-run note's link was black: its class had no colour rule."""
+    run = box.stats.under_labelled[0].coordinate
+    page.set_viewport_size({"width": 1440, "height": 900})
+    open_coverage(page, voila, selection_query(run.to_filters()))
+    expect(page.locator(".rt-linked-run a")).to_be_visible(timeout=WAIT_S * 1000)
+    page.locator(".rt-run-search input").fill(run.to_path_str())
+    expect(page.locator(".rt-run-search-status a")).to_be_visible(timeout=WAIT_S * 1000)
+    expect(page.locator(".rt-runs a").first).to_be_visible(timeout=WAIT_S * 1000)
+    links = visible_links(page)
+    areas = {area for link in links for area in link["areas"]}
+    assert {"rt-nav", "rt-view-link", "rt-linked-run", "rt-run-search-status", "rt-table", "rt-csv"} <= areas, links
+    assert [link for link in links if link["colour"] != LINK_RGB] == []
+    screenshot(page, "coverage-links")
 
 
 @pytest.fixture
