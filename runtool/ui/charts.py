@@ -315,7 +315,7 @@ class CoverageTimeline:
         href = html.escape(run_url(coordinate), quote=True)
         name = f"{coordinate.lbid} · {format_time(coordinate.start_time)}"
         self.clicked.value = (
-            f'<a class="rt-open-run" href="{href}" target="_self" style="color:{LINK_COLOUR}" '
+            f'<a class="rt-open-run" href="{href}" target="_self" '
             f'title="{html.escape(coordinate.to_path_str())}">'
             f"Open {html.escape(name)} on the per-run page</a>"
         )

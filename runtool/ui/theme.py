@@ -135,8 +135,9 @@ STYLESHEET = """
 .rt-page { font-family: var(--jp-ui-font-family, sans-serif); gap: 6px; }
 .rt-header { align-items: center; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 .rt-title { font-size: 18px; font-weight: 700; margin-right: 12px; }
-.rt-nav a { margin: 0 6px; text-decoration: none; color: #1565c0; }
-.rt-view-link a, table.rt-table a, .rt-report-link a, .rt-run-search-status a, .rt-linked-run a { color: #1565c0; }
+/* Every link in the link colour, by one rule: listed class by class, the linked-run note's link was left black. */
+.rt-page a { color: LINK_COLOUR; }
+.rt-nav a { margin: 0 6px; text-decoration: none; }
 .rt-nav .rt-nav-current { margin: 0 6px; font-weight: 700; color: #222; }
 .rt-cache-age { color: #555; margin: 0 8px; }
 .rt-caption { color: #555; font-size: 13px; }
@@ -183,10 +184,9 @@ table.rt-cal th.rt-cal-month { text-align: left; border-left: 1px solid #999; pa
 table.rt-cal th.rt-cal-day { position: relative; height: 14px; }
 table.rt-cal th.rt-cal-day span { position: absolute; left: 0; top: 0; font-size: 10px; color: #666; }
 table.rt-cal th.rt-cal-name { text-align: right; padding-right: 6px; }
-table.rt-cal th.rt-cal-name a { color: #1565c0; text-decoration: none; }
+table.rt-cal th.rt-cal-name a { text-decoration: none; }
 table.rt-cal th.rt-cal-corner { text-align: right; padding-right: 6px; color: #777; vertical-align: bottom; }
-.rt-csv a, a.rt-csv { font-size: 12px; color: #1565c0; }
-.rt-run-links a { color: #1565c0; }
+.rt-csv a, a.rt-csv { font-size: 12px; }
 /* The run links above the inventory grid keep one line, empty or not: appearing with the first selected row, they
    pushed the grid 28 px down under the mouse, and the next Ctrl-click landed on the row above (toggling it off). */
 .rt-run-links { min-height: 28px; height: 28px; }
@@ -197,5 +197,5 @@ table.rt-cal th.rt-cal-corner { text-align: right; padding-right: 6px; color: #7
 /* A value written on a chart (target, mean, median) keeps a white edge: it often sits on the plotted line. */
 .rt-page .bqplot text.label { paint-order: stroke; stroke: #ffffff; stroke-width: 3px; stroke-linejoin: round; }
 </style>
-"""
+""".replace("LINK_COLOUR", LINK_COLOUR)
 """CSS for the ``rt-*`` classes, shown once per page in an HTML widget (Voila applies ``<style>`` there)."""
