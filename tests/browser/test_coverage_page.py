@@ -565,6 +565,7 @@ def test_at_fleet_scale_every_label_reads_and_every_table_downloads(
     expect(ticks.filter(has_text=" · ")).to_have_count(len(boxes), timeout=WAIT_S * 1000)
     page.wait_for_timeout(1000)  # bqplot lays the labels out after the marks arrive
     assert overlapping_texts(page, ".rt-view-aggregated svg .axis") == []
+    assert crowded_axis_titles(page, ".rt-view-aggregated .axis") == []
     assert bar_labels_in_the_way(page) == []
     assert numbers_without_separator(page, ".rt-view-aggregated") == []
     # Names use the same levels for every box (field · laser box: ids repeat across fields), numbers the rest.
