@@ -174,6 +174,9 @@ def test_the_index_takes_the_pages_selection(server: ServeProcess) -> None:
     assert read_selection(twice).filters == Filters(cid="client_001", lbid="LB_0001")
     status, _, _, body = fetch(f"{server.base}/team/runtool/reports/?cid=..")
     assert status == 400 and "not a selection" in body and "all reports" in body, body  # a page, not a blank
+    # A percent-escape that is not UTF-8 text is refused, as the pages refuse it (it was read as a laser box '�').
+    status, _, _, body = fetch(f"{server.base}/team/runtool/reports/?cid=client_001&lbid=%ff")
+    assert status == 400 and "not UTF-8 text" in body and "\ufffd" not in body, body
 
 
 @pytest.mark.parametrize("path", [

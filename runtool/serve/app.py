@@ -94,7 +94,6 @@ code{{font-size:.9em}}.note{{color:#52606d}}</style></head>
 <body><p><a href="../../">← runtool pages</a></p><h1>Run reports</h1><p class="note">{summary}</p>{body}
 </body></html>
 """
-_SELECTION = ("cid", "regionid", "fieldid", "twid", "lbid", "timestamp")
 _MAX_V1_PARTS = 4096
 """More parts than any kernel message has (header, parent, metadata, content and a few buffers)."""
 
@@ -349,9 +348,9 @@ class ReportsHandler(JupyterHandler):
     @web.authenticated
     async def get(self, path: str = "") -> None:
         from runtool.config import ConfigError, load_config
-        from runtool.models import CoordinateError, Filters
+        from runtool.models import CoordinateError
         from runtool.services.reports import find_report, list_reports
-        from runtool.ui.query import query_parameters
+        from runtool.ui.query import query_parameters, strict_selection
 
         try:
             root = load_config().processed_root
@@ -362,18 +361,16 @@ class ReportsHandler(JupyterHandler):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         if not path:
             # Read as the pages read their links: a parameter given twice keeps its first value.
-            parameters = query_parameters(self.request.query)
-            query = {name: parameters.get(name, "") for name in _SELECTION}
             try:
-                selection = Filters(**{name: value for name, value in query.items() if value})
+                selection = strict_selection(self.request.query)
             except CoordinateError as exc:
                 raise web.HTTPError(400, f"not a selection: {exc}") from exc
-            page = parameters.get("page", "1")
+            page = query_parameters(self.request.query).get("page", "1")
             if not (page.isascii() and page.isdigit()) or not 0 < int(page) < 1_000_000:  # not '²', '١'
                 raise web.HTTPError(400, f"not a page number: {page[:20]!r}")
             # Off the server's loop: the listing walks every run folder the selection matches.
             reports = await loop.run_in_executor(None, list_reports, root, selection)
-            self.finish(_index_page(selection, reports, int(page), {k: v for k, v in query.items() if v}))
+            self.finish(_index_page(selection, reports, int(page), selection.to_dict()))
             return
         report = await loop.run_in_executor(None, find_report, root, path)
         if report is None:

@@ -28,6 +28,7 @@ __all__ = [
     "read_selection",
     "run_url",
     "selection_query",
+    "strict_selection",
 ]
 
 
@@ -79,14 +80,35 @@ def read_selection(query: str | None = None) -> QuerySelection:
     never raises: the levels above it are kept, it and the levels below it fall back to All (they only mean
     something under it), and ``error`` says what was wrong and what is shown instead.
     """
-    values = _set_values(query)
+    kept, refused = _checked_parts(query)
+    if refused is not None:
+        name, problem = refused
+        return _fallen_back(kept, f"The {_PART_NAMES[name]} in the link could not be used ({problem})")
+    return QuerySelection(Filters(**kept))
+
+
+def strict_selection(query: str) -> Filters:
+    """The selection a URL query asks for, each part checked as :func:`read_selection` checks it.
+
+    Raises:
+        CoordinateError: naming the first part that cannot be used (where a list cannot fall back, as the served
+            reports list).
+    """
+    kept, refused = _checked_parts(query)
+    if refused is not None:
+        raise CoordinateError(refused[1])
+    return Filters(**kept)
+
+
+def _checked_parts(query: str | None) -> tuple[dict[str, str], tuple[str, str] | None]:
+    """The query's coordinate parts down to the first that cannot be used, and that one's name and why."""
     kept: dict[str, str] = {}
-    for name, value in values.items():
+    for name, value in _set_values(query).items():
         problem = _refusal(name, value, kept)
         if problem is not None:
-            return _fallen_back(kept, f"The {_PART_NAMES[name]} in the link could not be used ({problem})")
+            return kept, (name, problem)
         kept[name] = value
-    return QuerySelection(Filters(**kept))
+    return kept, None
 
 
 def _refusal(name: str, value: str, kept: Mapping[str, str]) -> str | None:
