@@ -415,11 +415,9 @@ class CoveragePage(Page):
             self._show_aggregated(services.data_state, filters, settings, stats)
 
     def _show_empty(self, text: str) -> None:
-        self.empty_state.value = text
         self.caption.value = ""
         self.kpi_cards.show([])
-        self.body.children = [self.empty_state]
-        self.view = "empty"
+        self._set_empty(text)
 
     def _describe(self, filters: Filters, settings: CoverageSettings) -> str:
         return (

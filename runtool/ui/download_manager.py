@@ -394,9 +394,7 @@ class DownloadManagerPage(Page):
     def _show_empty(self, text: str) -> None:
         self.overview = None
         self.kpi_cards.show([])
-        self.empty_state.value = text
-        self.body.children = [self.empty_state]
-        self.view = "empty"
+        self._set_empty(text)
 
     # -- jobs ----------------------------------------------------------------------------------
 

@@ -423,11 +423,9 @@ class FleetKpiPage(Page):
 
     def _show_empty(self, text: str) -> None:
         self.linked_note.show(linked_run(self.filters), self.NOT_SHOWN)
-        self.empty_state.value = html.escape(text)
         self.caption.value = ""
         self.kpi_cards.show([])
-        self.body.children = [self.empty_state]
-        self.view = "empty"
+        self._set_empty(text)
 
     def _show_not_analysed(self, count: int) -> None:
         """The count of runs not analysed yet and, unless read-only or busy, the button that analyses them."""

@@ -53,6 +53,8 @@ class Page:
     css_class: ClassVar[str]
     job_cancellations: ClassVar[tuple[type[Exception], ...]] = ()
     """The errors a job raises when the user cancelled it: shown as information, not as errors."""
+    body: widgets.VBox
+    """The page's content under its filter bar: its view, or the empty state (each page builds it)."""
 
     def __init__(
         self, services: ServiceContainer | None = None, query: str | None = None, progressive: bool = False
@@ -81,6 +83,7 @@ class Page:
         self._busy_notes: list[tuple[MessageArea, str]] = []
         """"Has to wait" notes shown while the running job runs (withdrawn when it ends)."""
         self.empty_state = widgets.HTML().add_class("rt-empty-state").add_class("rt-view-empty")
+        self._empty_text = ""
         # Which view the content shows; "empty" means empty_state explains why there is nothing.
         self.view = "empty"
         self._refresh_started = 0.0
@@ -212,6 +215,14 @@ class Page:
         """Show ``text`` (why there is nothing to draw) instead of the content; :attr:`view` becomes ``"empty"``."""
         raise NotImplementedError
 
+    def _set_empty(self, text: str) -> None:
+        """The content becomes the empty state saying ``text``, plain text shown escaped: it names a selection,
+        whose values come from a link or a bucket's keys (a link's ``?cid=<img onerror=…>`` ran its script)."""
+        self._empty_text = text
+        self.empty_state.value = html.escape(text)
+        self.body.children = [self.empty_state]
+        self.view = "empty"
+
     def _available_services(self) -> ServiceContainer | None:
         """The services, when the page has data to draw; else None, and the empty state says why
         (:meth:`unavailable_reason`). A page's :meth:`_show` starts with it."""
@@ -229,7 +240,7 @@ class Page:
     @property
     def empty_text(self) -> str:
         """What the empty state says, or "" when the page shows data."""
-        return self.empty_state.value if self.view == "empty" else ""
+        return self._empty_text if self.view == "empty" else ""
 
     def unavailable_reason(self) -> str | None:
         """Why the page has no data to show at all (no services, no inventory, empty buckets), else None."""

@@ -445,9 +445,7 @@ class PerRunPage(Page):
         self.coordinate = None
         self.run_count.value = ""
         self.run_state = None
-        self.empty_state.value = text
-        self.body.children = [self.empty_state]
-        self.view = "empty"
+        self._set_empty(text)
 
     def _read_metadata(self, state: RunState) -> RunMetadata | None:
         """The extraction's ``metadata.yaml`` (per-bag status and errors), or None when not extracted."""

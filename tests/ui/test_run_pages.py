@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
+import pytest
+
 from runtool.models import Filters
 from runtool.services import ServiceContainer
-from runtool.ui import PerRunPage
+from runtool.ui import CoveragePage, DownloadManagerPage, PerRunPage
+from runtool.ui.fleet_kpis import FleetKpiPage
+from runtool.ui.page import Page
 
 from .conftest import FLEET, LB01
 
@@ -66,3 +72,19 @@ def test_a_link_that_skips_levels_above_its_laser_box_says_which_it_gave(service
     page.set_filters(Filters(twid="t1", lbid="lb01"))
     assert page.empty_text.startswith("The selection names TW t1 and laser box lb01 but not its client, region and "
                                       "field. Pick a client, region and field to list the runs")
+
+
+INJECTED = '<img src=x onerror="window.pwned=1">'
+
+
+@pytest.mark.parametrize("page_class", [CoveragePage, PerRunPage, DownloadManagerPage, FleetKpiPage])
+def test_the_empty_state_shows_a_selections_values_as_text(services: ServiceContainer, page_class: type[Page]) -> None:
+    """A link's ?cid=<img onerror=…> reached the empty state's HTML unescaped on three pages: its script ran in the
+    viewer's browser (hostile review of the served app)."""
+    page = page_class(services, query="")
+    page.set_filters(Filters(cid=INJECTED, lbid=INJECTED))
+    assert page.view == "empty" and INJECTED in page.empty_text
+    assert "<img" not in page.empty_state.value and "&lt;img" in page.empty_state.value
+    # The per-run page's sentence about the levels a link skipped names its values too.
+    linked = page_class(services, query=f"cid=c1&lbid={quote(INJECTED)}")
+    assert "<img" not in linked.empty_state.value
