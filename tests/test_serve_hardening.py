@@ -360,6 +360,17 @@ def test_a_closed_terminal_or_a_killed_runtool_serve_stops_voila_and_its_kernels
         survivors = server.stop()
     assert not survivors
     assert not list(folder.glob("kernel-*")), sorted(p.name for p in folder.glob("kernel-*"))
+    # Nor a kernel started after the ones recorded (one still starting lived on, orphaned: hostile review).
+    poll(lambda: not kernels_of(folder), 30, interval=0.5, what=f"no kernel process of {folder} left")
+
+
+def kernels_of(folder: Path) -> list[psutil.Process]:
+    """The processes whose command line names a connection file in ``folder``."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(part.startswith(f"{folder}/") for part in process.info["cmdline"] or []):
+            found.append(process)
+    return found
 
 
 # -- the kernel websocket: protocol and fuzz --------------------------------------------------------------

@@ -27,6 +27,7 @@ Voila 0.5 it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import ipaddress
 import itertools
@@ -45,6 +46,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+import psutil
 from jupyter_core.utils import ensure_async, run_sync
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
@@ -533,6 +535,8 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
         # The id is chosen here so the kernel is counted as what it is from its first moment (Jupyter lists it
         # before it has started).
         kernel_id: str = kwargs.setdefault("kernel_id", str(uuid.uuid4()))
+        if self.closing:  # a pool's refill as the server stops: it would outlive the server
+            raise RuntimeError("the server is stopping")
         app = self.parent
         if viewer:
             self.viewers_starting.add(kernel_id)
@@ -693,10 +697,18 @@ class RuntoolVoila(Voila):
         super().start()
 
     def stop(self) -> None:
-        """Stop every kernel, then remove the connection folder. Voila removed the folder first: a kernel still
-        booting then wrote its connection file into a new folder of that name, and was killed with it left there
-        (its key readable in /tmp)."""
+        """Stop every kernel, then remove the connection folder.
+
+        Voila removed the folder first: a kernel still booting then wrote its connection file (its key) into a new
+        folder of that name, or failed to bind its sockets and lived on. A kernel still starting is not among those
+        Jupyter stops, so every process this server started and still has is killed before the folder goes.
+        """
         run_sync(self.kernel_manager.shutdown_all)()
+        left = psutil.Process().children(recursive=True)
+        for process in left:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        psutil.wait_procs(left, timeout=10)
         shutil.rmtree(self.connection_dir, ignore_errors=True)
 
     def kernel_claimed(self, kernel_id: str) -> None:
