@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import logging
 import os
 import re
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
 from tornado import web
 
 from runtool.demo.emulator import free_port
@@ -73,6 +75,22 @@ def test_stopping_the_server_skips_a_kernel_that_is_already_gone() -> None:
     manager.closing = False
     with pytest.raises(web.HTTPError, match="404"):
         stop_gone_kernel()
+
+
+def test_the_idle_culling_passes_over_a_kernel_still_starting(caplog: pytest.LogCaptureFixture) -> None:
+    """A kernel Jupyter lists but has not finished starting has no last activity yet: the culler logged an ERROR
+    and a traceback for it (hostile review, 70 views with --cull-idle 10)."""
+    manager = RuntoolKernelManager()
+    manager._kernels["starting"] = ServerKernelManager()  # as Jupyter lists it before its start is over
+
+    def cull() -> None:  # on a thread of its own, as above
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, manager.cull_kernel_if_idle("starting")).result()
+
+    with caplog.at_level(logging.ERROR):
+        cull()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "starting" in manager._kernels
 
 
 @pytest.mark.parametrize("base_url", ["/a#b/", "/a?x=1/", "/a b/", "/%2e%2e/", "/../", "/a/./", "runtool/", "/a//b/"])

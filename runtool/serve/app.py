@@ -487,8 +487,14 @@ class RuntoolKernelManager(AsyncMappingKernelManager):
         """Preheated kernels not handed to a viewer yet (starting, rendering or waiting): not viewers'."""
 
     async def cull_kernel_if_idle(self, kernel_id: str) -> None:
-        if kernel_id in self and kernel_id not in self.stopping:  # a viewer who just left: gone already
-            await super().cull_kernel_if_idle(kernel_id)
+        if kernel_id not in self or kernel_id in self.stopping:  # a viewer who just left: gone already
+            return
+        kernel: Any = self.get_kernel(kernel_id)
+        try:
+            kernel.last_activity  # noqa: B018 (read to see whether it is set)
+        except TraitError:  # listed, but Jupyter has not finished starting it: it logged a traceback
+            return
+        await super().cull_kernel_if_idle(kernel_id)
 
     async def shutdown_all(self, now: bool = True) -> None:  # type: ignore[override]
         """Stop every kernel as the server stops: killed, by default. A preheated kernel is mid-cell (waiting for its
