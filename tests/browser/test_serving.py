@@ -99,7 +99,7 @@ def waiting_pool(server: ServeProcess, size: int) -> dict[str, psutil.Process]:
 
 @pytest.mark.parametrize(
     ("how", "cycles", "cull"),
-    [("tab closed", 3, "600"), ("browser gone", 2, "10")],
+    [("tab closed", 5, "600"), ("browser gone", 2, "10")],
     ids=["tab-closed-beacon", "browser-gone-culled"],
 )
 def test_opening_and_closing_pages_leaves_no_kernel(contexts: Contexts, serve: Callable[..., ServeProcess],
@@ -123,6 +123,9 @@ def test_opening_and_closing_pages_leaves_no_kernel(contexts: Contexts, serve: C
     assert server.kernels() == {}
     log = server.log_text()
     assert "'_xsrf' argument missing" not in log
+    # A tab closed as its page draws: Jupyter interrupted the kernel before stopping it, and ipykernel logged an
+    # ERROR for it (19 of 40 such closes in a hostile review).
+    assert "KeyboardInterrupt caught in kernel" not in log and "ERROR" not in log, log[-3000:]
     if how == "tab closed":
         assert "Culling" not in log.split("Culling kernels with idle durations")[-1], "culled, not shut down"
     report = f"{how}: Voila RSS {' → '.join(f'{mb:.0f}' for mb in rss)} MB over {cycles} pages"
