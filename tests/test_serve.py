@@ -182,9 +182,13 @@ def voilas(port: int) -> list[int]:
 def test_of_two_servers_started_at_once_on_one_port_only_the_one_listening_says_serving(tmp_path: Path) -> None:
     port = free_port()
     runtool = str(Path(sys.executable).with_name("runtool"))
+    temps = [tmp_path / f"tmp{i}" for i in range(2)]  # each server's own: Voila's connection folder goes there
+    for temp in temps:
+        temp.mkdir()
     both = [subprocess.Popen([runtool, "serve", "--port", str(port), "--no-preheat"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                             env={**os.environ, "RUNTOOL_DATA_DIR": str(tmp_path)}) for _ in range(2)]
+                             env={**os.environ, "RUNTOOL_DATA_DIR": str(tmp_path), "TMPDIR": str(temp)})
+            for temp in temps]
     try:
         # Both pass the port check; one Voila gets the port, the other exits with an error.
         deadline = time.monotonic() + 120
@@ -194,6 +198,9 @@ def test_of_two_servers_started_at_once_on_one_port_only_the_one_listening_says_
         (winner,) = [p for p in both if p is not loser]
         out, err = loser.communicate(timeout=30)
         assert loser.returncode != 0 and "Serving" not in out and "in use" in err, (out, err)
+        # Voila's "trying another port" is not said (none is tried), nor its empty connection folder left.
+        assert "trying another port" not in err, err
+        assert not list(temps[both.index(loser)].glob("voila_*"))
         assert winner.stdout is not None and "Serving runtool at" in winner.stdout.readline()
     finally:
         for process in both:

@@ -444,15 +444,21 @@ class _ExpectedNoise(logging.Filter):
       closed stream" (on ``tornado.general``), a kernel's late message for a channel closed as its viewer left;
     - Tornado's "The websocket_ping_timeout (90000) cannot be longer than the websocket_ping_interval (30000)" on
       the first kernel channel: jupyter_server gives Tornado its own ping settings, which are milliseconds, where
-      Tornado reads seconds; jupyter_server does the pinging itself, so the line is about a ping never sent.
+      Tornado reads seconds; jupyter_server does the pinging itself, so the line is about a ping never sent;
+    - Voila's "Voilà is running at: …", whose address is the machine's name on a served address (refused by the
+      host check; ``runtool serve`` prints the address to open). "The port … is already in use, trying another
+      port." loses its end: ``runtool serve`` tries no other port.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = str(record.msg)
         if message.startswith(("Notebook %s is not trusted", "Kernel died while waiting for execute reply",
                                "Kernel %s died, removing from map", "Could not destroy zmq context",
-                               "The websocket_ping_timeout", "Got events for closed stream")):
+                               "The websocket_ping_timeout", "Got events for closed stream",
+                               "Voilà is running at:")):
             return False
+        if message.endswith(" is already in use, trying another port."):
+            record.msg = message.removesuffix(", trying another port.") + "."
         if message.endswith("KernelRestarter: restart failed") or message == "kernel %s restarted failed!" or (
                 message.startswith("Error occurred while starting new kernel client") and "Kernel died" in message):
             return False
@@ -715,6 +721,13 @@ class RuntoolVoila(Voila):
         PeriodicCallback(self._replace_dead_pool_kernels, self.pool_check_s * 1000).start()
         PeriodicCallback(self._stop_unclaimed_kernels, max(1, min(10, self.unclaimed_s // 3)) * 1000).start()
         super().start()
+
+    def listen(self) -> None:
+        try:
+            super().listen()
+        except SystemExit:  # no port: Voila exits, and left its new connection folder behind
+            shutil.rmtree(self.connection_dir, ignore_errors=True)
+            raise
 
     def stop(self) -> None:
         """Stop every kernel, then remove the connection folder.
