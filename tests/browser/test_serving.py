@@ -193,6 +193,9 @@ def test_a_killed_page_kernel_shows_the_session_notice(contexts: Contexts, serve
     expect(notice).to_be_visible(timeout=WAIT_S * 1000)
     expect(notice).to_contain_text("Reload the page")
     screenshot(tab, "serve-kernel-died")
+    # Above the header, not over it (it was drawn fixed over the page's title and links).
+    box, header = notice.bounding_box(), tab.locator(".rt-header").first.bounding_box()
+    assert box is not None and header is not None and box["y"] + box["height"] <= header["y"] + 0.5, (box, header)
     # Not restarted (an empty kernel would hold a place under the cap until the idle culling): dropped at once.
     poll(lambda: kernel not in server.kernels(), WAIT_S, what="the dead viewer's kernel stopped, not restarted")
     log = server.log_text()

@@ -20,11 +20,12 @@
     box = document.createElement("div");
     box.id = "rt-session-notice";
     box.setAttribute("role", "alert");
-    box.style.cssText = "position:fixed;top:0;left:0;right:0;z-index:10000;padding:10px 16px;" +
+    // Above the page and taking its own room (fixed over it, it hid the header), kept in view on scrolling.
+    box.style.cssText = "position:sticky;top:0;z-index:10000;padding:10px 16px;" +
       "background:#fde8e8;color:#7f1d1d;border-bottom:2px solid #b91c1c;font:14px system-ui,sans-serif";
-    box.textContent = "This page's session has ended (the server stopped it, or it failed), so its controls " +
-      "no longer answer. Reload the page to start a new one.";
-    document.body.appendChild(box);
+    box.textContent = "This page's session has ended (the server stopped it, or it failed): its controls no " +
+      "longer answer, and what it was still drawing will not come. Reload the page to start a new one.";
+    document.body.prepend(box);
   }
 
   function watched(url, protocols) {
