@@ -99,6 +99,14 @@ def test_a_base_url_that_is_not_a_plain_path_prefix_is_refused(base_url: str) ->
         ServeOptions(base_url=base_url).validated()
 
 
+@pytest.mark.parametrize("name", ["a b", "a,b", "", "host/path", "ü.example"])
+def test_an_allowed_host_that_is_no_host_name_is_refused(name: str) -> None:
+    """'--allowed-host "a b"' was taken without a word, and named a host no request has (hostile review)."""
+    with pytest.raises(UsageError, match="--allowed-host"):
+        ServeOptions(allowed_hosts=(name,)).validated()
+    ServeOptions(allowed_hosts=("dashboards.example.org", "10.0.0.7", "[::1]")).validated()
+
+
 @pytest.mark.parametrize("base_url", ["/", "/runtool/", "/team-a/runtool_1.2/"])
 def test_a_plain_base_url_is_taken(base_url: str) -> None:
     assert ServeOptions(base_url=base_url).validated().base_url == base_url

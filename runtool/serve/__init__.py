@@ -46,6 +46,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 BASE_URL = re.compile(r"/(?:(?!\.\.?/)[A-Za-z0-9._~-]+/)*")
 """A path prefix a reverse proxy forwards: plain path segments (no ``?``, ``#``, ``%``, spaces or ``..``)."""
+HOST_NAME = re.compile(r"[A-Za-z0-9.:\[\]-]+")
+"""What ``--allowed-host`` takes: a host name or an IP address (a space or a comma named no host)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,10 @@ class ServeOptions:
             raise UsageError(f"--max-kernels {self.max_kernels} must be within 1..1000")
         if not 0 <= self.pool_size <= 16:
             raise UsageError(f"--pool-size {self.pool_size} must be within 0..16")
+        for name in self.allowed_hosts:
+            if not HOST_NAME.fullmatch(name):
+                raise UsageError(f"--allowed-host {name!r} is not a host name (letters, digits, - and ., or an "
+                                 "IP address)")
         if not (self.notebooks / PAGES[0]).is_file():
             raise UsageError(f"no runtool notebooks in {self.notebooks}")
         return self
