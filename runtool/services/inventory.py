@@ -376,13 +376,9 @@ class CloudInventoryService:
             objects = _merge(objects, delta.objects, delta.scopes)
         return InventorySnapshot(objects, info["scanned_at"])
 
-    def cache_stamp(self) -> tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]:
-        """(inode, size, mtime in ns) of the cache file and of its delta, None for one that does not exist.
-
-        Any write of the cache by any process (a full refresh replaces the file, a one-run refresh writes the
-        delta) changes it, so comparing two stamps tells whether the inventory on disk changed in between.
-        """
-        return _delta_stamp(self.cache_path), _delta_stamp(self.delta_path)
+    def cache_stamp(self) -> CacheStamp:
+        """This service's :func:`cache_stamp`."""
+        return cache_stamp(self.config.cache_dir)
 
     def cache_info(self) -> CacheInfo:
         snap = self.snapshot
@@ -511,8 +507,6 @@ class CloudInventoryService:
         info = {"version": CACHE_VERSION, "base_id": self._base_id, "scopes": [list(scope) for scope in scopes]}
         with replacing(self.delta_path) as tmp:
             pq.write_table(_with_metadata(rows, info), tmp, compression="zstd")
-        # Readers that watch only the cache file's stamp (a preheated page, a pipeline worker) see the change.
-        os.utime(self.cache_path)
         self._delta = _Delta(rows, scopes)
         self._stamp = (_file_stamp(self.cache_path), _delta_stamp(self.delta_path))
 
@@ -528,6 +522,20 @@ class _Delta:
 def _with_metadata(objects: pd.DataFrame, info: dict[str, Any]) -> pa.Table:
     table = pa.Table.from_pandas(objects, preserve_index=False)
     return table.replace_schema_metadata({**(table.schema.metadata or {}), "runtool": json.dumps(info)})
+
+
+CacheStamp = tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]
+
+
+def cache_stamp(cache_dir: Path) -> CacheStamp:
+    """(inode, size, mtime in ns) of the inventory cache file in ``cache_dir`` and of its delta, None for one
+    that does not exist.
+
+    Any write of the cache by any process (a full refresh replaces the file, a one-run refresh writes the
+    delta) changes it, so comparing two stamps tells whether the inventory on disk changed in between: the one
+    test for it, used by preheated pages and pipeline workers alike.
+    """
+    return _delta_stamp(cache_dir / CACHE_FILE), _delta_stamp(cache_dir / DELTA_FILE)
 
 
 def _delta_stamp(path: Path) -> tuple[int, int, int] | None:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from runtool.services.data_state import DataStateService
     from runtool.services.executor import Executor, RunOutcome
     from runtool.services.extraction import ExtractionService
+    from runtool.services.inventory import CacheStamp
     from runtool.services.kpis import KpiService
     from runtool.services.local_state import LocalStateService
     from runtool.services.transfers import TransferProgress, TransferService
@@ -465,7 +466,7 @@ def update_run(
 
 
 _worker_lock = threading.Lock()
-_worker_cached: tuple[PipelineFactory, RuntoolConfig, tuple[int, int, int] | None, RunPipeline] | None = None
+_worker_cached: tuple[PipelineFactory, RuntoolConfig, CacheStamp, RunPipeline] | None = None
 
 
 def _worker_pipeline(from_config: PipelineFactory, config: RuntoolConfig, coord: RunCoordinate) -> RunPipeline:
@@ -473,18 +474,14 @@ def _worker_pipeline(from_config: PipelineFactory, config: RuntoolConfig, coord:
 
     Building services per run made every run of a worker load the whole inventory cache and scan the whole
     local roots, a cost that grows with the fleet, not the run (benchmarks/bulk_analysis.py). Reused, they
-    stay true: a new inventory cache file (another refresh) builds new services, and the run's own local
+    stay true: a changed inventory cache (another refresh, also of one run) builds new services, and the run's own local
     state is re-read from disk before it starts, since the caller or another worker may have changed it.
     The inventory then stays in the worker's memory between calls, as it does in the caller's.
     """
     global _worker_cached
-    from runtool.services.inventory import CACHE_FILE
+    from runtool.services.inventory import cache_stamp
 
-    try:
-        stat = (config.cache_dir / CACHE_FILE).stat()
-        stamp: tuple[int, int, int] | None = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        stamp = None
+    stamp = cache_stamp(config.cache_dir)
     with _worker_lock:
         cached = _worker_cached
         if cached is None or cached[:3] != (from_config, config, stamp):

@@ -407,6 +407,9 @@ def test_a_worker_keeps_its_services_between_runs_and_still_sees_what_changed(
     assert _worker_pipeline(writable_pipeline, config, second) is worker
 
     services.inventory.refresh()  # a new cache file: the worker builds fresh services on it
+    worker = _worker_pipeline(writable_pipeline, config, first)
+    assert _worker_pipeline(writable_pipeline, config, first) is worker
+    services.inventory.refresh(second.to_filters())  # one run refreshed: only the delta file changes
     assert _worker_pipeline(writable_pipeline, config, first) is not worker
     other = config.with_overrides(processed_root=tmp_path / "elsewhere")
     assert _worker_pipeline(writable_pipeline, other, first).config == other
