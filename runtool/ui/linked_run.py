@@ -2,7 +2,9 @@
 
 A link that skips levels (``?lbid=LB_0001&timestamp=…``) is completed on every page when one run of the inventory
 matches it, as the run search would; otherwise the page says which levels are missing (:func:`complete_link`,
-called by :class:`~runtool.ui.page.Page`). The per-run page, which needs every level, says which levels a link
+called by :class:`~runtool.ui.page.Page`). A link without a run that skips levels (``?lbid=LB_0001``) is completed
+the same way when one laser box (field, …) of the inventory has that name; when several do, the page says so and
+lists them (:func:`complete_levels`). The per-run page, which needs every level, says which levels a link
 without a run gave and which it skipped (:func:`skipped_levels`). On the pages that show laser boxes (coverage and
 fleet KPIs), a link to a run selects the run's laser box; the page marks the run there, and a note at the top names
 it, says where it is and links to it on the per-run page.
@@ -25,7 +27,7 @@ from runtool.ui.query import run_url, selection_query
 from runtool.ui.tables import Cell
 from runtool.ui.theme import LINK_COLOUR, StatusStyle
 
-__all__ = ["LinkedRunNote", "complete_link", "level_words", "linked_run", "marked", "skipped_levels"]
+__all__ = ["LinkedRunNote", "complete_levels", "complete_link", "level_words", "linked_run", "marked", "skipped_levels"]
 
 IN_THE_LINK = StatusStyle("in the link", LINK_COLOUR)
 
@@ -49,6 +51,42 @@ def skipped_levels(filters: Filters, source: str = "link") -> str:
         return ""
     named = _words([f"{level_words([level])} {getattr(filters, level)}" for level in given])
     return f"The {source} names {named} but not its {level_words(skipped)}. "
+
+
+CANDIDATES_SHOWN = 8
+"""A link's ambiguous levels list at most this many of the places they match."""
+
+
+def complete_levels(services: ServiceContainer | None, filters: Filters) -> tuple[Filters, str | None]:
+    """The selection to show for a link without a run that skips levels above the deepest one it names
+    (``?lbid=LB_0001``): with those levels filled in when one place of the inventory matches; else ``filters`` and,
+    when several match, a sentence naming them (the page then shows them combined)."""
+    given = [level for level in LEVELS if getattr(filters, level) is not None]
+    if filters.timestamp is not None or not given or services is None or not services.inventory.has_data:
+        return filters, None
+    depth = LEVELS.index(given[-1]) + 1
+    skipped = [level for level in LEVELS[:depth] if getattr(filters, level) is None]
+    if not skipped:
+        return filters, None
+    runs = services.data_state.all_runs()
+    for level in given:
+        runs = runs[runs[level].astype(str) == getattr(filters, level)]
+    places = sorted({tuple(str(part) for part in row) for row in runs[list(LEVELS[:depth])].itertuples(index=False)})
+    if len(places) == 1:
+        return filters.replace(**dict(zip(LEVELS[:depth], places[0], strict=True))), None
+    if not places:
+        return filters, None
+    deepest = LEVEL_LABELS[given[-1]] if given[-1] == "twid" else LEVEL_LABELS[given[-1]].lower()
+    plural = {"TW": "TWs", "laser box": "laser boxes"}.get(deepest, f"{deepest}s")
+    shown = ["/".join(place) for place in places[:CANDIDATES_SHOWN]]
+    if len(places) > CANDIDATES_SHOWN:
+        shown.append(f"{format_count(len(places) - CANDIDATES_SHOWN)} more")
+    named = _words([f"{level_words([level])} {getattr(filters, level)}" for level in given])
+    return filters, (
+        f"The link names {named} but not its {level_words(skipped)}, and {format_count(len(places))} {plural} are "
+        f"called {getattr(filters, given[-1])}: {_words(shown)}. Pick one in the filters above, or add its levels "
+        "to the link."
+    )
 
 
 def complete_link(services: ServiceContainer | None, filters: Filters) -> tuple[Filters, str | None]:

@@ -25,7 +25,7 @@ from runtool.services.run_search import RunSearch
 from runtool.ui.components import LEVEL_LABELS, FilterBar, JobProgress, MessageArea, PageHeader
 from runtool.ui.drawn import DrawnSignal
 from runtool.ui.formatting import format_count
-from runtool.ui.linked_run import complete_link
+from runtool.ui.linked_run import complete_levels, complete_link
 from runtool.ui.query import PageLink, known_selection, page_url, query_parameters, read_selection
 from runtool.ui.tasks import BackgroundTask, TaskBusyError
 from runtool.ui.theme import STYLESHEET
@@ -169,6 +169,9 @@ class Page:
             if known.error:
                 self.messages.error(known.error)
             filters = known.filters
+        filters, ambiguous = complete_levels(self.services, filters)
+        if ambiguous is not None:
+            self.messages.warning(ambiguous)
         completed, problem = complete_link(self.services, filters)
         if problem is not None:
             self.messages.error(problem)
