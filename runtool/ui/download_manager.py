@@ -230,6 +230,8 @@ class DownloadManagerPage(Page):
             if self.actions is None and self.drawn and not self.read_only:
                 self.actions = self._build_actions()
                 self.actions_slot.children = [self.actions]
+                if self.overview is not None:
+                    self._selection_shown()  # the preview buttons' words (written before they existed)
 
     def _show_table(self) -> None:
         services = self._available_services()

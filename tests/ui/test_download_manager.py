@@ -539,3 +539,18 @@ def test_keep_if_same_size_replaces_local_bags_whose_size_differs(services: Serv
     page.execute(page.transfer_panel)
     assert page.wait_idle(60)
     assert bags[0].read_bytes() == content and bags[1].stat().st_mtime_ns == untouched
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_the_preview_buttons_say_what_they_preview_before_a_row_is_selected(services: ServiceContainer,
+                                                                            progressive: bool) -> None:
+    """The operations were built after the selection line had been written: until a row was clicked, "Preview
+    download" and "Preview upload" were two bare icons (issue 10, medium preset, "All")."""
+    page = DownloadManagerPage(services, progressive=progressive)
+    if progressive:
+        assert page.drawn_signal is not None
+        page.drawn_signal._message(page.drawn_signal, {"event": "drawn"}, [])
+    runs = len(page.rows)
+    assert page.download_button.description.startswith("Preview download (")
+    assert page.download_button.description.endswith(f" of {runs} runs)")
+    assert page.upload_button.description.startswith("Preview upload (")
