@@ -124,10 +124,13 @@ class PageHeader:
             self.refresh_area.children = (self.refresh_button,)
         title = widgets.HTML('<span class="rt-title">runtool</span>')
         utc = widgets.HTML('<span class="rt-caption">times in UTC</span>')
-        spacer = widgets.Box(layout=widgets.Layout(flex="1 1 auto"))
+        # The time zone, cache age and Refresh stay together at the right: on a narrow window the header wraps
+        # between the page links and them (margin-left auto keeps them right on their own line too).
+        status = widgets.HBox([utc, self.cache_age, self.refresh_area],
+                              layout=widgets.Layout(align_items="center", margin="0 0 0 auto"))
         self.widget = widgets.HBox(
-            [title, self.nav, spacer, utc, self.cache_age, self.refresh_area],
-            layout=widgets.Layout(width="100%", align_items="center"),
+            [title, self.nav, status.add_class("rt-header-status")],
+            layout=widgets.Layout(width="100%", align_items="center", flex_flow="row wrap"),
         ).add_class("rt-header")
         self.set_selection(Filters())
         self.set_cache(None)

@@ -133,7 +133,10 @@ TARGET_COLOUR = "#d62728"
 STYLESHEET = """
 <style>
 .rt-page { font-family: var(--jp-ui-font-family, sans-serif); gap: 6px; }
-.rt-header { align-items: center; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+.rt-header { align-items: center; border-bottom: 1px solid #ddd; padding-bottom: 4px; row-gap: 4px; }
+/* On a narrow window the header wraps between its parts, never inside one: at 760 px "Download | manager",
+   "times in | UTC" and "cache 2 min | old" each broke over two lines. */
+.rt-header .rt-nav, .rt-header .rt-caption, .rt-header .rt-cache-age { white-space: nowrap; }
 .rt-title { font-size: 18px; font-weight: 700; margin-right: 12px; }
 /* Every link in the link colour, by one rule: listed class by class, the linked-run note's link was left black. */
 .rt-page a { color: LINK_COLOUR; }

@@ -449,6 +449,36 @@ def test_axis_titles_keep_clear_of_their_tick_labels(page: Any, voila: VoilaServ
     screenshot(page, f"coverage-axis-titles-{view}")
 
 
+_WRAPPED_HEADER = """() => {
+    const found = [];
+    const header = document.querySelector('.rt-header');
+    const walker = document.createTreeWalker(header, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        if (!node.textContent.trim()) continue;
+        const range = document.createRange();
+        range.selectNodeContents(node);
+        const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+        if (tops.size > 1) found.push(node.textContent.trim());
+    }
+    const nav = [...header.querySelectorAll('.rt-nav a, .rt-nav .rt-nav-current')];
+    if (new Set(nav.map(e => Math.round(e.getBoundingClientRect().top))).size > 1) found.push('the page links');
+    const status = [...header.querySelectorAll('.rt-caption, .rt-cache-age, .rt-refresh')];
+    const middles = status.map(e => { const r = e.getBoundingClientRect(); return r.top + r.height / 2; });
+    if (Math.max(...middles) - Math.min(...middles) > 4) found.push('the time zone, cache age and Refresh');
+    return found;
+}"""
+
+
+@pytest.mark.parametrize("width", [760, 1280])
+def test_at_a_narrow_width_the_header_wraps_between_its_parts(page: Any, voila: VoilaServer, width: int) -> None:
+    """At 760 px the header broke inside its parts: "Download | manager", "times in | UTC", "cache 2 min | old"."""
+    page.set_viewport_size({"width": width, "height": 900})
+    open_coverage(page, voila)
+    page.wait_for_selector(".rt-header .rt-cache-age", state="visible")
+    assert page.evaluate(_WRAPPED_HEADER) == []
+    screenshot(page, f"coverage-header-{width}")
+
+
 LINK_RGB = "rgb({}, {}, {})".format(*(int(LINK_COLOUR[i:i + 2], 16) for i in (1, 3, 5)))
 
 
