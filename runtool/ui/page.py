@@ -29,6 +29,7 @@ from runtool.ui.linked_run import complete_levels, complete_link
 from runtool.ui.query import PageLink, known_selection, page_url, query_parameters, read_selection
 from runtool.ui.tasks import BackgroundTask, TaskBusyError
 from runtool.ui.theme import STYLESHEET
+from runtool.ui.tick_guard import TickGuard
 
 __all__ = ["Page"]
 
@@ -61,6 +62,7 @@ class Page:
     ) -> None:
         self.messages = MessageArea()
         self.drawn_signal = DrawnSignal(self.render) if progressive else None
+        self.tick_guard = TickGuard()
         self.drawing_note = widgets.HTML("Drawing…").add_class("rt-caption").add_class("rt-drawing")
         self.link_parameters = query_parameters(query)
         selection = read_selection(query)
@@ -119,6 +121,7 @@ class Page:
             self.messages.widget,
             *content,
             *([self.drawn_signal] if self.drawn_signal is not None else []),
+            self.tick_guard,
         ]
 
     def start(self) -> None:

@@ -479,6 +479,18 @@ def test_at_a_narrow_width_the_header_wraps_between_its_parts(page: Any, voila: 
     screenshot(page, f"coverage-header-{width}")
 
 
+@pytest.mark.parametrize("width", [760, 1280])
+def test_at_a_narrow_width_the_dates_under_the_charts_stay_apart(page: Any, voila: VoilaServer, width: int) -> None:
+    """At 760 px the dates under the coverage charts ran into each other ("2025-05-292025-06-10")."""
+    page.set_viewport_size({"width": width, "height": 900})
+    open_coverage(page, voila)
+    page.wait_for_selector(".rt-view-aggregated", state="visible")
+    expect(page.locator(".rt-view-aggregated .axis .tick text").first).to_be_attached(timeout=WAIT_S * 1000)
+    page.wait_for_timeout(1500)  # bqplot lays the axes out after the marks arrive
+    assert overlapping_texts(page, ".rt-page .bqplot .axis") == []
+    screenshot(page, f"coverage-all-{width}")
+
+
 LINK_RGB = "rgb({}, {}, {})".format(*(int(LINK_COLOUR[i:i + 2], 16) for i in (1, 3, 5)))
 
 
