@@ -35,6 +35,7 @@ from runtool.analysis.perception import (
     no_stream_text,
 )
 from runtool.services.analytics import RunAnalysis
+from runtool.ui.charts import AXIS_TITLE_OFFSET
 from runtool.ui.components import Kpi, KpiCards
 from runtool.ui.formatting import format_count, format_decimal, format_pct, format_time
 from runtool.ui.theme import DETECTIONS_COLOUR, FRAMES_COLOUR, TARGET_COLOUR, TRACKING_COLOUR
@@ -82,7 +83,8 @@ TIME_LABEL = "Seconds since the run start"
 
 LABEL_FLIP = 0.6
 """A vertical reference line past this share of its axis has its label on its left (a label is ~60 px wide)."""
-_MARGIN = {"top": 36, "bottom": 44, "left": 58, "right": 16}
+_MARGIN = {"top": 36, "bottom": 50, "left": 70, "right": 16}
+"""Room for the axis titles at :data:`~runtool.ui.charts.AXIS_TITLE_OFFSET` (clear of the tick labels)."""
 HEIGHT_PX = 250
 _HEIGHT = f"{HEIGHT_PX}px"
 PLOT_HEIGHT_PX = HEIGHT_PX - _MARGIN["top"] - _MARGIN["bottom"]
@@ -196,8 +198,10 @@ def _figure(title: str, marks: Sequence[bq.Mark], axes: Sequence[bq.Axis], width
 
 def _axes(x: bq.Scale, y: bq.Scale, x_label: str, y_label: str) -> tuple[bq.Axis, bq.Axis]:
     return (
-        bq.Axis(scale=x, label=x_label, grid_lines="none"),
-        bq.Axis(scale=y, label=y_label, side="left", grid_lines="dashed"),
+        # At bqplot's title offsets the titles touched or crossed their tick labels ("Seconds since the run start"
+        # over "0.5"): the coverage charts' offsets, 6 px or more clear of them.
+        bq.Axis(scale=x, label=x_label, grid_lines="none", label_offset=AXIS_TITLE_OFFSET["bottom"]),
+        bq.Axis(scale=y, label=y_label, side="left", grid_lines="dashed", label_offset=AXIS_TITLE_OFFSET["left"]),
     )
 
 

@@ -21,7 +21,7 @@ from runtool.services import ServiceContainer
 from runtool.storage import local_raw_dir
 from runtool.ui.analysis_charts import TAB_TITLES
 from runtool.ui.query import selection_query
-from tests.browser.conftest import Contexts, VoilaServer, screenshot
+from tests.browser.conftest import Contexts, VoilaServer, crowded_axis_titles, overlapping_texts, screenshot
 from tests.browser.test_reports_served import assert_report_opens
 from tests.ui.test_per_run_page import download_and_extract, drop_tracking, expected_kpis, pick_run
 
@@ -223,6 +223,11 @@ def test_a_complete_run_draws_every_analysis_tab_without_a_console_error(page: A
         assert errors == []
         # Laid out while hidden, a histogram's mean label was placed past its chart's edge as well.
         assert_labels_inside_their_charts(page, panel)
+        # Axis titles clear of their tick labels and inside their chart; no two tick labels over each other (at
+        # bqplot's default title offsets "bag time (s)" touched the tick labels it names).
+        page.wait_for_timeout(500)
+        assert crowded_axis_titles(page, f".rt-tab-{name} .axis") == [], name
+        assert overlapping_texts(page, f".rt-tab-{name} .axis") == [], name
     titles.nth(0).click()
     page.wait_for_timeout(1000)  # a figure lays itself out again 300 ms after its size changed
     # A value written on a chart keeps a white edge: "target 25 FPS" sits on the rate line it labels.
