@@ -34,6 +34,7 @@ __all__ = [
     "DistributionChart",
     "KpiSeries",
     "KpiTrendChart",
+    "regression_spots",
     "split_series",
     "whole_number_ticks",
 ]
@@ -70,13 +71,38 @@ def split_series(run_counts: Mapping[str, int], limit: int) -> tuple[list[str], 
     return ordered[:limit], ordered[limit:]
 
 
+def regression_spots(times: np.ndarray, values: np.ndarray, time_span: float, value_span: float,
+                     time_share: float = 0.015, value_share: float = 0.045) -> list[list[int]]:
+    """The regressed runs grouped by where their squares land: indexes of the runs within ``time_share`` of the time
+    axis's span and ``value_share`` of the value axis's of the first run of their group (a square is about that big
+    at 1440 px), in the order of ``times``. Runs of several laser boxes regressed on one day at about one value drew
+    their squares over each other: one square for three runs."""
+    order = np.argsort(times, kind="stable")
+    as_numbers = times.astype("datetime64[ms]").astype("int64").astype("float64")
+    spots: list[list[int]] = []
+    for index in order:
+        for spot in spots:
+            first = spot[0]
+            if (abs(as_numbers[index] - as_numbers[first]) <= time_share * time_span
+                    and abs(float(values[index]) - float(values[first])) <= value_share * value_span):
+                spot.append(int(index))
+                break
+        else:
+            spots.append([int(index)])
+    return spots
+
+
 class KpiTrendChart:
     """A KPI per run on a UTC time axis: one scatter per legend entry, regressed runs ringed in red.
 
-    ``on_click(key)`` is called with the run key of a clicked point (any series, or a regression ring).
+    ``on_click(key)`` is called with the run key of a clicked point (any series, or a regression ring). Regressed
+    runs whose squares would land on one another share one square with their count beside it (its hover names them
+    all; a click opens the first). With many runs the points are smaller and see-through, so piles show as darker.
     """
 
     HEIGHT = "360px"
+    MANY_POINTS = 200
+    """From this many points on, they are drawn smaller and see-through."""
 
     def __init__(self, series_limit: int) -> None:
         self.x = bq.DateScale()
@@ -94,6 +120,9 @@ class KpiTrendChart:
             fill=False, colors=[TARGET_COLOUR], stroke_width=2.0, display_names=False, names=[],
             tooltip=_tip(), display_legend=False, labels=["regressed (hover for why)"],
         )
+        self.regressed_counts = bq.Label(x=_EMPTY_TIMES, y=[], text=[], scales={"x": self.x, "y": self.y},
+                                         colors=[TARGET_COLOUR], x_offset=9, y_offset=-7, font_weight="bold",
+                                         default_size=12)
         # The run a link names, ringed (see runtool.ui.linked_run); under the points, so they take the clicks.
         self.linked_ring = bq.Scatter(x=_EMPTY_TIMES, y=[], scales={"x": self.x, "y": self.y}, marker="circle",
                                       fill=False, colors=[LINK_COLOUR], default_size=300, stroke_width=2.5)
@@ -102,7 +131,8 @@ class KpiTrendChart:
         self.value_axis = _value_axis(self.y, "")
         # The last series mark holds the grey "others" when there are any: drawn first, under the laser boxes of a
         # colour of their own (drawn over them, at "All" its thousands of points hid the coloured ones).
-        self.figure = _figure("", [self.linked_ring, self.series_marks[-1], *self.series_marks[:-1], self.regressed],
+        self.figure = _figure("", [self.linked_ring, self.series_marks[-1], *self.series_marks[:-1], self.regressed,
+                                   self.regressed_counts],
                               [self.time_axis, self.value_axis], height=self.HEIGHT)
         # The right margin leaves room for half of the last date label, which d3 centres on its tick.
         self.figure.fig_margin = {"top": 36, "bottom": 50, "left": 70, "right": 60}
@@ -172,8 +202,10 @@ class KpiTrendChart:
                 # d3's default for a lone tick is exponential ("3e+1" for 28): the value as a table writes it.
                 self.value_axis.tick_format = ",.4~g"
         self._keys = {}
+        many = sum(len(one.times) for one in series) >= self.MANY_POINTS
         for index, mark in enumerate(self.series_marks):
             with mark.hold_sync():
+                mark.default_size, mark.opacities = (24, [0.7]) if many else (40, [1.0])
                 if index < len(series):
                     one = series[index]
                     mark.x, mark.y, mark.names = one.times, one.values, list(one.hover)
@@ -182,10 +214,22 @@ class KpiTrendChart:
                 else:
                     mark.x, mark.y, mark.names = _EMPTY_TIMES, np.array([]), []
                     mark.labels = [""]
+        time_span = float(span[-1].astype("int64") - span[0].astype("int64")) if len(span) else 1.0
+        value_span = float(np.ptp(values[np.isfinite(values)])) if np.isfinite(values).any() else 1.0
+        spots = regression_spots(regressed.times, np.asarray(regressed.values, dtype="float64"),
+                                 time_span or 1.0, value_span or 1.0)
+        firsts = [spot[0] for spot in spots]
+        hover = [regressed.hover[spot[0]] if len(spot) == 1 else
+                 f"{len(spot)} runs regressed here:\n" + "\n".join(regressed.hover[i] for i in spot) for spot in spots]
         with self.regressed.hold_sync():
-            self.regressed.x, self.regressed.y = regressed.times, regressed.values
-            self.regressed.names = list(regressed.hover)
-        self._keys[id(self.regressed)] = regressed.keys
+            self.regressed.x, self.regressed.y = regressed.times[firsts], np.asarray(regressed.values)[firsts]
+            self.regressed.names = hover
+        self._keys[id(self.regressed)] = tuple(regressed.keys[i] for i in firsts)
+        shared = [spot for spot in spots if len(spot) > 1]
+        with self.regressed_counts.hold_sync():
+            self.regressed_counts.x = (regressed.times[[spot[0] for spot in shared]] if shared else _EMPTY_TIMES)
+            self.regressed_counts.y = np.asarray(regressed.values)[[spot[0] for spot in shared]] if shared else []
+            self.regressed_counts.text = [str(len(spot)) for spot in shared]
         with self.linked_ring.hold_sync():
             self.linked_ring.x = _EMPTY_TIMES if linked is None else linked.times
             self.linked_ring.y = np.array([]) if linked is None else linked.values

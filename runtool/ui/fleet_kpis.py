@@ -139,7 +139,7 @@ _STYLE = """<style>
 .rt-legend-count { flex: none; color: #666; font-size: 12px; }
 .rt-runs-pager { gap: 8px; }
 .rt-chart-tip { background: #fff; border: 1px solid #999; border-radius: 4px; padding: 4px 6px; max-width: 460px;
-                font-size: 12px; line-height: 16px; white-space: normal; }
+                font-size: 12px; line-height: 16px; white-space: pre-line; }
 </style>"""
 
 

@@ -21,7 +21,7 @@ from runtool.models import Filters, RunCoordinate
 from runtool.services import ServiceContainer
 from runtool.storage import processed_dir
 from runtool.ui import FleetKpiPage
-from runtool.ui.fleet_charts import OTHERS_COLOUR, DistributionChart, split_series
+from runtool.ui.fleet_charts import OTHERS_COLOUR, DistributionChart, KpiSeries, KpiTrendChart, split_series
 from runtool.ui.fleet_kpis import KPI_CHOICES, _not_drawn
 from runtool.ui.query import run_url, selection_query
 from tests.conftest import SeededFleet
@@ -472,3 +472,37 @@ def test_a_link_to_a_run_not_analysed_says_it_is_not_shown(services: ServiceCont
     run = next(c for c in first_runs(services, 2) if c not in analysed)
     page = FleetKpiPage(services, query=selection_query(run.to_filters()))
     assert "it is not among the analysed runs shown" in page.linked_note.text
+
+
+def _series(label: str, points: list[tuple[str, float]], colour: str = "#1f77b4") -> KpiSeries:
+    keys = tuple(f"c/r/f/t/{label}/{moment}" for moment, _ in points)
+    times = np.array([np.datetime64(moment.replace("Z", ""), "ms") for moment, _ in points], dtype="datetime64[ms]")
+    return KpiSeries(label, keys, times, np.array([value for _, value in points]),
+                     tuple(f"{label} · {moment} · {value}" for moment, value in points), colour)
+
+
+def test_regressed_runs_at_one_spot_are_one_square_that_counts_and_names_them() -> None:
+    """At "All" three laser boxes regressed on one day at about the same value: their squares were drawn over each
+    other, one square for three runs (27 regressed, 18 squares on the medium fleet)."""
+    day = [("2025-07-06T10:03:00Z", 122.0), ("2025-07-06T10:04:00Z", 122.6), ("2025-07-06T10:05:00Z", 121.8)]
+    apart = [("2025-07-06T10:03:00Z", 98.0), ("2025-08-20T09:00:00Z", 120.0)]
+    runs = _series("a", [*day, *apart])
+    chart = KpiTrendChart(8)
+    chart.show("Detection latency p95 per run", "ms", [runs], _series("a", [*day, *apart]))
+    assert len(chart.regressed.x) == 3  # the three of one spot, and the two apart from it
+    assert list(chart.regressed_counts.text) == ["3"]
+    grouped = next(str(name) for name in chart.regressed.names if "3 runs" in str(name))
+    assert all(f"a · {moment}" in grouped for moment, _ in day)
+    # The legend still counts runs, not squares.
+    assert "5 runs" in chart.legend.value
+
+
+def test_at_fleet_scale_the_points_are_smaller_and_see_through() -> None:
+    many = [(f"2025-07-{1 + i % 28:02d}T{i % 24:02d}:00:00Z", float(i % 50)) for i in range(400)]
+    chart = KpiTrendChart(8)
+    chart.show("t", "ms", [_series("a", many[:10]), _series("others", many[10:], OTHERS_COLOUR)],
+               _series("regressed", []))
+    few = KpiTrendChart(8)
+    few.show("t", "ms", [_series("a", many[:10])], _series("regressed", []))
+    assert chart.series_marks[0].default_size < few.series_marks[0].default_size
+    assert chart.series_marks[0].opacities[0] < 1.0
