@@ -473,8 +473,11 @@ class LaserBoxBars:
     """Per laser box: bags, labels and coverage % as three bar charts side by side.
 
     A few laser boxes get upright bars with their names beneath; more than fit side by side turn the charts
-    on their side (one row per laser box, names at the left of the first chart), so every name reads level
-    and none overlaps another. Hovering a bar shows the laser box's full coordinate and its value.
+    on their side (one row per laser box, names at the left of each chart), so every name reads level
+    and none overlaps another. Lying down, each chart has its names and at least :attr:`MIN_PLOT_PX` of plot: side
+    by side on a wide window, one under another on a narrow one (at 760 px, thirds of the row left the first chart,
+    which held the names, a plot ~35 px wide with its values and title cut). Hovering a bar shows the laser box's
+    full coordinate and its value.
     """
 
     PLOT_PX = 330
@@ -483,6 +486,8 @@ class LaserBoxBars:
     """Roughly the width of one character of an axis label."""
     ROW_PX = 20
     """Height of one laser box's row when the bars lie horizontally."""
+    MIN_PLOT_PX = 250
+    """The narrowest plot of a chart lying down (its title, "Coverage (dashed: under-labelled below 80 %)", fits)."""
 
     def __init__(self) -> None:
         self.x = bq.OrdinalScale()
@@ -492,7 +497,7 @@ class LaserBoxBars:
         self._keys: list[str] = []
         self._names: list[str] = []
         self.figures: list[bq.Figure] = []
-        self.widget = widgets.HBox(layout=widgets.Layout(width="100%")).add_class("rt-lb-bars")
+        self.widget = widgets.HBox(layout=widgets.Layout(width="100%", flex_flow="row wrap")).add_class("rt-lb-bars")
         self._build(horizontal=False)
 
     def _build(self, horizontal: bool) -> None:
@@ -531,24 +536,25 @@ class LaserBoxBars:
         self.labels_axis = _value_axis(labels_y, "labels", ",d", value_side)
         pct_axis = _percent_axis(pct_y, value_side)
 
-        def figure(title: str, marks: list[bq.Mark], value_axis: bq.Axis, names_shown: bool) -> bq.Figure:
+        def figure(title: str, marks: list[bq.Mark], value_axis: bq.Axis) -> bq.Figure:
             if horizontal:
-                name_axis = bq.Axis(scale=self.x, side="left", grid_lines="none",
-                                    tick_style={} if names_shown else {"display": "none"})
+                name_axis = bq.Axis(scale=self.x, side="left", grid_lines="none")
                 fig = _figure(title, marks, [value_axis, name_axis], height=_PANEL_HEIGHT)
-                fig.fig_margin = {**_MARGIN, "left": 64 if names_shown else 12}
-            else:
-                name_axis = bq.Axis(scale=self.x, label="laser box", grid_lines="none",
-                                    label_offset=AXIS_TITLE_OFFSET["bottom"])
-                fig = _figure(title, marks, [name_axis, value_axis], height="280px")
-            fig.padding_y = 0.0 if horizontal else 0.05
+                fig.fig_margin = {**_MARGIN, "left": 64}
+                fig.padding_y = 0.0
+                fig.layout.flex = "1 1 0px"  # equal widths; the minimum (set in show) wraps them when narrow
+                return fig
+            name_axis = bq.Axis(scale=self.x, label="laser box", grid_lines="none",
+                                label_offset=AXIS_TITLE_OFFSET["bottom"])
+            fig = _figure(title, marks, [name_axis, value_axis], height="280px")
+            fig.padding_y = 0.05
             fig.layout.width = "33%"
             return fig
 
         self.figures = [
-            figure("Raw bags per laser box", [self.bags], self.bags_axis, True),
-            figure("Labels per laser box", [self.labels], self.labels_axis, False),
-            figure("Coverage per laser box", [*self.threshold.marks, self.coverage], pct_axis, False),
+            figure("Raw bags per laser box", [self.bags], self.bags_axis),
+            figure("Labels per laser box", [self.labels], self.labels_axis),
+            figure("Coverage per laser box", [*self.threshold.marks, self.coverage], pct_axis),
         ]
         self.widget.children = self.figures
 
@@ -582,9 +588,10 @@ class LaserBoxBars:
             scale.allow_padding = False
         if self.horizontal:
             height = f"{max(170, _MARGIN['top'] + _MARGIN['bottom'] + 10 + self.ROW_PX * len(stats))}px"
-            self.figures[0].fig_margin = {**self.figures[0].fig_margin,
-                                          "left": 16 + self.CHAR_PX * max((len(n) for n in names), default=4)}
+            left = 16 + self.CHAR_PX * max((len(n) for n in names), default=4)
             for fig in self.figures:
+                fig.fig_margin = {**fig.fig_margin, "left": left}
+                fig.layout.min_width = f"{left + self.MIN_PLOT_PX + _MARGIN['right']}px"
                 fig.layout.height = height
         self.threshold.show_line(threshold_pct, vertical=self.horizontal)
         # Short enough for a third of the page: a title cut at the figure's edge would lose the threshold.

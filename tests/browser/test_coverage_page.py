@@ -491,6 +491,36 @@ def test_at_a_narrow_width_the_dates_under_the_charts_stay_apart(page: Any, voil
     screenshot(page, f"coverage-all-{width}")
 
 
+_CUT_TITLES_AND_NARROW_PLOTS = """([figures, narrowest]) => [...document.querySelectorAll(figures)].flatMap(figure => {
+    const svg = figure.querySelector('svg').getBoundingClientRect();
+    const title = figure.querySelector('text.mainheading');
+    const plot = figure.querySelector('.plotarea_background, .plotarea_events').getBoundingClientRect();
+    const found = [];
+    if (title && title.textContent) {
+        const t = title.getBoundingClientRect();
+        if (t.left < svg.left - 0.5 || t.right > svg.right + 0.5) found.push(`${title.textContent}: title cut`);
+    }
+    if (plot.width < narrowest) found.push(`${title?.textContent}: plot ${plot.width.toFixed(0)} px wide`);
+    return found;
+})"""
+
+
+@pytest.mark.parametrize("width", [760, 1440])
+def test_at_a_narrow_width_the_laser_box_bars_keep_their_titles_and_values(page: Any, voila: VoilaServer,
+                                                                           width: int) -> None:
+    """At 760 px the three laser box charts shared the row in thirds, the first also holding the names: its plot was
+    ~35 px wide, its values cut ("2" for 217), and the titles were cut ("Raw bags per laser b")."""
+    page.set_viewport_size({"width": width, "height": 900})
+    open_coverage(page, voila)
+    page.wait_for_selector(".rt-view-aggregated", state="visible")
+    expect(page.locator(".rt-lb-bars .bar_label").first).to_be_attached(timeout=WAIT_S * 1000)
+    page.wait_for_timeout(1500)  # bqplot lays the labels out after the marks arrive
+    assert page.evaluate(_CUT_TITLES_AND_NARROW_PLOTS, [".rt-lb-bars .bqplot.figure", 150]) == []
+    assert bar_labels_in_the_way(page) == []
+    assert overlapping_texts(page, ".rt-lb-bars svg .axis") == []
+    screenshot(page, f"coverage-laser-box-bars-{width}")
+
+
 LINK_RGB = "rgb({}, {}, {})".format(*(int(LINK_COLOUR[i:i + 2], 16) for i in (1, 3, 5)))
 
 
