@@ -130,7 +130,9 @@ def _not_drawn(kpi: str, rows: pd.DataFrame, missing: np.ndarray) -> list[str]:
     return notes
 _NONE = ""
 _STYLE = """<style>
-.rt-runs-table td:first-child, .rt-compare td:first-child, .rt-runs-table th, .rt-compare th { white-space: nowrap; }
+/* A run's time and laser box keep one line each (at 760 px "field_175 · | LB_0004" broke). */
+.rt-runs-table td:first-child, .rt-runs-table td:nth-child(2), .rt-compare td:first-child, .rt-runs-table th,
+.rt-compare th { white-space: nowrap; }
 .rt-kpi-legend { font-size: 13px; line-height: 18px; padding-left: 6px; }
 .rt-legend-item { display: flex; align-items: baseline; gap: 4px; margin: 2px 0; cursor: default; }
 .rt-legend-dot { flex: none; display: inline-block; width: 10px; height: 10px; border-radius: 50%; }

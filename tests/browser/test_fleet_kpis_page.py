@@ -175,6 +175,24 @@ def test_a_laser_box_selection(contexts: Contexts, server: VoilaServer, services
     screenshot(page, "fleet_kpis_bad_date")
 
 
+def test_at_760_px_the_runs_table_keeps_each_name_on_one_line(contexts: Contexts, server: VoilaServer,
+                                                               analysed: list[RunCoordinate]) -> None:
+    """At 760 px the runs table broke its laser box names over two lines ("field_175 · | LB_0004") while the
+    Regression column beside them took the room."""
+    page = contexts.new_page(viewport={"width": 760, "height": 900})
+    page.goto(server.url(FLEET_KPIS))
+    page.wait_for_selector(".rt-page-fleet-kpis", state="visible", timeout=WAIT_MS)
+    cells = page.locator(".rt-runs-table tbody tr td:nth-child(2)")
+    expect(cells.first).to_be_visible(timeout=WAIT_MS)
+    broken = page.eval_on_selector_all(
+        ".rt-runs-table tbody tr td:nth-child(1), .rt-runs-table tbody tr td:nth-child(2)",
+        "cells => cells.filter(c => { const r = document.createRange(); r.selectNodeContents(c);"
+        " return new Set([...r.getClientRects()].filter(q => q.width > 0).map(q => Math.round(q.top))).size > 1; })"
+        ".map(c => c.textContent)")
+    assert broken == []
+    screenshot(page, "fleet_kpis_760")
+
+
 # -- fleet scale: the medium demo fleet, every run analysed, "All" at every level ---------------------------
 
 
