@@ -136,7 +136,9 @@ class KpiTrendChart:
                               [self.time_axis, self.value_axis], height=self.HEIGHT)
         # The right margin leaves room for half of the last date label, which d3 centres on its tick.
         self.figure.fig_margin = {"top": 36, "bottom": 50, "left": 70, "right": 60}
-        self.figure.layout.flex = "1 1 auto"
+        # Beside the legend on a wide window; on a narrow one (760 px) the legend goes under the chart, which keeps
+        # the whole width (beside it, its plot was ~350 px and the regression squares of different days touched).
+        self.figure.layout.flex = "1 1 560px"
         self.figure.layout.min_width = "0"
         # The legend is HTML beside the plot, not bqplot's box inside it: that box hid the points under it and
         # could not show a shortened name's full coordinate on hover.
@@ -144,7 +146,7 @@ class KpiTrendChart:
                                                          flex="0 0 auto", margin="36px 0 0 0"))
         self.legend.add_class("rt-kpi-legend")
         self.widget = widgets.HBox([self.figure, self.legend],
-                                   layout=widgets.Layout(width="100%", align_items="flex-start"))
+                                   layout=widgets.Layout(width="100%", align_items="flex-start", flex_flow="row wrap"))
         self.widget.add_class("rt-kpi-trend")
         self.shown: list[KpiSeries] = []
         self.regressed_keys: tuple[str, ...] = ()

@@ -73,6 +73,15 @@ def assert_chart_reads_well(page: Any) -> None:
     assert crowded_axis_titles(page, ".rt-kpi-trend .axis") == []
 
 
+def assert_chart_reads_well_below(page: Any) -> None:
+    """Every axis label of the trend chart lies inside it, its titles clear of the tick labels (legend anywhere)."""
+    (figure,) = boxes(page, ".rt-kpi-trend > .bqplot")
+    for label in boxes(page, ".rt-kpi-trend .axis .tick text"):
+        assert figure["x"] - 1 <= label["x"] and label["x"] + label["width"] <= figure["x"] + figure["width"] + 1, label
+    assert crowded_axis_titles(page, ".rt-kpi-trend .axis") == []
+    assert overlapping_texts(page, ".rt-kpi-trend svg .axis") == []
+
+
 def assert_no_traceback(page: Any) -> None:
     content = page.content()
     assert "Traceback" not in content
@@ -191,6 +200,23 @@ def test_at_760_px_the_runs_table_keeps_each_name_on_one_line(contexts: Contexts
         ".map(c => c.textContent)")
     assert broken == []
     screenshot(page, "fleet_kpis_760")
+
+
+def test_at_760_px_the_legend_goes_under_the_chart(contexts: Contexts, server: VoilaServer,
+                                                   analysed: list[RunCoordinate]) -> None:
+    """At 760 px the legend kept its 250 px beside the chart: the plot was ~350 px wide, and at "All" on the medium
+    fleet the regression squares of different days ran into each other."""
+    page = contexts.new_page(viewport={"width": 760, "height": 900})
+    page.goto(server.url(FLEET_KPIS))
+    page.wait_for_selector(".rt-page-fleet-kpis", state="visible", timeout=WAIT_MS)
+    page.locator(".rt-kpi-trend .axis .tick text").last.wait_for(timeout=WAIT_MS)
+    page.wait_for_timeout(1000)
+    (plot,) = boxes(page, ".rt-kpi-trend .plotarea_background")
+    (legend,) = boxes(page, ".rt-kpi-legend")
+    assert plot["width"] >= 500, plot
+    assert legend["y"] >= plot["y"] + plot["height"], (plot, legend)
+    assert_chart_reads_well_below(page)
+    screenshot(page, "fleet_kpis_760_legend")
 
 
 # -- fleet scale: the medium demo fleet, every run analysed, "All" at every level ---------------------------
