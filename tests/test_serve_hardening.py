@@ -333,6 +333,28 @@ def test_odd_urls_get_short_errors_and_no_traceback_in_the_log(serve: Callable[.
     assert "Traceback" not in log and "Uncaught exception" not in log, log[-3000:]
 
 
+def test_logout_is_a_redirect_not_a_traceback(serve: Callable[..., ServeProcess]) -> None:
+    """GET /logout (anyone may ask, logged in or not) answered an error 500 with a traceback in the log: Jupyter's
+    logout page needs settings Voila does not have (hostile review). It clears the login and sends the viewer on."""
+    for server in (serve("--no-preheat"), serve("--no-preheat", ip="127.0.0.2")):
+        request = urllib.request.Request(f"{server.base}/logout")
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            opener.open(request, timeout=60)
+            raise AssertionError("no redirect")
+        except urllib.error.HTTPError as exc:
+            status, location = exc.code, exc.headers.get("Location", "")
+        assert status == 302, (status, server.log_text()[-2000:])
+        assert location.endswith("/login" if server.token else "/"), location
+        log = server.log_text()
+        assert "Traceback" not in log and "Uncaught exception" not in log, log[-3000:]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 @pytest.mark.parametrize("how", ["hangup", "kill -9 of runtool serve", "kill -9 as the kernels start"])
 def test_a_closed_terminal_or_a_killed_runtool_serve_stops_voila_and_its_kernels_cleanly(
     tmp_path: Path, how: str

@@ -48,6 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 from jupyter_core.utils import ensure_async, run_sync
+from jupyter_server.auth.decorator import allow_unauthenticated
+from jupyter_server.auth.logout import LogoutHandler as JupyterLogoutHandler
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager, ServerKernelManager
 from jupyter_server.utils import url_path_join
@@ -320,6 +322,16 @@ class FirstPageHandler(web.RequestHandler):
     def get(self, path: str = "") -> None:
         app: RuntoolVoila = self.settings["runtool_app"]
         self.redirect(f"{app.base_url}voila/render/{app.page_names[0]}")
+
+
+class LogoutHandler(JupyterLogoutHandler):
+    """``/logout``: the login cookie cleared, then on to the login form (a token server) or the first page. Jupyter's
+    logout page needs settings Voila does not have: every GET of it was an error 500 and a traceback in the log."""
+
+    @allow_unauthenticated
+    def get(self) -> None:
+        self.identity_provider.clear_login_cookie(self)
+        self.redirect(url_path_join(self.base_url, "login") if self.login_available else self.base_url)
 
 
 class ReportsHandler(JupyterHandler):
@@ -640,6 +652,7 @@ _REPLACED: dict[type, type] = {
     VoilaKernelWebsocketHandler: KernelWebsocketHandler,
     RequestInfoSocketHandler: RequestInfoHandler,
     TemplateStaticFileHandler: TemplateStaticHandler,
+    JupyterLogoutHandler: LogoutHandler,
 }
 
 
