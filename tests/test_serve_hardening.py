@@ -355,6 +355,33 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def test_a_token_server_under_a_base_url_has_its_login_page_there(serve: Callable[..., ServeProcess]) -> None:
+    """Behind a reverse proxy (--base-url /rt/), a page opened without the token sends the viewer to /rt/login: that
+    was not found (the login form was at /login, outside the prefix, and posted to /rt/login), so only a link with
+    the token could open a page (hostile review). The form is at /rt/login and the token typed into it logs in."""
+    server = serve("--no-preheat", "--base-url", "/rt/", ip="127.0.0.2")
+    assert server.token
+    jar = http_cookiejar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(f"{server.base}/rt/runtool/reports/", timeout=60) as response:  # redirected to the login form
+        assert urllib.parse.urlsplit(response.url).path == "/rt/login", response.url
+        form = response.read().decode()
+    assert 'name="password"' in form
+    xsrf = next(cookie.value for cookie in jar if cookie.name == "_xsrf")
+    data = urllib.parse.urlencode({"password": server.token, "_xsrf": xsrf}).encode()
+    with opener.open(f"{server.base}/rt/login?next=%2Frt%2Fruntool%2Freports%2F", data=data, timeout=60) as response:
+        assert response.status == 200 and urllib.parse.urlsplit(response.url).path == "/rt/runtool/reports/"
+        assert "Run reports" in response.read().decode()
+    status, _, _ = http(f"{server.base}/login")
+    assert status == 404  # nothing outside the prefix
+
+
+def http_cookiejar() -> Any:
+    import http.cookiejar
+
+    return http.cookiejar.CookieJar()
+
+
 @pytest.mark.parametrize("how", ["hangup", "kill -9 of runtool serve", "kill -9 as the kernels start"])
 def test_a_closed_terminal_or_a_killed_runtool_serve_stops_voila_and_its_kernels_cleanly(
     tmp_path: Path, how: str

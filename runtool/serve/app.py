@@ -726,6 +726,10 @@ class RuntoolVoila(Voila):
             (url_path_join(self.server_url, REPORTS_PATH, "(.+)"), ReportsHandler),
         ]
         for pattern, handler, *kwargs in [*reports, *super().init_handlers()]:
+            if pattern in ("/login", "/logout"):
+                # Jupyter mounts them at the root, outside --base-url: behind a proxy that forwards only the prefix
+                # they were out of reach, and the login form (which posts to <base>/login) was not found.
+                pattern = url_path_join(self.server_url, pattern)
             guarded = type(handler.__name__, (_HostCheck, _REPLACED.get(handler, handler)), {})
             handlers.append((pattern, guarded, *kwargs))
         return handlers
