@@ -11,10 +11,12 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -411,6 +413,34 @@ def test_a_closed_terminal_or_a_killed_runtool_serve_stops_voila_and_its_kernels
     assert not list(folder.glob("kernel-*")), sorted(p.name for p in folder.glob("kernel-*"))
     # Nor a kernel started after the ones recorded (one still starting lived on, orphaned: hostile review).
     poll(lambda: not kernels_of(folder), 30, interval=0.5, what=f"no kernel process of {folder} left")
+
+
+@pytest.mark.parametrize("when", ["as the kernels start", "with the pools full"])
+def test_a_killed_voila_leaves_no_connection_folder_and_no_kernel(tmp_path: Path, when: str) -> None:
+    """Voila killed outright (kill -9, the OOM killer) cannot clean up after itself: its connection folder, with every
+    kernel's connection file (their keys) and sockets, stayed in the temporary folder for good (hostile review).
+    runtool serve, still running, removes it and stops what Voila left, then exits with Voila's code."""
+    # A short temporary folder: a kernel's socket path must fit the 107 bytes of a Unix socket address.
+    temp = Path(tempfile.mkdtemp(prefix="rtk"))
+    data = tmp_path / "data"
+    data.mkdir()
+    server = ServeProcess(None, "--pool-size", "1", log=data / "serve.log",
+                          env={"RUNTOOL_DATA_DIR": str(data), "IPYTHONDIR": str(data / "ipython"), "TMPDIR": str(temp)})
+    try:
+        enough = (lambda k: len(k) >= 1) if when == "as the kernels start" else (lambda k: len(k) == len(PAGES))
+        kernels = server.wait_kernels(enough, 180, f"preheated kernels ({when})")
+        recorded = [server.voila, *kernels.values()]
+        server.voila.kill()
+        assert server.process.wait(timeout=60) != 0
+        _, alive = psutil.wait_procs(recorded, timeout=30)
+        assert not alive, f"left running: {alive}"
+    finally:
+        survivors = server.stop()
+        left = sorted(str(p.relative_to(temp)) for p in temp.rglob("*"))
+        shutil.rmtree(temp, ignore_errors=True)
+    assert not survivors
+    assert not left, left[:10]
+    assert "Traceback" not in server.log_text(), server.log_text()[-3000:]
 
 
 def kernels_of(folder: Path) -> list[psutil.Process]:

@@ -7,15 +7,18 @@ with it every page's kernel, on Ctrl-C, SIGTERM or SIGHUP (a closed terminal). T
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -150,6 +153,13 @@ def _default_address(ipv6: bool) -> str:
     return f"[{address}]" if ipv6 else address
 
 
+CONNECTIONS_PREFIX = "rt-"
+"""The folder `runtool serve` makes for Voila's connection folder (see :func:`serve`); short, as a kernel's socket
+paths in it must stay under the 107 bytes of a Unix socket address."""
+CONNECTIONS_VARIABLE = "RUNTOOL_SERVE_CONNECTIONS"
+"""Tells Voila that folder, which it removes as it stops once its connection folder is gone (see :func:`serve`)."""
+
+
 def serve_command(options: ServeOptions) -> list[str]:
     """The command line of the Voila child process (no secret in it: the token travels in the environment)."""
     preheat = options.preheat and options.pool_size > 0
@@ -199,6 +209,11 @@ def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> 
     """Run Voila in the foreground until Ctrl-C, SIGTERM or SIGHUP; then stop it and every kernel it started."""
     check_port(options)
     token = None if options.loopback else secrets.token_urlsafe(24)
+    # Voila's connection folder (every kernel's connection file, its key, and sockets) goes in a folder of this
+    # server's: Voila removes it as it stops, but a Voila killed outright (kill -9, the OOM killer) left it for good.
+    # Voila makes it as it starts (made here, it stayed behind, empty, when runtool serve was killed before that).
+    connections = Path(tempfile.gettempdir()) / f"{CONNECTIONS_PREFIX}{secrets.token_hex(6)}"
+    environment = {**serve_environment(options, token, extra_env), CONNECTIONS_VARIABLE: str(connections)}
     # The handlers only take note (a handler that raised could do so inside Popen, after Voila started but before
     # runtool knew its process, and leave it running): the loop below then stops Voila. SIGINT gets one too,
     # because a server started in the background (nohup, a script's `&`) inherits SIGINT ignored.
@@ -206,7 +221,7 @@ def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> 
     previous = {sig: signal.signal(sig, lambda signum, _frame: stopping.append(signum)) for sig in STOP_SIGNALS}
     try:
         mode = " (read-only)" if options.read_only else ""
-        process = subprocess.Popen(serve_command(options), env=serve_environment(options, token, extra_env),
+        process = subprocess.Popen(serve_command(options), env=environment,
                                    preexec_fn=_stop_with_parent)
         # The URL is printed once Voila listens: a second server started at the same moment on the same port
         # passed check_port too, and only one of them gets the port.
@@ -225,8 +240,25 @@ def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> 
         stop(process, options.stop_grace_s)
         return 0
     finally:
+        remove_connections(connections)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def remove_connections(folder: Path) -> None:
+    """Once Voila has exited: stop the kernels it left (a killed Voila stops none; each would exit on its own
+    seconds later) and remove ``folder``, with the connection files and sockets in it."""
+    left = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(part.startswith(f"{folder}{os.sep}") for part in process.info["cmdline"] or []):
+            left.append(process)
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(left, timeout=10)
+    with contextlib.suppress(OSError):
+        if folder.stat().st_uid == os.getuid():  # made by Voila, not by anyone who took the name first
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _stop_with_parent() -> None:

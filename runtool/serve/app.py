@@ -735,6 +735,10 @@ class RuntoolVoila(Voila):
         return handlers
 
     def start(self) -> None:
+        connections = os.environ.get("RUNTOOL_SERVE_CONNECTIONS")
+        if connections:  # runtool serve's folder for the connection folder (it removes it once Voila has exited)
+            os.mkdir(connections, 0o700)  # an error if the name was taken
+            self.connection_dir_root = connections
         PeriodicCallback(self._replace_dead_pool_kernels, self.pool_check_s * 1000).start()
         PeriodicCallback(self._stop_unclaimed_kernels, max(1, min(10, self.unclaimed_s // 3)) * 1000).start()
         super().start()
@@ -743,7 +747,7 @@ class RuntoolVoila(Voila):
         try:
             super().listen()
         except SystemExit:  # no port: Voila exits, and left its new connection folder behind
-            shutil.rmtree(self.connection_dir, ignore_errors=True)
+            self._remove_connection_dir()
             raise
 
     def stop(self) -> None:
@@ -759,7 +763,17 @@ class RuntoolVoila(Voila):
             with contextlib.suppress(psutil.Error):
                 process.kill()
         psutil.wait_procs(left, timeout=10)
+        self._remove_connection_dir()
+
+    def _remove_connection_dir(self) -> None:
+        """Remove the connection folder, and the folder `runtool serve` made for it (its own name) once empty: a
+        runtool serve killed outright cannot.
+        (``RUNTOOL_SERVE_CONNECTIONS``, :data:`runtool.serve.CONNECTIONS_VARIABLE`)."""
         shutil.rmtree(self.connection_dir, ignore_errors=True)
+        root = os.path.dirname(self.connection_dir)
+        if root == os.environ.get("RUNTOOL_SERVE_CONNECTIONS"):
+            with contextlib.suppress(OSError):
+                os.rmdir(root)
 
     def kernel_claimed(self, kernel_id: str) -> None:
         """A browser opened the kernel's channel: the page loaded, so the leave beacon or culling ends it."""
