@@ -242,3 +242,17 @@ def test_the_pages_load_the_configuration_the_serve_command_was_given(demo_fleet
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_temporary_folder_too_long_for_the_kernels_sockets_is_a_clear_error(tmp_path: Path) -> None:
+    """With a long TMPDIR every page kernel failed to bind its sockets ('File name too long', a traceback each) while
+    runtool serve said it was serving, and no page ever loaded (hostile review)."""
+    temp = tmp_path / ("t" * 60)
+    temp.mkdir()
+    runtool = str(Path(sys.executable).with_name("runtool"))
+    done = subprocess.run([runtool, "serve", "--port", str(free_port()), "--no-preheat"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "RUNTOOL_DATA_DIR": str(tmp_path),
+                                                       "TMPDIR": str(temp)})
+    assert done.returncode == 1 and "TMPDIR" in done.stderr and "Serving" not in done.stdout, (done.stdout,
+                                                                                               done.stderr)
+    assert not list(temp.iterdir())

@@ -157,6 +157,8 @@ CONNECTIONS_PREFIX = "rt-"
 """The folder `runtool serve` makes for Voila's connection folder (see :func:`serve`); short, as a kernel's socket
 paths in it must stay under the 107 bytes of a Unix socket address."""
 CONNECTIONS_VARIABLE = "RUNTOOL_SERVE_CONNECTIONS"
+MAX_SOCKET_PATH = 107
+"""The longest path of a Unix socket (Linux), which a kernel's sockets in the connection folder must fit."""
 """Tells Voila that folder, which it removes as it stops once its connection folder is gone (see :func:`serve`)."""
 
 
@@ -213,6 +215,12 @@ def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> 
     # server's: Voila removes it as it stops, but a Voila killed outright (kill -9, the OOM killer) left it for good.
     # Voila makes it as it starts (made here, it stayed behind, empty, when runtool serve was killed before that).
     connections = Path(tempfile.gettempdir()) / f"{CONNECTIONS_PREFIX}{secrets.token_hex(6)}"
+    socket_path = connections / "voila_12345678" / f"kernel-{'0' * 36}-ipc-1"
+    if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
+        # Every kernel failed to bind its sockets ("File name too long", a traceback each) and no page ever loaded.
+        raise RuntoolError(f"the temporary folder {tempfile.gettempdir()} has too long a path for the page kernels' "
+                           f"sockets (at most {MAX_SOCKET_PATH} bytes, such as {socket_path}): set TMPDIR to a "
+                           "shorter one, such as /tmp")
     environment = {**serve_environment(options, token, extra_env), CONNECTIONS_VARIABLE: str(connections)}
     # The handlers only take note (a handler that raised could do so inside Popen, after Voila started but before
     # runtool knew its process, and leave it running): the loop below then stops Voila. SIGINT gets one too,
