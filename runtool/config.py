@@ -29,6 +29,11 @@ DEFAULT_MAX_CHUNK_BYTES = 256 << 20
 _MAX_CHUNK_RANGE = (1 << 20, (1 << 32) - 1)
 
 
+HOST_NAME = re.compile(r"[A-Za-z0-9.:\[\]-]+")
+"""What ``--allowed-host`` and ``[serve] allowed_hosts`` take: a host name or an IP address (a space or a comma
+names no host)."""
+
+
 class ConfigError(RuntoolError):
     """A configuration value is missing or invalid; the message names the setting."""
 
@@ -101,10 +106,10 @@ class RuntoolConfig:
             raise ConfigError(f"serve max_kernels = {self.serve_max_kernels} must be within 1..1000 ({self.source})")
         if not 0 <= self.serve_pool_size <= 16:
             raise ConfigError(f"serve pool_size = {self.serve_pool_size} must be within 0..16 ({self.source})")
-        if self.serve_allowed_hosts and not re.fullmatch(r"[A-Za-z0-9.-]+(,[A-Za-z0-9.-]+)*", self.serve_allowed_hosts):
+        if self.serve_allowed_hosts and not all(HOST_NAME.fullmatch(h) for h in self.serve_allowed_hosts.split(",")):
             raise ConfigError(
-                f"serve allowed_hosts = {self.serve_allowed_hosts!r} must be host names separated by commas "
-                f"({self.source})"
+                f"serve allowed_hosts = {self.serve_allowed_hosts!r} must be host names or IP addresses separated by "
+                f"commas ({self.source})"
             )
         if self.emulator_host and not re.fullmatch(r"https?://[^/\s]+/?", self.emulator_host):
             raise ConfigError(

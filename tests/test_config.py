@@ -277,6 +277,15 @@ def test_bad_toml_values_name_the_setting(cwd: Path, tmp_path: Path, toml: str, 
         load_config(path, environ={})
 
 
+@pytest.mark.parametrize("hosts", ["a b", "a,,b", "host/path", "ü.example"])
+def test_serve_allowed_hosts_takes_what_the_command_line_takes(cwd: Path, tmp_path: Path, hosts: str) -> None:
+    """The same names as ``--allowed-host`` (an IPv6 address was refused in runtool.toml only: hostile review)."""
+    with pytest.raises(ConfigError, match="allowed_hosts"):
+        load_config(write_toml(tmp_path / "bad", f'[serve]\nallowed_hosts = "{hosts}"\n'), environ={})
+    taken = "runtool.example.org,10.0.0.7,[::1],::1"
+    assert load_config(write_toml(tmp_path / "good", f'[serve]\nallowed_hosts = "{taken}"\n'), environ={})
+
+
 def test_unknown_toml_key_names_its_section_and_key(cwd: Path, tmp_path: Path) -> None:
     path = write_toml(tmp_path / "conf", "[paths]\nraw_roots = 'x'\n")
     with pytest.raises(ConfigError, match=r"\[paths\] raw_roots"):

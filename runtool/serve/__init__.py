@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from runtool.config import RuntoolConfig
+from runtool.config import HOST_NAME, RuntoolConfig
 from runtool.errors import RuntoolError, UsageError
 from runtool.notebooks import NOTEBOOKS_DIR
 
@@ -49,8 +49,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 BASE_URL = re.compile(r"/(?:(?!\.\.?/)[A-Za-z0-9._~-]+/)*")
 """A path prefix a reverse proxy forwards: plain path segments (no ``?``, ``#``, ``%``, spaces or ``..``)."""
-HOST_NAME = re.compile(r"[A-Za-z0-9.:\[\]-]+")
-"""What ``--allowed-host`` takes: a host name or an IP address (a space or a comma named no host)."""
 
 
 @dataclass(frozen=True)
