@@ -13,7 +13,7 @@ from google.api_core import exceptions as gexc
 
 from runtool.demo.emulator import Emulator
 from runtool.storage import make_client
-from runtool.storage.gcs import stream_object
+from runtool.storage.gcs import _media_url, stream_object
 
 BUCKET = "stream-test"
 KEY = "acme/run/rosbag/_2025-08-01-08-00-20_0.bag"
@@ -122,3 +122,18 @@ def test_a_sink_error_ends_the_read(emulator: Emulator, generation: int) -> None
 
     with pytest.raises(OSError, match="No space left"):
         stream_object(make_client(emulator_host=emulator.url), BUCKET, KEY, generation, full)
+
+
+@pytest.mark.parametrize("key", [KEY, "a b/ü~%2F?x=1&y#z", "plain"])
+@pytest.mark.parametrize("generation", [0, 1733480000123456])
+def test_the_media_url_is_the_librarys(key: str, generation: int) -> None:
+    """The URL template gives exactly the URL the client library builds, pinned or precondition only."""
+    client = make_client(emulator_host="http://127.0.0.1:9")
+    pinned = client.bucket(BUCKET).blob(key, generation=generation or None)
+    assert _media_url(client, BUCKET, key, generation) == pinned._get_download_url(
+        client, if_generation_match=generation or None
+    )
+    precondition_only = client.bucket(BUCKET).blob(key)
+    assert _media_url(client, BUCKET, key, generation, pinned_url=False) == precondition_only._get_download_url(
+        client, if_generation_match=generation or None
+    )
