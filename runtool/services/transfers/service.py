@@ -206,7 +206,7 @@ class TransferService(TransferPlanner):
                     if progress is not None:
                         progress(index, len(todo), event)
 
-                return self.engine.execute(plan, relay, cancel, file_workers)
+                return self.engine.execute(plan, relay if progress is not None else None, cancel, file_workers)
 
             funcs = [partial(run_here, index, plan) for index, plan in enumerate(todo)]
         else:
