@@ -111,7 +111,7 @@ def test_a_body_cut_short_resumes_from_the_next_byte(relay: CuttingRelay, genera
     count = stream_object(make_client(emulator_host=relay.url), BUCKET, KEY, generation, chunks.append, retry_s=10)
     assert count == len(DATA) and b"".join(chunks) == DATA
     media = [request for request in relay.requests if b"alt=media" in request]
-    assert len(media) == 2 and f"generation={generation}".encode() in media[1]
+    assert len(media) == 2 and f"ifGenerationMatch={generation}".encode() in media[1]  # the same generation
     received = int(media[1].split(b"ange: bytes=", 1)[1].split(b"-", 1)[0])
     assert 0 < received < len(DATA)
 
@@ -137,3 +137,66 @@ def test_the_media_url_is_the_librarys(key: str, generation: int) -> None:
     assert _media_url(client, BUCKET, key, generation, pinned_url=False) == precondition_only._get_download_url(
         client, if_generation_match=generation or None
     )
+
+
+class SilentRelay:
+    """A TCP relay to the emulator that renames the X-Goog-Generation header of every answer (a server that does
+    not say which generation it sends)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.requests: list[bytes] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
+        try:
+            while data := source.recv(64 * 1024):
+                if requests:
+                    self.requests.append(data)
+                sink.sendall(data if requests else data.replace(b"X-Goog-Generation:", b"X-Goog-Unnamed-X:"))
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.close()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def test_a_server_that_does_not_name_the_generation_gets_it_in_the_url(emulator: Emulator) -> None:
+    """Without X-Goog-Generation the GET is made again with the generation in its URL, and so are later ones:
+    a replaced object is still refused, before any byte reaches the sink."""
+    client = make_client(emulator_host=emulator.url)
+    blob = client.bucket(BUCKET).blob("acme/silent.bag")
+    blob.upload_from_string(b"the version in the plan")
+    planned = int(blob.generation or 0)
+    relay = SilentRelay(emulator.port)
+    try:
+        silent = make_client(emulator_host=relay.url)
+        chunks: list[bytes] = []
+        count = stream_object(silent, BUCKET, "acme/silent.bag", planned, chunks.append)
+        assert count == len(b"the version in the plan")
+        media = [request.split(b" HTTP/")[0] for request in relay.requests if b"alt=media" in request]
+        assert len(media) == 2 and f"&generation={planned}".encode() not in media[0]
+        assert f"&generation={planned}&ifGenerationMatch={planned}".encode() in media[1]
+        blob.upload_from_string(b"a newer version")
+        chunks = []
+        with pytest.raises(gexc.NotFound):
+            stream_object(silent, BUCKET, "acme/silent.bag", planned, chunks.append)
+        assert chunks == [] and len([r for r in relay.requests if b"alt=media" in r]) == 3  # pinned at once
+    finally:
+        relay.close()
