@@ -8,8 +8,10 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -190,9 +192,8 @@ def voilas(port: int) -> list[int]:
 def test_of_two_servers_started_at_once_on_one_port_only_the_one_listening_says_serving(tmp_path: Path) -> None:
     port = free_port()
     runtool = str(Path(sys.executable).with_name("runtool"))
-    temps = [tmp_path / f"tmp{i}" for i in range(2)]  # each server's own: Voila's connection folder goes there
-    for temp in temps:
-        temp.mkdir()
+    # Each server's own temporary folder (Voila's connection folder goes there), short enough for the kernels' sockets.
+    temps = [Path(tempfile.mkdtemp(prefix=f"rt2s{i}")) for i in range(2)]
     both = [subprocess.Popen([runtool, "serve", "--port", str(port), "--no-preheat"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                              env={**os.environ, "RUNTOOL_DATA_DIR": str(tmp_path), "TMPDIR": str(temp)})
@@ -208,12 +209,14 @@ def test_of_two_servers_started_at_once_on_one_port_only_the_one_listening_says_
         assert loser.returncode != 0 and "Serving" not in out and "in use" in err, (out, err)
         # Voila's "trying another port" is not said (none is tried), nor its empty connection folder left.
         assert "trying another port" not in err, err
-        assert not list(temps[both.index(loser)].glob("voila_*"))
+        assert not list(temps[both.index(loser)].iterdir())
         assert winner.stdout is not None and "Serving runtool at" in winner.stdout.readline()
     finally:
         for process in both:
             process.terminate()
             process.wait(timeout=30)
+        for temp in temps:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_the_pages_load_the_configuration_the_serve_command_was_given(demo_fleet: SeededFleet, tmp_path: Path) -> None:

@@ -151,13 +151,13 @@ def _default_address(ipv6: bool) -> str:
     return f"[{address}]" if ipv6 else address
 
 
-CONNECTIONS_PREFIX = "rt-"
-"""The folder `runtool serve` makes for Voila's connection folder (see :func:`serve`); short, as a kernel's socket
-paths in it must stay under the 107 bytes of a Unix socket address."""
+CONNECTIONS_PREFIX = "rt"
+"""The folder `runtool serve` makes for Voila's connection folder (see :func:`serve`), this and 8 hex digits: short,
+as a kernel's socket paths in it must stay under the 107 bytes of a Unix socket address."""
 CONNECTIONS_VARIABLE = "RUNTOOL_SERVE_CONNECTIONS"
+"""Tells Voila that folder, which it removes as it stops once its connection folder is gone (see :func:`serve`)."""
 MAX_SOCKET_PATH = 107
 """The longest path of a Unix socket (Linux), which a kernel's sockets in the connection folder must fit."""
-"""Tells Voila that folder, which it removes as it stops once its connection folder is gone (see :func:`serve`)."""
 
 
 def serve_command(options: ServeOptions) -> list[str]:
@@ -212,7 +212,7 @@ def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> 
     # Voila's connection folder (every kernel's connection file, its key, and sockets) goes in a folder of this
     # server's: Voila removes it as it stops, but a Voila killed outright (kill -9, the OOM killer) left it for good.
     # Voila makes it as it starts (made here, it stayed behind, empty, when runtool serve was killed before that).
-    connections = Path(tempfile.gettempdir()) / f"{CONNECTIONS_PREFIX}{secrets.token_hex(6)}"
+    connections = Path(tempfile.gettempdir()) / f"{CONNECTIONS_PREFIX}{secrets.token_hex(4)}"
     socket_path = connections / "voila_12345678" / f"kernel-{'0' * 36}-ipc-1"
     if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
         # Every kernel failed to bind its sockets ("File name too long", a traceback each) and no page ever loaded.
