@@ -13,7 +13,7 @@ from pathlib import Path
 
 from runtool.errors import RuntoolError
 
-__all__ = ["LockWaitStopped", "exclusive_lock", "replacing", "write_atomic"]
+__all__ = ["LockWaitStopped", "exclusive_lock", "replacing", "write_all", "write_atomic"]
 
 _LOCK_POLL_S = 0.05
 
@@ -56,9 +56,7 @@ def write_atomic(path: Path, data: bytes | str, *, durable: bool = True) -> None
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, flags, 0o666)
         try:
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, raw)
             if durable:
                 os.fsync(fd)
         finally:
@@ -100,3 +98,12 @@ def exclusive_lock(
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (a regular file takes it at once; the loop is for a short write)."""
+    written = os.write(fd, data)
+    if written < len(data):
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view) :]

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from runtool.config import RuntoolConfig
 from runtool.errors import RuntoolError
-from runtool.files import LockWaitStopped, exclusive_lock
+from runtool.files import LockWaitStopped, exclusive_lock, write_all
 from runtool.formatting import format_bytes, format_count
 from runtool.models import RunCoordinate
 from runtool.services.transfers.plan import PlannedFile, TransferError, TransferPlan
@@ -179,7 +179,7 @@ class _VerifyingWriter:
     def __call__(self, chunk: bytes) -> None:
         if self.cancel.is_set():
             raise _Cancelled
-        _write_all(self.fd, chunk)
+        write_all(self.fd, chunk)
         for checker in self.checkers:
             checker.update(chunk)
         self.on_bytes(len(chunk))
@@ -495,15 +495,6 @@ def _holds_planned_object(file: PlannedFile) -> bool:
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 """A download's temporary file: a new file (its name is random), written through its descriptor."""
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd`` (a regular file takes it at once; the loop is for a short write)."""
-    written = os.write(fd, data)
-    if written < len(data):
-        view = memoryview(data)[written:]
-        while view:
-            view = view[os.write(fd, view) :]
 
 
 def _sync_data(fd: int) -> None:
