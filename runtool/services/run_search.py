@@ -25,7 +25,8 @@ from runtool.models import LEVELS, CoordinateError, Filters, RunCoordinate
 if TYPE_CHECKING:
     from runtool.services.container import ServiceContainer
 
-__all__ = ["SEARCH_LIMIT", "RunIndex", "RunSearch", "RunSearchError", "RunSearchResult", "SearchHit", "canonical"]
+__all__ = ["SEARCH_LIMIT", "RunIndex", "RunSearch", "RunSearchError", "RunSearchResult", "SearchHit", "canonical",
+           "canonical_timestamps"]
 
 SEARCH_LIMIT = 20
 """Hits listed at most; the rest are counted."""
@@ -135,7 +136,7 @@ def _link_filters(text: str) -> Filters | None:
         raise RunSearchError(f"The link could not be used: {exc}.") from exc
 
 
-def _timestamp_canonical(values: pd.Series) -> pa.Array:
+def canonical_timestamps(values: pd.Series) -> pa.Array:
     """:func:`canonical` of stored timestamps, vectorised: they are valid, so only the date separator varies."""
     lowered = pc.utf8_lower(pa.array(values.to_numpy(dtype=object), type=pa.string()))
     return pc.replace_substring(lowered, "_", "-")
@@ -191,7 +192,7 @@ class RunIndex:
         self._parts = parts.to_numpy(dtype=object)
         self._levels = [_Level.of(parts[name]) for name in LEVELS]
         run_columns = [level.canonical.take(pa.array(level.codes)) for level in self._levels]
-        times = _timestamp_canonical(parts["timestamp"])
+        times = canonical_timestamps(parts["timestamp"])
         self._times = times
         """Each run's timestamp as :func:`canonical` spells it (a link may use the other date separator)."""
         self._keys = _join_keys([*run_columns, times], len(parts))

@@ -1,10 +1,9 @@
 """The run a link names (its ``timestamp``).
 
-A link that skips levels (``?lbid=LB_0001&timestamp=…``) is completed on every page when one run of the inventory
-matches it, as the run search would; otherwise the page says which levels are missing (:func:`complete_link`,
-called by :class:`~runtool.ui.page.Page`). A link without a run that skips levels (``?lbid=LB_0001``) is completed
-the same way when one laser box (field, …) of the inventory has that name; when several do, the page says so and
-lists them (:func:`complete_levels`). The per-run page, which needs every level, says which levels a link
+A link that skips levels (``?lbid=LB_0001&timestamp=…``, or ``?lbid=LB_0001`` without a run) is completed on
+every page when one run (one laser box, field, …) of the inventory matches it; otherwise the page says why its run
+is not shown, or lists the places several of the same name match (:func:`complete_link`, called by
+:class:`~runtool.ui.page.Page`). The per-run page, which needs every level, says which levels a link
 without a run gave and which it skipped (:func:`skipped_levels`). On the pages that show laser boxes (coverage and
 fleet KPIs), a link to a run selects the run's laser box; the page marks the run there, and a note at the top names
 it, says where it is and links to it on the per-run page.
@@ -17,19 +16,21 @@ import re
 from collections.abc import Sequence
 
 import ipywidgets as widgets
+import pyarrow.compute as pc
 
 from runtool.models import LEVELS, Filters, RunCoordinate, parse_timestamp
 from runtool.services import ServiceContainer
-from runtool.services.run_search import RunSearch
-from runtool.ui.components import LEVEL_LABELS
+from runtool.services.run_search import canonical, canonical_timestamps
+from runtool.ui.components import LEVEL_LABELS, Message
 from runtool.ui.formatting import format_count, format_time
-from runtool.ui.query import run_url, selection_query
+from runtool.ui.query import run_url
 from runtool.ui.tables import Cell
 from runtool.ui.theme import LINK_COLOUR, StatusStyle
 
-__all__ = ["LinkedRunNote", "complete_levels", "complete_link", "level_words", "linked_run", "marked", "skipped_levels"]
+__all__ = ["LinkedRunNote", "complete_link", "level_words", "linked_run", "marked", "skipped_levels"]
 
 IN_THE_LINK = StatusStyle("in the link", LINK_COLOUR)
+_PARTS = RunCoordinate.PARTS
 
 
 def _words(names: list[str]) -> str:
@@ -57,23 +58,26 @@ CANDIDATES_SHOWN = 8
 """A link's ambiguous levels list at most this many of the places they match."""
 
 
-def complete_levels(services: ServiceContainer | None, filters: Filters) -> tuple[Filters, str | None]:
-    """The selection to show for a link without a run that skips levels above the deepest one it names
-    (``?lbid=LB_0001``): with those levels filled in when one place of the inventory matches; else ``filters`` and,
-    when several match, a sentence naming them (the page then shows them combined)."""
-    given = [level for level in LEVELS if getattr(filters, level) is not None]
-    if filters.timestamp is not None or not given or services is None or not services.inventory.has_data:
-        return filters, None
-    depth = LEVELS.index(given[-1]) + 1
+def complete_link(services: ServiceContainer | None, filters: Filters) -> tuple[Filters, Message | None]:
+    """The selection to show for a link whose ``filters`` skip levels above the deepest part they name
+    (``?lbid=LB_0001``, ``?lbid=LB_0001&timestamp=…``): those levels filled in when one place of the inventory
+    matches (one laser box of that name, one run at that time). Else ``filters`` and what the page says: for a run,
+    an error saying why it is not shown; for a level set several places match, a warning that lists them."""
+    given = [part for part in _PARTS if getattr(filters, part) is not None]
+    depth = _PARTS.index(given[-1]) + 1 if given else 0
     skipped = [level for level in LEVELS[:depth] if getattr(filters, level) is None]
     if not skipped:
         return filters, None
-    runs = services.data_state.all_runs()
-    for level in given:
-        runs = runs[runs[level].astype(str) == getattr(filters, level)]
-    places = sorted({tuple(str(part) for part in row) for row in runs[list(LEVELS[:depth])].itertuples(index=False)})
+    places = _places(services, filters, depth)
     if len(places) == 1:
-        return filters.replace(**dict(zip(LEVELS[:depth], places[0], strict=True))), None
+        return filters.replace(**dict(zip(_PARTS[:depth], places[0], strict=True))), None
+    if filters.timestamp is not None:
+        found = f"{format_count(len(places))} runs match it" if places else "no run of the inventory matches it"
+        return filters, Message("error", (
+            f"The link names a run started {format_time(parse_timestamp(filters.timestamp))} but not its "
+            f"{level_words(skipped)}, and {found}, so the run is not shown. Type its laser box and time in the run "
+            "search box above to find it."
+        ))
     if not places:
         return filters, None
     deepest = LEVEL_LABELS[given[-1]] if given[-1] == "twid" else LEVEL_LABELS[given[-1]].lower()
@@ -82,34 +86,26 @@ def complete_levels(services: ServiceContainer | None, filters: Filters) -> tupl
     if len(places) > CANDIDATES_SHOWN:
         shown.append(f"{format_count(len(places) - CANDIDATES_SHOWN)} more")
     named = _words([f"{level_words([level])} {getattr(filters, level)}" for level in given])
-    return filters, (
+    return filters, Message("warning", (
         f"The link names {named} but not its {level_words(skipped)}, and {format_count(len(places))} {plural} are "
         f"called {getattr(filters, given[-1])}: {_words(shown)}. Pick one in the filters above, or add its levels "
         "to the link."
-    )
+    ))
 
 
-def complete_link(services: ServiceContainer | None, filters: Filters) -> tuple[Filters, str | None]:
-    """The selection to show for a link's ``filters``: with every level of its run filled in when the link skips
-    some and one run of the inventory matches; else ``filters`` and, for a run that cannot be found, why (a
-    sentence for the page's banner)."""
-    missing = [level for level in LEVELS if getattr(filters, level) is None]
-    if filters.timestamp is None or not missing:
-        return filters, None
-    matches = 0
-    if services is not None and services.inventory.has_data:
-        result = RunSearch(services).search(f"?{selection_query(filters)}")
-        if result.exact is not None and result.exact.is_run:
-            return result.exact.filters, None
-        matches = result.matched_runs
-    levels = level_words(missing)
-    found = (f"{format_count(matches)} runs match it" if matches > 1
-             else "no run of the inventory matches it")
-    return filters, (
-        f"The link names a run started {format_time(parse_timestamp(filters.timestamp))} but not its "
-        f"{levels}, and {found}, so the run is not shown. Type its laser box and time in the run search box above "
-        "to find it."
-    )
+def _places(services: ServiceContainer | None, filters: Filters, depth: int) -> list[tuple[str, ...]]:
+    """The distinct places (their first ``depth`` coordinate parts) of the inventory's runs that match every part
+    ``filters`` set, sorted; a timestamp matches in either spelling, as the run search's does."""
+    if services is None or not services.inventory.has_data:
+        return []
+    runs = services.data_state.all_runs()
+    for level in LEVELS:
+        if getattr(filters, level) is not None:
+            runs = runs[runs[level].astype(str) == getattr(filters, level)]
+    if filters.timestamp is not None:
+        same_time = pc.equal(canonical_timestamps(runs["timestamp"]), canonical(filters.timestamp))
+        runs = runs[same_time.to_numpy(zero_copy_only=False)]
+    return sorted(set(runs[list(_PARTS[:depth])].astype(str).itertuples(index=False, name=None)))
 
 
 def linked_run(filters: Filters) -> RunCoordinate | None:

@@ -25,7 +25,7 @@ from runtool.services.run_search import RunSearch
 from runtool.ui.components import LEVEL_LABELS, FilterBar, JobProgress, MessageArea, PageHeader
 from runtool.ui.drawn import DrawnSignal
 from runtool.ui.formatting import format_count
-from runtool.ui.linked_run import complete_levels, complete_link
+from runtool.ui.linked_run import complete_link
 from runtool.ui.query import PageLink, known_selection, page_url, query_parameters, read_selection
 from runtool.ui.tasks import BackgroundTask, TaskBusyError
 from runtool.ui.theme import STYLESHEET
@@ -165,19 +165,16 @@ class Page:
     def _completed(self, filters: Filters) -> Filters:
         """A link's ``filters`` as the page shows them, each change said in the banner: a level value that matches
         nothing in the inventory falls back to All with the levels below it (:func:`~runtool.ui.query.known_selection`);
-        the levels a link to a run skipped are filled in when one run matches its timestamp, else the banner says why
-        its run is not shown (:func:`~runtool.ui.linked_run.complete_link`)."""
+        the levels a link skipped are filled in when one place (one run at its timestamp) matches, else the banner says
+        why its run is not shown, or lists the places that match (:func:`~runtool.ui.linked_run.complete_link`)."""
         if self.services is not None and self.services.inventory.has_data:
             known = known_selection(filters, self.services.data_state.filter_options(filters))
             if known.error:
                 self.messages.error(known.error)
             filters = known.filters
-        filters, ambiguous = complete_levels(self.services, filters)
-        if ambiguous is not None:
-            self.messages.warning(ambiguous)
-        completed, problem = complete_link(self.services, filters)
-        if problem is not None:
-            self.messages.error(problem)
+        completed, message = complete_link(self.services, filters)
+        if message is not None:
+            self.messages.add(message)
         return completed
 
     def _filter_options(self, filters: Filters) -> dict[str, list[str]]:
