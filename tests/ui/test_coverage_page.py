@@ -619,8 +619,10 @@ def test_a_link_to_a_run_not_in_the_inventory_says_so(services: ServiceContainer
     assert page.single is not None and len(page.single.timeline.linked_ring.x) == 0
 
 
-def test_a_link_that_skips_levels_is_completed_when_one_run_matches(services: ServiceContainer) -> None:
-    page = CoveragePage(services, query="lbid=lb02&timestamp=2025_08_06T07:00:00Z")
+@pytest.mark.parametrize("timestamp", ["2025_08_06T07:00:00Z", "2025-08-06T07:00:00Z"])
+def test_a_link_that_skips_levels_is_completed_when_one_run_matches(services: ServiceContainer, timestamp: str) -> None:
+    """The run's time in either spelling (a link written by hand, or from a folder name) finds the stored run."""
+    page = CoveragePage(services, query=f"lbid=lb02&timestamp={timestamp}")
     assert page.filters == Filters(cid="c1", regionid="r1", fieldid="f1", twid="t1", lbid="lb02",
                                    timestamp="2025_08_06T07:00:00Z")
     assert page.linked_note.text.startswith("The link names run lb02 · 2025-08-06 07:00")
