@@ -378,6 +378,36 @@ def test_a_token_server_under_a_base_url_has_its_login_page_there(serve: Callabl
     assert status == 404  # nothing outside the prefix
 
 
+def test_the_login_form_says_how_to_log_in_and_sets_no_password(serve: Callable[..., ServeProcess],
+                                                                tmp_path: Path) -> None:
+    """Jupyter's login form told a viewer to run ``jupyter server list`` and offered to "set up a password" with the
+    token: that form's POST was an error 500 with a traceback (Voila has no config folder), and where it worked it
+    would have written a password that outlasts the token."""
+    server = serve("--no-preheat", ip="127.0.0.2")
+    jar = http_cookiejar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(f"{server.base}/login", timeout=60) as response:
+        form = response.read().decode()
+    assert "runtool" in form and "token=" in form and "jupyter server list" not in form
+    assert "new_password" not in form
+    xsrf = next(cookie.value for cookie in jar if cookie.name == "_xsrf")
+    wrong = urllib.parse.urlencode({"password": "not-the-token", "_xsrf": xsrf}).encode()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(f"{server.base}/login", data=wrong, timeout=60)
+    assert refused.value.code == 401 and "not this server" in refused.value.read().decode()
+    data = urllib.parse.urlencode({"password": server.token, "new_password": "hunter2", "_xsrf": xsrf}).encode()
+    with opener.open(f"{server.base}/login?next=%2Fruntool%2Freports%2F", data=data, timeout=60) as response:
+        assert response.status == 200 and urllib.parse.urlsplit(response.url).path == "/runtool/reports/"
+    password_only = urllib.parse.urlencode({"password": "hunter2", "_xsrf": xsrf}).encode()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http_cookiejar())).open(
+            urllib.request.Request(f"{server.base}/login", data=password_only,
+                                   headers={"Cookie": f"_xsrf={xsrf}"}), timeout=60)
+    assert refused.value.code == 401
+    assert not [*tmp_path.rglob("jupyter_server_config.json"), *Path.cwd().glob("jupyter_server_config.json")]
+    assert "Traceback" not in server.log_text()
+
+
 def http_cookiejar() -> Any:
     import http.cookiejar
 

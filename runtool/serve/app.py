@@ -54,6 +54,7 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager, ServerKernelManager
 from jupyter_server.utils import url_path_join
 from tornado import web
+from tornado.escape import url_escape
 from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Int, TraitError, Unicode, default
 from voila.app import Voila
@@ -62,6 +63,7 @@ from voila.static_file_handler import TemplateStaticFileHandler
 from voila.tornado.handler import TornadoVoilaHandler
 from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 from voila.tornado.treehandler import TornadoVoilaTreeHandler
+from voila.voila_identity_provider import VoilaLoginHandler
 
 if TYPE_CHECKING:
     from jupyter_client import KernelManager
@@ -82,6 +84,19 @@ BUSY_PAGE = """<!doctype html>
 <body><h1>This runtool server is busy</h1>
 <p>{open} pages are open, the most this server runs at once. Try again in a minute, or close a runtool tab you
 no longer need.</p><p><a href="">Try again</a></p></body></html>
+"""
+LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>runtool: log in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#1f2933}}
+input,button{{font:inherit;padding:.3em .6em}}.error{{color:#b42318;font-weight:600}}.note{{color:#52606d}}</style>
+</head><body><h1>runtool</h1>
+<p>This runtool server asks for its token. Open the link you were given again (it carries the token), or paste the
+token, the part of that link after <code>token=</code>, here:</p>{error}
+<form action="{action}" method="post">{xsrf}<label>Token <input type="password" name="password" autofocus
+autocomplete="current-password"></label> <button type="submit">Log in</button></form>
+<p class="note">Whoever runs the server has the link: <code>runtool serve</code> prints it as it starts.</p>
+</body></html>
 """
 REPORTS_PATH = "runtool/reports/"
 """Where the reports are served, under the base URL."""
@@ -322,6 +337,17 @@ class FirstPageHandler(web.RequestHandler):
     def get(self, path: str = "") -> None:
         app: RuntoolVoila = self.settings["runtool_app"]
         self.redirect(f"{app.base_url}voila/render/{app.page_names[0]}")
+
+
+class LoginHandler(VoilaLoginHandler):
+    """The login form of a token server, in runtool's words (Jupyter's told a viewer to run ``jupyter server list``
+    and offered to set a password, which failed with an error 500)."""
+
+    def _render(self, message: dict[str, str] | None = None) -> None:
+        error = '<p class="error">That is not this server\'s token: check that you copied all of it.</p>'
+        action = f"{self.base_url}login?next={url_escape(self.get_argument('next', default=self.base_url))}"
+        self.finish(LOGIN_PAGE.format(action=html.escape(action, quote=True), xsrf=self.xsrf_form_html(),
+                                      error=error if message else ""))
 
 
 class LogoutHandler(JupyterLogoutHandler):
@@ -659,6 +685,7 @@ _REPLACED: dict[type, type] = {
     VoilaKernelWebsocketHandler: KernelWebsocketHandler,
     RequestInfoSocketHandler: RequestInfoHandler,
     TemplateStaticFileHandler: TemplateStaticHandler,
+    VoilaLoginHandler: LoginHandler,
     JupyterLogoutHandler: LogoutHandler,
 }
 
@@ -681,6 +708,9 @@ class RuntoolVoila(Voila):
         logging.getLogger("tornado.general").addFilter(_ExpectedNoise())
         if token is not None:
             self.token = token
+        # Jupyter's login form let whoever had the token set a password, written into a config file: with Voila's
+        # settings that was an error 500 (no config folder), and it would outlast the server's token.
+        self.config.PasswordIdentityProvider.allow_password_change = False
         self.page_names = [name for name in self.pages.split(",") if name]
         served_ip = self.ip or ""
         names = frozenset(name.strip().lower() for name in self.allowed_hosts.split(",") if name.strip())
