@@ -896,6 +896,7 @@ def _serve_options(args: argparse.Namespace, config: RuntoolConfig) -> ServeOpti
         pool_size=args.pool_size,
         preheat=False if args.no_preheat else None,
         allowed_hosts=tuple(args.allowed_host) if args.allowed_host else None,
+        token_file=args.token_file,
     )
 
 
@@ -1115,6 +1116,8 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", default="/", metavar="PATH", help="URL prefix behind a reverse proxy, e.g. /runtool/")
     p.add_argument("--allowed-host", action="append", metavar="NAME",
                    help="a host name viewers use to reach this server (repeatable; localhost always works)")
+    p.add_argument("--token-file", type=Path, metavar="PATH",
+                   help="keep the token in this file (made, owner-only, if missing), so links outlive a restart")
     p.add_argument("--max-kernels", type=int, metavar="N",
                    help="most pages open at once; past it a viewer gets 'server busy' (default: 4 per core)")
     p.add_argument("--cull-idle", type=float, metavar="SECONDS",

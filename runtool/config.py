@@ -63,6 +63,7 @@ class RuntoolConfig:
     serve_pool_size: int = 1
     serve_preheat: bool = True
     serve_allowed_hosts: str | None = None
+    serve_token_file: str | None = None
     max_label_bytes: int = 1 << 20
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES
     topics: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
@@ -159,6 +160,7 @@ _SETTINGS: dict[str, tuple[str, str, str | None]] = {
     "serve_pool_size": ("serve", "pool_size", "RUNTOOL_SERVE_POOL_SIZE"),
     "serve_preheat": ("serve", "preheat", "RUNTOOL_SERVE_PREHEAT"),
     "serve_allowed_hosts": ("serve", "allowed_hosts", "RUNTOOL_SERVE_ALLOWED_HOSTS"),
+    "serve_token_file": ("serve", "token_file", "RUNTOOL_SERVE_TOKEN_FILE"),
     "max_label_bytes": ("limits", "max_label_bytes", "RUNTOOL_MAX_LABEL_BYTES"),
     "max_chunk_bytes": ("limits", "max_chunk_bytes", "RUNTOOL_MAX_CHUNK_BYTES"),
 }
@@ -198,7 +200,7 @@ def _convert(name: str, value: Any, origin: str, base: Path) -> Any:
                 return False
             raise ValueError(value)
         text = str(value).strip()
-        optional = ("gcp_project", "emulator_host", "dask_scheduler", "serve_allowed_hosts")
+        optional = ("gcp_project", "emulator_host", "dask_scheduler", "serve_allowed_hosts", "serve_token_file")
         return text or None if name in optional else text
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{origin}: {value!r} is not a valid {kind} for {name}") from exc

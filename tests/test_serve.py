@@ -23,9 +23,10 @@ import pytest
 from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
 from tornado import web
 
+from runtool.config import load_config
 from runtool.demo.emulator import free_port
-from runtool.errors import UsageError
-from runtool.serve import ServeOptions, serve_command
+from runtool.errors import RuntoolError, UsageError
+from runtool.serve import ServeOptions, serve_command, server_token
 from runtool.serve.app import HEALTHY_S, PoolBackoff, RuntoolKernelManager, refill_delay
 from tests.conftest import SeededFleet, write_toml
 
@@ -162,6 +163,62 @@ def test_network_address_requires_the_printed_token(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_token_file_keeps_a_servers_links_over_a_restart(tmp_path: Path) -> None:
+    """Each start made a new token, so a restarted server (a reboot, a service unit's restart) broke every link its
+    team had been given. ``--token-file`` keeps the token; the file is made owner-only the first time."""
+    token_file = tmp_path / "token"
+    tokens = []
+    for _ in range(2):
+        port = free_port()
+        process = subprocess.Popen([str(Path(sys.executable).with_name("runtool")), "serve", "--ip", "127.0.0.2",
+                                    "--port", str(port), "--no-preheat", "--token-file", str(token_file)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path,
+                                   env={**os.environ, "RUNTOOL_DATA_DIR": str(tmp_path)})
+        try:
+            assert process.stdout is not None
+            first = process.stdout.readline()
+            match = re.search(r"\?token=([\w-]+)", first)
+            assert match, first
+            tokens.append(match.group(1))
+            status, landed = get(f"http://127.0.0.2:{port}/voila/render/01_temporal_coverage.ipynb?{match.group(0)[1:]}")
+            assert status == 200 and "/login" not in landed, (status, landed)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    assert tokens[0] == tokens[1] == token_file.read_text().strip()
+    assert token_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_token_file_others_may_read_or_that_holds_no_token_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.write_text("a" * 32)
+    shared.chmod(0o644)
+    with pytest.raises(RuntoolError, match=f"may be read by others than its owner: run chmod 600 {shared}"):
+        server_token(shared)
+    for text in ("", "short", "has a space in it, not a token", "x" * 300):
+        bad = tmp_path / "bad"
+        bad.write_text(text)
+        bad.chmod(0o600)
+        with pytest.raises(RuntoolError, match="does not hold one token"):
+            server_token(bad)
+    with pytest.raises(RuntoolError, match="cannot be made: No such file or directory"):
+        server_token(tmp_path / "missing" / "token")
+    with pytest.raises(RuntoolError, match="cannot be read"):
+        server_token(tmp_path)
+    assert server_token(None) != server_token(None)
+
+
+def test_the_token_file_comes_from_the_config_too(tmp_path: Path) -> None:
+    config = tmp_path / "runtool.toml"
+    config.write_text('[serve]\ntoken_file = "~/runtool-token"\n', encoding="utf-8")
+    options = ServeOptions.from_config(load_config(config, environ={}))
+    assert options.token_file == Path.home() / "runtool-token"
+    overridden = ServeOptions.from_config(load_config(config, environ={}), token_file=tmp_path / "t")
+    assert overridden.token_file == tmp_path / "t"
+    from_env = load_config(config, environ={"RUNTOOL_SERVE_TOKEN_FILE": "/srv/runtool/token"})
+    assert ServeOptions.from_config(from_env).token_file == Path("/srv/runtool/token")
 
 
 def test_sigterm_right_after_start_leaves_no_voila_behind(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from runtool.config import HOST_NAME, RuntoolConfig
 from runtool.errors import RuntoolError, UsageError
 from runtool.notebooks import NOTEBOOKS_DIR
 
-__all__ = ["PAGES", "TEMPLATES_DIR", "ServeOptions", "serve", "serve_command", "serve_environment"]
+__all__ = ["PAGES", "TEMPLATES_DIR", "ServeOptions", "serve", "serve_command", "serve_environment", "server_token"]
 
 PAGES = (
     "01_temporal_coverage.ipynb",
@@ -64,6 +64,7 @@ class ServeOptions:
     pool_size: int = 1
     preheat: bool = True
     allowed_hosts: tuple[str, ...] = ()
+    token_file: Path | None = None
     notebooks: Path = NOTEBOOKS_DIR
     stop_grace_s: float = 20.0
 
@@ -78,6 +79,7 @@ class ServeOptions:
             pool_size=config.serve_pool_size,
             preheat=config.serve_preheat,
             allowed_hosts=hosts,
+            token_file=Path(config.serve_token_file).expanduser() if config.serve_token_file else None,
         )
         return replace(options, **{k: v for k, v in overrides.items() if v is not None}).validated()
 
@@ -160,6 +162,43 @@ MAX_SOCKET_PATH = 107
 """The longest path of a Unix socket (Linux), which a kernel's sockets in the connection folder must fit."""
 
 
+TOKEN = re.compile(r"[A-Za-z0-9_-]{16,256}")
+"""A token a file may hold: URL-safe (it goes into links as it is) and long enough not to be guessed."""
+
+
+def server_token(path: Path | None) -> str:
+    """A new token, or with ``path`` (``--token-file``) the one kept there, so a restarted server keeps its links:
+    the file is made, readable by its owner only, the first time.
+
+    Raises:
+        RuntoolError: the file cannot be read or made, others may read it, or it does not hold one token.
+    """
+    if path is None:
+        return secrets.token_urlsafe(24)
+    token = secrets.token_urlsafe(24)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise RuntoolError(f"the token file {path} cannot be made: {exc.strerror}") from exc
+    else:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(f"{token}\n")
+        return token
+    try:
+        kept = path.read_text(encoding="utf-8").strip()
+        mode = path.stat().st_mode
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuntoolError(f"the token file {path} cannot be read: {exc}") from exc
+    if mode & 0o077:
+        raise RuntoolError(f"the token file {path} may be read by others than its owner: run chmod 600 {path}")
+    if not TOKEN.fullmatch(kept):
+        raise RuntoolError(f"the token file {path} does not hold one token (16 to 256 letters, digits, - or _); "
+                           "remove it and runtool serve makes a new one")
+    return kept
+
+
 def serve_command(options: ServeOptions) -> list[str]:
     """The command line of the Voila child process (no secret in it: the token travels in the environment)."""
     preheat = options.preheat and options.pool_size > 0
@@ -208,7 +247,9 @@ def serve_environment(
 def serve(options: ServeOptions, extra_env: Mapping[str, str] | None = None) -> int:
     """Run Voila in the foreground until Ctrl-C, SIGTERM or SIGHUP; then stop it and every kernel it started."""
     check_port(options)
-    token = None if options.loopback else secrets.token_urlsafe(24)
+    token = None if options.loopback else server_token(options.token_file)
+    if options.loopback and options.token_file is not None:
+        print(f"runtool serve: on loopback no token is needed; {options.token_file} is not used", flush=True)
     # Voila's connection folder (every kernel's connection file, its key, and sockets) goes in a folder of this
     # server's: Voila removes it as it stops, but a Voila killed outright (kill -9, the OOM killer) left it for good.
     # Voila makes it as it starts (made here, it stayed behind, empty, when runtool serve was killed before that).
