@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -15,6 +16,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -143,26 +145,31 @@ def get(url: str, wait_s: float = 60.0) -> tuple[int, str]:
             time.sleep(0.3)
 
 
-def test_network_address_requires_the_printed_token(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def token_server(tmp_path: Path, *options: str) -> Iterator[tuple[str, str]]:
+    """``runtool serve --ip 127.0.0.2 OPTIONS`` (127.0.0.2 is still this machine, but not the loopback default:
+    runtool treats it as a network address): its first page's URL without the token, and the printed token."""
     port = free_port()
-    runtool = str(Path(sys.executable).with_name("runtool"))
-    # 127.0.0.2 is still this machine, but not the loopback default: runtool treats it as a network address.
-    process = subprocess.Popen([runtool, "serve", "--ip", "127.0.0.2", "--port", str(port)], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True, cwd=tmp_path,
-                               env={**os.environ, "RUNTOOL_DATA_DIR": str(tmp_path)})
+    process = subprocess.Popen([str(Path(sys.executable).with_name("runtool")), "serve", "--ip", "127.0.0.2",
+                                "--port", str(port), *options], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, cwd=tmp_path, env={**os.environ, "RUNTOOL_DATA_DIR": str(tmp_path)})
     try:
         assert process.stdout is not None
         first = process.stdout.readline()
         match = re.search(r"\?token=([\w-]+)", first)
         assert match, first
-        page = f"http://127.0.0.2:{port}/voila/render/01_temporal_coverage.ipynb"
-        status, landed = get(f"{page}?token=wrong")
-        assert status in (401, 403) or "/login" in landed, (status, landed)
-        status, landed = get(f"{page}?token={match.group(1)}")
-        assert status == 200 and "/login" not in landed, (status, landed)
+        yield f"http://127.0.0.2:{port}/voila/render/01_temporal_coverage.ipynb", match.group(1)
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_network_address_requires_the_printed_token(tmp_path: Path) -> None:
+    with token_server(tmp_path) as (page, token):
+        status, landed = get(f"{page}?token=wrong")
+        assert status in (401, 403) or "/login" in landed, (status, landed)
+        status, landed = get(f"{page}?token={token}")
+        assert status == 200 and "/login" not in landed, (status, landed)
 
 
 def test_a_token_file_keeps_a_servers_links_over_a_restart(tmp_path: Path) -> None:
@@ -171,22 +178,10 @@ def test_a_token_file_keeps_a_servers_links_over_a_restart(tmp_path: Path) -> No
     token_file = tmp_path / "token"
     tokens = []
     for _ in range(2):
-        port = free_port()
-        process = subprocess.Popen([str(Path(sys.executable).with_name("runtool")), "serve", "--ip", "127.0.0.2",
-                                    "--port", str(port), "--no-preheat", "--token-file", str(token_file)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path,
-                                   env={**os.environ, "RUNTOOL_DATA_DIR": str(tmp_path)})
-        try:
-            assert process.stdout is not None
-            first = process.stdout.readline()
-            match = re.search(r"\?token=([\w-]+)", first)
-            assert match, first
-            tokens.append(match.group(1))
-            status, landed = get(f"http://127.0.0.2:{port}/voila/render/01_temporal_coverage.ipynb?{match.group(0)[1:]}")
+        with token_server(tmp_path, "--no-preheat", "--token-file", str(token_file)) as (page, token):
+            tokens.append(token)
+            status, landed = get(f"{page}?token={token}")
             assert status == 200 and "/login" not in landed, (status, landed)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
     assert tokens[0] == tokens[1] == token_file.read_text().strip()
     assert token_file.stat().st_mode & 0o777 == 0o600
 
