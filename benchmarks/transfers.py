@@ -19,7 +19,10 @@ Cases:
 - the single-run CLI download (``runtool download COORD --yes`` without its start-up): one run of
   ``--cli-files`` × ``--cli-mib``, planned and run as ``cli._confirm_and_execute_run`` runs it
   (``TransferService.execute`` of the previewed plan with the engine's default file workers and a progress
-  callback), against the same baseline loop over the same objects.
+  callback), against the same baseline loop over the same objects;
+- the same run by whole processes, start-up included: ``runtool download COORD --yes`` (the inventory refreshed
+  beforehand, untimed, as a user's would be), against the baseline loop run by ``python -c`` in a process of its
+  own.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -101,6 +106,46 @@ def runtool_cli(config: RuntoolConfig, run: RunCoordinate) -> Callable[[], None]
     return go
 
 
+PLAIN_PROCESS = """
+import sys
+from pathlib import Path
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+client = storage.Client(project="bench", credentials=AnonymousCredentials(),
+                        client_options={"api_endpoint": sys.argv[1]})
+bucket = client.bucket(sys.argv[2])
+for key in sys.argv[4:]:
+    bucket.blob(key).download_to_filename(str(Path(sys.argv[3]) / key.rsplit("/", 1)[1]), checksum=None)
+"""
+
+
+def plain_process(url: str, bucket: str, keys: list[str], target: Path) -> Callable[[], None]:
+    """The baseline loop in a process of its own (``python -c``): interpreter and library start-up included."""
+
+    def run() -> None:
+        subprocess.run([sys.executable, "-c", PLAIN_PROCESS, url, bucket, str(target), *keys], check=True)
+
+    return run
+
+
+def runtool_process(config: RuntoolConfig, run: RunCoordinate) -> Callable[[], None]:
+    """``runtool download COORD --yes``, the whole process; its configuration from the environment."""
+    empty = config.data_dir / "runtool.toml"
+    empty.write_text("", encoding="utf-8")
+    environment = {**os.environ, "RUNTOOL_CONFIG": str(empty), "RUNTOOL_RAW_BUCKET": config.raw_bucket,
+                   "RUNTOOL_ML_BUCKET": config.ml_bucket, "STORAGE_EMULATOR_HOST": str(config.emulator_host),
+                   "RUNTOOL_DATA_DIR": str(config.data_dir), "RUNTOOL_RAW_ROOT": str(config.raw_root),
+                   "RUNTOOL_PROCESSED_ROOT": str(config.processed_root), "RUNTOOL_ML_ROOT": str(config.ml_root),
+                   "RUNTOOL_CACHE_DIR": str(config.cache_dir)}
+    runtool = str(Path(sys.executable).with_name("runtool"))
+
+    def go() -> None:
+        subprocess.run([runtool, "download", str(run), "--yes"], check=True, env=environment,
+                       stdout=subprocess.DEVNULL)
+
+    return go
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=20, help="files of the many-files group (0: leave it out)")
@@ -120,6 +165,7 @@ def main() -> None:
         with Emulator() as emulator, ExitStack() as held:
             seeding = make_client(emulator_host=emulator.url)
             seeding.create_bucket("bench-raw")
+            seeding.create_bucket("bench-ml")  # empty: the inventory the CLI needs lists both buckets
             rng = np.random.default_rng(1)
             size, cli_size = args.mib << 20, args.cli_mib << 20
             say(f"uploading {args.files} × {args.mib} MiB and {args.cli_files} × {args.cli_mib} MiB …")
@@ -144,7 +190,11 @@ def main() -> None:
                 ("cli", BASELINE, plain_loop(bucket, cli_keys, cli_size, plain, None)),
                 ("cli", "runtool download COORD --yes (plan + execute, default 8 file workers)",
                  runtool_cli(config, CLI_RUN)),
+                ("process", "plain loop as above, in its own process (python -c; baseline)",
+                 plain_process(url, config.raw_bucket, cli_keys, plain)),
+                ("process", "runtool download COORD --yes, the whole process", runtool_process(config, CLI_RUN)),
             ]
+            ServiceContainer(config).inventory.refresh()  # the CLI's download needs it, as a user's would have
             seconds: dict[str, list[float]] = {group + name: [] for group, name, _ in cases}
             for repeat in range(args.repeats):
                 for group, name, case in cases:
@@ -161,19 +211,22 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     load_end = os.getloadavg()
     sections = []
-    groups = (("many", args.files, args.mib), ("cli", args.cli_files, args.cli_mib))
+    groups = (("many", args.files, args.mib), ("cli", args.cli_files, args.cli_mib),
+              ("process", args.cli_files, args.cli_mib))
     for group, files, mib in groups:
         if not files:
             continue
         total_mb = files * (mib << 20) / 1e6
-        base = median(seconds[group + BASELINE])
+        base = median(next(values for (case_group, _, _), values in zip(cases, seconds.values(), strict=True)
+                           if case_group == group))
         rows = []
         for case_group, name, _ in cases:
             if case_group != group:
                 continue
             values = seconds[group + name]
             rows.append([name, spread(values), f"{total_mb / median(values):.0f}", f"{base / median(values):.2f}×"])
-        title = f"{files} files × {mib} MiB" + (" (one run, the CLI's path)" if group == "cli" else "")
+        title = f"{files} files × {mib} MiB" + {"many": "", "cli": " (one run, the CLI's path)",
+                                                 "process": " (one run, whole processes, start-up included)"}[group]
         sections.append(f"**{title}**\n\n" + markdown_table(
             ["method", "seconds: median (min–max)", "MB/s (median)", "vs baseline (medians)"], rows))
     commit = measured_commit(MEASURED)
