@@ -535,7 +535,14 @@ def _preview_and_execute(args: argparse.Namespace, services: ServiceContainer, p
               f"{printable(file.reason)}")
     if len(shown) < len(plan.files):
         print(f"  … {len(plan.files) - len(shown)} more files")
-    if args.dry_run or not plan.to_transfer:
+    if args.dry_run:
+        return 0
+    if not plan.to_transfer:
+        if not plan.uploads and not services.transfers.read_only:
+            try:  # moves nothing, but removes the temporary files a killed download of these files left
+                services.transfers.execute(plan)
+            except TransferError as exc:
+                print(f"warning: {printable(str(exc))}", file=sys.stderr)
         return 0
     return _confirm_and_execute_run(args, services, plan)
 

@@ -16,6 +16,7 @@ from runtool.cli import main
 from runtool.config import RuntoolConfig
 from runtool.demo.emulator import Emulator
 from runtool.errors import ReadOnlyError
+from runtool.files import exclusive_lock
 from runtool.formatting import format_bytes
 from runtool.models import Filters, RunCoordinate, SyncStatus
 from runtool.services import ServiceContainer, TransferError, TransferProgress
@@ -174,6 +175,30 @@ def test_temporary_files_of_a_killed_download_are_removed(services: ServiceConta
     assert stale.exists(), "only the files of the plan being executed are cleaned"
     assert services.transfers.execute(services.transfers.plan_raw_download(RUN)).ok
     assert not stale.exists() and unrelated.read_text() == "kept"
+
+
+def test_a_rerun_with_nothing_to_download_removes_what_a_killed_replacement_left(
+    services: ServiceContainer, fresh_config: RuntoolConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A download killed while it replaced a file (overwrite, verify) leaves the old file at its final path and
+    its temporary file beside it (a sliced one preallocated to the whole size); the next plan skips that file, and
+    its run removes the temporary file all the same, unless another job holds the run."""
+    assert services.transfers.execute(services.transfers.plan_raw_download(RUN)).ok
+    stale = local(fresh_config, BAGS[2]).with_name(f".rosbag{BAGS[2]}.part-0badc0de")
+    stale.write_bytes(b"\0" * 300_000)
+    toml = str(write_toml(fresh_config, tmp_path / "runtool.toml"))
+    assert main(["--config", toml, "download", RUN.to_path_str(), "--dry-run"]) == 0
+    assert stale.exists()
+    assert main(["--config", toml, "download", RUN.to_path_str(), "--yes"]) == 0
+    assert "Nothing to download: all 4 bags are present" in capsys.readouterr().out
+    assert leftovers(fresh_config) == []
+    stale.write_bytes(b"\0" * 300_000)
+    plan = services.transfers.plan_raw_download(RUN)
+    assert not plan.to_transfer
+    with exclusive_lock(services.transfers.engine.lock_path(plan)):  # another job: no waiting, nothing removed
+        result = services.transfers.execute(plan)
+    assert result.ok and not result.cancelled and stale.exists()
+    assert services.transfers.execute(plan).ok and leftovers(fresh_config) == []
 
 
 def test_bag_selection(services: ServiceContainer) -> None:

@@ -237,7 +237,10 @@ class TransferEngine:
         The lock (a file under ``<data_dir>/.runtool/locks/``, see :meth:`lock_path`) makes two jobs given the
         same run take turns. Under it, a download whose target now holds the planned object (size and CRC32C)
         was done by the other job and is skipped as :data:`ALREADY_DOWNLOADED` (except with ``overwrite``,
-        which asks for a fresh copy), and the temporary files of a job killed mid-download are removed.
+        which asks for a fresh copy), and the temporary files a killed job left beside any of the plan's files
+        are removed, also when the plan has nothing to download (a killed replacement leaves its final file
+        there, so the next plan skips it). Such a plan does not wait for the lock: when another job holds it,
+        it returns at once and leaves the tidying to that job's next run.
         """
         cancel = cancel or threading.Event()
         started = time.perf_counter()
@@ -245,14 +248,14 @@ class TransferEngine:
         todo = list(plan.to_transfer)
         with ExitStack() as held:
             try:
-                held.enter_context(exclusive_lock(self.lock_path(plan), cancel))
+                held.enter_context(exclusive_lock(self.lock_path(plan), cancel, None if todo else 0))
             except LockWaitStopped:
                 outcomes += [FileOutcome(f, "cancelled", error="cancelled before it started") for f in todo]
-                return TransferResult(plan, tuple(outcomes), time.perf_counter() - started, True)
+                return TransferResult(plan, tuple(outcomes), time.perf_counter() - started, bool(todo))
             except OSError as exc:
                 raise TransferError(f"Cannot lock {plan.coordinate} for the transfer: {exc}") from exc
             if not plan.uploads:
-                _remove_stale_parts(todo)
+                _remove_stale_parts(plan.files)
                 if plan.conflict != "overwrite":
                     present = {f for f in todo if _holds_planned_object(f)}
                     outcomes += [FileOutcome(f, "skipped", reason=ALREADY_DOWNLOADED) for f in todo if f in present]
