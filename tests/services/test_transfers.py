@@ -259,6 +259,21 @@ def test_unwritable_target_is_a_clear_failure(services: ServiceContainer, fresh_
     assert all("Cannot write" in str(o.error) for o in result.outcomes)
 
 
+def test_a_folder_of_the_bags_size_at_its_path_fails_that_bag_only(services: ServiceContainer,
+                                                                    fresh_config: RuntoolConfig,
+                                                                    content: dict[str, bytes]) -> None:
+    """A folder where a bag goes fails that bag, also when the folder's size is the bag's (a 4,096-byte bag under
+    an ext4 folder), which made the check for a copy another job downloaded read the folder and stop the run."""
+    folder = local(fresh_config, BAGS[0])
+    folder.mkdir(parents=True)
+    bucket = make_client(emulator_host=fresh_config.emulator_host).bucket(fresh_config.raw_bucket)
+    bucket.blob(raw_bag_key(RUN, BAGS[0])).upload_from_string(b"b" * folder.stat().st_size)
+    result = services.transfers.execute(services.transfers.plan_raw_download(RUN))
+    assert [o.status for o in result.outcomes] == ["failed", "transferred", "transferred", "transferred"]
+    assert "Is a directory" in str(result.outcomes[0].error) and folder.is_dir()
+    assert all(local(fresh_config, name).read_bytes() == content[name] for name in BAGS[1:])
+
+
 def test_read_only_refuses(fresh_config: RuntoolConfig, content: dict[str, bytes]) -> None:
     services = ServiceContainer(fresh_config, read_only=True)
     plan = services.transfers.plan_raw_download(RUN)  # previewing is reading: allowed

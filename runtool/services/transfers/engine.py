@@ -33,6 +33,7 @@ from runtool.errors import RuntoolError
 from runtool.files import LockWaitStopped, exclusive_lock, write_all
 from runtool.formatting import format_bytes, format_count
 from runtool.models import RunCoordinate
+from runtool.services.conflicts import regular_file_size
 from runtool.services.transfers.plan import PlannedFile, TransferError, TransferPlan
 from runtool.storage import make_client, run_lock_path, storage_errors
 from runtool.storage.checksums import ChecksumMismatch, IntegrityChecker, checkers_for, file_crc32c
@@ -489,10 +490,14 @@ def _ignore(_count: int) -> None:
 
 
 def _holds_planned_object(file: PlannedFile) -> bool:
-    """Whether the local file already is the planned object: same size and CRC32C (read only if sizes match)."""
+    """Whether the local file already is the planned object: same size and CRC32C (read only if sizes match).
+
+    Anything else at the path (a folder, a file that cannot be read) is not: its download then fails or
+    replaces it, with that file's own error.
+    """
     try:
-        return bool(file.crc32c) and file.path.stat().st_size == file.size and file_crc32c(file.path) == file.crc32c
-    except (FileNotFoundError, NotADirectoryError):
+        return bool(file.crc32c) and regular_file_size(file.path) == file.size and file_crc32c(file.path) == file.crc32c
+    except OSError:
         return False
 
 
