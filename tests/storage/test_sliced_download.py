@@ -7,6 +7,7 @@ import base64
 import errno
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -239,4 +240,34 @@ def test_a_cancel_mid_download_leaves_no_file_and_no_temporary_file(
     assert landed(services.config) == ([] if before is None else [target.name])
     if before is not None:
         assert target.read_bytes() == before
+    assert not any(PART_MARKER in p.name for p in services.config.raw_root.rglob("*"))
+
+
+def test_a_disk_with_room_for_one_large_bag_takes_one(fresh_config: RuntoolConfig,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: a file system with room for one of three bags, which allocates a file's blocks a step
+    at a time (a full tmpfs needs root here). Preallocated in parallel, each bag took a third of the room and
+    all three failed, on every retry (on a real 100 MiB tmpfs, 3 × 64 MiB: 0 bags twice in three runs)."""
+    bags = [f"_2025-08-03-08-00-2{i}_{i}.bag" for i in range(3)]
+    bucket = make_client(emulator_host=fresh_config.emulator_host).bucket(fresh_config.raw_bucket)
+    for i, name in enumerate(bags):
+        bucket.blob(raw_bag_key(RUN, name)).upload_from_string(np.random.default_rng(i).bytes(2 * MIB))
+    services = ServiceContainer(fresh_config.with_overrides(sliced_download_bytes=MIB))
+    step, lock = 256 * 1024, threading.Lock()
+    room = [2 * MIB + step]
+
+    def posix_fallocate(_fd: int, _offset: int, length: int) -> None:
+        taken = 0
+        while taken < length:
+            with lock:
+                if room[0] < step:  # what it took stays taken until its file is removed, as on ext4
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                room[0] -= step
+            taken += step
+            time.sleep(0.01)  # the others' turn
+
+    monkeypatch.setattr(os, "posix_fallocate", posix_fallocate)
+    result = services.transfers.execute(services.transfers.plan_raw_download(RUN))
+    assert sorted(o.status for o in result.outcomes) == ["failed", "failed", "transferred"]
+    assert all(str(o.error).startswith("Not enough disk space") for o in result.outcomes if o.status == "failed")
     assert not any(PART_MARKER in p.name for p in services.config.raw_root.rglob("*"))

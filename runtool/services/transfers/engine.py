@@ -369,7 +369,8 @@ class TransferEngine:
                 if file.generation and file.crc32c and file.size >= self.config.sliced_download_bytes:
                     # Ranged GETs in parallel into the preallocated file (a full disk fails here, before any
                     # byte moves); download_sliced verifies the whole object's CRC32C before it returns.
-                    os.posix_fallocate(fd, 0, file.size)
+                    with _PREALLOCATING:
+                        os.posix_fallocate(fd, 0, file.size)
                     download_sliced(self.client, bucket, file.key, file.generation, file.size, file.crc32c,
                                     fd, _VerifyingWriter(fd, (), counted, cancel).count,
                                     retry_s=self.config.request_retry_s)
@@ -500,6 +501,10 @@ def _holds_planned_object(file: PlannedFile) -> bool:
     except OSError:
         return False
 
+
+_PREALLOCATING = threading.Lock()
+"""Large files are preallocated one at a time: in parallel on a nearly full disk each took part of the room and
+all of them failed, where one at a time the first that fits gets it (a metadata update, quick on ext4 and xfs)."""
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 """A download's temporary file: a new file (its name is random), written through its descriptor."""
