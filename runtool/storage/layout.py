@@ -188,6 +188,8 @@ def parse_ml_key(key: str) -> MLFileEntry | Anomaly:
             return Anomaly(key, f"unexpected file {name!r} in labels/: not a .txt")
     else:
         return Anomaly(key, f"unexpected folder {kind!r} where 'frames' or 'labels' was expected")
+    if name.startswith("."):  # a macOS copy's ``._<frame>.jpg``; on disk, hidden names are a transfer's own files
+        return Anomaly(key, f"hidden file {name!r} in {kind}/: not a sample")
     too_long = _too_long(cloud_to_local_name(bag_dir)) or _too_long(name, _PART_EXTRA)
     if too_long is not None:
         return Anomaly(key, too_long)

@@ -81,3 +81,26 @@ def test_cli_ml_download(services: ServiceContainer, fresh_config: RuntoolConfig
     assert main(["--config", toml, "ml", "download", RUN.to_path_str(), "--kinds", "labels", "--yes"]) == 0
     assert "6 files" in capsys.readouterr().out
     assert main(["--config", toml, "ml", "download", "acme/x/field_7/TW_1/LB_0001/2025_08_01T08:00:00Z"]) == 2
+
+
+def test_hidden_files_in_the_bucket_are_anomalies_not_samples(services: ServiceContainer) -> None:
+    """A macOS copy uploads an AppleDouble ``._<frame>.jpg`` beside each frame. Counted as a frame and downloaded,
+    it was then invisible to the local state (which leaves out hidden files, a transfer's temporary files), so
+    the run never read as synced; and a frame named like a temporary file (``.<frame>.jpg.part-…``) was removed
+    as one when that frame was downloaded again. Such names are anomalies, and an upload leaves them too."""
+    ml = services.transfers.client.bucket(services.config.ml_bucket)
+    frame = f"{sample_name(0, 1)}.jpg"
+    hidden = [f"._{frame}", f".{frame}.part-0badc0de.jpg"]
+    for name in hidden:
+        ml.blob(ml_file_key(RUN, BAG_DIRS[0], "frames", name)).upload_from_string(b"\x00\x05\x16\x07")
+    services.inventory.refresh()
+    assert {name for name in hidden} <= {key.rsplit("/", 1)[1] for key in services.data_state.anomalies()["key"]}
+    plan = services.transfers.plan_ml_download(RUN)
+    assert len(plan.to_transfer) == 16 and not any(f.name.startswith(".") for f in plan.files)
+    assert services.transfers.execute(plan).ok
+    record = services.data_state.run_records(RUN.to_filters())[0]
+    assert record["ml_sync"] == SyncStatus.SYNCED and record["local_frames"] == 10
+    frames = local_ml_dir(services.config.ml_root, RUN) / f"rosbag{BAG_DIRS[0]}" / "frames"
+    (frames / f"._{frame}").write_bytes(b"\x00\x05\x16\x07")
+    upload = services.transfers.plan_ml_upload(RUN)
+    assert len(upload.files) == 16 and not any(f.name.startswith(".") for f in upload.files)

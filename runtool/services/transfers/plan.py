@@ -317,7 +317,7 @@ class TransferPlanner:
             for kind in kinds:
                 suffixes = FRAME_SUFFIXES if kind == "frames" else (LABEL_SUFFIX,)
                 for path in sorted((bag_dir / kind).glob("*")):
-                    if path.is_file() and path.name.lower().endswith(suffixes):
+                    if path.is_file() and path.name.lower().endswith(suffixes) and not path.name.startswith("."):
                         keys.append((path, ml_file_key(coord, local_to_cloud_name(bag_dir.name), kind, path.name)))  # type: ignore[arg-type]
         if not keys:
             raise TransferError(f"No local ML samples for {coord} in {root} match the selection.")
