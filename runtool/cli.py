@@ -455,9 +455,14 @@ def _confirm_and_execute_run(args: argparse.Namespace, services: ServiceContaine
     if not _confirmed(args, plan.describe()):
         return 1
     progress = _ByteProgress()
+
+    def waiting() -> None:
+        print(f"Waiting for another job transferring {plan.coordinate} to finish (it holds "
+              f"{services.transfers.engine.lock_path(plan)}); Ctrl-C stops waiting.", file=sys.stderr, flush=True)
+
     with _cancel_on_interrupt() as cancel:
         try:
-            result = services.transfers.execute(plan, progress=progress, cancel=cancel)
+            result = services.transfers.execute(plan, progress=progress, cancel=cancel, waiting=waiting)
         finally:
             progress.close()
     return _reported(args, BulkResult(BulkPlan(plan.operation, (plan,)), (result,), (), result.seconds), cancel)

@@ -7,7 +7,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -69,10 +69,11 @@ def write_atomic(path: Path, data: bytes | str, *, durable: bool = True) -> None
 
 @contextmanager
 def exclusive_lock(
-    path: Path, stop: threading.Event | None = None, timeout: float | None = None
+    path: Path, stop: threading.Event | None = None, timeout: float | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block, waiting while another holds it
-    (at most ``timeout`` seconds, when given).
+    (at most ``timeout`` seconds, when given; ``on_wait`` is called once, when the wait begins).
 
     The lock is per open file, so it serialises threads of one process as well as separate processes. The
     kernel drops it when its holder dies, so a killed job never leaves it held. The file itself stays:
@@ -89,6 +90,9 @@ def exclusive_lock(
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if on_wait is not None:
+                    on_wait()
+                    on_wait = None
                 if stop is not None and stop.is_set():
                     raise LockWaitStopped(f"stopped while waiting for {path}") from None
                 if deadline is not None and time.monotonic() >= deadline:

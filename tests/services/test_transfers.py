@@ -380,6 +380,36 @@ def test_cli_single_run_download_executes_the_plan_as_the_page_does(
     assert "Nothing to download: all 4 bags are present" in capsys.readouterr().out
 
 
+def test_cli_download_says_it_waits_for_another_job_on_the_run(
+    services: ServiceContainer, fresh_config: RuntoolConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second `download` of a run another job is transferring printed its plan, then nothing until that job
+    ended (minutes for a large run): it says what it waits for."""
+    toml = str(write_toml(fresh_config, tmp_path / "runtool.toml"))
+    lock = services.transfers.engine.lock_path(services.transfers.plan_raw_download(RUN))
+    held, release = threading.Event(), threading.Event()
+
+    def other_job() -> None:
+        with exclusive_lock(lock):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=other_job)
+    holder.start()
+    held.wait(10)
+    threading.Timer(1.0, release.set).start()
+    try:
+        assert main(["--config", toml, "download", RUN.to_path_str(), "--yes"]) == 0
+    finally:
+        release.set()
+        holder.join()
+    captured = capsys.readouterr()
+    assert f"Waiting for another job transferring {RUN} to finish (it holds {lock})" in captured.err
+    assert "4 files" in captured.out
+    assert main(["--config", toml, "download", RUN.to_path_str(), "--yes", "--conflict", "overwrite"]) == 0
+    assert "Waiting" not in capsys.readouterr().err
+
+
 def test_cli_download(services: ServiceContainer, fresh_config: RuntoolConfig, tmp_path: Path,
                       capsys: pytest.CaptureFixture[str]) -> None:
     toml = str(write_toml(fresh_config, tmp_path / "runtool.toml"))

@@ -232,6 +232,7 @@ class TransferEngine:
         progress: Callable[[TransferProgress], None] | None = None,
         cancel: threading.Event | None = None,
         workers: int | None = None,
+        waiting: Callable[[], None] | None = None,
     ) -> TransferResult:
         """Move the plan's files under the run's lock; no state refresh (the caller's part).
 
@@ -241,7 +242,8 @@ class TransferEngine:
         which asks for a fresh copy), and the temporary files a killed job left beside any of the plan's files
         are removed, also when the plan has nothing to download (a killed replacement leaves its final file
         there, so the next plan skips it). Such a plan does not wait for the lock: when another job holds it,
-        it returns at once and leaves the tidying to that job's next run.
+        it returns at once and leaves the tidying to that job's next run. ``waiting`` is called when the plan
+        begins to wait for another job's lock (to say why nothing moves).
         """
         cancel = cancel or threading.Event()
         started = time.perf_counter()
@@ -249,7 +251,10 @@ class TransferEngine:
         todo = list(plan.to_transfer)
         with ExitStack() as held:
             try:
-                held.enter_context(exclusive_lock(self.lock_path(plan), cancel, None if todo else 0))
+                if todo:
+                    held.enter_context(exclusive_lock(self.lock_path(plan), cancel, on_wait=waiting))
+                else:  # nothing to move: tidy up only when no other job holds the run, without waiting
+                    held.enter_context(exclusive_lock(self.lock_path(plan), cancel, timeout=0))
             except LockWaitStopped:
                 outcomes += [FileOutcome(f, "cancelled", error="cancelled before it started") for f in todo]
                 return TransferResult(plan, tuple(outcomes), time.perf_counter() - started, bool(todo))

@@ -118,11 +118,12 @@ class TransferService(TransferPlanner):
         plan: TransferPlan,
         progress: Callable[[TransferProgress], None] | None = None,
         cancel: threading.Event | None = None,
+        waiting: Callable[[], None] | None = None,
     ) -> TransferResult:
         """Execute exactly the previewed plan, in parallel, under the run's lock (see
-        :meth:`TransferEngine.execute`); then refresh the run's state."""
+        :meth:`TransferEngine.execute`, also for ``waiting``); then refresh the run's state."""
         self._check_writable()
-        result = self.engine.execute(plan, progress, cancel)
+        result = self.engine.execute(plan, progress, cancel, waiting=waiting)
         return self._refreshed(result, changed_cloud=result.count("transferred") > 0)
 
     def _check_writable(self) -> None:
