@@ -433,6 +433,7 @@ class CloudInventoryService:
             fresh = _objects_frame(columns)
             try:
                 with exclusive_lock(self.lock_path, cancel):
+                    self._remove_stale_temporaries()
                     parts = scope.prefix_parts()
                     if partial and parts:
                         assert previous is not None
@@ -460,6 +461,13 @@ class CloudInventoryService:
         for listener in list(self.listeners):
             listener(scope if partial else None)
         return self.cache_info()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove the temporary files of cache writes whose process was killed (under the cache lock, when no
+        other process writes one): each is as large as what it was writing, a whole cache at fleet scale."""
+        for path in (self.cache_path, self.delta_path):
+            for stale in path.parent.glob(f".{path.name}.tmp-*"):
+                stale.unlink(missing_ok=True)
 
     def _latest(self, loaded: InventorySnapshot) -> InventorySnapshot:
         """The cache as it is on disk now (``loaded`` unless another process replaced the file since).

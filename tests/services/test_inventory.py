@@ -473,6 +473,21 @@ def test_a_refresh_that_fails_while_writing_the_delta_keeps_the_previous_cache(
     assert reread.snapshot.runs().set_index("lbid").loc["LB_0001", "raw_bags"] == 3
 
 
+def test_the_temporary_files_of_a_refresh_killed_while_writing_are_removed(fresh_config: RuntoolConfig) -> None:
+    """A refresh killed while writing leaves the cache as it was, and its temporary file (the size of a whole
+    cache at fleet scale) beside it; the next refresh removes it."""
+    small_fleet(fresh_config)
+    service = inventory(fresh_config)
+    service.refresh()
+    for killed in (service.cache_path, service.delta_path):
+        stale = killed.with_name(f".{killed.name}.tmp-0badc0de")
+        stale.write_bytes(b"PAR1 half a cache")
+        service.refresh(RUN_FILTERS)
+        assert not stale.exists()
+    assert sorted(p.name for p in fresh_config.cache_dir.iterdir() if p.name.startswith(".inventory.")) == [
+        ".inventory.lock"]
+
+
 def test_a_corrupt_delta_means_rebuild_with_a_warning(fresh_config: RuntoolConfig) -> None:
     small_fleet(fresh_config)
     service = inventory(fresh_config)
