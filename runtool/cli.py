@@ -1044,7 +1044,7 @@ def build_parser() -> argparse.ArgumentParser:
     raw = sub.add_parser("raw", help="raw bags").add_subparsers(dest="raw", required=True)
     p = command("upload", cmd_raw_upload, "upload a run's local bags (generation preconditions, CRC32C)", raw)
     p.add_argument("coord", metavar="COORD", help="cid/regionid/fieldid/twid/lbid/timestamp")
-    p.add_argument("--bags", nargs="+", metavar="BAG", help="bag names (default: all)")
+    p.add_argument("--bags", nargs="+", metavar="BAG", help="bag names or indices (default: all)")
     _add_transfer_options(p)
 
     dataset = sub.add_parser("dataset", help="training datasets").add_subparsers(dest="dataset", required=True)

@@ -52,6 +52,10 @@ def services(fresh_config: RuntoolConfig) -> ServiceContainer:
     return container
 
 
+def local_bags_of(config: RuntoolConfig) -> list[Path]:
+    return sorted(local_raw_dir(config.raw_root, RUN).glob("rosbag_*.bag"))
+
+
 def cloud_keys(config: RuntoolConfig, bucket: str) -> dict[str, int]:
     client = make_client(emulator_host=config.emulator_host)
     return {b.name: int(b.size or 0) for b in client.list_blobs(bucket)}
@@ -132,6 +136,25 @@ def test_raw_upload_of_a_local_only_run(services: ServiceContainer) -> None:
     assert services.data_state.run_records(RUN.to_filters())[0]["raw_sync"] == SyncStatus.SYNCED
     with pytest.raises(TransferError, match="no local bag named"):
         services.transfers.plan_raw_upload(RUN, bags=["_2025-08-02-09-00-99_9.bag"])
+
+
+def test_raw_upload_selects_bags_as_download_does(services: ServiceContainer, fresh_config: RuntoolConfig,
+                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`raw upload --bags` takes what `download --bags` takes: an index, the local or cloud name, with or without
+    .bag (an index was refused as "cloud bag name '1' does not start with '_'")."""
+    names = [p.name for p in local_bags_of(fresh_config)]
+    for bags in (["1"], [names[1]], [names[1][: -len(".bag")]], [names[1][len("rosbag") :]]):
+        assert [f.path.name for f in services.transfers.plan_raw_upload(RUN, bags=bags).files] == [names[1]]
+    assert [f.path.name for f in services.transfers.plan_raw_upload(RUN, bags=["1", "0", "1"]).files] == [
+        names[1], names[0]]
+    with pytest.raises(TransferError, match="has 2 local bags; there is no bag index 2"):
+        services.transfers.plan_raw_upload(RUN, bags=["2"])
+    with pytest.raises(TransferError, match="no local bag named 'nope'"):
+        services.transfers.plan_raw_upload(RUN, bags=["nope"])
+    toml = str(write_toml(fresh_config, tmp_path / "runtool.toml"))
+    assert main(["--config", toml, "raw", "upload", RUN.to_path_str(), "--bags", "1", "--yes"]) == 0
+    assert "1 files" in capsys.readouterr().out
+    assert set(cloud_keys(fresh_config, fresh_config.raw_bucket)) == {raw_bag_key(RUN, names[1][len("rosbag") :])}
 
 
 def test_read_only_refuses_uploads(fresh_config: RuntoolConfig) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from runtool.config import RuntoolConfig
 from runtool.errors import RuntoolError
@@ -45,6 +45,10 @@ if TYPE_CHECKING:
     from google.cloud import storage
 
 __all__ = ["BulkPlan", "PlannedFile", "TransferError", "TransferPlan", "TransferPlanner"]
+
+
+_Bag = TypeVar("_Bag")
+"""A bag to select: a cloud object (downloads) or a local file (uploads)."""
 
 
 class TransferError(RuntoolError):
@@ -227,7 +231,7 @@ class TransferPlanner:
         if not blobs:
             raise TransferError(f"No bags for {coord} in the raw bucket `{bucket}`.")
         blobs.sort(key=lambda b: _bag_sort_key(b.name[len(prefix) :]))
-        chosen = self._select(blobs, prefix, bags, coord)
+        chosen = self._select(blobs, {b.name[len(prefix) :]: b for b in blobs}, bags, coord) if bags else blobs
         target_dir = local_raw_dir(self.config.raw_root, coord)
         files = tuple(
             self._decide(b, target_dir / cloud_to_local_name(b.name[len(prefix) :]), conflict) for b in chosen
@@ -277,16 +281,16 @@ class TransferPlanner:
     def plan_raw_upload(
         self, coord: RunCoordinate, bags: Sequence[str] | None = None, conflict: ConflictMode = "skip"
     ) -> TransferPlan:
-        """Plan the upload of a run's local bags (``rosbag_*.bag``) to ``<coord>/rosbag/_*.bag``."""
+        """Plan the upload of a run's local bags (``rosbag_*.bag``) to ``<coord>/rosbag/_*.bag``.
+
+        ``bags`` selects bags as for downloads: by local name (``rosbag_…_0.bag``), cloud name (``_…_0.bag``) or
+        index (among the local bags, in order).
+        """
         folder = local_raw_dir(self.config.raw_root, coord)
         local = sorted((p for p in folder.glob("rosbag_*.bag") if p.is_file()), key=lambda p: _bag_sort_key(p.name))
         if bags:
-            wanted = {b if b.startswith("rosbag_") else cloud_to_local_name(b) for b in bags}
-            wanted = {b if b.endswith(".bag") else b + ".bag" for b in wanted}
-            unknown = wanted - {p.name for p in local}
-            if unknown:
-                raise TransferError(f"{coord} has no local bag named {', '.join(sorted(unknown))}.")
-            local = [p for p in local if p.name in wanted]
+            by_name = {p.name[len("rosbag") :]: p for p in local}
+            local = self._select(local, by_name, bags, coord, "local bag")
         if not local:
             raise TransferError(f"No local bags for {coord} in {folder}.")
         keys = [(p, raw_bag_key(coord, local_to_cloud_name(p.name))) for p in local]
@@ -346,26 +350,26 @@ class TransferPlanner:
 
     @staticmethod
     def _select(
-        blobs: list[storage.Blob], prefix: str, bags: Sequence[str] | None, coord: RunCoordinate
-    ) -> list[storage.Blob]:
-        if not bags:
-            return blobs
-        by_name = {b.name[len(prefix) :]: b for b in blobs}
-        chosen: list[storage.Blob] = []
+        bags_in_order: list[_Bag], by_name: dict[str, _Bag], bags: Sequence[str], coord: RunCoordinate,
+        noun: str = "bag",
+    ) -> list[_Bag]:
+        """The bags ``bags`` names, each by index in ``bags_in_order`` or by name (``by_name`` holds cloud names,
+        ``_…_0.bag``; a local ``rosbag_…`` name and one without ``.bag`` are taken too), once each, in that order."""
+        chosen: list[_Bag] = []
         for wanted in bags:
             name = wanted
             if wanted.isdigit():
                 index = int(wanted)
-                if index >= len(blobs):
-                    raise TransferError(f"{coord} has {len(blobs)} bags; there is no bag index {index}.")
-                chosen.append(blobs[index])
+                if index >= len(bags_in_order):
+                    raise TransferError(f"{coord} has {len(bags_in_order)} {noun}s; there is no bag index {index}.")
+                chosen.append(bags_in_order[index])
                 continue
             if name.startswith("rosbag_"):
                 name = name[len("rosbag") :]
             if not name.endswith(".bag"):
                 name += ".bag"
             if name not in by_name:
-                raise TransferError(f"{coord} has no bag named {wanted!r}.")
+                raise TransferError(f"{coord} has no {noun} named {wanted!r}.")
             chosen.append(by_name[name])
         return list(dict.fromkeys(chosen))
 
