@@ -274,6 +274,20 @@ def test_a_folder_of_the_bags_size_at_its_path_fails_that_bag_only(services: Ser
     assert all(local(fresh_config, name).read_bytes() == content[name] for name in BAGS[1:])
 
 
+def test_the_summary_counts_the_bytes_of_the_files_transferred(services: ServiceContainer,
+                                                                fresh_config: RuntoolConfig,
+                                                                content: dict[str, bytes]) -> None:
+    """A file fetched whole that then could not be renamed (a folder at its path), or stopped part-way, is not
+    transferred: its bytes were counted as such ('1 files, 4.0 KiB … 1 failed' for a 0-byte bag and a failed
+    4 KiB one; '0 files, 164.0 MiB … cancelled')."""
+    local(fresh_config, BAGS[0]).mkdir(parents=True)
+    result = services.transfers.execute(services.transfers.plan_raw_download(RUN))
+    assert [o.status for o in result.outcomes] == ["failed", "transferred", "transferred", "transferred"]
+    landed = sum(len(content[name]) for name in BAGS[1:])
+    assert result.bytes == landed and result.to_dict()["bytes"] == landed
+    assert result.summary().startswith(f"3 files, {format_bytes(landed)} in ")
+
+
 def test_read_only_refuses(fresh_config: RuntoolConfig, content: dict[str, bytes]) -> None:
     services = ServiceContainer(fresh_config, read_only=True)
     plan = services.transfers.plan_raw_download(RUN)  # previewing is reading: allowed

@@ -118,7 +118,8 @@ class TransferResult:
 
     @property
     def bytes(self) -> int:
-        return sum(o.bytes for o in self.outcomes)
+        """The bytes of the files transferred (not those a file that failed or was stopped had received)."""
+        return sum(o.bytes for o in self.outcomes if o.status == "transferred")
 
     @property
     def ok(self) -> bool:
