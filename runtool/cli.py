@@ -538,8 +538,10 @@ def _preview_and_execute(args: argparse.Namespace, services: ServiceContainer, p
     for file in shown:
         print(f"  {'→' if file.action == 'transfer' else '='} {printable(file.name)}  {format_bytes(file.size)}  "
               f"{printable(file.reason)}")
-    if len(shown) < len(plan.files):
-        print(f"  … {len(plan.files) - len(shown)} more files")
+    if len(shown) < len(plan.files):  # the files to transfer come first; the skipped ones are only counted
+        verb = "upload" if plan.uploads else "download"
+        more = [(len(plan.to_transfer) - len(shown), f"more to {verb}"), (len(plan.skipped), "skipped")]
+        print(f"  … {', '.join(f'{format_count(count)} {words}' for count, words in more if count)}")
     if args.dry_run:
         return 0
     if not plan.to_transfer:

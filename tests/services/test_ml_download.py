@@ -104,3 +104,20 @@ def test_hidden_files_in_the_bucket_are_anomalies_not_samples(services: ServiceC
     (frames / f"._{frame}").write_bytes(b"\x00\x05\x16\x07")
     upload = services.transfers.plan_ml_upload(RUN)
     assert len(upload.files) == 16 and not any(f.name.startswith(".") for f in upload.files)
+
+
+def test_cli_preview_of_a_long_plan_counts_what_it_does_not_list(fresh_config: RuntoolConfig, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A plan of more than 50 files lists the first 50 to transfer; the line after counted the skipped files as
+    more of them ('… 70 more files' for 10 more to download and 60 skipped)."""
+    ml = make_client(emulator_host=fresh_config.emulator_host).bucket(fresh_config.ml_bucket)
+    for n in range(60):
+        for kind, suffix in (("frames", "jpg"), ("labels", "txt")):
+            ml.blob(ml_file_key(RUN, BAG_DIRS[0], kind, f"{sample_name(0, n)}.{suffix}")).upload_from_string(b"x")
+    toml = str(write_toml(fresh_config, tmp_path / "runtool.toml"))
+    assert main(["--config", toml, "ml", "download", RUN.to_path_str(), "--kinds", "frames", "--yes"]) == 0
+    capsys.readouterr()
+    assert main(["--config", toml, "ml", "download", RUN.to_path_str(), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "Download 60 files, 60 B (60 skipped)" in out and out.count("  → ") == 50
+    assert out.rstrip().endswith("  … 10 more to download, 60 skipped")
