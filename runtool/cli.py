@@ -126,7 +126,11 @@ def cmd_inventory_info(args: argparse.Namespace, services: ServiceContainer) -> 
     if info.warning:
         print(f"warning: {info.warning}", file=sys.stderr)
     if info.scanned_at is None:
-        print(f"No inventory cache at {info.path}. Run `runtool inventory refresh`.")
+        if info.exists:  # unreadable, or for other buckets: the warning above says which
+            print(f"The inventory cache at {info.path} cannot be used. Run `runtool inventory refresh` to build it "
+                  "again.")
+        else:
+            print(f"No inventory cache at {info.path}. Run `runtool inventory refresh`.")
         return 0
     age = info.age_seconds or 0.0
     print(f"Cache:      {info.path} ({format_bytes(info.size_bytes)})")

@@ -84,6 +84,18 @@ def test_anomalies_and_inventory_info(toml: Path, capsys: pytest.CaptureFixture[
     assert (info["runs"], info["objects"], info["anomalies"]) == (2, 73, 1)
 
 
+def test_inventory_info_of_an_unreadable_cache_says_so(toml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cache that could not be read was reported as "No inventory cache at PATH" while the file was there
+    (hostile review)."""
+    assert run_cli(capsys, "--config", str(toml), "inventory", "refresh")[0] == 0
+    cache = Path(json.loads(run_cli(capsys, "--config", str(toml), "inventory", "info", "--json")[1])["path"])
+    cache.write_bytes(b"PAR1 this is not parquet")
+    code, out, err = run_cli(capsys, "--config", str(toml), "inventory", "info")
+    assert code == 0 and "unreadable" in err
+    assert out.strip() == (f"The inventory cache at {cache} cannot be used. Run `runtool inventory refresh` to build "
+                           "it again.")
+
+
 def test_bad_filter_exits_2(toml: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(capsys, "--config", str(toml), "runs", "--cid", "../etc")
     assert code == 2 and "invalid filter" in err
