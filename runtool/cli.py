@@ -483,13 +483,19 @@ def _reported(args: argparse.Namespace, result: BulkResult, cancel: threading.Ev
     return 0 if result.ok and not result.refresh_errors else 1
 
 
+FAILURES_SHOWN = 20
+"""Failed files listed one per line at most; the rest are counted (a full disk fails thousands of small files)."""
+
+
 def _print_bulk_result(result: BulkResult) -> None:
     """Failures and refresh errors on stderr; the summary, and after a cancel what was not done, on stdout."""
-    for run in result.results:
-        for outcome in run.outcomes:
-            if outcome.status == "failed":
-                print(f"  failed: {run.plan.coordinate}: {printable(outcome.file.name)}: {printable(outcome.error)}",
-                      file=sys.stderr)
+    failed = [(run.plan.coordinate, outcome) for run in result.results for outcome in run.outcomes
+              if outcome.status == "failed"]
+    for coord, outcome in failed[:FAILURES_SHOWN]:
+        print(f"  failed: {coord}: {printable(outcome.file.name)}: {printable(outcome.error)}", file=sys.stderr)
+    if len(failed) > FAILURES_SHOWN:
+        print(f"  … {format_count(len(failed) - FAILURES_SHOWN)} more failed (--json lists every file and its error)",
+              file=sys.stderr)
     for coord, error in result.refresh_errors:
         print(f"  transferred, but the state of {coord} was not refreshed: {printable(error)}", file=sys.stderr)
     single = len(result.plan.plans) == 1 and result.results

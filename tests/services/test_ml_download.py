@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,7 @@ from runtool.cli import main
 from runtool.config import RuntoolConfig
 from runtool.models import RunCoordinate, SyncStatus
 from runtool.services import ServiceContainer, TransferError
+from runtool.services.transfers.engine import DISK_FULL_NOT_STARTED
 from runtool.storage import local_ml_dir, make_client, ml_file_key
 from tests.conftest import write_toml
 
@@ -121,3 +126,41 @@ def test_cli_preview_of_a_long_plan_counts_what_it_does_not_list(fresh_config: R
     out = capsys.readouterr().out
     assert "Download 60 files, 60 B (60 skipped)" in out and out.count("  → ") == 50
     assert out.rstrip().endswith("  … 10 more to download, 60 skipped")
+
+
+def test_a_full_disk_stops_the_small_files_after_it_and_the_cli_counts_the_failures(
+    fresh_config: RuntoolConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: a disk under the ML root with room for a few files (a full tmpfs needs root here). Every
+    file after the disk filled was still fetched, only to fail alike, and the CLI printed one line per failed
+    file (2,511 lines for 3,000 labels in the hostile review)."""
+    ml = make_client(emulator_host=fresh_config.emulator_host).bucket(fresh_config.ml_bucket)
+    for n in range(300):
+        ml.blob(ml_file_key(RUN, BAG_DIRS[0], "labels", f"{sample_name(0, n)}.txt")).upload_from_string(b"0 1 1 1 1\n")
+    toml = str(write_toml(fresh_config, tmp_path / "runtool.toml"))
+    room, lock, real_write = [100], threading.Lock(), os.write
+    ml_root = str(fresh_config.ml_root)
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(ml_root):
+            with lock:
+                if room[0] < len(data):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                room[0] -= len(data)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    assert main(["--config", toml, "ml", "download", RUN.to_path_str(), "--yes"]) == 1
+    _, err = capsys.readouterr()
+    lines = err.splitlines()
+    failed = [line for line in lines if line.startswith("  failed: ")]
+    assert len(failed) == 20 and lines[lines.index(failed[-1]) + 1].startswith("  … 270 more failed")
+    assert main(["--config", toml, "ml", "download", RUN.to_path_str(), "--yes", "--json"]) == 1
+    out = capsys.readouterr().out  # the preview, then the result
+    files = json.loads(out[out.index("\n{") + 1 :])["runs"][0]["files"]
+    errors = [f["error"] for f in files if f["status"] == "failed"]
+    out_of_space = [e for e in errors if e.startswith("Not enough disk space")]
+    assert len(errors) == 290 and 1 <= len(out_of_space) <= 64  # at most the files in flight at the time
+    assert errors.count(DISK_FULL_NOT_STARTED) == len(errors) - len(out_of_space)
+    landed = [p for p in fresh_config.ml_root.rglob("*") if p.is_file()]
+    assert len(landed) == 10 and all(p.read_bytes() == b"0 1 1 1 1\n" for p in landed)  # none half-written

@@ -313,6 +313,8 @@ class TransferEngine:
         if small:
             at_once *= SMALL_FILE_FANOUT
         landings = threading.BoundedSemaphore(at_once)
+        disk_full = threading.Event()
+        """Set once a small file ran out of space: the many after it are not fetched, each only to fail alike."""
 
         def land(fetched: _Fetched) -> FileOutcome:
             try:
@@ -326,11 +328,16 @@ class TransferEngine:
 
             if upload:
                 return finished(self._upload(bucket, file, report, cancel))
+            if disk_full.is_set():
+                return finished(FileOutcome(file, "failed", error=DISK_FULL_NOT_STARTED))
             fetched = self._fetch(bucket, file, report if progress is not None else _ignore, cancel)
+            if small and not isinstance(fetched, FileOutcome):
+                # A small file lands where it was fetched: its sync is short, and a handoff costs as much.
+                fetched = self._land(fetched)
             if isinstance(fetched, FileOutcome):
+                if small and fetched.status == "failed" and str(fetched.error).startswith(NO_SPACE):
+                    disk_full.set()
                 return finished(fetched)
-            if small:  # a small file lands where it was fetched: its sync is short, and a handoff costs as much
-                return finished(self._land(fetched))
             landings.acquire()
             return landing.submit(land, fetched)
 
@@ -539,6 +546,11 @@ def _remove_stale_parts(files: Sequence[PlannedFile]) -> None:
 
 
 
+NO_SPACE = "Not enough disk space"
+"""How the error of a file that ran out of space begins."""
+DISK_FULL_NOT_STARTED = "Not started: the disk is full (an earlier file of this transfer ran out of space)."
+
+
 def _explain(exc: BaseException, file: PlannedFile) -> str:
     """A sentence a user can act on, naming the file."""
     if isinstance(exc, ObjectChangedError):
@@ -548,7 +560,7 @@ def _explain(exc: BaseException, file: PlannedFile) -> str:
     if isinstance(exc, ChecksumMismatch):
         return f"Checksum mismatch, file rejected: {exc}"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return f"Not enough disk space to write {file.path} ({exc.strerror})."
+        return f"{NO_SPACE} to write {file.path} ({exc.strerror})."
     if isinstance(exc, OSError):
         return f"Cannot write {file.path}: {exc.strerror or exc}."
     return str(exc)
