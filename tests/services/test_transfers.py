@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -238,30 +237,6 @@ def test_each_file_is_whole_and_synced_before_it_gets_its_name(services: Service
     monkeypatch.setattr(transfer_engine_module, "_sync_data", sync)
     assert services.transfers.execute(services.transfers.plan_raw_download(RUN)).ok
     assert sorted(synced) == [(name, False) for name in sorted(content)]  # each synced once, before the rename
-
-
-def test_a_worker_streams_its_next_small_file_while_the_last_one_syncs(
-    services: ServiceContainer, fresh_config: RuntoolConfig, content: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # One worker, small files (300 kB): the first sync holds until the next file's temporary file appears, which
-    # happens only if the worker has handed the first file on to be landed and gone on with the next GET.
-    services.transfer_engine.workers = 1
-    monkeypatch.setattr(transfer_engine_module, "SMALL_FILE_FANOUT", 1)
-    next_started: list[bool] = []
-
-    def sync(fd: int) -> None:
-        if not next_started:
-            deadline = time.monotonic() + 10
-            while len(leftovers(fresh_config)) < 2 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            next_started.append(len(leftovers(fresh_config)) >= 2)
-        os.fsync(fd)
-
-    monkeypatch.setattr(transfer_engine_module, "_sync_data", sync)
-    assert services.transfers.execute(services.transfers.plan_raw_download(RUN)).ok
-    assert next_started == [True]
-    assert all(local(fresh_config, name).read_bytes() == data for name, data in content.items())
-    assert leftovers(fresh_config) == []
 
 
 def test_cancel_leaves_no_partial_file(services: ServiceContainer, fresh_config: RuntoolConfig) -> None:

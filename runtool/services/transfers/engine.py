@@ -338,15 +338,15 @@ class TransferEngine:
                 if small and fetched.status == "failed" and str(fetched.error).startswith(NO_SPACE):
                     disk_full.set()
                 return finished(fetched)
+            if small:  # a small file lands where it was fetched: its sync is short, and a handoff costs as much
+                return finished(self._land(fetched))
             landings.acquire()
             return landing.submit(land, fetched)
 
         # A worker hands its verified temporary file to a landing thread (sync, then rename: see _land) and
-        # streams its next file meanwhile, small files too: a sync waits for a journal commit (about a millisecond
-        # here, several when other programs sync too), and a worker waiting for it sends no GET (bulk ML download of
-        # small files: 1.5-1.7 ms per file with the handoff, 2.2-2.4 ms landing on the worker; docs/performance.md,
-        # issue 11 (c)). At most one landing per worker waits, so a cancel lands at most that many complete files;
-        # parallel syncs still share the file system's journal commits.
+        # streams its next file meanwhile. At most one landing per worker waits, so a cancel lands at most that
+        # many complete files, and parallel syncs still share the file system's journal commits. Small files
+        # (:data:`SMALL_FILE_BYTES`) land on the worker itself, the SMALL_FILE_FANOUT workers syncing in parallel.
         with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="transfer-land") as landing:
             with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="transfer") as pool:
                 pending = list(pool.map(one, files))
