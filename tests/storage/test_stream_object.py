@@ -168,3 +168,57 @@ def test_a_server_that_does_not_name_the_generation_gets_it_in_the_url(emulator:
         assert chunks == [] and len([r for r in relay.requests if b"alt=media" in r]) == 3  # pinned at once
     finally:
         relay.close()
+
+
+class ChunkedServer:
+    """An HTTP server that answers every request with a chunked body (no Content-Length) and records them."""
+
+    def __init__(self, body: bytes, generation: int) -> None:
+        self.answer = (
+            b"HTTP/1.1 200 OK\r\nX-Goog-Generation: %d\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+            % (generation, len(body), body)
+        )
+        self.requests: list[bytes] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection:
+            pending = b""
+            while data := connection.recv(65536):
+                pending += data
+                while b"\r\n\r\n" in pending:
+                    request, _, pending = pending.partition(b"\r\n\r\n")
+                    self.requests.append(request)
+                    connection.sendall(self.answer)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def test_an_answer_without_a_content_length_is_read_through_the_pool() -> None:
+    """The plain media connection reads only answers with a Content-Length; another answer (chunked here) is
+    fetched again through urllib3's pool, and that client's later GETs go through the pool at once."""
+    server = ChunkedServer(b"chunked bytes", 7)
+    try:
+        client = make_client(emulator_host=server.url)
+        for _ in range(2):
+            chunks: list[bytes] = []
+            assert stream_object(client, BUCKET, KEY, 7, chunks.append) == len(b"chunked bytes")
+            assert b"".join(chunks) == b"chunked bytes"
+        media = [request for request in server.requests if b"alt=media" in request]
+        assert len(media) == 3  # plain (refused), pool; then the pool only
+        assert [b"python-urllib3" in request.lower() or b"user-agent" in request.lower() for request in media] == [
+            False, True, True
+        ]
+    finally:
+        server.close()
