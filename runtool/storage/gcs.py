@@ -375,9 +375,9 @@ class _PlainMediaConnection:
     policy and :func:`storage_error` treat them as they treat the pool's.
     """
 
-    def __init__(self, scheme: str, host: str, port: int, timeout: float, ca_certs: str) -> None:
+    def __init__(self, scheme: str, authority: str, host: str, port: int, timeout: float, ca_certs: str) -> None:
         self.address, self.timeout = (host, port), timeout
-        self.host_header = f"{host}:{port}".encode()
+        self.host_header = authority.encode("ascii")
         self.tls = None
         if scheme == "https":
             import ssl
@@ -504,7 +504,7 @@ def _plain_media(client: storage.Client, url: str, timeout: float) -> _PlainMedi
         host, _, port = rest.rpartition(":") if ":" in rest.rsplit("]", 1)[-1] else (rest, "", "")
         default = 443 if scheme == "https" else 80
         ca_certs = os.environ.get("REQUESTS_CA_BUNDLE") or _ca_bundle()
-        connection = _PlainMediaConnection(scheme, host.strip("[]"), int(port or default), timeout, ca_certs)
+        connection = _PlainMediaConnection(scheme, rest, host.strip("[]"), int(port or default), timeout, ca_certs)
         local.connection = connection
     return connection
 
@@ -617,7 +617,8 @@ def stream_object(
     from google.api_core import exceptions as gexc
 
     # The library's URL (endpoint or emulator, precondition) from a template (see _media_url); the GET goes through
-    # the client's media pool (see _media_pool), not the library's 8 KiB read loop.
+    # this thread's plain connection (see _media_get), else the client's media pool (see _media_pool), never the
+    # library's 8 KiB read loop.
     pinned = bool(generation) and getattr(client, "_runtool_pin_media_url", False)
     url = _media_url(client, bucket, key, generation, pinned_url=pinned)
     pool = _media_pool(client, url)
