@@ -20,13 +20,36 @@ from collections.abc import Iterator
 
 import ipywidgets as widgets
 
-__all__ = ["SNAPSHOT_CLASS", "snapshot_html"]
+__all__ = ["SNAPSHOT_CLASS", "SNAPSHOT_MARK", "snapshot_html"]
 
 SNAPSHOT_CLASS = "rts-snapshot"
-_HIDE_WHEN_LIVE = (
+SNAPSHOT_MARK = "<!-- runtool: first screen -->"
+"""How the copy begins: runtool's Voila template sends an output that begins so as HTML the browser draws as it
+reads the page, before Voila's scripts have loaded (they draw every other output)."""
+_S = f":where(.{SNAPSHOT_CLASS})"
+"""Scopes a rule to the copy without adding to its specificity: runtool's own rules win, as over ipywidgets'."""
+_STYLE = (
     f"<style>body:has(.rt-page) .{SNAPSHOT_CLASS} {{ display: none; }}"
     # An HTML output keeps 20 px on its right that a widget output does not: the copy takes the live page's width.
-    f".jp-RenderedHTMLCommon:has(> .{SNAPSHOT_CLASS}) {{ padding-right: 0; }}</style>"
+    f".jp-RenderedHTMLCommon:has(> .{SNAPSHOT_CLASS}) {{ padding-right: 0; }}"
+    # The look of the Jupyter widget classes the copy uses (ipywidgets' own rules come with its scripts, later).
+    f"{_S} .jupyter-widgets {{ margin: 2px; box-sizing: border-box; color: var(--jp-content-font-color1); }}"
+    f"{_S} .widget-box {{ display: flex; box-sizing: border-box; margin: 0; overflow: auto; }}"
+    f"{_S} .widget-hbox {{ flex-direction: row; }} {_S} .widget-vbox {{ flex-direction: column; }}"
+    f"{_S} .widget-inline-hbox {{ display: flex; flex-direction: row; align-items: baseline; box-sizing: border-box; }}"
+    f"{_S} .widget-html, {_S} .widget-label, {_S} .jupyter-button {{ font-size: var(--jp-ui-font-size1); }}"
+    f"{_S} .widget-html-content, {_S} .widget-label {{ line-height: 28px; }}"
+    f"{_S} .widget-html-content {{ align-self: stretch; flex: 1 1 auto; }}"
+    f"{_S} .widget-label {{ overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }}"
+    f"{_S} .widget-inline-hbox .widget-label {{ text-align: right; margin-right: 8px; width: 80px; flex-shrink: 0; }}"
+    f"{_S} .jupyter-button {{ height: 28px; padding: 0 10px; border: none; white-space: nowrap; overflow: hidden; "
+    "color: var(--jp-ui-font-color1); background-color: var(--jp-layout-color2); opacity: 0.6; }"
+    f"{_S} .widget-dropdown, {_S} .widget-text {{ height: 28px; width: 300px; }}"
+    f"{_S} .widget-dropdown > select, {_S} .widget-text > input {{ flex: 1 1 148px; min-width: 0; height: 28px; "
+    "box-sizing: border-box; border: 1px solid var(--jp-border-color1); border-radius: 0; padding: 0 8px; "
+    "background-color: var(--jp-layout-color1); color: var(--jp-ui-font-color1); "
+    "font-size: var(--jp-ui-font-size1); appearance: none; opacity: 0.6; }"
+    "</style>"
 )
 _CLASS_ATTRIBUTE = re.compile(r"""\bclass=(["'])(.*?)\1""", re.DOTALL)
 _RT_CLASS = re.compile(r"(?<![\w-])rt-")
@@ -37,7 +60,7 @@ def snapshot_html(widget: widgets.Widget) -> str:
     """Static HTML of ``widget``'s tree as a browser would first draw it, its ``rt-`` classes renamed ``rts-``."""
     body = "".join(_render(widget))
     renamed = _CLASS_ATTRIBUTE.sub(lambda m: f"class={m[1]}{_RT_CLASS.sub('rts-', m[2])}{m[1]}", body)
-    return f'{_HIDE_WHEN_LIVE}<div class="{SNAPSHOT_CLASS}">{_RT_SELECTOR.sub(".rts-", renamed)}</div>'
+    return f'{SNAPSHOT_MARK}{_STYLE}<div class="{SNAPSHOT_CLASS}">{_RT_SELECTOR.sub(".rts-", renamed)}</div>'
 
 
 def _render(widget: widgets.Widget) -> Iterator[str]:

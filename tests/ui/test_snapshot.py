@@ -8,9 +8,10 @@ import re
 import bqplot
 import ipywidgets as widgets
 
+from runtool.serve import TEMPLATES_DIR
 from runtool.services import ServiceContainer
 from runtool.ui.coverage import CoveragePage
-from runtool.ui.snapshot import SNAPSHOT_CLASS, snapshot_html
+from runtool.ui.snapshot import SNAPSHOT_CLASS, SNAPSHOT_MARK, snapshot_html
 from runtool.ui.theme import STYLESHEET
 
 
@@ -29,6 +30,14 @@ def test_the_copy_keeps_text_classes_and_layout_and_renames_every_rt_class() -> 
     assert not [c for c in classes if c.startswith("rt-")]
     assert ".rts-kpi-value {" in copy and ".rt-kpi-value {" not in copy  # the stylesheet follows
     assert copy.count(f'class="{SNAPSHOT_CLASS}"') == 1
+
+
+def test_the_copy_begins_with_the_mark_runtools_template_looks_for() -> None:
+    """The template sends an output that begins with the mark as HTML the browser draws at once."""
+    copy = snapshot_html(widgets.VBox([widgets.HTML("1,287")]).add_class("rt-page"))
+    assert copy.startswith(SNAPSHOT_MARK)
+    template = (TEMPLATES_DIR / "voila" / "templates" / "runtool" / "index.html.j2").read_text(encoding="utf-8")
+    assert f"startswith('{SNAPSHOT_MARK}')" in template
 
 
 def test_controls_are_drawn_disabled_with_their_current_value() -> None:
@@ -52,14 +61,14 @@ def test_controls_are_drawn_disabled_with_their_current_value() -> None:
 def test_hidden_parts_charts_and_unselected_tabs_are_left_to_the_live_page() -> None:
     tabs = widgets.Tab([widgets.HTML("first tab"), widgets.HTML("second tab")], selected_index=1)
     tree = widgets.VBox([
-        widgets.HTML("hidden", layout=widgets.Layout(display="none")),
+        widgets.HTML("a hidden part", layout=widgets.Layout(display="none")),
         bqplot.Figure(marks=[], title="a chart"),
         widgets.Output(),
         tabs,
     ])
     copy = snapshot_html(tree)
     assert "second tab" in copy
-    assert "first tab" not in copy and "hidden" not in copy and "a chart" not in copy
+    assert "first tab" not in copy and "a hidden part" not in copy and "a chart" not in copy
 
 
 def test_a_page_copy_holds_its_kpis_and_not_its_charts(services: ServiceContainer) -> None:

@@ -26,7 +26,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 from runtool.config import RuntoolConfig
 from runtool.errors import RuntoolError
@@ -91,6 +91,8 @@ class FileOutcome:
     error: str | None = None
     reason: str | None = None
     """Why a file was skipped."""
+    out_of_space: bool = False
+    """Whether the file failed for want of disk space (the small files after it are then not fetched)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -335,11 +337,9 @@ class TransferEngine:
                 # A small file lands where it was fetched: its sync is short, and a handoff costs as much.
                 fetched = self._land(fetched)
             if isinstance(fetched, FileOutcome):
-                if small and fetched.status == "failed" and str(fetched.error).startswith(NO_SPACE):
+                if small and fetched.out_of_space:
                     disk_full.set()
                 return finished(fetched)
-            if small:  # a small file lands where it was fetched: its sync is short, and a handoff costs as much
-                return finished(self._land(fetched))
             landings.acquire()
             return landing.submit(land, fetched)
 
@@ -406,7 +406,7 @@ class TransferEngine:
                 error = _changed_since_preview(file)
             return FileOutcome(file, "failed", received, time.perf_counter() - started, error)
         except (RuntoolError, OSError, gexc.GoogleAPIError) as exc:
-            return FileOutcome(file, "failed", received, time.perf_counter() - started, _explain(exc, file))
+            return _failed(file, received, started, exc)
         finally:
             if fd is not None:  # the download failed or stopped: remove what it wrote
                 with contextlib.suppress(OSError):
@@ -430,7 +430,7 @@ class TransferEngine:
             os.replace(fetched.tmp, file.path)
         except OSError as exc:
             fetched.tmp.unlink(missing_ok=True)
-            return FileOutcome(file, "failed", fetched.bytes, time.perf_counter() - started, _explain(exc, file))
+            return _failed(file, fetched.bytes, started, exc)
         return FileOutcome(file, "transferred", fetched.bytes, time.perf_counter() - started)
 
     def _upload(
@@ -548,9 +548,17 @@ def _remove_stale_parts(files: Sequence[PlannedFile]) -> None:
 
 
 
-NO_SPACE = "Not enough disk space"
-"""How the error of a file that ran out of space begins."""
 DISK_FULL_NOT_STARTED = "Not started: the disk is full (an earlier file of this transfer ran out of space)."
+
+
+def _out_of_space(exc: BaseException) -> TypeGuard[OSError]:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _failed(file: PlannedFile, received: int, started: float, exc: BaseException) -> FileOutcome:
+    """A download of ``file`` that failed with ``exc`` after ``received`` bytes, started at ``started``."""
+    return FileOutcome(file, "failed", received, time.perf_counter() - started, _explain(exc, file),
+                       out_of_space=_out_of_space(exc))
 
 
 def _explain(exc: BaseException, file: PlannedFile) -> str:
@@ -561,8 +569,8 @@ def _explain(exc: BaseException, file: PlannedFile) -> str:
         return f"{file.key} no longer exists in the cloud (deleted since the preview)."
     if isinstance(exc, ChecksumMismatch):
         return f"Checksum mismatch, file rejected: {exc}"
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return f"{NO_SPACE} to write {file.path} ({exc.strerror})."
+    if _out_of_space(exc):
+        return f"Not enough disk space to write {file.path} ({exc.strerror})."
     if isinstance(exc, OSError):
         return f"Cannot write {file.path}: {exc.strerror or exc}."
     return str(exc)
