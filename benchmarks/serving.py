@@ -429,9 +429,10 @@ def part_a(browser: Any, servers: dict[str, Server], queries: dict[str, tuple[st
         f"max {max(waits):.1f} s; {unsettled} of {len(waits)} waits hit the {SETTLE_LIMIT_S:.0f} s limit.",
         "- First content: coverage and download manager, a KPI value with text; per-run, the \"pick a run\" "
         "sentence or, with a run in the query, its status cards; baseline, \"ok\". A page's first screen comes "
-        "first as static HTML (runtool.ui.snapshot) and its live widgets take its place: first content is "
-        "whichever shows first (in practice the copy), the \"live widgets\" column the same content in the live "
-        "widgets. Pages draw progressively: "
+        "first as static HTML (runtool.ui.snapshot) in the page itself, drawn as the browser reads it, before "
+        "Voila's scripts have loaded (a plain Voila page shows its outputs only once they have), and its live "
+        "widgets take its place: first content is whichever shows first (in practice the copy), the \"live "
+        "widgets\" column the same content in the live widgets. Pages draw progressively: "
         "the last column is the GET to the coverage charts (a bqplot figure) or the download manager's grid "
         "visible, the part a page draws once the browser has painted its first content. "
         f"Error messages or tracebacks seen on the pages: {errors}; opens without content within "
