@@ -377,6 +377,32 @@ def test_a_page_left_before_it_loaded_frees_its_kernel_long_before_the_culling(
 CELL_OUTPUT = re.compile(r'<script type="application/vnd.voila.cell-output\+json">(.*?)</script>', re.DOTALL)
 
 
+def test_a_page_whose_kernel_died_before_voila_connected_shows_the_session_notice(
+    contexts: Contexts, serve: Callable[..., ServeProcess]
+) -> None:
+    """The kernel dies while the static first screen shows and Voila's scripts still load: Voila asks for the
+    kernel (404) and opens no channel, so only the disabled copy stayed, with no word that the page is dead."""
+    server = serve("--no-preheat", "--cull-idle", "600")
+    tab = contexts.new_page()
+    held: list[Any] = []
+    # Voila's scripts wait until the kernel is gone.
+    tab.route("**/voila/static/voila.js", lambda route: held.append(route))
+    tab.goto(server.url(COVERAGE), wait_until="commit")
+    expect(tab.locator(".rts-snapshot .rts-kpi-value").first).to_be_visible(timeout=WAIT_S * 1000)
+    poll(lambda: held, WAIT_S, what="the page asked for Voila's scripts")
+    match = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', tab.content())
+    assert match, "no kernelId in the page"
+    kernel = match.group(1)
+    server.kernels()[kernel].kill()  # SIGKILL: the kernel dies without a word
+    poll(lambda: f"the kernel {kernel} of a viewer stopped" in server.log_text(), WAIT_S,
+         what="the server dropped the dead viewer's kernel")
+    held[0].continue_()
+    notice = tab.locator("#rt-session-notice")
+    # At once: not a minute later, when a channel opened to the dead kernel times out.
+    expect(notice).to_be_visible(timeout=20_000)
+    expect(notice).to_contain_text("Reload the page")
+
+
 def cell_outputs(document: str) -> list[dict[str, Any]]:
     """The outputs of the page's cell that Voila puts into the page for its script to draw, in order."""
     return [json.loads(text)["data"] for text in CELL_OUTPUT.findall(document)]

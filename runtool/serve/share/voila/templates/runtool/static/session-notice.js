@@ -44,6 +44,28 @@
     }
     return socket;
   }
+  // Voila asks for the kernel's model before it opens the kernel's channel, and opens no channel when the kernel
+  // is gone (crashed, or stopped by the server, while the page loaded): the page's static first screen stayed up,
+  // its controls drawn disabled, with no word. A kernel the server no longer has ends the session too.
+  const KERNEL_MODEL = /\/api\/kernels\/[^/?#]+(?:[?#]|$)/;
+  const nativeFetch = window.fetch;
+  if (nativeFetch) {
+    window.fetch = function (input, init) {
+      const url = typeof input === "string" ? input : String((input && input.url) || input);
+      const method = String((init && init.method) || (input && input.method) || "GET").toUpperCase();
+      const answer = nativeFetch.apply(this, arguments);
+      if (method === "GET" && KERNEL_MODEL.test(url)) {
+        answer.then(function (response) {
+          if (response.status === 404) {
+            lost = true;
+            notice(true);
+          }
+        }, function () { notice(true); });
+      }
+      return answer;
+    };
+  }
+
   watched.prototype = Native.prototype;
   ["CONNECTING", "OPEN", "CLOSING", "CLOSED"].forEach(function (name) { watched[name] = Native[name]; });
   window.WebSocket = watched;
