@@ -44,6 +44,9 @@ _STYLE = (
     f"{_S} .widget-inline-hbox .widget-label {{ text-align: right; margin-right: 8px; width: 80px; flex-shrink: 0; }}"
     f"{_S} .jupyter-button {{ height: 28px; padding: 0 10px; border: none; white-space: nowrap; overflow: hidden; "
     "color: var(--jp-ui-font-color1); background-color: var(--jp-layout-color2); opacity: 0.6; }"
+    # The picked toggle button, as ipywidgets draws it (the link's family or filter shows before the widgets).
+    f"{_S} .jupyter-button.mod-active {{ background-color: var(--jp-layout-color3, #bdbdbd); "
+    "box-shadow: inset 0 1px 3px rgba(0, 0, 0, 0.25); }"
     f"{_S} .widget-dropdown, {_S} .widget-text {{ height: 28px; width: 300px; }}"
     f"{_S} .widget-dropdown > select, {_S} .widget-text > input {{ flex: 1 1 148px; min-width: 0; height: 28px; "
     "box-sizing: border-box; border: 1px solid var(--jp-border-color1); border-radius: 0; padding: 0 8px; "

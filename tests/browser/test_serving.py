@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import ipywidgets as widgets
 import psutil
 import pytest
 from google.cloud import storage
@@ -438,3 +439,16 @@ def test_a_page_shows_its_first_screen_before_voilas_scripts_and_the_live_page_r
         expect(tab.locator(".rts-snapshot, .rts-early")).to_have_count(0)
         expect(live).to_have_text(copied)
         tab.close()
+
+
+def test_the_first_screen_shows_which_toggle_button_is_picked(page: Any) -> None:
+    """The copy marks the picked toggle button (mod-active) as the live page does: a link to the download manager's
+    ML samples, or its "Not uploaded" filter, showed every button alike until the widgets came."""
+    from runtool.ui.snapshot import snapshot_html
+
+    toggle = widgets.ToggleButtons(options=["Raw bags", "ML samples"], value="ML samples")
+    page.set_content(f"<html><body>{snapshot_html(widgets.VBox([toggle]))}</body></html>")
+    picked, other = (page.locator(".rts-snapshot button", has_text=text) for text in ("ML samples", "Raw bags"))
+    expect(picked).to_have_class(re.compile(r"\bmod-active\b"))
+    look = "el => { const s = getComputedStyle(el); return [s.backgroundColor, s.boxShadow, s.fontWeight]; }"
+    assert picked.evaluate(look) != other.evaluate(look), "the picked button looks like the others"
