@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,21 @@ WAIT_S = 60.0
 HEADER_PX = 20
 ROW_PX = 24
 """The grid's column header and row heights (ipydatagrid's base_column_header_size, our base_row_size)."""
+
+
+def settled_box(locator: Any) -> dict[str, float]:
+    """``locator``'s bounding box once the page has laid it out again (unchanged over 0.2 s): a box read at once
+    after the window changed size may be the old layout's, and a click there lands on a row instead of a header."""
+    boxes = [locator.bounding_box()]
+
+    def settled() -> bool:
+        time.sleep(0.2)
+        boxes.append(locator.bounding_box())
+        return boxes[-1] is not None and boxes[-1] == boxes[-2]
+
+    poll(settled, WAIT_S, interval=0, what="the grid laid out at the new window size")
+    box: dict[str, float] = boxes[-1]
+    return box
 
 
 def start_column_x(overview: pd.DataFrame) -> float:
@@ -198,8 +214,7 @@ def test_a_header_click_sorts_without_selecting_and_the_csv_is_the_table_shown(
     assert len(tops) == 1, tops
     screenshot(page, "download-manager-all-1280")
     page.set_viewport_size({"width": 1400, "height": 1000})
-    box = page.locator(".rt-inventory-grid").bounding_box()
-    assert box is not None
+    box = settled_box(page.locator(".rt-inventory-grid"))
     start_x = box["x"] + start_column_x(overview)
     page.mouse.click(start_x, box["y"] + HEADER_PX / 2)  # oldest first
     csv_link = page.locator("a.rt-csv")
@@ -221,7 +236,8 @@ def test_a_header_click_sorts_without_selecting_and_the_csv_is_the_table_shown(
     assert list(table.columns) == [*(c.replace(" size", " bytes") for c in COLUMNS), "Run"]
     assert set(table["Run"]) == set(inventory_rows(overview, "raw", {}).index)
     expect(line).to_contain_text("none selected")
-    page.mouse.click(start_x, box["y"] + HEADER_PX / 2)  # newest first
+    box = settled_box(page.locator(".rt-inventory-grid"))  # the CSV link's click may have scrolled the page
+    page.mouse.click(box["x"] + start_column_x(overview), box["y"] + HEADER_PX / 2)  # newest first
     page.wait_for_timeout(1000)
     expect(line).to_contain_text("none selected")
     second = RunCoordinate.parse(downloaded(starts[::-1])["Run"].iloc[1])
