@@ -404,6 +404,62 @@ def test_a_page_whose_kernel_died_before_voila_connected_shows_the_session_notic
     expect(notice).to_contain_text("Reload the page")
 
 
+@pytest.mark.parametrize(
+    ("leave", "options"),
+    [("header link", ("--pool-size", "1")), ("tab closed", ("--no-preheat",))],
+    ids=["header-link-preheated", "tab-closed"],
+)
+def test_a_page_left_before_voilas_scripts_loaded_stops_its_kernel_at_once(
+    contexts: Contexts, serve: Callable[..., ServeProcess], leave: str, options: tuple[str, ...]
+) -> None:
+    """The first screen shows, and its header links work, a second or more before Voila's scripts set their leave
+    beacon: a viewer clicking through those links left a kernel behind per page, and filled the cap (hostile
+    review). Culling and the never-opened rule are minutes away here, so only the page's own beacon passes."""
+    server = serve(*options, "--cull-idle", "600")
+    if "--pool-size" in options:
+        waiting_pool(server, len(PAGES))
+    tab = contexts.new_page()
+    tab.route("**/voila/static/voila.js", lambda route: route.abort())  # Voila's scripts never load
+    tab.goto(server.url(COVERAGE))
+    expect(tab.locator(".rts-snapshot .rts-kpi-value").first).to_be_visible(timeout=WAIT_S * 1000)
+    match = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', tab.content())
+    assert match, "no kernelId in the page"
+    kernel = match.group(1)
+    assert kernel in server.kernels()
+    if leave == "header link":
+        tab.locator(".rts-snapshot .rts-nav a", has_text="Download manager").click()
+        tab.wait_for_url(re.compile(re.escape(DOWNLOAD_MANAGER)), timeout=WAIT_S * 1000)
+    else:
+        tab.close(run_before_unload=True)
+    server.wait_kernels(gone(kernel), 30, f"the kernel of a page left by its {leave} before Voila's scripts loaded")
+    assert "Culling" not in server.log_text().split("Culling kernels with idle durations")[-1], "culled"
+
+
+_COUNT_BEACONS = """(() => {
+    const send = navigator.sendBeacon.bind(navigator);
+    navigator.sendBeacon = (url, data) => {
+        localStorage.setItem("beacons", JSON.stringify([...JSON.parse(localStorage.getItem("beacons") || "[]"), url]));
+        return send(url, data);
+    };
+})()"""
+"""Keeps every beacon's address in the origin's storage: Playwright does not see a leaving page's beacons."""
+
+
+def test_a_page_left_after_voila_connected_asks_once_to_stop_its_kernel(
+    contexts: Contexts, serve: Callable[..., ServeProcess]
+) -> None:
+    """Once Voila's scripts have the kernel, Voila's own beacon stops it, and runtool's page sends none."""
+    server = serve("--no-preheat", "--cull-idle", "600")
+    tab = contexts.new_page()
+    tab.add_init_script(_COUNT_BEACONS)
+    kernel = open_page(tab, server)
+    tab.goto(f"{server.base}/voila/static/voila.js")  # leaves for a page of the same origin, with its storage
+    server.wait_kernels(gone(kernel), 30, "the kernel of a page left")
+    beacons = json.loads(tab.evaluate("localStorage.getItem('beacons')"))
+    assert [url.split("/voila/")[-1] for url in beacons] == [f"api/shutdown/{kernel}"]
+    assert "api/shutdown" not in server.log_text()
+
+
 def cell_outputs(document: str) -> list[dict[str, Any]]:
     """The outputs of the page's cell that Voila puts into the page for its script to draw, in order."""
     return [json.loads(text)["data"] for text in CELL_OUTPUT.findall(document)]

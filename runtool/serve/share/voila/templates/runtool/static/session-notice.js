@@ -48,6 +48,25 @@
   // is gone (crashed, or stopped by the server, while the page loaded): the page's static first screen stayed up,
   // its controls drawn disabled, with no word. A kernel the server no longer has ends the session too.
   const KERNEL_MODEL = /\/api\/kernels\/[^/?#]+(?:[?#]|$)/;
+  // A viewer can leave before Voila's scripts have loaded (the static first screen shows at once, and its links
+  // work): Voila sets its "shut this page's kernel down" beacon on leave only once it has the kernel's model, so
+  // such a kernel held a place under the server's cap for minutes. Until then, this page sends that beacon.
+  let voilaLeaveBeacon = false;
+  window.addEventListener("pagehide", function () {
+    const config = document.getElementById("jupyter-config-data");
+    if (voilaLeaveBeacon || !config || !navigator.sendBeacon) return;
+    let page;
+    try {
+      page = JSON.parse(config.textContent);
+    } catch (error) {
+      return;
+    }
+    if (!page.kernelId) return;
+    const xsrf = document.cookie.match(/\b_xsrf=([^;]*)\b/);
+    const form = new FormData();
+    form.append("_xsrf", xsrf ? xsrf[1] : "");
+    navigator.sendBeacon((page.baseUrl || "/") + "voila/api/shutdown/" + encodeURIComponent(page.kernelId), form);
+  });
   const nativeFetch = window.fetch;
   if (nativeFetch) {
     window.fetch = function (input, init) {
@@ -56,6 +75,7 @@
       const answer = nativeFetch.apply(this, arguments);
       if (method === "GET" && KERNEL_MODEL.test(url)) {
         answer.then(function (response) {
+          if (response.ok) voilaLeaveBeacon = true;
           if (response.status === 404) {
             lost = true;
             notice(true);
