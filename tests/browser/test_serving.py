@@ -435,6 +435,38 @@ def test_a_page_left_before_voilas_scripts_loaded_stops_its_kernel_at_once(
     assert "Culling" not in server.log_text().split("Culling kernels with idle durations")[-1], "culled"
 
 
+def test_a_page_left_as_voila_gets_its_kernel_stops_it_at_once(
+    contexts: Contexts, serve: Callable[..., ServeProcess]
+) -> None:
+    """A header link clicked before Voila has the kernel's model fires "beforeunload" at once, but the page runs on
+    until the next page arrives (seconds when that page's pool is empty): Voila got the model and set its beacon
+    meanwhile, after the only "beforeunload" it would see, and runtool's page took Voila's beacon as set. Neither
+    went, and the kernel held a place under the cap until it was found never opened (hostile review)."""
+    server = serve("--pool-size", "1", "--cull-idle", "600")
+    waiting_pool(server, len(PAGES))
+    tab = contexts.new_page()
+    models: list[Any] = []
+    arriving: list[Any] = []
+    # Held: Voila waits for the kernel's model, the next page is slow to come.
+    tab.route(re.compile(r".*/api/kernels/[0-9a-f-]{36}(\?.*)?$"), lambda route: models.append(route))
+    tab.route(re.compile(re.escape(DOWNLOAD_MANAGER)), lambda route: arriving.append(route))
+    tab.goto(server.url(COVERAGE))
+    link = tab.locator(".rts-snapshot .rts-nav a", has_text="Download manager")
+    expect(link).to_be_visible(timeout=WAIT_S * 1000)
+    match = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', tab.content())
+    assert match, "no kernelId in the page"
+    kernel = match.group(1)
+    # Playwright hands over the held requests only while it runs: the probes wait in the page, not in time.sleep.
+    poll(lambda: tab.wait_for_timeout(50) or models, WAIT_S, what="Voila's scripts asking for the kernel's model")
+    link.click(no_wait_after=True)
+    poll(lambda: tab.wait_for_timeout(50) or arriving, WAIT_S, what="the next page asked for")
+    with tab.expect_event("websocket", timeout=WAIT_S * 1000):  # Voila has the model, and has set its beacon
+        models[0].continue_()
+    arriving[0].continue_()
+    tab.wait_for_url(re.compile(re.escape(DOWNLOAD_MANAGER)), timeout=WAIT_S * 1000)
+    server.wait_kernels(gone(kernel), 30, "the kernel of a page left as Voila got its kernel")
+
+
 _COUNT_BEACONS = """(() => {
     const send = navigator.sendBeacon.bind(navigator);
     navigator.sendBeacon = (url, data) => {

@@ -50,8 +50,20 @@
   const KERNEL_MODEL = /\/api\/kernels\/[^/?#]+(?:[?#]|$)/;
   // A viewer can leave before Voila's scripts have loaded (the static first screen shows at once, and its links
   // work): Voila sets its "shut this page's kernel down" beacon on leave only once it has the kernel's model, so
-  // such a kernel held a place under the server's cap for minutes. Until then, this page sends that beacon.
+  // such a kernel held a place under the server's cap for minutes. Unless Voila's own beacon went out, this page
+  // sends it on leaving. Whether Voila's went is what counts, not whether Voila had the model: a link clicked as
+  // the page loaded fires "beforeunload" at once, but the page runs on until the next one arrives (seconds on a
+  // busy server), and Voila then got the model and set its beacon after the only "beforeunload" it would see.
   let voilaLeaveBeacon = false;
+  const shutdownPath = "voila/api/shutdown/";
+  if (navigator.sendBeacon) {
+    const nativeBeacon = navigator.sendBeacon;
+    navigator.sendBeacon = function (url) {
+      const sent = nativeBeacon.apply(this, arguments);
+      if (sent && String(url).indexOf(shutdownPath) !== -1) voilaLeaveBeacon = true;
+      return sent;
+    };
+  }
   window.addEventListener("pagehide", function () {
     const config = document.getElementById("jupyter-config-data");
     if (voilaLeaveBeacon || !config || !navigator.sendBeacon) return;
@@ -65,7 +77,7 @@
     const xsrf = document.cookie.match(/\b_xsrf=([^;]*)\b/);
     const form = new FormData();
     form.append("_xsrf", xsrf ? xsrf[1] : "");
-    navigator.sendBeacon((page.baseUrl || "/") + "voila/api/shutdown/" + encodeURIComponent(page.kernelId), form);
+    navigator.sendBeacon((page.baseUrl || "/") + shutdownPath + encodeURIComponent(page.kernelId), form);
   });
   const nativeFetch = window.fetch;
   if (nativeFetch) {
@@ -75,7 +87,6 @@
       const answer = nativeFetch.apply(this, arguments);
       if (method === "GET" && KERNEL_MODEL.test(url)) {
         answer.then(function (response) {
-          if (response.ok) voilaLeaveBeacon = true;
           if (response.status === 404) {
             lost = true;
             notice(true);
