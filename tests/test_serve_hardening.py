@@ -7,6 +7,7 @@ Waits poll with generous deadlines (the machine is shared); assertions are about
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -107,6 +108,24 @@ def test_a_viewer_that_never_connects_is_culled(serve: Callable[..., ServeProces
     # browser opened (half of --cull-idle, at least 10 s; tests/browser/test_serving.py tells them apart).
     assert re.search(rf"[Cc]ull\w* .*{kernel}|stopping kernel {kernel}: its page was never opened",
                      server.log_text()), "Voila's log should say why it stopped the kernel"
+
+
+def test_a_channel_closed_as_it_is_set_up_logs_no_traceback(serve: Callable[..., ServeProcess]) -> None:
+    """A page left as Voila connects closes its kernel channel mid-handshake: jupyter_server went on to pick the
+    subprotocol on the closed channel, and logged "Uncaught exception" and a 500 with a traceback (hostile review)."""
+    server = serve("--no-preheat")
+    kernel = open_page(server)
+    for _ in range(3):
+        with socket.create_connection((server.ip, server.port), timeout=30) as raw:
+            key = base64.b64encode(os.urandom(16)).decode()
+            raw.sendall("\r\n".join([
+                f"GET /api/kernels/{kernel}/channels?session_id=s HTTP/1.1", f"Host: {server.ip}:{server.port}",
+                "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
+                f"Sec-WebSocket-Protocol: {V1_PROTOCOL}", "", ""]).encode())
+        time.sleep(0.5)
+    connect(server, kernel).close()  # the kernel still takes its viewer
+    log = server.log_text()
+    assert "Traceback" not in log and "Uncaught exception" not in log, log
 
 
 def test_a_viewer_closing_the_tab_mid_render_leaves_no_kernel(serve: Callable[..., ServeProcess]) -> None:

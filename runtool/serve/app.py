@@ -270,6 +270,13 @@ class KernelWebsocketHandler(VoilaKernelWebsocketHandler):
             return
         await super().get(kernel_id)
 
+    async def pre_get(self) -> None:
+        await super().pre_get()
+        if self.connection is None:
+            # The browser closed the channel while it was set up (its page left as Voila connected): jupyter_server
+            # went on to pick a subprotocol on the closed channel and logged a 500 with a traceback.
+            raise web.Finish()
+
     async def open(self, kernel_id: str) -> None:
         """The channel is open (the browser authenticated and loaded the page): the kernel is claimed."""
         self.settings["runtool_app"].kernel_claimed(kernel_id)
