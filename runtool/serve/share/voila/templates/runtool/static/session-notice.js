@@ -1,5 +1,6 @@
 // Tells the viewer when this page's kernel is gone (stopped by the server, culled, crashed or restarted):
-// the page's controls no longer answer, and only a reload brings them back.
+// the page's controls no longer answer, and only a reload brings them back. And asks the server to stop the kernel
+// when the viewer leaves before Voila's scripts could.
 (function () {
   "use strict";
   const Native = window.WebSocket;
@@ -48,37 +49,6 @@
   // is gone (crashed, or stopped by the server, while the page loaded): the page's static first screen stayed up,
   // its controls drawn disabled, with no word. A kernel the server no longer has ends the session too.
   const KERNEL_MODEL = /\/api\/kernels\/[^/?#]+(?:[?#]|$)/;
-  // A viewer can leave before Voila's scripts have loaded (the static first screen shows at once, and its links
-  // work): Voila sets its "shut this page's kernel down" beacon on leave only once it has the kernel's model, so
-  // such a kernel held a place under the server's cap for minutes. Unless Voila's own beacon went out, this page
-  // sends it on leaving. Whether Voila's went is what counts, not whether Voila had the model: a link clicked as
-  // the page loaded fires "beforeunload" at once, but the page runs on until the next one arrives (seconds on a
-  // busy server), and Voila then got the model and set its beacon after the only "beforeunload" it would see.
-  let voilaLeaveBeacon = false;
-  const shutdownPath = "voila/api/shutdown/";
-  if (navigator.sendBeacon) {
-    const nativeBeacon = navigator.sendBeacon;
-    navigator.sendBeacon = function (url) {
-      const sent = nativeBeacon.apply(this, arguments);
-      if (sent && String(url).indexOf(shutdownPath) !== -1) voilaLeaveBeacon = true;
-      return sent;
-    };
-  }
-  window.addEventListener("pagehide", function () {
-    const config = document.getElementById("jupyter-config-data");
-    if (voilaLeaveBeacon || !config || !navigator.sendBeacon) return;
-    let page;
-    try {
-      page = JSON.parse(config.textContent);
-    } catch (error) {
-      return;
-    }
-    if (!page.kernelId) return;
-    const xsrf = document.cookie.match(/\b_xsrf=([^;]*)\b/);
-    const form = new FormData();
-    form.append("_xsrf", xsrf ? xsrf[1] : "");
-    navigator.sendBeacon((page.baseUrl || "/") + shutdownPath + encodeURIComponent(page.kernelId), form);
-  });
   const nativeFetch = window.fetch;
   if (nativeFetch) {
     window.fetch = function (input, init) {
@@ -96,6 +66,38 @@
       return answer;
     };
   }
+
+  // A viewer can leave before Voila's scripts have loaded (the static first screen shows at once, and its links
+  // work): Voila sets its "shut this page's kernel down" beacon on leave only once it has the kernel's model, so
+  // such a kernel held a place under the server's cap for minutes. Unless Voila's own beacon went out, this page
+  // sends it on leaving. Whether Voila's went is what counts, not whether Voila had the model: a link clicked as
+  // the page loaded fires "beforeunload" at once, but the page runs on until the next one arrives (seconds on a
+  // busy server), and Voila then got the model and set its beacon after the only "beforeunload" it would see.
+  let shutdownAsked = false;
+  const shutdownPath = "voila/api/shutdown/";
+  if (navigator.sendBeacon) {
+    const nativeBeacon = navigator.sendBeacon;
+    navigator.sendBeacon = function (url) {
+      const sent = nativeBeacon.apply(this, arguments);
+      if (sent && String(url).indexOf(shutdownPath) !== -1) shutdownAsked = true;
+      return sent;
+    };
+  }
+  window.addEventListener("pagehide", function () {
+    const config = document.getElementById("jupyter-config-data");
+    if (shutdownAsked || !config || !navigator.sendBeacon) return;
+    let page;
+    try {
+      page = JSON.parse(config.textContent);
+    } catch (error) {
+      return;
+    }
+    if (!page.kernelId) return;
+    const xsrf = document.cookie.match(/\b_xsrf=([^;]*)\b/);
+    const form = new FormData();
+    form.append("_xsrf", xsrf ? xsrf[1] : "");
+    navigator.sendBeacon((page.baseUrl || "/") + shutdownPath + encodeURIComponent(page.kernelId), form);
+  });
 
   watched.prototype = Native.prototype;
   ["CONNECTING", "OPEN", "CLOSING", "CLOSED"].forEach(function (name) { watched[name] = Native[name]; });
