@@ -59,7 +59,12 @@ def open_page(tab: Any, server: ServeProcess, page: str = COVERAGE, query: str =
     tab.goto(server.url(page, query))
     css = {COVERAGE: ".rt-page-coverage", PER_RUN: ".rt-page-per-run"}.get(page, ".rt-page")
     tab.wait_for_selector(css, state="visible", timeout=WAIT_S * 1000)
-    match = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', tab.content())
+    return kernel_in(tab.content())
+
+
+def kernel_in(document: str) -> str:
+    """The id of the kernel a page's HTML names (its ``jupyter-config-data``)."""
+    match = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', document)
     assert match, "no kernelId in the page"
     return match.group(1)
 
@@ -363,9 +368,7 @@ def test_a_page_left_before_it_loaded_frees_its_kernel_long_before_the_culling(
     kept = open_page(tab, server)  # a viewer who stays: connected, so never stopped by this rule
     with urllib.request.urlopen(server.url(COVERAGE), timeout=WAIT_S) as response:  # the page, but no browser
         assert response.status == 200
-        match = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', response.read().decode("utf-8"))
-    assert match, "no kernelId in the page"
-    left = match.group(1)
+        left = kernel_in(response.read().decode("utf-8"))
     assert left in server.kernels()
     server.wait_kernels(gone(left), 85, "the kernel of a page no browser opened")
     assert "never opened in a browser" in server.log_text()
@@ -391,9 +394,7 @@ def test_a_page_whose_kernel_died_before_voila_connected_shows_the_session_notic
     tab.goto(server.url(COVERAGE), wait_until="commit")
     expect(tab.locator(".rts-snapshot .rts-kpi-value").first).to_be_visible(timeout=WAIT_S * 1000)
     poll(lambda: held, WAIT_S, what="the page asked for Voila's scripts")
-    match = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', tab.content())
-    assert match, "no kernelId in the page"
-    kernel = match.group(1)
+    kernel = kernel_in(tab.content())
     server.kernels()[kernel].kill()  # SIGKILL: the kernel dies without a word
     poll(lambda: f"the kernel {kernel} of a viewer stopped" in server.log_text(), WAIT_S,
          what="the server dropped the dead viewer's kernel")
@@ -422,9 +423,7 @@ def test_a_page_left_before_voilas_scripts_loaded_stops_its_kernel_at_once(
     tab.route("**/voila/static/voila.js", lambda route: route.abort())  # Voila's scripts never load
     tab.goto(server.url(COVERAGE))
     expect(tab.locator(".rts-snapshot .rts-kpi-value").first).to_be_visible(timeout=WAIT_S * 1000)
-    match = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', tab.content())
-    assert match, "no kernelId in the page"
-    kernel = match.group(1)
+    kernel = kernel_in(tab.content())
     assert kernel in server.kernels()
     if leave == "header link":
         tab.locator(".rts-snapshot .rts-nav a", has_text="Download manager").click()
@@ -453,9 +452,7 @@ def test_a_page_left_as_voila_gets_its_kernel_stops_it_at_once(
     tab.goto(server.url(COVERAGE))
     link = tab.locator(".rts-snapshot .rts-nav a", has_text="Download manager")
     expect(link).to_be_visible(timeout=WAIT_S * 1000)
-    match = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', tab.content())
-    assert match, "no kernelId in the page"
-    kernel = match.group(1)
+    kernel = kernel_in(tab.content())
     # Playwright hands over the held requests only while it runs: the probes wait in the page, not in time.sleep.
     poll(lambda: tab.wait_for_timeout(50) or models, WAIT_S, what="Voila's scripts asking for the kernel's model")
     link.click(no_wait_after=True)
